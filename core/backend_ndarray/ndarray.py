@@ -1,0 +1,747 @@
+"""NDArray: a strided n-d array over a backend buffer.
+
+All view logic lives here -- shapes, strides, offsets, broadcasting, slicing,
+permutation -- so a backend only ever sees flat buffers (see
+:mod:`needle.protocol`).  Views share their buffer; operations that need
+dense data call :meth:`NDArray.compact` first.
+"""
+
+from __future__ import annotations
+
+import builtins
+import math
+import numbers
+from functools import lru_cache
+
+import numpy as np
+
+from ..errors import DeviceMismatchError, ShapeError, UnsupportedDTypeError
+from .device import (BackendDevice, all_devices, cpu, cpu_numpy, cuda, default_device,
+                     device)
+
+__all__ = ["NDArray", "array", "empty", "full", "broadcast_to", "reshape", "maximum", "log",
+           "exp", "tanh", "sum", "max", "flip", "pad", "matmul", "AxisError", "BackendDevice",
+           "cpu", "cuda", "cpu_numpy", "default_device", "all_devices", "device", "prod"]
+
+prod = math.prod
+_FLOATS = (np.dtype("float32"), np.dtype("float64"))
+
+
+class AxisError(ShapeError, IndexError):
+    """An axis outside ``[-ndim, ndim)``."""
+
+
+@lru_cache(maxsize=4096)
+def _compact_strides(shape: tuple) -> tuple:
+    stride, out = 1, []
+    for dim in reversed(shape):
+        out.append(stride)
+        stride *= dim
+    return tuple(reversed(out))
+
+
+def _as_shape(shape, op: str) -> tuple:
+    if isinstance(shape, numbers.Integral):
+        return (int(shape),)
+    try:
+        out = tuple(int(s) for s in shape)
+    except TypeError:
+        raise TypeError(f"{op}: shape must be an int or a sequence of ints, got {shape!r}") from None
+    if any(s < 0 for s in out):
+        raise ShapeError(f"{op}: negative dimension in shape {out}")
+    return out
+
+
+def _dtype(dtype) -> np.dtype:
+    if dtype is None:
+        return _FLOATS[0]
+    try:
+        return np.dtype(dtype)
+    except TypeError:
+        raise UnsupportedDTypeError(f"unknown dtype {dtype!r}") from None
+
+
+def _norm_axes(axis, ndim: int, op: str) -> tuple:
+    """Axis argument (None, int or sequence) -> sorted tuple of non-negative axes."""
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, numbers.Integral) else tuple(axis)
+    out = []
+    for a in axes:
+        a = int(a)
+        if not -ndim <= a < builtins.max(ndim, 1) or (ndim == 0 and a not in (0, -1)):
+            raise AxisError(f"{op}: axis {a} is out of range for an array of {ndim} dimension(s)")
+        a = a % ndim if ndim else 0
+        if a in out:
+            raise AxisError(f"{op}: repeated axis {a} in {axes}")
+        out.append(a)
+    return tuple(sorted(out))
+
+
+def _broadcast_shapes(s1: tuple, s2: tuple, op: str) -> tuple:
+    n = builtins.max(len(s1), len(s2))
+    a, b = (1,) * (n - len(s1)) + s1, (1,) * (n - len(s2)) + s2
+    out = []
+    for x, y in zip(a, b):
+        if x == y or y == 1:
+            out.append(x)
+        elif x == 1:
+            out.append(y)
+        else:
+            raise ShapeError(f"{op}: shapes {s1} and {s2} cannot be broadcast together")
+    return tuple(out)
+
+
+class NDArray:
+    """An n-d array: ``shape``/``strides``/``offset`` over a backend buffer.
+
+    ``NDArray(other, device=None, dtype=None)`` copies ``other`` (an NDArray,
+    a NumPy array or anything ``np.array`` accepts) onto ``device`` (default:
+    the default device).  The dtype is float32 unless ``dtype`` is given or
+    ``other`` is an NDArray (whose dtype is kept).
+    """
+
+    __slots__ = ("_shape", "_strides", "_offset", "_device", "_handle", "_be")
+
+    def __init__(self, other, device=None, dtype=None):
+        if isinstance(other, NDArray):
+            dev = other._device if device is None else _resolve(device)
+            dt = other.dtype if dtype is None else _dtype(dtype)
+            src = other.to(dev)
+            if src is other or src.dtype != dt:
+                src = src.cast(dt) if src.dtype != dt else src + 0.0
+            self._init(src)
+            return
+        dev = default_device() if device is None else _resolve(device)
+        dt = _dtype(dtype)
+        if isinstance(other, np.ndarray) and other.dtype == dt and other.flags.c_contiguous:
+            host = other
+        else:
+            try:
+                host = np.ascontiguousarray(np.asarray(other), dtype=dt)
+            except (TypeError, ValueError) as exc:
+                raise TypeError(f"NDArray: cannot build an array from {type(other).__name__}: {exc}") from None
+        arr = NDArray.make(host.shape, device=dev, dtype=dt)
+        if host.size:
+            arr._be.from_numpy(host.reshape(-1), arr._handle)
+        self._init(arr)
+
+    def _init(self, other: "NDArray") -> None:
+        self._shape = other._shape
+        self._strides = other._strides
+        self._offset = other._offset
+        self._device = other._device
+        self._handle = other._handle
+        self._be = other._be
+
+    # ------------------------------------------------------------------ #
+    # construction
+    # ------------------------------------------------------------------ #
+    @staticmethod
+    def compact_strides(shape) -> tuple:
+        """Row-major strides (in elements) of a dense array of ``shape``."""
+        return _compact_strides(tuple(shape))
+
+    @staticmethod
+    def make(shape, strides=None, device=None, handle=None, offset=0, dtype=None):
+        """A new array; allocates a buffer when ``handle`` is None, else a view
+        of ``handle`` (validated to stay inside it)."""
+        arr = object.__new__(NDArray)
+        arr._shape = shape = tuple(shape)
+        arr._strides = _compact_strides(shape) if strides is None else tuple(strides)
+        arr._offset = offset
+        dev = default_device() if device is None else _resolve(device)
+        arr._device = dev
+        be = arr._be = dev.require()
+        if handle is None:
+            arr._handle = be.Array(prod(shape), _dtype(dtype))
+        else:
+            _check_view(shape, arr._strides, offset, handle.size, "NDArray.make")
+            arr._handle = handle
+        return arr
+
+    def _view(self, shape, strides, offset) -> "NDArray":
+        arr = object.__new__(type(self)) if type(self) is not NDArray else object.__new__(NDArray)
+        arr._shape, arr._strides, arr._offset = shape, strides, offset
+        arr._device, arr._handle, arr._be = self._device, self._handle, self._be
+        return arr
+
+    def _new(self, shape, dtype=None) -> "NDArray":
+        """Uninitialised compact array on this device."""
+        arr = object.__new__(NDArray)
+        arr._shape = shape
+        arr._strides = _compact_strides(shape)
+        arr._offset = 0
+        arr._device, arr._be = self._device, self._be
+        arr._handle = self._be.Array(prod(shape), self._handle.dtype if dtype is None else dtype)
+        return arr
+
+    # ------------------------------------------------------------------ #
+    # properties
+    # ------------------------------------------------------------------ #
+    @property
+    def shape(self) -> tuple:
+        return self._shape
+
+    @property
+    def strides(self) -> tuple:
+        return self._strides
+
+    @property
+    def offset(self) -> int:
+        return self._offset
+
+    @property
+    def device(self) -> BackendDevice:
+        return self._device
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._handle.dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self._shape)
+
+    @property
+    def size(self) -> int:
+        return prod(self._shape)
+
+    def __len__(self) -> int:
+        if not self._shape:
+            raise TypeError("len() of a 0-d NDArray")
+        return self._shape[0]
+
+    def __repr__(self) -> str:
+        return f"NDArray({self.numpy()}, device={self._device}, dtype={self.dtype.name})"
+
+    def __str__(self) -> str:
+        return str(self.numpy())
+
+    # ------------------------------------------------------------------ #
+    # conversion
+    # ------------------------------------------------------------------ #
+    def numpy(self) -> np.ndarray:
+        """A NumPy copy of the array."""
+        if self.size == 0:
+            return np.zeros(self._shape, dtype=self.dtype)
+        return np.array(self._be.to_numpy(self._handle, self._shape, self._strides, self._offset),
+                        copy=True).reshape(self._shape)
+
+    def __array__(self, dtype=None, copy=None):
+        out = self.numpy()
+        return out if dtype is None else out.astype(dtype)
+
+    def astype(self, dtype) -> np.ndarray:
+        """A NumPy copy in ``dtype`` (course tests call this on cached data)."""
+        return self.numpy().astype(dtype)
+
+    def cast(self, dtype) -> "NDArray":
+        """This array converted to ``dtype`` on the same device (self if equal)."""
+        dt = _dtype(dtype)
+        if dt == self.dtype:
+            return self
+        self._be.check_dtype(dt, "cast")
+        return NDArray(self.numpy().astype(dt), device=self._device, dtype=dt)
+
+    def to(self, device) -> "NDArray":
+        """This array on ``device`` (self if it is already there)."""
+        dev = _resolve(device)
+        if dev == self._device:
+            return self
+        return NDArray(self.numpy(), device=dev, dtype=self.dtype)
+
+    def fill(self, value) -> None:
+        """Set every element to ``value`` in place (through views too)."""
+        if self.is_compact():
+            self._be.fill(self._handle, float(value))
+        else:
+            self[tuple(slice(None) for _ in self._shape)] = value
+
+    # ------------------------------------------------------------------ #
+    # views
+    # ------------------------------------------------------------------ #
+    def is_compact(self) -> bool:
+        """Dense row-major with no offset, covering the whole buffer."""
+        return (self._strides == _compact_strides(self._shape)
+                and prod(self._shape) == self._handle.size)
+
+    def compact(self) -> "NDArray":
+        """Self when compact, else a compact copy."""
+        if self.is_compact():
+            return self
+        out = self._new(self._shape)
+        if out._handle.size:
+            self._be.compact(self._handle, out._handle, self._shape, self._strides, self._offset)
+        return out
+
+    def as_strided(self, shape, strides) -> "NDArray":
+        """A view with the given shape and strides (same buffer and offset)."""
+        shape, strides = _as_shape(shape, "as_strided"), tuple(int(s) for s in strides)
+        if len(shape) != len(strides):
+            raise ShapeError(f"as_strided: shape {shape} and strides {strides} differ in length")
+        _check_view(shape, strides, self._offset, self._handle.size, "as_strided")
+        return self._view(shape, strides, self._offset)
+
+    @property
+    def flat(self) -> "NDArray":
+        return self.reshape((self.size,))
+
+    def reshape(self, new_shape) -> "NDArray":
+        """A view with a new shape of the same size (one dimension may be -1).
+
+        The array must be compact; otherwise a ShapeError asks for
+        ``.compact()`` first (the Tensor-level reshape op does that)."""
+        shape = tuple(int(s) for s in ((new_shape,) if isinstance(new_shape, numbers.Integral) else new_shape))
+        if -1 in shape:
+            known = prod(s for s in shape if s != -1)
+            if shape.count(-1) > 1 or known == 0 or self.size % known:
+                raise ShapeError(f"reshape: cannot reshape array of shape {self._shape} into {shape}")
+            shape = tuple(self.size // known if s == -1 else s for s in shape)
+        if prod(shape) != self.size or any(s < 0 for s in shape):
+            raise ShapeError(f"reshape: cannot reshape array of size {self.size} (shape {self._shape}) "
+                             f"into shape {shape} (size {prod(shape)})")
+        if not self.is_compact():
+            raise ShapeError(f"reshape: array of shape {self._shape} with strides {self._strides} "
+                             f"is not compact; call .compact() first")
+        return self._view(shape, _compact_strides(shape), self._offset)
+
+    def permute(self, new_axes) -> "NDArray":
+        """A view with the axes reordered: axis i of the result is ``new_axes[i]``."""
+        axes = tuple(int(a) % self.ndim if self.ndim else int(a) for a in new_axes)
+        if sorted(axes) != list(range(self.ndim)):
+            raise AxisError(f"permute: {tuple(new_axes)} is not a permutation of the {self.ndim} axes "
+                            f"of shape {self._shape}")
+        return self._view(tuple(self._shape[a] for a in axes),
+                          tuple(self._strides[a] for a in axes), self._offset)
+
+    def broadcast_to(self, new_shape) -> "NDArray":
+        """A view broadcast to ``new_shape`` (NumPy rules; new leading axes allowed)."""
+        new_shape = _as_shape(new_shape, "broadcast_to")
+        if new_shape == self._shape:
+            return self
+        extra = len(new_shape) - self.ndim
+        if extra < 0:
+            raise ShapeError(f"broadcast_to: cannot broadcast shape {self._shape} to {new_shape} "
+                             f"(fewer dimensions)")
+        strides = [0] * extra
+        for dim, new, st in zip(self._shape, new_shape[extra:], self._strides):
+            if dim == new:
+                strides.append(st)
+            elif dim == 1:
+                strides.append(0)
+            else:
+                raise ShapeError(f"broadcast_to: cannot broadcast shape {self._shape} to {new_shape}; "
+                                 f"each axis must match or be 1")
+        return self._view(new_shape, tuple(strides), self._offset)
+
+    # ------------------------------------------------------------------ #
+    # indexing
+    # ------------------------------------------------------------------ #
+    def process_slice(self, sl, dim):
+        """An explicit ``slice(start, stop, step)`` with non-negative bounds
+        clamped to ``dim``; step must be positive."""
+        step = 1 if sl.step is None else int(sl.step)
+        if step <= 0:
+            raise IndexError(f"NDArray slicing: step must be positive, got {step}")
+        start, stop, step = sl.indices(dim)
+        return slice(start, builtins.max(stop, start), step)
+
+    def _index(self, idxs, op):
+        if not isinstance(idxs, tuple):
+            idxs = (idxs,)
+        if len(idxs) > self.ndim:
+            raise IndexError(f"{op}: {len(idxs)} indices for an array of {self.ndim} dimension(s)")
+        idxs = idxs + (slice(None),) * (self.ndim - len(idxs))
+        shape, strides, offset = [], [], self._offset
+        for axis, (idx, dim, st) in enumerate(zip(idxs, self._shape, self._strides)):
+            if isinstance(idx, slice):
+                sl = self.process_slice(idx, dim)
+            elif isinstance(idx, (numbers.Integral, np.integer)):
+                k = int(idx)
+                if not -dim <= k < dim:
+                    raise IndexError(f"{op}: index {k} is out of bounds for axis {axis} with size {dim}")
+                k %= dim
+                sl = slice(k, k + 1, 1)
+            else:
+                raise IndexError(f"{op}: only integers and slices are valid indices, got "
+                                 f"{type(idx).__name__}")
+            n = builtins.max(0, -(-(sl.stop - sl.start) // sl.step))
+            shape.append(n)
+            strides.append(st * sl.step)
+            if n:
+                offset += sl.start * st
+        return self._view(tuple(shape), tuple(strides), offset)
+
+    def __getitem__(self, idxs) -> "NDArray":
+        """A view; an integer index keeps its axis (``A[2, 2]`` has shape (1, 1))."""
+        return self._index(idxs, "__getitem__")
+
+    def __setitem__(self, idxs, other) -> None:
+        """Write an array with the same number of elements, or a scalar, into
+        the indexed view, in place."""
+        view = self._index(idxs, "__setitem__")
+        n = view.size
+        if isinstance(other, NDArray) or isinstance(other, np.ndarray):
+            if isinstance(other, np.ndarray):
+                other = NDArray(other, device=self._device, dtype=self.dtype)
+            elif other._device != self._device:
+                raise DeviceMismatchError(f"__setitem__: value on {other._device}, array on {self._device}")
+            if other.size != n:
+                raise ShapeError(f"__setitem__: cannot assign {other.size} elements (shape {other.shape}) "
+                                 f"to a view of shape {view.shape} ({n} elements)")
+            if not n:
+                return
+            src = other.cast(self.dtype).compact()
+            self._be.ewise_setitem(src._handle, self._handle, view._shape, view._strides, view._offset)
+        else:
+            if not isinstance(other, (numbers.Number, np.generic)):
+                raise TypeError(f"__setitem__: value must be an NDArray, a NumPy array or a number, "
+                                f"got {type(other).__name__}")
+            if n:
+                self._be.scalar_setitem(n, float(other), self._handle, view._shape,
+                                        view._strides, view._offset)
+
+    # ------------------------------------------------------------------ #
+    # element-wise
+    # ------------------------------------------------------------------ #
+    def _operands(self, other, op):
+        """Two compact operands of one shape, dtype and device."""
+        if other._device is not self._device and other._device != self._device:
+            raise DeviceMismatchError(f"{op}: operands on different devices: {self._device} and "
+                                      f"{other._device}; move one with .to(device)")
+        a, b = self, other
+        if a._shape != b._shape:
+            shape = _broadcast_shapes(a._shape, b._shape, op)
+            a, b = a.broadcast_to(shape), b.broadcast_to(shape)
+        if a._handle.dtype != b._handle.dtype:
+            dt = np.promote_types(a.dtype, b.dtype)
+            a, b = a.cast(dt), b.cast(dt)
+        return a.compact(), b.compact()
+
+    def _ewise(self, other, kernel: str, op: str) -> "NDArray":
+        a, b = self._operands(other, op)
+        out = a._new(a._shape)
+        if out._handle.size:
+            getattr(self._be, kernel)(a._handle, b._handle, out._handle)
+        return out
+
+    def _scalar(self, val, kernel: str) -> "NDArray":
+        a = self.compact()
+        out = a._new(a._shape)
+        if out._handle.size:
+            getattr(self._be, kernel)(a._handle, float(val), out._handle)
+        return out
+
+    def _unary(self, kernel: str) -> "NDArray":
+        a = self.compact()
+        out = a._new(a._shape)
+        if out._handle.size:
+            getattr(self._be, kernel)(a._handle, out._handle)
+        return out
+
+    def _binary(self, other, ewise: str, scalar: str, op: str) -> "NDArray":
+        if isinstance(other, NDArray):
+            return self._ewise(other, ewise, op)
+        if isinstance(other, (numbers.Number, np.generic)):
+            return self._scalar(other, scalar)
+        if isinstance(other, np.ndarray):
+            return self._ewise(NDArray(other, device=self._device, dtype=self.dtype), ewise, op)
+        return NotImplemented
+
+    def __add__(self, other):
+        return self._binary(other, "ewise_add", "scalar_add", "add")
+
+    __radd__ = __add__
+
+    def __sub__(self, other):
+        return self._binary(other, "ewise_sub", "scalar_sub", "subtract")
+
+    def __rsub__(self, other):
+        return (-self) + other
+
+    def __mul__(self, other):
+        return self._binary(other, "ewise_mul", "scalar_mul", "multiply")
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, other):
+        return self._binary(other, "ewise_div", "scalar_div", "divide")
+
+    def __rtruediv__(self, other):
+        if isinstance(other, (numbers.Number, np.generic)):
+            return self._scalar(other, "scalar_rdiv")
+        return NotImplemented
+
+    def __neg__(self):
+        return self._unary("ewise_neg")
+
+    def __pow__(self, other):
+        return self._binary(other, "ewise_pow", "scalar_power", "power")
+
+    def maximum(self, other):
+        return self._binary(other, "ewise_maximum", "scalar_maximum", "maximum")
+
+    # comparisons: 0.0/1.0 in the array's dtype
+    def __eq__(self, other):
+        return self._binary(other, "ewise_eq", "scalar_eq", "eq")
+
+    def __ge__(self, other):
+        return self._binary(other, "ewise_ge", "scalar_ge", "ge")
+
+    def __ne__(self, other):
+        return 1.0 - (self == other)
+
+    def __lt__(self, other):
+        return 1.0 - (self >= other)
+
+    def __gt__(self, other):
+        if isinstance(other, NDArray):
+            return 1.0 - (other >= self)
+        return 1.0 - ((-self) >= -other)
+
+    def __le__(self, other):
+        if isinstance(other, NDArray):
+            return other >= self
+        return (-self) >= -other
+
+    __hash__ = None
+
+    def log(self):
+        return self._unary("ewise_log")
+
+    def exp(self):
+        return self._unary("ewise_exp")
+
+    def tanh(self):
+        return self._unary("ewise_tanh")
+
+    def relu_grad(self, grad: "NDArray") -> "NDArray":
+        """``grad`` where self > 0, else 0 (ReLU's backward in one pass)."""
+        a, g = self._operands(grad, "relu_grad")
+        out = a._new(a._shape)
+        if out._handle.size:
+            self._be.ewise_relu_grad(a._handle, g._handle, out._handle)
+        return out
+
+    # ------------------------------------------------------------------ #
+    # matmul
+    # ------------------------------------------------------------------ #
+    def __matmul__(self, other) -> "NDArray":
+        """NumPy ``matmul``: 2-D or batched, batch dimensions broadcast."""
+        if not isinstance(other, NDArray):
+            return NotImplemented
+        if other._device is not self._device and other._device != self._device:
+            raise DeviceMismatchError(f"matmul: operands on different devices: {self._device} and "
+                                      f"{other._device}")
+        a, b = self, other
+        if a.dtype != b.dtype:
+            dt = np.promote_types(a.dtype, b.dtype)
+            a, b = a.cast(dt), b.cast(dt)
+        if a.ndim == 0 or b.ndim == 0:
+            raise ShapeError(f"matmul: 0-d operands are not allowed (shapes {a.shape} and {b.shape})")
+        squeeze = []
+        if a.ndim == 1:
+            a, squeeze = a.reshape((1,) + a.shape) if a.is_compact() else a.compact().reshape((1,) + a.shape), [-2]
+        if b.ndim == 1:
+            b = (b if b.is_compact() else b.compact()).reshape(b.shape + (1,))
+            squeeze.append(-1)
+        m, n = a._shape[-2:]
+        n2, p = b._shape[-2:]
+        if n != n2:
+            raise ShapeError(f"matmul: shapes {self._shape} and {other._shape} are not aligned: "
+                             f"{n} (dim -1 of the first) != {n2} (dim -2 of the second)")
+        batch = _broadcast_shapes(a._shape[:-2], b._shape[:-2], "matmul")
+        a3, b3 = _as_batched(a.broadcast_to(batch + (m, n))), _as_batched(b.broadcast_to(batch + (n, p)))
+        nb = prod(batch)
+        out = a3._new(batch + (m, p))
+        if out._handle.size:
+            if n == 0:
+                self._be.fill(out._handle, 0.0)
+            elif nb == 1 and a3.is_compact() and b3.is_compact():
+                self._be.matmul(a3._handle, b3._handle, out._handle, m, n, p)
+            else:
+                self._be.matmul_strided(a3._handle, b3._handle, out._handle, nb, m, n, p,
+                                        a3._strides, a3._offset, b3._strides, b3._offset)
+        if squeeze:
+            shape = list(out._shape)
+            for ax in sorted(squeeze):
+                shape.pop(ax if ax == -1 else len(shape) - 2)
+            out = out.reshape(tuple(shape))
+        return out
+
+    # ------------------------------------------------------------------ #
+    # reductions
+    # ------------------------------------------------------------------ #
+    def _reduce(self, axis, keepdims, kernel: str, op: str) -> "NDArray":
+        axes = _norm_axes(axis, self.ndim, op)
+        if axis is not None and not isinstance(axis, numbers.Integral) and len(axes) == 0:
+            return self + 0.0  # reducing over no axes: a copy
+        keep = [a for a in range(self.ndim) if a not in axes]
+        view = self.permute(tuple(keep) + axes) if axes != tuple(range(self.ndim - len(axes), self.ndim)) else self
+        outer_shape = tuple(self._shape[a] for a in keep)
+        red = prod(self._shape[a] for a in axes)
+        if keepdims:
+            out_shape = tuple(1 if a in axes else d for a, d in enumerate(self._shape))
+        else:
+            out_shape = outer_shape
+        src = view.compact()
+        out = src._new(out_shape)
+        if out._handle.size:
+            if red == 0:
+                if kernel == "reduce_max":
+                    raise ShapeError(f"{op}: zero-size reduction over axes {axes} of shape {self._shape} "
+                                     f"has no identity")
+                self._be.fill(out._handle, 0.0)
+            else:
+                getattr(self._be, kernel)(src._handle, out._handle, red)
+        return out
+
+    def sum(self, axis=None, keepdims=False) -> "NDArray":
+        """Sum over ``axis`` (None: all, int, or tuple); reduced axes dropped
+        unless ``keepdims``."""
+        return self._reduce(axis, keepdims, "reduce_sum", "sum")
+
+    def max(self, axis=None, keepdims=False) -> "NDArray":
+        """Maximum over ``axis`` (None: all, int, or tuple)."""
+        return self._reduce(axis, keepdims, "reduce_max", "max")
+
+    # ------------------------------------------------------------------ #
+    # copies with new layout
+    # ------------------------------------------------------------------ #
+    def flip(self, axes=None) -> "NDArray":
+        """A compact copy reversed along ``axes`` (None: every axis)."""
+        axes = _norm_axes(axes, self.ndim, "flip")
+        out = self.compact()
+        for ax in axes:
+            n = self._shape[ax]
+            if n < 2:
+                continue
+            src, out = out, self._new_like_shape()
+            # protocol strides are non-negative, so reverse one index at a time
+            # along short axes, or through the host for long ones
+            if n <= 64:
+                full = [slice(None)] * self.ndim
+                for i in range(n):
+                    full_src, full_dst = list(full), list(full)
+                    full_src[ax], full_dst[ax] = i, n - 1 - i
+                    out[tuple(full_dst)] = src[tuple(full_src)]
+            else:
+                out = NDArray(np.flip(src.numpy(), ax), device=self._device, dtype=self.dtype)
+        return out
+
+    def _new_like_shape(self) -> "NDArray":
+        return self._new(self._shape)
+
+    def pad(self, axes) -> "NDArray":
+        """Zero padding: ``axes`` gives ``(left, right)`` for every axis."""
+        axes = tuple(tuple(int(v) for v in p) for p in axes)
+        if len(axes) != self.ndim or any(len(p) != 2 or p[0] < 0 or p[1] < 0 for p in axes):
+            raise ShapeError(f"pad: need one non-negative (left, right) pair per axis of shape "
+                             f"{self._shape}, got {axes}")
+        out = self._new(tuple(d + l + r for d, (l, r) in zip(self._shape, axes)))
+        out.fill(0.0)
+        if self.size:
+            out[tuple(slice(l, l + d) for d, (l, _) in zip(self._shape, axes))] = self
+        return out
+
+
+def _as_batched(x: NDArray) -> NDArray:
+    """View (..., r, c) as (batch, r, c) without copying when the batch axes
+    collapse into one stride; otherwise a compact copy."""
+    batch_shape, batch_strides = x._shape[:-2], x._strides[:-2]
+    r, c = x._shape[-2:]
+    rs, cs = x._strides[-2:]
+    nb = prod(batch_shape)
+    dims = [(d, s) for d, s in zip(batch_shape, batch_strides) if d != 1]
+    if not dims:
+        bs = r * c
+    elif all(s == 0 for _, s in dims):
+        bs = 0
+    else:
+        ok = all(dims[i][1] == dims[i + 1][1] * dims[i + 1][0] for i in range(len(dims) - 1))
+        if not ok:
+            x = x.compact()
+            return x._view((nb, r, c), (r * c, c, 1), x._offset)
+        bs = dims[-1][1]
+    return x._view((nb, r, c), (bs, rs, cs), x._offset)
+
+
+def _check_view(shape, strides, offset, size, op) -> None:
+    if len(shape) != len(strides):
+        raise ShapeError(f"{op}: shape {shape} and strides {strides} differ in length")
+    if offset < 0 or any(s < 0 for s in strides) or any(d < 0 for d in shape):
+        raise ShapeError(f"{op}: negative offset, stride or dimension (shape {shape}, strides "
+                         f"{strides}, offset {offset})")
+    if prod(shape) == 0:
+        return
+    last = offset + builtins.sum((d - 1) * s for d, s in zip(shape, strides))
+    if last >= size:
+        raise IndexError(f"{op}: view (shape {shape}, strides {strides}, offset {offset}) reaches "
+                         f"element {last} of a buffer of {size}")
+
+
+def _resolve(dev) -> BackendDevice:
+    return dev if isinstance(dev, BackendDevice) else device(dev)
+
+
+# ---------------------------------------------------------------------- #
+# module functions (course API)
+# ---------------------------------------------------------------------- #
+def array(a, dtype="float32", device=None) -> NDArray:
+    """A new NDArray copied from ``a``; float32 unless ``dtype`` says otherwise."""
+    return NDArray(a, device=device, dtype=dtype)
+
+
+def empty(shape, dtype="float32", device=None) -> NDArray:
+    return NDArray.make(_as_shape(shape, "empty"), device=device, dtype=dtype)
+
+
+def full(shape, fill_value, dtype="float32", device=None) -> NDArray:
+    arr = empty(shape, dtype, device)
+    arr.fill(fill_value)
+    return arr
+
+
+def broadcast_to(a, shape):
+    return a.broadcast_to(shape)
+
+
+def reshape(a, shape):
+    return a.reshape(shape)
+
+
+def maximum(a, b):
+    return a.maximum(b)
+
+
+def log(a):
+    return a.log()
+
+
+def exp(a):
+    return a.exp()
+
+
+def tanh(a):
+    return a.tanh()
+
+
+def sum(a, axis=None, keepdims=False):  # noqa: A001 (course name)
+    return a.sum(axis=axis, keepdims=keepdims)
+
+
+def max(a, axis=None, keepdims=False):  # noqa: A001 (course name)
+    return a.max(axis=axis, keepdims=keepdims)
+
+
+def flip(a, axes):
+    return a.flip(axes)
+
+
+def pad(a, axes):
+    return a.pad(axes)
+
+
+def matmul(a, b):
+    return a @ b

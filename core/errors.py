@@ -1,0 +1,50 @@
+"""Typed errors raised by needle.
+
+Each error subclasses the builtin a caller would naturally catch, so
+``except ValueError`` keeps working, while needle-aware code can catch the
+precise type.  Messages name the operation, the values involved and what
+would have been valid.
+"""
+
+__all__ = [
+    "NeedleError",
+    "ShapeError",
+    "DeviceMismatchError",
+    "UnsupportedDTypeError",
+    "BackendUnavailableError",
+    "ProtocolVersionError",
+    "DataFormatError",
+    "ChecksumError",
+]
+
+
+class NeedleError(Exception):
+    """Base class of every error needle raises on purpose."""
+
+
+class ShapeError(NeedleError, ValueError):
+    """Shapes that do not fit the operation (element-wise, matmul, reshape...)."""
+
+
+class DeviceMismatchError(NeedleError, ValueError):
+    """Operands live on different devices."""
+
+
+class UnsupportedDTypeError(NeedleError, TypeError):
+    """A dtype that the operation or the backend does not support."""
+
+
+class BackendUnavailableError(NeedleError, RuntimeError):
+    """A backend or device that is unknown, or known but unusable here."""
+
+
+class ProtocolVersionError(BackendUnavailableError):
+    """A plugin built for an array-protocol version this needle cannot use."""
+
+
+class DataFormatError(NeedleError, ValueError):
+    """A data file that is truncated, malformed or not of the expected format."""
+
+
+class ChecksumError(DataFormatError):
+    """A downloaded file whose SHA-256 differs from the expected one."""

@@ -1,0 +1,372 @@
+"""The array protocol: the contract between needle's core and a backend.
+
+A backend plugin subclasses :class:`Backend` and implements its kernels.  The
+core (``NDArray``) owns every view concept -- shapes, strides, offsets,
+broadcasting, slicing -- and hands a backend only flat buffers plus the
+integers that describe how to walk them.  This module is the only part of
+needle that a plugin needs to import.
+
+Conventions shared by every kernel
+----------------------------------
+* A *buffer* is the object returned by :meth:`Backend.Array`.  It has a
+  ``size`` attribute (number of elements it was asked for), a ``dtype``
+  attribute (a ``numpy.dtype``) and a ``ptr()`` method returning an integer
+  that identifies its storage (its address for native backends).
+* Sizes, shapes, strides and offsets are counted in **elements**, never bytes.
+* Every kernel writes its result into an ``out`` buffer that the core
+  allocated beforehand with the right size and dtype; kernels never allocate
+  their results.  ``out`` never aliases an input unless the kernel says so.
+* All buffers passed to one kernel call share one dtype (the core converts
+  before calling).  Comparison kernels write 0.0/1.0 in that same dtype.
+* The core has validated every shape, stride and offset before a kernel
+  runs: for strided kernels every reachable index ``offset + sum(i_k *
+  strides[k])`` lies inside the buffer.  A kernel may therefore skip bounds
+  checks -- but must not read or write outside what the arguments describe.
+* "Compact" means row-major and dense: element ``i`` of the logical array is
+  element ``i`` of the buffer.
+
+Optional kernels and op overrides
+---------------------------------
+Methods below marked *optional* have a default implementation here, built
+from the required kernels, so an older or simpler backend keeps working when
+the protocol grows.  A backend overrides them when it can do better.
+
+*Op overrides* are fused kernels for whole ops (convolution, logsumexp, ...).
+A backend lists them in :meth:`Backend.op_overrides` under the op's registry
+name; the op uses the override when present and its composition of protocol
+kernels otherwise.  The signature of each known override is documented in
+:data:`OP_OVERRIDE_SIGNATURES`.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from .errors import UnsupportedDTypeError
+from .hookspecs import hookimpl
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "MIN_PROTOCOL_VERSION",
+    "Backend",
+    "hookimpl",
+    "OP_OVERRIDE_SIGNATURES",
+    "UnsupportedDTypeError",
+]
+
+#: Version of this protocol.  Bumped when a kernel is added (minor, optional
+#: kernels get defaults) or changed (major).  A backend declares the version
+#: it was written for in :attr:`Backend.protocol_version`.
+PROTOCOL_VERSION = 1
+
+#: Oldest protocol version a backend may declare and still be loaded.
+MIN_PROTOCOL_VERSION = 1
+
+#: The argument lists of the op overrides the core knows how to call.
+OP_OVERRIDE_SIGNATURES: dict[str, str] = {
+    "conv": (
+        "conv(a, b, out, N, H, W, C_in, K, C_out, stride, padding) -- a: compact "
+        "NHWC input (N,H,W,C_in); b: compact weights (K,K,C_in,C_out); out: compact "
+        "(N,H_out,W_out,C_out) with H_out=(H+2*padding-K)//stride+1 (W_out alike). "
+        "Zero padding, cross-correlation."
+    ),
+    "conv_grad_input": (
+        "conv_grad_input(g, b, out, N, H, W, C_in, K, C_out, stride, padding) -- g: "
+        "compact (N,H_out,W_out,C_out) adjoint; b: weights; out: compact (N,H,W,C_in) "
+        "gradient with respect to the (unpadded) input."
+    ),
+    "conv_grad_weight": (
+        "conv_grad_weight(a, g, out, N, H, W, C_in, K, C_out, stride, padding) -- a: "
+        "input; g: adjoint; out: compact (K,K,C_in,C_out) gradient of the weights."
+    ),
+    "logsumexp": (
+        "logsumexp(a, out, outer, inner) -- a: compact (outer, inner); out: (outer,) "
+        "with out[i] = log(sum_j exp(a[i,j])) computed stably (max subtracted)."
+    ),
+    "softmax": (
+        "softmax(a, out, outer, inner) -- a, out: compact (outer, inner); each row "
+        "of out is the softmax of the row of a (max subtracted)."
+    ),
+}
+
+
+class Backend(abc.ABC):
+    """Abstract array backend.  Subclass it and implement every abstract kernel.
+
+    Class attributes a subclass sets:
+
+    * ``name`` -- the backend's name (``"numpy"``, ``"cpu"``, ``"cuda"``).
+    * ``version`` -- the plugin's own version string.
+    * ``protocol_version`` -- the :data:`PROTOCOL_VERSION` it was written for.
+    * ``dtypes`` -- the dtypes it supports, as NumPy dtype names.
+    * ``__tile_size__`` -- tile edge of :meth:`matmul_tiled` (course API).
+    """
+
+    name: str = "abstract"
+    version: str = "0"
+    protocol_version: int = PROTOCOL_VERSION
+    dtypes: tuple[str, ...] = ("float32", "float64")
+    __tile_size__: int = 8
+
+    # ------------------------------------------------------------------ #
+    # Availability and devices
+    # ------------------------------------------------------------------ #
+    def is_available(self) -> tuple[bool, str]:
+        """Return ``(True, "")`` when usable here, else ``(False, reason)``.
+
+        Called once, lazily, the first time the backend is listed or used.  It
+        must not raise; the reason is shown to users verbatim ("no NVIDIA
+        driver found", ...).
+        """
+        return True, ""
+
+    def device_names(self) -> list[str]:
+        """Names of the devices this backend offers, e.g. ``["cpu"]`` or
+        ``["cuda", "cuda:1"]``.  The first is its default device.  Only called
+        when the backend is available."""
+        return [self.name]
+
+    def config(self) -> dict[str, Any]:
+        """Build and runtime facts shown by ``needle.show_config()``: e.g.
+        ``{"openmp": True, "simd": "avx2", "threads": 2}``."""
+        return {}
+
+    def check_dtype(self, dtype: np.dtype, op: str = "allocate") -> np.dtype:
+        """Return ``dtype`` as a ``numpy.dtype`` or raise
+        :class:`UnsupportedDTypeError` naming the backend and the dtype."""
+        dt = np.dtype(dtype)
+        if dt.name not in self.dtypes:
+            raise UnsupportedDTypeError(
+                f"{op}: backend '{self.name}' does not support dtype {dt.name}; "
+                f"supported: {', '.join(self.dtypes)}"
+            )
+        return dt
+
+    def op_overrides(self) -> Mapping[str, Callable[..., None]]:
+        """Fused kernels for whole ops, keyed by op name (see
+        :data:`OP_OVERRIDE_SIGNATURES`).  Default: none."""
+        return {}
+
+    # ------------------------------------------------------------------ #
+    # Buffers
+    # ------------------------------------------------------------------ #
+    @abc.abstractmethod
+    def Array(self, size: int, dtype: np.dtype = np.dtype("float32")):  # noqa: N802 (course name)
+        """Allocate an uninitialised buffer of ``size`` elements of ``dtype``.
+
+        ``size`` may be 0.  The returned object has ``size``, ``dtype`` and
+        ``ptr()``.  Raise :class:`UnsupportedDTypeError` for a dtype not in
+        :attr:`dtypes` and ``MemoryError`` when the memory is not there."""
+
+    @abc.abstractmethod
+    def from_numpy(self, a: np.ndarray, out) -> None:
+        """Copy the C-contiguous 1-D NumPy array ``a`` (same dtype and size as
+        ``out``) into ``out``."""
+
+    @abc.abstractmethod
+    def to_numpy(self, a, shape: Sequence[int], strides: Sequence[int], offset: int) -> np.ndarray:
+        """Return a NumPy array (a copy, or a read-only view the caller copies)
+        of the strided view ``(shape, strides, offset)`` of buffer ``a``."""
+
+    @abc.abstractmethod
+    def fill(self, out, value: float) -> None:
+        """Set every element of ``out`` to ``value``."""
+
+    # ------------------------------------------------------------------ #
+    # Strided copies
+    # ------------------------------------------------------------------ #
+    @abc.abstractmethod
+    def compact(self, a, out, shape: Sequence[int], strides: Sequence[int], offset: int) -> None:
+        """Gather the strided view of ``a`` into compact ``out``.
+
+        ``out[i]`` = ``a[offset + sum(idx_k * strides[k])]`` where ``idx`` is
+        the row-major multi-index of ``i`` in ``shape``.  ``out.size ==
+        prod(shape)``.  Strides may be 0 (broadcast) but never negative."""
+
+    @abc.abstractmethod
+    def ewise_setitem(self, a, out, shape: Sequence[int], strides: Sequence[int], offset: int) -> None:
+        """Scatter compact ``a`` (``prod(shape)`` elements) into the strided view
+        ``(shape, strides, offset)`` of ``out`` -- the inverse of :meth:`compact`.
+        The view never has stride 0 on an axis longer than 1."""
+
+    @abc.abstractmethod
+    def scalar_setitem(self, size: int, val: float, out, shape: Sequence[int],
+                       strides: Sequence[int], offset: int) -> None:
+        """Write ``val`` to every element of the strided view of ``out``;
+        ``size == prod(shape)``."""
+
+    # ------------------------------------------------------------------ #
+    # Element-wise kernels: a, b, out compact with the same size.
+    # ------------------------------------------------------------------ #
+    @abc.abstractmethod
+    def ewise_add(self, a, b, out) -> None:
+        """``out = a + b``."""
+
+    @abc.abstractmethod
+    def ewise_mul(self, a, b, out) -> None:
+        """``out = a * b``."""
+
+    @abc.abstractmethod
+    def ewise_div(self, a, b, out) -> None:
+        """``out = a / b`` (IEEE: x/0 is ±inf or nan)."""
+
+    @abc.abstractmethod
+    def ewise_maximum(self, a, b, out) -> None:
+        """``out = max(a, b)``."""
+
+    @abc.abstractmethod
+    def ewise_eq(self, a, b, out) -> None:
+        """``out = 1.0 if a == b else 0.0``."""
+
+    @abc.abstractmethod
+    def ewise_ge(self, a, b, out) -> None:
+        """``out = 1.0 if a >= b else 0.0``."""
+
+    @abc.abstractmethod
+    def ewise_log(self, a, out) -> None:
+        """``out = ln(a)`` (nan below 0, -inf at 0)."""
+
+    @abc.abstractmethod
+    def ewise_exp(self, a, out) -> None:
+        """``out = exp(a)``."""
+
+    @abc.abstractmethod
+    def ewise_tanh(self, a, out) -> None:
+        """``out = tanh(a)``."""
+
+    # Scalar kernels: a and out compact with the same size; val a Python float.
+    @abc.abstractmethod
+    def scalar_add(self, a, val: float, out) -> None:
+        """``out = a + val``."""
+
+    @abc.abstractmethod
+    def scalar_mul(self, a, val: float, out) -> None:
+        """``out = a * val``."""
+
+    @abc.abstractmethod
+    def scalar_div(self, a, val: float, out) -> None:
+        """``out = a / val``."""
+
+    @abc.abstractmethod
+    def scalar_power(self, a, val: float, out) -> None:
+        """``out = a ** val`` (nan for a negative base and a non-integer val)."""
+
+    @abc.abstractmethod
+    def scalar_maximum(self, a, val: float, out) -> None:
+        """``out = max(a, val)``."""
+
+    @abc.abstractmethod
+    def scalar_eq(self, a, val: float, out) -> None:
+        """``out = 1.0 if a == val else 0.0``."""
+
+    @abc.abstractmethod
+    def scalar_ge(self, a, val: float, out) -> None:
+        """``out = 1.0 if a >= val else 0.0``."""
+
+    # ------------------------------------------------------------------ #
+    # Reductions over the last axis of a compact (outer, reduce_size) array
+    # ------------------------------------------------------------------ #
+    @abc.abstractmethod
+    def reduce_sum(self, a, out, reduce_size: int) -> None:
+        """``out[i] = sum(a[i*reduce_size:(i+1)*reduce_size])``;
+        ``out.size * reduce_size == a.size``; ``reduce_size >= 1``."""
+
+    @abc.abstractmethod
+    def reduce_max(self, a, out, reduce_size: int) -> None:
+        """``out[i] = max(a[i*reduce_size:(i+1)*reduce_size])``; ``reduce_size >= 1``."""
+
+    # ------------------------------------------------------------------ #
+    # Matrix multiplication
+    # ------------------------------------------------------------------ #
+    @abc.abstractmethod
+    def matmul(self, a, b, out, m: int, n: int, p: int) -> None:
+        """``out (m, p) = a (m, n) @ b (n, p)``, all compact.  ``n`` may be 0
+        (out is then zeros)."""
+
+    # ------------------------------------------------------------------ #
+    # Optional kernels (defaults compose the required ones)
+    # ------------------------------------------------------------------ #
+    def matmul_strided(self, a, b, out, batch: int, m: int, n: int, p: int,
+                       a_strides: Sequence[int], a_offset: int,
+                       b_strides: Sequence[int], b_offset: int) -> None:
+        """*Optional.* Batched matmul on strided operands, compact output.
+
+        ``out[t, i, j] = sum_k a[a_offset + t*as0 + i*as1 + k*as2] *
+        b[b_offset + t*bs0 + k*bs1 + j*bs2]`` with ``(as0, as1, as2) =
+        a_strides`` and likewise for b; ``out`` is compact ``(batch, m, p)``.
+        Strides may be 0 (broadcast batch) or swapped (a transposed operand),
+        so a backend can pack operands directly instead of copying them
+        compact first.  The default gathers each operand compact and calls
+        :meth:`matmul` per batch."""
+        dt = out.dtype
+        ta, tb, to = self.Array(m * n, dt), self.Array(n * p, dt), self.Array(m * p, dt)
+        for t in range(batch):
+            self.compact(a, ta, (m, n), tuple(a_strides[1:]), a_offset + t * a_strides[0])
+            self.compact(b, tb, (n, p), tuple(b_strides[1:]), b_offset + t * b_strides[0])
+            self.matmul(ta, tb, to, m, n, p)
+            self.ewise_setitem(to, out, (m, p), (p, 1), t * m * p)
+
+    def matmul_tiled(self, a, b, out, m: int, n: int, p: int) -> None:
+        """*Optional* (course API).  Matmul on tiled buffers: ``a`` is
+        ``(m/T, n/T, T, T)``, ``b`` ``(n/T, p/T, T, T)``, ``out`` ``(m/T, p/T, T,
+        T)`` with ``T = __tile_size__``; m, n, p are multiples of T.  Overwrites
+        ``out`` entirely."""
+        t = self.__tile_size__
+        dt = out.dtype
+        ca, cb, co = self.Array(m * n, dt), self.Array(n * p, dt), self.Array(m * p, dt)
+        # untile: (m/T, T, n/T, T) view of the tiled layout
+        self.compact(a, ca, (m // t, t, n // t, t), (n * t, t, t * t, 1), 0)
+        self.compact(b, cb, (n // t, t, p // t, t), (p * t, t, t * t, 1), 0)
+        self.matmul(ca, cb, co, m, n, p)
+        self.ewise_setitem(co, out, (m // t, t, p // t, t), (p * t, t, t * t, 1), 0)
+
+    def ewise_sub(self, a, b, out) -> None:
+        """*Optional.* ``out = a - b``."""
+        self.scalar_mul(b, -1.0, out)
+        self.ewise_add(a, out, out)
+
+    def ewise_pow(self, a, b, out) -> None:
+        """*Optional.* ``out = a ** b`` element-wise (nan for a negative base
+        and a non-integer exponent).  Default: exp(b * log a), exact for a > 0."""
+        self.ewise_log(a, out)
+        self.ewise_mul(out, b, out)
+        self.ewise_exp(out, out)
+
+    def scalar_rdiv(self, a, val: float, out) -> None:
+        """*Optional.* ``out = val / a``."""
+        self.fill(out, val)
+        self.ewise_div(out, a, out)
+
+    def scalar_sub(self, a, val: float, out) -> None:
+        """*Optional.* ``out = a - val``."""
+        self.scalar_add(a, -val, out)
+
+    def ewise_neg(self, a, out) -> None:
+        """*Optional.* ``out = -a``."""
+        self.scalar_mul(a, -1.0, out)
+
+    def ewise_relu_grad(self, a, g, out) -> None:
+        """*Optional.* ``out = g if a > 0 else 0`` (ReLU's backward)."""
+        # a > 0  ==  1 - (0 >= a)  ==  1 - ge(-a, 0)
+        self.scalar_mul(a, -1.0, out)
+        self.scalar_ge(out, 0.0, out)
+        self.scalar_mul(out, -1.0, out)
+        self.scalar_add(out, 1.0, out)
+        self.ewise_mul(out, g, out)
+
+
+def kernel_names() -> list[str]:
+    """Names of every protocol kernel (required and optional), in definition order."""
+    skip = {"is_available", "device_names", "config", "check_dtype", "op_overrides"}
+    return [
+        n for n, v in Backend.__dict__.items()
+        if callable(v) and not n.startswith("_") and n not in skip
+    ]
+
+
+def required_kernel_names() -> list[str]:
+    """Names of the abstract kernels every backend must implement."""
+    return sorted(Backend.__abstractmethods__)
