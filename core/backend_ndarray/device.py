@@ -19,7 +19,7 @@ from .. import discovery
 from ..errors import BackendUnavailableError
 
 __all__ = ["BackendDevice", "Device", "device", "cpu", "cuda", "cpu_numpy", "default_device",
-           "all_devices", "forget_devices"]
+           "all_devices", "forget_devices", "set_default_device"]
 
 # device name (as shown by repr) -> backend name, for the course's fixed names
 _NAMED = {"cpu": "cpu", "cuda": "cuda", "cpu_numpy": "numpy"}
@@ -223,6 +223,17 @@ def default_device() -> BackendDevice:
 
 
 _default: Optional[BackendDevice] = None
+
+
+def set_default_device(dev) -> BackendDevice:
+    """Make ``dev`` (a device or a name) the default device; returns the
+    previous default.  ``None`` goes back to the environment's choice."""
+    global _default
+    previous = default_device()
+    _default = None if dev is None else (dev if isinstance(dev, BackendDevice) else device(dev))
+    if _default is not None:
+        _default.require()
+    return previous
 
 
 def _reset_default() -> None:

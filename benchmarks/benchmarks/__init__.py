@@ -1,0 +1,1 @@
+"""asv benchmarks for needle (run: asv run --python=same --quick --show-stderr)."""

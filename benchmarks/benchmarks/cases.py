@@ -1,0 +1,88 @@
+"""Kernel benchmark cases, defined once for asv and for benchmarks/compare.py.
+
+Each case builds float32 inputs with NumPy, then times the same computation
+on a needle device (NDArray level: what a backend kernel costs, including
+the output allocation) and in NumPy.  ``work`` is the FLOPs or bytes moved
+per call, for GFLOP/s and GB/s figures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    shapes: tuple                     # input shapes
+    needle: Callable                  # f(*NDArrays) -> NDArray
+    numpy: Callable                   # f(*ndarrays) -> ndarray
+    work: float                       # flops or bytes per call
+    unit: str                         # "GFLOP/s" or "GB/s"
+    transpose_inputs: tuple = ()      # indices of inputs passed as transposed views
+
+
+def _mm(m, n, p, ta=False, tb=False, label=None):
+    name = label or f"matmul {m}x{n}@{n}x{p}"
+    sa = (n, m) if ta else (m, n)
+    sb = (p, n) if tb else (n, p)
+    tr = tuple(i for i, t in enumerate((ta, tb)) if t)
+    return Case(name, (sa, sb), lambda a, b: a @ b, lambda a, b: a @ b, 2.0 * m * n * p, "GFLOP/s", tr)
+
+
+N24 = 1 << 24
+KERNEL_CASES = [
+    Case("add 2^24", ((N24,), (N24,)), lambda a, b: a + b, lambda a, b: a + b, 12.0 * N24, "GB/s"),
+    Case("mul 2^24", ((N24,), (N24,)), lambda a, b: a * b, lambda a, b: a * b, 12.0 * N24, "GB/s"),
+    Case("add_scalar 2^24", ((N24,),), lambda a: a + 1.5, lambda a: a + np.float32(1.5), 8.0 * N24, "GB/s"),
+    Case("exp 2^22", ((1 << 22,),), lambda a: a.exp(), np.exp, 8.0 * (1 << 22), "GB/s"),
+    Case("sum last axis 4096x4096", ((4096, 4096),), lambda a: a.sum(axis=1), lambda a: a.sum(axis=1),
+         4.0 * 4096 * 4096, "GB/s"),
+    Case("max last axis 4096x4096", ((4096, 4096),), lambda a: a.max(axis=1), lambda a: a.max(axis=1),
+         4.0 * 4096 * 4096, "GB/s"),
+    Case("compact transposed 4096x4096", ((4096, 4096),), lambda a: a.compact(),
+         np.ascontiguousarray, 8.0 * 4096 * 4096, "GB/s", (0,)),
+    _mm(256, 256, 256), _mm(512, 512, 512), _mm(1024, 1024, 1024), _mm(2048, 2048, 2048),
+    _mm(128, 784, 100, label="MLP fwd 128x784@784x100"),
+    _mm(128, 100, 10, label="MLP fwd 128x100@100x10"),
+    _mm(784, 128, 100, ta=True, label="MLP bwd X^T@G 784x128@128x100"),
+    _mm(128, 100, 784, tb=True, label="MLP bwd G@W^T 128x100@100x784"),
+    _mm(100, 128, 10, ta=True, label="MLP bwd H^T@G 100x128@128x10"),
+    _mm(128, 10, 100, tb=True, label="MLP bwd G@W2^T 128x10@10x100"),
+    Case("batched matmul 64x(64x64@64x64)", ((64, 64, 64), (64, 64, 64)), lambda a, b: a @ b,
+         lambda a, b: a @ b, 2.0 * 64 * 64 ** 3, "GFLOP/s"),
+]
+
+QUICK_SKIP = {"matmul 2048x2048@2048x2048"}
+
+
+def make_inputs(case: Case, seed: int = 0):
+    """NumPy float32 inputs; transposed ones come back as ``.T`` views."""
+    rng = np.random.default_rng(seed)
+    arrays = [rng.standard_normal(s, dtype=np.float32) for s in case.shapes]
+    return [a.T if i in case.transpose_inputs else a for i, a in enumerate(arrays)]
+
+
+def to_device(arrays, device):
+    """Copy NumPy inputs to ``device``; transposed views stay transposed views."""
+    import needle.backend_ndarray as nd
+    out = []
+    for a in arrays:
+        if a.ndim == 2 and not a.flags.c_contiguous and a.T.flags.c_contiguous:
+            out.append(nd.array(a.T, device=device).permute((1, 0)))
+        else:
+            out.append(nd.array(a, device=device))
+    return out
+
+
+def available_devices():
+    import needle.backend_ndarray as nd
+    from needle import discovery
+    devs = []
+    for info in discovery.backend_infos():
+        if info.available:
+            devs.append(nd.device(info.devices[0]))
+    return devs

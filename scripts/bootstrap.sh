@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Create ./.venv (if missing) and install needle into it, editable, with its
+# compiled CPU backend and everything the tests and the main job need.
+# Idempotent: re-running only rebuilds what changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "==> creating .venv"
+  "$PY" -m venv .venv
+fi
+VPY=.venv/bin/python
+"$VPY" -m pip install -q --upgrade pip
+# build requirements first, so the editable install can skip build isolation
+"$VPY" -m pip install -q "setuptools>=68" wheel "Cython>=3.0" numpy pluggy
+echo "==> building and installing needle (editable, Cython CPU backend)"
+"$VPY" -m pip install -q --no-build-isolation -e ".[test,plots,bench]"
+if [ "${NEEDLE_WITH_TORCH:-1}" = "1" ] && ! "$VPY" -c "import torch" 2>/dev/null; then
+  # PyTorch is a *reference* for tests and benchmarks only, never a needle dependency
+  echo "==> installing PyTorch (CPU) as a test reference"
+  "$VPY" -m pip install -q torch==2.13.0 || echo "warning: PyTorch not installed; torch comparisons will be skipped"
+fi
+if [ "${NEEDLE_WITH_NVRTC:-1}" = "1" ] && ! "$VPY" -c "import cuda.bindings" 2>/dev/null; then
+  # NVRTC needs no GPU: lets the CUDA kernel-compile test run on CPU-only machines
+  "$VPY" -m pip install -q "cuda-python>=12.6" nvidia-cuda-nvrtc || echo "warning: cuda-python/NVRTC not installed; the CUDA compile test will be skipped"
+fi

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The test command: set up .venv (scripts/bootstrap.sh) and run the suite.
+# Extra arguments go to pytest, e.g.  bash scripts/test.sh tests/core -x
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/bootstrap.sh
+.venv/bin/needle backends --config
+if [ "$#" -gt 0 ]; then
+  exec .venv/bin/python -m pytest "$@"
+fi
+exec .venv/bin/python -m pytest -n 2 -q tests
