@@ -93,6 +93,9 @@ OP_OVERRIDE_SIGNATURES: dict[str, str] = {
 }
 
 
+_DTYPE_CACHE: dict = {}
+
+
 class Backend(abc.ABC):
     """Abstract array backend.  Subclass it and implement every abstract kernel.
 
@@ -137,12 +140,24 @@ class Backend(abc.ABC):
     def check_dtype(self, dtype: np.dtype, op: str = "allocate") -> np.dtype:
         """Return ``dtype`` as a ``numpy.dtype`` or raise
         :class:`UnsupportedDTypeError` naming the backend and the dtype."""
-        dt = np.dtype(dtype)
+        key = (self.dtypes, dtype)
+        try:
+            return _DTYPE_CACHE[key]
+        except KeyError:
+            pass
+        except TypeError:  # unhashable dtype spec
+            key = None
+        try:
+            dt = np.dtype(dtype)
+        except TypeError:
+            raise UnsupportedDTypeError(f"{op}: {dtype!r} is not a dtype") from None
         if dt.name not in self.dtypes:
             raise UnsupportedDTypeError(
                 f"{op}: backend '{self.name}' does not support dtype {dt.name}; "
                 f"supported: {', '.join(self.dtypes)}"
             )
+        if key is not None:
+            _DTYPE_CACHE[key] = dt  # allocation is on every op's hot path
         return dt
 
     def op_overrides(self) -> Mapping[str, Callable[..., None]]:

@@ -443,7 +443,7 @@ class NDArray:
     def _binary(self, other, ewise: str, scalar: str, op: str) -> "NDArray":
         if isinstance(other, NDArray):
             return self._ewise(other, ewise, op)
-        if isinstance(other, (numbers.Number, np.generic)):
+        if type(other) is float or type(other) is int or isinstance(other, (numbers.Number, np.generic)):
             return self._scalar(other, scalar)
         if isinstance(other, np.ndarray):
             return self._ewise(NDArray(other, device=self._device, dtype=self.dtype), ewise, op)
@@ -535,6 +535,13 @@ class NDArray:
             raise DeviceMismatchError(f"matmul: operands on different devices: {self._device} and "
                                       f"{other._device}")
         a, b = self, other
+        if len(a._shape) == 2 and len(b._shape) == 2 and a._handle.dtype == b._handle.dtype:
+            (m, n), (n2, p) = a._shape, b._shape
+            if n == n2 and n and a.is_compact() and b.is_compact():  # the common case, kept lean
+                out = a._new((m, p))
+                if m and p:
+                    self._be.matmul(a._handle, b._handle, out._handle, m, n, p)
+                return out
         if a.dtype != b.dtype:
             dt = np.promote_types(a.dtype, b.dtype)
             a, b = a.cast(dt), b.cast(dt)

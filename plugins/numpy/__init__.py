@@ -124,28 +124,28 @@ class NumpyBackend(Backend):
 
     # scalar ----------------------------------------------------------------------
     def scalar_add(self, a, val, out):
-        np.add(a.array, val, out=out.array, casting="unsafe")
+        np.add(a.array, val, out=out.array)
 
     def scalar_sub(self, a, val, out):
-        np.subtract(a.array, val, out=out.array, casting="unsafe")
+        np.subtract(a.array, val, out=out.array)
 
     def scalar_mul(self, a, val, out):
-        np.multiply(a.array, val, out=out.array, casting="unsafe")
+        np.multiply(a.array, val, out=out.array)
 
     def scalar_div(self, a, val, out):
         with np.errstate(divide="ignore", invalid="ignore"):
-            np.divide(a.array, val, out=out.array, casting="unsafe")
+            np.divide(a.array, val, out=out.array)
 
     def scalar_rdiv(self, a, val, out):
         with np.errstate(divide="ignore", invalid="ignore"):
-            np.divide(val, a.array, out=out.array, casting="unsafe")
+            np.divide(val, a.array, out=out.array)
 
     def scalar_power(self, a, val, out):
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             np.power(a.array, a.dtype.type(val), out=out.array)
 
     def scalar_maximum(self, a, val, out):
-        np.maximum(a.array, val, out=out.array, casting="unsafe")
+        np.maximum(a.array, val, out=out.array)
 
     def scalar_eq(self, a, val, out):
         out.array[:] = a.array == val
