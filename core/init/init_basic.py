@@ -1,0 +1,99 @@
+"""Basic tensor constructors: random, constant, one-hot, *_like."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..autograd import Tensor
+from ..backend_ndarray import NDArray, default_device
+from ..backend_ndarray.device import BackendDevice, device as _device_by_name
+
+__all__ = ["rand", "randn", "constant", "ones", "zeros", "randb", "one_hot", "zeros_like",
+           "ones_like"]
+
+
+def _device(device):
+    if device is None:
+        return default_device()
+    return device if isinstance(device, BackendDevice) else _device_by_name(device)
+
+
+def _dtype(dtype):
+    # backends store floats only: boolean masks (randb) are 0/1 in float32
+    dt = np.dtype(dtype)
+    return np.dtype("float32") if dt.kind in "biu" else dt
+
+
+def _shape(shape):
+    # init.rand((2, 3)) and init.rand(2, 3) both work
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        return tuple(shape[0])
+    return tuple(shape)
+
+
+def _wrap(host: np.ndarray, device, dtype, requires_grad) -> Tensor:
+    data = NDArray(host, device=_device(device), dtype=_dtype(dtype))
+    return Tensor.make_const(data, requires_grad=requires_grad)
+
+
+def rand(*shape, low=0.0, high=1.0, device=None, dtype="float32", requires_grad=False):
+    """Uniform in [low, high): ``np.random.rand(*shape) * (high - low) + low``."""
+    host = np.random.rand(*_shape(shape)) * (high - low) + low
+    return _wrap(host, device, dtype, requires_grad)
+
+
+def randn(*shape, mean=0.0, std=1.0, device=None, dtype="float32", requires_grad=False):
+    """Normal: ``np.random.randn(*shape) * std + mean``."""
+    host = np.random.randn(*_shape(shape)) * std + mean
+    return _wrap(host, device, dtype, requires_grad)
+
+
+def constant(*shape, c=1.0, device=None, dtype="float32", requires_grad=False):
+    """Every element ``c``."""
+    data = NDArray.make(_shape(shape), device=_device(device), dtype=_dtype(dtype))
+    data.fill(c)
+    return Tensor.make_const(data, requires_grad=requires_grad)
+
+
+def ones(*shape, device=None, dtype="float32", requires_grad=False):
+    return constant(*shape, c=1.0, device=device, dtype=dtype, requires_grad=requires_grad)
+
+
+def zeros(*shape, device=None, dtype="float32", requires_grad=False):
+    return constant(*shape, c=0.0, device=device, dtype=dtype, requires_grad=requires_grad)
+
+
+def randb(*shape, p=0.5, device=None, dtype="bool", requires_grad=False):
+    """Bernoulli mask: ``np.random.rand(*shape) <= p`` as 0/1 (stored as float32
+    for ``dtype="bool"``)."""
+    host = np.random.rand(*_shape(shape)) <= p
+    return _wrap(host, device, dtype, requires_grad)
+
+
+def one_hot(n, i, device=None, dtype="float32", requires_grad=False):
+    """Rows of ``eye(n)`` picked by the indices in ``i`` (a Tensor, NDArray,
+    array or list; cast to int): shape ``i.shape + (n,)``."""
+    if isinstance(i, Tensor):
+        idx = i.numpy()
+    elif isinstance(i, NDArray):
+        idx = i.numpy()
+    else:
+        idx = np.asarray(i)
+    idx = idx.astype(np.int64)
+    if idx.size and (idx.min() < 0 or idx.max() >= n):
+        raise IndexError(f"one_hot: indices must lie in [0, {n}); got min {idx.min()}, "
+                         f"max {idx.max()}")
+    host = np.eye(n)[idx]
+    return _wrap(host, device, dtype, requires_grad)
+
+
+def zeros_like(array, *, device=None, requires_grad=False):
+    """Zeros with ``array``'s shape and dtype, on its device unless given."""
+    device = device if device is not None else array.device
+    return zeros(*array.shape, dtype=array.dtype, device=device, requires_grad=requires_grad)
+
+
+def ones_like(array, *, device=None, requires_grad=False):
+    """Ones with ``array``'s shape and dtype, on its device unless given."""
+    device = device if device is not None else array.device
+    return ones(*array.shape, dtype=array.dtype, device=device, requires_grad=requires_grad)

@@ -1,0 +1,36 @@
+"""``needle.ops``: every op of API.md section 2 as a class and a lowercase
+function, plus extras used by ``needle.nn`` (sigmoid, max, pooling).
+
+The names exported here come from the op registry (:mod:`.registry`);
+third-party ops added with :func:`register_op` (or the pluggy hook
+``needle_register_ops``) appear here too.
+"""
+
+from . import registry
+from .registry import REGISTRY, get_op, op_names, register_op
+from .ops_mathematic import *  # noqa: F401,F403
+from .ops_mathematic import ReLUGrad, normalize_axes, unbroadcast  # noqa: F401
+from .ops_logarithmic import *  # noqa: F401,F403
+from .ops_tuple import *  # noqa: F401,F403
+from .ops_conv import *  # noqa: F401,F403
+from .ops_pooling import *  # noqa: F401,F403
+from . import tensor_methods as _tensor_methods
+
+_tensor_methods.install()
+
+
+def _exported_names():
+    names = []
+    for entry in REGISTRY.values():
+        for n in (entry.name, entry.cls.__name__):
+            if n not in names:
+                names.append(n)
+    return names
+
+
+# every registered op's function and class (the lead's core/__init__ star-imports these)
+__all__ = _exported_names()
+for _entry in REGISTRY.values():
+    globals()[_entry.name] = _entry.function
+    globals()[_entry.cls.__name__] = _entry.cls
+del _entry

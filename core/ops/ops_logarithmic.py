@@ -1,0 +1,102 @@
+"""LogSumExp and LogSoftmax: numerically stable (the maximum is subtracted),
+using the backend's fused ``logsumexp`` kernel when it offers one."""
+
+from __future__ import annotations
+
+from ..autograd import Tensor, TensorOp
+from ..backend_ndarray import NDArray
+from .ops_mathematic import broadcast_to, exp, normalize_axes, reshape, summation
+from .registry import register_op
+
+__all__ = ["LogSumExp", "LogSoftmax", "logsumexp", "logsoftmax", "logsumexp_array"]
+
+
+def logsumexp_array(a: NDArray, axes) -> NDArray:
+    """``log(sum(exp(a), axes))`` on an NDArray, reduced axes dropped
+    (``axes`` a normalized tuple, or None for all)."""
+    ndim = a.ndim
+    red = tuple(range(ndim)) if axes is None else axes
+    keep = tuple(i for i in range(ndim) if i not in red)
+    out_shape = tuple(a.shape[i] for i in keep)
+    outer = 1
+    for d in out_shape:
+        outer *= d
+    inner = 1
+    for i in red:
+        inner *= a.shape[i]
+    kernel = a.device.op_override("logsumexp") if inner > 0 else None
+    if kernel is not None:
+        src = a if red == tuple(range(ndim - len(red), ndim)) else a.permute(keep + red)
+        src = src.compact()
+        out = NDArray.make((outer,), device=a.device, dtype=a.dtype)
+        if outer:
+            kernel(src._handle, out._handle, outer, inner)
+        return out.reshape(out_shape)
+    m = a.max(axis=red, keepdims=True)
+    shifted = a - m.broadcast_to(a.shape)
+    s = shifted.exp().sum(axis=red)
+    return s.log() + m.reshape(out_shape)
+
+
+class LogSumExp(TensorOp):
+    """``log(sum(exp(a), axes))`` computed as ``m + log(sum(exp(a - m)))`` with
+    ``m`` the maximum over ``axes``; exact for inputs like 1e10.  Adjoint:
+    ``g`` broadcast back times ``exp(a - lse)``."""
+
+    def __init__(self, axes=None):
+        self.axes = axes
+
+    def compute(self, a: NDArray) -> NDArray:
+        axes = normalize_axes(self.axes, a.ndim, "logsumexp")
+        if axes is not None and len(axes) == 0:
+            return a
+        return logsumexp_array(a, axes)
+
+    def gradient(self, out_grad: Tensor, node: Tensor):
+        x = node.inputs[0]
+        shape = x.shape
+        axes = normalize_axes(self.axes, len(shape), "logsumexp")
+        if axes is None:
+            axes = tuple(range(len(shape)))
+        kept = tuple(1 if i in axes else d for i, d in enumerate(shape))
+        lse = broadcast_to(reshape(node, kept), shape)
+        g = broadcast_to(reshape(out_grad, kept), shape)
+        return g * exp(x - lse)
+
+
+def logsumexp(a, axes=None):
+    return LogSumExp(axes)(a)
+
+
+class LogSoftmax(TensorOp):
+    """``a - logsumexp(a, axis)`` over the last axis (axis 1 of the course's
+    2-D input); adjoint ``g - softmax(a) * sum(g, axis)``."""
+
+    def __init__(self, axes=None):
+        self.axes = axes
+
+    def _axis(self, ndim: int):
+        if self.axes is None:
+            return (ndim - 1,)
+        return normalize_axes(self.axes, ndim, "logsoftmax")
+
+    def compute(self, a: NDArray) -> NDArray:
+        axes = self._axis(a.ndim)
+        kept = tuple(1 if i in axes else d for i, d in enumerate(a.shape))
+        lse = logsumexp_array(a, axes).reshape(kept).broadcast_to(a.shape)
+        return a - lse
+
+    def gradient(self, out_grad: Tensor, node: Tensor):
+        shape = node.shape
+        axes = self._axis(len(shape))
+        kept = tuple(1 if i in axes else d for i, d in enumerate(shape))
+        gsum = broadcast_to(reshape(summation(out_grad, axes), kept), shape)
+        return out_grad - exp(node) * gsum
+
+
+def logsoftmax(a):
+    return LogSoftmax()(a)
+
+
+register_op("logsumexp", LogSumExp, logsumexp)
+register_op("logsoftmax", LogSoftmax, logsoftmax)
