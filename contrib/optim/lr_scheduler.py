@@ -1,0 +1,70 @@
+"""Learning-rate schedules (beyond the course), stepped once per epoch.
+
+Each schedule remembers the optimizer's starting ``lr`` and rewrites
+``optimizer.lr`` on every :meth:`step`, following PyTorch's closed forms.
+"""
+
+from __future__ import annotations
+
+import math
+
+__all__ = ["LRScheduler", "StepLR", "CosineAnnealingLR"]
+
+
+class LRScheduler:
+    """Base class: ``step()`` advances ``last_epoch`` and sets ``optimizer.lr``."""
+
+    def __init__(self, optimizer):
+        if not hasattr(optimizer, "lr"):
+            raise TypeError(f"{type(self).__name__}: optimizer {type(optimizer).__name__} has no 'lr' attribute")
+        self.optimizer = optimizer
+        self.base_lr = optimizer.lr
+        self.last_epoch = 0
+
+    def lr_at(self, epoch: int) -> float:  # pragma: no cover - abstract
+        raise NotImplementedError()
+
+    def step(self) -> float:
+        self.last_epoch += 1
+        self.optimizer.lr = self.lr_at(self.last_epoch)
+        return self.optimizer.lr
+
+    def get_last_lr(self) -> float:
+        return self.optimizer.lr
+
+    def state_dict(self) -> dict:
+        return {"base_lr": self.base_lr, "last_epoch": self.last_epoch}
+
+    def load_state_dict(self, state) -> None:
+        self.base_lr = float(state["base_lr"])
+        self.last_epoch = int(state["last_epoch"])
+        self.optimizer.lr = self.lr_at(self.last_epoch)
+
+
+class StepLR(LRScheduler):
+    """lr = base_lr * gamma ** (epoch // step_size)."""
+
+    def __init__(self, optimizer, step_size: int, gamma: float = 0.1):
+        if step_size < 1:
+            raise ValueError(f"StepLR: step_size must be a positive integer, got {step_size}")
+        super().__init__(optimizer)
+        self.step_size = step_size
+        self.gamma = gamma
+
+    def lr_at(self, epoch):
+        return self.base_lr * self.gamma ** (epoch // self.step_size)
+
+
+class CosineAnnealingLR(LRScheduler):
+    """lr = eta_min + (base_lr - eta_min) * (1 + cos(pi * epoch / T_max)) / 2, flat after T_max."""
+
+    def __init__(self, optimizer, T_max: int, eta_min: float = 0.0):
+        if T_max < 1:
+            raise ValueError(f"CosineAnnealingLR: T_max must be a positive integer, got {T_max}")
+        super().__init__(optimizer)
+        self.T_max = T_max
+        self.eta_min = eta_min
+
+    def lr_at(self, epoch):
+        e = min(epoch, self.T_max)
+        return self.eta_min + (self.base_lr - self.eta_min) * (1 + math.cos(math.pi * e / self.T_max)) / 2
