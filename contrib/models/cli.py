@@ -1,0 +1,292 @@
+"""``needle train``: train a reference model on a real dataset.
+
+    needle train --model mlp_resnet --dataset fashion-mnist --epochs 10 --out runs/fmnist
+
+Shows a tqdm bar per epoch (loss, accuracy, samples/s), prints train and
+test accuracy, and writes into ``--out``: ``metrics.json`` (per-epoch
+figures and the arguments), ``curves.png`` (loss and accuracy per epoch),
+``model.npz`` (weights, loadable with ``needle.load`` +
+``Module.load_state_dict``) and ``checkpoint.npz`` (weights, optimizer state,
+epoch and RNG state) which ``--resume`` continues from.
+
+Exit codes: 0 done, 2 bad arguments or unusable data (message, no
+traceback), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+__all__ = ["train_command", "build_parser"]
+
+MODELS = ("mlp_resnet", "cnn", "resnet9", "lstm-lm", "transformer-lm")
+DATASETS = ("fashion-mnist", "mnist", "cifar10", "ptb")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of exiting, so train_command can return the code."""
+
+    def exit(self, status=0, message=None):
+        if message:
+            self._print_message(message, sys.stderr)
+        raise _ParserExit(status)
+
+
+class _ParserExit(Exception):
+    def __init__(self, status):
+        super().__init__(status)
+        self.status = status
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="needle train", description="Train a needle reference model and save metrics, curves and weights.")
+    p.add_argument("--model", choices=MODELS, default="mlp_resnet")
+    p.add_argument("--dataset", choices=DATASETS, default="fashion-mnist")
+    p.add_argument("--data-dir", default=None,
+                   help="dataset folder (default for fashion-mnist: /usr/share/datasets/fashion-mnist, "
+                        "from Debian's dataset-fashion-mnist)")
+    p.add_argument("--device", default=None, help="cpu, numpy, cuda, cuda:N (default: needle's default device)")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
+    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (needle's averaged form)")
+    p.add_argument("--weight-decay", type=float, default=1e-3, help="L2 weight decay")
+    p.add_argument("--schedule", choices=("none", "step", "cosine"), default="none",
+                   help="learning-rate schedule, stepped per epoch")
+    p.add_argument("--clip", type=float, default=None, help="clip gradients to this global norm")
+    p.add_argument("--out", default="runs/needle-train", help="output folder")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-batches", type=int, default=None, help="at most K batches per epoch (smoke tests)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    lm = p.add_argument_group("language models (ptb)")
+    lm.add_argument("--bptt", type=int, default=35, help="sequence length of truncated BPTT")
+    lm.add_argument("--embedding-size", type=int, default=128)
+    lm.add_argument("--hidden-size", type=int, default=128)
+    lm.add_argument("--num-layers", type=int, default=1)
+    return p
+
+
+def _fail(message: str) -> int:
+    print(f"needle train: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _validate(args):
+    from .train_tasks import MODEL_DATASETS, default_data_dir
+
+    if args.dataset not in MODEL_DATASETS[args.model]:
+        return (f"model {args.model} does not train on {args.dataset}; it takes "
+                f"{', '.join(MODEL_DATASETS[args.model])}")
+    for name in ("epochs", "batch_size"):
+        if getattr(args, name) < 1:
+            return f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}"
+    if args.max_batches is not None and args.max_batches < 1:
+        return f"--max-batches must be at least 1, got {args.max_batches}"
+    if not args.lr > 0:
+        return f"--lr must be positive, got {args.lr}"
+    if args.data_dir is None:
+        args.data_dir = default_data_dir(args.dataset)
+    return None
+
+
+def _make_optimizer(args, params):
+    import needle as ndl
+
+    if args.optimizer == "adam":
+        return ndl.optim.Adam(params, lr=args.lr, weight_decay=args.weight_decay)
+    return ndl.optim.SGD(params, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
+
+
+def _make_schedule(args, opt):
+    import needle as ndl
+
+    if args.schedule == "step":
+        return ndl.optim.StepLR(opt, step_size=max(1, args.epochs // 3), gamma=0.1)
+    if args.schedule == "cosine":
+        return ndl.optim.CosineAnnealingLR(opt, T_max=args.epochs)
+    return None
+
+
+# -- checkpoints ------------------------------------------------------------
+def _save_checkpoint(path, model, opt, schedule, epoch, history, args):
+    import needle as ndl
+
+    state = {f"model.{k}": v for k, v in model.state_dict().items()}
+    state.update({f"optim.{k}": v for k, v in opt.state_dict().items()})
+    if schedule is not None:
+        state.update({f"schedule.{k}": np.asarray(v) for k, v in schedule.state_dict().items()})
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state.update({"rng.keys": keys, "rng.pos": np.asarray(pos), "rng.has_gauss": np.asarray(has_gauss),
+                  "rng.cached_gaussian": np.asarray(cached)})
+    state["epoch"] = np.asarray(epoch)
+    state["history"] = np.asarray(json.dumps(history))
+    state["config"] = np.asarray(json.dumps({"model": args.model, "dataset": args.dataset}))
+    ndl.save(state, path)
+
+
+def _load_checkpoint(path, model, opt, schedule, args):
+    import needle as ndl
+
+    state = ndl.load(path)
+    config = json.loads(str(state["config"]))
+    if config != {"model": args.model, "dataset": args.dataset}:
+        raise ValueError(f"{path} was written for --model {config['model']} --dataset {config['dataset']}, "
+                         f"not --model {args.model} --dataset {args.dataset}")
+    model.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("model.")})
+    opt.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("optim.")})
+    if schedule is not None and "schedule.base_lr" in state:
+        schedule.load_state_dict({k[9:]: v for k, v in state.items() if k.startswith("schedule.")})
+    np.random.set_state(("MT19937", state["rng.keys"], int(state["rng.pos"]), int(state["rng.has_gauss"]),
+                         float(state["rng.cached_gaussian"])))
+    return int(state["epoch"]), json.loads(str(state["history"]))
+
+
+# -- outputs ----------------------------------------------------------------
+def _write_json(path, obj):
+    tmp = path + ".part"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+    os.replace(tmp, path)
+
+
+def plot_curves(history, path) -> bool:
+    """Loss and accuracy per epoch (train and test) as a PNG; False if matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    epochs = [h["epoch"] for h in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    for split, style in (("train", "-o"), ("test", "-s")):
+        ax_loss.plot(epochs, [h[f"{split}_loss"] for h in history], style, label=split)
+        ax_acc.plot(epochs, [h[f"{split}_acc"] for h in history], style, label=split)
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def _progress(args, total, desc):
+    if args.no_progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True, file=sys.stderr)
+
+
+# -- the command --------------------------------------------------------------
+def train_command(argv: list[str]) -> int:
+    """Entry point of ``needle train``; returns the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(list(argv))
+    except _ParserExit as stop:
+        return stop.status
+    problem = _validate(args)
+    if problem:
+        return _fail(problem)
+    try:
+        return _train(args)
+    except KeyboardInterrupt:
+        print("\nneedle train: interrupted", file=sys.stderr)
+        return 130
+
+
+def _train(args) -> int:
+    import needle as ndl
+    from needle.errors import BackendUnavailableError, DataFormatError
+
+    from .train_tasks import MissingDataError, build_task, run_epoch
+
+    np.random.seed(args.seed)
+    try:
+        device = ndl.device(args.device) if args.device else ndl.default_device()
+        task = build_task(args, device)
+    except (MissingDataError, DataFormatError, BackendUnavailableError, FileNotFoundError) as exc:
+        return _fail(str(exc))
+
+    model = task.model
+    opt = _make_optimizer(args, model.parameters())
+    schedule = _make_schedule(args, opt)
+    os.makedirs(args.out, exist_ok=True)
+    ckpt_path = os.path.join(args.out, "checkpoint.npz")
+    start_epoch, history = 0, []
+    if args.resume:
+        if not os.path.isfile(ckpt_path):
+            return _fail(f"--resume: no checkpoint at {ckpt_path}")
+        try:
+            start_epoch, history = _load_checkpoint(ckpt_path, model, opt, schedule, args)
+        except (DataFormatError, ValueError, KeyError) as exc:
+            return _fail(f"--resume: cannot use {ckpt_path}: {exc}")
+        print(f"resumed from {ckpt_path} after epoch {start_epoch}")
+
+    n_params = sum(int(np.prod(p.shape)) for p in model.parameters())
+    print(f"needle train: {args.model} ({n_params:,} parameters) on {args.dataset} from {args.data_dir}, "
+          f"device {device}, {args.optimizer} lr {args.lr} wd {args.weight_decay}, batch {args.batch_size}")
+
+    for epoch in range(start_epoch + 1, args.epochs + 1):
+        bar = _progress(args, min(task.num_train_batches, args.max_batches or task.num_train_batches),
+                        f"epoch {epoch}/{args.epochs} train")
+        train_stats = run_epoch(task, True, opt, args.max_batches, bar, clip=args.clip)
+        if bar is not None:
+            bar.close()
+        bar = _progress(args, min(task.num_test_batches, args.max_batches or task.num_test_batches),
+                        f"epoch {epoch}/{args.epochs} test")
+        test_stats = run_epoch(task, False, None, args.max_batches, bar)
+        if bar is not None:
+            bar.close()
+        record = {
+            "epoch": epoch,
+            "lr": opt.lr,
+            "train_loss": train_stats["loss"], "train_acc": train_stats["acc"],
+            "test_loss": test_stats["loss"], "test_acc": test_stats["acc"],
+            "train_time_s": train_stats["time_s"], "test_time_s": test_stats["time_s"],
+            "train_samples_per_s": train_stats["samples_per_s"],
+            "test_samples_per_s": test_stats["samples_per_s"],
+        }
+        history.append(record)
+        print(f"epoch {epoch}/{args.epochs}: train loss {record['train_loss']:.4f} acc {record['train_acc']:.4f}"
+              f" | test loss {record['test_loss']:.4f} acc {record['test_acc']:.4f}"
+              f" | {train_stats['time_s']:.1f} s, {train_stats['samples_per_s']:.0f} samples/s", flush=True)
+        if schedule is not None:
+            schedule.step()
+        _save_checkpoint(ckpt_path, model, opt, schedule, epoch, history, args)
+        _write_outputs(args, device, n_params, task, history)
+
+    ndl.save(model, os.path.join(args.out, "model.npz"))
+    _write_outputs(args, device, n_params, task, history)
+    if not plot_curves(history, os.path.join(args.out, "curves.png")):
+        print("note: matplotlib is not installed; curves.png skipped (pip install 'needle[plots]')")
+    if history:
+        last = history[-1]
+        print(f"final train accuracy {last['train_acc']:.4f}, test accuracy {last['test_acc']:.4f}")
+    print(f"wrote {args.out}/metrics.json, curves.png, model.npz, checkpoint.npz")
+    return 0
+
+
+def _write_outputs(args, device, n_params, task, history):
+    metrics = {
+        "args": vars(args),
+        "device": str(device),
+        "num_parameters": n_params,
+        "data": task.info,
+        "epochs": history,
+        "final": ({"train_acc": history[-1]["train_acc"], "test_acc": history[-1]["test_acc"]} if history else None),
+    }
+    _write_json(os.path.join(args.out, "metrics.json"), metrics)

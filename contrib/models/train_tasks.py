@@ -1,0 +1,243 @@
+"""Datasets, models and epoch loops behind ``needle train``.
+
+A *task* bundles what the command needs for one (model, dataset) pair:
+train/test batch iterables, the model and an epoch function.  Image tasks
+(MNIST-format and CIFAR-10) yield ``(X, y)`` batches from a DataLoader;
+language-model tasks (PTB) walk batchified token columns with truncated BPTT.
+Models and datasets written by other contrib modules are looked up by name
+at call time.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+
+import needle as ndl
+import needle.nn as nn
+
+__all__ = ["MissingDataError", "IMAGE_DATASETS", "MODEL_DATASETS", "find_mnist_files", "build_task", "Task"]
+
+DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+IMAGE_DATASETS = ("fashion-mnist", "mnist", "cifar10")
+# which datasets each model can train on
+MODEL_DATASETS = {
+    "mlp_resnet": ("fashion-mnist", "mnist", "cifar10"),
+    "cnn": ("fashion-mnist", "mnist"),
+    "resnet9": ("cifar10",),
+    "lstm-lm": ("ptb",),
+    "transformer-lm": ("ptb",),
+}
+
+
+class MissingDataError(Exception):
+    """The data folder lacks files the chosen dataset needs (message lists them)."""
+
+
+def default_data_dir(dataset: str) -> str:
+    if dataset == "fashion-mnist":
+        return DEBIAN_FASHION_MNIST
+    return os.path.join("data", {"mnist": "mnist", "cifar10": "cifar-10-batches-py", "ptb": "ptb"}[dataset])
+
+
+# -- MNIST-format files -----------------------------------------------------
+_MNIST_PARTS = {
+    ("train", "images"): "train-images-idx3-ubyte",
+    ("train", "labels"): "train-labels-idx1-ubyte",
+    ("test", "images"): "t10k-images-idx3-ubyte",
+    ("test", "labels"): "t10k-labels-idx1-ubyte",
+}
+
+
+def _candidates(stem: str) -> list[str]:
+    # gzip as distributed, unpacked, and the "...-idx3.ubyte" spelling some mirrors use
+    dotted = stem.replace("-ubyte", ".ubyte")
+    return [stem + ".gz", stem, dotted + ".gz", dotted]
+
+
+def find_mnist_files(data_dir: str) -> dict:
+    """{(split, kind): path} for the four IDX files in ``data_dir``.
+
+    Raises :class:`MissingDataError` listing every file that is absent.
+    """
+    found, missing = {}, []
+    for key, stem in _MNIST_PARTS.items():
+        for name in _candidates(stem):
+            path = os.path.join(data_dir, name)
+            if os.path.isfile(path):
+                found[key] = path
+                break
+        else:
+            missing.append(f"{stem}[.gz] ({key[0]} {key[1]})")
+    if missing:
+        present = sorted(os.listdir(data_dir)) if os.path.isdir(data_dir) else []
+        where = f"{data_dir} does not exist" if not os.path.isdir(data_dir) else (
+            f"{data_dir} holds: {', '.join(present) if present else 'nothing'}")
+        raise MissingDataError(
+            f"--data-dir {data_dir} lacks {len(missing)} MNIST-format file(s): " + "; ".join(missing)
+            + f". {where}. An MNIST-format folder needs the train and t10k images and labels."
+        )
+    return found
+
+
+def _load_mnist_arrays(data_dir: str, model: str):
+    from needle.data.datasets.mnist_dataset import parse_mnist_arrays
+
+    files = find_mnist_files(data_dir)
+    out = {}
+    for split in ("train", "test"):
+        images, labels = parse_mnist_arrays(files[(split, "images")], files[(split, "labels")])
+        n, rows, cols = images.shape
+        X = images.astype(np.float32) * np.float32(1 / 255.0)
+        # the MLP takes flat rows; the CNN takes NCHW (one channel, so no transpose needed)
+        X = X.reshape(n, rows * cols) if model == "mlp_resnet" else X.reshape(n, 1, rows, cols)
+        out[split] = (X, labels)
+    return out
+
+
+# -- tasks ------------------------------------------------------------------
+@dataclass
+class Task:
+    model: nn.Module
+    train_batches: Callable[[], "object"]  # () -> iterable of batches, fresh each epoch
+    test_batches: Callable[[], "object"]
+    num_train_batches: int
+    num_test_batches: int
+    run_batch: Callable  # (batch, train: bool) -> (loss Tensor, correct int, count int)
+    reset_state: Callable[[], None] = lambda: None
+    info: dict = field(default_factory=dict)
+
+
+def _image_task(args, device, model):
+    if args.dataset in ("fashion-mnist", "mnist"):
+        arrays = _load_mnist_arrays(args.data_dir, args.model)
+        train = ndl.data.NDArrayDataset(*arrays["train"])
+        test = ndl.data.NDArrayDataset(*arrays["test"])
+        in_dim = arrays["train"][0].shape[1] if args.model == "mlp_resnet" else None
+    else:  # cifar10
+        _check_files(args.data_dir, [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"], "CIFAR-10")
+        train = ndl.data.CIFAR10Dataset(args.data_dir, train=True)
+        test = ndl.data.CIFAR10Dataset(args.data_dir, train=False)
+        in_dim = 3 * 32 * 32
+
+    if model is None:
+        model = _make_image_model(args.model, in_dim, device)
+    train_loader = ndl.data.DataLoader(train, args.batch_size, shuffle=True, device=device)
+    test_loader = ndl.data.DataLoader(test, args.batch_size, shuffle=False, device=device)
+    loss_fn = nn.SoftmaxLoss()
+    flatten = args.model == "mlp_resnet" and args.dataset == "cifar10"
+
+    def run_batch(batch, train_mode):
+        X, y = batch
+        if flatten:
+            X = X.reshape((X.shape[0], in_dim))
+        logits = model(X)
+        loss = loss_fn(logits, y)
+        correct = int((logits.numpy().argmax(axis=1) == y.numpy()).sum())
+        return loss, correct, y.shape[0]
+
+    return Task(model, lambda: iter(train_loader), lambda: iter(test_loader), len(train_loader),
+                len(test_loader), run_batch, info={"train_size": len(train), "test_size": len(test)})
+
+
+def _make_image_model(name, in_dim, device):
+    if name == "mlp_resnet":
+        from .mlp_resnet import MLPResNet
+
+        return MLPResNet(in_dim, 100, num_blocks=3, num_classes=10, device=device)
+    if name == "cnn":
+        return ndl.models.SmallCNN(device=device)
+    if name == "resnet9":
+        return ndl.models.ResNet9(device=device)
+    raise ValueError(f"unknown image model {name!r}")
+
+
+def _check_files(data_dir, names, what):
+    missing = [n for n in names if not os.path.isfile(os.path.join(data_dir, n))]
+    if missing:
+        raise MissingDataError(f"--data-dir {data_dir} lacks {what} file(s): {', '.join(missing)}")
+
+
+def _lm_task(args, device, model):
+    _check_files(args.data_dir, ["train.txt", "test.txt"], "Penn Treebank")
+    corpus = ndl.data.Corpus(args.data_dir)
+    vocab = len(corpus.dictionary)
+    train = ndl.data.batchify(corpus.train, args.batch_size, device=device, dtype="float32")
+    test = ndl.data.batchify(corpus.test, args.batch_size, device=device, dtype="float32")
+    if model is None:
+        seq_model = "lstm" if args.model == "lstm-lm" else "transformer"
+        model = ndl.models.LanguageModel(args.embedding_size, vocab, args.hidden_size, num_layers=args.num_layers,
+                                         seq_model=seq_model, seq_len=args.bptt, device=device)
+    loss_fn = nn.SoftmaxLoss()
+    state = {"h": None}
+
+    def windows(data):
+        def gen():
+            state["h"] = None
+            for i in range(0, data.shape[0] - 1, args.bptt):
+                yield ndl.data.get_batch(data, i, args.bptt, device=device, dtype="float32")
+        return gen()
+
+    def run_batch(batch, train_mode):
+        X, y = batch
+        out, h = model(X, state["h"])
+        # carry the state forward but cut the graph at the window boundary
+        state["h"] = tuple(t.detach() for t in h) if isinstance(h, (tuple, list)) else h.detach()
+        loss = loss_fn(out, y)
+        correct = int((out.numpy().argmax(axis=1) == y.numpy()).sum())
+        return loss, correct, y.shape[0]
+
+    n_windows = lambda data: len(range(0, data.shape[0] - 1, args.bptt))  # noqa: E731
+    return Task(model, lambda: windows(train), lambda: windows(test), n_windows(train), n_windows(test),
+                run_batch, info={"vocab_size": vocab, "train_tokens": len(corpus.train),
+                                 "test_tokens": len(corpus.test)})
+
+
+def build_task(args, device, model: Optional[nn.Module] = None) -> Task:
+    """The Task for ``args.model`` on ``args.dataset`` (``model`` given: reuse it)."""
+    if args.dataset == "ptb":
+        return _lm_task(args, device, model)
+    return _image_task(args, device, model)
+
+
+def run_epoch(task: Task, train: bool, opt=None, max_batches: Optional[int] = None, progress=None,
+              clip: Optional[float] = None) -> dict:
+    """One pass; returns ``{"loss", "acc", "samples", "time_s", "samples_per_s"}``.
+
+    ``progress`` (a tqdm bar or None) gets one update per batch with the
+    running loss, accuracy and throughput.
+    """
+    model = task.model
+    model.train() if train else model.eval()
+    batches = task.train_batches() if train else task.test_batches()
+    total_loss, correct, seen = 0.0, 0, 0
+    start = time.perf_counter()
+    for k, batch in enumerate(batches):
+        if max_batches is not None and k >= max_batches:
+            break
+        if train:
+            loss, right, count = task.run_batch(batch, True)
+            opt.reset_grad()
+            loss.backward()
+            if clip:
+                opt.clip_grad_norm(clip)
+            opt.step()
+        else:
+            with ndl.no_grad():
+                loss, right, count = task.run_batch(batch, False)
+        total_loss += float(loss.numpy()) * count
+        correct += right
+        seen += count
+        if progress is not None:
+            elapsed = time.perf_counter() - start
+            progress.update(1)
+            progress.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.4f}",
+                                 samples_s=f"{seen / max(elapsed, 1e-9):.0f}", refresh=False)
+    elapsed = time.perf_counter() - start
+    n = max(seen, 1)
+    return {"loss": total_loss / n, "acc": correct / n, "samples": seen, "time_s": elapsed,
+            "samples_per_s": seen / max(elapsed, 1e-9)}

@@ -1,0 +1,161 @@
+"""``needle train``: outputs, resume, and clear failures on unusable data (exit code 2, no traceback)."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import needle as ndl
+from needle.models.cli import train_command
+
+
+def make_mnist_folder(folder, n_train=200, n_test=100, seed=0):
+    """Tiny separable MNIST-format files (gzip IDX): class k lights up rows 2k..2k+2."""
+    import gzip
+    import struct
+
+    rng = np.random.RandomState(seed)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = rng.randint(0, 10, size=n).astype(np.uint8)
+        images = rng.randint(0, 60, size=(n, 28, 28)).astype(np.uint8)
+        for i, k in enumerate(labels):
+            images[i, 2 * k : 2 * k + 3, :] = 250
+        with gzip.open(folder / f"{prefix}-images-idx3-ubyte.gz", "wb") as f:
+            f.write(struct.pack(">IIII", 2051, n, 28, 28) + images.tobytes())
+        with gzip.open(folder / f"{prefix}-labels-idx1-ubyte.gz", "wb") as f:
+            f.write(struct.pack(">II", 2049, n) + labels.tobytes())
+    return folder
+
+SHARED_MNIST = Path(__file__).parents[2].parent / "shared" / "data" / "mnist"
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    return make_mnist_folder(folder, n_train=300, n_test=100)
+
+
+def _run(args):
+    return train_command([str(a) for a in args])
+
+
+def test_train_writes_metrics_curves_and_weights(data_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = _run(["--dataset", "mnist", "--data-dir", data_dir, "--epochs", 2, "--batch-size", 32, "--lr", 0.01,
+                 "--out", out, "--seed", 3])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "final train accuracy" in printed and "test accuracy" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [e["epoch"] for e in metrics["epochs"]] == [1, 2]
+    for e in metrics["epochs"]:
+        for key in ("train_loss", "train_acc", "test_loss", "test_acc", "train_time_s", "train_samples_per_s"):
+            assert np.isfinite(e[key]) and e[key] >= 0
+    assert metrics["args"]["batch_size"] == 32 and metrics["num_parameters"] == 110860
+    assert metrics["data"] == {"train_size": 300, "test_size": 100}
+    assert metrics["final"]["test_acc"] == metrics["epochs"][-1]["test_acc"] > 0.9  # separable toy data
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # model.npz loads back into a fresh model and reproduces the reported test accuracy
+    model = ndl.models.MLPResNet(784, 100)
+    model.load_state_dict(ndl.load(out / "model.npz"))
+    model.eval()
+    ds = ndl.data.MNISTDataset(str(data_dir / "t10k-images-idx3-ubyte.gz"), str(data_dir / "t10k-labels-idx1-ubyte.gz"))
+    x, y = ds[np.arange(len(ds))]
+    logits = model(ndl.Tensor(x.reshape(len(ds), 784), requires_grad=False)).numpy()
+    assert np.mean(logits.argmax(1) == y) == pytest.approx(metrics["final"]["test_acc"])
+
+
+def test_resume_continues_where_it_stopped(data_dir, tmp_path):
+    common = ["--dataset", "mnist", "--data-dir", data_dir, "--batch-size", 50, "--seed", 1, "--no-progress"]
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert _run(common + ["--epochs", 3, "--out", full]) == 0
+    assert _run(common + ["--epochs", 1, "--out", part]) == 0
+    assert _run(common + ["--epochs", 3, "--out", part, "--resume"]) == 0
+    a = json.loads((full / "metrics.json").read_text())["epochs"]
+    b = json.loads((part / "metrics.json").read_text())["epochs"]
+    assert [e["epoch"] for e in b] == [1, 2, 3]
+    for ea, eb in zip(a, b):  # weights, optimizer state and RNG all restored: identical trajectory
+        for key in ("train_loss", "train_acc", "test_loss", "test_acc"):
+            assert ea[key] == pytest.approx(eb[key], rel=1e-5), key
+    wa, wb = ndl.load(full / "model.npz"), ndl.load(part / "model.npz")
+    for k in wa:
+        np.testing.assert_allclose(wa[k], wb[k], rtol=1e-5, atol=1e-6)
+
+
+def test_resume_without_checkpoint_fails_cleanly(data_dir, tmp_path, capsys):
+    code = _run(["--dataset", "mnist", "--data-dir", data_dir, "--out", tmp_path / "empty", "--resume"])
+    assert code == 2
+    assert "no checkpoint at" in capsys.readouterr().err
+
+
+def test_folder_without_train_split_lists_missing_files(tmp_path, capsys):
+    folder = tmp_path / "partial"
+    folder.mkdir()
+    make_mnist_folder(folder)
+    (folder / "train-images-idx3-ubyte.gz").unlink()
+    code = _run(["--dataset", "mnist", "--data-dir", folder, "--out", tmp_path / "o"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "train-images-idx3-ubyte[.gz] (train images)" in err
+    assert "t10k-images" not in err.split("holds:")[0]  # only the missing file is listed as missing
+    assert "Traceback" not in err
+
+
+@pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason="../shared/data/mnist not present")
+def test_shared_mnist_test_split_only_gives_exit_2():
+    # run as the real command in a subprocess: the message must come without a traceback
+    proc = subprocess.run(
+        [sys.executable, "-c", "import sys; from needle.models.cli import train_command; "
+                               f"sys.exit(train_command(['--dataset', 'mnist', '--data-dir', {str(SHARED_MNIST)!r}, "
+                               "'--out', '/nonexistent-not-created']))"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "train-images-idx3-ubyte[.gz] (train images)" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_uncompressed_files_are_accepted(data_dir, tmp_path):
+    import gzip
+
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for gz in data_dir.iterdir():
+        (plain / gz.name[:-3]).write_bytes(gzip.decompress(gz.read_bytes()))
+    assert _run(["--dataset", "mnist", "--data-dir", plain, "--epochs", 1, "--max-batches", 2,
+                 "--out", tmp_path / "o", "--no-progress"]) == 0
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--model", "resnet9", "--dataset", "mnist"], "model resnet9 does not train on mnist"),
+        (["--epochs", "0"], "--epochs must be at least 1"),
+        (["--lr", "-1"], "--lr must be positive"),
+        (["--device", "no-such-device"], "no-such-device"),
+    ],
+)
+def test_bad_arguments_exit_2(argv, message, data_dir, tmp_path, capsys):
+    code = _run(["--dataset", "mnist", "--data-dir", data_dir, "--out", tmp_path / "o"] + argv)
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_argparse_errors_return_code_instead_of_exiting(capsys):
+    assert train_command(["--model", "nope"]) == 2
+    assert "invalid choice" in capsys.readouterr().err
+    assert train_command(["--help"]) == 0
+
+
+def test_corrupt_data_file_is_reported(data_dir, tmp_path, capsys):
+    bad = tmp_path / "bad"
+    shutil.copytree(data_dir, bad)
+    raw = (bad / "train-labels-idx1-ubyte.gz").read_bytes()
+    (bad / "train-labels-idx1-ubyte.gz").write_bytes(raw[: len(raw) // 2])
+    assert _run(["--dataset", "mnist", "--data-dir", bad, "--out", tmp_path / "o"]) == 2
+    assert "train-labels-idx1-ubyte.gz: corrupt or truncated gzip" in capsys.readouterr().err
