@@ -224,7 +224,10 @@ def _array_from(array, device, dtype) -> NDArray:
         raise TypeError(f"Tensor: cannot build a tensor from {type(array).__name__} with "
                         f"element type {host.dtype}; expected {_ACCEPTED}")
     dt = _source_dtype(host.dtype) if dtype is None else dtype
-    return NDArray(host, device=device if device is not None else default_device(), dtype=dt)
+    data = NDArray(host, device=device if device is not None else default_device(), dtype=dt)
+    if host.ndim == 0 and data.shape != ():
+        data = data.reshape(())  # np.ascontiguousarray makes 0-d arrays 1-d
+    return data
 
 
 # ---------------------------------------------------------------------- #

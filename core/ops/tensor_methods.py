@@ -154,6 +154,12 @@ def install(cls=Tensor) -> None:
     }
     assert set(methods) == set(TENSOR_METHODS)
     for name, fn in methods.items():
-        fn.__name__ = name
-        fn.__qualname__ = f"{cls.__name__}.{name}"
+        if fn.__name__ != "__add__" and fn.__name__ != "__mul__":  # shared by __radd__/__rmul__
+            fn.__name__ = name
+        fn.__qualname__ = f"{cls.__name__}.{fn.__name__}"
         setattr(cls, name, fn)
+        INSTALLED[name] = fn
+
+
+#: the functions ``install`` put on Tensor, by method name
+INSTALLED: dict = {}

@@ -1,0 +1,120 @@
+"""needle.init: exact formulas and NumPy RNG calls (API.md section 3)."""
+
+import math
+
+import numpy as np
+import pytest
+
+import needle as ndl
+import needle.backend_ndarray as nd
+from needle import init
+
+
+def _devices():
+    devs = [d for d in nd.all_devices() if d.enabled()]
+    if all(d.name != "cpu_numpy" for d in devs):
+        devs.append(nd.cpu_numpy())
+    return devs
+
+
+DEVICES = _devices()
+dev_param = pytest.mark.parametrize("device", DEVICES, ids=[d.name for d in DEVICES])
+
+
+def seeded(fn, seed=3):
+    np.random.seed(seed)
+    return fn()
+
+
+@dev_param
+def test_rand_randn(device):
+    got = seeded(lambda: init.rand(3, 4, low=-2.0, high=5.0, device=device))
+    exp = seeded(lambda: np.random.rand(3, 4) * 7.0 - 2.0)
+    np.testing.assert_allclose(got.numpy(), exp.astype(np.float32), rtol=1e-6)
+    assert got.dtype == "float32" and got.device == device and not got.requires_grad
+    got = seeded(lambda: init.randn(2, 5, mean=1.0, std=3.0, device=device, dtype="float64"))
+    exp = seeded(lambda: np.random.randn(2, 5) * 3.0 + 1.0)
+    np.testing.assert_allclose(got.numpy(), exp, rtol=1e-12)
+    assert got.dtype == "float64"
+
+
+def test_one_rng_call_per_initializer():
+    np.random.seed(0)
+    init.rand(2, 3)
+    init.randn(4)
+    after = np.random.rand()
+    np.random.seed(0)
+    np.random.rand(2, 3)
+    np.random.randn(4)
+    assert after == np.random.rand()
+
+
+@dev_param
+def test_constant_ones_zeros(device):
+    np.testing.assert_array_equal(init.constant(2, 3, c=4.5, device=device).numpy(), np.full((2, 3), 4.5))
+    np.testing.assert_array_equal(init.ones(2, device=device).numpy(), np.ones(2))
+    np.testing.assert_array_equal(init.zeros(1, 2, device=device).numpy(), np.zeros((1, 2)))
+    assert init.ones(3, requires_grad=True).requires_grad
+    assert ndl.ones is init.ones and ndl.zeros_like is init.zeros_like
+
+
+@dev_param
+def test_randb(device):
+    got = seeded(lambda: init.randb(5, 6, p=0.3, device=device))
+    exp = seeded(lambda: np.random.rand(5, 6) <= 0.3)
+    np.testing.assert_array_equal(got.numpy(), exp.astype(np.float32))
+
+
+@dev_param
+def test_one_hot(device):
+    i = ndl.Tensor([[2.0, 0.0], [1.0, 3.0]], device=device)
+    got = init.one_hot(4, i, device=device)
+    assert got.shape == (2, 2, 4)
+    np.testing.assert_array_equal(got.numpy(), np.eye(4)[np.array([[2, 0], [1, 3]])])
+    np.testing.assert_array_equal(init.one_hot(3, [1]).numpy(), [[0, 1, 0]])
+    with pytest.raises(IndexError, match="one_hot"):
+        init.one_hot(3, [3])
+
+
+@dev_param
+def test_like(device):
+    t = ndl.Tensor(np.ones((2, 3)), device=device)
+    z, o = init.zeros_like(t), init.ones_like(t)
+    assert z.shape == o.shape == (2, 3) and z.dtype == o.dtype == "float64"
+    assert z.device == device and not z.requires_grad
+    np.testing.assert_array_equal(o.numpy(), np.ones((2, 3)))
+
+
+def test_xavier():
+    got = seeded(lambda: init.xavier_uniform(5, 7, gain=1.5))
+    a = 1.5 * math.sqrt(6 / 12)
+    exp = seeded(lambda: np.random.rand(5, 7) * 2 * a - a)
+    np.testing.assert_allclose(got.numpy(), exp.astype(np.float32), rtol=1e-6)
+    got = seeded(lambda: init.xavier_normal(5, 7, gain=0.5))
+    exp = seeded(lambda: np.random.randn(5, 7) * 0.5 * math.sqrt(2 / 12))
+    np.testing.assert_allclose(got.numpy(), exp.astype(np.float32), rtol=1e-6)
+
+
+def test_kaiming():
+    got = seeded(lambda: init.kaiming_uniform(6, 4))
+    b = math.sqrt(2) * math.sqrt(3 / 6)
+    exp = seeded(lambda: np.random.rand(6, 4) * 2 * b - b)
+    np.testing.assert_allclose(got.numpy(), exp.astype(np.float32), rtol=1e-6)
+    got = seeded(lambda: init.kaiming_normal(6, 4))
+    exp = seeded(lambda: np.random.randn(6, 4) * math.sqrt(2) / math.sqrt(6))
+    np.testing.assert_allclose(got.numpy(), exp.astype(np.float32), rtol=1e-6)
+    got = seeded(lambda: init.kaiming_normal(6, 4, shape=(2, 3)))
+    assert got.shape == (2, 3)
+
+
+def test_kaiming_uniform_hw4_golden():
+    np.random.seed(0)
+    got = init.kaiming_uniform(144, 72, shape=(3, 3, 16, 8))
+    assert got.shape == (3, 3, 16, 8)
+    np.testing.assert_allclose(got.numpy().sum(), -2.5719218, rtol=1e-5)
+
+
+def test_kwargs_pass_through():
+    t = init.xavier_uniform(2, 3, dtype="float64", requires_grad=True, device=nd.cpu_numpy())
+    assert t.dtype == "float64" and t.requires_grad and t.device == nd.cpu_numpy()
+    assert init.rand(2).device == ndl.default_device()
