@@ -1,0 +1,233 @@
+"""Training-step timings of the issue-7 models beside PyTorch CPU, in one process.
+
+    python benchmarks/models_probe.py [--device cpu] [--repeat 5] [--only resnet9,lstm,transformer]
+
+Each probe returns ``{"needle": seconds, "torch": seconds or None}`` (median
+of ``repeat`` timed runs after one warm-up run).  The shapes are the issue's:
+- ResNet9 forward + backward + SGD step, batch 128 of 32x32x3;
+- LSTM language-model step (vocab 10,000, embedding 100, hidden 100, 2 layers,
+  seq 20, batch 20): forward, loss, backward, SGD step;
+- Transformer block (d_model 64, 4 heads of 16, MLP 256, seq 32, batch 32)
+  forward + backward.
+PyTorch is only a reference here; without it the ratios are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+
+
+def _median_time(fn, repeat):
+    fn()  # warm-up: allocations, lazy compilation, caches
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+# ---------------------------------------------------------------- ResNet9
+def resnet9_step(device=None, batch=128, repeat=5):
+    import needle as ndl
+    from needle import nn
+    from needle.models import ResNet9
+
+    np.random.seed(0)
+    x_np = np.random.rand(batch, 3, 32, 32).astype(np.float32)
+    y_np = np.random.randint(0, 10, size=batch)
+    model = ResNet9(device=device)
+    opt = ndl.optim.SGD(model.parameters(), lr=0.01)
+    loss_fn = nn.SoftmaxLoss()
+    x = ndl.Tensor(x_np, device=device)
+    y = ndl.Tensor(y_np, device=device)
+
+    def step():
+        opt.reset_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+        loss.numpy()
+
+    result = {"needle": _median_time(step, repeat), "torch": None}
+    torch = _torch()
+    if torch is not None:
+        tnn = torch.nn
+
+        def cbn(a, b, k, s):
+            return tnn.Sequential(tnn.Conv2d(a, b, k, s, padding=k // 2), tnn.BatchNorm2d(b),
+                                  tnn.ReLU())
+
+        class Res(tnn.Module):
+            def __init__(self, f):
+                super().__init__()
+                self.f = f
+
+            def forward(self, t):
+                return self.f(t) + t
+
+        tmodel = tnn.Sequential(
+            cbn(3, 16, 7, 4), cbn(16, 32, 3, 2),
+            Res(tnn.Sequential(cbn(32, 32, 3, 1), cbn(32, 32, 3, 1))),
+            cbn(32, 64, 3, 2), cbn(64, 128, 3, 2),
+            Res(tnn.Sequential(cbn(128, 128, 3, 1), cbn(128, 128, 3, 1))),
+            tnn.Flatten(), tnn.Linear(128, 128), tnn.ReLU(), tnn.Linear(128, 10))
+        topt = torch.optim.SGD(tmodel.parameters(), lr=0.01)
+        tx, ty = torch.tensor(x_np), torch.tensor(y_np)
+
+        def tstep():
+            topt.zero_grad()
+            loss = tnn.functional.cross_entropy(tmodel(tx), ty)
+            loss.backward()
+            topt.step()
+
+        result["torch"] = _median_time(tstep, repeat)
+    return result
+
+
+# ---------------------------------------------------------------- LSTM LM
+def lstm_lm_step(device=None, vocab=10000, emb=100, hidden=100, layers=2, seq=20, batch=20,
+                 repeat=5):
+    import needle as ndl
+    from needle import nn
+    from needle.models import LanguageModel
+
+    np.random.seed(0)
+    x_np = np.random.randint(0, vocab, size=(seq, batch))
+    y_np = np.random.randint(0, vocab, size=(seq * batch,))
+    model = LanguageModel(emb, vocab, hidden, num_layers=layers, seq_model="lstm",
+                          device=device)
+    opt = ndl.optim.SGD(model.parameters(), lr=0.1)
+    loss_fn = nn.SoftmaxLoss()
+    x = ndl.Tensor(x_np, device=device)
+    y = ndl.Tensor(y_np, device=device)
+
+    def step():
+        opt.reset_grad()
+        logits, _ = model(x)
+        loss = loss_fn(logits, y)
+        loss.backward()
+        opt.step()
+        loss.numpy()
+
+    result = {"needle": _median_time(step, repeat), "torch": None}
+    torch = _torch()
+    if torch is not None:
+        tnn = torch.nn
+
+        class LM(tnn.Module):
+            def __init__(self):
+                super().__init__()
+                self.emb = tnn.Embedding(vocab, emb)
+                self.rnn = tnn.LSTM(emb, hidden, layers)
+                self.out = tnn.Linear(hidden, vocab)
+
+            def forward(self, t):
+                o, _ = self.rnn(self.emb(t))
+                return self.out(o.reshape(-1, hidden))
+
+        tmodel = LM()
+        topt = torch.optim.SGD(tmodel.parameters(), lr=0.1)
+        tx, ty = torch.tensor(x_np), torch.tensor(y_np)
+
+        def tstep():
+            topt.zero_grad()
+            loss = tnn.functional.cross_entropy(tmodel(tx), ty)
+            loss.backward()
+            topt.step()
+
+        result["torch"] = _median_time(tstep, repeat)
+    return result
+
+
+# ---------------------------------------------------------------- Transformer block
+def transformer_block(device=None, d_model=64, heads=4, hidden=256, seq=32, batch=32,
+                      repeat=5):
+    import needle as ndl
+    from needle import nn
+
+    np.random.seed(0)
+    x_np = np.random.randn(batch, seq, d_model).astype(np.float32)
+    layer = nn.TransformerLayer(d_model, heads, d_model // heads, hidden, dropout=0.0,
+                                causal=True, device=device)
+    layer.eval()  # no dropout draws: compare the arithmetic only
+
+    def step():
+        x = ndl.Tensor(x_np, device=device)
+        out = layer(x)
+        out.sum().backward()
+        out.numpy()
+
+    result = {"needle": _median_time(step, repeat), "torch": None}
+    torch = _torch()
+    if torch is not None:
+        tnn, F = torch.nn, torch.nn.functional
+        dh = d_model // heads
+
+        class Block(tnn.Module):
+            def __init__(self):
+                super().__init__()
+                self.nq, self.nk, self.nv = (tnn.LayerNorm(d_model) for _ in range(3))
+                self.q, self.k, self.v = (tnn.Linear(d_model, d_model, bias=False)
+                                          for _ in range(3))
+                self.o = tnn.Linear(d_model, d_model, bias=False)
+                self.norm = tnn.LayerNorm(d_model)
+                self.l1, self.l2 = tnn.Linear(d_model, hidden), tnn.Linear(hidden, d_model)
+
+            def forward(self, t):
+                B, T, _ = t.shape
+
+                def split(u):
+                    return u.reshape(B, T, heads, dh).transpose(1, 2)
+                a = F.scaled_dot_product_attention(split(self.q(self.nq(t))),
+                                                   split(self.k(self.nk(t))),
+                                                   split(self.v(self.nv(t))), is_causal=True)
+                t = t + self.o(a.transpose(1, 2).reshape(B, T, d_model))
+                return t + self.l2(F.relu(self.l1(self.norm(t))))
+
+        block = Block()
+        tx_np = torch.tensor(x_np)
+
+        def tstep():
+            tx = tx_np.clone().requires_grad_(True)
+            block(tx).sum().backward()
+
+        result["torch"] = _median_time(tstep, repeat)
+    return result
+
+
+PROBES = {"resnet9": resnet9_step, "lstm": lstm_lm_step, "transformer": transformer_block}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default=None, help="needle device name (default device)")
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--only", default=",".join(PROBES))
+    args = parser.parse_args(argv)
+    import needle as ndl
+
+    device = ndl.device(args.device) if args.device else None
+    print(f"device: {device or ndl.default_device()}")
+    for name in args.only.split(","):
+        r = PROBES[name](device=device, repeat=args.repeat)
+        line = f"{name:12s} needle {r['needle'] * 1e3:9.1f} ms"
+        if r["torch"] is not None:
+            line += f"   torch {r['torch'] * 1e3:9.1f} ms   ratio {r['needle'] / r['torch']:5.2f}x"
+        print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,333 @@
+"""Recurrent modules and embeddings: ``RNNCell``, ``RNN``, ``LSTMCell``,
+``LSTM``, ``Embedding``.
+
+Sequences are ``(seq_len, batch, features)``.  Weights are stored
+``(in, out)`` and applied as ``x @ W`` (the transpose of PyTorch's
+``weight_ih_l0``); LSTM gates are ordered i, f, g, o like PyTorch's.
+"""
+
+import math
+
+import numpy as np
+
+import needle.backend_ndarray as nd
+from needle import init, ops
+from needle.autograd import Tensor, TensorOp
+from needle.errors import ShapeError
+
+from .nn_basic import Module, Parameter
+
+__all__ = ["RNNCell", "RNN", "LSTMCell", "LSTM", "Embedding"]
+
+
+def _sigmoid(x):
+    fn = getattr(ops, "sigmoid", None)
+    if fn is not None:
+        return fn(x)
+    return (ops.exp(-x) + 1) ** -1
+
+
+def _uniform(shape, hidden_size, device, dtype):
+    bound = 1.0 / math.sqrt(hidden_size)
+    return Parameter(init.rand(*shape, low=-bound, high=bound, device=device, dtype=dtype,
+                               requires_grad=True))
+
+
+def _check_positive(module, **sizes):
+    for name, value in sizes.items():
+        if int(value) != value or value < 1:
+            raise ValueError(f"{module}: {name} must be a positive integer, got {value!r}")
+
+
+def _check_shape(module, what, tensor, expected):
+    """``expected`` is a tuple where ``None`` matches any size."""
+    shape = tuple(tensor.shape)
+    if len(shape) != len(expected) or any(e is not None and s != e
+                                          for s, e in zip(shape, expected)):
+        want = tuple("*" if e is None else e for e in expected)
+        raise ShapeError(f"{module}: {what} has shape {shape}, expected {want}")
+
+
+def _bias_row(bias_ih, bias_hh, width):
+    """``bias_ih + bias_hh`` as a ``(1, width)`` row (None without biases).
+
+    The two biases are always added together, so summing them once per call
+    instead of broadcasting each one at every step saves work."""
+    if bias_ih is None and bias_hh is None:
+        return None
+    if bias_ih is None:
+        total = bias_hh
+    elif bias_hh is None:
+        total = bias_ih
+    else:
+        total = bias_ih + bias_hh
+    return ops.reshape(total, (1, width))
+
+
+def _affine(x, weight, bias_row):
+    out = x @ weight
+    if bias_row is not None:
+        out = out + ops.broadcast_to(bias_row, out.shape)
+    return out
+
+
+class RNNCell(Module):
+    """Elman cell: ``h' = act(X @ W_ih + bias_ih + h @ W_hh + bias_hh)``.
+
+    ``forward(X (B, input_size), h (B, hidden_size) or None) -> (B, hidden_size)``.
+    """
+
+    def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh",
+                 device=None, dtype="float32"):
+        super().__init__()
+        _check_positive("RNNCell", input_size=input_size, hidden_size=hidden_size)
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(
+                f"RNNCell: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+        self.input_size, self.hidden_size = int(input_size), int(hidden_size)
+        self.nonlinearity = nonlinearity
+        self.device, self.dtype = device, dtype
+        H = self.hidden_size
+        self.W_ih = _uniform((self.input_size, H), H, device, dtype)
+        self.W_hh = _uniform((H, H), H, device, dtype)
+        if bias:
+            self.bias_ih = _uniform((H,), H, device, dtype)
+            self.bias_hh = _uniform((H,), H, device, dtype)
+        else:
+            self.bias_ih = self.bias_hh = None
+
+    def _activate(self, z):
+        return ops.tanh(z) if self.nonlinearity == "tanh" else ops.relu(z)
+
+    def _step(self, x_proj, h):
+        """One step given ``x_proj = X @ W_ih + bias_ih + bias_hh``."""
+        return self._activate(x_proj + h @ self.W_hh)
+
+    def forward(self, X, h=None):
+        _check_shape("RNNCell", "input X", X, (None, self.input_size))
+        batch = X.shape[0]
+        if h is None:
+            h = init.zeros(batch, self.hidden_size, device=X.device, dtype=X.dtype)
+        else:
+            _check_shape("RNNCell", "hidden state h", h, (batch, self.hidden_size))
+        bias_row = _bias_row(self.bias_ih, self.bias_hh, self.hidden_size)
+        return self._step(_affine(X, self.W_ih, bias_row), h)
+
+
+class LSTMCell(Module):
+    """LSTM cell with gates i, f, g, o (PyTorch's order).
+
+    ``forward(X (B, input_size), h=None or (h0, c0) each (B, hidden_size))``
+    returns ``(h', c')`` each ``(B, hidden_size)``.
+    """
+
+    def __init__(self, input_size, hidden_size, bias=True, device=None, dtype="float32"):
+        super().__init__()
+        _check_positive("LSTMCell", input_size=input_size, hidden_size=hidden_size)
+        self.input_size, self.hidden_size = int(input_size), int(hidden_size)
+        self.device, self.dtype = device, dtype
+        H = self.hidden_size
+        self.W_ih = _uniform((self.input_size, 4 * H), H, device, dtype)
+        self.W_hh = _uniform((H, 4 * H), H, device, dtype)
+        if bias:
+            self.bias_ih = _uniform((4 * H,), H, device, dtype)
+            self.bias_hh = _uniform((4 * H,), H, device, dtype)
+        else:
+            self.bias_ih = self.bias_hh = None
+
+    def _step(self, x_proj, h, c):
+        """One step given ``x_proj = X @ W_ih + bias_ih + bias_hh``."""
+        batch, H = h.shape
+        z = x_proj + h @ self.W_hh
+        # (B, 4H) -> (B, 4, H) -> four (B, H) chunks in the order i, f, g, o
+        i, f, g, o = ops.split(ops.reshape(z, (batch, 4, H)), 1).tuple()
+        i, f, g, o = _sigmoid(i), _sigmoid(f), ops.tanh(g), _sigmoid(o)
+        c_new = f * c + i * g
+        h_new = o * ops.tanh(c_new)
+        return h_new, c_new
+
+    def forward(self, X, h=None):
+        _check_shape("LSTMCell", "input X", X, (None, self.input_size))
+        batch, H = X.shape[0], self.hidden_size
+        if h is None:
+            h0 = init.zeros(batch, H, device=X.device, dtype=X.dtype)
+            c0 = init.zeros(batch, H, device=X.device, dtype=X.dtype)
+        else:
+            h0, c0 = h
+            _check_shape("LSTMCell", "h0", h0, (batch, H))
+            _check_shape("LSTMCell", "c0", c0, (batch, H))
+        bias_row = _bias_row(self.bias_ih, self.bias_hh, 4 * H)
+        return self._step(_affine(X, self.W_ih, bias_row), h0, c0)
+
+
+def _project_sequence(inputs, cell, width_out):
+    """``X_t @ W_ih + bias_ih + bias_hh`` for every step at once: one
+    ``(T*B, in) @ (in, G)`` matmul and one bias add instead of T of each,
+    split back into T ``(B, G)`` tensors."""
+    T, B, width = inputs.shape
+    bias_row = _bias_row(cell.bias_ih, cell.bias_hh, width_out)
+    proj = _affine(ops.reshape(inputs, (T * B, width)), cell.W_ih, bias_row)
+    return ops.split(ops.reshape(proj, (T, B, proj.shape[1])), 0).tuple()
+
+
+def _initial_states(module, h, num_layers, batch, hidden, device, dtype, what):
+    """Per-layer ``(B, H)`` states from an ``(L, B, H)`` tensor, or zeros."""
+    if h is None:
+        return [init.zeros(batch, hidden, device=device, dtype=dtype)
+                for _ in range(num_layers)]
+    _check_shape(module, what, h, (num_layers, batch, hidden))
+    return list(ops.split(h, 0).tuple())
+
+
+class RNN(Module):
+    """Multi-layer Elman RNN.
+
+    ``forward(X (T, B, input_size), h0 (L, B, H) or None)`` returns
+    ``(output (T, B, H), h_n (L, B, H))``: the last layer's hidden state at
+    every step, and every layer's last hidden state.
+    """
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, nonlinearity="tanh",
+                 device=None, dtype="float32"):
+        super().__init__()
+        _check_positive("RNN", input_size=input_size, hidden_size=hidden_size,
+                        num_layers=num_layers)
+        self.input_size, self.hidden_size = int(input_size), int(hidden_size)
+        self.num_layers = int(num_layers)
+        self.device, self.dtype = device, dtype
+        self.rnn_cells = [
+            RNNCell(self.input_size if layer == 0 else self.hidden_size, self.hidden_size,
+                    bias=bias, nonlinearity=nonlinearity, device=device, dtype=dtype)
+            for layer in range(self.num_layers)
+        ]
+
+    def forward(self, X, h0=None):
+        _check_shape("RNN", "input X", X, (None, None, self.input_size))
+        T, B, _ = X.shape
+        states = _initial_states("RNN", h0, self.num_layers, B, self.hidden_size,
+                                 X.device, X.dtype, "h0")
+        layer_input, last = X, []
+        for cell, h in zip(self.rnn_cells, states):
+            outputs = []
+            for x_proj in _project_sequence(layer_input, cell, self.hidden_size):
+                h = cell._step(x_proj, h)
+                outputs.append(h)
+            last.append(h)
+            layer_input = ops.stack(outputs, 0)
+        return layer_input, ops.stack(last, 0)
+
+
+class LSTM(Module):
+    """Multi-layer LSTM.
+
+    ``forward(X (T, B, input_size), h=None or (h0, c0) each (L, B, H))``
+    returns ``(output (T, B, H), (h_n, c_n) each (L, B, H))``.
+    """
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True,
+                 device=None, dtype="float32"):
+        super().__init__()
+        _check_positive("LSTM", input_size=input_size, hidden_size=hidden_size,
+                        num_layers=num_layers)
+        self.input_size, self.hidden_size = int(input_size), int(hidden_size)
+        self.num_layers = int(num_layers)
+        self.device, self.dtype = device, dtype
+        self.lstm_cells = [
+            LSTMCell(self.input_size if layer == 0 else self.hidden_size, self.hidden_size,
+                     bias=bias, device=device, dtype=dtype)
+            for layer in range(self.num_layers)
+        ]
+
+    def forward(self, X, h=None):
+        _check_shape("LSTM", "input X", X, (None, None, self.input_size))
+        T, B, _ = X.shape
+        L, H = self.num_layers, self.hidden_size
+        if h is None:
+            h0 = c0 = None
+        else:
+            h0, c0 = h
+        hs = _initial_states("LSTM", h0, L, B, H, X.device, X.dtype, "h0")
+        cs = _initial_states("LSTM", c0, L, B, H, X.device, X.dtype, "c0")
+        layer_input, h_last, c_last = X, [], []
+        for cell, h_t, c_t in zip(self.lstm_cells, hs, cs):
+            outputs = []
+            for x_proj in _project_sequence(layer_input, cell, 4 * H):
+                h_t, c_t = cell._step(x_proj, h_t, c_t)
+                outputs.append(h_t)
+            h_last.append(h_t)
+            c_last.append(c_t)
+            layer_input = ops.stack(outputs, 0)
+        return layer_input, (ops.stack(h_last, 0), ops.stack(c_last, 0))
+
+
+class _RowGather(TensorOp):
+    """``weight (V, D) -> weight[ids] (n, D)`` for a fixed flat int array ids.
+
+    Equals ``one_hot(ids, V) @ weight`` exactly (each output row is one
+    weight row) without the ``n x V`` one-hot matrix and its two
+    ``n*V*D``-flop matmuls, which dominated a language-model step with a
+    10,000-word vocabulary.  Works on any device through NumPy."""
+
+    def __init__(self, ids):
+        self.ids = ids
+
+    def compute(self, weight):
+        rows = weight.numpy()[self.ids]
+        return nd.array(rows, dtype=rows.dtype, device=weight.device)
+
+    def gradient(self, out_grad, node):
+        return _RowScatterAdd(self.ids, node.inputs[0].shape[0])(out_grad)
+
+
+class _RowScatterAdd(TensorOp):
+    """``g (n, D) -> (V, D)`` whose row v is the sum of the rows of g with
+    ``ids == v`` (= ``one_hot(ids, V)^T @ g``); the adjoint of ``_RowGather``."""
+
+    def __init__(self, ids, num_rows):
+        self.ids, self.num_rows = ids, num_rows
+        # rows sharing an id are summed with one reduceat over a sorted order
+        self.order = np.argsort(ids, kind="stable")
+        sorted_ids = ids[self.order]
+        self.starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
+        self.unique = sorted_ids[self.starts]
+
+    def compute(self, g):
+        g_np = g.numpy()
+        out = np.zeros((self.num_rows, g_np.shape[1]), dtype=g_np.dtype)
+        if len(self.ids):
+            out[self.unique] = np.add.reduceat(g_np[self.order], self.starts, axis=0)
+        return nd.array(out, dtype=out.dtype, device=g.device)
+
+    def gradient(self, out_grad, node):
+        return _RowGather(self.ids)(out_grad)
+
+
+class Embedding(Module):
+    """Lookup table ``weight (num_embeddings, embedding_dim)``, N(0, 1) init.
+
+    ``forward(x (T, B) of integer ids, stored as floats or ints)`` returns
+    ``(T, B, embedding_dim)`` = ``one_hot(x) @ weight``, computed as a row
+    gather (exactly the same values) whose gradient is the matching
+    scatter-add (``one_hot^T @ g``).
+    """
+
+    def __init__(self, num_embeddings, embedding_dim, device=None, dtype="float32"):
+        super().__init__()
+        _check_positive("Embedding", num_embeddings=num_embeddings,
+                        embedding_dim=embedding_dim)
+        self.num_embeddings, self.embedding_dim = int(num_embeddings), int(embedding_dim)
+        self.device, self.dtype = device, dtype
+        self.weight = Parameter(init.randn(self.num_embeddings, self.embedding_dim,
+                                           device=device, dtype=dtype, requires_grad=True))
+
+    def forward(self, x):
+        shape = tuple(x.shape)
+        ids = x.numpy() if isinstance(x, Tensor) else np.asarray(x)
+        ids = ids.reshape(-1)
+        if ids.size and (ids.min() < 0 or ids.max() >= self.num_embeddings
+                         or not np.all(ids == np.floor(ids))):
+            raise ValueError(
+                f"Embedding: ids must be integers in [0, {self.num_embeddings}), got values "
+                f"from {ids.min()} to {ids.max()}")
+        out = _RowGather(ids.astype(np.int64))(self.weight)
+        return ops.reshape(out, shape + (self.embedding_dim,))
