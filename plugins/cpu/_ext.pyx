@@ -1,0 +1,787 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False, nonecheck=False, embedsignature=True
+"""needle's fast CPU backend: buffers and kernels (compiled module).
+
+Every kernel method validates its arguments here (dtypes, sizes, strides,
+offsets -- cheap integer checks) and only then calls the C kernels in
+``csrc/`` with the GIL released.  No argument from Python reaches C code that
+could read or write outside a buffer.
+"""
+
+from libc.stdint cimport int64_t
+from libc.string cimport memcpy
+
+import os
+
+import numpy as np
+
+from needle.errors import ShapeError
+from needle.protocol import PROTOCOL_VERSION, Backend, UnsupportedDTypeError
+
+cdef extern from "needle_cpu.h" nogil:
+    ctypedef int64_t nd_i64
+    int nd_openmp_enabled() noexcept
+    void nd_set_num_threads(int n) noexcept
+    int nd_get_num_threads() noexcept
+    int nd_simd_avx2() noexcept
+    int nd_cpu_has_avx2_fma() noexcept
+    void nd_force_portable(int on) noexcept
+    void *nd_pool_alloc(size_t nbytes, size_t *cap_out) noexcept
+    void nd_pool_free(void *p, size_t cap) noexcept
+    void nd_pool_set_limit(size_t nbytes) noexcept
+    size_t nd_pool_cached_bytes() noexcept
+    void nd_pool_clear() noexcept
+
+    void nd_fill_f32(float *o, float v, nd_i64 n) noexcept
+    void nd_fill_f64(double *o, double v, nd_i64 n) noexcept
+
+    void nd_add_f32(const float *a, const float *b, float *o, nd_i64 n) noexcept
+    void nd_sub_f32(const float *a, const float *b, float *o, nd_i64 n) noexcept
+    void nd_mul_f32(const float *a, const float *b, float *o, nd_i64 n) noexcept
+    void nd_div_f32(const float *a, const float *b, float *o, nd_i64 n) noexcept
+    void nd_pow_f32(const float *a, const float *b, float *o, nd_i64 n) noexcept
+    void nd_maximum_f32(const float *a, const float *b, float *o, nd_i64 n) noexcept
+    void nd_eq_f32(const float *a, const float *b, float *o, nd_i64 n) noexcept
+    void nd_ge_f32(const float *a, const float *b, float *o, nd_i64 n) noexcept
+    void nd_relu_grad_f32(const float *a, const float *b, float *o, nd_i64 n) noexcept
+    void nd_sadd_f32(const float *a, float v, float *o, nd_i64 n) noexcept
+    void nd_ssub_f32(const float *a, float v, float *o, nd_i64 n) noexcept
+    void nd_smul_f32(const float *a, float v, float *o, nd_i64 n) noexcept
+    void nd_sdiv_f32(const float *a, float v, float *o, nd_i64 n) noexcept
+    void nd_srdiv_f32(const float *a, float v, float *o, nd_i64 n) noexcept
+    void nd_spow_f32(const float *a, float v, float *o, nd_i64 n) noexcept
+    void nd_smaximum_f32(const float *a, float v, float *o, nd_i64 n) noexcept
+    void nd_seq_f32(const float *a, float v, float *o, nd_i64 n) noexcept
+    void nd_sge_f32(const float *a, float v, float *o, nd_i64 n) noexcept
+    void nd_neg_f32(const float *a, float *o, nd_i64 n) noexcept
+    void nd_log_f32(const float *a, float *o, nd_i64 n) noexcept
+    void nd_exp_f32(const float *a, float *o, nd_i64 n) noexcept
+    void nd_tanh_f32(const float *a, float *o, nd_i64 n) noexcept
+    void nd_reduce_sum_f32(const float *a, float *o, nd_i64 outer, nd_i64 r) noexcept
+    void nd_reduce_max_f32(const float *a, float *o, nd_i64 outer, nd_i64 r) noexcept
+    void nd_logsumexp_f32(const float *a, float *o, nd_i64 outer, nd_i64 r) noexcept
+    void nd_softmax_f32(const float *a, float *o, nd_i64 outer, nd_i64 r) noexcept
+
+    void nd_add_f64(const double *a, const double *b, double *o, nd_i64 n) noexcept
+    void nd_sub_f64(const double *a, const double *b, double *o, nd_i64 n) noexcept
+    void nd_mul_f64(const double *a, const double *b, double *o, nd_i64 n) noexcept
+    void nd_div_f64(const double *a, const double *b, double *o, nd_i64 n) noexcept
+    void nd_pow_f64(const double *a, const double *b, double *o, nd_i64 n) noexcept
+    void nd_maximum_f64(const double *a, const double *b, double *o, nd_i64 n) noexcept
+    void nd_eq_f64(const double *a, const double *b, double *o, nd_i64 n) noexcept
+    void nd_ge_f64(const double *a, const double *b, double *o, nd_i64 n) noexcept
+    void nd_relu_grad_f64(const double *a, const double *b, double *o, nd_i64 n) noexcept
+    void nd_sadd_f64(const double *a, double v, double *o, nd_i64 n) noexcept
+    void nd_ssub_f64(const double *a, double v, double *o, nd_i64 n) noexcept
+    void nd_smul_f64(const double *a, double v, double *o, nd_i64 n) noexcept
+    void nd_sdiv_f64(const double *a, double v, double *o, nd_i64 n) noexcept
+    void nd_srdiv_f64(const double *a, double v, double *o, nd_i64 n) noexcept
+    void nd_spow_f64(const double *a, double v, double *o, nd_i64 n) noexcept
+    void nd_smaximum_f64(const double *a, double v, double *o, nd_i64 n) noexcept
+    void nd_seq_f64(const double *a, double v, double *o, nd_i64 n) noexcept
+    void nd_sge_f64(const double *a, double v, double *o, nd_i64 n) noexcept
+    void nd_neg_f64(const double *a, double *o, nd_i64 n) noexcept
+    void nd_log_f64(const double *a, double *o, nd_i64 n) noexcept
+    void nd_exp_f64(const double *a, double *o, nd_i64 n) noexcept
+    void nd_tanh_f64(const double *a, double *o, nd_i64 n) noexcept
+    void nd_reduce_sum_f64(const double *a, double *o, nd_i64 outer, nd_i64 r) noexcept
+    void nd_reduce_max_f64(const double *a, double *o, nd_i64 outer, nd_i64 r) noexcept
+    void nd_logsumexp_f64(const double *a, double *o, nd_i64 outer, nd_i64 r) noexcept
+    void nd_softmax_f64(const double *a, double *o, nd_i64 outer, nd_i64 r) noexcept
+
+    void nd_copy_strided(int elsize, const void *src, nd_i64 soff, const nd_i64 *src_st,
+                         void *dst, nd_i64 doff, const nd_i64 *dst_st,
+                         const nd_i64 *shape, int ndim) noexcept
+    void nd_set_strided(int elsize, const void *val, void *dst, nd_i64 doff,
+                        const nd_i64 *dst_st, const nd_i64 *shape, int ndim) noexcept
+
+    int nd_gemm_f32(nd_i64 batch, nd_i64 m, nd_i64 n, nd_i64 p,
+                    const float *A, nd_i64 sa0, nd_i64 sa1, nd_i64 sa2,
+                    const float *B, nd_i64 sb0, nd_i64 sb1, nd_i64 sb2,
+                    float *C, nd_i64 sc0, nd_i64 ldc, int accumulate) noexcept
+    int nd_gemm_f64(nd_i64 batch, nd_i64 m, nd_i64 n, nd_i64 p,
+                    const double *A, nd_i64 sa0, nd_i64 sa1, nd_i64 sa2,
+                    const double *B, nd_i64 sb0, nd_i64 sb1, nd_i64 sb2,
+                    double *C, nd_i64 sc0, nd_i64 ldc, int accumulate) noexcept
+
+    int nd_conv_fwd_f32(const float *x, const float *w, float *y, nd_i64 N, nd_i64 H, nd_i64 W,
+                        nd_i64 Ci, nd_i64 K, nd_i64 Co, nd_i64 s, nd_i64 pad) noexcept
+    int nd_conv_grad_input_f32(const float *g, const float *w, float *dx, nd_i64 N, nd_i64 H,
+                               nd_i64 W, nd_i64 Ci, nd_i64 K, nd_i64 Co, nd_i64 s, nd_i64 pad) noexcept
+    int nd_conv_grad_weight_f32(const float *x, const float *g, float *dw, nd_i64 N, nd_i64 H,
+                                nd_i64 W, nd_i64 Ci, nd_i64 K, nd_i64 Co, nd_i64 s, nd_i64 pad) noexcept
+    int nd_conv_fwd_f64(const double *x, const double *w, double *y, nd_i64 N, nd_i64 H, nd_i64 W,
+                        nd_i64 Ci, nd_i64 K, nd_i64 Co, nd_i64 s, nd_i64 pad) noexcept
+    int nd_conv_grad_input_f64(const double *g, const double *w, double *dx, nd_i64 N, nd_i64 H,
+                               nd_i64 W, nd_i64 Ci, nd_i64 K, nd_i64 Co, nd_i64 s, nd_i64 pad) noexcept
+    int nd_conv_grad_weight_f64(const double *x, const double *g, double *dw, nd_i64 N, nd_i64 H,
+                                nd_i64 W, nd_i64 Ci, nd_i64 K, nd_i64 Co, nd_i64 s, nd_i64 pad) noexcept
+
+cdef enum:
+    MAX_DIMS = 32
+
+ctypedef void (*bin_f32_t)(const float *, const float *, float *, nd_i64) noexcept nogil
+ctypedef void (*bin_f64_t)(const double *, const double *, double *, nd_i64) noexcept nogil
+ctypedef void (*scal_f32_t)(const float *, float, float *, nd_i64) noexcept nogil
+ctypedef void (*scal_f64_t)(const double *, double, double *, nd_i64) noexcept nogil
+ctypedef void (*un_f32_t)(const float *, float *, nd_i64) noexcept nogil
+ctypedef void (*un_f64_t)(const double *, double *, nd_i64) noexcept nogil
+ctypedef void (*rows_f32_t)(const float *, float *, nd_i64, nd_i64) noexcept nogil
+ctypedef void (*rows_f64_t)(const double *, double *, nd_i64, nd_i64) noexcept nogil
+ctypedef int (*conv_f32_t)(const float *, const float *, float *, nd_i64, nd_i64, nd_i64,
+                           nd_i64, nd_i64, nd_i64, nd_i64, nd_i64) noexcept nogil
+ctypedef int (*conv_f64_t)(const double *, const double *, double *, nd_i64, nd_i64, nd_i64,
+                           nd_i64, nd_i64, nd_i64, nd_i64, nd_i64) noexcept nogil
+
+__version__ = "0.1.0"
+TILE = 8
+
+_F32 = np.dtype("float32")
+_F64 = np.dtype("float64")
+_DTYPES = (_F32, _F64)
+_ITEMSIZE = (4, 8)
+
+
+# ---------------------------------------------------------------------------
+# Buffers
+# ---------------------------------------------------------------------------
+cdef int _kind_of(object dtype, str op) except -1:
+    """0 for float32, 1 for float64; UnsupportedDTypeError otherwise."""
+    if dtype is _F32:
+        return 0
+    if dtype is _F64:
+        return 1
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt == _F32:
+        return 0
+    if dt == _F64:
+        return 1
+    raise UnsupportedDTypeError(
+        f"{op}: backend 'cpu' does not support dtype {dtype!r}; supported: float32, float64")
+
+
+cdef class CpuArray:
+    """A flat, 64-byte aligned buffer of ``size`` float32 or float64 elements.
+
+    Memory comes from (and returns to) the backend's size-class cache."""
+
+    cdef void *data
+    cdef size_t cap
+    cdef readonly Py_ssize_t size
+    cdef readonly object dtype
+    cdef readonly int kind
+    cdef readonly int itemsize
+
+    def __cinit__(self, Py_ssize_t size, dtype=_F32):
+        self.kind = _kind_of(dtype, "Array")
+        if size < 0:
+            raise ValueError(f"Array: size must be >= 0, got {size}")
+        self.itemsize = _ITEMSIZE[self.kind]
+        if size > (<Py_ssize_t>1 << 60) // self.itemsize:
+            raise MemoryError(f"Array: {size} elements is too large")
+        self.size = size
+        self.dtype = _DTYPES[self.kind]
+        self.data = nd_pool_alloc(<size_t>size * self.itemsize, &self.cap)
+        if self.data == NULL:
+            raise MemoryError(f"Array: cannot allocate {size} elements of {self.dtype}")
+
+    def __dealloc__(self):
+        if self.data != NULL:
+            nd_pool_free(self.data, self.cap)
+            self.data = NULL
+
+    def ptr(self):
+        """Address of the first element."""
+        return <size_t>self.data
+
+    def __repr__(self):
+        return f"needle_cpu.CpuArray(size={self.size}, dtype={self.dtype.name})"
+
+
+cdef inline CpuArray _new(Py_ssize_t size, int kind):
+    return CpuArray(size, _DTYPES[kind])
+
+
+# ---------------------------------------------------------------------------
+# Validation (runs with the GIL, before any C kernel)
+# ---------------------------------------------------------------------------
+cdef int _same_dtype(str op, CpuArray a, CpuArray out) except -1:
+    if a.kind != out.kind:
+        raise UnsupportedDTypeError(
+            f"{op}: buffers must share one dtype, got {a.dtype.name} and {out.dtype.name}")
+    return 0
+
+
+cdef int _need(str op, str what, CpuArray a, Py_ssize_t n) except -1:
+    if a.size < n:
+        raise ShapeError(f"{op}: buffer {what} has {a.size} elements, the call needs {n}")
+    return 0
+
+
+cdef int _nonneg(str op, str what, Py_ssize_t v) except -1:
+    if v < 0:
+        raise ShapeError(f"{op}: {what} must be >= 0, got {v}")
+    return 0
+
+
+cdef Py_ssize_t _view(str op, str what, CpuArray buf, shape, strides, offset,
+                      nd_i64 *sh, nd_i64 *st, int *ndim) except -1:
+    """Check a strided view of ``buf`` and copy it into C arrays; returns its
+    element count.  Every reachable index must lie in [0, buf.size)."""
+    cdef int nd = len(shape), k
+    if len(strides) != nd:
+        raise ShapeError(f"{op}: {what} shape {tuple(shape)} and strides {tuple(strides)} "
+                         f"differ in length")
+    if nd > MAX_DIMS:
+        raise ShapeError(f"{op}: {what} has {nd} dimensions; at most {MAX_DIMS} are supported")
+    off = int(offset)
+    if off < 0:
+        raise ShapeError(f"{op}: {what} offset must be >= 0, got {off}")
+    count = 1
+    last = off
+    for k in range(nd):
+        n = int(shape[k])
+        s = int(strides[k])
+        if n < 0 or s < 0:
+            raise ShapeError(f"{op}: {what} shape {tuple(shape)} / strides {tuple(strides)} "
+                             f"must be non-negative")
+        count *= n
+        if n > 0:
+            last += (n - 1) * s
+    if count > 0 and last >= buf.size:
+        raise ShapeError(f"{op}: {what} view (shape {tuple(shape)}, strides {tuple(strides)}, "
+                         f"offset {off}) reaches element {last} of a buffer of {buf.size}")
+    if count > 0:
+        for k in range(nd):
+            sh[k] = shape[k]
+            st[k] = strides[k]
+    ndim[0] = nd
+    return count
+
+
+cdef void _compact_strides(const nd_i64 *sh, nd_i64 *st, int nd) noexcept:
+    cdef nd_i64 acc = 1
+    cdef int k
+    for k in range(nd - 1, -1, -1):
+        st[k] = acc
+        acc *= sh[k]
+
+
+# ---------------------------------------------------------------------------
+# Kernel runners: validate, then call the dtype's C function without the GIL
+# ---------------------------------------------------------------------------
+cdef int _run_bin(str op, CpuArray a, CpuArray b, CpuArray out, bin_f32_t f32, bin_f64_t f64) except -1:
+    _same_dtype(op, a, out)
+    _same_dtype(op, b, out)
+    cdef nd_i64 n = out.size
+    if a.size < n or b.size < n:
+        raise ShapeError(f"{op}: input sizes {a.size} and {b.size} differ from output size {n}")
+    if out.kind == 0:
+        with nogil:
+            f32(<const float *>a.data, <const float *>b.data, <float *>out.data, n)
+    else:
+        with nogil:
+            f64(<const double *>a.data, <const double *>b.data, <double *>out.data, n)
+    return 0
+
+
+cdef int _run_scalar(str op, CpuArray a, double val, CpuArray out, scal_f32_t f32,
+                     scal_f64_t f64) except -1:
+    _same_dtype(op, a, out)
+    cdef nd_i64 n = out.size
+    if a.size < n:
+        raise ShapeError(f"{op}: input size {a.size} differs from output size {n}")
+    cdef float v32 = <float>val
+    if out.kind == 0:
+        with nogil:
+            f32(<const float *>a.data, v32, <float *>out.data, n)
+    else:
+        with nogil:
+            f64(<const double *>a.data, val, <double *>out.data, n)
+    return 0
+
+
+cdef int _run_un(str op, CpuArray a, CpuArray out, un_f32_t f32, un_f64_t f64) except -1:
+    _same_dtype(op, a, out)
+    cdef nd_i64 n = out.size
+    if a.size < n:
+        raise ShapeError(f"{op}: input size {a.size} differs from output size {n}")
+    if out.kind == 0:
+        with nogil:
+            f32(<const float *>a.data, <float *>out.data, n)
+    else:
+        with nogil:
+            f64(<const double *>a.data, <double *>out.data, n)
+    return 0
+
+
+cdef int _run_rows(str op, CpuArray a, CpuArray out, Py_ssize_t outer, Py_ssize_t inner,
+                   Py_ssize_t out_need, rows_f32_t f32, rows_f64_t f64) except -1:
+    _same_dtype(op, a, out)
+    if inner < 1:
+        raise ShapeError(f"{op}: the reduced length must be >= 1, got {inner}")
+    _nonneg(op, "the number of rows", outer)
+    _need(op, "a", a, outer * inner)
+    _need(op, "out", out, out_need)
+    if outer == 0:
+        return 0
+    if out.kind == 0:
+        with nogil:
+            f32(<const float *>a.data, <float *>out.data, outer, inner)
+    else:
+        with nogil:
+            f64(<const double *>a.data, <double *>out.data, outer, inner)
+    return 0
+
+
+cdef int _gemm(CpuArray a, CpuArray b, CpuArray out, nd_i64 batch, nd_i64 m, nd_i64 n, nd_i64 p,
+               nd_i64 sa0, nd_i64 sa1, nd_i64 sa2, nd_i64 aoff,
+               nd_i64 sb0, nd_i64 sb1, nd_i64 sb2, nd_i64 boff, nd_i64 coff) except -1:
+    cdef int rc
+    if out.kind == 0:
+        with nogil:
+            rc = nd_gemm_f32(batch, m, n, p, <const float *>a.data + aoff, sa0, sa1, sa2,
+                             <const float *>b.data + boff, sb0, sb1, sb2,
+                             <float *>out.data + coff, m * p, p, 0)
+    else:
+        with nogil:
+            rc = nd_gemm_f64(batch, m, n, p, <const double *>a.data + aoff, sa0, sa1, sa2,
+                             <const double *>b.data + boff, sb0, sb1, sb2,
+                             <double *>out.data + coff, m * p, p, 0)
+    if rc != 0:
+        raise MemoryError("matmul: cannot allocate the packing buffers")
+    return 0
+
+
+cdef int _run_conv(str op, CpuArray x, CpuArray w, CpuArray out, Py_ssize_t x_need, Py_ssize_t w_need,
+                   Py_ssize_t out_need, N, H, W, Ci, K, Co, stride, padding,
+                   conv_f32_t f32, conv_f64_t f64) except -1:
+    _same_dtype(op, x, out)
+    _same_dtype(op, w, out)
+    _need(op, "first input", x, x_need)
+    _need(op, "second input", w, w_need)
+    _need(op, "out", out, out_need)
+    cdef nd_i64 cN = N, cH = H, cW = W, cCi = Ci, cK = K, cCo = Co, cs = stride, cp = padding
+    cdef int rc
+    if out.kind == 0:
+        with nogil:
+            rc = f32(<const float *>x.data, <const float *>w.data, <float *>out.data,
+                     cN, cH, cW, cCi, cK, cCo, cs, cp)
+    else:
+        with nogil:
+            rc = f64(<const double *>x.data, <const double *>w.data, <double *>out.data,
+                     cN, cH, cW, cCi, cK, cCo, cs, cp)
+    if rc != 0:
+        raise MemoryError(f"{op}: cannot allocate the im2col buffer")
+    return 0
+
+
+cdef tuple _conv_dims(str op, N, H, W, Ci, K, Co, stride, padding):
+    vals = dict(N=N, H=H, W=W, C_in=Ci, K=K, C_out=Co, stride=stride, padding=padding)
+    for name, v in vals.items():
+        if int(v) != v:
+            raise ShapeError(f"{op}: {name} must be an integer, got {v!r}")
+    if min(N, H, W, Ci, Co) < 0 or K < 1 or stride < 1 or padding < 0:
+        raise ShapeError(f"{op}: invalid sizes {vals}: need N, H, W, C_in, C_out >= 0, "
+                         f"K >= 1, stride >= 1, padding >= 0")
+    if H + 2 * padding < K or W + 2 * padding < K:
+        raise ShapeError(f"{op}: kernel {K} larger than the padded input "
+                         f"{H + 2 * padding}x{W + 2 * padding}")
+    Ho = (H + 2 * padding - K) // stride + 1
+    Wo = (W + 2 * padding - K) // stride + 1
+    return N * H * W * Ci, K * K * Ci * Co, N * Ho * Wo * Co
+
+
+# ---------------------------------------------------------------------------
+# Threads
+# ---------------------------------------------------------------------------
+def _threads_from_env():
+    """(threads, source): NEEDLE_NUM_THREADS, else OMP_NUM_THREADS, else all cores."""
+    for var in ("NEEDLE_NUM_THREADS", "OMP_NUM_THREADS"):
+        raw = os.environ.get(var, "").strip()
+        if raw:
+            try:
+                n = int(raw.split(",")[0])
+            except ValueError:
+                continue
+            if n >= 1:
+                return n, var
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    return max(1, n), "all cores"
+
+
+_THREADS, _THREADS_SOURCE = _threads_from_env()
+nd_set_num_threads(_THREADS)
+
+
+def set_num_threads(int n):
+    """Use ``n`` threads (>= 1) from now on; ignored when built without OpenMP."""
+    global _THREADS, _THREADS_SOURCE
+    if n < 1:
+        raise ValueError(f"set_num_threads: n must be >= 1, got {n}")
+    nd_set_num_threads(n)
+    _THREADS, _THREADS_SOURCE = nd_get_num_threads(), "set_num_threads"
+
+
+def get_num_threads():
+    return nd_get_num_threads()
+
+
+def openmp_enabled():
+    return bool(nd_openmp_enabled())
+
+
+def simd_path():
+    """"avx2+fma" when the AVX2 micro-kernels run, else "portable"."""
+    return "avx2+fma" if nd_simd_avx2() else "portable"
+
+
+def force_portable(bint on):
+    """Testing aid: run the portable C micro-kernels even on an AVX2 CPU."""
+    nd_force_portable(1 if on else 0)
+
+
+if os.environ.get("NEEDLE_CPU_SIMD", "").lower() == "portable":
+    nd_force_portable(1)
+
+
+def pool_cached_bytes():
+    return nd_pool_cached_bytes()
+
+
+def pool_clear():
+    nd_pool_clear()
+
+
+def pool_set_limit(size_t nbytes):
+    nd_pool_set_limit(nbytes)
+
+
+# ---------------------------------------------------------------------------
+# The backend
+# ---------------------------------------------------------------------------
+class CpuBackend(Backend):
+    """Cython + OpenMP backend; see the package docstring."""
+
+    name = "cpu"
+    version = __version__
+    protocol_version = PROTOCOL_VERSION
+    dtypes = ("float32", "float64")
+    __tile_size__ = TILE
+
+    def is_available(self):
+        return True, ""
+
+    def device_names(self):
+        return ["cpu"]
+
+    def config(self):
+        return {
+            "openmp": bool(nd_openmp_enabled()),
+            "simd": simd_path(),
+            "threads": nd_get_num_threads(),
+            "omp_threads_source": _THREADS_SOURCE if nd_openmp_enabled() else "built without OpenMP",
+        }
+
+    def op_overrides(self):
+        return {
+            "conv": self.conv,
+            "conv_grad_input": self.conv_grad_input,
+            "conv_grad_weight": self.conv_grad_weight,
+            "logsumexp": self.logsumexp,
+            "softmax": self.softmax,
+        }
+
+    # -- buffers ---------------------------------------------------------------
+    def Array(self, size, dtype=_F32):  # noqa: N802 (course name)
+        """Uninitialised buffer of ``size`` elements."""
+        return CpuArray(size, dtype)
+
+    def from_numpy(self, a, CpuArray out not None):
+        """Copy NumPy array ``a`` (``out.size`` elements) into ``out``."""
+        arr = np.ascontiguousarray(a, dtype=out.dtype).reshape(-1)
+        if arr.size != out.size:
+            raise ShapeError(f"from_numpy: array has {arr.size} elements, buffer has {out.size}")
+        if out.size == 0:
+            return
+        cdef const unsigned char[::1] mv = arr.view(np.uint8)
+        memcpy(out.data, &mv[0], <size_t>out.size * out.itemsize)
+
+    def to_numpy(self, CpuArray a not None, shape, strides, offset):
+        """A new NumPy array holding the strided view (shape, strides, offset) of ``a``."""
+        cdef nd_i64 sh[MAX_DIMS]
+        cdef nd_i64 st[MAX_DIMS]
+        cdef nd_i64 dst[MAX_DIMS]
+        cdef int nd
+        cdef Py_ssize_t count = _view("to_numpy", "a", a, shape, strides, offset, sh, st, &nd)
+        res = np.empty(tuple(int(s) for s in shape), dtype=a.dtype)
+        if count == 0:
+            return res
+        cdef unsigned char[::1] mv = res.reshape(-1).view(np.uint8)
+        cdef void *dptr = &mv[0]
+        cdef nd_i64 off = offset
+        _compact_strides(sh, dst, nd)
+        with nogil:
+            nd_copy_strided(a.itemsize, a.data, off, st, dptr, 0, dst, sh, nd)
+        return res
+
+    def fill(self, CpuArray out not None, value):
+        """Set every element of ``out`` to ``value``."""
+        cdef double v = value
+        if out.kind == 0:
+            with nogil:
+                nd_fill_f32(<float *>out.data, <float>v, out.size)
+        else:
+            with nogil:
+                nd_fill_f64(<double *>out.data, v, out.size)
+
+    # -- strided copies ----------------------------------------------------------
+    def compact(self, CpuArray a not None, CpuArray out not None, shape, strides, offset):
+        """Gather the strided view of ``a`` into compact ``out``."""
+        cdef nd_i64 sh[MAX_DIMS]
+        cdef nd_i64 st[MAX_DIMS]
+        cdef nd_i64 dst[MAX_DIMS]
+        cdef int nd
+        _same_dtype("compact", a, out)
+        cdef Py_ssize_t count = _view("compact", "a", a, shape, strides, offset, sh, st, &nd)
+        _need("compact", "out", out, count)
+        if count == 0:
+            return
+        cdef nd_i64 off = offset
+        _compact_strides(sh, dst, nd)
+        with nogil:
+            nd_copy_strided(a.itemsize, a.data, off, st, out.data, 0, dst, sh, nd)
+
+    def ewise_setitem(self, CpuArray a not None, CpuArray out not None, shape, strides, offset):
+        """Scatter compact ``a`` into the strided view of ``out``."""
+        cdef nd_i64 sh[MAX_DIMS]
+        cdef nd_i64 st[MAX_DIMS]
+        cdef nd_i64 src[MAX_DIMS]
+        cdef int nd
+        _same_dtype("ewise_setitem", a, out)
+        cdef Py_ssize_t count = _view("ewise_setitem", "out", out, shape, strides, offset,
+                                      sh, st, &nd)
+        _need("ewise_setitem", "a", a, count)
+        if count == 0:
+            return
+        cdef nd_i64 off = offset
+        _compact_strides(sh, src, nd)
+        with nogil:
+            nd_copy_strided(a.itemsize, a.data, 0, src, out.data, off, st, sh, nd)
+
+    def scalar_setitem(self, size, val, CpuArray out not None, shape, strides, offset):
+        """Write ``val`` to every element of the strided view of ``out``."""
+        cdef nd_i64 sh[MAX_DIMS]
+        cdef nd_i64 st[MAX_DIMS]
+        cdef int nd
+        cdef Py_ssize_t count = _view("scalar_setitem", "out", out, shape, strides, offset,
+                                      sh, st, &nd)
+        if size != count:
+            raise ShapeError(f"scalar_setitem: size {size} differs from prod(shape) = {count}")
+        if count == 0:
+            return
+        cdef double v64 = val
+        cdef float v32 = <float>v64
+        cdef nd_i64 off = offset
+        cdef const void *vp = <const void *>&v32 if out.kind == 0 else <const void *>&v64
+        with nogil:
+            nd_set_strided(out.itemsize, vp, out.data, off, st, sh, nd)
+
+    # -- element-wise -------------------------------------------------------------
+    def ewise_add(self, CpuArray a not None, CpuArray b not None, CpuArray out not None):
+        """``out = a + b``."""
+        _run_bin("ewise_add", a, b, out, nd_add_f32, nd_add_f64)
+
+    def ewise_sub(self, CpuArray a not None, CpuArray b not None, CpuArray out not None):
+        """``out = a - b``."""
+        _run_bin("ewise_sub", a, b, out, nd_sub_f32, nd_sub_f64)
+
+    def ewise_mul(self, CpuArray a not None, CpuArray b not None, CpuArray out not None):
+        """``out = a * b``."""
+        _run_bin("ewise_mul", a, b, out, nd_mul_f32, nd_mul_f64)
+
+    def ewise_div(self, CpuArray a not None, CpuArray b not None, CpuArray out not None):
+        """``out = a / b (IEEE)``."""
+        _run_bin("ewise_div", a, b, out, nd_div_f32, nd_div_f64)
+
+    def ewise_pow(self, CpuArray a not None, CpuArray b not None, CpuArray out not None):
+        """``out = a ** b``."""
+        _run_bin("ewise_pow", a, b, out, nd_pow_f32, nd_pow_f64)
+
+    def ewise_maximum(self, CpuArray a not None, CpuArray b not None, CpuArray out not None):
+        """``out = max(a, b), NaN propagates``."""
+        _run_bin("ewise_maximum", a, b, out, nd_maximum_f32, nd_maximum_f64)
+
+    def ewise_eq(self, CpuArray a not None, CpuArray b not None, CpuArray out not None):
+        """``out = 1.0 if a == b else 0.0``."""
+        _run_bin("ewise_eq", a, b, out, nd_eq_f32, nd_eq_f64)
+
+    def ewise_ge(self, CpuArray a not None, CpuArray b not None, CpuArray out not None):
+        """``out = 1.0 if a >= b else 0.0``."""
+        _run_bin("ewise_ge", a, b, out, nd_ge_f32, nd_ge_f64)
+
+    def ewise_relu_grad(self, CpuArray a not None, CpuArray g not None, CpuArray out not None):
+        """``out = g if a > 0 else 0``."""
+        _run_bin("ewise_relu_grad", a, g, out, nd_relu_grad_f32, nd_relu_grad_f64)
+
+    def scalar_add(self, CpuArray a not None, double val, CpuArray out not None):
+        """``out = a + val`` (val rounded to the buffer dtype first, like NumPy)."""
+        _run_scalar("scalar_add", a, val, out, nd_sadd_f32, nd_sadd_f64)
+
+    def scalar_sub(self, CpuArray a not None, double val, CpuArray out not None):
+        """``out = a - val`` (val rounded to the buffer dtype first, like NumPy)."""
+        _run_scalar("scalar_sub", a, val, out, nd_ssub_f32, nd_ssub_f64)
+
+    def scalar_mul(self, CpuArray a not None, double val, CpuArray out not None):
+        """``out = a * val`` (val rounded to the buffer dtype first, like NumPy)."""
+        _run_scalar("scalar_mul", a, val, out, nd_smul_f32, nd_smul_f64)
+
+    def scalar_div(self, CpuArray a not None, double val, CpuArray out not None):
+        """``out = a / val`` (val rounded to the buffer dtype first, like NumPy)."""
+        _run_scalar("scalar_div", a, val, out, nd_sdiv_f32, nd_sdiv_f64)
+
+    def scalar_rdiv(self, CpuArray a not None, double val, CpuArray out not None):
+        """``out = val / a`` (val rounded to the buffer dtype first, like NumPy)."""
+        _run_scalar("scalar_rdiv", a, val, out, nd_srdiv_f32, nd_srdiv_f64)
+
+    def scalar_power(self, CpuArray a not None, double val, CpuArray out not None):
+        """``out = a ** val`` (val rounded to the buffer dtype first, like NumPy)."""
+        _run_scalar("scalar_power", a, val, out, nd_spow_f32, nd_spow_f64)
+
+    def scalar_maximum(self, CpuArray a not None, double val, CpuArray out not None):
+        """``out = max(a, val)`` (val rounded to the buffer dtype first, like NumPy)."""
+        _run_scalar("scalar_maximum", a, val, out, nd_smaximum_f32, nd_smaximum_f64)
+
+    def scalar_eq(self, CpuArray a not None, double val, CpuArray out not None):
+        """``out = 1.0 if a == val else 0.0`` (val rounded to the buffer dtype first, like NumPy)."""
+        _run_scalar("scalar_eq", a, val, out, nd_seq_f32, nd_seq_f64)
+
+    def scalar_ge(self, CpuArray a not None, double val, CpuArray out not None):
+        """``out = 1.0 if a >= val else 0.0`` (val rounded to the buffer dtype first, like NumPy)."""
+        _run_scalar("scalar_ge", a, val, out, nd_sge_f32, nd_sge_f64)
+
+    def ewise_neg(self, CpuArray a not None, CpuArray out not None):
+        """``out = -a``."""
+        _run_un("ewise_neg", a, out, nd_neg_f32, nd_neg_f64)
+
+    def ewise_log(self, CpuArray a not None, CpuArray out not None):
+        """``out = ln(a)``."""
+        _run_un("ewise_log", a, out, nd_log_f32, nd_log_f64)
+
+    def ewise_exp(self, CpuArray a not None, CpuArray out not None):
+        """``out = exp(a)``."""
+        _run_un("ewise_exp", a, out, nd_exp_f32, nd_exp_f64)
+
+    def ewise_tanh(self, CpuArray a not None, CpuArray out not None):
+        """``out = tanh(a)``."""
+        _run_un("ewise_tanh", a, out, nd_tanh_f32, nd_tanh_f64)
+
+
+    # -- reductions ---------------------------------------------------------------
+    def reduce_sum(self, CpuArray a not None, CpuArray out not None, Py_ssize_t reduce_size):
+        """``out[i] = sum(a[i*r:(i+1)*r])``."""
+        _run_rows("reduce_sum", a, out, out.size, reduce_size, out.size,
+                  nd_reduce_sum_f32, nd_reduce_sum_f64)
+
+    def reduce_max(self, CpuArray a not None, CpuArray out not None, Py_ssize_t reduce_size):
+        """``out[i] = max(a[i*r:(i+1)*r])`` (NaN propagates)."""
+        _run_rows("reduce_max", a, out, out.size, reduce_size, out.size,
+                  nd_reduce_max_f32, nd_reduce_max_f64)
+
+    def logsumexp(self, CpuArray a not None, CpuArray out not None, Py_ssize_t outer, Py_ssize_t inner):
+        """Op override: ``out[i] = log(sum_j exp(a[i, j]))``, max subtracted."""
+        _run_rows("logsumexp", a, out, outer, inner, outer, nd_logsumexp_f32, nd_logsumexp_f64)
+
+    def softmax(self, CpuArray a not None, CpuArray out not None, Py_ssize_t outer, Py_ssize_t inner):
+        """Op override: row-wise softmax of the (outer, inner) array ``a``."""
+        _run_rows("softmax", a, out, outer, inner, outer * inner, nd_softmax_f32, nd_softmax_f64)
+
+    # -- matmul -------------------------------------------------------------------
+    def matmul(self, CpuArray a not None, CpuArray b not None, CpuArray out not None,
+               Py_ssize_t m, Py_ssize_t n, Py_ssize_t p):
+        """``out (m, p) = a (m, n) @ b (n, p)``, all compact; n == 0 gives zeros."""
+        _same_dtype("matmul", a, out)
+        _same_dtype("matmul", b, out)
+        _nonneg("matmul", "m", m); _nonneg("matmul", "n", n); _nonneg("matmul", "p", p)
+        _need("matmul", "a", a, m * n)
+        _need("matmul", "b", b, n * p)
+        _need("matmul", "out", out, m * p)
+        _gemm(a, b, out, 1, m, n, p, 0, n, 1, 0, 0, p, 1, 0, 0)
+
+    def matmul_strided(self, CpuArray a not None, CpuArray b not None, CpuArray out not None,
+                       Py_ssize_t batch, Py_ssize_t m, Py_ssize_t n, Py_ssize_t p,
+                       a_strides, a_offset, b_strides, b_offset):
+        """Batched matmul of strided operands into compact ``out (batch, m, p)``;
+        operands are packed straight from their strides (no compact copy)."""
+        cdef nd_i64 sh[MAX_DIMS]
+        cdef nd_i64 sa[MAX_DIMS]
+        cdef nd_i64 sb[MAX_DIMS]
+        cdef int nd
+        _same_dtype("matmul_strided", a, out)
+        _same_dtype("matmul_strided", b, out)
+        _nonneg("matmul_strided", "batch", batch)
+        _nonneg("matmul_strided", "m", m); _nonneg("matmul_strided", "n", n)
+        _nonneg("matmul_strided", "p", p)
+        if len(a_strides) != 3 or len(b_strides) != 3:
+            raise ShapeError(f"matmul_strided: a_strides {tuple(a_strides)} and b_strides "
+                             f"{tuple(b_strides)} must have 3 entries (batch, row, column)")
+        _view("matmul_strided", "a", a, (batch, m, n), a_strides, a_offset, sh, sa, &nd)
+        _view("matmul_strided", "b", b, (batch, n, p), b_strides, b_offset, sh, sb, &nd)
+        _need("matmul_strided", "out", out, batch * m * p)
+        if batch == 0 or m == 0 or p == 0:
+            return
+        _gemm(a, b, out, batch, m, n, p, a_strides[0], a_strides[1], a_strides[2], a_offset,
+              b_strides[0], b_strides[1], b_strides[2], b_offset, 0)
+
+    def matmul_tiled(self, CpuArray a not None, CpuArray b not None, CpuArray out not None,
+                     Py_ssize_t m, Py_ssize_t n, Py_ssize_t p):
+        """Course API: matmul of tiled buffers ``(m/T, n/T, T, T)`` with T = 8."""
+        cdef Py_ssize_t t = TILE
+        _same_dtype("matmul_tiled", a, out)
+        _same_dtype("matmul_tiled", b, out)
+        for name, v in (("m", m), ("n", n), ("p", p)):
+            if v < 0 or v % t:
+                raise ShapeError(f"matmul_tiled: {name} = {v} must be a non-negative "
+                                 f"multiple of the tile size {t}")
+        _need("matmul_tiled", "a", a, m * n)
+        _need("matmul_tiled", "b", b, n * p)
+        _need("matmul_tiled", "out", out, m * p)
+        if m == 0 or p == 0:
+            return
+        # untile into compact scratch buffers with the blocked copy, multiply, re-tile
+        ca, cb, co = _new(m * n, a.kind), _new(n * p, a.kind), _new(m * p, a.kind)
+        self.compact(a, ca, (m // t, t, n // t, t), (n * t, t, t * t, 1), 0)
+        self.compact(b, cb, (n // t, t, p // t, t), (p * t, t, t * t, 1), 0)
+        _gemm(ca, cb, co, 1, m, n, p, 0, n, 1, 0, 0, p, 1, 0, 0)
+        self.ewise_setitem(co, out, (m // t, t, p // t, t), (p * t, t, t * t, 1), 0)
+
+    # -- convolution (op overrides), NHWC --------------------------------------------
+    def conv(self, CpuArray a not None, CpuArray b not None, CpuArray out not None,
+             N, H, W, C_in, K, C_out, stride, padding):
+        """Op override: ``out (N,Ho,Wo,C_out) = conv(a (N,H,W,C_in), b (K,K,C_in,C_out))``."""
+        xs, ws, ys = _conv_dims("conv", N, H, W, C_in, K, C_out, stride, padding)
+        _run_conv("conv", a, b, out, xs, ws, ys, N, H, W, C_in, K, C_out, stride, padding,
+                  nd_conv_fwd_f32, nd_conv_fwd_f64)
+
+    def conv_grad_input(self, CpuArray g not None, CpuArray b not None, CpuArray out not None,
+                        N, H, W, C_in, K, C_out, stride, padding):
+        """Op override: gradient (N,H,W,C_in) of conv with respect to its input."""
+        xs, ws, ys = _conv_dims("conv_grad_input", N, H, W, C_in, K, C_out, stride, padding)
+        _run_conv("conv_grad_input", g, b, out, ys, ws, xs, N, H, W, C_in, K, C_out, stride,
+                  padding, nd_conv_grad_input_f32, nd_conv_grad_input_f64)
+
+    def conv_grad_weight(self, CpuArray a not None, CpuArray g not None, CpuArray out not None,
+                         N, H, W, C_in, K, C_out, stride, padding):
+        """Op override: gradient (K,K,C_in,C_out) of conv with respect to its weights."""
+        xs, ws, ys = _conv_dims("conv_grad_weight", N, H, W, C_in, K, C_out, stride, padding)
+        _run_conv("conv_grad_weight", a, g, out, xs, ys, ws, N, H, W, C_in, K, C_out, stride,
+                  padding, nd_conv_grad_weight_f32, nd_conv_grad_weight_f64)
+
+
+#: the buffer type (the protocol calls it ``Array``)
+Array = CpuArray

@@ -1,0 +1,33 @@
+/* Element-wise kernels, reductions, logsumexp/softmax for float32 and float64. */
+#include <math.h>
+#include "needle_cpu.h"
+
+/* below these many elements a kernel runs on one thread: waking the team
+ * costs a few microseconds, worth it only past ~32K cheap or ~4K libm calls */
+#define ND_GRAIN_CHEAP 32768
+#define ND_GRAIN_MATH 4096
+
+#define T float
+#define SUF f32
+#define ACC double
+#define EXP expf
+#define LOG logf
+#define TANH tanhf
+#define POW powf
+#include "ewise_tmpl.h"
+#undef T
+#undef SUF
+#undef ACC
+#undef EXP
+#undef LOG
+#undef TANH
+#undef POW
+
+#define T double
+#define SUF f64
+#define ACC double
+#define EXP exp
+#define LOG log
+#define TANH tanh
+#define POW pow
+#include "ewise_tmpl.h"

@@ -1,0 +1,183 @@
+/* Element-wise kernels and row reductions for one dtype.  Included twice by
+ * ewise.c with T, SUF, ACC (accumulator type) and the libm names set.
+ * Loops are written as plain indexable loops with `omp simd` so gcc -O3
+ * vectorises them; large arrays are split across threads. */
+
+#define ND_CAT_(a, b) a##b
+#define ND_CAT(a, b) ND_CAT_(a, b)
+#define ND_FN(name) ND_CAT(name, SUF)
+
+/* parallel when long enough, one loop body for both paths */
+#define ND_LOOP(n, grain, BODY)                                                 \
+  do {                                                                          \
+    int nt_ = nd_threads_for((n), (grain));                                     \
+    if (nt_ > 1) {                                                              \
+      _Pragma("omp parallel for simd num_threads(nt_) schedule(static)")        \
+      for (nd_i64 i = 0; i < (n); i++) { BODY; }                                \
+    } else {                                                                    \
+      _Pragma("omp simd")                                                       \
+      for (nd_i64 i = 0; i < (n); i++) { BODY; }                                \
+    }                                                                           \
+  } while (0)
+
+#define ND_BIN(name, EXPR)                                                      \
+  void ND_FN(name)(const T *a, const T *b, T *o, nd_i64 n) {                    \
+    ND_LOOP(n, ND_GRAIN_CHEAP, { T x = a[i]; T y = b[i]; o[i] = (EXPR); });     \
+  }
+#define ND_BIN_MATH(name, EXPR)                                                 \
+  void ND_FN(name)(const T *a, const T *b, T *o, nd_i64 n) {                    \
+    ND_LOOP(n, ND_GRAIN_MATH, { T x = a[i]; T y = b[i]; o[i] = (EXPR); });      \
+  }
+#define ND_SCAL(name, EXPR)                                                     \
+  void ND_FN(name)(const T *a, T y, T *o, nd_i64 n) {                           \
+    ND_LOOP(n, ND_GRAIN_CHEAP, { T x = a[i]; o[i] = (EXPR); });                 \
+  }
+#define ND_UN(name, GRAIN, EXPR)                                                \
+  void ND_FN(name)(const T *a, T *o, nd_i64 n) {                                \
+    ND_LOOP(n, GRAIN, { T x = a[i]; o[i] = (EXPR); });                          \
+  }
+
+void ND_FN(nd_fill_)(T *o, T v, nd_i64 n) { ND_LOOP(n, ND_GRAIN_CHEAP, { o[i] = v; }); }
+
+ND_BIN(nd_add_, x + y)
+ND_BIN(nd_sub_, x - y)
+ND_BIN(nd_mul_, x * y)
+ND_BIN(nd_div_, x / y)
+/* NaN-propagating like numpy.maximum */
+ND_BIN(nd_maximum_, (x >= y || x != x) ? x : y)
+ND_BIN(nd_eq_, (T)(x == y))
+ND_BIN(nd_ge_, (T)(x >= y))
+/* g * (a > 0): keeps numpy's nan/inf behaviour of the reference */
+ND_BIN(nd_relu_grad_, y * (T)(x > 0))
+ND_BIN_MATH(nd_pow_, POW(x, y))
+
+ND_SCAL(nd_sadd_, x + y)
+ND_SCAL(nd_ssub_, x - y)
+ND_SCAL(nd_smul_, x * y)
+ND_SCAL(nd_sdiv_, x / y)
+ND_SCAL(nd_srdiv_, y / x)
+ND_SCAL(nd_smaximum_, (x >= y || x != x) ? x : y)
+ND_SCAL(nd_seq_, (T)(x == y))
+ND_SCAL(nd_sge_, (T)(x >= y))
+
+void ND_FN(nd_spow_)(const T *a, T y, T *o, nd_i64 n) {
+  /* the common exponents exactly and fast; pow() for the rest */
+  if (y == (T)2) { ND_LOOP(n, ND_GRAIN_CHEAP, { T x = a[i]; o[i] = x * x; }); }
+  else if (y == (T)1) { ND_LOOP(n, ND_GRAIN_CHEAP, { o[i] = a[i]; }); }
+  else if (y == (T)3) { ND_LOOP(n, ND_GRAIN_CHEAP, { T x = a[i]; o[i] = x * x * x; }); }
+  else { ND_LOOP(n, ND_GRAIN_MATH, { o[i] = POW(a[i], y); }); }
+}
+
+ND_UN(nd_neg_, ND_GRAIN_CHEAP, -x)
+ND_UN(nd_log_, ND_GRAIN_MATH, LOG(x))
+ND_UN(nd_exp_, ND_GRAIN_MATH, EXP(x))
+ND_UN(nd_tanh_, ND_GRAIN_MATH, TANH(x))
+
+/* ---- rows ---- */
+
+/* Sum of one row: vector-width partial sums in T over short blocks, blocks
+ * added in ACC (double for float32) so long rows keep their precision. */
+static ACC ND_FN(row_sum_)(const T *a, nd_i64 r) {
+  ACC total = 0;
+  for (nd_i64 b = 0; b < r; b += 1024) {
+    nd_i64 e = b + 1024 < r ? b + 1024 : r;
+    T s = 0;
+    _Pragma("omp simd reduction(+:s)")
+    for (nd_i64 i = b; i < e; i++) s += a[i];
+    total += s;
+  }
+  return total;
+}
+
+/* Max of one row; NaN wins like numpy.max. */
+static T ND_FN(row_max_)(const T *a, nd_i64 r) {
+  T m = a[0];
+  int nan = 0;
+  _Pragma("omp simd reduction(max:m) reduction(|:nan)")
+  for (nd_i64 i = 0; i < r; i++) {
+    T x = a[i];
+    m = x > m ? x : m;
+    nan |= (x != x);
+  }
+  return nan ? (T)NAN : m;
+}
+
+void ND_FN(nd_reduce_sum_)(const T *a, T *o, nd_i64 outer, nd_i64 r) {
+  int nt = nd_threads_for(outer * r, ND_GRAIN_CHEAP);
+  if (nt > 1 && outer < nt) {
+    /* few long rows: split each row across threads */
+    for (nd_i64 i = 0; i < outer; i++) {
+      const T *row = a + i * r;
+      nd_i64 chunk = (r + nt - 1) / nt;
+      ACC s = 0;
+      _Pragma("omp parallel for num_threads(nt) reduction(+:s) schedule(static)")
+      for (int t = 0; t < nt; t++) {
+        nd_i64 b = (nd_i64)t * chunk, e = b + chunk < r ? b + chunk : r;
+        if (b < e) s += ND_FN(row_sum_)(row + b, e - b);
+      }
+      o[i] = (T)s;
+    }
+    return;
+  }
+  if (r == 1) { for (nd_i64 i = 0; i < outer; i++) o[i] = a[i]; return; }
+  _Pragma("omp parallel for num_threads(nt) if(nt > 1) schedule(static)")
+  for (nd_i64 i = 0; i < outer; i++) o[i] = (T)ND_FN(row_sum_)(a + i * r, r);
+}
+
+void ND_FN(nd_reduce_max_)(const T *a, T *o, nd_i64 outer, nd_i64 r) {
+  int nt = nd_threads_for(outer * r, ND_GRAIN_CHEAP);
+  if (nt > 1 && outer < nt) {
+    T part[256];
+    if (nt > 256) nt = 256;
+    for (nd_i64 i = 0; i < outer; i++) {
+      const T *row = a + i * r;
+      nd_i64 chunk = (r + nt - 1) / nt;
+      _Pragma("omp parallel for num_threads(nt) schedule(static)")
+      for (int t = 0; t < nt; t++) {
+        nd_i64 b = (nd_i64)t * chunk, e = b + chunk < r ? b + chunk : r;
+        part[t] = b < e ? ND_FN(row_max_)(row + b, e - b) : -(T)INFINITY;
+      }
+      T m = part[0];
+      for (int t = 1; t < nt; t++) m = (part[t] > m || part[t] != part[t]) ? part[t] : m;
+      o[i] = m;
+    }
+    return;
+  }
+  _Pragma("omp parallel for num_threads(nt) if(nt > 1) schedule(static)")
+  for (nd_i64 i = 0; i < outer; i++) o[i] = ND_FN(row_max_)(a + i * r, r);
+}
+
+void ND_FN(nd_logsumexp_)(const T *a, T *o, nd_i64 outer, nd_i64 r) {
+  int nt = nd_threads_for(outer * r, ND_GRAIN_MATH);
+  _Pragma("omp parallel for num_threads(nt) if(nt > 1) schedule(static)")
+  for (nd_i64 i = 0; i < outer; i++) {
+    const T *row = a + i * r;
+    T m = ND_FN(row_max_)(row, r);
+    if (m != m || m == (T)INFINITY || m == -(T)INFINITY) { o[i] = m; continue; }
+    ACC s = 0;
+    for (nd_i64 j = 0; j < r; j++) s += EXP(row[j] - m);
+    o[i] = (T)((ACC)m + log(s));
+  }
+}
+
+void ND_FN(nd_softmax_)(const T *a, T *o, nd_i64 outer, nd_i64 r) {
+  int nt = nd_threads_for(outer * r, ND_GRAIN_MATH);
+  _Pragma("omp parallel for num_threads(nt) if(nt > 1) schedule(static)")
+  for (nd_i64 i = 0; i < outer; i++) {
+    const T *row = a + i * r;
+    T *orow = o + i * r;
+    T m = ND_FN(row_max_)(row, r);
+    ACC s = 0;
+    for (nd_i64 j = 0; j < r; j++) { T e = EXP(row[j] - m); orow[j] = e; s += e; }
+    T inv = (T)(1.0 / s);
+    _Pragma("omp simd")
+    for (nd_i64 j = 0; j < r; j++) orow[j] *= inv;
+  }
+}
+
+#undef ND_BIN
+#undef ND_BIN_MATH
+#undef ND_SCAL
+#undef ND_UN
+#undef ND_LOOP
+#undef ND_FN

@@ -1,0 +1,104 @@
+/* needle_cpu: C kernels of the fast CPU backend.
+ *
+ * Every function works on raw, already-validated buffers (the Cython layer
+ * checks dtypes, sizes, strides and offsets before calling in, with the GIL
+ * released).  Sizes, strides and offsets are in elements.  Functions come in
+ * _f32 / _f64 pairs; copies are dtype-agnostic and take the element size.
+ */
+#ifndef NEEDLE_CPU_H
+#define NEEDLE_CPU_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef int64_t nd_i64;
+
+#define ND_MAX_DIMS 32
+
+/* ---- runtime facts / threads (common.c) ---- */
+int nd_openmp_enabled(void);
+void nd_set_num_threads(int n);
+int nd_get_num_threads(void);
+int nd_simd_avx2(void);          /* 1 when the AVX2+FMA micro-kernels are in use */
+void nd_force_portable(int on);  /* tests: force the portable C path */
+int nd_cpu_has_avx2_fma(void);
+
+/* ---- aligned memory with a size-class cache (pool.c) ---- */
+void *nd_pool_alloc(size_t nbytes, size_t *cap_out);
+void nd_pool_free(void *p, size_t cap);
+void nd_pool_set_limit(size_t bytes);
+size_t nd_pool_cached_bytes(void);
+void nd_pool_clear(void);
+void *nd_aligned_alloc(size_t nbytes);   /* uncached, 64-byte aligned */
+void nd_aligned_free(void *p);
+
+/* ---- element-wise (ewise.c) ---- */
+#define ND_DECL_EWISE(T, SUF) \
+  void nd_fill_##SUF(T *o, T v, nd_i64 n); \
+  void nd_add_##SUF(const T *a, const T *b, T *o, nd_i64 n); \
+  void nd_sub_##SUF(const T *a, const T *b, T *o, nd_i64 n); \
+  void nd_mul_##SUF(const T *a, const T *b, T *o, nd_i64 n); \
+  void nd_div_##SUF(const T *a, const T *b, T *o, nd_i64 n); \
+  void nd_pow_##SUF(const T *a, const T *b, T *o, nd_i64 n); \
+  void nd_maximum_##SUF(const T *a, const T *b, T *o, nd_i64 n); \
+  void nd_eq_##SUF(const T *a, const T *b, T *o, nd_i64 n); \
+  void nd_ge_##SUF(const T *a, const T *b, T *o, nd_i64 n); \
+  void nd_relu_grad_##SUF(const T *a, const T *b, T *o, nd_i64 n); \
+  void nd_sadd_##SUF(const T *a, T v, T *o, nd_i64 n); \
+  void nd_ssub_##SUF(const T *a, T v, T *o, nd_i64 n); \
+  void nd_smul_##SUF(const T *a, T v, T *o, nd_i64 n); \
+  void nd_sdiv_##SUF(const T *a, T v, T *o, nd_i64 n); \
+  void nd_srdiv_##SUF(const T *a, T v, T *o, nd_i64 n); \
+  void nd_spow_##SUF(const T *a, T v, T *o, nd_i64 n); \
+  void nd_smaximum_##SUF(const T *a, T v, T *o, nd_i64 n); \
+  void nd_seq_##SUF(const T *a, T v, T *o, nd_i64 n); \
+  void nd_sge_##SUF(const T *a, T v, T *o, nd_i64 n); \
+  void nd_neg_##SUF(const T *a, T *o, nd_i64 n); \
+  void nd_log_##SUF(const T *a, T *o, nd_i64 n); \
+  void nd_exp_##SUF(const T *a, T *o, nd_i64 n); \
+  void nd_tanh_##SUF(const T *a, T *o, nd_i64 n); \
+  void nd_reduce_sum_##SUF(const T *a, T *o, nd_i64 outer, nd_i64 r); \
+  void nd_reduce_max_##SUF(const T *a, T *o, nd_i64 outer, nd_i64 r); \
+  void nd_logsumexp_##SUF(const T *a, T *o, nd_i64 outer, nd_i64 r); \
+  void nd_softmax_##SUF(const T *a, T *o, nd_i64 outer, nd_i64 r);
+
+ND_DECL_EWISE(float, f32)
+ND_DECL_EWISE(double, f64)
+
+/* ---- strided copies (strided.c); elsize is 4 or 8 ---- */
+/* dst[doff + idx.dst_st] = src[soff + idx.src_st] for every idx in shape */
+void nd_copy_strided(int elsize, const void *src, nd_i64 soff, const nd_i64 *src_st,
+                     void *dst, nd_i64 doff, const nd_i64 *dst_st,
+                     const nd_i64 *shape, int ndim);
+/* dst[doff + idx.dst_st] = *val for every idx in shape */
+void nd_set_strided(int elsize, const void *val, void *dst, nd_i64 doff,
+                    const nd_i64 *dst_st, const nd_i64 *shape, int ndim);
+
+/* ---- GEMM (gemm.c) ----
+ * C[t,i,j] (+)= sum_k A[t*sa0 + i*sa1 + k*sa2] * B[t*sb0 + k*sb1 + j*sb2]
+ * C[t,i,j] lives at C + t*sc0 + i*ldc + j.  accumulate=0 overwrites C.
+ * Returns 0, or -1 when the packing buffers cannot be allocated. */
+int nd_gemm_f32(nd_i64 batch, nd_i64 m, nd_i64 n, nd_i64 p,
+                 const float *A, nd_i64 sa0, nd_i64 sa1, nd_i64 sa2,
+                 const float *B, nd_i64 sb0, nd_i64 sb1, nd_i64 sb2,
+                 float *C, nd_i64 sc0, nd_i64 ldc, int accumulate);
+int nd_gemm_f64(nd_i64 batch, nd_i64 m, nd_i64 n, nd_i64 p,
+                 const double *A, nd_i64 sa0, nd_i64 sa1, nd_i64 sa2,
+                 const double *B, nd_i64 sb0, nd_i64 sb1, nd_i64 sb2,
+                 double *C, nd_i64 sc0, nd_i64 ldc, int accumulate);
+
+/* ---- convolution, NHWC (conv.c); returns 0, or -1 when out of memory ---- */
+#define ND_DECL_CONV(T, SUF) \
+  int nd_conv_fwd_##SUF(const T *x, const T *w, T *y, nd_i64 N, nd_i64 H, nd_i64 W, \
+                        nd_i64 Ci, nd_i64 K, nd_i64 Co, nd_i64 s, nd_i64 pad); \
+  int nd_conv_grad_input_##SUF(const T *g, const T *w, T *dx, nd_i64 N, nd_i64 H, nd_i64 W, \
+                               nd_i64 Ci, nd_i64 K, nd_i64 Co, nd_i64 s, nd_i64 pad); \
+  int nd_conv_grad_weight_##SUF(const T *x, const T *g, T *dw, nd_i64 N, nd_i64 H, nd_i64 W, \
+                                nd_i64 Ci, nd_i64 K, nd_i64 Co, nd_i64 s, nd_i64 pad);
+ND_DECL_CONV(float, f32)
+ND_DECL_CONV(double, f64)
+
+/* internal: thread count for `work` units given a grain below which to stay serial */
+int nd_threads_for(nd_i64 work, nd_i64 grain);
+
+#endif

@@ -1,0 +1,78 @@
+/* Aligned buffers with a size-class cache.
+ *
+ * Freshly mmap'd memory costs a page fault per 4 KiB on first touch, which
+ * halves the throughput of a streaming kernel writing into a new output.
+ * Freed buffers are therefore kept on free lists keyed by a rounded size (four
+ * classes per power of two, so at most 25% slack) and handed out again, up to
+ * a bounded total.  Only called with the GIL held (allocation and
+ * deallocation of the Python Array objects), so no lock is needed.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include "needle_cpu.h"
+
+#define ND_ALIGN 64
+#define ND_NCLASS (64 * 4)
+#define ND_PER_CLASS 8
+
+static void *g_slots[ND_NCLASS][ND_PER_CLASS];
+static int g_count[ND_NCLASS];
+static size_t g_cached = 0;
+static size_t g_limit = (size_t)512 << 20;
+
+void *nd_aligned_alloc(size_t nbytes) {
+  void *p = NULL;
+  if (nbytes < ND_ALIGN) nbytes = ND_ALIGN;
+  if (posix_memalign(&p, ND_ALIGN, nbytes) != 0) return NULL;
+  return p;
+}
+
+void nd_aligned_free(void *p) { free(p); }
+
+/* round nbytes up to its class; returns the class index */
+static int size_class(size_t nbytes, size_t *cap) {
+  if (nbytes <= 256) { *cap = 256; return 0; }
+  int k = 63 - __builtin_clzll((unsigned long long)(nbytes - 1)); /* 2^k < nbytes <= 2^(k+1) */
+  size_t base = (size_t)1 << k, step = base / 4;
+  size_t q = (nbytes - base + step - 1) / step;                    /* 1..4 */
+  *cap = base + q * step;
+  return k * 4 + (int)(q - 1);
+}
+
+void *nd_pool_alloc(size_t nbytes, size_t *cap_out) {
+  size_t cap;
+  int c = size_class(nbytes, &cap);
+  *cap_out = cap;
+  if (c < ND_NCLASS && g_count[c] > 0) {
+    void *p = g_slots[c][--g_count[c]];
+    g_cached -= cap;
+    return p;
+  }
+  return nd_aligned_alloc(cap);
+}
+
+void nd_pool_free(void *p, size_t cap) {
+  if (!p) return;
+  size_t cap2;
+  int c = size_class(cap, &cap2);
+  if (cap2 == cap && c < ND_NCLASS && g_count[c] < ND_PER_CLASS && g_cached + cap <= g_limit) {
+    g_slots[c][g_count[c]++] = p;
+    g_cached += cap;
+    return;
+  }
+  free(p);
+}
+
+void nd_pool_clear(void) {
+  for (int c = 0; c < ND_NCLASS; c++) {
+    while (g_count[c] > 0) free(g_slots[c][--g_count[c]]);
+  }
+  g_cached = 0;
+}
+
+void nd_pool_set_limit(size_t bytes) {
+  g_limit = bytes;
+  if (g_cached > g_limit) nd_pool_clear();
+}
+
+size_t nd_pool_cached_bytes(void) { return g_cached; }
