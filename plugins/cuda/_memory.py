@@ -1,0 +1,124 @@
+"""Device buffers and a caching allocator.
+
+``cuMemAlloc``/``cuMemFree`` are slow (``cuMemFree`` synchronises the
+device), and a training step frees and re-allocates the same sizes every
+iteration.  Freed blocks therefore go to free lists keyed by *size class*
+and are handed out again; :meth:`CachingAllocator.empty_cache` gives them
+back to the driver.  All work runs on one stream per device, so a block
+freed by Python and reused by the next kernel is ordered correctly without
+events.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections import defaultdict
+from typing import Callable
+
+import numpy as np
+
+SMALL_LIMIT = 1 << 20       # blocks up to 1 MiB round up to 512 B
+SMALL_ROUND = 512
+LARGE_ROUND = 2 << 20       # larger ones round up to 2 MiB
+
+
+def size_class(nbytes: int) -> int:
+    """Bytes actually allocated for a request of ``nbytes`` (0 stays 0)."""
+    if nbytes <= 0:
+        return 0
+    step = SMALL_ROUND if nbytes <= SMALL_LIMIT else LARGE_ROUND
+    return -(-nbytes // step) * step
+
+
+class CachingAllocator:
+    """Free lists by size class over raw ``alloc(nbytes) -> ptr`` and
+    ``free(ptr)`` functions (the runtime passes driver calls; tests pass fakes)."""
+
+    def __init__(self, alloc: Callable[[int], int], free: Callable[[int], None],
+                 synchronize: Callable[[], None] = lambda: None):
+        self._alloc, self._free, self._sync = alloc, free, synchronize
+        self._cache: dict[int, list[int]] = defaultdict(list)
+        self._lock = threading.Lock()
+        self.cached_bytes = 0
+        self.in_use_bytes = 0
+
+    def allocate(self, nbytes: int) -> tuple[int, int]:
+        """``(ptr, class_bytes)``; reuses a cached block of the same class."""
+        cls = size_class(nbytes)
+        if cls == 0:
+            return 0, 0
+        with self._lock:
+            free = self._cache.get(cls)
+            if free:
+                ptr = free.pop()
+                self.cached_bytes -= cls
+                self.in_use_bytes += cls
+                return ptr, cls
+        try:
+            ptr = self._alloc(cls)
+        except MemoryError:
+            # the cache may hold enough memory in other classes: return it, retry once
+            self.empty_cache()
+            ptr = self._alloc(cls)
+        with self._lock:
+            self.in_use_bytes += cls
+        return ptr, cls
+
+    def release(self, ptr: int, cls: int) -> None:
+        if cls == 0:
+            return
+        with self._lock:
+            self._cache[cls].append(ptr)
+            self.cached_bytes += cls
+            self.in_use_bytes -= cls
+
+    def empty_cache(self) -> int:
+        """Free every cached block; returns the bytes given back."""
+        self._sync()  # no queued kernel may still use a block we free
+        with self._lock:
+            blocks = [(p, c) for c, ps in self._cache.items() for p in ps]
+            self._cache.clear()
+            self.cached_bytes = 0
+        for ptr, _ in blocks:
+            self._free(ptr)
+        return sum(c for _, c in blocks)
+
+
+class CudaArray:
+    """A flat device buffer of ``size`` elements of ``dtype`` (protocol buffer).
+
+    Returns its block to the allocator when garbage-collected."""
+
+    __slots__ = ("size", "dtype", "_ptr", "_cls", "_runtime", "__weakref__")
+
+    def __init__(self, runtime, size: int, dtype: np.dtype):
+        self.size = int(size)
+        self.dtype = np.dtype(dtype)
+        self._runtime = runtime
+        self._ptr, self._cls = runtime.allocator.allocate(self.size * self.dtype.itemsize)
+        # a finalizer, unlike __del__, also runs safely at interpreter exit
+        weakref.finalize(self, _release, runtime.allocator, self._ptr, self._cls)
+
+    def ptr(self) -> int:
+        return self._ptr
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.dtype.itemsize
+
+    @property
+    def device_index(self) -> int:
+        return self._runtime.index
+
+    def __repr__(self):
+        return f"CudaArray(size={self.size}, dtype={self.dtype.name}, device=cuda:{self._runtime.index})"
+
+
+def _release(allocator: CachingAllocator, ptr: int, cls: int) -> None:
+    try:
+        allocator.release(ptr, cls)
+    except Exception:  # noqa: BLE001 -- never raise from garbage collection
+        pass
+
+

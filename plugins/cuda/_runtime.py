@@ -1,0 +1,160 @@
+"""Per-device runtime: primary context, one stream, modules, launches, copies.
+
+Built lazily on first use of a device; every step goes through
+:func:`needle_cuda._driver.call`, so failures surface as CudaError naming the
+CUDA error and the action.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Sequence
+
+import numpy as np
+
+from . import _driver, _kernels, _nvrtc
+from ._errors import CudaError
+from ._launch import DevicePtr, pack_args
+from ._memory import CachingAllocator
+
+_OOM = "CUDA_ERROR_OUT_OF_MEMORY"
+
+
+class DeviceRuntime:
+    """Everything needle keeps for one GPU."""
+
+    def __init__(self, index: int):
+        self.index = index
+        self._lock = threading.RLock()
+        call = _driver.call
+        self.device = call("cuDeviceGet", index, action=f"getting CUDA device {index}")
+        self.context = call("cuDevicePrimaryCtxRetain", self.device,
+                            action=f"retaining the primary context of cuda:{index}")
+        self.activate()
+        drv = _driver.driver()
+        attr = drv.CUdevice_attribute
+        major = call("cuDeviceGetAttribute", attr.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR,
+                     self.device, action="reading the compute capability")
+        minor = call("cuDeviceGetAttribute", attr.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR,
+                     self.device, action="reading the compute capability")
+        self.compute_capability = int(major) * 10 + int(minor)
+        self.sm_count = int(call("cuDeviceGetAttribute", attr.CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
+                                 self.device, action="reading the SM count"))
+        raw = call("cuDeviceGetName", 256, self.device, action="reading the device name")
+        self.name = raw.split(b"\0", 1)[0].decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+        self.stream = call("cuStreamCreate", int(drv.CUstream_flags.CU_STREAM_NON_BLOCKING),
+                           action=f"creating a stream on cuda:{index}")
+        self.target_kind, self.arch = _nvrtc.choose_target(self.compute_capability, _nvrtc.supported_archs())
+        self.allocator = CachingAllocator(self._raw_alloc, self._raw_free, self.synchronize)
+        self._modules: dict[str, object] = {}
+        self._functions: dict[str, object] = {}
+
+    # -- context / stream ------------------------------------------------------
+    def activate(self) -> None:
+        _driver.call("cuCtxSetCurrent", self.context, action=f"making cuda:{self.index} current")
+
+    def synchronize(self) -> None:
+        self.activate()
+        _driver.call("cuStreamSynchronize", self.stream, action=f"synchronising cuda:{self.index}")
+
+    # -- memory -------------------------------------------------------------------
+    def _raw_alloc(self, nbytes: int) -> int:
+        self.activate()
+        try:
+            return int(_driver.call("cuMemAlloc", nbytes, action=f"allocating {nbytes} bytes on cuda:{self.index}"))
+        except CudaError as exc:
+            if exc.error_name == _OOM:
+                raise MemoryError(f"cuda: out of memory allocating {nbytes} bytes on cuda:{self.index} "
+                                  f"({self.allocator.in_use_bytes} bytes in use by needle); "
+                                  f"{exc}") from exc
+            raise
+
+    def _raw_free(self, ptr: int) -> None:
+        self.activate()
+        _driver.call("cuMemFree", ptr, action=f"freeing device memory on cuda:{self.index}")
+
+    def copy_to_device(self, dst: int, host: np.ndarray) -> None:
+        if host.nbytes == 0:
+            return
+        self.activate()
+        _driver.call("cuMemcpyHtoDAsync", dst, host.ctypes.data, host.nbytes, self.stream,
+                     action=f"copying {host.nbytes} bytes to cuda:{self.index}")
+        # the host array may be freed right after we return: wait for the copy
+        self.synchronize()
+
+    def copy_to_host(self, host: np.ndarray, src: int) -> None:
+        if host.nbytes == 0:
+            return
+        self.activate()
+        _driver.call("cuMemcpyDtoHAsync", host.ctypes.data, src, host.nbytes, self.stream,
+                     action=f"copying {host.nbytes} bytes from cuda:{self.index}")
+        self.synchronize()
+
+    def copy_device(self, dst: int, src: int, nbytes: int) -> None:
+        if nbytes == 0:
+            return
+        self.activate()
+        _driver.call("cuMemcpyDtoDAsync", dst, src, nbytes, self.stream,
+                     action=f"copying {nbytes} bytes within cuda:{self.index}")
+
+    # -- kernels -------------------------------------------------------------------
+    def function(self, kernel: str):
+        """The CUfunction for ``kernel``, compiling/loading its module once."""
+        fn = self._functions.get(kernel)
+        if fn is not None:
+            return fn
+        with self._lock:
+            file = _kernels.FILE_OF[kernel]
+            mod = self._modules.get(file)
+            if mod is None:
+                code = _nvrtc.compile_cached(_kernels.source(file), f"{file}.cu", self.arch,
+                                             kind=self.target_kind)
+                self.activate()
+                mod = _driver.call("cuModuleLoadData", code,
+                                   action=f"loading kernel module {file}.cu ({self.arch}) on cuda:{self.index}")
+                self._modules[file] = mod
+            fn = _driver.call("cuModuleGetFunction", mod, kernel.encode(),
+                              action=f"looking up kernel {kernel}")
+            self._functions[kernel] = fn
+            return fn
+
+    def launch(self, kernel: str, grid: Sequence[int], block: Sequence[int], args: Sequence,
+               shared_bytes: int = 0) -> None:
+        """Queue ``kernel`` on this device's stream (asynchronous)."""
+        fn = self.function(kernel)
+        keep, ptrs = pack_args(args)
+        g = tuple(grid) + (1,) * (3 - len(grid))
+        b = tuple(block) + (1,) * (3 - len(block))
+        self.activate()
+        _driver.call("cuLaunchKernel", fn, g[0], g[1], g[2], b[0], b[1], b[2], shared_bytes,
+                     self.stream, ptrs.ctypes.data, 0,
+                     action=f"launching {kernel} grid={g} block={b}")
+        del keep  # the driver copied the argument values at launch
+
+
+_runtimes: dict[int, DeviceRuntime] = {}
+_rt_lock = threading.Lock()
+
+
+def runtime(index: int = 0) -> DeviceRuntime:
+    rt = _runtimes.get(index)
+    if rt is None:
+        with _rt_lock:
+            rt = _runtimes.get(index)
+            if rt is None:
+                rt = _runtimes[index] = DeviceRuntime(index)
+    return rt
+
+
+def existing_runtimes() -> list[DeviceRuntime]:
+    return list(_runtimes.values())
+
+
+def reset_for_testing() -> None:
+    _runtimes.clear()
+
+
+def ptr(x) -> DevicePtr:
+    return DevicePtr(x.ptr())
+
+

@@ -1,0 +1,391 @@
+"""The CUDA backend: needle's array protocol on NVIDIA GPUs.
+
+Each kernel validates its buffers on the host (type, device, dtype, sizes,
+strides) and then queues one CUDA kernel on the device's stream; results are
+waited for only when data returns to the host (``to_numpy``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+
+from needle.errors import DeviceMismatchError, ShapeError
+from needle.protocol import PROTOCOL_VERSION, Backend, UnsupportedDTypeError
+
+from . import _cache, _driver, _launch, _nvrtc, _runtime
+from ._launch import INT32_LIMIT, DevicePtr
+from ._memory import CudaArray
+
+__version__ = "0.1.0"
+
+_SUFFIX = {"float32": "f32", "float64": "f64"}
+
+
+def _p(buf) -> DevicePtr:
+    return DevicePtr(buf.ptr())
+
+
+class CudaBackend(Backend):
+    name = "cuda"
+    version = __version__
+    protocol_version = PROTOCOL_VERSION
+    dtypes = ("float32", "float64")
+    __tile_size__ = 8
+
+    def __init__(self, device_index: int = 0):
+        self.device_index = device_index
+
+    # ------------------------------------------------------------------ #
+    # availability / devices / config
+    # ------------------------------------------------------------------ #
+    def is_available(self):
+        ok, reason, _ = _driver.probe()
+        return ok, reason
+
+    def device_names(self):
+        _, _, count = _driver.probe()
+        return ["cuda"] + [f"cuda:{i}" for i in range(1, count)]
+
+    def config(self) -> dict[str, Any]:
+        cfg: dict[str, Any] = {"kernel_cache": str(_cache.kernel_cache_dir())}
+        try:
+            cfg["nvrtc"] = "%d.%d" % _nvrtc.version()
+            cfg["nvrtc_library"] = _nvrtc.library_path()
+        except Exception as exc:  # noqa: BLE001 -- config is informational
+            cfg["nvrtc"] = f"unavailable ({exc})"
+        ok, reason, count = _driver.probe()
+        if not ok:
+            cfg["driver"] = f"unavailable ({reason})"
+            return cfg
+        v = int(_driver.call("cuDriverGetVersion", action="reading the driver version"))
+        cfg["driver"] = f"{v // 1000}.{(v % 1000) // 10}"
+        devices = []
+        for i in range(count):
+            rt = _runtime.runtime(i)
+            devices.append({"name": rt.name, "arch": rt.arch, "sm_count": rt.sm_count,
+                            "cached_bytes": rt.allocator.cached_bytes,
+                            "in_use_bytes": rt.allocator.in_use_bytes})
+        cfg["devices"] = devices
+        return cfg
+
+    def empty_cache(self) -> int:
+        """Return every cached (freed) block to the driver; bytes released."""
+        return sum(rt.allocator.empty_cache() for rt in _runtime.existing_runtimes())
+
+    def synchronize(self) -> None:
+        for rt in _runtime.existing_runtimes():
+            rt.synchronize()
+
+    def op_overrides(self):
+        return {
+            "conv": self.conv,
+            "conv_grad_input": self.conv_grad_input,
+            "conv_grad_weight": self.conv_grad_weight,
+            "logsumexp": self.logsumexp,
+            "softmax": self.softmax,
+        }
+
+    # ------------------------------------------------------------------ #
+    # validation helpers
+    # ------------------------------------------------------------------ #
+    def _rt(self):
+        return _runtime.runtime(self.device_index)
+
+    def _check(self, op: str, *bufs, **named):
+        """All buffers are CudaArrays on one device with one dtype; returns
+        (runtime, dtype suffix)."""
+        items = list(named.items()) or [(f"arg{i}", b) for i, b in enumerate(bufs)]
+        rt = None
+        dtype = None
+        for name, b in items:
+            if not isinstance(b, CudaArray):
+                raise DeviceMismatchError(
+                    f"{op}: '{name}' is a {type(b).__name__}, not a cuda buffer; move arrays to cuda() first")
+            if rt is None:
+                rt, dtype = b._runtime, b.dtype
+            elif b._runtime is not rt:
+                raise DeviceMismatchError(
+                    f"{op}: buffers on different GPUs (cuda:{rt.index} and cuda:{b._runtime.index})")
+            elif b.dtype != dtype:
+                raise UnsupportedDTypeError(
+                    f"{op}: dtypes differ ({items[0][0]}: {dtype.name}, {name}: {b.dtype.name}); "
+                    "one kernel call takes buffers of one dtype")
+        return rt, _SUFFIX[dtype.name]
+
+    @staticmethod
+    def _need(op: str, what: str, have: int, need: int):
+        if have < need:
+            raise ShapeError(f"{op}: {what} has {have} elements but {need} are needed")
+
+    @staticmethod
+    def _view_ok(op: str, name: str, buf, shape, strides, offset):
+        if len(shape) != len(strides):
+            raise ShapeError(f"{op}: shape {tuple(shape)} and strides {tuple(strides)} differ in length")
+        if any(int(s) < 0 for s in strides) or any(int(n) < 0 for n in shape) or int(offset) < 0:
+            raise ShapeError(f"{op}: negative shape/stride/offset: shape {tuple(shape)}, "
+                             f"strides {tuple(strides)}, offset {offset}")
+        hi = _launch.max_index(shape, strides, offset)
+        if hi >= buf.size:
+            raise ShapeError(f"{op}: view shape {tuple(shape)} strides {tuple(strides)} offset {offset} "
+                             f"reaches element {hi} of '{name}', which has {buf.size}")
+
+    # ------------------------------------------------------------------ #
+    # buffers
+    # ------------------------------------------------------------------ #
+    def Array(self, size, dtype=np.dtype("float32")):  # noqa: N802
+        dt = self.check_dtype(dtype)
+        if int(size) < 0:
+            raise ShapeError(f"Array: size must be >= 0, got {size}")
+        return CudaArray(self._rt(), int(size), dt)
+
+    def from_numpy(self, a, out):
+        rt, _ = self._check("from_numpy", out=out)
+        host = np.ascontiguousarray(a, dtype=out.dtype).reshape(-1)
+        if host.size != out.size:
+            raise ShapeError(f"from_numpy: {host.size} elements for a buffer of {out.size}")
+        rt.copy_to_device(out.ptr(), host)
+
+    def to_numpy(self, a, shape, strides, offset):
+        rt, suf = self._check("to_numpy", a=a)
+        shape, strides = tuple(int(s) for s in shape), tuple(int(s) for s in strides)
+        self._view_ok("to_numpy", "a", a, shape, strides, offset)
+        n = math.prod(shape)
+        host = np.empty(n, dtype=a.dtype)
+        if n == 0:
+            return host.reshape(shape)
+        if _launch.coalesce(shape, strides)[1] == (1,):  # one contiguous run
+            rt.copy_to_host(host, a.ptr() + int(offset) * a.dtype.itemsize)
+        else:
+            tmp = CudaArray(rt, n, a.dtype)
+            self.compact(a, tmp, shape, strides, offset)
+            rt.copy_to_host(host, tmp.ptr())
+        return host.reshape(shape)
+
+    def fill(self, out, value):
+        rt, suf = self._check("fill", out=out)
+        if out.size == 0:
+            return
+        grid, block = _launch.grid_1d(out.size, rt.sm_count, 16 // out.dtype.itemsize)
+        rt.launch(f"fill_{suf}", (grid,), (block,),
+                  (_p(out), self._scalar(out, value), np.int64(out.size), np.int32(out.ptr() % 16 == 0)))
+
+    @staticmethod
+    def _scalar(buf, value):
+        with np.errstate(over="ignore"):
+            return buf.dtype.type(value)
+
+    # ------------------------------------------------------------------ #
+    # strided copies
+    # ------------------------------------------------------------------ #
+    def _strided(self, op, kernel_prefix, src, dst, strided_buf, shape, strides, offset, first_arg):
+        rt, suf = self._check(op, **({"a": src, "out": dst} if src is not None else {"out": dst}))
+        shape, strides = tuple(int(s) for s in shape), tuple(int(s) for s in strides)
+        self._view_ok(op, "a" if strided_buf is src else "out", strided_buf, shape, strides, offset)
+        n = math.prod(shape)
+        compact_buf = dst if strided_buf is src else src
+        if compact_buf is not None:
+            self._need(op, "the compact buffer", compact_buf.size, n)
+        if n == 0:
+            return
+        view = _launch.strided_view(shape, strides, offset, op)
+        bits = _launch.index_bits(n, shape, strides, offset)
+        grid, block = _launch.grid_1d(n, rt.sm_count)
+        rt.launch(f"{kernel_prefix}_{suf}_i{bits}", (grid,), (block,),
+                  (first_arg, _p(dst), view, np.int64(n)))
+
+    def compact(self, a, out, shape, strides, offset):
+        self._strided("compact", "compact", a, out, a, shape, strides, offset, _p(a))
+
+    def ewise_setitem(self, a, out, shape, strides, offset):
+        self._strided("ewise_setitem", "ewise_setitem", a, out, out, shape, strides, offset, _p(a))
+
+    def scalar_setitem(self, size, val, out, shape, strides, offset):
+        if int(size) != math.prod(int(s) for s in shape):
+            raise ShapeError(f"scalar_setitem: size {size} != prod(shape {tuple(shape)})")
+        self._strided("scalar_setitem", "scalar_setitem", None, out, out, shape, strides, offset,
+                      self._scalar(out, val))
+
+    # ------------------------------------------------------------------ #
+    # element-wise
+    # ------------------------------------------------------------------ #
+    def _ewise(self, kernel, *bufs, val=None):
+        names = ["a", "b"][: len(bufs) - 1] + ["out"]
+        rt, suf = self._check(kernel, **dict(zip(names, bufs)))
+        out = bufs[-1]
+        for nm, b in zip(names, bufs):
+            if b.size != out.size:
+                raise ShapeError(f"{kernel}: '{nm}' has {b.size} elements, 'out' has {out.size}; "
+                                 "element-wise kernels need equal sizes")
+        n = out.size
+        if n == 0:
+            return
+        vec = np.int32(all(b.ptr() % 16 == 0 for b in bufs))
+        grid, block = _launch.grid_1d(n, rt.sm_count, 16 // out.dtype.itemsize)
+        ins = [_p(b) for b in bufs[:-1]]
+        if val is not None:
+            ins.append(self._scalar(out, val))
+        rt.launch(f"{kernel}_{suf}", (grid,), (block,), (*ins, _p(out), np.int64(n), vec))
+
+    def ewise_add(self, a, b, out): self._ewise("ewise_add", a, b, out)
+    def ewise_sub(self, a, b, out): self._ewise("ewise_sub", a, b, out)
+    def ewise_mul(self, a, b, out): self._ewise("ewise_mul", a, b, out)
+    def ewise_div(self, a, b, out): self._ewise("ewise_div", a, b, out)
+    def ewise_pow(self, a, b, out): self._ewise("ewise_pow", a, b, out)
+    def ewise_maximum(self, a, b, out): self._ewise("ewise_maximum", a, b, out)
+    def ewise_eq(self, a, b, out): self._ewise("ewise_eq", a, b, out)
+    def ewise_ge(self, a, b, out): self._ewise("ewise_ge", a, b, out)
+    def ewise_relu_grad(self, a, g, out): self._ewise("ewise_relu_grad", a, g, out)
+    def ewise_neg(self, a, out): self._ewise("ewise_neg", a, out)
+    def ewise_log(self, a, out): self._ewise("ewise_log", a, out)
+    def ewise_exp(self, a, out): self._ewise("ewise_exp", a, out)
+    def ewise_tanh(self, a, out): self._ewise("ewise_tanh", a, out)
+
+    def scalar_add(self, a, val, out): self._ewise("scalar_add", a, out, val=val)
+    def scalar_sub(self, a, val, out): self._ewise("scalar_sub", a, out, val=val)
+    def scalar_mul(self, a, val, out): self._ewise("scalar_mul", a, out, val=val)
+    def scalar_div(self, a, val, out): self._ewise("scalar_div", a, out, val=val)
+    def scalar_rdiv(self, a, val, out): self._ewise("scalar_rdiv", a, out, val=val)
+    def scalar_power(self, a, val, out): self._ewise("scalar_power", a, out, val=val)
+    def scalar_maximum(self, a, val, out): self._ewise("scalar_maximum", a, out, val=val)
+    def scalar_eq(self, a, val, out): self._ewise("scalar_eq", a, out, val=val)
+    def scalar_ge(self, a, val, out): self._ewise("scalar_ge", a, out, val=val)
+
+    # ------------------------------------------------------------------ #
+    # row-wise: reductions, logsumexp, softmax
+    # ------------------------------------------------------------------ #
+    def _rowwise(self, op, a, out, rows, R, out_per_row):
+        rt, suf = self._check(op, a=a, out=out)
+        rows, R = int(rows), int(R)
+        if R < 1:
+            raise ShapeError(f"{op}: the reduced length must be >= 1, got {R}")
+        self._need(op, "'a'", a.size, rows * R)
+        self._need(op, "'out'", out.size, rows * (R if out_per_row else 1))
+        if rows == 0:
+            return
+        plan = _launch.row_plan(rows, R, rt.sm_count)
+        rt.launch(f"{op}_{plan.variant}_{suf}", (plan.grid,), (plan.block,),
+                  (_p(a), _p(out), np.int64(rows), np.int64(R)))
+
+    def reduce_sum(self, a, out, reduce_size):
+        self._rowwise("reduce_sum", a, out, out.size, reduce_size, False)
+
+    def reduce_max(self, a, out, reduce_size):
+        self._rowwise("reduce_max", a, out, out.size, reduce_size, False)
+
+    def logsumexp(self, a, out, outer, inner):
+        self._rowwise("logsumexp", a, out, outer, inner, False)
+
+    def softmax(self, a, out, outer, inner):
+        self._rowwise("softmax", a, out, outer, inner, True)
+
+    # ------------------------------------------------------------------ #
+    # matmul
+    # ------------------------------------------------------------------ #
+    @staticmethod
+    def _dims_ok(op, **dims):
+        for k, v in dims.items():
+            if int(v) < 0 or int(v) > INT32_LIMIT:
+                raise ShapeError(f"{op}: {k}={v} is outside [0, {INT32_LIMIT}]")
+
+    def _gemm(self, family, rt, suf, M, K, N, batch, args):
+        cfg = _launch.gemm_config(M, N, batch, rt.sm_count)
+        grid = _launch.gemm_grid(M, N, batch, cfg)
+        rt.launch(f"{family}_{suf}_{cfg.name}", grid, (256,), args)
+
+    def matmul(self, a, b, out, m, n, p):
+        self.matmul_strided(a, b, out, 1, m, n, p, (m * n, n, 1), 0, (n * p, p, 1), 0)
+
+    def matmul_strided(self, a, b, out, batch, m, n, p, a_strides, a_offset, b_strides, b_offset):
+        op = "matmul"
+        rt, suf = self._check(op, a=a, b=b, out=out)
+        self._dims_ok(op, batch=batch, m=m, n=n, p=p)
+        batch, m, n, p = int(batch), int(m), int(n), int(p)
+        if len(a_strides) != 3 or len(b_strides) != 3:
+            raise ShapeError(f"{op}: a_strides and b_strides need 3 entries (batch, row, col)")
+        self._need(op, "'out'", out.size, batch * m * p)
+        if batch == 0 or m == 0 or p == 0:
+            return
+        self._view_ok(op, "a", a, (batch, m, n), a_strides, a_offset)
+        self._view_ok(op, "b", b, (batch, n, p), b_strides, b_offset)
+        da = _launch.strided_operand(a_offset, *a_strides)
+        db = _launch.strided_operand(b_offset, *b_strides)
+        self._gemm("matmul_strided", rt, suf, m, n, p, batch,
+                   (_p(a), _p(b), _p(out), np.int32(m), np.int32(n), np.int32(p), np.int64(batch), da, db))
+
+    def matmul_tiled(self, a, b, out, m, n, p):
+        op = "matmul_tiled"
+        rt, suf = self._check(op, a=a, b=b, out=out)
+        t = self.__tile_size__
+        if m % t or n % t or p % t:
+            raise ShapeError(f"{op}: m, n, p must be multiples of the tile size {t}; got {m}, {n}, {p}")
+        self._need(op, "'a'", a.size, m * n)
+        self._need(op, "'b'", b.size, n * p)
+        self._need(op, "'out'", out.size, m * p)
+        if m * p == 0:
+            return
+        grid, block = _launch.grid_1d(m * p, rt.sm_count)
+        rt.launch(f"matmul_tiled_{suf}", (grid,), (block,),
+                  (_p(a), _p(b), _p(out), np.int64(m), np.int64(n), np.int64(p), np.int64(t)))
+
+    # ------------------------------------------------------------------ #
+    # convolution (op overrides): implicit GEMM, NHWC, weights (K, K, C_in, C_out)
+    # ------------------------------------------------------------------ #
+    def _conv_check(self, op, N, H, W, C_in, K, C_out, stride, padding, **bufs):
+        rt, suf = self._check(op, **bufs)
+        self._dims_ok(op, N=N, H=H, W=W, C_in=C_in, K=K, C_out=C_out, padding=padding)
+        if int(stride) < 1 or int(K) < 1:
+            raise ShapeError(f"{op}: stride and K must be >= 1, got stride={stride}, K={K}")
+        Ho = _launch.conv_out_size(H, K, stride, padding)
+        Wo = _launch.conv_out_size(W, K, stride, padding)
+        if Ho < 1 or Wo < 1:
+            raise ShapeError(f"{op}: kernel {K} with padding {padding} does not fit a {H}x{W} input")
+        big = {"N*H*W*C_in": N * H * W * C_in, "N*Ho*Wo*C_out": N * Ho * Wo * C_out,
+               "K*K*C_in*C_out": K * K * C_in * C_out, "N*H*W": N * H * W, "K*K*C_out": K * K * C_out}
+        self._dims_ok(op, **big)
+        return rt, suf, Ho, Wo
+
+    def conv(self, a, b, out, N, H, W, C_in, K, C_out, stride, padding):
+        op = "conv"
+        rt, suf, Ho, Wo = self._conv_check(op, N, H, W, C_in, K, C_out, stride, padding, a=a, b=b, out=out)
+        self._need(op, "'a'", a.size, N * H * W * C_in)
+        self._need(op, "'b'", b.size, K * K * C_in * C_out)
+        self._need(op, "'out'", out.size, N * Ho * Wo * C_out)
+        M, Kd = N * Ho * Wo, K * K * C_in
+        if M * C_out == 0:
+            return
+        g = _launch.conv_geom(N, H, W, C_in, K, C_out, stride, padding)
+        self._gemm("conv_fwd", rt, suf, M, Kd, C_out, 1,
+                   (_p(a), _p(b), _p(out), np.int32(M), np.int32(Kd), np.int32(C_out), g,
+                    _launch.strided_operand(0, 0, C_out, 1)))
+
+    def conv_grad_input(self, g, b, out, N, H, W, C_in, K, C_out, stride, padding):
+        op = "conv_grad_input"
+        rt, suf, Ho, Wo = self._conv_check(op, N, H, W, C_in, K, C_out, stride, padding, g=g, b=b, out=out)
+        self._need(op, "'g'", g.size, N * Ho * Wo * C_out)
+        self._need(op, "'b'", b.size, K * K * C_in * C_out)
+        self._need(op, "'out'", out.size, N * H * W * C_in)
+        M, Kd = N * H * W, K * K * C_out
+        if M * C_in == 0:
+            return
+        geom = _launch.conv_geom(N, H, W, C_in, K, C_out, stride, padding)
+        self._gemm("conv_grad_input", rt, suf, M, Kd, C_in, 1,
+                   (_p(g), _p(b), _p(out), np.int32(M), np.int32(Kd), np.int32(C_in), geom))
+
+    def conv_grad_weight(self, a, g, out, N, H, W, C_in, K, C_out, stride, padding):
+        op = "conv_grad_weight"
+        rt, suf, Ho, Wo = self._conv_check(op, N, H, W, C_in, K, C_out, stride, padding, a=a, g=g, out=out)
+        self._need(op, "'a'", a.size, N * H * W * C_in)
+        self._need(op, "'g'", g.size, N * Ho * Wo * C_out)
+        self._need(op, "'out'", out.size, K * K * C_in * C_out)
+        Mw, Kd = K * K * C_in, N * Ho * Wo
+        if Mw * C_out == 0:
+            return
+        geom = _launch.conv_geom(N, H, W, C_in, K, C_out, stride, padding)
+        self._gemm("conv_grad_weight", rt, suf, Mw, Kd, C_out, 1,
+                   (_p(a), _p(g), _p(out), np.int32(Mw), np.int32(Kd), np.int32(C_out), geom,
+                    _launch.strided_operand(0, 0, C_out, 1)))
+
+

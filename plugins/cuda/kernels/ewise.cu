@@ -1,0 +1,149 @@
+// Element-wise, scalar and fill kernels on compact buffers: grid-stride loops,
+// 16-byte vector loads when the host says every pointer is 16-byte aligned.
+// Exported names: <op>_f32 / <op>_f64 (see needle_cuda/_kernels.py).
+
+struct OpAdd { template <typename T> __device__ T operator()(T a, T b) const { return a + b; } };
+struct OpSub { template <typename T> __device__ T operator()(T a, T b) const { return a - b; } };
+struct OpMul { template <typename T> __device__ T operator()(T a, T b) const { return a * b; } };
+struct OpDiv { template <typename T> __device__ T operator()(T a, T b) const { return a / b; } };
+struct OpRDiv { template <typename T> __device__ T operator()(T a, T b) const { return b / a; } };
+struct OpPow { template <typename T> __device__ T operator()(T a, T b) const { return ndl_pow(a, b); } };
+struct OpMax { template <typename T> __device__ T operator()(T a, T b) const { return ndl_max(a, b); } };
+struct OpEq { template <typename T> __device__ T operator()(T a, T b) const { return a == b ? T(1) : T(0); } };
+struct OpGe { template <typename T> __device__ T operator()(T a, T b) const { return a >= b ? T(1) : T(0); } };
+// g * (a > 0): keeps numpy's NaN behaviour for a NaN gradient
+struct OpReluGrad { template <typename T> __device__ T operator()(T a, T g) const { return g * (a > T(0) ? T(1) : T(0)); } };
+
+struct OpNeg { template <typename T> __device__ T operator()(T a) const { return -a; } };
+struct OpLog { template <typename T> __device__ T operator()(T a) const { return ndl_log(a); } };
+struct OpExp { template <typename T> __device__ T operator()(T a) const { return ndl_exp(a); } };
+struct OpTanh { template <typename T> __device__ T operator()(T a) const { return ndl_tanh(a); } };
+
+template <typename T, typename Op>
+__device__ __forceinline__ void binary_body(const T* a, const T* b, T* out, i64 n, int vec, Op op) {
+    constexpr int V = 16 / sizeof(T);
+    i64 start = 0;
+    if (vec) {
+        const i64 nv = n / V;
+        const Pack<T, V>* av = reinterpret_cast<const Pack<T, V>*>(a);
+        const Pack<T, V>* bv = reinterpret_cast<const Pack<T, V>*>(b);
+        Pack<T, V>* ov = reinterpret_cast<Pack<T, V>*>(out);
+        for (i64 i = NDL_TID; i < nv; i += NDL_STRIDE) {
+            const Pack<T, V> x = av[i], y = bv[i];
+            Pack<T, V> r;
+#pragma unroll
+            for (int k = 0; k < V; ++k) r.v[k] = op(x.v[k], y.v[k]);
+            ov[i] = r;
+        }
+        start = nv * V;
+    }
+    for (i64 i = start + NDL_TID; i < n; i += NDL_STRIDE) out[i] = op(a[i], b[i]);
+}
+
+template <typename T, typename Op>
+__device__ __forceinline__ void scalar_body(const T* a, T val, T* out, i64 n, int vec, Op op) {
+    constexpr int V = 16 / sizeof(T);
+    i64 start = 0;
+    if (vec) {
+        const i64 nv = n / V;
+        const Pack<T, V>* av = reinterpret_cast<const Pack<T, V>*>(a);
+        Pack<T, V>* ov = reinterpret_cast<Pack<T, V>*>(out);
+        for (i64 i = NDL_TID; i < nv; i += NDL_STRIDE) {
+            const Pack<T, V> x = av[i];
+            Pack<T, V> r;
+#pragma unroll
+            for (int k = 0; k < V; ++k) r.v[k] = op(x.v[k], val);
+            ov[i] = r;
+        }
+        start = nv * V;
+    }
+    for (i64 i = start + NDL_TID; i < n; i += NDL_STRIDE) out[i] = op(a[i], val);
+}
+
+template <typename T, typename Op>
+__device__ __forceinline__ void unary_body(const T* a, T* out, i64 n, int vec, Op op) {
+    constexpr int V = 16 / sizeof(T);
+    i64 start = 0;
+    if (vec) {
+        const i64 nv = n / V;
+        const Pack<T, V>* av = reinterpret_cast<const Pack<T, V>*>(a);
+        Pack<T, V>* ov = reinterpret_cast<Pack<T, V>*>(out);
+        for (i64 i = NDL_TID; i < nv; i += NDL_STRIDE) {
+            const Pack<T, V> x = av[i];
+            Pack<T, V> r;
+#pragma unroll
+            for (int k = 0; k < V; ++k) r.v[k] = op(x.v[k]);
+            ov[i] = r;
+        }
+        start = nv * V;
+    }
+    for (i64 i = start + NDL_TID; i < n; i += NDL_STRIDE) out[i] = op(a[i]);
+}
+
+template <typename T>
+__device__ __forceinline__ void fill_body(T* out, T val, i64 n, int vec) {
+    constexpr int V = 16 / sizeof(T);
+    i64 start = 0;
+    if (vec) {
+        const i64 nv = n / V;
+        Pack<T, V> r;
+#pragma unroll
+        for (int k = 0; k < V; ++k) r.v[k] = val;
+        Pack<T, V>* ov = reinterpret_cast<Pack<T, V>*>(out);
+        for (i64 i = NDL_TID; i < nv; i += NDL_STRIDE) ov[i] = r;
+        start = nv * V;
+    }
+    for (i64 i = start + NDL_TID; i < n; i += NDL_STRIDE) out[i] = val;
+}
+
+#define NDL_BINARY(name, Op)                                                                  \
+    extern "C" __global__ void name##_f32(const float* a, const float* b, float* out, i64 n, int vec) { \
+        binary_body<float>(a, b, out, n, vec, Op());                                          \
+    }                                                                                         \
+    extern "C" __global__ void name##_f64(const double* a, const double* b, double* out, i64 n, int vec) { \
+        binary_body<double>(a, b, out, n, vec, Op());                                         \
+    }
+
+#define NDL_SCALAR(name, Op)                                                                  \
+    extern "C" __global__ void name##_f32(const float* a, float val, float* out, i64 n, int vec) { \
+        scalar_body<float>(a, val, out, n, vec, Op());                                        \
+    }                                                                                         \
+    extern "C" __global__ void name##_f64(const double* a, double val, double* out, i64 n, int vec) { \
+        scalar_body<double>(a, val, out, n, vec, Op());                                       \
+    }
+
+#define NDL_UNARY(name, Op)                                                                   \
+    extern "C" __global__ void name##_f32(const float* a, float* out, i64 n, int vec) {      \
+        unary_body<float>(a, out, n, vec, Op());                                              \
+    }                                                                                         \
+    extern "C" __global__ void name##_f64(const double* a, double* out, i64 n, int vec) {    \
+        unary_body<double>(a, out, n, vec, Op());                                             \
+    }
+
+NDL_BINARY(ewise_add, OpAdd)
+NDL_BINARY(ewise_sub, OpSub)
+NDL_BINARY(ewise_mul, OpMul)
+NDL_BINARY(ewise_div, OpDiv)
+NDL_BINARY(ewise_pow, OpPow)
+NDL_BINARY(ewise_maximum, OpMax)
+NDL_BINARY(ewise_eq, OpEq)
+NDL_BINARY(ewise_ge, OpGe)
+NDL_BINARY(ewise_relu_grad, OpReluGrad)
+
+NDL_SCALAR(scalar_add, OpAdd)
+NDL_SCALAR(scalar_sub, OpSub)
+NDL_SCALAR(scalar_mul, OpMul)
+NDL_SCALAR(scalar_div, OpDiv)
+NDL_SCALAR(scalar_rdiv, OpRDiv)
+NDL_SCALAR(scalar_power, OpPow)
+NDL_SCALAR(scalar_maximum, OpMax)
+NDL_SCALAR(scalar_eq, OpEq)
+NDL_SCALAR(scalar_ge, OpGe)
+
+NDL_UNARY(ewise_neg, OpNeg)
+NDL_UNARY(ewise_log, OpLog)
+NDL_UNARY(ewise_exp, OpExp)
+NDL_UNARY(ewise_tanh, OpTanh)
+
+extern "C" __global__ void fill_f32(float* out, float val, i64 n, int vec) { fill_body<float>(out, val, n, vec); }
+extern "C" __global__ void fill_f64(double* out, double val, i64 n, int vec) { fill_body<double>(out, val, n, vec); }
