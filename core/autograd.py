@@ -365,6 +365,10 @@ class Tensor(Value):
         """A NumPy copy of the data."""
         return self.realize_cached_data().numpy()
 
+    def __array__(self, dtype=None, copy=None):
+        out = self.numpy()
+        return out if dtype is None else out.astype(dtype)
+
     def item(self) -> float:
         """The single element as a Python float."""
         arr = self.numpy()
@@ -475,6 +479,22 @@ def sum_node_list(node_list: List[Value]) -> Value:
     return reduce(_add, node_list)
 
 
+def _sum_tuple_adjoints(grads: List["TensorTuple"]) -> "TensorTuple":
+    """Sum TensorTuple adjoints slot by slot, skipping the zero slots that
+    ``tuple_get_item``'s gradient fills in: summing n one-hot tuples of length
+    n then costs n adds instead of n^2."""
+    from .ops import make_tuple
+    columns = [getattr(g, "adjoint_parts", None) for g in grads]
+    if any(c is None for c in columns):
+        return sum_node_list(grads)
+    slots = []
+    for i in range(len(columns[0])):
+        column = [c[i] for c in columns]
+        parts = [t for t in column if not getattr(t, "is_zero_adjoint", False)] or column[:1]
+        slots.append(parts[0] if len(parts) == 1 else sum_node_list(parts))
+    return make_tuple(*slots)
+
+
 def compute_gradient_of_variables(output_tensor: Value, out_grad: Value) -> None:
     """Store in ``node.grad`` the adjoint of every node reachable from
     ``output_tensor``, given ``out_grad`` for the output itself."""
@@ -483,7 +503,12 @@ def compute_gradient_of_variables(output_tensor: Value, out_grad: Value) -> None
         grads = partials.pop(node, None)
         if grads is None:  # cannot happen for nodes reached from the output
             continue
-        adjoint = grads[0] if len(grads) == 1 else sum_node_list(grads)
+        if len(grads) == 1:
+            adjoint = grads[0]
+        elif isinstance(node, TensorTuple):
+            adjoint = _sum_tuple_adjoints(grads)
+        else:
+            adjoint = sum_node_list(grads)
         node.grad = adjoint
         if node.op is None:
             continue

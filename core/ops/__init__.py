@@ -19,11 +19,17 @@ from . import tensor_methods as _tensor_methods
 _tensor_methods.install()
 
 
+#: op functions reachable as ``ops.<name>`` but kept out of ``__all__`` (and so
+#: out of ``needle``'s namespace) because ``from needle.ops import *`` would
+#: shadow a Python builtin
+NOT_STAR_EXPORTED = {"max"}
+
+
 def _exported_names():
     names = []
     for entry in REGISTRY.values():
         for n in (entry.name, entry.cls.__name__):
-            if n not in names:
+            if n not in names and n not in NOT_STAR_EXPORTED:
                 names.append(n)
     return names
 

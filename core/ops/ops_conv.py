@@ -21,7 +21,7 @@ import numpy as np
 
 from ..autograd import Tensor, TensorOp
 from ..backend_ndarray import NDArray
-from ..errors import ShapeError
+from ..errors import DeviceMismatchError, ShapeError
 from .registry import register_op
 
 __all__ = ["Conv", "ConvGradInput", "ConvGradWeight", "conv", "conv_output_size"]
@@ -32,6 +32,9 @@ def conv_output_size(n: int, k: int, stride: int, padding: int) -> int:
 
 
 def _promote(a: NDArray, b: NDArray):
+    if a.device != b.device:
+        raise DeviceMismatchError(f"conv: operands on different devices: {a.device} and {b.device}; "
+                                  f"move one with .to(device)")
     if a.dtype != b.dtype:
         dt = np.promote_types(a.dtype, b.dtype)
         a, b = a.cast(dt), b.cast(dt)

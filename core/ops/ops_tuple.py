@@ -56,15 +56,23 @@ class TupleGetItem(TensorOp):
     def gradient(self, out_grad, node):
         src = node.inputs[0]
         index = self.index % len(src)
-        parts = []
+        parts, zeros = [], {}
         for i, arr in enumerate(src.realize_cached_data()):
             if i == index:
                 parts.append(out_grad)
-            else:
-                zeros = NDArray.make(arr.shape, device=arr.device, dtype=out_grad.dtype)
-                zeros.fill(0.0)
-                parts.append(Tensor.make_const(zeros))
-        return make_tuple(*parts)
+                continue
+            # one shared zero array per shape; marked so that summing many
+            # such sparse tuple adjoints skips the zero slots (see autograd)
+            z = zeros.get(arr.shape)
+            if z is None:
+                z = zeros[arr.shape] = NDArray.make(arr.shape, device=arr.device, dtype=out_grad.dtype)
+                z.fill(0.0)
+            zero = Tensor.make_const(z)
+            zero.is_zero_adjoint = True
+            parts.append(zero)
+        adjoint = make_tuple(*parts)
+        adjoint.adjoint_parts = parts  # kept even when the tuple comes back detached
+        return adjoint
 
 
 def tuple_get_item(value, index):

@@ -79,6 +79,9 @@ def _publish(entry: OpEntry) -> None:
         mod = sys.modules.get(modname)
         if mod is None:
             continue
+        if entry.name in ("max", "min", "sum", "abs", "pow", "round"):
+            if modname == "needle":
+                continue  # never shadow a builtin in needle's namespace
         setattr(mod, entry.name, entry.function)
         setattr(mod, entry.cls.__name__, entry.cls)
         names = getattr(mod, "__all__", None)

@@ -303,6 +303,24 @@ def test_stack_and_split(device, axis):
 
 
 @dev_param
+def test_many_items_of_one_split(device):
+    """Adjoints of every tuple_get_item of one split are summed slot by slot."""
+    a = randn(6, 2, 3)
+    x = T(a, device)
+    parts = ops.split(x, 0)
+    out = ops.stack([parts[i] * float(i) + parts[(i + 1) % 6] for i in range(6)], 0)
+    (out * out).sum().backward()
+    xs = [a[i] * i + a[(i + 1) % 6] for i in range(6)]
+    expected = np.zeros_like(a)
+    for i in range(6):
+        expected[i] += 2 * xs[i] * i
+        expected[(i + 1) % 6] += 2 * xs[i]
+    np.testing.assert_allclose(x.grad.numpy(), expected, rtol=1e-12)
+    check_grad(lambda t: ops.stack([ops.split(t, 1)[j] * float(j + 1) for j in (1, 0, 1)], 2),
+               a, device=device)
+
+
+@dev_param
 def test_stack_gradient_is_tensortuple(device):
     xs = [T(randn(2), device) for _ in range(3)]
     s = ops.stack(xs, 0)
@@ -546,7 +564,9 @@ def test_device_mismatch_names_both_devices():
     other = nd.BackendDevice("numpy_twin", nd.cpu_numpy().mod)
     a = ndl.Tensor(np.ones(3), device=nd.cpu_numpy())
     b = ndl.Tensor(np.ones(3), device=other)
-    for fn in (lambda: a + b, lambda: a * b, lambda: ops.matmul(ops.reshape(a, (1, 3)),
+    x4 = ndl.Tensor(np.ones((1, 3, 3, 1)), device=nd.cpu_numpy())
+    w4 = ndl.Tensor(np.ones((3, 3, 1, 1)), device=other)
+    for fn in (lambda: ops.conv(x4, w4), lambda: a + b, lambda: a * b, lambda: ops.matmul(ops.reshape(a, (1, 3)),
                                                                 ops.reshape(b, (3, 1)))):
         with pytest.raises(DeviceMismatchError) as info:
             fn()
