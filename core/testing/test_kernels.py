@@ -1,0 +1,450 @@
+"""Every protocol kernel of the backend under test, on flat buffers, against NumPy.
+
+Each test is tagged with the kernels it exercises (``needle_kernel``) for the
+per-kernel report; ``test_every_kernel_is_covered`` keeps that list complete
+when the protocol grows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from needle.errors import UnsupportedDTypeError
+from needle.protocol import OP_OVERRIDE_SIGNATURES, kernel_names
+
+from .reference import (ACC_TOL, TOL, conv_grads, conv_nhwc, from_buffer, logsumexp_rows,
+                        softmax_rows, strided_views, to_buffer, view_params)
+
+kernel = pytest.mark.needle_kernel
+DTYPES = ("float32", "float64")
+COVERED: set = set()
+
+
+def covers(*names):
+    """Mark a test as exercising ``names`` and remember them for the coverage check."""
+    COVERED.update(names)
+    return kernel(*names)
+
+
+@pytest.fixture
+def backend(conformance_device):
+    return conformance_device.require()
+
+
+@pytest.fixture(params=DTYPES)
+def kdtype(request, backend):
+    dt = request.param
+    if dt not in backend.dtypes:
+        pytest.skip(f"backend {backend.name!r} declares dtypes {backend.dtypes}, not {dt}")
+    return np.dtype(dt)
+
+
+@pytest.fixture
+def sizes(conformance_quick):
+    """Odd element counts, including 1 and a size past typical vector widths."""
+    return (1, 7, 33) if conformance_quick else (1, 7, 33, 1001)
+
+
+def _rng(seed=0):
+    return np.random.default_rng(seed)
+
+
+# ---------------------------------------------------------------------- #
+# buffers
+# ---------------------------------------------------------------------- #
+@covers("Array")
+def test_array_allocates_size_dtype_ptr(backend, kdtype, sizes):
+    for n in (0,) + tuple(sizes):
+        buf = backend.Array(n, kdtype)
+        assert buf.size == n, f"Array({n}).size is {buf.size}"
+        assert np.dtype(buf.dtype) == kdtype, f"Array(.., {kdtype}).dtype is {buf.dtype}"
+        assert isinstance(buf.ptr(), int)
+    a, b = backend.Array(5, kdtype), backend.Array(5, kdtype)
+    assert a.ptr() != b.ptr(), "two live buffers share storage"
+
+
+@covers("Array")
+def test_array_rejects_unsupported_dtype(backend):
+    bad = "int8" if "int8" not in backend.dtypes else "complex128"
+    with pytest.raises(UnsupportedDTypeError) as info:
+        backend.Array(4, np.dtype(bad))
+    assert bad in str(info.value)
+
+
+@covers("from_numpy", "to_numpy")
+def test_from_numpy_to_numpy_roundtrip(backend, kdtype, sizes):
+    for n in sizes:
+        x = _rng(n).standard_normal(n).astype(kdtype)
+        got = from_buffer(backend, to_buffer(backend, x))
+        assert got.dtype == kdtype
+        np.testing.assert_array_equal(got, x)
+
+
+@covers("to_numpy")
+def test_to_numpy_strided(backend, kdtype):
+    base = _rng(1).standard_normal(400).astype(kdtype)
+    buf = to_buffer(backend, base)
+    for name, view in strided_views(base):
+        shape, strides, offset = view_params(base, view)
+        got = np.asarray(backend.to_numpy(buf, shape, strides, offset)).reshape(shape)
+        np.testing.assert_array_equal(got, view, err_msg=f"to_numpy of view {name}")
+
+
+@covers("fill")
+def test_fill(backend, kdtype, sizes):
+    for n in sizes:
+        buf = backend.Array(n, kdtype)
+        backend.fill(buf, -2.5)
+        np.testing.assert_array_equal(from_buffer(backend, buf), np.full(n, -2.5, kdtype))
+
+
+# ---------------------------------------------------------------------- #
+# strided copies
+# ---------------------------------------------------------------------- #
+@covers("compact")
+def test_compact(backend, kdtype):
+    base = _rng(2).standard_normal(400).astype(kdtype)
+    src = to_buffer(backend, base)
+    for name, view in strided_views(base):
+        shape, strides, offset = view_params(base, view)
+        out = backend.Array(view.size, kdtype)
+        backend.compact(src, out, shape, strides, offset)
+        np.testing.assert_array_equal(from_buffer(backend, out), view.reshape(-1),
+                                      err_msg=f"compact of view {name} {shape} {strides} +{offset}")
+    np.testing.assert_array_equal(from_buffer(backend, src), base, err_msg="compact modified its source")
+
+
+@covers("ewise_setitem")
+def test_ewise_setitem(backend, kdtype):
+    base = _rng(3).standard_normal(400).astype(kdtype)
+    for name, _ in strided_views(base, writable=True):
+        expect = base.copy()
+        view = dict(strided_views(expect, writable=True))[name]
+        shape, strides, offset = view_params(expect, view)
+        values = _rng(4).standard_normal(view.size).astype(kdtype)
+        view[...] = values.reshape(shape)
+        out = to_buffer(backend, base)
+        backend.ewise_setitem(to_buffer(backend, values), out, shape, strides, offset)
+        np.testing.assert_array_equal(from_buffer(backend, out), expect,
+                                      err_msg=f"ewise_setitem into view {name} {shape} {strides} +{offset}")
+
+
+@covers("scalar_setitem")
+def test_scalar_setitem(backend, kdtype):
+    base = _rng(5).standard_normal(400).astype(kdtype)
+    for name, _ in strided_views(base, writable=True):
+        expect = base.copy()
+        view = dict(strided_views(expect, writable=True))[name]
+        shape, strides, offset = view_params(expect, view)
+        view[...] = 3.25
+        out = to_buffer(backend, base)
+        backend.scalar_setitem(view.size, 3.25, out, shape, strides, offset)
+        np.testing.assert_array_equal(from_buffer(backend, out), expect,
+                                      err_msg=f"scalar_setitem into view {name} {shape} {strides} +{offset}")
+
+
+# ---------------------------------------------------------------------- #
+# element-wise and scalar kernels
+# ---------------------------------------------------------------------- #
+def _data(kind, n, dtype, seed):
+    """Inputs in each kernel's domain; 'int' gives small integers so ties occur."""
+    rng = _rng(seed)
+    if kind == "pos":
+        x = rng.uniform(0.1, 3.0, n)
+    elif kind == "int":
+        x = rng.integers(-3, 4, n).astype(np.float64)
+    else:
+        x = rng.standard_normal(n) * 2
+    return x.astype(dtype)
+
+
+def _binary_ref(f):
+    def ref(a, b):
+        with np.errstate(all="ignore"):
+            return f(a, b)
+    return ref
+
+
+# name -> (numpy reference, domain of a, domain of b)
+EWISE_BINARY = {
+    "ewise_add": (np.add, "any", "any"),
+    "ewise_sub": (np.subtract, "any", "any"),
+    "ewise_mul": (np.multiply, "any", "any"),
+    "ewise_div": (np.divide, "any", "pos"),
+    "ewise_maximum": (np.maximum, "int", "int"),
+    "ewise_eq": (lambda a, b: (a == b).astype(a.dtype), "int", "int"),
+    "ewise_ge": (lambda a, b: (a >= b).astype(a.dtype), "int", "int"),
+    "ewise_pow": (np.power, "pos", "any"),
+    "ewise_relu_grad": (lambda a, g: np.where(a > 0, g, 0).astype(a.dtype), "int", "any"),
+}
+EWISE_UNARY = {
+    "ewise_log": (np.log, "pos"),
+    "ewise_exp": (np.exp, "any"),
+    "ewise_tanh": (np.tanh, "any"),
+    "ewise_neg": (np.negative, "any"),
+}
+# name -> (numpy reference f(a, val), domain, scalar values)
+SCALAR = {
+    "scalar_add": (np.add, "any", (1.5, -3.0)),
+    "scalar_sub": (np.subtract, "any", (1.5, -3.0)),
+    "scalar_mul": (np.multiply, "any", (0.5, -3.0)),
+    "scalar_div": (np.divide, "any", (4.0, -0.25)),
+    "scalar_rdiv": (lambda a, v: v / a, "pos", (1.0, -2.0)),
+    "scalar_power": (np.power, "pos", (2.0, 0.5, 3.0, -1.0)),
+    "scalar_maximum": (np.maximum, "int", (0.0, 1.5)),
+    "scalar_eq": (lambda a, v: (a == v).astype(a.dtype), "int", (0.0, 2.0)),
+    "scalar_ge": (lambda a, v: (a >= v).astype(a.dtype), "int", (0.0, -1.0)),
+}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=covers(n)) for n in EWISE_BINARY])
+def test_ewise_binary(backend, kdtype, sizes, name):
+    ref, dom_a, dom_b = EWISE_BINARY[name]
+    for n in sizes:
+        a, b = _data(dom_a, n, kdtype, n), _data(dom_b, n, kdtype, n + 1)
+        out = backend.Array(n, kdtype)
+        getattr(backend, name)(to_buffer(backend, a), to_buffer(backend, b), out)
+        expect = _binary_ref(ref)(a, b).astype(kdtype)
+        np.testing.assert_allclose(from_buffer(backend, out), expect, **TOL[kdtype.name],
+                                   err_msg=f"{name} on {n} elements")
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=covers(n)) for n in EWISE_UNARY])
+def test_ewise_unary(backend, kdtype, sizes, name):
+    ref, dom = EWISE_UNARY[name]
+    for n in sizes:
+        a = _data(dom, n, kdtype, n)
+        out = backend.Array(n, kdtype)
+        getattr(backend, name)(to_buffer(backend, a), out)
+        np.testing.assert_allclose(from_buffer(backend, out), ref(a).astype(kdtype), **TOL[kdtype.name],
+                                   err_msg=f"{name} on {n} elements")
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=covers(n)) for n in SCALAR])
+def test_scalar(backend, kdtype, sizes, name):
+    ref, dom, values = SCALAR[name]
+    for n in sizes:
+        a = _data(dom, n, kdtype, n)
+        for val in values:
+            out = backend.Array(n, kdtype)
+            getattr(backend, name)(to_buffer(backend, a), float(val), out)
+            expect = _binary_ref(ref)(a, kdtype.type(val)).astype(kdtype)
+            np.testing.assert_allclose(from_buffer(backend, out), expect, **TOL[kdtype.name],
+                                       err_msg=f"{name}(val={val}) on {n} elements")
+
+
+@covers("ewise_div", "ewise_log", "scalar_power")
+def test_ieee_special_values(backend, kdtype):
+    """Division by zero, log of 0 and of negatives, fractional power of a negative."""
+    a = np.array([1.0, -1.0, 0.0, 2.0], kdtype)
+    z = np.zeros(4, kdtype)
+    out = backend.Array(4, kdtype)
+    backend.ewise_div(to_buffer(backend, a), to_buffer(backend, z), out)
+    np.testing.assert_array_equal(from_buffer(backend, out), np.array([np.inf, -np.inf, np.nan, np.inf], kdtype))
+    backend.ewise_log(to_buffer(backend, np.array([0.0, -1.0, 1.0, np.e], kdtype)), out)
+    np.testing.assert_allclose(from_buffer(backend, out), np.array([-np.inf, np.nan, 0.0, 1.0], kdtype),
+                               **TOL[kdtype.name])
+    backend.scalar_power(to_buffer(backend, np.array([-4.0, 4.0, -2.0, 0.0], kdtype)), 0.5, out)
+    np.testing.assert_allclose(from_buffer(backend, out), np.array([np.nan, 2.0, np.nan, 0.0], kdtype),
+                               **TOL[kdtype.name])
+
+
+@covers("scalar_power")
+def test_scalar_power_negative_base_integer_exponent(backend, kdtype):
+    a = np.array([-2.0, -1.5, 3.0, -0.5, 0.0], kdtype)
+    out = backend.Array(5, kdtype)
+    for val in (2.0, 3.0):
+        backend.scalar_power(to_buffer(backend, a), val, out)
+        np.testing.assert_allclose(from_buffer(backend, out), a ** kdtype.type(val), **TOL[kdtype.name],
+                                   err_msg=f"scalar_power(val={val}) on a negative base")
+
+
+@covers("ewise_add", "ewise_mul")
+def test_ewise_out_may_alias_input(backend, kdtype):
+    """The protocol's own defaults write into an input (``ewise_mul(out, b, out)``),
+    so in-place element-wise calls must work."""
+    a = _data("any", 33, kdtype, 1)
+    b = _data("any", 33, kdtype, 2)
+    ba, bb = to_buffer(backend, a), to_buffer(backend, b)
+    backend.ewise_add(ba, bb, ba)
+    backend.ewise_mul(ba, bb, ba)
+    np.testing.assert_allclose(from_buffer(backend, ba), ((a + b) * b).astype(kdtype), **TOL[kdtype.name])
+
+
+# ---------------------------------------------------------------------- #
+# reductions
+# ---------------------------------------------------------------------- #
+@covers("reduce_sum", "reduce_max")
+@pytest.mark.parametrize("outer,red", [(1, 1), (5, 1), (1, 7), (3, 33), (7, 5), (2, 1001)])
+def test_reductions(backend, kdtype, conformance_quick, outer, red):
+    if conformance_quick and outer * red > 200:
+        red = 37
+    a = _data("any", outer * red, kdtype, red)
+    for name, ref in (("reduce_sum", np.sum), ("reduce_max", np.max)):
+        out = backend.Array(outer, kdtype)
+        getattr(backend, name)(to_buffer(backend, a), out, red)
+        expect = ref(a.astype(np.float64).reshape(outer, red), axis=1)
+        np.testing.assert_allclose(from_buffer(backend, out), expect, **ACC_TOL[kdtype.name],
+                                   err_msg=f"{name} over ({outer}, {red})")
+
+
+# ---------------------------------------------------------------------- #
+# matmul
+# ---------------------------------------------------------------------- #
+MATMUL_SIZES = [(1, 1, 1), (1, 5, 1), (3, 4, 5), (7, 1, 9), (8, 16, 24), (17, 33, 9), (64, 65, 63)]
+
+
+@covers("matmul")
+@pytest.mark.parametrize("m,n,p", MATMUL_SIZES)
+def test_matmul(backend, kdtype, conformance_quick, m, n, p):
+    if conformance_quick and m * n * p > 5000:
+        pytest.skip("--needle-quick: large matmul left out")
+    a, b = _data("any", m * n, kdtype, 1).reshape(m, n), _data("any", n * p, kdtype, 2).reshape(n, p)
+    out = backend.Array(m * p, kdtype)
+    backend.matmul(to_buffer(backend, a), to_buffer(backend, b), out, m, n, p)
+    np.testing.assert_allclose(from_buffer(backend, out).reshape(m, p),
+                               a.astype(np.float64) @ b.astype(np.float64), **ACC_TOL[kdtype.name],
+                               err_msg=f"matmul ({m},{n}) @ ({n},{p})")
+
+
+@covers("matmul")
+def test_matmul_inner_zero(backend, kdtype):
+    out = backend.Array(6, kdtype)
+    backend.fill(out, 7.0)
+    backend.matmul(backend.Array(0, kdtype), backend.Array(0, kdtype), out, 2, 0, 3)
+    np.testing.assert_array_equal(from_buffer(backend, out), np.zeros(6, kdtype))
+
+
+def _batched_operands(kdtype):
+    """(name, a view (batch,m,n), b view (batch,n,p)) into two big 1-D arrays."""
+    ra, rb = _rng(7), _rng(8)
+    A = ra.standard_normal(2000).astype(kdtype)
+    B = rb.standard_normal(2000).astype(kdtype)
+    cases = []
+    cases.append(("compact", A[:3 * 4 * 5].reshape(3, 4, 5), B[:3 * 5 * 6].reshape(3, 5, 6)))
+    cases.append(("transposed-a", A[:3 * 5 * 4].reshape(3, 5, 4).transpose(0, 2, 1),
+                  B[:3 * 5 * 6].reshape(3, 5, 6)))
+    cases.append(("transposed-b-offset", A[3:3 + 2 * 7 * 9].reshape(2, 7, 9),
+                  B[11:11 + 2 * 5 * 9].reshape(2, 5, 9).transpose(0, 2, 1)))
+    cases.append(("broadcast-b (stride-0 batch)", A[:4 * 3 * 5].reshape(4, 3, 5),
+                  np.broadcast_to(B[:5 * 2].reshape(1, 5, 2), (4, 5, 2))))
+    cases.append(("broadcast-a, stepped b", np.broadcast_to(A[1:1 + 6 * 4].reshape(6, 4), (3, 6, 4)),
+                  B[: 3 * 8 * 5].reshape(3, 8, 5)[:, ::2, :]))
+    cases.append(("single batch, odd", A[:1 * 17 * 33].reshape(1, 17, 33), B[:33 * 9].reshape(1, 33, 9)))
+    return A, B, cases
+
+
+@covers("matmul_strided")
+def test_matmul_strided(backend, kdtype):
+    A, B, cases = _batched_operands(kdtype)
+    ba, bb = to_buffer(backend, A), to_buffer(backend, B)
+    for name, av, bv in cases:
+        batch, m, n = av.shape
+        p = bv.shape[2]
+        _, a_strides, a_off = view_params(A, av)
+        _, b_strides, b_off = view_params(B, bv)
+        out = backend.Array(batch * m * p, kdtype)
+        backend.matmul_strided(ba, bb, out, batch, m, n, p, a_strides, a_off, b_strides, b_off)
+        np.testing.assert_allclose(from_buffer(backend, out).reshape(batch, m, p),
+                                   av.astype(np.float64) @ bv.astype(np.float64), **ACC_TOL[kdtype.name],
+                                   err_msg=f"matmul_strided case {name}")
+
+
+def _tile(x, t):
+    r, c = x.shape
+    return x.reshape(r // t, t, c // t, t).transpose(0, 2, 1, 3).copy()
+
+
+@covers("matmul_tiled")
+def test_matmul_tiled(backend, kdtype):
+    t = int(backend.__tile_size__)
+    for m, n, p in ((t, t, t), (2 * t, 3 * t, t), (3 * t, t, 2 * t)):
+        a, b = _data("any", m * n, kdtype, m).reshape(m, n), _data("any", n * p, kdtype, p).reshape(n, p)
+        out = backend.Array(m * p, kdtype)
+        backend.fill(out, np.nan)  # the kernel must overwrite, not accumulate
+        backend.matmul_tiled(to_buffer(backend, _tile(a, t)), to_buffer(backend, _tile(b, t)), out, m, n, p)
+        got = from_buffer(backend, out).reshape(m // t, p // t, t, t).transpose(0, 2, 1, 3).reshape(m, p)
+        np.testing.assert_allclose(got, a.astype(np.float64) @ b.astype(np.float64), **ACC_TOL[kdtype.name],
+                                   err_msg=f"matmul_tiled ({m},{n},{p}) with tile {t}")
+
+
+# ---------------------------------------------------------------------- #
+# op overrides (only those the backend declares)
+# ---------------------------------------------------------------------- #
+def _override(backend, name):
+    fn = dict(backend.op_overrides() or {}).get(name)
+    if fn is None:
+        pytest.skip(f"backend {backend.name!r} has no op override {name!r} (the op uses its composition)")
+    return fn
+
+
+@kernel("override:logsumexp")
+def test_override_logsumexp(backend, kdtype):
+    fn = _override(backend, "logsumexp")
+    a = (_data("any", 5 * 13, kdtype, 1) * 20).reshape(5, 13)
+    out = backend.Array(5, kdtype)
+    fn(to_buffer(backend, a), out, 5, 13)
+    np.testing.assert_allclose(from_buffer(backend, out), logsumexp_rows(a.astype(np.float64)),
+                               **ACC_TOL[kdtype.name])
+
+
+@kernel("override:softmax")
+def test_override_softmax(backend, kdtype):
+    fn = _override(backend, "softmax")
+    a = (_data("any", 4 * 9, kdtype, 2) * 20).reshape(4, 9)
+    out = backend.Array(36, kdtype)
+    fn(to_buffer(backend, a), out, 4, 9)
+    np.testing.assert_allclose(from_buffer(backend, out).reshape(4, 9), softmax_rows(a.astype(np.float64)),
+                               **ACC_TOL[kdtype.name])
+
+
+CONV_CASES = [(2, 7, 6, 3, 3, 4, 1, 1), (1, 8, 8, 2, 3, 5, 2, 0), (2, 5, 5, 1, 1, 3, 1, 0),
+              (1, 9, 7, 2, 3, 2, 2, 2)]
+
+
+@kernel("override:conv", "override:conv_grad_input", "override:conv_grad_weight")
+@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: "N{}H{}W{}C{}K{}O{}s{}p{}".format(*c))
+def test_override_conv(backend, kdtype, case):
+    names = [n for n in ("conv", "conv_grad_input", "conv_grad_weight")
+             if n in dict(backend.op_overrides() or {})]
+    if not names:
+        pytest.skip(f"backend {backend.name!r} has no conv op overrides")
+    N, H, W, C, K, O, s, p = case
+    x = _data("any", N * H * W * C, kdtype, 1).reshape(N, H, W, C)
+    w = _data("any", K * K * C * O, kdtype, 2).reshape(K, K, C, O)
+    ref = conv_nhwc(x.astype(np.float64), w.astype(np.float64), s, p)
+    g = _data("any", ref.size, kdtype, 3).reshape(ref.shape)
+    dx, dw = conv_grads(x.astype(np.float64), w.astype(np.float64), g.astype(np.float64), s, p)
+    args = (N, H, W, C, K, O, s, p)
+    ov = dict(backend.op_overrides())
+    if "conv" in ov:
+        out = backend.Array(ref.size, kdtype)
+        ov["conv"](to_buffer(backend, x), to_buffer(backend, w), out, *args)
+        np.testing.assert_allclose(from_buffer(backend, out).reshape(ref.shape), ref, **ACC_TOL[kdtype.name],
+                                   err_msg="op override conv")
+    if "conv_grad_input" in ov:
+        out = backend.Array(dx.size, kdtype)
+        ov["conv_grad_input"](to_buffer(backend, g), to_buffer(backend, w), out, *args)
+        np.testing.assert_allclose(from_buffer(backend, out).reshape(dx.shape), dx, **ACC_TOL[kdtype.name],
+                                   err_msg="op override conv_grad_input")
+    if "conv_grad_weight" in ov:
+        out = backend.Array(dw.size, kdtype)
+        ov["conv_grad_weight"](to_buffer(backend, x), to_buffer(backend, g), out, *args)
+        np.testing.assert_allclose(from_buffer(backend, out).reshape(dw.shape), dw, **ACC_TOL[kdtype.name],
+                                   err_msg="op override conv_grad_weight")
+
+
+def test_op_overrides_are_known(backend):
+    """Every override a backend declares has a documented signature the core can call."""
+    unknown = sorted(set(dict(backend.op_overrides() or {})) - set(OP_OVERRIDE_SIGNATURES))
+    assert not unknown, (f"backend {backend.name!r} declares op overrides {unknown} that needle does not "
+                         f"know; known: {sorted(OP_OVERRIDE_SIGNATURES)}")
+    for name, fn in dict(backend.op_overrides() or {}).items():
+        assert callable(fn), f"op override {name!r} is not callable"
+
+
+def test_every_kernel_is_covered():
+    """The suite tests every kernel of the protocol (fails when the protocol grows untested)."""
+    missing = sorted(set(kernel_names()) - COVERED)
+    assert not missing, f"protocol kernels without a conformance test: {missing}"
