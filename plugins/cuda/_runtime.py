@@ -48,6 +48,7 @@ class DeviceRuntime:
         self.allocator = CachingAllocator(self._raw_alloc, self._raw_free, self.synchronize)
         self._modules: dict[str, object] = {}
         self._functions: dict[str, object] = {}
+        self.last_launch: tuple = ("", [])
 
     # -- context / stream ------------------------------------------------------
     def activate(self) -> None:
@@ -125,11 +126,12 @@ class DeviceRuntime:
         keep, ptrs = pack_args(args)
         g = tuple(grid) + (1,) * (3 - len(grid))
         b = tuple(block) + (1,) * (3 - len(block))
+        # kept for diagnostics and tests: the values this launch passed
+        self.last_launch = (kernel, keep)
         self.activate()
         _driver.call("cuLaunchKernel", fn, g[0], g[1], g[2], b[0], b[1], b[2], shared_bytes,
                      self.stream, ptrs.ctypes.data, 0,
                      action=f"launching {kernel} grid={g} block={b}")
-        del keep  # the driver copied the argument values at launch
 
 
 _runtimes: dict[int, DeviceRuntime] = {}
