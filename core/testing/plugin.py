@@ -119,7 +119,9 @@ def pytest_runtest_makereport(item, call):
     # setup skips/errors and call outcomes count; a passing setup is not a result
     if kernels and (report.when == "call" or report.outcome != "passed"):
         device = getattr(item, "funcargs", {}).get("conformance_device")
-        backend = getattr(device, "backend_name", None) or item.config.getoption("needle_backend") or "?"
+        param = getattr(getattr(item, "callspec", None), "params", {}).get("conformance_device")
+        backend = (getattr(device, "backend_name", None) or (param if isinstance(param, str) else None)
+                   or item.config.getoption("needle_backend") or "?")
         table = item.config.stash[_RESULTS].setdefault(backend, {})
         for name in kernels:
             counts = table.setdefault(name, dict.fromkeys(OUTCOMES, 0))
