@@ -168,6 +168,7 @@ class Value:
 # Tensor construction helpers
 # ---------------------------------------------------------------------- #
 _F32, _F64 = np.dtype("float32"), np.dtype("float64")
+_new_tensor = object.__new__
 _DTYPE_CACHE: dict = {}
 
 
@@ -304,6 +305,40 @@ class Tensor(Value):
                     break
         if rg and _GRAD_ENABLED:
             tensor.op, tensor.inputs, tensor.requires_grad = op, list(inputs), True
+        else:
+            tensor.op, tensor.inputs, tensor.requires_grad = None, [], False
+        return tensor
+
+    @staticmethod
+    def _make1(op: Op, a: "Tensor") -> "Tensor":
+        """``make_from_op(op, (a,))`` for an eager single-input op (hot path)."""
+        global TENSOR_COUNTER
+        data = a.cached_data
+        if LAZY_MODE or data is None:
+            return Tensor.make_from_op(op, (a,))
+        tensor = _new_tensor(Tensor)
+        TENSOR_COUNTER += 1
+        tensor.grad = None
+        tensor.cached_data = op.compute(data)
+        if a.requires_grad and _GRAD_ENABLED:
+            tensor.op, tensor.inputs, tensor.requires_grad = op, [a], True
+        else:
+            tensor.op, tensor.inputs, tensor.requires_grad = None, [], False
+        return tensor
+
+    @staticmethod
+    def _make2(op: Op, a: "Tensor", b: "Tensor") -> "Tensor":
+        """``make_from_op(op, (a, b))`` for an eager two-input op (hot path)."""
+        global TENSOR_COUNTER
+        da, db = a.cached_data, b.cached_data
+        if LAZY_MODE or da is None or db is None:
+            return Tensor.make_from_op(op, (a, b))
+        tensor = _new_tensor(Tensor)
+        TENSOR_COUNTER += 1
+        tensor.grad = None
+        tensor.cached_data = op.compute(da, db)
+        if (a.requires_grad or b.requires_grad) and _GRAD_ENABLED:
+            tensor.op, tensor.inputs, tensor.requires_grad = op, [a, b], True
         else:
             tensor.op, tensor.inputs, tensor.requires_grad = None, [], False
         return tensor

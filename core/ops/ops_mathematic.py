@@ -28,6 +28,7 @@ __all__ = [
 ]
 
 _make = Tensor.make_from_op
+_make1, _make2 = Tensor._make1, Tensor._make2
 
 
 # ---------------------------------------------------------------------- #
@@ -88,7 +89,7 @@ class EWiseAdd(TensorOp):
 
 
 def add(a, b):
-    return _make(_EWISE_ADD, (a, b))
+    return _make2(_EWISE_ADD, a, b)
 
 
 class AddScalar(TensorOp):
@@ -105,7 +106,7 @@ class AddScalar(TensorOp):
 
 
 def add_scalar(a, scalar):
-    return _make(AddScalar(scalar), (a,))
+    return _make1(AddScalar(scalar), a)
 
 
 class EWiseMul(TensorOp):
@@ -120,7 +121,7 @@ class EWiseMul(TensorOp):
 
 
 def multiply(a, b):
-    return _make(_EWISE_MUL, (a, b))
+    return _make2(_EWISE_MUL, a, b)
 
 
 class MulScalar(TensorOp):
@@ -133,11 +134,11 @@ class MulScalar(TensorOp):
         return a * self.scalar
 
     def gradient(self, out_grad: Tensor, node: Tensor):
-        return _make(MulScalar(self.scalar), (out_grad,))
+        return _make1(MulScalar(self.scalar), out_grad)
 
 
 def mul_scalar(a, scalar):
-    return _make(MulScalar(scalar), (a,))
+    return _make1(MulScalar(scalar), a)
 
 
 class EWisePow(TensorOp):
@@ -154,7 +155,7 @@ class EWisePow(TensorOp):
 
 
 def power(a, b):
-    return _make(EWisePow(), (a, b))
+    return _make2(EWisePow(), a, b)
 
 
 class PowerScalar(TensorOp):
@@ -179,7 +180,7 @@ class PowerScalar(TensorOp):
 
 
 def power_scalar(a, scalar):
-    return _make(PowerScalar(scalar), (a,))
+    return _make1(PowerScalar(scalar), a)
 
 
 class EWiseDiv(TensorOp):
@@ -196,7 +197,7 @@ class EWiseDiv(TensorOp):
 
 
 def divide(a, b):
-    return _make(_EWISE_DIV, (a, b))
+    return _make2(_EWISE_DIV, a, b)
 
 
 class DivScalar(TensorOp):
@@ -209,11 +210,11 @@ class DivScalar(TensorOp):
         return a / self.scalar
 
     def gradient(self, out_grad: Tensor, node: Tensor):
-        return _make(DivScalar(self.scalar), (out_grad,))
+        return _make1(DivScalar(self.scalar), out_grad)
 
 
 def divide_scalar(a, scalar):
-    return _make(DivScalar(scalar), (a,))
+    return _make1(DivScalar(scalar), a)
 
 
 class Negate(TensorOp):
@@ -223,11 +224,11 @@ class Negate(TensorOp):
         return -a
 
     def gradient(self, out_grad: Tensor, node: Tensor):
-        return _make(_NEGATE, (out_grad,))
+        return _make1(_NEGATE, out_grad)
 
 
 def negate(a):
-    return _make(_NEGATE, (a,))
+    return _make1(_NEGATE, a)
 
 
 # ---------------------------------------------------------------------- #
@@ -264,7 +265,7 @@ class Transpose(TensorOp):
 
 
 def transpose(a, axes=None):
-    return _make(Transpose(axes), (a,))
+    return _make1(Transpose(axes), a)
 
 
 class Reshape(TensorOp):
@@ -285,7 +286,7 @@ class Reshape(TensorOp):
 
 
 def reshape(a, shape):
-    return _make(Reshape(shape), (a,))
+    return _make1(Reshape(shape), a)
 
 
 class BroadcastTo(TensorOp):
@@ -303,7 +304,7 @@ class BroadcastTo(TensorOp):
 
 
 def broadcast_to(a, shape):
-    return _make(BroadcastTo(shape), (a,))
+    return _make1(BroadcastTo(shape), a)
 
 
 # ---------------------------------------------------------------------- #
@@ -332,7 +333,7 @@ class Summation(TensorOp):
 
 
 def summation(a, axes=None):
-    return _make(Summation(axes), (a,))
+    return _make1(Summation(axes), a)
 
 
 class Max(TensorOp):
@@ -363,7 +364,7 @@ class Max(TensorOp):
 
 
 def max(a, axes=None, keepdims=False):  # noqa: A001 (op name)
-    return _make(Max(axes, keepdims), (a,))
+    return _make1(Max(axes, keepdims), a)
 
 
 # ---------------------------------------------------------------------- #
@@ -396,7 +397,7 @@ class MatMul(TensorOp):
 
 
 def matmul(a, b):
-    return _make(_MATMUL, (a, b))
+    return _make2(_MATMUL, a, b)
 
 
 # ---------------------------------------------------------------------- #
@@ -413,7 +414,7 @@ class Log(TensorOp):
 
 
 def log(a):
-    return _make(_LOG, (a,))
+    return _make1(_LOG, a)
 
 
 class Exp(TensorOp):
@@ -427,7 +428,7 @@ class Exp(TensorOp):
 
 
 def exp(a):
-    return _make(_EXP, (a,))
+    return _make1(_EXP, a)
 
 
 class ReLUGrad(TensorOp):
@@ -441,7 +442,7 @@ class ReLUGrad(TensorOp):
         return self.mask_source.relu_grad(g)
 
     def gradient(self, out_grad: Tensor, node: Tensor):
-        return _make(self, (out_grad,))
+        return _make1(self, out_grad)
 
 
 class ReLU(TensorOp):
@@ -451,11 +452,11 @@ class ReLU(TensorOp):
         return a.maximum(0.0)
 
     def gradient(self, out_grad: Tensor, node: Tensor):
-        return _make(ReLUGrad(node.realize_cached_data()), (out_grad,))
+        return _make1(ReLUGrad(node.realize_cached_data()), out_grad)
 
 
 def relu(a):
-    return _make(_RELU, (a,))
+    return _make1(_RELU, a)
 
 
 class Tanh(TensorOp):
@@ -469,7 +470,7 @@ class Tanh(TensorOp):
 
 
 def tanh(a):
-    return _make(_TANH, (a,))
+    return _make1(_TANH, a)
 
 
 class Sigmoid(TensorOp):
@@ -484,7 +485,7 @@ class Sigmoid(TensorOp):
 
 
 def sigmoid(a):
-    return _make(_SIGMOID, (a,))
+    return _make1(_SIGMOID, a)
 
 
 # ---------------------------------------------------------------------- #
@@ -505,7 +506,7 @@ class Flip(TensorOp):
 
 
 def flip(a, axes=None):
-    return _make(Flip(axes), (a,))
+    return _make1(Flip(axes), a)
 
 
 def _dilate_axes(axes, ndim):
@@ -554,7 +555,7 @@ class Dilate(TensorOp):
 
 
 def dilate(a, axes, dilation):
-    return _make(Dilate(axes, dilation), (a,))
+    return _make1(Dilate(axes, dilation), a)
 
 
 class UnDilate(TensorOp):
@@ -576,11 +577,11 @@ class UnDilate(TensorOp):
 
     def gradient(self, out_grad: Tensor, node: Tensor):
         shape = node.inputs[0].shape
-        return _make(Dilate(self.axes, self.dilation, out_shape=shape), (out_grad,))
+        return _make1(Dilate(self.axes, self.dilation, out_shape=shape), out_grad)
 
 
 def undilate(a, axes, dilation):
-    return _make(UnDilate(axes, dilation), (a,))
+    return _make1(UnDilate(axes, dilation), a)
 
 
 # shared instances of the stateless ops (the operator methods use them too)

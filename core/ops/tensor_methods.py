@@ -44,7 +44,7 @@ _SCALARS = (numbers.Number, np.generic)
 def install(cls=Tensor) -> None:
     """Define the operator methods on ``cls`` from the registry's ops."""
     ops = {name: REGISTRY[name] for names in TENSOR_METHODS.values() for name in names}
-    make = Tensor.make_from_op
+    make1, make2 = Tensor._make1, Tensor._make2
     EWiseAdd, AddScalar = ops["add"].cls, ops["add_scalar"].cls
     EWiseMul, MulScalar = ops["multiply"].cls, ops["mul_scalar"].cls
     EWiseDiv, DivScalar = ops["divide"].cls, ops["divide_scalar"].cls
@@ -60,65 +60,65 @@ def install(cls=Tensor) -> None:
 
     def __add__(self, other):
         if isinstance(other, Tensor):
-            return make(add_op, (self, other))
+            return make2(add_op, self, other)
         if isinstance(other, _SCALARS):
-            return make(AddScalar(other), (self,))
+            return make1(AddScalar(other), self)
         other = as_tensor(other, self)
-        return NotImplemented if other is None else make(add_op, (self, other))
+        return NotImplemented if other is None else make2(add_op, self, other)
 
     def __sub__(self, other):
         if isinstance(other, Tensor):
-            return make(add_op, (self, make(neg_op, (other,))))
+            return make2(add_op, self, make1(neg_op, other))
         if isinstance(other, _SCALARS):
-            return make(AddScalar(-other), (self,))
+            return make1(AddScalar(-other), self)
         other = as_tensor(other, self)
-        return NotImplemented if other is None else make(add_op, (self, make(neg_op, (other,))))
+        return NotImplemented if other is None else make2(add_op, self, make1(neg_op, other))
 
     def __rsub__(self, other):
         if isinstance(other, _SCALARS):
-            return make(AddScalar(other), (make(neg_op, (self,)),))
+            return make1(AddScalar(other), make1(neg_op, self))
         other = as_tensor(other, self)
-        return NotImplemented if other is None else make(add_op, (other, make(neg_op, (self,))))
+        return NotImplemented if other is None else make2(add_op, other, make1(neg_op, self))
 
     def __mul__(self, other):
         if isinstance(other, Tensor):
-            return make(mul_op, (self, other))
+            return make2(mul_op, self, other)
         if isinstance(other, _SCALARS):
-            return make(MulScalar(other), (self,))
+            return make1(MulScalar(other), self)
         other = as_tensor(other, self)
-        return NotImplemented if other is None else make(mul_op, (self, other))
+        return NotImplemented if other is None else make2(mul_op, self, other)
 
     def __truediv__(self, other):
         if isinstance(other, Tensor):
-            return make(div_op, (self, other))
+            return make2(div_op, self, other)
         if isinstance(other, _SCALARS):
-            return make(DivScalar(other), (self,))
+            return make1(DivScalar(other), self)
         other = as_tensor(other, self)
-        return NotImplemented if other is None else make(div_op, (self, other))
+        return NotImplemented if other is None else make2(div_op, self, other)
 
     def __rtruediv__(self, other):
         if isinstance(other, _SCALARS):
-            return make(MulScalar(other), (make(PowerScalar(-1), (self,)),))
+            return make1(MulScalar(other), make1(PowerScalar(-1), self))
         other = as_tensor(other, self)
-        return NotImplemented if other is None else make(div_op, (other, self))
+        return NotImplemented if other is None else make2(div_op, other, self)
 
     def __pow__(self, other):
         if isinstance(other, Tensor):
-            return make(EWisePow(), (self, other))
+            return make2(EWisePow(), self, other)
         if isinstance(other, _SCALARS):
-            return make(PowerScalar(other), (self,))
+            return make1(PowerScalar(other), self)
         other = as_tensor(other, self)
-        return NotImplemented if other is None else make(EWisePow(), (self, other))
+        return NotImplemented if other is None else make2(EWisePow(), self, other)
 
     def __matmul__(self, other):
         if not isinstance(other, Tensor):
             other = as_tensor(other, self)
             if other is None:
                 return NotImplemented
-        return make(matmul_op, (self, other))
+        return make2(matmul_op, self, other)
 
     def __neg__(self):
-        return make(neg_op, (self,))
+        return make1(neg_op, self)
 
     summation = ops["summation"].function
     reshape = ops["reshape"].function
