@@ -145,3 +145,13 @@ def test_hook_returns_the_backend():
     (b,) = needle_cuda.needle_backends()
     assert b.name == "cuda" and set(b.dtypes) == {"float32", "float64"}
     assert set(b.op_overrides()) == {"conv", "conv_grad_input", "conv_grad_weight", "logsumexp", "softmax"}
+
+
+def test_bench_script_exits_cleanly_without_gpu():
+    ok, reason, _ = _driver.probe()
+    if ok:
+        pytest.skip("a GPU is usable here; the benchmark would run for real")
+    r = subprocess.run([sys.executable, "-m", "needle_cuda.bench_gpu", "--reps", "1"], capture_output=True,
+                       text=True, timeout=TIMEOUT)
+    assert r.returncode == 2, r.stderr
+    assert r.stdout.strip() == f"no GPU: cuda backend unavailable ({reason}); nothing measured"
