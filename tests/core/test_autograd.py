@@ -75,6 +75,7 @@ def test_identity_semantics_and_hashable():
     a, b = ndl.Tensor([1.0]), ndl.Tensor([1.0])
     assert a != b and a == a and (a, b) != (b, a)
     assert {a: 1, b: 2}[a] == 1
+    assert bool(ndl.Tensor(np.zeros((0, 3)))) and bool(ndl.Tensor(0.0))
     assert "needle.Tensor(" in repr(a)
 
 
@@ -341,3 +342,61 @@ def test_register_third_party_op_and_hook():
                 if n in getattr(mod, "__all__", []):
                     mod.__all__.remove(n)
         assert entry is not None
+
+
+# --------------------------------------------------------------------------- #
+# second order against PyTorch: gradients are differentiable graphs
+# --------------------------------------------------------------------------- #
+SECOND_ORDER = {
+    "mul_div": (lambda x, y: x * y / (y * y + 1.0), lambda x, y: x * y / (y * y + 1.0)),
+    "pow": (lambda x, y: ops.power(x * x + 1.0, y), lambda x, y: torch_mod().pow(x * x + 1.0, y)),
+    "power_scalar": (lambda x, y: (x * x + 1.0) ** 1.5 + y ** 3,
+                     lambda x, y: (x * x + 1.0) ** 1.5 + y ** 3),
+    "exp_log": (lambda x, y: ops.log(ops.exp(x) + ops.exp(y)) * x,
+                lambda x, y: torch_mod().log(torch_mod().exp(x) + torch_mod().exp(y)) * x),
+    "tanh_sigmoid": (lambda x, y: ops.tanh(x) * ops.sigmoid(y),
+                     lambda x, y: torch_mod().tanh(x) * torch_mod().sigmoid(y)),
+    "relu": (lambda x, y: ops.relu(x) * y * y, lambda x, y: torch_mod().relu(x) * y * y),
+    "matmul_bcast": (lambda x, y: (x @ ops.transpose(y)) * (x @ ops.transpose(y)),
+                     lambda x, y: (x @ y.T) * (x @ y.T)),
+    "sum_broadcast": (lambda x, y: ops.broadcast_to(ops.reshape(ops.summation(x * y, axes=(1,)), (3, 1)),
+                                                    (2, 3, 4)) ** 2 * y,
+                      lambda x, y: (x * y).sum(dim=1).reshape(3, 1).expand(2, 3, 4) ** 2 * y),
+    "logsoftmax": (lambda x, y: ops.logsoftmax(x * y) * y,
+                   lambda x, y: torch_mod().log_softmax(x * y, dim=1) * y),
+    "stack_split": (lambda x, y: ops.stack([ops.split(x, 0)[1] * ops.split(y, 0)[2],
+                                            ops.split(x * y, 0)[0]], 1) ** 2,
+                    lambda x, y: torch_mod().stack([x[1] * y[2], (x * y)[0]], 1) ** 2),
+}
+
+
+def torch_mod():
+    import torch
+    return torch
+
+
+@pytest.mark.parametrize("name", list(SECOND_ORDER))
+def test_second_order_matches_torch(name):
+    torch = pytest.importorskip("torch")
+    ours, theirs = SECOND_ORDER[name]
+    rng = np.random.default_rng(7)
+    xv, yv = rng.uniform(0.3, 1.5, (3, 4)), rng.uniform(0.3, 1.5, (3, 4))
+    xv[0, 0] = -0.7  # a negative entry for relu's mask
+    x, y = ndl.Tensor(xv), ndl.Tensor(yv)
+    out = ours(x, y)
+    w = rng.standard_normal(out.shape)
+    (out * ndl.Tensor(w)).sum().backward()
+    gx, gy = x.grad, y.grad
+    v1, v2 = rng.standard_normal(xv.shape), rng.standard_normal(yv.shape)
+    ((gx * ndl.Tensor(v1)).sum() + (gy * ndl.Tensor(v2)).sum()).backward()
+    tx, ty = torch.tensor(xv, requires_grad=True), torch.tensor(yv, requires_grad=True)
+    tout = theirs(tx, ty)
+    tgx, tgy = torch.autograd.grad((tout * torch.tensor(w)).sum(), (tx, ty), create_graph=True)
+    np.testing.assert_allclose(gx.numpy(), tgx.detach().numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(gy.numpy(), tgy.detach().numpy(), rtol=1e-10, atol=1e-12)
+    hx, hy = torch.autograd.grad((tgx * torch.tensor(v1)).sum() + (tgy * torch.tensor(v2)).sum(),
+                                 (tx, ty), allow_unused=True)
+    hx = np.zeros_like(xv) if hx is None else hx.numpy()
+    hy = np.zeros_like(yv) if hy is None else hy.numpy()
+    np.testing.assert_allclose(x.grad.numpy(), hx, rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(y.grad.numpy(), hy, rtol=1e-9, atol=1e-11)
