@@ -10,6 +10,7 @@
 #define T float
 #define SUF f32
 #define ACC double
+#define ND_LANES 32
 #define EXP expf
 #define LOG logf
 #define TANH tanhf
@@ -26,6 +27,8 @@
 #define T double
 #define SUF f64
 #define ACC double
+#undef ND_LANES
+#define ND_LANES 16
 #define EXP exp
 #define LOG log
 #define TANH tanh

@@ -78,13 +78,20 @@ ND_UN(nd_tanh_, ND_GRAIN_MATH, TANH(x))
 /* Sum of one row: vector-width partial sums in T over short blocks, blocks
  * added in ACC (double for float32) so long rows keep their precision. */
 static ACC ND_FN(row_sum_)(const T *a, nd_i64 r) {
+  /* ND_LANES independent partial sums: enough vector chains to hide the
+   * latency of the adds; blocks of 1024 are folded into ACC */
   ACC total = 0;
   for (nd_i64 b = 0; b < r; b += 1024) {
     nd_i64 e = b + 1024 < r ? b + 1024 : r;
-    T s = 0;
-    _Pragma("omp simd reduction(+:s)")
-    for (nd_i64 i = b; i < e; i++) s += a[i];
-    total += s;
+    T s[ND_LANES];
+    for (int j = 0; j < ND_LANES; j++) s[j] = 0;
+    nd_i64 i = b;
+    for (; i + ND_LANES <= e; i += ND_LANES)
+      for (int j = 0; j < ND_LANES; j++) s[j] += a[i + j];
+    T t = 0;
+    for (; i < e; i++) t += a[i];
+    for (int j = 0; j < ND_LANES; j++) t += s[j];
+    total += t;
   }
   return total;
 }

@@ -130,7 +130,8 @@ static void ND_FN(gemm_one_)(nd_i64 m, nd_i64 k, nd_i64 p, const T *A, nd_i64 rs
         ND_TID(tid);
         T *Ap = bufA[tid];
         nd_i64 packed_ib = -1;
-        _Pragma("omp for schedule(static)")
+        /* dynamic: on a busy machine a descheduled thread must not hold up the rest */
+        _Pragma("omp for schedule(dynamic, 1)")
         for (nd_i64 task = 0; task < tasks; task++) {
           nd_i64 ib = task / jchunks, jcb = task % jchunks;
           nd_i64 i0 = ib * mc_eff;
