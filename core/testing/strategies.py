@@ -9,6 +9,8 @@ both drive them, with different example counts.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 from hypothesis import strategies as st
 
@@ -20,6 +22,28 @@ def _nd():
     return nd
 
 
+# Strategies are built once and reused: building them per draw costs more
+# than the checks themselves.
+@lru_cache(maxsize=None)
+def _ints(lo, hi):
+    return st.integers(lo, hi)
+
+
+@lru_cache(maxsize=None)
+def _bound(dim):
+    return st.none() | st.integers(-dim - 2, dim + 2)
+
+
+@lru_cache(maxsize=None)
+def _perm(n):
+    return st.permutations(range(n))
+
+
+_BOOL = st.booleans()
+_STEP = st.none() | st.integers(1, 4)
+
+
+@lru_cache(maxsize=None)
 def dims(min_dims=1, max_dims=4, min_side=1, max_side=MAX_SIDE):
     return st.lists(st.integers(min_side, max_side), min_size=min_dims, max_size=max_dims).map(tuple)
 
@@ -33,11 +57,11 @@ def index_for(draw, shape, allow_int=True):
     start/stop (negative, past the end, None) and steps 1..4."""
     out = []
     for dim in shape:
-        if allow_int and dim > 0 and draw(st.booleans()) and draw(st.booleans()):
-            out.append(draw(st.integers(-dim, dim - 1)))
+        if allow_int and dim > 0 and draw(_ints(0, 3)) == 0:
+            out.append(draw(_ints(-dim, dim - 1)))
             continue
-        bound = st.none() | st.integers(-dim - 2, dim + 2)
-        out.append(slice(draw(bound), draw(bound), draw(st.none() | st.integers(1, 4))))
+        bound = _bound(dim)
+        out.append(slice(draw(bound), draw(bound), draw(_STEP)))
     return tuple(out)
 
 
@@ -46,23 +70,27 @@ def numpy_index(idx, shape):
     return tuple(slice(i % d, i % d + 1) if isinstance(i, int) else i for i, d in zip(idx, shape))
 
 
+_KINDS = st.sampled_from(["slice", "permute", "broadcast"])
+_KINDS_NO_BROADCAST = st.sampled_from(["slice", "permute"])
+
+
 @st.composite
 def base_views(draw, max_dims=4, broadcast=True):
     """``(shape, ops)``: a starting shape and a chain of view operations
     (slice / permute / broadcast) producing a possibly non-compact view."""
     shape = draw(dims(1, max_dims))
     ops, cur = [], shape
-    for _ in range(draw(st.integers(0, 3))):
-        kind = draw(st.sampled_from(["slice", "permute", "broadcast"] if broadcast else ["slice", "permute"]))
+    for _ in range(draw(_ints(0, 3))):
+        kind = draw(_KINDS if broadcast else _KINDS_NO_BROADCAST)
         if kind == "slice":
             idx = index_for(draw, cur)
             cur = np.empty(cur)[numpy_index(idx, cur)].shape
         elif kind == "permute":
-            perm = tuple(draw(st.permutations(range(len(cur)))))
+            perm = tuple(draw(_perm(len(cur))))
             cur = tuple(cur[p] for p in perm)
             idx = perm
         else:
-            new = tuple(draw(st.integers(1, 3)) if d == 1 else d for d in cur)
+            new = tuple(draw(_ints(1, 3)) if d == 1 else d for d in cur)
             lead = tuple(draw(dims(0, 1, 1, 3)))
             idx = lead + new
             cur = idx
@@ -115,14 +143,14 @@ def _factor_shape(draw, size):
             factors.append(p)
             n //= p
         p += 1
-    k = draw(st.integers(1, 4))
+    k = draw(_ints(1, 4))
     bins = [1] * k
     for f in factors:
-        bins[draw(st.integers(0, k - 1))] *= f
-    for _ in range(draw(st.integers(0, 1))):
-        bins.insert(draw(st.integers(0, len(bins))), 1)
-    if draw(st.booleans()):
-        bins[draw(st.integers(0, len(bins) - 1))] = -1
+        bins[draw(_ints(0, k - 1))] *= f
+    for _ in range(draw(_ints(0, 1))):
+        bins.insert(draw(_ints(0, len(bins))), 1)
+    if draw(_BOOL):
+        bins[draw(_ints(0, len(bins) - 1))] = -1
     return tuple(bins)
 
 
@@ -142,7 +170,7 @@ def check_reshape(dev, case):
 def permute_cases(draw):
     shape, ops = draw(base_views())
     ndim = apply_np(np.empty(shape), ops).ndim
-    return shape, ops, tuple(draw(st.permutations(range(ndim))))
+    return shape, ops, tuple(draw(_perm(ndim)))
 
 
 def check_permute(dev, case):
@@ -155,7 +183,7 @@ def check_permute(dev, case):
 @st.composite
 def broadcast_cases(draw):
     shape = draw(dims(1, 4, 1, 4).map(lambda s: tuple(1 if d % 2 else d for d in s)))
-    target = tuple(draw(st.integers(1, 4)) if d == 1 else d for d in shape)
+    target = tuple(draw(_ints(1, 4)) if d == 1 else d for d in shape)
     lead = tuple(draw(dims(0, 2, 1, 3)))
     ops = draw(st.just([]) | st.just([("slice", tuple(slice(None, None, 1) for _ in shape))]))
     return shape, ops, lead + target
@@ -183,10 +211,10 @@ def check_getitem(dev, case):
 
 @st.composite
 def as_strided_cases(draw):
-    n = draw(st.integers(1, 80))
-    offset = draw(st.integers(0, n - 1))
+    n = draw(_ints(1, 80))
+    offset = draw(_ints(0, n - 1))
     shape = draw(dims(0, 4, 1, 4))
-    strides = tuple(draw(st.lists(st.integers(0, 7), min_size=len(shape), max_size=len(shape))))
+    strides = tuple(draw(_ints(0, 7)) for _ in shape)
     reach = sum((d - 1) * s for d, s in zip(shape, strides))
     # keep the view inside the buffer
     offset = min(offset, n - 1 - reach) if reach <= n - 1 else None
@@ -225,7 +253,7 @@ def check_compact(dev, case):
 def setitem_cases(draw):
     shape, ops = draw(base_views(3, broadcast=False))  # never write through a broadcast
     idx = index_for(draw, apply_np(np.empty(shape), ops).shape)
-    return shape, ops, idx, draw(st.booleans())
+    return shape, ops, idx, draw(_BOOL)
 
 
 def check_setitem_array(dev, case):
