@@ -131,9 +131,6 @@ def _ratio_rows(results: dict, key_of):
 
 def report(repeat: int = 7) -> None:
     """Print both benchmarks with ratios to PyTorch (time / torch time; <= 2x is the target)."""
-    torch = _torch()
-    if torch is not None:
-        torch.set_num_threads(1)
     add = bench_add_small(repeat)
     mlp = bench_tiny_mlp_step(repeat)
     print("\n== overhead: a + b with requires_grad (median us; ratio = needle / torch) ==")

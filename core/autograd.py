@@ -378,15 +378,18 @@ class Tensor(Value):
 
     @property
     def shape(self) -> tuple:
-        return self.realize_cached_data().shape
+        data = self.cached_data
+        return (data if data is not None else self.realize_cached_data()).shape
 
     @property
     def dtype(self):
-        return self.realize_cached_data().dtype
+        data = self.cached_data
+        return (data if data is not None else self.realize_cached_data()).dtype
 
     @property
     def device(self):
-        return self.realize_cached_data().device
+        data = self.cached_data
+        return (data if data is not None else self.realize_cached_data()).device
 
     @property
     def ndim(self) -> int:

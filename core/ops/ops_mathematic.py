@@ -28,6 +28,11 @@ __all__ = [
 ]
 
 _make = Tensor.make_from_op
+_INTS = (int, np.integer, numbers.Integral)
+
+
+def _as_shape(shape) -> tuple:
+    return (int(shape),) if isinstance(shape, _INTS) else tuple(int(s) for s in shape)
 _make1, _make2 = Tensor._make1, Tensor._make2
 
 
@@ -40,7 +45,7 @@ def normalize_axes(axes, ndim: int, op: str):
     out of range or repeated."""
     if axes is None:
         return None
-    seq = (axes,) if isinstance(axes, (numbers.Integral, np.integer)) else tuple(axes)
+    seq = (axes,) if isinstance(axes, _INTS) else tuple(axes)
     out = []
     for ax in seq:
         ax = int(ax)
@@ -272,7 +277,7 @@ class Reshape(TensorOp):
     """Reshape (one dimension may be -1); the input is compacted first if needed."""
 
     def __init__(self, shape):
-        self.shape = tuple(shape) if not isinstance(shape, (numbers.Integral, np.integer)) else (int(shape),)
+        self.shape = shape if type(shape) is tuple else _as_shape(shape)
 
     def compute(self, a: NDArray) -> NDArray:
         try:
@@ -294,7 +299,7 @@ class BroadcastTo(TensorOp):
     adjoint is summed over the new and stretched axes."""
 
     def __init__(self, shape):
-        self.shape = tuple(shape) if not isinstance(shape, (numbers.Integral, np.integer)) else (int(shape),)
+        self.shape = shape if type(shape) is tuple else _as_shape(shape)
 
     def compute(self, a: NDArray) -> NDArray:
         return a.broadcast_to(self.shape)

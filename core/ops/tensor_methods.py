@@ -38,7 +38,9 @@ TENSOR_METHODS = {
     "matmul": ("matmul",),
 }
 
-_SCALARS = (numbers.Number, np.generic)
+# float/int first: isinstance against the numbers ABCs is slow, so plain
+# Python numbers (and numpy scalars, which subclass np.generic) skip it
+_SCALARS = (float, int, np.generic, numbers.Number)
 
 
 def install(cls=Tensor) -> None:
