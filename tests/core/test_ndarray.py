@@ -1,0 +1,371 @@
+"""Course semantics of ``needle.backend_ndarray`` (API.md section 7) and its
+bad-input errors, on every available backend (``device`` fixture)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import needle
+import needle.backend_ndarray as nd
+from needle import discovery
+from needle.backend_ndarray import NDArray
+from needle.errors import (BackendUnavailableError, DeviceMismatchError, ShapeError,
+                           UnsupportedDTypeError)
+
+DTYPES = ("float32", "float64")
+
+
+def _x(shape, seed=0, dtype="float32"):
+    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+
+
+# ---------------------------------------------------------------------- #
+# devices
+# ---------------------------------------------------------------------- #
+def test_device_names_repr_and_equality():
+    assert repr(nd.cpu()) == "cpu()" and repr(nd.cuda()) == "cuda()" and repr(nd.cpu_numpy()) == "cpu_numpy()"
+    assert nd.cpu().name == "cpu" and nd.cuda().name == "cuda" and nd.cpu_numpy().name == "cpu_numpy"
+    assert nd.cpu_numpy() == nd.cpu_numpy() and nd.cpu() != nd.cpu_numpy()
+    assert hash(nd.cpu_numpy()) == hash(nd.BackendDevice("cpu_numpy"))
+    assert nd.BackendDevice("cpu_numpy") == nd.cpu_numpy()
+    assert nd.device("numpy") == nd.cpu_numpy() and nd.device("cpu_numpy()") == nd.cpu_numpy()
+    assert [repr(d) for d in nd.all_devices()] == ["cpu()", "cuda()", "cpu_numpy()"]
+    for dev in nd.all_devices():
+        assert isinstance(dev.enabled(), bool)
+    assert nd.cpu_numpy().enabled()
+
+
+def test_cuda_never_raises_and_fails_clearly_on_first_use():
+    dev = nd.cuda()  # must not raise, GPU or not
+    if dev.enabled():
+        pytest.skip("a GPU is present: the disabled-device path does not apply")
+    with pytest.raises(BackendUnavailableError, match=r"cuda\(\) is unavailable.*available devices"):
+        nd.array([1.0, 2.0], device=dev)
+    with pytest.raises(BackendUnavailableError):
+        dev.empty((2,))
+
+
+def test_unknown_device_lists_what_is_available():
+    with pytest.raises(BackendUnavailableError, match=r"unknown device 'nope'.*cpu_numpy\(\)"):
+        nd.device("nope")
+    with pytest.raises(BackendUnavailableError):
+        needle.device("nope:0")
+
+
+def test_default_device_supports_float64():
+    dev = nd.default_device()
+    assert dev.enabled() and "cuda" not in dev.name
+    assert nd.array([1.0], dtype="float64").dtype == np.float64
+
+
+def test_rand_randn_one_hot_use_numpy_global_rng(device):
+    np.random.seed(3)
+    want = np.random.rand(2, 3).astype(np.float32)
+    np.random.seed(3)
+    got = device.rand(2, 3)
+    assert got.device == device and got.shape == (2, 3) and got.dtype == np.float32
+    np.testing.assert_array_equal(got.numpy(), want)
+    np.random.seed(4)
+    want = np.random.randn(4).astype(np.float64)
+    np.random.seed(4)
+    np.testing.assert_array_equal(device.randn(4, dtype="float64").numpy(), want)
+    oh = device.one_hot(5, np.array([1, 4, 1]))
+    np.testing.assert_array_equal(oh.numpy(), np.eye(5, dtype=np.float32)[[1, 4, 1]])
+    with pytest.raises(IndexError, match="one_hot"):
+        device.one_hot(3, [3])
+    e = device.empty((2, 3), dtype="float64")
+    assert e.shape == (2, 3) and e.dtype == np.float64
+    np.testing.assert_array_equal(device.full((2, 2), 1.5).numpy(), np.full((2, 2), 1.5, np.float32))
+    np.testing.assert_array_equal(nd.full((3,), -2.0, device=device).numpy(), np.full(3, -2.0, np.float32))
+
+
+def test_unknown_device_attributes_fall_through_to_the_backend(device):
+    assert hasattr(device, "matmul_tiled") and hasattr(device, "ewise_add")
+    assert isinstance(device.__tile_size__, int) and device.__tile_size__ > 0
+    assert not hasattr(device, "no_such_kernel")
+    assert device.backend is device.mod and device.backend is not None
+
+
+def test_matmul_tiled_called_as_hw3_does(device):
+    t = device.__tile_size__
+    m, n, p = 2 * t, 3 * t, t
+    A, B = _x((m, n), 1), _x((n, p), 2)
+    a = nd.array(A, device=device).reshape((m // t, t, n // t, t)).permute((0, 2, 1, 3)).compact()
+    b = nd.array(B, device=device).reshape((n // t, t, p // t, t)).permute((0, 2, 1, 3)).compact()
+    out = NDArray.make((m // t, p // t, t, t), device=device)  # uninitialised: the kernel overwrites it
+    device.matmul_tiled(a._handle, b._handle, out._handle, m, n, p)
+    got = out.permute((0, 2, 1, 3)).compact().reshape((m, p)).numpy()
+    np.testing.assert_allclose(got, A @ B, rtol=1e-4, atol=1e-4)
+
+
+# ---------------------------------------------------------------------- #
+# construction, properties, conversion
+# ---------------------------------------------------------------------- #
+def test_construction_copies(device):
+    x = _x((2, 3))
+    a = NDArray(x, device=device)
+    x[0, 0] = 100.0
+    assert a.numpy()[0, 0] != 100.0, "NDArray(numpy) must copy"
+    b = NDArray(a)
+    assert b._handle is not a._handle and b.device == device
+    np.testing.assert_array_equal(b.numpy(), a.numpy())
+    c = NDArray([[1, 2], [3, 4]], device=device)
+    assert c.dtype == np.float32 and c.shape == (2, 2)
+    assert nd.array([1, 2], dtype="float64", device=device).dtype == np.float64
+    assert NDArray(nd.array([1.0], dtype="float64", device=device)).dtype == np.float64
+    assert a.to(device) is a
+    if device != nd.cpu_numpy():
+        moved = a.to(nd.cpu_numpy())
+        assert moved.device == nd.cpu_numpy()
+        np.testing.assert_array_equal(moved.numpy(), a.numpy())
+
+
+def test_properties_make_and_compact_strides(device):
+    a = nd.array(np.arange(24, dtype=np.float32).reshape(2, 3, 4), device=device)
+    assert (a.shape, a.strides, a.offset, a._offset, a.size, a.ndim) == ((2, 3, 4), (12, 4, 1), 0, 0, 24, 3)
+    assert NDArray.compact_strides((2, 3, 4)) == (12, 4, 1) and NDArray.compact_strides(()) == ()
+    v = NDArray.make((3, 2), strides=(1, 3), device=device, handle=a._handle, offset=5)
+    assert v._handle is a._handle
+    np.testing.assert_array_equal(v.numpy(), np.arange(24, dtype=np.float32)[5:11].reshape(2, 3).T)
+    fresh = NDArray.make((4, 5), device=device)
+    assert fresh.shape == (4, 5) and fresh._handle.size == 20 and fresh.is_compact()
+    with pytest.raises(IndexError, match="NDArray.make"):
+        NDArray.make((3, 9), device=device, handle=a._handle)
+
+
+def test_array_protocol_and_astype(device):
+    x = _x((4, 3))
+    a = nd.array(x, device=device)
+    np.testing.assert_array_equal(np.array(a), x)
+    np.testing.assert_allclose(a, x)  # np.testing accepts NDArray through __array__
+    parts = np.array_split(a, 2)
+    assert len(parts) == 2 and parts[0].shape == (2, 3)
+    assert np.asarray(a, dtype=np.float64).dtype == np.float64
+    got = a.astype(np.float64)
+    assert isinstance(got, np.ndarray) and got.dtype == np.float64
+    np.testing.assert_array_equal(got, x.astype(np.float64))
+
+
+def test_handles_ptr_size_shared_by_views_and_kept_by_writes(device):
+    a = nd.array(np.arange(12, dtype=np.float32).reshape(3, 4), device=device)
+    ptr = a._handle.ptr()
+    assert isinstance(ptr, int) and a._handle.size == 12
+    for view in (a.reshape((4, 3)), a.permute((1, 0)), a[1:, ::2], a.flat, a.as_strided((2, 2), (4, 1))):
+        assert view._handle.ptr() == ptr
+    a[0, :] = 5.0
+    a[1:3, 1:3] = nd.array(np.ones((2, 2)), device=device)
+    a.fill(2.0)
+    assert a._handle.ptr() == ptr, "in-place writes must keep the buffer"
+    assert (a + 1)._handle.ptr() != ptr
+
+
+def test_flat_edits_in_place(device):
+    a = nd.array(np.zeros((2, 3), dtype=np.float32), device=device)
+    a.flat[4] += 0.5
+    a.flat[0] -= 1.0
+    want = np.zeros((2, 3), np.float32)
+    want.flat[4] += 0.5
+    want.flat[0] -= 1.0
+    np.testing.assert_array_equal(a.numpy(), want)
+
+
+def test_is_compact_compact_as_strided(device):
+    a = nd.array(np.arange(12, dtype=np.float32), device=device)
+    assert a.is_compact() and a.compact() is a
+    s = a[2:8]
+    assert not s.is_compact(), "a slice covering part of the buffer is not compact"
+    c = s.compact()
+    assert c.is_compact() and c._handle is not a._handle
+    np.testing.assert_array_equal(c.numpy(), np.arange(2, 8, dtype=np.float32))
+    v = s.as_strided((2, 3), (1, 2))
+    np.testing.assert_array_equal(v.numpy(), np.lib.stride_tricks.as_strided(
+        np.arange(12, dtype=np.float32)[2:], (2, 3), (4, 8)))
+
+
+# ---------------------------------------------------------------------- #
+# indexing
+# ---------------------------------------------------------------------- #
+def test_getitem_course_semantics(device):
+    x = np.arange(60, dtype=np.float32).reshape(3, 4, 5)
+    a = nd.array(x, device=device)
+    assert a[2, 2, 2].shape == (1, 1, 1), "an int index keeps its axis"
+    assert a[1].shape == (1, 4, 5)
+    np.testing.assert_array_equal(a[1, 1:3, ::2].numpy(), x[1:2, 1:3, ::2])
+    np.testing.assert_array_equal(a[-1, -3:, 1:-1:3].numpy(), x[2:3, -3:, 1:-1:3])
+    np.testing.assert_array_equal(a[:, 10:, :].numpy(), x[:, 10:, :])  # empty view
+    v = a[1:3, ::2, 4]
+    assert v.strides == (20, 10, 1) and v.offset == 20 + 4
+    assert a.process_slice(slice(None, None, None), 5) == slice(0, 5, 1)
+    assert a.process_slice(slice(-3, None, 2), 5) == slice(2, 5, 2)
+    assert a.process_slice(slice(1, 99, None), 5) == slice(1, 5, 1)
+
+
+def test_setitem_array_and_scalar(device):
+    x = np.zeros((4, 5), np.float32)
+    a = nd.array(x, device=device)
+    a[1:3, ::2] = 7.0
+    x[1:3, ::2] = 7.0
+    vals = _x((4, 2), 3)
+    a[:, 3:] = nd.array(vals, device=device)
+    x[:, 3:] = vals
+    a[0, :] = nd.array(np.arange(5, dtype=np.float32).reshape(5, 1), device=device)  # same count, other shape
+    x[0, :] = np.arange(5)
+    a[3, 0] = np.array([[9.0]], dtype=np.float32)
+    x[3, 0] = 9.0
+    np.testing.assert_array_equal(a.numpy(), x)
+
+
+# ---------------------------------------------------------------------- #
+# arithmetic
+# ---------------------------------------------------------------------- #
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_elementwise_scalar_and_comparisons(device, dtype):
+    rng = np.random.default_rng(0)
+    x = rng.integers(-3, 4, (3, 4)).astype(dtype)
+    y = rng.uniform(0.5, 2, (3, 4)).astype(dtype)
+    a, b = nd.array(x, dtype=dtype, device=device), nd.array(y, dtype=dtype, device=device)
+    pairs = [(a + b, x + y), (a - b, x - y), (a * b, x * y), (a / b, x / y), (-a, -x),
+             (a + 2, x + 2), (2 + a, 2 + x), (a - 2, x - 2), (2 - a, 2 - x), (a * 3, x * 3), (3 * a, 3 * x),
+             (a / 4, x / 4), (1 / b, 1 / y), (b ** 2, y ** 2), (b ** 0.5, y ** 0.5), (b ** a, y ** x),
+             (a.maximum(b), np.maximum(x, y)), (a.maximum(0), np.maximum(x, 0)), (nd.maximum(a, b), np.maximum(x, y)),
+             (a == b, x == y), (a == 1, x == 1), (a != 1, x != 1), (a >= 0, x >= 0), (a > 0, x > 0),
+             (a < 1, x < 1), (a <= 1, x <= 1), (a > b, x > y), (a <= b, x <= y),
+             (b.log(), np.log(y)), (nd.log(b), np.log(y)), (a.exp(), np.exp(x)), (nd.exp(a), np.exp(x)),
+             (a.tanh(), np.tanh(x)), (nd.tanh(a), np.tanh(x))]
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == "float32" else dict(rtol=1e-12, atol=1e-12)
+    for k, (got, want) in enumerate(pairs):
+        assert got.dtype == np.dtype(dtype), f"case {k}: dtype {got.dtype}"
+        np.testing.assert_allclose(got.numpy(), np.asarray(want, dtype=dtype), **tol, err_msg=f"case {k}")
+    np.testing.assert_array_equal((nd.array([-4.0], device=device) ** 0.5).numpy(), [np.nan])
+
+
+def test_dtype_promotion(device):
+    a = nd.array([1.0, 2.0], dtype="float32", device=device)
+    b = nd.array([1e-10, 1.0], dtype="float64", device=device)
+    c = a + b
+    assert c.dtype == np.float64
+    np.testing.assert_array_equal(c.numpy(), np.float32([1, 2]) + np.float64([1e-10, 1]))
+
+
+def test_reductions(device):
+    x = _x((3, 4, 5), 5)
+    a = nd.array(x, device=device)
+    for axis in (0, 1, 2, -1, (0, 2), (2, 0), (0, 1, 2)):
+        for keep in (False, True):
+            np.testing.assert_allclose(a.sum(axis=axis, keepdims=keep).numpy(), x.sum(axis=axis, keepdims=keep),
+                                       rtol=1e-5, atol=1e-5)
+            np.testing.assert_array_equal(nd.max(a, axis=axis, keepdims=keep).numpy(),
+                                          x.max(axis=axis, keepdims=keep))
+    assert a.sum().size == 1
+    np.testing.assert_allclose(float(a.sum().numpy().reshape(())), x.sum(), rtol=1e-5)
+    np.testing.assert_allclose(nd.sum(a, axis=1).numpy(), x.sum(axis=1), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(a.permute((2, 0, 1)).max(axis=0).numpy(), x.transpose(2, 0, 1).max(axis=0))
+
+
+def test_batched_matmul_with_broadcasting(device):
+    for sa, sb in [((5, 4), (4, 3)), ((6, 6, 5, 4), (4, 3)), ((5, 4), (6, 6, 4, 3)),
+                   ((3, 2, 1), (3, 3, 1, 2)), ((2, 1, 3, 4), (5, 4, 2)), ((8, 8), (8, 8))]:
+        x, y = _x(sa, 1), _x(sb, 2)
+        got = nd.array(x, device=device) @ nd.array(y, device=device)
+        np.testing.assert_allclose(got.numpy(), x @ y, rtol=1e-4, atol=1e-5, err_msg=f"{sa} @ {sb}")
+    x, y = _x((6, 4), 3), _x((5, 6), 4)
+    got = nd.matmul(nd.array(x, device=device).permute((1, 0)), nd.array(y, device=device).permute((1, 0)))
+    np.testing.assert_allclose(got.numpy(), x.T @ y.T, rtol=1e-4, atol=1e-5)
+
+
+def test_flip_pad_broadcast_reshape_functions(device):
+    x = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)
+    a = nd.array(x, device=device)
+    for axes in ((0,), (1, 2), (0, 1, 2)):
+        f = nd.flip(a, axes)
+        assert f.is_compact()
+        np.testing.assert_array_equal(f.numpy(), np.flip(x, axes))
+    np.testing.assert_array_equal(a.pad(((0, 0), (1, 1), (2, 0))).numpy(), np.pad(x, ((0, 0), (1, 1), (2, 0))))
+    np.testing.assert_array_equal(nd.broadcast_to(a[:, :1, :], (5, 2, 3, 4)).numpy(),
+                                  np.broadcast_to(x[:, :1, :], (5, 2, 3, 4)))
+    assert nd.broadcast_to(a[:, :1, :], (2, 3, 4)).strides == (12, 0, 1)
+    np.testing.assert_array_equal(nd.reshape(a, (4, 6)).numpy(), x.reshape(4, 6))
+    np.testing.assert_array_equal(a.reshape((6, -1)).numpy(), x.reshape(6, -1))
+
+
+# ---------------------------------------------------------------------- #
+# bad input
+# ---------------------------------------------------------------------- #
+def test_shape_errors_name_the_op(device):
+    a = nd.array(np.zeros((2, 3)), device=device)
+    with pytest.raises(ShapeError, match=r"add.*\(2, 3\).*\(3, 2\)"):
+        a + nd.array(np.zeros((3, 2)), device=device)
+    with pytest.raises(ShapeError, match="multiply"):
+        a * nd.array(np.zeros((4,)), device=device)
+    with pytest.raises(ShapeError, match=r"matmul.*\(2, 3\).*\(2, 3\)"):
+        a @ a
+    with pytest.raises(ShapeError, match=r"reshape.*\(4, 2\)"):
+        a.reshape((4, 2))
+    with pytest.raises(ShapeError, match="reshape"):
+        a.permute((1, 0)).reshape((6,))  # not compact
+    with pytest.raises(ShapeError, match="broadcast_to"):
+        a.broadcast_to((4, 3))
+    with pytest.raises(ShapeError, match="__setitem__"):
+        a[0, :] = nd.array(np.zeros(4), device=device)
+    with pytest.raises(ValueError, match="pad"):
+        a.pad(((1, 1),))
+    with pytest.raises(ShapeError, match="permute"):
+        a.permute((0, 0))
+    with pytest.raises(ShapeError, match="sum.*axis 2"):
+        a.sum(axis=2)
+
+
+def test_index_errors(device):
+    a = nd.array(np.zeros((2, 3)), device=device)
+    with pytest.raises(IndexError, match=r"__getitem__.*index 2.*axis 0.*size 2"):
+        a[2, 0]
+    with pytest.raises(IndexError, match=r"__getitem__.*-4.*axis 1"):
+        a[0, -4]
+    with pytest.raises(IndexError, match=r"__setitem__.*index 3"):
+        a[0, 3] = 1.0
+    with pytest.raises(IndexError, match="3 indices"):
+        a[0, 0, 0]
+    with pytest.raises(IndexError, match="step"):
+        a[::-1, 0]
+    with pytest.raises(IndexError, match="as_strided"):
+        a.as_strided((3, 3), (3, 1))
+
+
+def test_unsupported_dtypes_name_backend_and_dtype(device):
+    for bad in ("int32", "float16", "complex64"):
+        with pytest.raises(UnsupportedDTypeError, match=f"backend '{device.backend_name}'.*{bad}"):
+            nd.array([1, 2], dtype=bad, device=device)
+    with pytest.raises(UnsupportedDTypeError, match="not-a-dtype"):
+        nd.array([1.0], dtype="not-a-dtype", device=device)
+
+
+@pytest.fixture
+def second_device():
+    """A second backend registered at run time: the numpy backend under another name."""
+    from needle_numpy import NumpyBackend
+
+    class OtherNumpy(NumpyBackend):
+        name = "numpy_other"
+
+        def device_names(self):
+            return ["numpy_other"]
+
+    discovery.register_backend(OtherNumpy())
+    try:
+        yield nd.device("numpy_other")
+    finally:
+        discovery.reset()
+
+
+def test_device_mismatch_errors(second_device):
+    a = nd.array(np.ones((2, 2)), device=nd.cpu_numpy())
+    b = nd.array(np.ones((2, 2)), device=second_device)
+    assert repr(second_device) == "numpy_other()" and b.device == second_device
+    for op, fn in [("add", lambda: a + b), ("multiply", lambda: a * b), ("matmul", lambda: a @ b),
+                   ("maximum", lambda: a.maximum(b)), ("ge", lambda: a >= b), ("__setitem__", lambda: a.__setitem__(
+                       (slice(None), slice(None)), b))]:
+        with pytest.raises(DeviceMismatchError, match=rf"{op}.*cpu_numpy\(\).*numpy_other\(\)|"
+                                                      rf"{op}.*numpy_other\(\).*cpu_numpy\(\)"):
+            fn()
+    np.testing.assert_array_equal((a + b.to(nd.cpu_numpy())).numpy(), np.full((2, 2), 2.0))
