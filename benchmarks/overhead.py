@@ -57,6 +57,19 @@ def _torch():
     return torch
 
 
+def _torch_time(fn, repeat: int) -> float:
+    """Median us of ``fn`` with PyTorch on one intra-op thread: tiny tensors
+    gain nothing from threads, and on a shared machine thread contention made
+    its timings erratic (restored afterwards)."""
+    torch = _torch()
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _median_us(fn, repeat)
+    finally:
+        torch.set_num_threads(prev)
+
+
 def bench_add_small(n_repeat: int = 7, shapes=((1,), (16, 16))) -> dict:
     """Median microseconds of ``a + b`` (requires_grad) per device and shape:
     ``{"needle[cpu_numpy] (16, 16)": us, "torch (16, 16)": us, ...}``."""
@@ -73,7 +86,7 @@ def bench_add_small(n_repeat: int = 7, shapes=((1,), (16, 16))) -> dict:
         if torch is not None:
             ta = torch.tensor(host_a, requires_grad=True)
             tb = torch.tensor(host_b, requires_grad=True)
-            out[f"torch {shape}"] = _median_us(lambda: ta + tb, n_repeat)
+            out[f"torch {shape}"] = _torch_time(lambda: ta + tb, n_repeat)
     return out
 
 
@@ -116,7 +129,7 @@ def bench_tiny_mlp_step(n_repeat: int = 7, batch: int = 16, dim_in: int = 32, hi
                     p -= p.grad * lr
                     p.grad = None
 
-        out["torch"] = _median_us(tstep, n_repeat)
+        out["torch"] = _torch_time(tstep, n_repeat)
     return out
 
 

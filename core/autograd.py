@@ -122,8 +122,11 @@ class Value:
     def realize_cached_data(self):
         """The node's array, computing it (and its inputs') if needed."""
         data = self.cached_data
-        if data is None:
-            data = self.cached_data = self.op.compute(*[x.realize_cached_data() for x in self.inputs])
+        if data is None:  # lazy mode: compute the pending nodes in forward order
+            for node in find_topo_sort([self]):
+                if node.cached_data is None:
+                    node.cached_data = node.op.compute(*[x.cached_data for x in node.inputs])
+            data = self.cached_data
         return data
 
     def is_leaf(self) -> bool:

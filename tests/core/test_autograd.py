@@ -251,6 +251,13 @@ def test_lazy_mode_defers_compute(monkeypatch):
     y = x * 3.0
     assert y.cached_data is None
     np.testing.assert_array_equal(y.numpy(), [3.0, 6.0])
+    z = x
+    for _ in range(3000):  # deeper than the recursion limit
+        z = z + 1.0
+    assert z.cached_data is None
+    np.testing.assert_array_equal(z.numpy(), [3001.0, 3002.0])
+    z.backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [1.0, 1.0])
 
 
 # --------------------------------------------------------------------------- #
