@@ -354,6 +354,8 @@ class Tensor(Value):
         TENSOR_COUNTER += 1
         if isinstance(data, Tensor):
             data = data.realize_cached_data()
+        elif not isinstance(data, NDArray):
+            data = _array_from(data, None, None)
         tensor.op, tensor.inputs, tensor.cached_data = None, [], data
         tensor.requires_grad, tensor.grad = requires_grad, None
         return tensor

@@ -3,6 +3,8 @@ using the backend's fused ``logsumexp`` kernel when it offers one."""
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..autograd import Tensor, TensorOp
 from ..backend_ndarray import NDArray
 from .ops_mathematic import broadcast_to, exp, normalize_axes, reshape, summation
@@ -32,7 +34,9 @@ def logsumexp_array(a: NDArray, axes) -> NDArray:
         if outer:
             kernel(src._handle, out._handle, outer, inner)
         return out.reshape(out_shape)
-    m = a.max(axis=red, keepdims=True)
+    # a row of all -inf has max -inf and -inf - -inf = nan: clamping the shift
+    # to the dtype's lowest finite value keeps such rows at -inf (as NumPy/torch)
+    m = a.max(axis=red, keepdims=True).maximum(float(np.finfo(a.dtype).min))
     shifted = a - m.broadcast_to(a.shape)
     s = shifted.exp().sum(axis=red)
     return s.log() + m.reshape(out_shape)

@@ -274,6 +274,9 @@ def test_logsumexp_is_stable_for_huge_inputs(device):
     np.testing.assert_allclose(out, [1e10 + np.log(3), 0.0], rtol=1e-15)
     out32 = ops.logsumexp(T(a, device, dtype="float32"), axes=(1,)).numpy()
     assert np.all(np.isfinite(out32))
+    with np.errstate(all="ignore"):
+        masked = ops.logsumexp(T([[-np.inf, -np.inf], [-np.inf, 0.0]], device), axes=(1,)).numpy()
+    np.testing.assert_array_equal(masked, [-np.inf, 0.0])
 
 
 @dev_param
