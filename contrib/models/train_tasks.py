@@ -238,6 +238,10 @@ def run_epoch(task: Task, train: bool, opt=None, max_batches: Optional[int] = No
             progress.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.4f}",
                                  samples_s=f"{seen / max(elapsed, 1e-9):.0f}", refresh=False)
     elapsed = time.perf_counter() - start
+    if progress is not None and seen:
+        # show the final figures even when the epoch was shorter than tqdm's refresh interval
+        progress.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.4f}",
+                             samples_s=f"{seen / max(elapsed, 1e-9):.0f}", refresh=True)
     n = max(seen, 1)
     return {"loss": total_loss / n, "acc": correct / n, "samples": seen, "time_s": elapsed,
             "samples_per_s": seen / max(elapsed, 1e-9)}

@@ -158,7 +158,7 @@ class Module:
         seen: set[int] = set()
         out = []
         for name, t in _named_tensors(self.__dict__, ""):
-            if name == "training" or id(t) in seen:
+            if id(t) in seen:
                 continue
             seen.add(id(t))
             out.append((name, t))
@@ -351,9 +351,11 @@ class BatchNorm1d(Module):
             centred = x - mean
             var = (centred * centred).sum((0,)) / n
             m = self.momentum
-            # running stats are constants: work on detached values so no graph grows
-            self.running_mean = self.running_mean * (1 - m) + mean.detach() * m
-            self.running_var = self.running_var * (1 - m) + var.detach() * m
+            # running stats are constants: update their arrays directly, no graph node
+            self.running_mean.data = (self.running_mean.realize_cached_data() * (1 - m)
+                                      + mean.realize_cached_data() * m)
+            self.running_var.data = (self.running_var.realize_cached_data() * (1 - m)
+                                     + var.realize_cached_data() * m)
             # fold weight and 1/std into one (dim,) scale so only two big ops follow
             scale = self.weight * (var + self.eps) ** -0.5
             return centred * scale + self.bias
@@ -403,9 +405,10 @@ class Dropout(Module):
             return x
         keep = 1 - self.p
         mask = init.randb(*x.shape, p=keep, device=x.device, dtype=x.dtype)
-        if keep == 0:
-            return x * mask
-        return x * mask / keep
+        if keep != 0:
+            # fold 1/keep into the constant mask: one graph op instead of two
+            mask.data = mask.realize_cached_data() * (1.0 / keep)
+        return x * mask
 
     def extra_repr(self):
         return f"p={self.p}"

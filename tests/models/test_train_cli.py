@@ -110,9 +110,8 @@ def test_folder_without_train_split_lists_missing_files(tmp_path, capsys):
 def test_shared_mnist_test_split_only_gives_exit_2():
     # run as the real command in a subprocess: the message must come without a traceback
     proc = subprocess.run(
-        [sys.executable, "-c", "import sys; from needle.models.cli import train_command; "
-                               f"sys.exit(train_command(['--dataset', 'mnist', '--data-dir', {str(SHARED_MNIST)!r}, "
-                               "'--out', '/nonexistent-not-created']))"],
+        [sys.executable, "-m", "needle.cli", "train", "--dataset", "mnist", "--data-dir", str(SHARED_MNIST),
+         "--out", "/nonexistent-not-created"],
         capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 2
@@ -159,3 +158,17 @@ def test_corrupt_data_file_is_reported(data_dir, tmp_path, capsys):
     (bad / "train-labels-idx1-ubyte.gz").write_bytes(raw[: len(raw) // 2])
     assert _run(["--dataset", "mnist", "--data-dir", bad, "--out", tmp_path / "o"]) == 2
     assert "train-labels-idx1-ubyte.gz: corrupt or truncated gzip" in capsys.readouterr().err
+
+
+def test_needle_command_runs_train_through_entry_point(data_dir, tmp_path):
+    """``needle train`` as users type it: the core command finds us through the needle.commands entry point."""
+    out = tmp_path / "cmd"
+    proc = subprocess.run(
+        [sys.executable, "-m", "needle.cli", "train", "--dataset", "mnist", "--data-dir", str(data_dir),
+         "--epochs", "1", "--max-batches", "3", "--batch-size", "20", "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "final train accuracy" in proc.stdout
+    assert "samples_s=" in proc.stderr  # the tqdm bar's postfix: loss, acc, samples/s
+    assert {p.name for p in out.iterdir()} >= {"metrics.json", "curves.png", "model.npz", "checkpoint.npz"}
