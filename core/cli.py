@@ -49,9 +49,8 @@ def _cmd_check_backend(argv):
     parser.add_argument("backend")
     parser.add_argument("pytest_args", nargs="*")
     args = parser.parse_args(argv)
-    import pytest
-    return pytest.main(["--pyargs", "needle.testing", "--needle-backend", args.backend, "-q",
-                        *args.pytest_args])
+    from .testing import run_suite  # pytest is imported only inside needle.testing
+    return run_suite(args.backend, args.pytest_args)
 
 
 BUILTIN = {

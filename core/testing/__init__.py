@@ -16,3 +16,12 @@ backends).  The plugin itself (:mod:`needle.testing.plugin`) is loaded by
 every pytest run through the ``pytest11`` entry point, and does nothing
 unless ``--needle-backend`` is given.
 """
+
+
+def run_suite(backend: str, pytest_args=()) -> int:
+    """Run the conformance suite on ``backend`` in this process; the exit
+    code of pytest (``needle check-backend NAME`` calls this, so that core
+    outside ``needle.testing`` never imports pytest)."""
+    import pytest
+    return int(pytest.main(["--pyargs", "needle.testing", "--needle-backend", backend, "-q",
+                            *pytest_args]))

@@ -235,7 +235,7 @@ def test_minimal_plugin_falls_back_to_compositions(plugins):
     np.testing.assert_allclose((nd.array(u, device=dev) @ nd.array(v, device=dev)).numpy(), u @ v,
                                rtol=1e-5, atol=1e-5)                             # matmul_strided
     t = be.__tile_size__
-    m = nd.array(rng.standard_normal((t, t, t, t)).astype(np.float32), device=dev)  # one (2t x 2t) tiled... shape
+    m = nd.array(rng.standard_normal((t, t, t, t)).astype(np.float32), device=dev)  # (t*t, t*t) in T x T tiles
     out = nd.NDArray.make((t, t, t, t), device=dev)
     dev.matmul_tiled(m._handle, m._handle, out._handle, t * t, t * t, t * t)  # matmul_tiled default
     dense = m.numpy().transpose(0, 2, 1, 3).reshape(t * t, t * t)
