@@ -1,6 +1,6 @@
 """A small convolutional classifier for 28x28 grey images (Fashion-MNIST)."""
 
-from needle import nn
+from needle import nn, ops
 
 __all__ = ["SmallCNN"]
 
@@ -29,8 +29,6 @@ class SmallCNN(nn.Module):
         )
 
     def forward(self, x):
-        from needle import ops
-
         shape = tuple(x.shape)
         if len(shape) == 2 and shape[1] == 28 * 28:
             x = ops.reshape(x, (shape[0], 1, 28, 28))

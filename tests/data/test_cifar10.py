@@ -78,7 +78,8 @@ def test_train_and_test_splits_have_the_documented_layout(tmp_path):
     x, y = test[2]
     assert x.shape == (3, 32, 32) and x.dtype == np.float32
     # channel-major rows: the first 1024 values of a row are the red plane
-    np.testing.assert_array_equal(x[0].ravel(), written["test_batch"][0][2, :1024] / np.float32(255))
+    red = written["test_batch"][0][2, :1024] / np.float32(255)
+    np.testing.assert_array_equal(x[0].ravel(), red)
     assert y == written["test_batch"][1][2]
     xs, ys = train[np.array([1, 7])]
     assert xs.shape == (2, 3, 32, 32) and list(ys) == [labels[1], labels[7]]
