@@ -7,7 +7,7 @@ import numpy as np
 
 from ..autograd import Tensor, TensorOp
 from ..backend_ndarray import NDArray
-from .ops_mathematic import broadcast_to, exp, normalize_axes, reshape, summation
+from .ops_mathematic import exp, normalize_axes, reshape, summation
 from .registry import register_op
 
 __all__ = ["LogSumExp", "LogSoftmax", "logsumexp", "logsoftmax", "logsumexp_array"]
@@ -63,9 +63,9 @@ class LogSumExp(TensorOp):
         if axes is None:
             axes = tuple(range(len(shape)))
         kept = tuple(1 if i in axes else d for i, d in enumerate(shape))
-        lse = broadcast_to(reshape(node, kept), shape)
-        g = broadcast_to(reshape(out_grad, kept), shape)
-        return g * exp(x - lse)
+        # the element-wise ops broadcast the kept-dims operands themselves
+        # (and sum their adjoints back), which saves two nodes per call
+        return exp(x - reshape(node, kept)) * reshape(out_grad, kept)
 
 
 def logsumexp(a, axes=None):
@@ -94,8 +94,7 @@ class LogSoftmax(TensorOp):
         shape = node.shape
         axes = self._axis(len(shape))
         kept = tuple(1 if i in axes else d for i, d in enumerate(shape))
-        gsum = broadcast_to(reshape(summation(out_grad, axes), kept), shape)
-        return out_grad - exp(node) * gsum
+        return out_grad - exp(node) * reshape(summation(out_grad, axes), kept)
 
 
 def logsoftmax(a):
