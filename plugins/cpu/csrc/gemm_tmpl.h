@@ -10,7 +10,7 @@
  * Operands are packed straight from their strides, so transposed or
  * broadcast operands cost nothing extra.  Partial tiles are zero-padded in
  * the packs and written back through a small bounce buffer.
- * Threads share the packed B~ and split the (ic, jr-chunk) tasks.
+ * Threads take independent slabs of C (see gemm_one_).
  */
 #define ND_CAT_(a, b) a##b
 #define ND_CAT(a, b) ND_CAT_(a, b)
@@ -80,6 +80,7 @@ static void ND_FN(kern_c_)(nd_i64 kc, const T *restrict Ap, const T *restrict Bp
 }
 
 typedef void (*ND_FN(kern_t_))(nd_i64, const T *, const T *, T *, nd_i64, int);
+typedef void (*ND_FN(kdirect_t_))(nd_i64, const T *, nd_i64, nd_i64, const T *, T *, nd_i64, int);
 
 static ND_FN(kern_t_) ND_FN(pick_kernel_)(void) {
 #if ND_HAVE_X86_SIMD
@@ -99,56 +100,54 @@ static inline void ND_FN(tile_)(ND_FN(kern_t_) kern, nd_i64 kc, const T *Ap, con
       C[i * ldc + j] = acc ? C[i * ldc + j] + tmp[i * NR + j] : tmp[i * NR + j];
 }
 
-/* C (m x p, row stride ldc) (+)= A (m x k) @ B (k x p) with nt threads.
- * bufB holds KC * round_up(min(NC, p), NR); bufA[t] holds MC_eff*KC (+MR*KC). */
-static void ND_FN(gemm_one_)(nd_i64 m, nd_i64 k, nd_i64 p, const T *A, nd_i64 rsa, nd_i64 csa,
-                             const T *B, nd_i64 rsb, nd_i64 csb, T *C, nd_i64 ldc, int acc,
-                             int nt, T *bufB, T **bufA, nd_i64 mc_eff) {
+/* C (m x p, row stride ldc) (+)= A (m x k) @ B (k x p), on the calling thread.
+ * bufB holds KC * round_up(min(NC, p), NR); bufA holds (MC + MR) * KC. */
+static void ND_FN(gemm_serial_)(nd_i64 m, nd_i64 k, nd_i64 p, const T *A, nd_i64 rsa, nd_i64 csa,
+                                const T *B, nd_i64 rsb, nd_i64 csb, T *C, nd_i64 ldc, int acc,
+                                T *bufB, T *bufA) {
   ND_FN(kern_t_) kern = ND_FN(pick_kernel_)();
-  nd_i64 mb = (m + mc_eff - 1) / mc_eff;
+  /* an A small enough to stay in L2 is read in place by the micro-kernel */
+  ND_FN(kdirect_t_) kdirect = NULL;
+#if defined(KERN_DIRECT) && ND_HAVE_X86_SIMD
+  if (nd_simd_avx2() && m * k <= ND_DIRECT_A_MAX) kdirect = KERN_DIRECT;
+#endif
+  /* equal k-blocks: no short last block paying a full C load/store */
+  nd_i64 nkb = (k + KC - 1) / KC;
+  nd_i64 kcb = (k + nkb - 1) / nkb;
   for (nd_i64 jc = 0; jc < p; jc += NC) {
     nd_i64 nc = p - jc < NC ? p - jc : NC;
     nd_i64 npanel = (nc + NR - 1) / NR;
-    /* split columns too when there are fewer row blocks than threads */
-    nd_i64 jchunks = 1;
-    if (mb < nt) { jchunks = (nt + mb - 1) / mb; if (jchunks > npanel) jchunks = npanel; }
-    nd_i64 tasks = mb * jchunks;
-    for (nd_i64 pc = 0; pc < k; pc += KC) {
-      nd_i64 kc = k - pc < KC ? k - pc : KC;
+    for (nd_i64 pc = 0; pc < k; pc += kcb) {
+      nd_i64 kc = k - pc < kcb ? k - pc : kcb;
       int accum = acc || pc > 0;
       const T *Bk = B + pc * rsb + jc * csb;
-      int ntb = nt > npanel ? (int)npanel : nt;
-      _Pragma("omp parallel for num_threads(ntb) if(ntb > 1) schedule(static)")
       for (nd_i64 jp = 0; jp < npanel; jp++) {
         nd_i64 nr = nc - jp * NR < NR ? nc - jp * NR : NR;
         ND_FN(pack_b_panel_)(kc, nr, Bk + jp * NR * csb, rsb, csb, bufB + jp * NR * kc);
       }
-      int ntt = nt > tasks ? (int)tasks : nt;
-      _Pragma("omp parallel num_threads(ntt) if(ntt > 1)")
-      {
-        int tid = 0;
-        ND_TID(tid);
-        T *Ap = bufA[tid];
-        nd_i64 packed_ib = -1;
-        /* dynamic: on a busy machine a descheduled thread must not hold up the rest */
-        _Pragma("omp for schedule(dynamic, 1)")
-        for (nd_i64 task = 0; task < tasks; task++) {
-          nd_i64 ib = task / jchunks, jcb = task % jchunks;
-          nd_i64 i0 = ib * mc_eff;
-          nd_i64 mc = m - i0 < mc_eff ? m - i0 : mc_eff;
-          if (ib != packed_ib) {
-            ND_FN(pack_a_)(mc, kc, A + i0 * rsa + pc * csa, rsa, csa, Ap);
-            packed_ib = ib;
-          }
-          nd_i64 jp0 = jcb * npanel / jchunks, jp1 = (jcb + 1) * npanel / jchunks;
-          for (nd_i64 jp = jp0; jp < jp1; jp++) {
-            nd_i64 j = jp * NR;
-            nd_i64 nr = nc - j < NR ? nc - j : NR;
-            const T *Bp = bufB + jp * NR * kc;
-            for (nd_i64 ir = 0; ir < mc; ir += MR) {
-              nd_i64 mr = mc - ir < MR ? mc - ir : MR;
-              ND_FN(tile_)(kern, kc, Ap + ir * kc, Bp, C + (i0 + ir) * ldc + jc + j, ldc,
-                           accum, mr, nr);
+      for (nd_i64 i0 = 0; i0 < m; i0 += MC) {
+        nd_i64 mc = m - i0 < MC ? m - i0 : MC;
+        const T *Ai = A + i0 * rsa + pc * csa;
+        nd_i64 mfull = kdirect ? mc / MR * MR : 0;  /* rows handled in place */
+        if (mfull < mc)  /* pack only the rows the direct kernel does not cover */
+          ND_FN(pack_a_)(mc - mfull, kc, Ai + mfull * rsa, rsa, csa, bufA + mfull * kc);
+        for (nd_i64 jp = 0; jp < npanel; jp++) {
+          nd_i64 j = jp * NR;
+          nd_i64 nr = nc - j < NR ? nc - j : NR;
+          const T *Bp = bufB + jp * NR * kc;
+          for (nd_i64 ir = 0; ir < mc; ir += MR) {
+            nd_i64 mr = mc - ir < MR ? mc - ir : MR;
+            T *Ct = C + (i0 + ir) * ldc + jc + j;
+            if (ir < mfull && nr == NR) {
+              kdirect(kc, Ai + ir * rsa, rsa, csa, Bp, Ct, ldc, accum);
+            } else if (ir < mfull) {
+              T tmp[MR * NR] __attribute__((aligned(64)));
+              kdirect(kc, Ai + ir * rsa, rsa, csa, Bp, tmp, NR, 0);
+              for (nd_i64 i = 0; i < mr; i++)
+                for (nd_i64 jj = 0; jj < nr; jj++)
+                  Ct[i * ldc + jj] = accum ? Ct[i * ldc + jj] + tmp[i * NR + jj] : tmp[i * NR + jj];
+            } else {
+              ND_FN(tile_)(kern, kc, bufA + ir * kc, Bp, Ct, ldc, accum, mr, nr);
             }
           }
         }
@@ -157,11 +156,52 @@ static void ND_FN(gemm_one_)(nd_i64 m, nd_i64 k, nd_i64 p, const T *A, nd_i64 rs
   }
 }
 
-static nd_i64 ND_FN(mc_for_)(nd_i64 m, int nt) {
-  if (m >= MC * nt) return MC;
-  nd_i64 per = (m + nt - 1) / nt;
-  per = (per + MR - 1) / MR * MR;
-  return per < MC ? per : MC;
+/* Small products keep their packing buffers on the stack (no malloc). */
+#define ND_STACK_ELEMS 8192
+
+/* One product split over nt threads into independent slabs of C (rows when
+ * C is tall, columns when wide), each thread packing what its slab needs.
+ * No barrier inside: on a shared machine a thread that is descheduled for a
+ * while delays only the end of the call, and idle threads need not spin. */
+static int ND_FN(gemm_one_)(nd_i64 m, nd_i64 k, nd_i64 p, const T *A, nd_i64 rsa, nd_i64 csa,
+                            const T *B, nd_i64 rsb, nd_i64 csb, T *C, nd_i64 ldc, int acc,
+                            int nt) {
+  nd_i64 kcap = k < KC ? k : KC;
+  int by_rows = m >= p;
+  nd_i64 unit = by_rows ? MR : NR, extent = by_rows ? m : p;
+  nd_i64 units = (extent + unit - 1) / unit;
+  if (nt > units) nt = (int)units;
+  if (nt < 1) nt = 1;
+  int ok = 1;
+  _Pragma("omp parallel num_threads(nt) if(nt > 1) reduction(&&:ok)")
+  {
+    int t = 0;
+    ND_TID(t);
+    nd_i64 u0 = units * t / nt, u1 = units * (t + 1) / nt;
+    nd_i64 e0 = u0 * unit, e1 = u1 * unit < extent ? u1 * unit : extent;
+    nd_i64 mm = by_rows ? e1 - e0 : m, pp = by_rows ? p : e1 - e0;
+    if (e1 > e0) {
+      nd_i64 ncap = pp < NC ? pp : NC;
+      nd_i64 mcap = mm < MC ? mm : MC;
+      nd_i64 bsize = kcap * ((ncap + NR - 1) / NR * NR);
+      nd_i64 asize = kcap * ((mcap + MR - 1) / MR * MR);
+      T stack_buf[ND_STACK_ELEMS] __attribute__((aligned(64)));
+      T *bufB, *bufA, *heap = NULL;
+      nd_i64 bpad = (bsize + 15) / 16 * 16;  /* keep bufA 64-byte aligned */
+      if (bpad + asize <= ND_STACK_ELEMS) bufB = stack_buf;
+      else bufB = heap = (T *)nd_aligned_alloc((size_t)(bpad + asize) * sizeof(T));
+      if (!bufB) ok = 0;
+      else {
+        bufA = bufB + bpad;
+        const T *Ab = by_rows ? A + e0 * rsa : A;
+        const T *Bb = by_rows ? B : B + e0 * csb;
+        T *Cb = by_rows ? C + e0 * ldc : C + e0;
+        ND_FN(gemm_serial_)(mm, k, pp, Ab, rsa, csa, Bb, rsb, csb, Cb, ldc, acc, bufB, bufA);
+      }
+      nd_aligned_free(heap);
+    }
+  }
+  return ok ? 0 : -1;
 }
 
 int ND_CAT(nd_gemm_, SUF)(nd_i64 batch, nd_i64 m, nd_i64 k, nd_i64 p,
@@ -177,47 +217,20 @@ int ND_CAT(nd_gemm_, SUF)(nd_i64 batch, nd_i64 m, nd_i64 k, nd_i64 p,
   }
   nd_i64 item = m * k * p;
   int nt = nd_threads_for(batch * item, ND_GEMM_GRAIN);
-  nd_i64 kcap = k < KC ? k : KC;
-  nd_i64 ncap = p < NC ? p : NC;
-  nd_i64 bsize = kcap * ((ncap + NR - 1) / NR * NR);
-  if (batch >= nt && item < ND_GEMM_BIG) {
-    /* many small products: one per thread, each serial */
-    nd_i64 mce = ND_FN(mc_for_)(m, 1);
-    nd_i64 asize = kcap * (mce + MR);
+  if (batch > 1 && batch >= nt && item < ND_GEMM_BIG) {
+    /* many small products: whole products per thread, each serial */
     int ok = 1;
-    _Pragma("omp parallel num_threads(nt) if(nt > 1) reduction(&&:ok)")
-    {
-      T *bb = (T *)nd_aligned_alloc((size_t)bsize * sizeof(T));
-      T *ba = (T *)nd_aligned_alloc((size_t)asize * sizeof(T));
-      if (!bb || !ba) ok = 0;
-      else {
-        _Pragma("omp for schedule(dynamic, 1)")
-        for (nd_i64 t = 0; t < batch; t++)
-          ND_FN(gemm_one_)(m, k, p, A + t * sa0, sa1, sa2, B + t * sb0, sb1, sb2, C + t * sc0,
-                           ldc, acc, 1, bb, &ba, mce);
-      }
-      nd_aligned_free(bb);
-      nd_aligned_free(ba);
-    }
+    _Pragma("omp parallel for num_threads(nt) if(nt > 1) schedule(static) reduction(&&:ok)")
+    for (nd_i64 t = 0; t < batch; t++)
+      ok = ND_FN(gemm_one_)(m, k, p, A + t * sa0, sa1, sa2, B + t * sb0, sb1, sb2,
+                            C + t * sc0, ldc, acc, 1) == 0 && ok;
     return ok ? 0 : -1;
   }
-  nd_i64 mce = ND_FN(mc_for_)(m, nt);
-  nd_i64 asize = kcap * (mce + MR);
-  T *bufB = (T *)nd_aligned_alloc((size_t)bsize * sizeof(T));
-  T *bufA[ND_MAX_THREADS];
-  if (nt > ND_MAX_THREADS) nt = ND_MAX_THREADS;
-  int ok = bufB != NULL;
-  for (int t = 0; t < nt; t++) {
-    bufA[t] = (T *)nd_aligned_alloc((size_t)asize * sizeof(T));
-    ok = ok && bufA[t] != NULL;
-  }
-  if (ok)
-    for (nd_i64 t = 0; t < batch; t++)
-      ND_FN(gemm_one_)(m, k, p, A + t * sa0, sa1, sa2, B + t * sb0, sb1, sb2, C + t * sc0, ldc,
-                       acc, nt, bufB, bufA, mce);
-  for (int t = 0; t < nt; t++) nd_aligned_free(bufA[t]);
-  nd_aligned_free(bufB);
-  return ok ? 0 : -1;
+  int rc = 0;
+  for (nd_i64 t = 0; t < batch && rc == 0; t++)
+    rc = ND_FN(gemm_one_)(m, k, p, A + t * sa0, sa1, sa2, B + t * sb0, sb1, sb2, C + t * sc0,
+                          ldc, acc, nt);
+  return rc;
 }
 
 #undef ND_FN
