@@ -58,8 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
     p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (needle's averaged form)")
     p.add_argument("--weight-decay", type=float, default=1e-3, help="L2 weight decay")
-    p.add_argument("--schedule", choices=("none", "step", "cosine"), default="none",
-                   help="learning-rate schedule, stepped per epoch")
+    p.add_argument("--schedule", choices=("none", "step", "cosine"), default="cosine",
+                   help="learning-rate schedule, stepped per epoch (default cosine: lr decays from --lr "
+                        "to 0 over --epochs; 'none' keeps it constant)")
     p.add_argument("--clip", type=float, default=None, help="clip gradients to this global norm")
     p.add_argument("--out", default="runs/needle-train", help="output folder")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz")

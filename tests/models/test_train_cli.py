@@ -172,3 +172,59 @@ def test_needle_command_runs_train_through_entry_point(data_dir, tmp_path):
     assert "final train accuracy" in proc.stdout
     assert "samples_s=" in proc.stderr  # the tqdm bar's postfix: loss, acc, samples/s
     assert {p.name for p in out.iterdir()} >= {"metrics.json", "curves.png", "model.npz", "checkpoint.npz"}
+
+
+def _write_cifar(folder, n=40, seed=0):
+    import pickle
+
+    rng = np.random.RandomState(seed)
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for name in names:
+        labels = rng.randint(0, 10, size=n)
+        data = rng.randint(0, 256, size=(n, 3072)).astype(np.uint8)
+        with open(folder / name, "wb") as f:
+            pickle.dump({b"data": data, b"labels": labels.tolist()}, f)
+    return folder
+
+
+def test_mlp_resnet_on_generated_cifar10(tmp_path):
+    folder = tmp_path / "cifar"
+    folder.mkdir()
+    _write_cifar(folder)
+    out = tmp_path / "o"
+    assert _run(["--model", "mlp_resnet", "--dataset", "cifar10", "--data-dir", folder, "--epochs", 1,
+                 "--batch-size", 25, "--out", out, "--no-progress"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["data"] == {"train_size": 200, "test_size": 40}
+    assert metrics["num_parameters"] == 3072 * 100 + 100 + 3 * 10450 + 1010
+
+
+def test_cifar10_folder_missing_batches(tmp_path, capsys):
+    folder = tmp_path / "cifar"
+    folder.mkdir()
+    _write_cifar(folder)
+    (folder / "data_batch_3").unlink()
+    assert _run(["--model", "resnet9", "--dataset", "cifar10", "--data-dir", folder, "--out", tmp_path / "o"]) == 2
+    assert "lacks CIFAR-10 file(s): data_batch_3" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("model", ["lstm-lm", "transformer-lm"])
+def test_language_models_on_generated_ptb(tmp_path, model):
+    folder = tmp_path / "ptb"
+    folder.mkdir()
+    words = "the cat sat on the mat and the dog sat on the log".split()
+    lines = [" ".join(words[i % 5 : i % 5 + 6]) for i in range(60)]
+    (folder / "train.txt").write_text("\n".join(lines) + "\n")
+    (folder / "test.txt").write_text("\n".join(lines[:15]) + "\n")
+    out = tmp_path / "o"
+    code = _run(["--model", model, "--dataset", "ptb", "--data-dir", folder, "--epochs", 2, "--batch-size", 4,
+                 "--bptt", 8, "--embedding-size", 16, "--hidden-size", 16, "--lr", 0.01, "--out", out,
+                 "--no-progress"])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    vocab = len({w for line in lines for w in line.split()}) + 1  # + <eos>
+    assert metrics["data"]["vocab_size"] == vocab
+    first, last = metrics["epochs"]
+    # learns: loss falls, and ends below a uniform guess over the vocabulary
+    assert last["train_loss"] < first["train_loss"] and last["train_loss"] < np.log(vocab)
+    assert 0 <= last["test_acc"] <= 1
