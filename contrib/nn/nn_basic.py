@@ -347,13 +347,14 @@ class BatchNorm1d(Module):
             )
         if self.training:
             n = x.shape[0]
-            mean = x.sum((0,)) / n
-            centred = x - mean
+            # x + (-mean) instead of x - mean: subtraction is add(negate), one graph op more
+            neg_mean = x.sum((0,)) * (-1.0 / n)
+            centred = x + neg_mean
             var = (centred * centred).sum((0,)) / n
             m = self.momentum
             # running stats are constants: update their arrays directly, no graph node
             self.running_mean.data = (self.running_mean.realize_cached_data() * (1 - m)
-                                      + mean.realize_cached_data() * m)
+                                      - neg_mean.realize_cached_data() * m)
             self.running_var.data = (self.running_var.realize_cached_data() * (1 - m)
                                      + var.realize_cached_data() * m)
             # fold weight and 1/std into one (dim,) scale so only two big ops follow
