@@ -3,7 +3,8 @@
 * core (``needle``): the standard library, numpy, pluggy and itself -- never a
   plugin (``needle_*``), never contrib (``needle.nn`` ...).  Inside
   ``needle.testing`` pytest and hypothesis are allowed too.
-* a plugin (``plugins/<x>`` -> ``needle_<x>``): ``needle.protocol`` and
+* a plugin (``plugins/<x>`` -> ``needle_<x>``, and the out-of-tree example
+  under ``examples/``): ``needle.protocol`` and
   ``needle.errors``, itself, and its own third-party dependencies -- no other
   part of needle, no other plugin.
 * contrib (``needle.nn`` ...): needle's public API -- never a plugin, never a
@@ -44,6 +45,8 @@ def module_name(path: Path) -> tuple[str, str, bool]:
         return "plugin", ".".join([f"needle_{parts[1]}"] + parts[2:]), is_pkg
     if top == "contrib":
         return "contrib", ".".join(["needle"] + parts[1:]), is_pkg
+    if top == "examples":  # an out-of-tree plugin: examples/<dist>/<package>/...
+        return "plugin", ".".join(parts[2:]), is_pkg
     raise ValueError(f"not a layered source file: {rel}")
 
 
@@ -108,7 +111,7 @@ def check_source(layer: str, module: str, source: str, is_pkg: bool = False) -> 
 
 def layered_files():
     files = []
-    for folder in ("core", "plugins", "contrib"):
+    for folder in ("core", "plugins", "contrib", "examples"):
         files += [p for p in sorted((ROOT / folder).rglob("*.py"))
                   if "__pycache__" not in p.parts and not p.name.startswith(".")
                   and not (folder == "plugins" and p.name == "build_config.py")]  # setup-time script
@@ -117,7 +120,8 @@ def layered_files():
 
 def test_there_is_something_to_check():
     names = {module_name(p)[1] for p in layered_files()}
-    assert {"needle.protocol", "needle.backend_ndarray.ndarray", "needle_numpy", "needle.testing.plugin"} <= names
+    assert {"needle.protocol", "needle.backend_ndarray.ndarray", "needle_numpy", "needle.testing.plugin",
+            "needle_arraybackend"} <= names
 
 
 def test_every_module_respects_the_layering():
