@@ -118,7 +118,7 @@ class NDArray:
             host = other
         else:
             try:
-                host = np.ascontiguousarray(np.asarray(other), dtype=dt)
+                host = np.asarray(other, dtype=dt, order="C")  # keeps 0-d arrays 0-d
             except (TypeError, ValueError) as exc:
                 raise TypeError(f"NDArray: cannot build an array from {type(other).__name__}: {exc}") from None
         arr = NDArray.make(host.shape, device=dev, dtype=dt)
