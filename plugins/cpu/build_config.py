@@ -110,6 +110,8 @@ def extensions(root):
         ["-fopenmp-simd"], [], "int main(void){return 0;}") else [])
     compile_args = ["-O3", "-fno-strict-aliasing", "-Wno-unused-function",
                     "-Wno-unknown-pragmas"] + omp_c + simd_c
+    if not omp_on:  # thread counts then feed only the (ignored) pragmas
+        compile_args.append("-Wno-unused-variable")
     ext = Extension(
         "needle_cpu._ext",
         sources=[os.path.join(here, "_ext.pyx")] + [os.path.join(csrc, s) for s in C_SOURCES],

@@ -1,19 +1,29 @@
 """Quick speed probe of the CPU backend against NumPy (not a test).
 
-    .venv/bin/python tests/cpu/perf_probe.py [--quick]
+    .venv/bin/python tests/cpu/perf_probe.py [--quick] [--threads N]
 
 Prints GFLOP/s (matmul) or GB/s (memory-bound kernels) for needle_cpu and
-NumPy side by side, median of repeats, and the ratio cpu/numpy.  The machine
-is shared, so figures are noisy: rerun before trusting a single ratio.
+NumPy side by side and the ratio numpy_time / cpu_time (> 1: needle_cpu is
+faster).  The two sides are timed alternately, call by call, and each figure
+is the median, so load from other processes hits both alike; the machine is
+shared, so figures stay noisy: rerun before trusting a single ratio.
+``--threads N`` sets NEEDLE_NUM_THREADS and OpenBLAS's thread count to N.
 """
 
+import os
 import statistics
 import sys
 import time
 
-import numpy as np
+if "--threads" in sys.argv:
+    _n = sys.argv[sys.argv.index("--threads") + 1]
+    os.environ["NEEDLE_NUM_THREADS"] = _n
+    os.environ["OPENBLAS_NUM_THREADS"] = _n
+    os.environ["OMP_NUM_THREADS"] = _n
 
-import needle_cpu
+import numpy as np  # noqa: E402
+
+import needle_cpu  # noqa: E402
 
 be = needle_cpu.CpuBackend()
 QUICK = "--quick" in sys.argv
@@ -26,18 +36,24 @@ def put(x):
     return buf
 
 
-def median_time(fn, min_time=0.3 if not QUICK else 0.1, max_reps=200):
-    fn()  # warm up
-    times = []
+def paired_times(f_cpu, f_np, min_time=0.4 if not QUICK else 0.15, max_reps=300):
+    """Median times of f_cpu and f_np, run alternately."""
+    f_cpu(), f_np()  # warm up
+    tc, tn = [], []
     start = time.perf_counter()
-    while (time.perf_counter() - start < min_time or len(times) < 5) and len(times) < max_reps:
+    while (time.perf_counter() - start < min_time or len(tc) < 7) and len(tc) < max_reps:
         t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        f_cpu()
+        t1 = time.perf_counter()
+        f_np()
+        t2 = time.perf_counter()
+        tc.append(t1 - t0)
+        tn.append(t2 - t1)
+    return statistics.median(tc), statistics.median(tn)
 
 
-def row(label, unit, work, t_cpu, t_np):
+def row(label, unit, work, f_cpu, f_np):
+    t_cpu, t_np = paired_times(f_cpu, f_np)
     print(f"{label:<34} cpu {work / t_cpu / 1e9:8.1f} {unit}   numpy {work / t_np / 1e9:8.1f} {unit}"
           f"   ratio {t_np / t_cpu:5.2f}")
 
@@ -56,7 +72,7 @@ def matmul_case(label, m, n, p, ta=False, tb=False):
     else:
         f_cpu = lambda: be.matmul(A, B, C, m, n, p)
     f_np = lambda: np.matmul(av, bv, out=out_np)
-    row(label, "GFLOP/s", 2.0 * m * n * p, median_time(f_cpu), median_time(f_np))
+    row(label, "GFLOP/s", 2.0 * m * n * p, f_cpu, f_np)
 
 
 def main():
@@ -85,22 +101,21 @@ def main():
         out = be.Array(n)
         be.ewise_mul(X, Y, out)
 
-    row("add 2^24 (new output)", "GB/s", 12.0 * n, median_time(cpu_add), median_time(lambda: x + y))
-    row("mul 2^24 (new output)", "GB/s", 12.0 * n, median_time(cpu_mul), median_time(lambda: x * y))
+    row("add 2^24 (new output)", "GB/s", 12.0 * n, cpu_add, lambda: x + y)
+    row("mul 2^24 (new output)", "GB/s", 12.0 * n, cpu_mul, lambda: x * y)
     s2 = x.reshape(4096, 4096)
 
     def cpu_sum():
         out = be.Array(4096)
         be.reduce_sum(X, out, 4096)
 
-    row("sum last axis 4096x4096", "GB/s", 4.0 * n, median_time(cpu_sum), median_time(lambda: s2.sum(axis=1)))
+    row("sum last axis 4096x4096", "GB/s", 4.0 * n, cpu_sum, lambda: s2.sum(axis=1))
 
     def cpu_t():
         out = be.Array(n)
         be.compact(X, out, (4096, 4096), (1, 4096), 0)
 
-    row("compact transpose 4096x4096", "GB/s", 8.0 * n, median_time(cpu_t),
-        median_time(lambda: np.ascontiguousarray(s2.T)))
+    row("compact transpose 4096x4096", "GB/s", 8.0 * n, cpu_t, lambda: np.ascontiguousarray(s2.T))
 
 
 if __name__ == "__main__":
