@@ -288,7 +288,10 @@ class _RowScatterAdd(TensorOp):
         # rows sharing an id are summed with one reduceat over a sorted order
         self.order = np.argsort(ids, kind="stable")
         sorted_ids = ids[self.order]
-        self.starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
+        if len(ids):
+            self.starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
+        else:
+            self.starts = np.zeros(0, dtype=np.int64)
         self.unique = sorted_ids[self.starts]
 
     def compute(self, g):

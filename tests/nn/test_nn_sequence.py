@@ -295,3 +295,25 @@ def test_embedding_on_device_and_bad_ids(device):
         emb(ndl.Tensor(np.array([[-1.0]]), device=device))
     with pytest.raises(ValueError, match="Embedding"):
         emb(ndl.Tensor(np.array([[1.5]]), device=device))
+
+
+def test_embedding_gather_and_scatter_are_adjoint_and_differentiable():
+    """The row gather behind Embedding and its scatter-add gradient are each
+    other's adjoints, so gradients of gradients work too."""
+    from needle.nn.nn_sequence import _RowGather, _RowScatterAdd
+
+    np.random.seed(10)
+    ids = np.array([3, 0, 3, 3, 1])
+    W = ndl.Tensor(np.random.randn(4, 2).astype(np.float64), dtype="float64")
+    c = np.random.randn(5, 2)
+    (_RowGather(ids)(W) * ndl.Tensor(c, dtype="float64")).sum().backward()
+    ref = np.zeros((4, 2))
+    np.add.at(ref, ids, c)
+    np.testing.assert_allclose(W.grad.numpy(), ref, rtol=1e-12)
+    g = ndl.Tensor(np.random.randn(5, 2), dtype="float64")
+    d = np.random.randn(4, 2)
+    (_RowScatterAdd(ids, 4)(g) * ndl.Tensor(d, dtype="float64")).sum().backward()
+    np.testing.assert_allclose(g.grad.numpy(), d[ids], rtol=1e-12)
+    empty = _RowScatterAdd(np.array([], dtype=np.int64), 3)(
+        ndl.Tensor(np.zeros((0, 2)), dtype="float64"))
+    np.testing.assert_array_equal(empty.numpy(), np.zeros((3, 2)))
