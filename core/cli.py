@@ -19,10 +19,12 @@ COMMAND_GROUP = "needle.commands"
 def _cmd_backends(argv):
     parser = argparse.ArgumentParser(prog="needle backends",
                                      description="List discovered backends and why any is unavailable.")
-    parser.add_argument("--config", action="store_true", help="show each backend's build/runtime config")
+    parser.add_argument("--reasons-only", action="store_true",
+                        help="show only the unavailability reasons, not each backend's build/runtime config")
+    parser.add_argument("--config", action="store_true", help=argparse.SUPPRESS)  # the default; kept for scripts
     args = parser.parse_args(argv)
     from .info import backends_table
-    print(backends_table(with_config=args.config))
+    print(backends_table(with_config=not args.reasons_only))
     return 0
 
 

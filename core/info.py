@@ -11,7 +11,7 @@ __all__ = ["backends", "show_config", "backends_table"]
 
 
 def backends() -> list[dict]:
-    """Every discovered backend: name, version, available, reason, devices, plugin."""
+    """Every discovered backend: name, version, available, reason, devices, plugin, config."""
     rows = []
     for info in discovery.backend_infos():
         rows.append({
@@ -21,8 +21,16 @@ def backends() -> list[dict]:
             "reason": info.reason,
             "devices": info.devices,
             "plugin": info.plugin,
+            "config": _config(info) if info.available else {},
         })
     return rows
+
+
+def _config(info) -> dict:
+    try:
+        return dict(info.backend.config() or {})
+    except Exception as exc:  # config is informative only: never break a listing
+        return {"config error": f"{type(exc).__name__}: {exc}"}
 
 
 def backends_table(with_config: bool = False) -> str:
@@ -34,11 +42,7 @@ def backends_table(with_config: bool = False) -> str:
         devs = ", ".join(d + "()" for d in info.devices) or "-"
         detail = info.reason
         if info.available and with_config:
-            try:
-                cfg = info.backend.config() or {}
-            except Exception as exc:  # config is informative only
-                cfg = {"config error": str(exc)}
-            detail = ", ".join(f"{k}={v}" for k, v in cfg.items())
+            detail = ", ".join(f"{k}={v}" for k, v in _config(info).items())
         lines.append(f"{info.name:<10} {info.version:<9} {status:<12} {devs:<22} {detail}")
     try:
         lines.append(f"default device: {default_device()}")
