@@ -40,7 +40,10 @@ def generate() -> str:
     out += ["### Conventions (from `needle.protocol`)", "", _doc(protocol).split("Conventions shared by every kernel")[1]
             .split("Optional kernels and op overrides")[0].strip("-\n "), ""]
     out += ["### Backend class attributes and methods", "", "```text", _doc(Backend), "```", ""]
-    for name in ("is_available", "device_names", "config", "check_dtype", "op_overrides"):
+    kernels = set(kernel_names())
+    methods = [n for n, v in Backend.__dict__.items()
+               if callable(v) and not n.startswith("_") and n not in kernels]
+    for name in methods:
         fn = getattr(Backend, name)
         out += [f"- **`{name}{_signature(fn)}`** -- " + _doc(fn).replace("\n", " ")]
     out += ["", "### Kernels", "",
