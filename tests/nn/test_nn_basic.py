@@ -68,6 +68,14 @@ def test_linear_init_uses_kaiming_uniform_in_order():
     assert lin.weight.dtype == "float32" and lin.bias.shape == (1, 5)
 
 
+def test_linear_weight_init_course_value():
+    # first row of the course's seed-1337 Linear(7, 4) weight
+    np.random.seed(1337)
+    lin = nn.Linear(7, 4)
+    np.testing.assert_allclose(lin.weight.numpy()[0], [-0.44064468, -0.6319945, -0.41082984, -0.07533049],
+                               rtol=1e-6)
+
+
 def test_linear_matches_torch_forward_and_backward():
     torch = torch_or_skip()
     np.random.seed(1)
