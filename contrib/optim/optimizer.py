@@ -67,8 +67,9 @@ class Optimizer:
     def load_state_dict(self, state) -> None:
         for name in self._scalars:
             if name in state:
-                value = np.asarray(state[name])
-                setattr(self, name, type(getattr(self, name))(value.item()))
+                value = np.asarray(state[name]).item()
+                # the step counter stays an int; hyper-parameters become floats (lr=4 then 0.5 must not truncate)
+                setattr(self, name, int(value) if name == "t" else float(value))
         for slot in self._slots:
             table = {}
             for i, p in enumerate(self.params):

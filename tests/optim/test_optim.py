@@ -179,3 +179,17 @@ def test_optimizer_state_dict_round_trip_continues_identically():
         loss().backward()
         opt.step()
     np.testing.assert_allclose(lin_a.weight.numpy(), lin_b.weight.numpy(), rtol=1e-6)
+
+
+def test_sgd_state_dict_keeps_float_hyperparameters():
+    lin, x, y, loss = _problem(9)
+    opt = ndl.optim.SGD(lin.parameters(), lr=4, momentum=0.5)
+    loss().backward()
+    opt.step()
+    state = opt.state_dict()
+    assert set(state) == {"lr", "momentum", "weight_decay", "u.0", "u.1"}
+    other = ndl.optim.SGD(lin.parameters(), lr=1)
+    state["lr"] = np.asarray(0.25)
+    other.load_state_dict(state)
+    assert other.lr == 0.25 and other.momentum == 0.5
+    np.testing.assert_array_equal(other.u[lin.weight].numpy(), opt.u[lin.weight].numpy())
