@@ -155,6 +155,8 @@ class NDArray:
         be = arr._be = dev.require()
         if handle is None:
             arr._handle = be.Array(prod(shape), _dtype(dtype))
+            if strides is not None or offset:  # custom layouts must fit the new buffer too
+                _check_view(shape, arr._strides, offset, arr._handle.size, "NDArray.make")
         else:
             _check_view(shape, arr._strides, offset, handle.size, "NDArray.make")
             arr._handle = handle

@@ -132,6 +132,14 @@ def test_properties_make_and_compact_strides(device):
     assert fresh.shape == (4, 5) and fresh._handle.size == 20 and fresh.is_compact()
     with pytest.raises(IndexError, match="NDArray.make"):
         NDArray.make((3, 9), device=device, handle=a._handle)
+    # a freshly allocated buffer holds prod(shape) elements: strides or an
+    # offset that reach past it are refused before any kernel reads them
+    with pytest.raises(IndexError, match="NDArray.make"):
+        NDArray.make((2, 3), strides=(100, 1), device=device)
+    with pytest.raises(IndexError, match="NDArray.make"):
+        NDArray.make((2, 3), device=device, offset=2)
+    ok = NDArray.make((2, 3), strides=(1, 2), device=device)  # a column-major view of its 6 elements
+    assert ok.shape == (2, 3) and ok._handle.size == 6
 
 
 def test_array_protocol_and_astype(device):
