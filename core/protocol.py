@@ -132,6 +132,13 @@ class Backend(abc.ABC):
         when the backend is available."""
         return [self.name]
 
+    def for_device(self, device_name: str) -> "Backend":
+        """The backend object that serves ``device_name`` (one of
+        :meth:`device_names`).  Backends whose buffers belong to one device
+        (a GPU each) return one instance per device; the default serves every
+        device with ``self``."""
+        return self
+
     def config(self) -> dict[str, Any]:
         """Build and runtime facts shown by ``needle.show_config()``: e.g.
         ``{"openmp": True, "simd": "avx2", "threads": 2}``."""
@@ -375,7 +382,7 @@ class Backend(abc.ABC):
 
 def kernel_names() -> list[str]:
     """Names of every protocol kernel (required and optional), in definition order."""
-    skip = {"is_available", "device_names", "config", "check_dtype", "op_overrides"}
+    skip = {"is_available", "device_names", "for_device", "config", "check_dtype", "op_overrides"}
     return [
         n for n, v in Backend.__dict__.items()
         if callable(v) and not n.startswith("_") and n not in skip

@@ -53,7 +53,10 @@ class BackendDevice:
             elif not info.available:
                 self._mod, self._reason = None, info.reason
             else:
-                self._mod = info.backend
+                try:
+                    self._mod = info.backend.for_device(self.name)
+                except Exception as exc:  # e.g. a GPU index that does not exist
+                    self._mod, self._reason = None, f"{type(exc).__name__}: {exc}"
         return self._mod
 
     backend = mod

@@ -49,6 +49,19 @@ class CudaBackend(Backend):
         _, _, count = _driver.probe()
         return ["cuda"] + [f"cuda:{i}" for i in range(1, count)]
 
+    def for_device(self, device_name: str) -> "CudaBackend":
+        """One backend object per GPU: buffers and launches belong to its device."""
+        index = int(device_name.partition(":")[2] or 0)
+        if index == self.device_index:
+            return self
+        _, _, count = _driver.probe()
+        if not 0 <= index < count:
+            raise ValueError(f"cuda: no device {device_name!r}; {count} device(s) present")
+        per_device = self.__dict__.setdefault("_per_device", {})
+        if index not in per_device:
+            per_device[index] = CudaBackend(index)
+        return per_device[index]
+
     def config(self) -> dict[str, Any]:
         cfg: dict[str, Any] = {"kernel_cache": str(_cache.kernel_cache_dir())}
         try:
