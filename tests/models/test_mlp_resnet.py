@@ -2,6 +2,7 @@
 
 import gzip
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,6 +10,8 @@ import pytest
 import needle as ndl
 import needle.nn as nn
 from needle.models import MLPResNet, ResidualBlock, epoch, train_mnist
+
+SHARED_MNIST = Path(__file__).parents[2].parent / "shared" / "data" / "mnist"
 
 
 def _n_params(model):
@@ -148,3 +151,16 @@ def test_train_mnist_on_generated_files(tmp_path):
     train_err, train_loss, test_err, test_loss = out1
     assert test_err < 0.05 and test_loss < 0.1
     assert 0 <= train_err <= 1 and train_loss > 0
+
+
+@pytest.mark.skipif(not (SHARED_MNIST / "t10k-images-idx3-ubyte.gz").exists(),
+                    reason="shared MNIST test split not present at ../shared/data/mnist")
+def test_eval_epoch_on_real_mnist_test_split_course_value():
+    """Seeded init + eval-mode epoch on the MNIST test split reproduces the course's hw2 figure."""
+    np.random.seed(1)
+    ds = ndl.data.MNISTDataset(str(SHARED_MNIST / "t10k-images-idx3-ubyte.gz"),
+                               str(SHARED_MNIST / "t10k-labels-idx1-ubyte.gz"))
+    loader = ndl.data.DataLoader(dataset=ds, batch_size=150, shuffle=False)
+    model = MLPResNet(784, 10)
+    model.train()
+    np.testing.assert_allclose(np.array(epoch(loader, model)), [0.9164, 4.137814], rtol=1e-5, atol=1e-5)
