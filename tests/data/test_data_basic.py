@@ -136,3 +136,22 @@ def test_random_crop_shift_and_zero_fill():
     out = tf(img)
     np.testing.assert_array_equal(out[:4, :4], img[1:5, 2:6])
     assert (out[4:] == 0).all() and (out[:, 4:] == 0).all()
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 60), batch_size=st.integers(1, 70), shuffle=st.booleans(), seed=st.integers(0, 2**31 - 1))
+def test_loader_batches_partition_the_dataset(n, batch_size, shuffle, seed):
+    x = np.arange(n, dtype=np.float32).reshape(n, 1) * 2
+    y = np.arange(n) % 7
+    loader = ndl.data.DataLoader(ndl.data.NDArrayDataset(x, y), batch_size=batch_size, shuffle=shuffle)
+    np.random.seed(seed)
+    batches = _collect(loader)
+    order = np.random.RandomState(seed).permutation(n) if shuffle else np.arange(n)
+    sizes = [b[0].shape[0] for b in batches]
+    assert sizes == [batch_size] * (n // batch_size) + ([n % batch_size] if n % batch_size else [])
+    assert len(loader) == len(batches)
+    np.testing.assert_array_equal(np.concatenate([b[0] for b in batches])[:, 0], x[order, 0])
+    np.testing.assert_array_equal(np.concatenate([b[1] for b in batches]), y[order])
