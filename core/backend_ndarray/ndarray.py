@@ -394,6 +394,10 @@ class NDArray:
                                  f"to a view of shape {view.shape} ({n} elements)")
             if not n:
                 return
+            shared = [ax for ax, (d, st) in enumerate(zip(view._shape, view._strides)) if st == 0 and d > 1]
+            if shared:  # the protocol's ewise_setitem never gets a stride-0 axis
+                raise ShapeError(f"__setitem__: cannot write an array through a broadcast view (stride 0 "
+                                 f"on axis {shared[0]} of shape {view._shape}); compact() it first")
             src = other.cast(self.dtype).compact()
             self._be.ewise_setitem(src._handle, self._handle, view._shape, view._strides, view._offset)
         else:

@@ -340,6 +340,20 @@ def test_index_errors(device):
         a.as_strided((3, 3), (3, 1))
 
 
+def test_array_write_through_a_broadcast_view_is_refused(device):
+    """Several elements of a stride-0 view share one buffer slot: which value
+    would win is undefined (NumPy makes such views read-only)."""
+    a = nd.array(np.zeros((1, 4)), device=device)
+    b = a.broadcast_to((3, 4))
+    with pytest.raises(ShapeError, match=r"__setitem__.*broadcast"):
+        b[:, :] = nd.array(np.arange(12.0).reshape(3, 4), device=device)
+    np.testing.assert_array_equal(a.numpy(), np.zeros((1, 4)))
+    b[:, :] = 5.0  # a scalar is well defined: every slot gets it
+    np.testing.assert_array_equal(a.numpy(), np.full((1, 4), 5.0))
+    b[0:1, :] = nd.array(np.ones((1, 4)), device=device)  # one row of the broadcast: no sharing
+    np.testing.assert_array_equal(a.numpy(), np.ones((1, 4)))
+
+
 def test_unsupported_dtypes_name_backend_and_dtype(device):
     for bad in ("int32", "float16", "complex64"):
         with pytest.raises(UnsupportedDTypeError, match=f"backend '{device.backend_name}'.*{bad}"):
