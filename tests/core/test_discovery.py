@@ -196,7 +196,7 @@ def test_backends_rows():
     rows = needle.backends()
     assert {"numpy", "cpu", "cuda"} <= {r["name"] for r in rows}
     row = next(r for r in rows if r["name"] == "numpy")
-    assert set(row) == {"name", "version", "available", "reason", "devices", "plugin"}
+    assert set(row) == {"name", "version", "available", "reason", "devices", "plugin", "config"}
     assert row["available"] is True and row["reason"] == "" and row["devices"] == ["cpu_numpy"]
     assert row["version"] == __import__("needle_numpy").__version__ and row["plugin"] == "numpy"
     for r in rows:
