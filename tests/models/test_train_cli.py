@@ -228,3 +228,13 @@ def test_language_models_on_generated_ptb(tmp_path, model):
     # learns: loss falls, and ends below a uniform guess over the vocabulary
     assert last["train_loss"] < first["train_loss"] and last["train_loss"] < np.log(vocab)
     assert 0 <= last["test_acc"] <= 1
+
+
+def test_small_cnn_on_mnist_format_data(data_dir, tmp_path):
+    out = tmp_path / "cnn"
+    assert _run(["--model", "cnn", "--dataset", "mnist", "--data-dir", data_dir, "--epochs", 1, "--max-batches", 2,
+                 "--batch-size", 16, "--out", out, "--no-progress"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["epochs"][0]["train_loss"] > 0
+    model = ndl.models.SmallCNN()
+    model.load_state_dict(ndl.load(out / "model.npz"))  # names and shapes agree with a fresh SmallCNN
