@@ -202,3 +202,15 @@ def test_train_ptb_learns_cycle_and_evaluate_agrees():
     assert loss < 0.5
     eval_acc, eval_loss = simple_ml.evaluate_ptb(model, data, seq_len=10)
     assert eval_acc == 1.0 and eval_loss < loss
+
+
+def test_hw0_drivers_train_and_report(capsys):
+    X, y = _problem(8, n=120, d=6, k=3)
+    X[np.arange(120), y] += 3.0  # separable enough to learn in a few epochs
+    for cpp in (False, True):
+        hw0.train_softmax(X[:100], y[:100], X[100:], y[100:], epochs=3, lr=0.2, batch=20, cpp=cpp)
+    hw0.train_nn(X[:100], y[:100], X[100:], y[100:], hidden_dim=8, epochs=3, lr=0.2, batch=20)
+    lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("|  ")]
+    assert len(lines) == 9
+    last_softmax_err = float(lines[5].split("|")[5])
+    assert last_softmax_err < 0.2
