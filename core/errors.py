@@ -15,6 +15,7 @@ __all__ = [
     "ProtocolVersionError",
     "DataFormatError",
     "ChecksumError",
+    "StateDictError",
 ]
 
 
@@ -48,3 +49,7 @@ class DataFormatError(NeedleError, ValueError):
 
 class ChecksumError(DataFormatError):
     """A downloaded file whose SHA-256 differs from the expected one."""
+
+
+class StateDictError(NeedleError, ValueError):
+    """A state dict whose keys or shapes do not fit the module loading it."""

@@ -17,7 +17,7 @@ import numpy as np
 import needle.init as init
 from needle import ops
 from needle.autograd import Tensor
-from needle.errors import NeedleError, ShapeError
+from needle.errors import ShapeError, StateDictError
 
 __all__ = [
     "Parameter",
@@ -48,10 +48,6 @@ class Parameter(Tensor):
     def __init__(self, array, *args, **kwargs):
         kwargs["requires_grad"] = True
         super().__init__(array, *args, **kwargs)
-
-
-class StateDictError(NeedleError, ValueError):
-    """A state dict whose keys or shapes do not fit the module loading it."""
 
 
 def _unpack_params(value: object) -> list[Tensor]:
