@@ -194,10 +194,10 @@ def needle_backends():
 def test_backends_rows():
     discovery.reset()
     rows = needle.backends()
-    assert {"numpy", "cpu", "cuda"} <= {r["name"] for r in rows}
+    assert {"numpy", "cpu", "cuda"} <= {r["name"] for r in rows}, rows
     row = next(r for r in rows if r["name"] == "numpy")
     assert set(row) == {"name", "version", "available", "reason", "devices", "plugin", "config"}
-    assert row["available"] is True and row["reason"] == "" and row["devices"] == ["cpu_numpy"]
+    assert row["available"] is True and row["reason"] == "" and row["devices"] == ["cpu_numpy"], rows
     assert row["version"] == __import__("needle_numpy").__version__ and row["plugin"] == "numpy"
     for r in rows:
         assert isinstance(r["available"], bool)
