@@ -47,10 +47,11 @@ def _cmd_bench(argv):
 
 def _cmd_check_backend(argv):
     parser = argparse.ArgumentParser(prog="needle check-backend",
-                                     description="Run the conformance suite against one backend.")
+                                     description="Run the conformance suite against one backend; "
+                                                 "other arguments go to pytest (e.g. --needle-quick, -k matmul).")
     parser.add_argument("backend")
-    parser.add_argument("pytest_args", nargs="*")
-    args = parser.parse_args(argv)
+    args, pytest_args = parser.parse_known_args(argv)
+    args.pytest_args = pytest_args
     from .testing import run_suite  # pytest is imported only inside needle.testing
     return run_suite(args.backend, args.pytest_args)
 

@@ -67,3 +67,11 @@ def test_check_backend_rejects_an_unknown_backend():
     out = run("check-backend", "nope")
     assert out.returncode == 4, out.stdout + out.stderr  # pytest's usage-error code
     assert "no backend named 'nope'" in out.stdout + out.stderr
+
+
+def test_check_backend_runs_the_suite_and_passes_pytest_options():
+    out = run("check-backend", "numpy", "--needle-quick", "-k", "matmul or reduce")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr
+    assert "needle conformance report: backend 'numpy'" in out.stdout
+    assert re.search(r"^  matmul\s+native\s+pass", out.stdout, re.M)
+    assert re.search(r"^\d+ passed.*deselected", out.stdout, re.M)
