@@ -84,7 +84,11 @@ class BackendDevice:
         # only called for names not found normally: fall through to the backend
         if attr.startswith("_") and attr != "__tile_size__":
             raise AttributeError(attr)
-        return getattr(self.require(), attr)
+        be = self.mod
+        if be is None:  # AttributeError keeps hasattr()/getattr(default) working
+            raise AttributeError(f"{self.name}() has no kernel {attr!r}: the device is unavailable "
+                                 f"({self._reason})")
+        return getattr(be, attr)
 
     def __eq__(self, other):
         return isinstance(other, BackendDevice) and self.name == other.name

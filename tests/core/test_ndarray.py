@@ -44,6 +44,10 @@ def test_cuda_never_raises_and_fails_clearly_on_first_use():
         nd.array([1.0, 2.0], device=dev)
     with pytest.raises(BackendUnavailableError):
         dev.empty((2,))
+    # kernel fall-through is attribute access: hasattr stays usable, the reason is in the message
+    assert not hasattr(dev, "matmul_tiled")
+    with pytest.raises(AttributeError, match="unavailable"):
+        dev.ewise_add
 
 
 def test_unknown_device_lists_what_is_available():
