@@ -86,8 +86,7 @@ class Conv(Module):
         _check_nchw("Conv", x, self.in_channels)
         out = ops.conv(_nchw_to_nhwc(x), self.weight, stride=self.stride, padding=self.padding)
         if self.bias is not None:
-            bias = ops.reshape(self.bias, (1, 1, 1, self.out_channels))
-            out = out + ops.broadcast_to(bias, out.shape)
+            out = out + ops.reshape(self.bias, (1, 1, 1, self.out_channels))
         return _nhwc_to_nchw(out)
 
     def extra_repr(self):

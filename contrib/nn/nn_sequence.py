@@ -67,7 +67,7 @@ def _bias_row(bias_ih, bias_hh, width):
 def _affine(x, weight, bias_row):
     out = x @ weight
     if bias_row is not None:
-        out = out + ops.broadcast_to(bias_row, out.shape)
+        out = out + bias_row  # the add broadcasts the (1, G) row
     return out
 
 

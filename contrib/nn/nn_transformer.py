@@ -56,9 +56,10 @@ class MultiHeadAttention(Module):
         stability and treated as a constant (it cancels in the result)."""
         row_max = logit.realize_cached_data().max(axis=3, keepdims=True)
         row_max = Tensor(row_max, device=logit.device, dtype=logit.dtype, requires_grad=False)
-        e = ops.exp(logit - ops.broadcast_to(row_max, logit.shape))
+        # element-wise ops broadcast the (B, H, T, 1) row statistics themselves
+        e = ops.exp(logit - row_max)
         total = ops.reshape(ops.summation(e, axes=3), (*logit.shape[:3], 1))
-        return e / ops.broadcast_to(total, logit.shape)
+        return e / total
 
     def forward(self, q, k, v):
         for name, t in (("q", q), ("k", k), ("v", v)):
@@ -76,7 +77,7 @@ class MultiHeadAttention(Module):
         if self.causal:
             mask = Tensor(self.create_causal_mask(Tq, Tk, logits.device),
                           device=logits.device, dtype=logits.dtype, requires_grad=False)
-            logits = logits + ops.broadcast_to(mask, logits.shape)
+            logits = logits + mask  # (1, 1, Tq, Tk) broadcasts over batch and heads
         probs = self.dropout(self.softmax(logits))
         return probs @ v, probs
 
@@ -196,7 +197,7 @@ class Transformer(Module):
         # embed positions once as (1, T) and broadcast over the batch
         positions = Tensor(np.arange(T, dtype=np.float32).reshape(1, T), device=x.device,
                            dtype=x.dtype, requires_grad=False)
-        x = x + ops.broadcast_to(self.positional_embedding(positions), x.shape)
+        x = x + self.positional_embedding(positions)  # (1, T, E) broadcasts over B
         for layer in self.layers:
             x = layer(x)
         if not self.batch_first:
