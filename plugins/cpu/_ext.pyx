@@ -25,6 +25,8 @@ cdef extern from "needle_cpu.h" nogil:
     int nd_simd_avx2() noexcept
     int nd_cpu_has_avx2_fma() noexcept
     void nd_force_portable(int on) noexcept
+    int nd_vmath_level() noexcept
+    void nd_vmath_cap(int level) noexcept
     void *nd_pool_alloc(size_t nbytes, size_t *cap_out) noexcept
     void nd_pool_free(void *p, size_t cap) noexcept
     void nd_pool_set_limit(size_t nbytes) noexcept
@@ -446,6 +448,23 @@ def force_portable(bint on):
     nd_force_portable(1 if on else 0)
 
 
+_VMATH_NAMES = ("libm", "avx2+fma", "avx512f")
+
+
+def vmath_path():
+    """Which float32 exp/log/tanh kernels run: "avx512f", "avx2+fma" or "libm"."""
+    return _VMATH_NAMES[nd_vmath_level()]
+
+
+def vmath_cap(level):
+    """Testing aid: allow at most this float32 exp/log/tanh path ("avx512f",
+    "avx2+fma" or "libm"); returns the path now in use."""
+    if level not in _VMATH_NAMES:
+        raise ValueError(f"vmath_cap: level must be one of {_VMATH_NAMES}, got {level!r}")
+    nd_vmath_cap(_VMATH_NAMES.index(level))
+    return vmath_path()
+
+
 if os.environ.get("NEEDLE_CPU_SIMD", "").lower() == "portable":
     nd_force_portable(1)
 
@@ -484,6 +503,7 @@ class CpuBackend(Backend):
         return {
             "openmp": bool(nd_openmp_enabled()),
             "simd": simd_path(),
+            "vmath": vmath_path(),
             "threads": nd_get_num_threads(),
             "omp_threads_source": _THREADS_SOURCE if nd_openmp_enabled() else "built without OpenMP",
         }

@@ -17,7 +17,7 @@ import sys
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-C_SOURCES = ["common.c", "pool.c", "ewise.c", "strided.c", "gemm.c", "conv.c"]
+C_SOURCES = ["common.c", "pool.c", "ewise.c", "strided.c", "gemm.c", "conv.c", "vmath.c"]
 CYTHON_DIRECTIVES = {
     "language_level": 3,
     "boundscheck": False,

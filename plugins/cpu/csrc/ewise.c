@@ -6,6 +6,8 @@
  * costs a few microseconds, worth it only past ~32K cheap or ~4K libm calls */
 #define ND_GRAIN_CHEAP 32768
 #define ND_GRAIN_MATH 4096
+/* vectorised exp/log/tanh cost ~0.3-0.5 ns an element: threads pay past ~16K */
+#define ND_GRAIN_VMATH 16384
 
 #define T float
 #define SUF f32
@@ -15,7 +17,9 @@
 #define LOG logf
 #define TANH tanhf
 #define POW powf
+#define ND_VEC_MATH 1
 #include "ewise_tmpl.h"
+#undef ND_VEC_MATH
 #undef T
 #undef SUF
 #undef ACC

@@ -69,9 +69,28 @@ void ND_FN(nd_spow_)(const T *a, T y, T *o, nd_i64 n) {
 }
 
 ND_UN(nd_neg_, ND_GRAIN_CHEAP, -x)
+#ifdef ND_VEC_MATH
+/* vectorised kernels (vmath.c) on contiguous chunks, one chunk per thread */
+#define ND_UN_VEC(name, VFN)                                                    \
+  void ND_FN(name)(const T *a, T *o, nd_i64 n) {                                \
+    int nt = nd_threads_for(n, ND_GRAIN_VMATH);                                 \
+    if (nt <= 1) { VFN(a, o, n); return; }                                      \
+    _Pragma("omp parallel for num_threads(nt) schedule(static)")                \
+    for (int t = 0; t < nt; t++) {                                              \
+      /* chunk edges on 16-element multiples: whole vectors, no shared lines */ \
+      nd_i64 b = (n * t / nt) & ~(nd_i64)15, e = t + 1 == nt ? n : (n * (t + 1) / nt) & ~(nd_i64)15; \
+      if (e > b) VFN(a + b, o + b, e - b);                                      \
+    }                                                                           \
+  }
+ND_UN_VEC(nd_log_, nd_vlog_f32)
+ND_UN_VEC(nd_exp_, nd_vexp_f32)
+ND_UN_VEC(nd_tanh_, nd_vtanh_f32)
+#undef ND_UN_VEC
+#else
 ND_UN(nd_log_, ND_GRAIN_MATH, LOG(x))
 ND_UN(nd_exp_, ND_GRAIN_MATH, EXP(x))
 ND_UN(nd_tanh_, ND_GRAIN_MATH, TANH(x))
+#endif
 
 /* ---- rows ---- */
 

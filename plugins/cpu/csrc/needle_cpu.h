@@ -65,6 +65,13 @@ void nd_aligned_free(void *p);
 ND_DECL_EWISE(float, f32)
 ND_DECL_EWISE(double, f64)
 
+/* ---- vectorised float32 exp/log/tanh on one chunk, calling thread (vmath.c) ---- */
+void nd_vexp_f32(const float *a, float *o, nd_i64 n);
+void nd_vlog_f32(const float *a, float *o, nd_i64 n);
+void nd_vtanh_f32(const float *a, float *o, nd_i64 n);
+int nd_vmath_level(void);        /* 2 AVX-512F, 1 AVX2+FMA, 0 libm */
+void nd_vmath_cap(int level);    /* tests: highest path allowed */
+
 /* ---- strided copies (strided.c); elsize is 4 or 8 ---- */
 /* dst[doff + idx.dst_st] = src[soff + idx.src_st] for every idx in shape */
 void nd_copy_strided(int elsize, const void *src, nd_i64 soff, const nd_i64 *src_st,
