@@ -150,3 +150,41 @@ def test_course_style_tiled_call_through_device(be):
     out = be.Array(m * p)
     be.matmul_tiled(put(be, tile(a)), put(be, tile(b)), out, m, n, p)
     np.testing.assert_allclose(get(be, out), tile(a @ b).ravel(), rtol=1e-5, atol=1e-5)
+
+
+# The unpacked small-product path (float32, up to 2^18 multiply-adds): every
+# row tail (1..5 of the 6-row tile), every column tail of the 8- and 16-wide
+# tiles (masked loads/stores), B read in place or copied when transposed.
+@pytest.mark.parametrize("m", [1, 2, 5, 6, 7, 13])
+@pytest.mark.parametrize("p", [1, 3, 7, 8, 9, 15, 16, 17, 31, 33])
+@pytest.mark.parametrize("ta,tb", [(False, False), (True, False), (False, True), (True, True)])
+def test_small_products_every_tail(be, m, p, ta, tb):
+    n = 37
+    a, b = operands(m, n, p, np.float32, seed=m * 100 + p)
+    A = put(be, a.T if ta else a)
+    B = put(be, b.T if tb else b)
+    sa = (0, 1, m) if ta else (0, n, 1)
+    sb = (0, 1, n) if tb else (0, p, 1)
+    guard = 19
+    out = be.Array(m * p + guard, np.float32)
+    be.fill(out, 7.25)  # the masked stores must not touch past m * p
+    be.matmul_strided(A, B, out, 1, m, n, p, sa, 0, sb, 0)
+    got = get(be, out)
+    check(got[:m * p].reshape(m, p), a.astype(np.float64) @ b, np.float32, n)
+    np.testing.assert_array_equal(got[m * p:], np.full(guard, 7.25, np.float32))
+
+
+def test_small_products_match_packed_path(be):
+    """The small path and the packed GEMM agree (MLP shapes, both orientations)."""
+    for m, n, p in [(128, 100, 10), (100, 128, 10), (128, 10, 100), (64, 64, 64)]:
+        a, b = operands(m, n, p, np.float32, seed=1)
+        outs = []
+        for portable in (False, True):
+            ext.force_portable(portable)
+            try:
+                out = be.Array(m * p, np.float32)
+                be.matmul(put(be, a), put(be, b), out, m, n, p)
+                outs.append(get(be, out, (m, p)))
+            finally:
+                ext.force_portable(False)
+        np.testing.assert_allclose(outs[0], outs[1], rtol=1e-5, atol=1e-5)

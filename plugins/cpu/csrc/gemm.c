@@ -122,6 +122,105 @@ static void kern_avx2_f64(nd_i64 kc, const double *restrict Ap, const double *re
   ND_ST(3, c30, c31); ND_ST(4, c40, c41); ND_ST(5, c50, c51);
 #undef ND_ST
 }
+/* ---- small float32 products: no packing ----
+ * For products up to ND_SMALL_MAX multiply-adds (the MLP's 128x100 @ 100x10
+ * and its transposed backward forms) packing A and B and bouncing partial
+ * tiles costs as much as the multiply.  Here A is read in place by
+ * broadcasts (any strides), B rows are loaded straight from memory (or from
+ * one small contiguous copy when B's rows are not contiguous), and the
+ * column tail uses masked loads and stores, so no tile needs a bounce
+ * buffer.  Tiles are up to 6 rows x 16 columns; an 8-column variant keeps
+ * narrow outputs (p <= 8) from paying for 16 lanes. */
+#define ND_SMALL_MAX ((nd_i64)1 << 18)
+#define ND_SMALL_BCOPY 8192
+
+__attribute__((target("avx2,fma"), always_inline))
+static inline void small_tile_f32(const int rows, const int wide, const int full, nd_i64 k,
+                                  const float *restrict A, nd_i64 rsa, nd_i64 csa,
+                                  const float *restrict B, nd_i64 rsb,
+                                  float *restrict C, nd_i64 ldc, int acc,
+                                  __m256i m0, __m256i m1) {
+  __m256 c0[6], c1[6];
+  for (int r = 0; r < 6; r++) { c0[r] = _mm256_setzero_ps(); c1[r] = _mm256_setzero_ps(); }
+  for (nd_i64 kk = 0; kk < k; kk++) {
+    const float *b = B + kk * rsb;
+    __m256 b0 = full ? _mm256_loadu_ps(b) : (wide ? _mm256_loadu_ps(b) : _mm256_maskload_ps(b, m0));
+    __m256 b1 = _mm256_setzero_ps();
+    if (wide) b1 = full ? _mm256_loadu_ps(b + 8) : _mm256_maskload_ps(b + 8, m1);
+    const float *a = A + kk * csa;
+    for (int r = 0; r < rows; r++) {
+      __m256 av = _mm256_broadcast_ss(a + r * rsa);
+      c0[r] = _mm256_fmadd_ps(av, b0, c0[r]);
+      if (wide) c1[r] = _mm256_fmadd_ps(av, b1, c1[r]);
+    }
+  }
+  for (int r = 0; r < rows; r++) {
+    float *c = C + r * ldc;
+    if (full) {
+      if (acc) { c0[r] = _mm256_add_ps(c0[r], _mm256_loadu_ps(c)); c1[r] = _mm256_add_ps(c1[r], _mm256_loadu_ps(c + 8)); }
+      _mm256_storeu_ps(c, c0[r]); _mm256_storeu_ps(c + 8, c1[r]);
+    } else if (wide) {
+      if (acc) { c0[r] = _mm256_add_ps(c0[r], _mm256_loadu_ps(c)); c1[r] = _mm256_add_ps(c1[r], _mm256_maskload_ps(c + 8, m1)); }
+      _mm256_storeu_ps(c, c0[r]); _mm256_maskstore_ps(c + 8, m1, c1[r]);
+    } else {
+      if (acc) c0[r] = _mm256_add_ps(c0[r], _mm256_maskload_ps(c, m0));
+      _mm256_maskstore_ps(c, m0, c0[r]);
+    }
+  }
+}
+
+/* one column panel (nr <= 16 columns) over all rows, tile variant fixed */
+#define ND_SMALL_PANEL(WIDE, FULL)                                                       \
+  __attribute__((target("avx2,fma")))                                                    \
+  static void small_panel_##WIDE##FULL(nd_i64 m, nd_i64 k, const float *A, nd_i64 rsa,   \
+                                       nd_i64 csa, const float *B, nd_i64 rsb, float *C, \
+                                       nd_i64 ldc, int acc, __m256i m0, __m256i m1) {    \
+    nd_i64 i = 0;                                                                        \
+    for (; i + 6 <= m; i += 6)                                                           \
+      small_tile_f32(6, WIDE, FULL, k, A + i * rsa, rsa, csa, B, rsb, C + i * ldc, ldc, acc, m0, m1); \
+    switch (m - i) {                                                                     \
+      case 5: small_tile_f32(5, WIDE, FULL, k, A + i * rsa, rsa, csa, B, rsb, C + i * ldc, ldc, acc, m0, m1); break; \
+      case 4: small_tile_f32(4, WIDE, FULL, k, A + i * rsa, rsa, csa, B, rsb, C + i * ldc, ldc, acc, m0, m1); break; \
+      case 3: small_tile_f32(3, WIDE, FULL, k, A + i * rsa, rsa, csa, B, rsb, C + i * ldc, ldc, acc, m0, m1); break; \
+      case 2: small_tile_f32(2, WIDE, FULL, k, A + i * rsa, rsa, csa, B, rsb, C + i * ldc, ldc, acc, m0, m1); break; \
+      case 1: small_tile_f32(1, WIDE, FULL, k, A + i * rsa, rsa, csa, B, rsb, C + i * ldc, ldc, acc, m0, m1); break; \
+      default: break;                                                                    \
+    }                                                                                    \
+  }
+ND_SMALL_PANEL(1, 1)
+ND_SMALL_PANEL(1, 0)
+ND_SMALL_PANEL(0, 0)
+
+/* 0 when done, -1 when the product is not one for this path */
+__attribute__((target("avx2,fma")))
+static int gemm_small_f32(nd_i64 m, nd_i64 k, nd_i64 p, const float *A, nd_i64 rsa, nd_i64 csa,
+                          const float *B, nd_i64 rsb, nd_i64 csb, float *C, nd_i64 ldc, int acc) {
+  if (!nd_simd_avx2() || m * k * p > ND_SMALL_MAX) return -1;
+  float bcopy[ND_SMALL_BCOPY] __attribute__((aligned(64)));
+  if (csb != 1 || p == 1) {
+    /* B's rows are not contiguous (a transposed view): copy it once, row-major */
+    if (k * p > ND_SMALL_BCOPY) return -1;
+    for (nd_i64 kk = 0; kk < k; kk++)
+      for (nd_i64 j = 0; j < p; j++) bcopy[kk * p + j] = B[kk * rsb + j * csb];
+    B = bcopy; rsb = p;
+  }
+  for (nd_i64 j = 0; j < p; j += 16) {
+    nd_i64 nr = p - j < 16 ? p - j : 16;
+    const float *Bj = B + j;
+    float *Cj = C + j;
+    if (nr == 16) {
+      __m256i ones = _mm256_set1_epi32(-1);
+      small_panel_11(m, k, A, rsa, csa, Bj, rsb, Cj, ldc, acc, ones, ones);
+    } else {
+      const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+      __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)nr), lane);
+      __m256i m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)nr - 8), lane);
+      if (nr > 8) small_panel_10(m, k, A, rsa, csa, Bj, rsb, Cj, ldc, acc, m0, m1);
+      else small_panel_00(m, k, A, rsa, csa, Bj, rsb, Cj, ldc, acc, m0, m1);
+    }
+  }
+  return 0;
+}
 #else
 #define ND_HAVE_X86_SIMD 0
 #define kern_avx2_f32 NULL
@@ -138,6 +237,9 @@ static void kern_avx2_f64(nd_i64 kc, const double *restrict Ap, const double *re
 #define NC 3072
 #define KERN_SIMD kern_avx2_f32
 #define KERN_DIRECT kern_avx2_direct_f32
+#if ND_HAVE_X86_SIMD
+#define KERN_SMALL gemm_small_f32
+#endif
 #include "gemm_tmpl.h"
 #undef T
 #undef SUF
@@ -148,6 +250,7 @@ static void kern_avx2_f64(nd_i64 kc, const double *restrict Ap, const double *re
 #undef NC
 #undef KERN_SIMD
 #undef KERN_DIRECT
+#undef KERN_SMALL
 
 #define T double
 #define SUF f64

@@ -166,6 +166,9 @@ static void ND_FN(gemm_serial_)(nd_i64 m, nd_i64 k, nd_i64 p, const T *A, nd_i64
 static int ND_FN(gemm_one_)(nd_i64 m, nd_i64 k, nd_i64 p, const T *A, nd_i64 rsa, nd_i64 csa,
                             const T *B, nd_i64 rsb, nd_i64 csb, T *C, nd_i64 ldc, int acc,
                             int nt) {
+#ifdef KERN_SMALL
+  if (KERN_SMALL(m, k, p, A, rsa, csa, B, rsb, csb, C, ldc, acc) == 0) return 0;
+#endif
   nd_i64 kcap = k < KC ? k : KC;
   int by_rows = m >= p;
   nd_i64 unit = by_rows ? MR : NR, extent = by_rows ? m : p;
