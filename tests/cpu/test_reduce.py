@@ -78,3 +78,27 @@ def test_reduce_validation(be):
         be.softmax(be.Array(12), be.Array(11), 3, 4)
     with pytest.raises(TypeError):
         be.reduce_sum(be.Array(10), be.Array(2, np.float64), 5)
+
+
+@pytest.mark.parametrize("r", [1, 7, 31, 32, 33, 100, 1030])
+def test_reduce_max_nan_in_every_position(be, dtype, r):
+    """A nan in any lane of the 4 x 8 vector body or in the tail wins."""
+    base = np.random.default_rng(r).uniform(-5, 5, r).astype(dtype)
+    rows = np.repeat(base[None, :], r, axis=0)
+    rows[np.arange(r), np.arange(r)] = np.nan  # row i has its nan at column i
+    rows = np.concatenate([rows, base[None, :]])  # and one clean row
+    out = be.Array(r + 1, dtype)
+    be.reduce_max(put(be, rows), out, r)
+    got = get(be, out)
+    assert np.isnan(got[:r]).all()
+    assert got[r] == base.max()
+
+
+@pytest.mark.parametrize("r", [1, 9, 32, 33, 1023, 1024, 1025, 5000])
+def test_reduce_sum_row_lengths(be, dtype, r):
+    x = np.random.default_rng(r).uniform(-1, 1, (37, r)).astype(dtype)
+    out = be.Array(37, dtype)
+    be.reduce_sum(put(be, x), out, r)
+    ref = x.astype(np.float64).sum(axis=1)
+    np.testing.assert_allclose(get(be, out), ref, rtol=1e-5 if dtype == np.float32 else 1e-12,
+                               atol=1e-5 * np.sqrt(r) if dtype == np.float32 else 1e-12)

@@ -97,6 +97,9 @@ ND_UN(nd_tanh_, ND_GRAIN_MATH, TANH(x))
 /* Sum of one row: vector-width partial sums in T over short blocks, blocks
  * added in ACC (double for float32) so long rows keep their precision. */
 static ACC ND_FN(row_sum_)(const T *a, nd_i64 r) {
+#ifdef ND_VEC_MATH
+  return nd_vrow_sum_f32(a, r);
+#endif
   /* ND_LANES independent partial sums: enough vector chains to hide the
    * latency of the adds; blocks of 1024 are folded into ACC */
   ACC total = 0;
@@ -117,6 +120,9 @@ static ACC ND_FN(row_sum_)(const T *a, nd_i64 r) {
 
 /* Max of one row; NaN wins like numpy.max. */
 static T ND_FN(row_max_)(const T *a, nd_i64 r) {
+#ifdef ND_VEC_MATH
+  return nd_vrow_max_f32(a, r);
+#endif
   T m = a[0];
   int nan = 0;
   _Pragma("omp simd reduction(max:m) reduction(|:nan)")
@@ -146,7 +152,10 @@ void ND_FN(nd_reduce_sum_)(const T *a, T *o, nd_i64 outer, nd_i64 r) {
     return;
   }
   if (r == 1) { for (nd_i64 i = 0; i < outer; i++) o[i] = a[i]; return; }
-  _Pragma("omp parallel for num_threads(nt) if(nt > 1) schedule(static)")
+  /* dynamic chunks of ~64K elements: on a shared machine a thread that is
+   * descheduled would otherwise hold up a whole static half of the rows */
+  nd_i64 chunk = 65536 / r > 1 ? 65536 / r : 1;
+  _Pragma("omp parallel for num_threads(nt) if(nt > 1) schedule(dynamic, chunk)")
   for (nd_i64 i = 0; i < outer; i++) o[i] = (T)ND_FN(row_sum_)(a + i * r, r);
 }
 
@@ -169,7 +178,8 @@ void ND_FN(nd_reduce_max_)(const T *a, T *o, nd_i64 outer, nd_i64 r) {
     }
     return;
   }
-  _Pragma("omp parallel for num_threads(nt) if(nt > 1) schedule(static)")
+  nd_i64 chunk = 65536 / r > 1 ? 65536 / r : 1;  /* see nd_reduce_sum_ */
+  _Pragma("omp parallel for num_threads(nt) if(nt > 1) schedule(dynamic, chunk)")
   for (nd_i64 i = 0; i < outer; i++) o[i] = ND_FN(row_max_)(a + i * r, r);
 }
 

@@ -69,6 +69,8 @@ ND_DECL_EWISE(double, f64)
 void nd_vexp_f32(const float *a, float *o, nd_i64 n);
 void nd_vlog_f32(const float *a, float *o, nd_i64 n);
 void nd_vtanh_f32(const float *a, float *o, nd_i64 n);
+double nd_vrow_sum_f32(const float *a, nd_i64 r);  /* one row, float32 */
+float nd_vrow_max_f32(const float *a, nd_i64 r);    /* nan if any nan */
 int nd_vmath_level(void);        /* 2 AVX-512F, 1 AVX2+FMA, 0 libm */
 void nd_vmath_cap(int level);    /* tests: highest path allowed */
 

@@ -120,6 +120,61 @@ ND_AVX2 static inline __m256 vtanh8(__m256 x) {
   return _mm256_blendv_ps(ysmall, ybig, big);
 }
 
+
+/* ---- row reductions (float32): 4 x 8 independent lanes hide the add/max
+ * latency; sums fold each block of 1024 into a double like the portable
+ * code, so long rows keep their precision ---- */
+ND_AVX2 static double vrow_sum_avx2(const float *a, nd_i64 r) {
+  double total = 0;
+  for (nd_i64 b = 0; b < r; b += 1024) {
+    nd_i64 e = b + 1024 < r ? b + 1024 : r, i = b;
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    for (; i + 32 <= e; i += 32) {
+      s0 = _mm256_add_ps(s0, _mm256_loadu_ps(a + i));
+      s1 = _mm256_add_ps(s1, _mm256_loadu_ps(a + i + 8));
+      s2 = _mm256_add_ps(s2, _mm256_loadu_ps(a + i + 16));
+      s3 = _mm256_add_ps(s3, _mm256_loadu_ps(a + i + 24));
+    }
+    for (; i + 8 <= e; i += 8) s0 = _mm256_add_ps(s0, _mm256_loadu_ps(a + i));
+    __m256 s = _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3));
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
+    float t = _mm_cvtss_f32(h);
+    for (; i < e; i++) t += a[i];
+    total += t;
+  }
+  return total;
+}
+
+/* NaN anywhere wins, like numpy.max (vmaxps alone would drop it) */
+ND_AVX2 static float vrow_max_avx2(const float *a, nd_i64 r) {
+  nd_i64 i = 0;
+  float m = a[0];
+  int nan = 0;
+  if (r >= 32) {
+    __m256 m0 = _mm256_loadu_ps(a), m1 = m0, m2 = m0, m3 = m0;
+    __m256 bad = _mm256_setzero_ps();
+    for (; i + 32 <= r; i += 32) {
+      __m256 x0 = _mm256_loadu_ps(a + i), x1 = _mm256_loadu_ps(a + i + 8);
+      __m256 x2 = _mm256_loadu_ps(a + i + 16), x3 = _mm256_loadu_ps(a + i + 24);
+      m0 = _mm256_max_ps(m0, x0); m1 = _mm256_max_ps(m1, x1);
+      m2 = _mm256_max_ps(m2, x2); m3 = _mm256_max_ps(m3, x3);
+      /* unordered(x, y) is true when either is nan */
+      bad = _mm256_or_ps(bad, _mm256_or_ps(_mm256_cmp_ps(x0, x1, _CMP_UNORD_Q),
+                                           _mm256_cmp_ps(x2, x3, _CMP_UNORD_Q)));
+    }
+    __m256 mm = _mm256_max_ps(_mm256_max_ps(m0, m1), _mm256_max_ps(m2, m3));
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(mm), _mm256_extractf128_ps(mm, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_shuffle_ps(h, h, 1));
+    m = _mm_cvtss_f32(h);
+    nan = _mm256_movemask_ps(bad) != 0;
+  }
+  for (; i < r; i++) { float x = a[i]; m = x > m ? x : m; nan |= (x != x); }
+  return nan ? NAN : m;
+}
+
 #define ND_VM_DRIVER(name, FN8)                                                \
   ND_AVX2 static void name##_avx2(const float *a, float *o, nd_i64 n) {        \
     nd_i64 i = 0;                                                              \
@@ -287,4 +342,28 @@ void nd_vtanh_f32(const float *a, float *o, nd_i64 n) {
   if (lv == 1) { vtanh_avx2(a, o, n); return; }
 #endif
   for (nd_i64 i = 0; i < n; i++) o[i] = tanhf(a[i]);
+}
+
+double nd_vrow_sum_f32(const float *a, nd_i64 r) {
+#if ND_VM_X86
+  if (nd_simd_avx2()) return vrow_sum_avx2(a, r);
+#endif
+  double total = 0;
+  for (nd_i64 b = 0; b < r; b += 1024) {
+    nd_i64 e = b + 1024 < r ? b + 1024 : r;
+    float t = 0;
+    for (nd_i64 i = b; i < e; i++) t += a[i];
+    total += t;
+  }
+  return total;
+}
+
+float nd_vrow_max_f32(const float *a, nd_i64 r) {
+#if ND_VM_X86
+  if (nd_simd_avx2()) return vrow_max_avx2(a, r);
+#endif
+  float m = a[0];
+  int nan = 0;
+  for (nd_i64 i = 0; i < r; i++) { float x = a[i]; m = x > m ? x : m; nan |= (x != x); }
+  return nan ? NAN : m;
 }
