@@ -191,7 +191,18 @@ void ND_FN(nd_logsumexp_)(const T *a, T *o, nd_i64 outer, nd_i64 r) {
     T m = ND_FN(row_max_)(row, r);
     if (m != m || m == (T)INFINITY || m == -(T)INFINITY) { o[i] = m; continue; }
     ACC s = 0;
+#ifdef ND_VEC_MATH
+    /* exp of blocks of (row - m) through the vector exp, summed in ACC */
+    for (nd_i64 j0 = 0; j0 < r; j0 += 256) {
+      T buf[256];
+      nd_i64 nb = r - j0 < 256 ? r - j0 : 256;
+      for (nd_i64 j = 0; j < nb; j++) buf[j] = row[j0 + j] - m;
+      nd_vexp_f32(buf, buf, nb);
+      s += nd_vrow_sum_f32(buf, nb);
+    }
+#else
     for (nd_i64 j = 0; j < r; j++) s += EXP(row[j] - m);
+#endif
     o[i] = (T)((ACC)m + log(s));
   }
 }
@@ -204,7 +215,13 @@ void ND_FN(nd_softmax_)(const T *a, T *o, nd_i64 outer, nd_i64 r) {
     T *orow = o + i * r;
     T m = ND_FN(row_max_)(row, r);
     ACC s = 0;
+#ifdef ND_VEC_MATH
+    for (nd_i64 j = 0; j < r; j++) orow[j] = row[j] - m;
+    nd_vexp_f32(orow, orow, r);  /* in place: element-wise, no overlap issue */
+    s = nd_vrow_sum_f32(orow, r);
+#else
     for (nd_i64 j = 0; j < r; j++) { T e = EXP(row[j] - m); orow[j] = e; s += e; }
+#endif
     T inv = (T)(1.0 / s);
     _Pragma("omp simd")
     for (nd_i64 j = 0; j < r; j++) orow[j] *= inv;

@@ -221,9 +221,11 @@ int ND_CAT(nd_gemm_, SUF)(nd_i64 batch, nd_i64 m, nd_i64 k, nd_i64 p,
   nd_i64 item = m * k * p;
   int nt = nd_threads_for(batch * item, ND_GEMM_GRAIN);
   if (batch > 1 && batch >= nt && item < ND_GEMM_BIG) {
-    /* many small products: whole products per thread, each serial */
+    /* many small products: whole products per thread, each serial; handed
+     * out dynamically so a descheduled thread (shared machine) does not
+     * hold a static half of the batch */
     int ok = 1;
-    _Pragma("omp parallel for num_threads(nt) if(nt > 1) schedule(static) reduction(&&:ok)")
+    _Pragma("omp parallel for num_threads(nt) if(nt > 1) schedule(dynamic, 1) reduction(&&:ok)")
     for (nd_i64 t = 0; t < batch; t++)
       ok = ND_FN(gemm_one_)(m, k, p, A + t * sa0, sa1, sa2, B + t * sb0, sb1, sb2,
                             C + t * sc0, ldc, acc, 1) == 0 && ok;
