@@ -87,6 +87,13 @@ class Op:
         ``node``).  Returns one Tensor or a tuple, one per input."""
         raise NotImplementedError()
 
+    def gradient_needed(self, out_grad, node, need):
+        """Partial adjoints only for the inputs whose ``need`` flag is true
+        (None in the other slots).  ``backward`` calls it when some input
+        requires no gradient; ops override it to skip that work (a data
+        batch's adjoint through a matmul is a full product).  Default: all."""
+        return self.gradient_as_tuple(out_grad, node)
+
     def gradient_as_tuple(self, out_grad, node):
         """``gradient`` normalised to a tuple (course API; tests call it)."""
         out = self.gradient(out_grad, node)
@@ -537,7 +544,9 @@ def _sum_tuple_adjoints(grads: List["TensorTuple"]) -> "TensorTuple":
 
 def compute_gradient_of_variables(output_tensor: Value, out_grad: Value) -> None:
     """Store in ``node.grad`` the adjoint of every node reachable from
-    ``output_tensor``, given ``out_grad`` for the output itself."""
+    ``output_tensor`` that requires a gradient (and of the output itself),
+    given ``out_grad`` for the output.  Constants (``requires_grad=False``)
+    receive no adjoint, so no work is spent on them."""
     partials = {output_tensor: [out_grad]}
     for node in reversed(find_topo_sort([output_tensor])):
         grads = partials.pop(node, None)
@@ -550,11 +559,26 @@ def compute_gradient_of_variables(output_tensor: Value, out_grad: Value) -> None
         else:
             adjoint = sum_node_list(grads)
         node.grad = adjoint
-        if node.op is None:
+        op = node.op
+        if op is None:
             continue
-        for inp, g in zip(node.inputs, node.op.gradient_as_tuple(adjoint, node)):
+        inputs = node.inputs
+        # inputs that need no gradient (data batches, masks, one-hot labels)
+        # get no partial adjoint: ops that can skip computing it do
+        # (``gradient_needed``), the rest compute it and it is dropped
+        need = [inp.requires_grad for inp in inputs]
+        if all(need):
+            partial = op.gradient_as_tuple(adjoint, node)
+        elif not any(need):
+            continue
+        else:
+            partial = op.gradient_needed(adjoint, node, need)
+        for inp, g, wanted in zip(inputs, partial, need):
+            if not wanted or g is None:
+                continue
             lst = partials.get(inp)
             if lst is None:
                 partials[inp] = [g]
             else:
                 lst.append(g)
+

@@ -60,6 +60,9 @@ def epoch(dataloader, model, opt=None):
     loss_fn = nn.SoftmaxLoss()
     wrong, total_loss, n = 0, 0.0, 0
     for X, y in dataloader:
+        # the loader's batches require grad (course default) but nothing reads
+        # their gradient: detaching spares backward the (B, 784) input adjoint
+        X = X.detach()
         batch = X.shape[0]
         if len(X.shape) != 2:
             X = X.reshape((batch, int(np.prod(X.shape[1:]))))

@@ -92,6 +92,11 @@ class EWiseAdd(TensorOp):
         a, b = node.inputs
         return unbroadcast(out_grad, a.shape), unbroadcast(out_grad, b.shape)
 
+    def gradient_needed(self, out_grad: Tensor, node: Tensor, need):
+        a, b = node.inputs
+        return (unbroadcast(out_grad, a.shape) if need[0] else None,
+                unbroadcast(out_grad, b.shape) if need[1] else None)
+
 
 def add(a, b):
     return _make2(_EWISE_ADD, a, b)
@@ -123,6 +128,11 @@ class EWiseMul(TensorOp):
     def gradient(self, out_grad: Tensor, node: Tensor):
         a, b = node.inputs
         return unbroadcast(out_grad * b, a.shape), unbroadcast(out_grad * a, b.shape)
+
+    def gradient_needed(self, out_grad: Tensor, node: Tensor, need):
+        a, b = node.inputs
+        return (unbroadcast(out_grad * b, a.shape) if need[0] else None,
+                unbroadcast(out_grad * a, b.shape) if need[1] else None)
 
 
 def multiply(a, b):
@@ -195,10 +205,13 @@ class EWiseDiv(TensorOp):
         return a / b
 
     def gradient(self, out_grad: Tensor, node: Tensor):
+        return self.gradient_needed(out_grad, node, (True, True))
+
+    def gradient_needed(self, out_grad: Tensor, node: Tensor, need):
         a, b = node.inputs
-        ga = out_grad / b
-        gb = negate(out_grad * a / power_scalar(b, 2))
-        return unbroadcast(ga, a.shape), unbroadcast(gb, b.shape)
+        ga = unbroadcast(out_grad / b, a.shape) if need[0] else None
+        gb = unbroadcast(negate(out_grad * a / power_scalar(b, 2)), b.shape) if need[1] else None
+        return ga, gb
 
 
 def divide(a, b):
@@ -383,6 +396,9 @@ class MatMul(TensorOp):
         return a @ b
 
     def gradient(self, out_grad: Tensor, node: Tensor):
+        return self.gradient_needed(out_grad, node, (True, True))
+
+    def gradient_needed(self, out_grad: Tensor, node: Tensor, need):
         a, b = node.inputs
         ashape, bshape = a.shape, b.shape
         A = a if len(ashape) >= 2 else reshape(a, (1,) + ashape)
@@ -392,12 +408,15 @@ class MatMul(TensorOp):
             gshape = g.shape
             nb = len(gshape) - (len(ashape) >= 2) - (len(bshape) >= 2)
             g = reshape(g, gshape[:nb] + (A.shape[-2], B.shape[-1]))
-        ga = unbroadcast(matmul(g, transpose(B)), A.shape)
-        gb = unbroadcast(matmul(transpose(A), g), B.shape)
-        if ga.shape != ashape:
-            ga = reshape(ga, ashape)
-        if gb.shape != bshape:
-            gb = reshape(gb, bshape)
+        ga = gb = None
+        if need[0]:
+            ga = unbroadcast(matmul(g, transpose(B)), A.shape)
+            if ga.shape != ashape:
+                ga = reshape(ga, ashape)
+        if need[1]:
+            gb = unbroadcast(matmul(transpose(A), g), B.shape)
+            if gb.shape != bshape:
+                gb = reshape(gb, bshape)
         return ga, gb
 
 
