@@ -370,6 +370,12 @@ class Backend(abc.ABC):
         """*Optional.* ``out = -a``."""
         self.scalar_mul(a, -1.0, out)
 
+    def ewise_sqrt(self, a, out) -> None:
+        """*Optional.* ``out = sqrt(a)`` (nan below 0), correctly rounded as
+        IEEE sqrt is.  Default: ``scalar_power(a, 0.5)`` (same values up to
+        float rounding, usually much slower than a native square root)."""
+        self.scalar_power(a, 0.5, out)
+
     def ewise_relu_grad(self, a, g, out) -> None:
         """*Optional.* ``out = g if a > 0 else 0`` (ReLU's backward)."""
         # a > 0  ==  1 - (0 >= a)  ==  1 - ge(-a, 0)

@@ -143,22 +143,30 @@ class Adam(Optimizer):
     def step(self):
         self.t += 1
         b1, b2, wd = self.beta1, self.beta2, self.weight_decay
+        c1, c2 = 1 - b1, 1 - b2
         step_size = self.lr / (1 - b1**self.t)
-        inv_bc2 = 1.0 / (1 - b2**self.t)
+        # lr * m_hat / (sqrt(v_hat) + eps) == m / (sqrt(v * k) + eps / step_size)
+        # with k = 1 / ((1 - b2^t) * step_size^2): the bias corrections and lr
+        # fold into two scalars, so each parameter costs 5 array ops here
+        k = 1.0 / ((1 - b2**self.t) * step_size * step_size)
+        eps_s = self.eps / step_size
+        m_state, v_state = self.m, self.v
         for p in self.params:
-            if p.grad is None:
+            grad = p.grad
+            if grad is None:
                 continue
             w = _array_of(p)
-            g = _array_of(p.grad)
+            g = _array_of(grad)
             if wd:
-                g = g + w * wd
-            m = self.m.get(p)
-            v = self.v.get(p)
-            m = g * (1 - b1) if m is None else m * b1 + g * (1 - b1)
-            v = (g * g) * (1 - b2) if v is None else v * b2 + (g * g) * (1 - b2)
-            self.m[p] = m
-            self.v[p] = v
-            _assign(p, w - (m * step_size) / ((v * inv_bc2) ** 0.5 + self.eps))
+                g = w * wd + g
+            m = m_state.get(p)
+            v = v_state.get(p)
+            gc2 = g * c2
+            m = g * c1 if m is None else m * b1 + g * c1
+            v = gc2 * g if v is None else v * b2 + gc2 * g
+            m_state[p] = m
+            v_state[p] = v
+            _assign(p, w - m / ((v * k).sqrt() + eps_s))
 
 
 def clip_grad_norm(params, max_norm=0.25):

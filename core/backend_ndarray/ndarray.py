@@ -522,6 +522,11 @@ class NDArray:
     def tanh(self):
         return self._unary("ewise_tanh")
 
+    def sqrt(self):
+        """Element-wise square root (nan below 0); the backend's
+        ``ewise_sqrt`` (protocol default: ``** 0.5``)."""
+        return self._unary("ewise_sqrt")
+
     def relu_grad(self, grad: "NDArray") -> "NDArray":
         """``grad`` where self > 0, else 0 (ReLU's backward in one pass)."""
         a, g = self._operands(grad, "relu_grad")

@@ -183,6 +183,7 @@ EWISE_UNARY = {
     "ewise_exp": (np.exp, "any"),
     "ewise_tanh": (np.tanh, "any"),
     "ewise_neg": (np.negative, "any"),
+    "ewise_sqrt": (np.sqrt, "pos"),
 }
 # name -> (numpy reference f(a, val), domain, scalar values)
 SCALAR = {

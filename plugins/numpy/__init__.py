@@ -119,6 +119,10 @@ class NumpyBackend(Backend):
     def ewise_tanh(self, a, out):
         np.tanh(a.array, out=out.array)
 
+    def ewise_sqrt(self, a, out):
+        with np.errstate(invalid="ignore"):
+            np.sqrt(a.array, out=out.array)
+
     def ewise_relu_grad(self, a, g, out):
         np.multiply(g.array, a.array > 0, out=out.array)
 

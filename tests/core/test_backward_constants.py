@@ -100,3 +100,13 @@ def test_output_constant_still_gets_its_grad(device):
     c.backward()
     np.testing.assert_allclose(c.grad.numpy(), [1.0, 1.0])
 
+
+def test_ndarray_sqrt_matches_numpy(device):
+    import needle.backend_ndarray as nd
+    for dtype in ("float32", "float64"):
+        v = np.array([0.0, 1e-30, 0.25, 2.0, 1e30, -1.0], dtype=dtype)
+        with np.errstate(invalid="ignore"):
+            expect = np.sqrt(v)
+        got = nd.array(v, dtype=dtype, device=device).sqrt()
+        assert got.dtype == dtype
+        np.testing.assert_allclose(got.numpy(), expect, rtol=2e-7 if dtype == "float32" else 1e-15)
