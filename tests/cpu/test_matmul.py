@@ -155,8 +155,10 @@ def test_course_style_tiled_call_through_device(be):
 # The unpacked small-product path (float32, up to 2^18 multiply-adds): every
 # row tail (1..5 of the 6-row tile), every column tail of the 8- and 16-wide
 # tiles (masked loads/stores), B read in place or copied when transposed.
-@pytest.mark.parametrize("m", [1, 2, 5, 6, 7, 13])
-@pytest.mark.parametrize("p", [1, 3, 7, 8, 9, 15, 16, 17, 31, 33])
+# m >= 16 with a transposed A and p < 16 takes the column-major variant
+# (vectors down 16 rows, masked row tail, every column tail 1..5 of 6)
+@pytest.mark.parametrize("m", [1, 2, 5, 6, 7, 13, 16, 17, 29, 100])
+@pytest.mark.parametrize("p", [1, 3, 7, 8, 9, 10, 12, 15, 16, 17, 31, 33])
 @pytest.mark.parametrize("ta,tb", [(False, False), (True, False), (False, True), (True, True)])
 def test_small_products_every_tail(be, m, p, ta, tb):
     n = 37

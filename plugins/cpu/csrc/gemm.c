@@ -191,11 +191,71 @@ ND_SMALL_PANEL(1, 1)
 ND_SMALL_PANEL(1, 0)
 ND_SMALL_PANEL(0, 0)
 
+/* The same product seen as C^T = B^T A^T, for A stored column-major (a
+ * transposed view, rows contiguous along i) and few output columns: vectors
+ * run down 16 rows of A, B is broadcast (any strides), so no lane is wasted
+ * on p < 16 columns; the 16 x jn tile of C is written back through a small
+ * transposing buffer (C rows are p wide). */
+__attribute__((target("avx2,fma"), always_inline))
+static inline void small_tile_t_f32(const int cols, nd_i64 k, const float *restrict A, nd_i64 csa,
+                                    const float *restrict B, nd_i64 rsb, nd_i64 csb,
+                                    float *restrict C, nd_i64 ldc, int acc, nd_i64 ni,
+                                    __m256i m0, __m256i m1) {
+  __m256 c0[6], c1[6];
+  for (int j = 0; j < 6; j++) { c0[j] = _mm256_setzero_ps(); c1[j] = _mm256_setzero_ps(); }
+  const int full = ni == 16;
+  for (nd_i64 kk = 0; kk < k; kk++) {
+    const float *a = A + kk * csa;
+    __m256 a0, a1;
+    if (full) { a0 = _mm256_loadu_ps(a); a1 = _mm256_loadu_ps(a + 8); }
+    else { a0 = _mm256_maskload_ps(a, m0); a1 = _mm256_maskload_ps(a + 8, m1); }
+    const float *b = B + kk * rsb;
+    for (int j = 0; j < cols; j++) {
+      __m256 bv = _mm256_broadcast_ss(b + j * csb);
+      c0[j] = _mm256_fmadd_ps(a0, bv, c0[j]);
+      c1[j] = _mm256_fmadd_ps(a1, bv, c1[j]);
+    }
+  }
+  float tmp[6][16] __attribute__((aligned(32)));
+  for (int j = 0; j < cols; j++) { _mm256_store_ps(tmp[j], c0[j]); _mm256_store_ps(tmp[j] + 8, c1[j]); }
+  for (nd_i64 i = 0; i < ni; i++)
+    for (int j = 0; j < cols; j++)
+      C[i * ldc + j] = acc ? C[i * ldc + j] + tmp[j][i] : tmp[j][i];
+}
+
+__attribute__((target("avx2,fma")))
+static void gemm_small_t_f32(nd_i64 m, nd_i64 k, nd_i64 p, const float *A, nd_i64 csa,
+                             const float *B, nd_i64 rsb, nd_i64 csb, float *C, nd_i64 ldc, int acc) {
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  for (nd_i64 i = 0; i < m; i += 16) {
+    nd_i64 ni = m - i < 16 ? m - i : 16;
+    __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)ni), lane);
+    __m256i m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)ni - 8), lane);
+    nd_i64 j = 0;
+    for (; j + 6 <= p; j += 6)
+      small_tile_t_f32(6, k, A + i, csa, B + j * csb, rsb, csb, C + i * ldc + j, ldc, acc, ni, m0, m1);
+    const float *Bj = B + j * csb;
+    float *Cj = C + i * ldc + j;
+    switch (p - j) {
+      case 5: small_tile_t_f32(5, k, A + i, csa, Bj, rsb, csb, Cj, ldc, acc, ni, m0, m1); break;
+      case 4: small_tile_t_f32(4, k, A + i, csa, Bj, rsb, csb, Cj, ldc, acc, ni, m0, m1); break;
+      case 3: small_tile_t_f32(3, k, A + i, csa, Bj, rsb, csb, Cj, ldc, acc, ni, m0, m1); break;
+      case 2: small_tile_t_f32(2, k, A + i, csa, Bj, rsb, csb, Cj, ldc, acc, ni, m0, m1); break;
+      case 1: small_tile_t_f32(1, k, A + i, csa, Bj, rsb, csb, Cj, ldc, acc, ni, m0, m1); break;
+      default: break;
+    }
+  }
+}
+
 /* 0 when done, -1 when the product is not one for this path */
 __attribute__((target("avx2,fma")))
 static int gemm_small_f32(nd_i64 m, nd_i64 k, nd_i64 p, const float *A, nd_i64 rsa, nd_i64 csa,
                           const float *B, nd_i64 rsb, nd_i64 csb, float *C, nd_i64 ldc, int acc) {
   if (!nd_simd_avx2() || m * k * p > ND_SMALL_MAX) return -1;
+  if (rsa == 1 && csa != 1 && p < 16 && m >= 16) {  /* column-major A, narrow C */
+    gemm_small_t_f32(m, k, p, A, csa, B, rsb, csb, C, ldc, acc);
+    return 0;
+  }
   float bcopy[ND_SMALL_BCOPY] __attribute__((aligned(64)));
   if (csb != 1 || p == 1) {
     /* B's rows are not contiguous (a transposed view): copy it once, row-major */
