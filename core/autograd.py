@@ -582,3 +582,45 @@ def compute_gradient_of_variables(output_tensor: Value, out_grad: Value) -> None
             else:
                 lst.append(g)
 
+
+def local_vjp(output: Value, inputs, out_grad: Value) -> tuple:
+    """Adjoints of ``inputs`` for ``output`` given ``out_grad`` (the adjoint
+    of ``output``), built from Tensor ops so they can be differentiated
+    again, without writing any ``.grad``.
+
+    Fused ops use it for their higher-order gradients: ``output`` is the op's
+    unfused composition applied to the op's own input Tensors, so the fused
+    kernel only has to be right to first order.  The walk stops at
+    ``inputs``; an input that ``output`` does not depend on gets a zero
+    adjoint (``input * 0``, which keeps it a graph node)."""
+    boundary = set(inputs)
+    order: List[Value] = []
+    visited: set = set()
+    stack = [(output, iter(() if output in boundary else output.inputs))]
+    visited.add(output)
+    while stack:
+        current, children = stack[-1]
+        for child in children:
+            if child not in visited:
+                visited.add(child)
+                stack.append((child, iter(() if child in boundary else child.inputs)))
+                break
+        else:
+            stack.pop()
+            order.append(current)
+    partials = {output: [out_grad]}
+    found = {}
+    for node in reversed(order):
+        grads = partials.pop(node, None)
+        if grads is None:
+            continue
+        adjoint = grads[0] if len(grads) == 1 else sum_node_list(grads)
+        if node in boundary:
+            found[node] = adjoint
+            continue
+        if node.op is None:
+            continue
+        for inp, g in zip(node.inputs, node.op.gradient_as_tuple(adjoint, node)):
+            if inp.requires_grad or inp in boundary:
+                partials.setdefault(inp, []).append(g)
+    return tuple(found[x] if x in found else x * 0.0 for x in inputs)

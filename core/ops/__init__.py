@@ -14,6 +14,7 @@ from .ops_logarithmic import *  # noqa: F401,F403
 from .ops_tuple import *  # noqa: F401,F403
 from .ops_conv import *  # noqa: F401,F403
 from .ops_pooling import *  # noqa: F401,F403
+from .ops_norm import *  # noqa: F401,F403
 from . import tensor_methods as _tensor_methods
 
 _tensor_methods.install()
