@@ -2,8 +2,9 @@
 
     python benchmarks/models_probe.py [--device cpu] [--repeat 5] [--only resnet9,lstm,transformer]
 
-Each probe returns ``{"needle": seconds, "torch": seconds or None}`` (median
-of ``repeat`` timed runs after one warm-up run).  The shapes are the issue's:
+Each probe returns ``{"needle": seconds, "torch": seconds or None}``: the
+medians of ``repeat`` timed runs after one warm-up run each, the two sides
+timed alternately so that load drifting on a shared machine hits both.  The shapes are the issue's:
 - ResNet9 forward + backward + SGD step, batch 128 of 32x32x3;
 - LSTM language-model step (vocab 10,000, embedding 100, hidden 100, 2 layers,
   seq 20, batch 20): forward, loss, backward, SGD step;
@@ -21,14 +22,24 @@ import time
 import numpy as np
 
 
-def _median_time(fn, repeat):
-    fn()  # warm-up: allocations, lazy compilation, caches
-    times = []
+def _time_once(fn):
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def _compare(needle_fn, torch_fn, repeat):
+    """Medians of alternating timed runs (after a warm-up run of each)."""
+    needle_fn()  # warm-up: allocations, lazy compilation, caches
+    if torch_fn is not None:
+        torch_fn()
+    ours, theirs = [], []
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        ours.append(_time_once(needle_fn))
+        if torch_fn is not None:
+            theirs.append(_time_once(torch_fn))
+    return {"needle": statistics.median(ours),
+            "torch": statistics.median(theirs) if theirs else None}
 
 
 def _torch():
@@ -61,7 +72,7 @@ def resnet9_step(device=None, batch=128, repeat=5):
         opt.step()
         loss.numpy()
 
-    result = {"needle": _median_time(step, repeat), "torch": None}
+    tstep = None
     torch = _torch()
     if torch is not None:
         tnn = torch.nn
@@ -93,8 +104,7 @@ def resnet9_step(device=None, batch=128, repeat=5):
             loss.backward()
             topt.step()
 
-        result["torch"] = _median_time(tstep, repeat)
-    return result
+    return _compare(step, tstep, repeat)
 
 
 # ---------------------------------------------------------------- LSTM LM
@@ -122,7 +132,7 @@ def lstm_lm_step(device=None, vocab=10000, emb=100, hidden=100, layers=2, seq=20
         opt.step()
         loss.numpy()
 
-    result = {"needle": _median_time(step, repeat), "torch": None}
+    tstep = None
     torch = _torch()
     if torch is not None:
         tnn = torch.nn
@@ -148,8 +158,7 @@ def lstm_lm_step(device=None, vocab=10000, emb=100, hidden=100, layers=2, seq=20
             loss.backward()
             topt.step()
 
-        result["torch"] = _median_time(tstep, repeat)
-    return result
+    return _compare(step, tstep, repeat)
 
 
 # ---------------------------------------------------------------- Transformer block
@@ -170,7 +179,7 @@ def transformer_block(device=None, d_model=64, heads=4, hidden=256, seq=32, batc
         out.sum().backward()
         out.numpy()
 
-    result = {"needle": _median_time(step, repeat), "torch": None}
+    tstep = None
     torch = _torch()
     if torch is not None:
         tnn, F = torch.nn, torch.nn.functional
@@ -204,8 +213,7 @@ def transformer_block(device=None, d_model=64, heads=4, hidden=256, seq=32, batc
             tx = tx_np.clone().requires_grad_(True)
             block(tx).sum().backward()
 
-        result["torch"] = _median_time(tstep, repeat)
-    return result
+    return _compare(step, tstep, repeat)
 
 
 PROBES = {"resnet9": resnet9_step, "lstm": lstm_lm_step, "transformer": transformer_block}
