@@ -129,7 +129,12 @@ class Value:
     def realize_cached_data(self):
         """The node's array, computing it (and its inputs') if needed."""
         data = self.cached_data
-        if data is None:  # lazy mode: compute the pending nodes in forward order
+        if data is not None:
+            return data
+        inputs = [x.cached_data for x in self.inputs]
+        if all(x is not None for x in inputs):  # eager mode: inputs are computed already
+            data = self.cached_data = self.op.compute(*inputs)
+        else:  # lazy mode: compute the pending nodes in forward order
             for node in find_topo_sort([self]):
                 if node.cached_data is None:
                     node.cached_data = node.op.compute(*[x.cached_data for x in node.inputs])

@@ -118,7 +118,7 @@ class BackendDevice:
         idx = np.asarray(i).astype(np.int64)
         if idx.size and (idx.min() < 0 or idx.max() >= n):
             raise IndexError(f"one_hot: indices must lie in [0, {n}); got min {idx.min()}, max {idx.max()}")
-        return NDArray(np.eye(n, dtype=dtype)[idx], device=self, dtype=dtype)
+        return NDArray(one_hot_rows(n, idx, dtype), device=self, dtype=dtype)
 
     def empty(self, shape, dtype="float32"):
         from .ndarray import NDArray
@@ -134,6 +134,15 @@ Device = BackendDevice
 
 _devices: dict[str, BackendDevice] = {}
 _lock = threading.Lock()
+
+
+def one_hot_rows(n: int, idx: np.ndarray, dtype="float32") -> np.ndarray:
+    """``np.eye(n, dtype=dtype)[idx]`` without building the ``n x n`` identity
+    (a 10,000-word vocabulary would cost 400 MB and most of a training step)."""
+    idx = np.asarray(idx, dtype=np.int64)
+    out = np.zeros(idx.shape + (n,), dtype=dtype)
+    np.put_along_axis(out, idx[..., None], 1, axis=-1)
+    return out
 
 
 def forget_devices(backend_name: Optional[str]) -> None:

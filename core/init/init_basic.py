@@ -6,7 +6,7 @@ import numpy as np
 
 from ..autograd import Tensor
 from ..backend_ndarray import NDArray, default_device
-from ..backend_ndarray.device import BackendDevice, device as _device_by_name
+from ..backend_ndarray.device import BackendDevice, device as _device_by_name, one_hot_rows
 
 __all__ = ["rand", "randn", "constant", "ones", "zeros", "randb", "one_hot", "zeros_like",
            "ones_like"]
@@ -83,7 +83,7 @@ def one_hot(n, i, device=None, dtype="float32", requires_grad=False):
     if idx.size and (idx.min() < 0 or idx.max() >= n):
         raise IndexError(f"one_hot: indices must lie in [0, {n}); got min {idx.min()}, "
                          f"max {idx.max()}")
-    host = np.eye(n)[idx]
+    host = one_hot_rows(n, idx, _dtype(dtype))  # 0/1 are exact in any float dtype
     return _wrap(host, device, dtype, requires_grad)
 
 

@@ -408,3 +408,22 @@ def test_second_order_matches_torch(name):
     hy = np.zeros_like(yv) if hy is None else hy.numpy()
     np.testing.assert_allclose(x.grad.numpy(), hx, rtol=1e-9, atol=1e-11)
     np.testing.assert_allclose(y.grad.numpy(), hy, rtol=1e-9, atol=1e-11)
+
+
+def test_eager_op_creation_does_not_walk_the_graph(monkeypatch):
+    """Building a node in eager mode computes it from its inputs directly: a
+    topological sort per new node made a long forward pass quadratic (an LSTM
+    language-model step spent most of its time there)."""
+    from needle import autograd
+    x = ndl.Tensor(np.ones((2, 2), dtype=np.float32), requires_grad=True)
+    calls = []
+    real = autograd.find_topo_sort
+    monkeypatch.setattr(autograd, "find_topo_sort", lambda nodes: calls.append(1) or real(nodes))
+    y = x
+    for _ in range(200):
+        y = y * 1.0 + 0.5
+    assert calls == []
+    np.testing.assert_allclose(y.numpy(), np.full((2, 2), 101.0))
+    y.sum().backward()  # backward sorts the graph once
+    assert len(calls) == 1
+    np.testing.assert_allclose(x.grad.numpy(), np.ones((2, 2)))

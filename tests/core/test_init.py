@@ -118,3 +118,22 @@ def test_kwargs_pass_through():
     t = init.xavier_uniform(2, 3, dtype="float64", requires_grad=True, device=nd.cpu_numpy())
     assert t.dtype == "float64" and t.requires_grad and t.device == nd.cpu_numpy()
     assert init.rand(2).device == ndl.default_device()
+
+
+def test_one_hot_of_a_huge_vocabulary_builds_only_the_rows_asked_for():
+    """``np.eye(n)`` would need n^2 elements (8 TB here): the rows are built
+    directly, with the same values."""
+    t = init.one_hot(10**6, ndl.Tensor([3.0, 999_999.0]), dtype="float32")
+    assert t.shape == (2, 10**6) and t.dtype == "float32"
+    host = t.numpy()
+    assert host.sum() == 2.0 and host[0, 3] == 1.0 and host[1, 999_999] == 1.0
+    rows = ndl.cpu_numpy().one_hot(10**6, np.array([[0, 7]]))
+    assert rows.shape == (1, 2, 10**6) and rows.numpy()[0, 1, 7] == 1.0
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_one_hot_equals_rows_of_eye(dtype):
+    idx = np.array([[4, 0, 2], [1, 1, 3]])
+    t = init.one_hot(5, ndl.Tensor(idx, dtype="float32"), dtype=dtype)
+    assert t.dtype == dtype
+    np.testing.assert_array_equal(t.numpy(), np.eye(5)[idx])
