@@ -50,6 +50,17 @@ def _torch():
     return torch
 
 
+def _torch_device(device):
+    """Where the PyTorch reference runs: on the GPU when needle's device is CUDA
+    (TF32 off, so both sides do float32 arithmetic), else on the CPU."""
+    torch = _torch()
+    if device is not None and str(getattr(device, "name", device)).startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        return "cuda"
+    return "cpu"
+
+
 # ---------------------------------------------------------------- ResNet9
 def resnet9_step(device=None, batch=128, repeat=5):
     import needle as ndl
@@ -95,14 +106,17 @@ def resnet9_step(device=None, batch=128, repeat=5):
             cbn(32, 64, 3, 2), cbn(64, 128, 3, 2),
             Res(tnn.Sequential(cbn(128, 128, 3, 1), cbn(128, 128, 3, 1))),
             tnn.Flatten(), tnn.Linear(128, 128), tnn.ReLU(), tnn.Linear(128, 10))
+        tdev = _torch_device(device)
+        tmodel = tmodel.to(tdev)
         topt = torch.optim.SGD(tmodel.parameters(), lr=0.01)
-        tx, ty = torch.tensor(x_np), torch.tensor(y_np)
+        tx, ty = torch.tensor(x_np, device=tdev), torch.tensor(y_np, device=tdev)
 
         def tstep():
             topt.zero_grad()
             loss = tnn.functional.cross_entropy(tmodel(tx), ty)
             loss.backward()
             topt.step()
+            loss.item()  # like needle's loss.numpy(): waits for the device
 
     return _compare(step, tstep, repeat)
 
@@ -148,15 +162,17 @@ def lstm_lm_step(device=None, vocab=10000, emb=100, hidden=100, layers=2, seq=20
                 o, _ = self.rnn(self.emb(t))
                 return self.out(o.reshape(-1, hidden))
 
-        tmodel = LM()
+        tdev = _torch_device(device)
+        tmodel = LM().to(tdev)
         topt = torch.optim.SGD(tmodel.parameters(), lr=0.1)
-        tx, ty = torch.tensor(x_np), torch.tensor(y_np)
+        tx, ty = torch.tensor(x_np, device=tdev), torch.tensor(y_np, device=tdev)
 
         def tstep():
             topt.zero_grad()
             loss = tnn.functional.cross_entropy(tmodel(tx), ty)
             loss.backward()
             topt.step()
+            loss.item()
 
     return _compare(step, tstep, repeat)
 
@@ -206,12 +222,15 @@ def transformer_block(device=None, d_model=64, heads=4, hidden=256, seq=32, batc
                 t = t + self.o(a.transpose(1, 2).reshape(B, T, d_model))
                 return t + self.l2(F.relu(self.l1(self.norm(t))))
 
-        block = Block()
-        tx_np = torch.tensor(x_np)
+        tdev = _torch_device(device)
+        block = Block().to(tdev)
+        tx_np = torch.tensor(x_np, device=tdev)
 
         def tstep():
             tx = tx_np.clone().requires_grad_(True)
-            block(tx).sum().backward()
+            out = block(tx)
+            out.sum().backward()
+            out.detach().cpu()
 
     return _compare(step, tstep, repeat)
 

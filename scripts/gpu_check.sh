@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The CUDA backend's checks and figures on a machine with an NVIDIA GPU:
+# install needle into the current Python, list the backends, run the CUDA
+# tests, every op/conformance test parameterized on `cuda`, then the issue-8
+# figures (matmul 4096^2, add 2^26, ResNet9 step) beside PyTorch CUDA.
+#
+#   bash scripts/gpu_check.sh [figures|tests|all|profile] [OUTDIR]
+#
+# Logs go under OUTDIR (default $OUT, else ./gpu_check).  Each phase fits in
+# ten minutes on an H100; `figures` installs, `tests` expects it installed.
+set -uo pipefail
+phase=${1:-all}
+out=${2:-${OUT:-gpu_check}}
+mkdir -p "$out"
+py=${PYTHON:-python3}
+export PYTHONUNBUFFERED=1
+
+step() {  # step NAME SECONDS CMD...: run with a time limit, log to $out/NAME.log
+    local name=$1 limit=$2; shift 2
+    echo "=== $name: $*"
+    timeout "$limit" "$@" 2>&1 | tee "$out/$name.log" | tail -n 25
+    echo "=== $name rc=${PIPESTATUS[0]}"
+}
+
+repo=$(pwd)
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+if ! (cd /tmp && $py -c "import needle_cuda" 2>/dev/null); then
+    step install 240 $py -m pip install -q --no-build-isolation --no-deps --no-index .
+fi
+if [[ $phase == figures || $phase == all ]]; then
+    cd /tmp  # import the installed package, not the source folders
+    step backends 60 $py -m needle.cli backends
+    step cuda_tests 180 $py -m pytest -q -p no:cacheprovider "$repo/tests/cuda"
+    step bench_gpu 90 $py -m needle_cuda.bench_gpu
+    step models 150 $py "$repo/benchmarks/models_probe.py" --device cuda --repeat 10
+fi
+if [[ $phase == tests || $phase == all ]]; then
+    cd /tmp
+    step cuda_params 540 $py -m pytest -q -p no:cacheprovider -n 8 "$repo/tests" \
+        --ignore="$repo/tests/cuda" -k cuda
+fi
+if [[ $phase == profile ]]; then  # where a model step's time goes on the GPU
+    cd /tmp
+    for m in ${PROFILE_MODELS:-lstm resnet9}; do
+        step "profile_$m" 200 $py -c "import cProfile, pstats, sys; sys.path.insert(0, '$repo/benchmarks')
+import models_probe as mp
+cProfile.run('mp.main([\"--device\", \"cuda\", \"--only\", \"$m\", \"--repeat\", \"3\"])', '/tmp/prof')
+pstats.Stats('/tmp/prof').sort_stats('tottime').print_stats(22)"
+    done
+fi
