@@ -5,9 +5,11 @@ Nothing here touches the driver, so all of it is tested without a GPU.
 
 from __future__ import annotations
 
+import ctypes
 import math
+import struct
 from dataclasses import dataclass
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
@@ -19,37 +21,86 @@ INT32_LIMIT = 2**31 - 1
 MAX_GRID_X = 2**31 - 1
 MAX_GRID_YZ = 65535
 
-_SCALAR_TYPES = (np.int32, np.int64, np.uint64, np.float32, np.float64)
-
-
 class DevicePtr(int):
     """A device address; packed as a 64-bit pointer argument."""
 
 
-def pack_args(args: Sequence) -> tuple[list, np.ndarray]:
-    """``(keepalive, pointers)`` for ``cuLaunchKernel``'s ``kernelParams``.
+#: struct codes of the fixed-width argument types (each slot padded to 8 bytes)
+_CODES = {DevicePtr: "Q", np.int32: "i4x", np.int64: "q", np.uint64: "Q",
+          np.float32: "f4x", np.float64: "d"}
+#: argument signature -> (Struct of the arguments, Struct of the pointer table, offsets)
+_LAYOUTS: dict = {}
 
-    Each argument must say its width: a :class:`DevicePtr`, a NumPy scalar of
-    int32/int64/uint64/float32/float64, or a 1-D int64 NumPy array (a
-    by-value struct such as StridedView).  Bare Python ints and floats are
-    refused -- cuda-python would silently treat an int as a pointer."""
-    keep = []
-    for i, a in enumerate(args):
-        if isinstance(a, DevicePtr):
-            buf = np.array([int(a)], dtype=np.uint64)
-        elif isinstance(a, np.ndarray):
+
+def _signature(args: Sequence) -> tuple:
+    # a by-value struct is keyed by dtype, rank and length so that a wrong one
+    # never shares the layout of a right one
+    return tuple((a.dtype.char, a.ndim, a.size) if type(a) is np.ndarray else type(a) for a in args)
+
+
+def _layout(args: Sequence, sig: tuple) -> tuple:
+    # the storage holds the pointer table (one uint64 per argument) and then
+    # the arguments, each in an 8-byte aligned slot
+    fmt, offsets, pos = ["<"], [], 8 * len(args)
+    for i, (a, key) in enumerate(zip(args, sig)):
+        if type(a) is np.ndarray:
             if a.dtype != np.int64 or a.ndim != 1:
                 raise TypeError(f"kernel argument {i}: struct arrays must be 1-D int64, got {a.dtype} {a.shape}")
-            buf = np.ascontiguousarray(a)
-        elif isinstance(a, _SCALAR_TYPES):
-            buf = np.array([a], dtype=type(a))
+            code, size = f"{a.size}q", 8 * a.size
+        elif key in _CODES:
+            code, size = _CODES[key], 8
         else:
             raise TypeError(
                 f"kernel argument {i}: {type(a).__name__} {a!r} has no fixed width; pass a "
                 "DevicePtr or a NumPy scalar (np.int32, np.int64, np.float32, ...)")
-        keep.append(buf)
-    ptrs = np.array([b.ctypes.data for b in keep], dtype=np.uint64)
-    return keep, ptrs
+        offsets.append(pos)
+        fmt.append(code)
+        pos += size
+    return struct.Struct("".join(fmt)), struct.Struct(f"<{len(args)}Q"), tuple(offsets)
+
+
+class PackedArgs(NamedTuple):
+    """Arguments laid out for ``cuLaunchKernel``: ``params`` is the address of
+    the pointer table (``kernelParams``), ``pointers`` its entries; both point
+    into ``storage``, which must stay alive until the launch call returns."""
+
+    storage: ctypes.Array
+    pointers: list
+    params: int
+
+
+def pack_args(args: Sequence) -> PackedArgs:
+    """Pack kernel arguments for ``cuLaunchKernel``.
+
+    Each argument must say its width: a :class:`DevicePtr`, a NumPy scalar of
+    int32/int64/uint64/float32/float64, or a 1-D int64 NumPy array (a
+    by-value struct such as StridedView).  Bare Python ints and floats are
+    refused -- cuda-python would silently treat an int as a pointer.  The
+    layout is built once per signature: launching is on every op's path."""
+    sig = _signature(args)
+    layout = _LAYOUTS.get(sig)
+    if layout is None:
+        layout = _LAYOUTS[sig] = _layout(args, sig)
+    values_struct, table_struct, offsets = layout
+    values = []
+    for a in args:
+        if type(a) is np.ndarray:
+            values.extend(a.tolist())
+        else:
+            values.append(a)
+    storage = ctypes.create_string_buffer(table_struct.size + values_struct.size)
+    base = ctypes.addressof(storage)
+    values_struct.pack_into(storage, table_struct.size, *values)
+    pointers = [base + off for off in offsets]
+    table_struct.pack_into(storage, 0, *pointers)
+    return PackedArgs(storage, pointers, base)
+
+
+def arg_bytes(a) -> bytes:
+    """The bytes a kernel receives for argument ``a`` (for tests and diagnostics)."""
+    if isinstance(a, DevicePtr):
+        return int(a).to_bytes(8, "little")
+    return np.asarray(a).tobytes()
 
 
 # -- strided views ------------------------------------------------------------

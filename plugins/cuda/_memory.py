@@ -12,7 +12,6 @@ events.
 from __future__ import annotations
 
 import threading
-import weakref
 from collections import defaultdict
 from typing import Callable
 
@@ -94,11 +93,17 @@ class CudaArray:
 
     def __init__(self, runtime, size: int, dtype: np.dtype):
         self.size = int(size)
-        self.dtype = np.dtype(dtype)
+        self.dtype = dtype if isinstance(dtype, np.dtype) else np.dtype(dtype)
         self._runtime = runtime
         self._ptr, self._cls = runtime.allocator.allocate(self.size * self.dtype.itemsize)
-        # a finalizer, unlike __del__, also runs safely at interpreter exit
-        weakref.finalize(self, _release, runtime.allocator, self._ptr, self._cls)
+
+    def __del__(self):
+        # cheaper than a weakref.finalize per buffer (one is made per op);
+        # quiet when __init__ failed before allocating or at interpreter exit
+        try:
+            _release(self._runtime.allocator, self._ptr, self._cls)
+        except Exception:  # noqa: BLE001 -- never raise from garbage collection
+            pass
 
     def ptr(self) -> int:
         return self._ptr

@@ -48,11 +48,13 @@ class DeviceRuntime:
         self.allocator = CachingAllocator(self._raw_alloc, self._raw_free, self.synchronize)
         self._modules: dict[str, object] = {}
         self._functions: dict[str, object] = {}
-        self.last_launch: tuple = ("", [])
+        self.last_launch: tuple = ("", ())
+        self._cuLaunchKernel = drv.cuLaunchKernel  # looked up once: it is on every op's path
 
     # -- context / stream ------------------------------------------------------
     def activate(self) -> None:
         _driver.call("cuCtxSetCurrent", self.context, action=f"making cuda:{self.index} current")
+        _current.context = self.context
 
     def synchronize(self) -> None:
         self.activate()
@@ -122,16 +124,40 @@ class DeviceRuntime:
     def launch(self, kernel: str, grid: Sequence[int], block: Sequence[int], args: Sequence,
                shared_bytes: int = 0) -> None:
         """Queue ``kernel`` on this device's stream (asynchronous)."""
-        fn = self.function(kernel)
-        keep, ptrs = pack_args(args)
+        fn = self._functions.get(kernel) or self.function(kernel)
+        packed = pack_args(args)  # holds the bytes the launch reads: alive to the end
         g = tuple(grid) + (1,) * (3 - len(grid))
         b = tuple(block) + (1,) * (3 - len(block))
-        # kept for diagnostics and tests: the values this launch passed
-        self.last_launch = (kernel, keep)
-        self.activate()
-        _driver.call("cuLaunchKernel", fn, g[0], g[1], g[2], b[0], b[1], b[2], shared_bytes,
-                     self.stream, ptrs.ctypes.data, 0,
-                     action=f"launching {kernel} grid={g} block={b}")
+        # kept for diagnostics and tests: the arguments this launch passed
+        self.last_launch = (kernel, args)
+        trusted = _current.context is self.context
+        if not trusted:
+            self.activate()
+        err = self._launch_raw(fn, g, b, shared_bytes, packed.params)
+        if int(err) != 0 and trusted:
+            # another library may have switched this thread's context since
+            # needle last set it: make ours current for real and try once more
+            self.activate()
+            err = self._launch_raw(fn, g, b, shared_bytes, packed.params)
+        if int(err) != 0:
+            _current.context = None
+            raise CudaError(f"launching {kernel} grid={g} block={b}", _driver.error_name(err), int(err))
+
+    def _launch_raw(self, fn, g, b, shared_bytes, params: int):
+        """cuLaunchKernel's CUresult."""
+        res = self._cuLaunchKernel(fn, g[0], g[1], g[2], b[0], b[1], b[2], shared_bytes,
+                                   self.stream, params, 0)
+        return res[0] if isinstance(res, tuple) else res
+
+
+class _CurrentContext(threading.local):
+    """The context needle last made current on this thread: launches skip
+    ``cuCtxSetCurrent`` (a driver call per op) while it is still ours."""
+
+    context = None
+
+
+_current = _CurrentContext()
 
 
 _runtimes: dict[int, DeviceRuntime] = {}
@@ -154,6 +180,7 @@ def existing_runtimes() -> list[DeviceRuntime]:
 
 def reset_for_testing() -> None:
     _runtimes.clear()
+    _current.context = None
 
 
 def ptr(x) -> DevicePtr:

@@ -21,7 +21,13 @@ from ._memory import CudaArray
 
 __version__ = "0.1.0"
 
-_SUFFIX = {"float32": "f32", "float64": "f64"}
+# keyed by dtype object: dtype.name is computed anew on every access
+_SUFFIX = {np.dtype("float32"): "f32", np.dtype("float64"): "f64"}
+
+
+#: (shape, strides, offset) -> (StridedView struct, index bits): a model
+#: compacts the same few views every step, and building the struct is costly
+_VIEW_PLANS: dict = {}
 
 
 def _p(buf) -> DevicePtr:
@@ -126,7 +132,7 @@ class CudaBackend(Backend):
                 raise UnsupportedDTypeError(
                     f"{op}: dtypes differ ({items[0][0]}: {dtype.name}, {name}: {b.dtype.name}); "
                     "one kernel call takes buffers of one dtype")
-        return rt, _SUFFIX[dtype.name]
+        return rt, _SUFFIX[dtype]
 
     @staticmethod
     def _need(op: str, what: str, have: int, need: int):
@@ -203,8 +209,14 @@ class CudaBackend(Backend):
             self._need(op, "the compact buffer", compact_buf.size, n)
         if n == 0:
             return
-        view = _launch.strided_view(shape, strides, offset, op)
-        bits = _launch.index_bits(n, shape, strides, offset)
+        key = (shape, strides, int(offset))
+        plan = _VIEW_PLANS.get(key)
+        if plan is None:
+            if len(_VIEW_PLANS) >= 4096:  # bound the memory of odd workloads
+                _VIEW_PLANS.clear()
+            plan = _VIEW_PLANS[key] = (_launch.strided_view(shape, strides, offset, op),
+                                       _launch.index_bits(n, shape, strides, offset))
+        view, bits = plan
         grid, block = _launch.grid_1d(n, rt.sm_count)
         rt.launch(f"{kernel_prefix}_{suf}_i{bits}", (grid,), (block,),
                   (first_arg, _p(dst), view, np.int64(n)))

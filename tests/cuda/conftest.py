@@ -24,6 +24,7 @@ class FakeDriver:
         self.freed: list[int] = []
         self.next_ptr = 1 << 20
         self.host_copies: list = []
+        self.ctx_switches = 0
 
     def _ok(self, name, *values):
         if name in self.fail:
@@ -46,6 +47,7 @@ class FakeDriver:
         return self._ok("cuDevicePrimaryCtxRetain", f"ctx-{dev}")
 
     def cuCtxSetCurrent(self, ctx):
+        self.ctx_switches += 1
         return self._ok("cuCtxSetCurrent")
 
     def cuDeviceGetAttribute(self, attr, dev):
@@ -100,14 +102,15 @@ class FakeDriver:
         # decode kernelParams now, while the runtime still holds the values:
         # each pointer must lead to exactly the bytes of the matching argument
         import ctypes
-        kernel, keep = _runtime.existing_runtimes()[0].last_launch
+        from needle_cuda._launch import arg_bytes
+        kernel, passed = _runtime.existing_runtimes()[0].last_launch
         assert kernel == fn
-        ptrs = (ctypes.c_uint64 * len(keep)).from_address(params)
+        ptrs = (ctypes.c_uint64 * len(passed)).from_address(params)
         args = []
-        for p, k in zip(ptrs, keep):
-            raw = ctypes.string_at(int(p), k.nbytes)
-            assert raw == k.tobytes()
-            args.append(k.copy() if k.size > 1 else k[0])
+        for p, a in zip(ptrs, passed):
+            want = arg_bytes(a)
+            assert ctypes.string_at(int(p), len(want)) == want
+            args.append(np.array(a) if isinstance(a, np.ndarray) else a)
         self.launches.append((fn, (gx, gy, gz), (bx, by, bz), args))
         return self._ok("cuLaunchKernel")
 

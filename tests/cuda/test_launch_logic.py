@@ -15,15 +15,35 @@ from needle_cuda._memory import CachingAllocator, size_class
 def test_pack_args_points_at_exact_bytes():
     view = np.arange(18, dtype=np.int64)
     args = [DevicePtr(0xDEADBEEF00), np.int32(-7), np.int64(2**40), np.float32(1.5), np.float64(-2.25), view]
-    keep, ptrs = _launch.pack_args(args)
-    assert ptrs.dtype == np.uint64 and len(ptrs) == 6
-    got = [ctypes.string_at(int(p), k.nbytes) for p, k in zip(ptrs, keep)]
+    packed = _launch.pack_args(args)
+    ptrs = packed.pointers
+    assert len(ptrs) == 6
+    # kernelParams: a table of the argument addresses
+    assert list((ctypes.c_uint64 * 6).from_address(packed.params)) == ptrs
+    sizes = [8, 4, 8, 4, 8, 8 * 18]
+    got = [ctypes.string_at(int(p), n) for p, n in zip(ptrs, sizes)]
+    assert all(int(p) % 8 == 0 for p in ptrs)  # every argument 8-byte aligned
     assert got[0] == (0xDEADBEEF00).to_bytes(8, "little")
     assert got[1] == np.int32(-7).tobytes() and len(got[1]) == 4
     assert got[2] == np.int64(2**40).tobytes()
     assert got[3] == np.float32(1.5).tobytes() and len(got[3]) == 4
     assert got[4] == np.float64(-2.25).tobytes()
     assert got[5] == view.tobytes()
+    assert [_launch.arg_bytes(a) for a in args] == got
+
+
+def test_pack_args_reuses_the_layout_but_never_the_values():
+    view = np.arange(18, dtype=np.int64)
+    first = _launch.pack_args([DevicePtr(16), np.float32(1.0), view])
+    second = _launch.pack_args([DevicePtr(32), np.float32(-3.0), view * 2])
+    p2 = second.pointers  # valid while `second` (its storage) is alive
+    assert ctypes.string_at(first.pointers[0], 8) == (16).to_bytes(8, "little")
+    assert ctypes.string_at(int(p2[0]), 8) == (32).to_bytes(8, "little")
+    assert ctypes.string_at(int(p2[1]), 4) == np.float32(-3.0).tobytes()
+    assert ctypes.string_at(int(p2[2]), 8 * 18) == (view * 2).tobytes()
+    # a struct of another length or dtype is a different signature, checked again
+    with pytest.raises(TypeError, match="kernel argument 0"):
+        _launch.pack_args([view.astype(np.int32)])
 
 
 @pytest.mark.parametrize("bad", [3, 2.5, True, None, "x", np.zeros(3, np.float32)])

@@ -309,3 +309,36 @@ def test_config_lists_devices(be, fake_driver):
     assert cfg["driver"] == "13.0"
     assert cfg["devices"][0]["name"] == "Fake GPU" and cfg["devices"][0]["arch"] == "sm_80"
     assert cfg["nvrtc"].count(".") == 1
+
+
+def test_launches_make_the_context_current_only_when_it_is_not(be, fake_driver):
+    a = be.Array(16)
+    be.ewise_exp(a, a)
+    before = fake_driver.ctx_switches
+    for _ in range(5):
+        be.ewise_exp(a, a)
+    assert fake_driver.ctx_switches == before  # still ours: no driver call per op
+    assert len(fake_driver.launches) >= 6
+
+
+def test_a_launch_failing_under_a_foreign_context_is_retried_once_after_activating(be, fake_driver):
+    a = be.Array(16)
+    be.ewise_exp(a, a)
+    real = fake_driver.cuLaunchKernel
+    results = ["CUDA_ERROR_INVALID_HANDLE"]  # first try fails as if another context were current
+
+    def flaky(*args):
+        if results:
+            return (getattr(fake_driver.CUresult, results.pop()),)
+        return real(*args)
+    fake_driver.cuLaunchKernel = flaky
+    be._rt()._cuLaunchKernel = flaky
+    before = fake_driver.ctx_switches
+    n = len(fake_driver.launches)
+    be.ewise_exp(a, a)
+    assert fake_driver.ctx_switches == before + 1 and len(fake_driver.launches) == n + 1
+    # a failure that persists is reported, naming the launch
+    fake_driver.fail["cuLaunchKernel"] = "CUDA_ERROR_INVALID_VALUE"
+    be._rt()._cuLaunchKernel = real
+    with pytest.raises(CudaError, match="launching ewise_exp_f32.*CUDA_ERROR_INVALID_VALUE"):
+        be.ewise_exp(a, a)
