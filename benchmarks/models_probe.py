@@ -11,6 +11,8 @@ timed alternately so that load drifting on a shared machine hits both.  The shap
 - Transformer block (d_model 64, 4 heads of 16, MLP 256, seq 32, batch 32)
   forward + backward.
 PyTorch is only a reference here; without it the ratios are skipped.
+``build_only=True`` returns the two step functions ``(needle, torch or None)``
+instead of timing them (for profilers).
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ def _torch_device(device):
 
 
 # ---------------------------------------------------------------- ResNet9
-def resnet9_step(device=None, batch=128, repeat=5):
+def resnet9_step(device=None, batch=128, repeat=5, build_only=False):
     import needle as ndl
     from needle import nn
     from needle.models import ResNet9
@@ -118,12 +120,12 @@ def resnet9_step(device=None, batch=128, repeat=5):
             topt.step()
             loss.item()  # like needle's loss.numpy(): waits for the device
 
-    return _compare(step, tstep, repeat)
+    return (step, tstep) if build_only else _compare(step, tstep, repeat)
 
 
 # ---------------------------------------------------------------- LSTM LM
 def lstm_lm_step(device=None, vocab=10000, emb=100, hidden=100, layers=2, seq=20, batch=20,
-                 repeat=5):
+                 repeat=5, build_only=False):
     import needle as ndl
     from needle import nn
     from needle.models import LanguageModel
@@ -174,12 +176,12 @@ def lstm_lm_step(device=None, vocab=10000, emb=100, hidden=100, layers=2, seq=20
             topt.step()
             loss.item()
 
-    return _compare(step, tstep, repeat)
+    return (step, tstep) if build_only else _compare(step, tstep, repeat)
 
 
 # ---------------------------------------------------------------- Transformer block
 def transformer_block(device=None, d_model=64, heads=4, hidden=256, seq=32, batch=32,
-                      repeat=5):
+                      repeat=5, build_only=False):
     import needle as ndl
     from needle import nn
 
@@ -232,7 +234,7 @@ def transformer_block(device=None, d_model=64, heads=4, hidden=256, seq=32, batc
             out.sum().backward()
             out.detach().cpu()
 
-    return _compare(step, tstep, repeat)
+    return (step, tstep) if build_only else _compare(step, tstep, repeat)
 
 
 PROBES = {"resnet9": resnet9_step, "lstm": lstm_lm_step, "transformer": transformer_block}

@@ -4,7 +4,7 @@
 # tests, every op/conformance test parameterized on `cuda`, then the issue-8
 # figures (matmul 4096^2, add 2^26, ResNet9 step) beside PyTorch CUDA.
 #
-#   bash scripts/gpu_check.sh [figures|tests|all|profile] [OUTDIR]
+#   bash scripts/gpu_check.sh [figures|tests|all|kernels|profile] [OUTDIR]
 #
 # Logs go under OUTDIR (default $OUT, else ./gpu_check).  Each phase fits in
 # ten minutes on an H100; `figures` installs, `tests` expects it installed.
@@ -32,19 +32,30 @@ if [[ $phase == figures || $phase == all ]]; then
     step backends 60 $py -m needle.cli backends
     step cuda_tests 180 $py -m pytest -q -p no:cacheprovider "$repo/tests/cuda"
     step bench_gpu 90 $py -m needle_cuda.bench_gpu
-    step models 150 $py "$repo/benchmarks/models_probe.py" --device cuda --repeat 10
+    step models 200 $py "$repo/benchmarks/models_probe.py" --device cuda --repeat 5
 fi
 if [[ $phase == tests || $phase == all ]]; then
     cd /tmp
+    # import PyTorch once first: eight workers importing a never-imported torch
+    # at the same moment broke its import on the lent image (seen 2026-11-23)
+    $py -c "import torch" 2>/dev/null
     step cuda_params 540 $py -m pytest -q -p no:cacheprovider -n 8 "$repo/tests" \
         --ignore="$repo/tests/cuda" -k cuda
 fi
-if [[ $phase == profile ]]; then  # where a model step's time goes on the GPU
+if [[ $phase == kernels ]]; then  # GPU time per kernel of a model step
+    cd /tmp
+    for m in ${PROFILE_MODELS:-resnet9 lstm}; do
+        step "kernels_$m" 200 $py "$repo/benchmarks/gpu_kernel_profile.py" --model "$m"
+    done
+fi
+if [[ $phase == profile ]]; then  # where a model step's host time goes
     cd /tmp
     for m in ${PROFILE_MODELS:-lstm resnet9}; do
         step "profile_$m" 200 $py -c "import cProfile, pstats, sys; sys.path.insert(0, '$repo/benchmarks')
-import models_probe as mp
-cProfile.run('mp.main([\"--device\", \"cuda\", \"--only\", \"$m\", \"--repeat\", \"3\"])', '/tmp/prof')
-pstats.Stats('/tmp/prof').sort_stats('tottime').print_stats(22)"
+import needle as ndl, models_probe as mp
+probe, dev = mp.PROBES['$m'], ndl.device('cuda')
+probe(device=dev, repeat=1)  # imports, kernel compilation, allocator warm-up stay out
+cProfile.run('probe(device=dev, repeat=5)', '/tmp/prof')
+pstats.Stats('/tmp/prof').sort_stats('tottime').print_stats(25)"
     done
 fi
