@@ -45,7 +45,7 @@ fi
 if [[ $phase == kernels ]]; then  # GPU time per kernel of a model step
     cd /tmp
     for m in ${PROFILE_MODELS:-resnet9 lstm}; do
-        step "kernels_$m" 200 $py "$repo/benchmarks/gpu_kernel_profile.py" --model "$m"
+        step "kernels_$m" 200 $py "$repo/benchmarks/gpu_kernel_profile.py" --model "$m" --rows 12
     done
 fi
 if [[ $phase == profile ]]; then  # where a model step's host time goes

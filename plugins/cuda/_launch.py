@@ -178,6 +178,24 @@ def row_plan(rows: int, R: int, sm_count: int) -> RowPlan:
     return RowPlan("warp", max(1, min(blocks, 64 * max(1, sm_count), MAX_GRID_X)), BLOCK)
 
 
+def split_rows(rows: int, R: int, sm_count: int, min_piece: int = 4096) -> int:
+    """Into how many equal pieces to cut each row of a long reduction.
+
+    A row-wise kernel gives a row at most one block, so summing one row of
+    millions of elements (a whole-tensor ``sum()``) would run on one SM.
+    Cutting each row into ``c`` pieces (``c`` divides ``R``, each piece at
+    least ``min_piece`` long) gives ``rows * c`` partial results, reduced by a
+    second launch.  Returns 1 when the rows already fill the GPU or are short."""
+    rows, R = int(rows), int(R)
+    if rows >= 2 * sm_count or R < 4 * min_piece:
+        return 1
+    target = min(R // min_piece, max(2, (4 * sm_count) // max(rows, 1)))
+    for c in range(target, 1, -1):
+        if R % c == 0:
+            return c
+    return 1
+
+
 # -- GEMM ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class GemmConfig:

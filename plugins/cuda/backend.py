@@ -294,11 +294,24 @@ class CudaBackend(Backend):
         rt.launch(f"{op}_{plan.variant}_{suf}", (plan.grid,), (plan.block,),
                   (_p(a), _p(out), np.int64(rows), np.int64(R)))
 
+    def _reduce(self, op, a, out, reduce_size):
+        rt, _ = self._check(op, a=a, out=out)
+        rows, R = out.size, int(reduce_size)
+        pieces = _launch.split_rows(rows, R, rt.sm_count)
+        if pieces == 1:
+            self._rowwise(op, a, out, rows, R, False)
+            return
+        # two passes: (rows * pieces) partial results, then each row's pieces
+        self._need(op, "'a'", a.size, rows * R)
+        partial = CudaArray(rt, rows * pieces, a.dtype)
+        self._rowwise(op, a, partial, rows * pieces, R // pieces, False)
+        self._rowwise(op, partial, out, rows, pieces, False)
+
     def reduce_sum(self, a, out, reduce_size):
-        self._rowwise("reduce_sum", a, out, out.size, reduce_size, False)
+        self._reduce("reduce_sum", a, out, reduce_size)
 
     def reduce_max(self, a, out, reduce_size):
-        self._rowwise("reduce_max", a, out, out.size, reduce_size, False)
+        self._reduce("reduce_max", a, out, reduce_size)
 
     def logsumexp(self, a, out, outer, inner):
         self._rowwise("logsumexp", a, out, outer, inner, False)

@@ -271,3 +271,16 @@ def test_empty_cache_returns_memory():
     del bufs
     assert _BE.empty_cache() >= 4 * (4 << 20)
 
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rows,R", [(1, 4_000_000), (3, 1 << 20), (2, 10007 * 7)])
+def test_long_reductions_split_across_blocks(dtype, rows, R, rng):
+    x = rng.standard_normal((rows, R)).astype(dtype)
+    a = dev(x)
+    out = _BE.Array(rows, x.dtype)
+    _BE.reduce_sum(a, out, R)
+    np.testing.assert_allclose(host(out), x.astype(np.float64).sum(axis=1),
+                               rtol=1e-4 if dtype == "float32" else 1e-11, atol=1e-2 if dtype == "float32" else 1e-9)
+    _BE.reduce_max(a, out, R)
+    np.testing.assert_array_equal(host(out), x.max(axis=1))

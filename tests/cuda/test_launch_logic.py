@@ -161,3 +161,13 @@ def test_caching_allocator_reuse_and_oom_retry():
     assert al.allocate(0) == (0, 0)
     with pytest.raises(MemoryError):
         al.allocate(4096)
+
+
+def test_split_rows_cuts_long_reductions_into_equal_pieces():
+    assert _launch.split_rows(1, 4_000_000, 132) > 1
+    c = _launch.split_rows(1, 4_000_000, 132)
+    assert 4_000_000 % c == 0 and 4_000_000 // c >= 4096
+    assert _launch.split_rows(1, 10007 * 7, 132) == 7       # only divisors qualify
+    assert _launch.split_rows(1, 65_537, 132) == 1          # prime: one pass
+    assert _launch.split_rows(1000, 1 << 20, 132) == 1      # rows already fill the GPU
+    assert _launch.split_rows(4, 1000, 132) == 1            # short rows

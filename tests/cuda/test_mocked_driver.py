@@ -342,3 +342,14 @@ def test_a_launch_failing_under_a_foreign_context_is_retried_once_after_activati
     be._rt()._cuLaunchKernel = real
     with pytest.raises(CudaError, match="launching ewise_exp_f32.*CUDA_ERROR_INVALID_VALUE"):
         be.ewise_exp(a, a)
+
+
+def test_a_whole_tensor_sum_runs_in_two_passes_over_all_blocks(be, fake_driver):
+    n = 1 << 22
+    a, out = be.Array(n), be.Array(1)
+    be.reduce_max(a, out, n)
+    first, second = fake_driver.launches[-2], fake_driver.launches[-1]
+    pieces = int(second[3][3])            # (a, out, rows, R): the second pass reduces the pieces
+    assert first[0] == "reduce_max_block_f32" and int(first[3][2]) == pieces > 1
+    assert int(first[3][3]) * pieces == n and first[1][0] > 1
+    assert int(second[3][2]) == 1
