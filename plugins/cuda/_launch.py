@@ -219,6 +219,27 @@ def gemm_config(M: int, N: int, batch: int, sm_count: int) -> GemmConfig:
     return GEMM_SMALL
 
 
+def split_k(batch: int, M: int, K: int, N: int, sm_count: int, min_piece: int = 1024) -> int:
+    """Into how many equal pieces to cut the inner dimension of a GEMM.
+
+    A tiled GEMM gives each output tile one block that walks all of K, so a
+    thin product with a long K -- ``(1, B) @ (B, C)``, the column sums batch
+    norm takes over ``B = N*H*W`` -- runs on a handful of SMs for
+    milliseconds.  Cutting K into ``s`` pieces (``s`` divides K) computes
+    ``s`` partial products side by side, summed by a reduction afterwards.
+    Only for a single matrix product (``batch == 1``)."""
+    if batch != 1 or K < 4 * min_piece:
+        return 1
+    blocks = math.ceil(M / GEMM_SMALL.bm) * math.ceil(N / GEMM_SMALL.bn)
+    if blocks >= sm_count:
+        return 1
+    target = min(K // min_piece, math.ceil(2 * sm_count / blocks))
+    for s in range(target, 1, -1):
+        if K % s == 0:
+            return s
+    return 1
+
+
 def gemm_grid(M: int, N: int, batch: int, cfg: GemmConfig) -> tuple[int, int, int]:
     """Grid for the tiled kernel; each axis is capped at its hardware limit and
     the kernel loops over the remainder."""

@@ -348,6 +348,22 @@ class CudaBackend(Backend):
             return
         self._view_ok(op, "a", a, (batch, m, n), a_strides, a_offset)
         self._view_ok(op, "b", b, (batch, n, p), b_strides, b_offset)
+        pieces = _launch.split_k(batch, m, n, p, rt.sm_count)
+        if pieces > 1:
+            # the pieces of K as a batch of products into (pieces, m, p)
+            # partials; then out = their sum, reduced as rows of (m*p, pieces)
+            kp = n // pieces
+            partial = CudaArray(rt, pieces * m * p, a.dtype)
+            self._gemm_strided(rt, suf, a, b, partial, pieces, m, kp, p,
+                               (kp * a_strides[2], a_strides[1], a_strides[2]), a_offset,
+                               (kp * b_strides[1], b_strides[1], b_strides[2]), b_offset)
+            rows = CudaArray(rt, pieces * m * p, a.dtype)
+            self.compact(partial, rows, (m * p, pieces), (1, m * p), 0)
+            self._rowwise("reduce_sum", rows, out, m * p, pieces, False)
+            return
+        self._gemm_strided(rt, suf, a, b, out, batch, m, n, p, a_strides, a_offset, b_strides, b_offset)
+
+    def _gemm_strided(self, rt, suf, a, b, out, batch, m, n, p, a_strides, a_offset, b_strides, b_offset):
         da = _launch.strided_operand(a_offset, *a_strides)
         db = _launch.strided_operand(b_offset, *b_strides)
         self._gemm("matmul_strided", rt, suf, m, n, p, batch,

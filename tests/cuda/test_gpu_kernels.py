@@ -284,3 +284,21 @@ def test_long_reductions_split_across_blocks(dtype, rows, R, rng):
                                rtol=1e-4 if dtype == "float32" else 1e-11, atol=1e-2 if dtype == "float32" else 1e-9)
     _BE.reduce_max(a, out, R)
     np.testing.assert_array_equal(host(out), x.max(axis=1))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m,n,p,transposed", [(1, 131072, 16, False), (3, 40000, 70, True),
+                                              (64, 8192, 32, False)])
+def test_thin_matmul_with_a_long_inner_dimension_splits_k(m, n, p, transposed, dtype, rng):
+    """(1, B) @ (B, C) column sums: split into pieces of K, summed after."""
+    a = rng.standard_normal((m, n)).astype(dtype)
+    b = rng.standard_normal((n, p)).astype(dtype)
+    out = _BE.Array(m * p, dtype)
+    if transposed:  # a stored as (n, m) and read through its transpose, with an offset
+        big = np.concatenate([np.zeros(3, dtype), a.T.ravel()])
+        _BE.matmul_strided(dev(big), dev(b), out, 1, m, n, p, (0, 1, m), 3, (0, p, 1), 0)
+    else:
+        _BE.matmul(dev(a), dev(b), out, m, n, p)
+    ref = a.astype(np.float64) @ b.astype(np.float64)
+    tol = dict(rtol=1e-4, atol=1e-3) if dtype == "float32" else dict(rtol=1e-10, atol=1e-9)
+    np.testing.assert_allclose(host(out, (m, p)), ref, **tol)

@@ -171,3 +171,12 @@ def test_split_rows_cuts_long_reductions_into_equal_pieces():
     assert _launch.split_rows(1, 65_537, 132) == 1          # prime: one pass
     assert _launch.split_rows(1000, 1 << 20, 132) == 1      # rows already fill the GPU
     assert _launch.split_rows(4, 1000, 132) == 1            # short rows
+
+
+def test_split_k_only_for_thin_single_products_with_long_k():
+    s = _launch.split_k(1, 1, 131072, 16, 132)
+    assert s > 1 and 131072 % s == 0 and 131072 // s >= 1024
+    assert _launch.split_k(2, 1, 131072, 16, 132) == 1        # batched: no
+    assert _launch.split_k(1, 4096, 131072, 4096, 132) == 1   # enough tiles already
+    assert _launch.split_k(1, 1, 2048, 16, 132) == 1          # short K
+    assert _launch.split_k(1, 1, 65537, 16, 132) == 1         # prime K

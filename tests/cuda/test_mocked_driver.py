@@ -353,3 +353,17 @@ def test_a_whole_tensor_sum_runs_in_two_passes_over_all_blocks(be, fake_driver):
     assert first[0] == "reduce_max_block_f32" and int(first[3][2]) == pieces > 1
     assert int(first[3][3]) * pieces == n and first[1][0] > 1
     assert int(second[3][2]) == 1
+
+
+def test_thin_matmul_with_long_k_launches_pieces_then_sums_them(be, fake_driver):
+    m, n, p = 1, 131072, 16
+    a, b, out = be.Array(m * n), be.Array(n * p), be.Array(m * p)
+    be.matmul(a, b, out, m, n, p)
+    gemm, compact, reduce = fake_driver.launches[-3:]
+    assert gemm[0].startswith("matmul_strided_f32") and compact[0].startswith("compact_f32")
+    assert reduce[0].startswith("reduce_sum")
+    pieces = int(gemm[3][6])                      # the batch argument: one product per piece
+    assert pieces > 1 and int(gemm[3][4]) * pieces == n
+    assert list(gemm[3][7]) == [0, n // pieces, n, 1]          # a: offset, batch, row, col strides
+    assert list(gemm[3][8]) == [0, (n // pieces) * p, p, 1]
+    assert int(reduce[3][2]) == m * p and int(reduce[3][3]) == pieces
