@@ -93,7 +93,7 @@ def section_mlp(args):
 @section
 def section_models(args):
     import models_probe  # benchmarks/models_probe.py
-    models_probe.report(quick=args.quick)
+    models_probe.report(quick=args.quick, device=args.device)
 
 
 def main(argv=None):

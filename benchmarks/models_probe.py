@@ -240,22 +240,28 @@ def transformer_block(device=None, d_model=64, heads=4, hidden=256, seq=32, batc
 PROBES = {"resnet9": resnet9_step, "lstm": lstm_lm_step, "transformer": transformer_block}
 
 
+def report(quick=False, device=None, repeat=None, only=None):
+    """Print each probe's needle and PyTorch step times and their ratio."""
+    import needle as ndl
+
+    dev = ndl.device(device) if isinstance(device, str) else (device or ndl.default_device())
+    repeat = repeat or (3 if quick else 5)
+    print(f"\n== models: training steps on {dev} (median of {repeat}; ratio = needle / PyTorch) ==")
+    for name in only or list(PROBES):
+        r = PROBES[name](device=dev, repeat=repeat)
+        line = f"{name:12s} needle {r['needle'] * 1e3:9.1f} ms"
+        if r["torch"] is not None:
+            line += f"   torch {r['torch'] * 1e3:9.1f} ms   ratio {r['needle'] / r['torch']:5.2f}x"
+        print(line, flush=True)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default=None, help="needle device name (default device)")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--only", default=",".join(PROBES))
     args = parser.parse_args(argv)
-    import needle as ndl
-
-    device = ndl.device(args.device) if args.device else None
-    print(f"device: {device or ndl.default_device()}")
-    for name in args.only.split(","):
-        r = PROBES[name](device=device, repeat=args.repeat)
-        line = f"{name:12s} needle {r['needle'] * 1e3:9.1f} ms"
-        if r["torch"] is not None:
-            line += f"   torch {r['torch'] * 1e3:9.1f} ms   ratio {r['needle'] / r['torch']:5.2f}x"
-        print(line, flush=True)
+    report(device=args.device, repeat=args.repeat, only=args.only.split(","))
 
 
 if __name__ == "__main__":

@@ -2,15 +2,11 @@
 pickles with bytes keys), validation of malformed files, safe extraction and
 the download helper against a local HTTP server."""
 
-import contextlib
-import functools
 import hashlib
-import http.server
 import io
 import os
 import pickle
 import tarfile
-import threading
 
 import numpy as np
 import pytest
@@ -23,25 +19,6 @@ from needle.data.datasets.cifar10_dataset import (CIFAR10_MD5, CIFAR10_SHA256, C
 from needle.errors import ChecksumError, DataFormatError
 
 N_PER_BATCH = 4
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
-@contextlib.contextmanager
-def serve_folder(folder):
-    handler = functools.partial(_QuietHandler, directory=str(folder))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 def _write_batch(path, data, labels, **extra):
@@ -184,7 +161,7 @@ def _make_archive(tmp_path):
     return served, written, hashlib.sha256(raw).hexdigest(), hashlib.md5(raw).hexdigest()
 
 
-def test_download_extract_and_load_from_local_server(tmp_path):
+def test_download_extract_and_load_from_local_server(tmp_path, serve_folder):
     served, written, sha, md5 = _make_archive(tmp_path)
     cache = tmp_path / "cache"
     with serve_folder(served) as base:
@@ -197,7 +174,7 @@ def test_download_extract_and_load_from_local_server(tmp_path):
     assert download_cifar10(cache_dir=cache, url=url, sha256=sha, md5=md5) == folder
 
 
-def test_download_rejects_checksum_mismatch(tmp_path):
+def test_download_rejects_checksum_mismatch(tmp_path, serve_folder):
     served, _, sha, md5 = _make_archive(tmp_path)
     with serve_folder(served) as base:
         url = base + "/cifar-10-python.tar.gz"

@@ -1,11 +1,8 @@
 """needle.data.download against a local http.server: cache, checksum, HTTP and connection errors."""
 
 import hashlib
-import http.server
 import os
 import socket
-import threading
-from functools import partial
 
 import pytest
 
@@ -17,24 +14,13 @@ PAYLOAD = b"needle test payload\n" * 100
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
-def server(tmp_path):
+def server(tmp_path, serve_folder):
     root = tmp_path / "www"
     root.mkdir()
     (root / "file.bin").write_bytes(PAYLOAD)
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(_QuietHandler, directory=str(root)))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", root
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with serve_folder(root) as base:
+        yield base, root
 
 
 def test_download_verifies_and_caches(server, tmp_path):

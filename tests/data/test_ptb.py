@@ -1,11 +1,7 @@
 """PTB: Dictionary, Corpus, batchify, get_batch on generated text files, and
 download_ptb against a local HTTP server (verified and unverified)."""
 
-import contextlib
-import functools
 import hashlib
-import http.server
-import threading
 
 import numpy as np
 import pytest
@@ -17,25 +13,6 @@ from needle.errors import ChecksumError, DataFormatError
 
 TRAIN = " the cat sat \n a dog ran fast \n\n the dog sat \n"
 TEST = " the bird flew \n a cat ran \n"
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
-@contextlib.contextmanager
-def serve_folder(folder):
-    handler = functools.partial(_QuietHandler, directory=str(folder))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 @pytest.fixture
@@ -107,7 +84,7 @@ def test_get_batch_shapes_values_and_last_short_batch():
         get_batch(b, 9, 5)
 
 
-def test_download_ptb_from_local_server(tmp_path):
+def test_download_ptb_from_local_server(tmp_path, serve_folder):
     served = tmp_path / "served"
     served.mkdir()
     (served / "ptb.train.txt").write_text(TRAIN)
