@@ -12,15 +12,7 @@ from needle import autograd, ops
 from needle.errors import ShapeError
 
 
-def _devices():
-    devs = [d for d in nd.all_devices() if d.enabled()]
-    if all(d.name != "cpu_numpy" for d in devs):
-        devs.append(nd.cpu_numpy())
-    return devs
-
-
-DEVICES = _devices()
-dev_param = pytest.mark.parametrize("device", DEVICES, ids=[d.name for d in DEVICES])
+# ``device``: every available backend (tests/conftest.py)
 
 
 # --------------------------------------------------------------------------- #
@@ -149,7 +141,6 @@ def test_backward_overwrites_and_grad_of_grad_hw1():
     np.testing.assert_allclose(z.grad.numpy(), [1.0])
 
 
-@dev_param
 def test_second_derivative_of_cube(device):
     xv = np.array([1.0, -2.0, 0.5])
     x = ndl.Tensor(xv, device=device)
@@ -159,7 +150,6 @@ def test_second_derivative_of_cube(device):
     np.testing.assert_allclose(x.grad.numpy(), 6 * xv)
 
 
-@dev_param
 def test_grad_of_grad_through_logsumexp_and_tanh(device):
     torch = pytest.importorskip("torch")
     xv = np.random.default_rng(1).standard_normal((3, 4))

@@ -10,15 +10,7 @@ import needle.backend_ndarray as nd
 from needle import init
 
 
-def _devices():
-    devs = [d for d in nd.all_devices() if d.enabled()]
-    if all(d.name != "cpu_numpy" for d in devs):
-        devs.append(nd.cpu_numpy())
-    return devs
-
-
-DEVICES = _devices()
-dev_param = pytest.mark.parametrize("device", DEVICES, ids=[d.name for d in DEVICES])
+# ``device``: every available backend (tests/conftest.py)
 
 
 def seeded(fn, seed=3):
@@ -26,7 +18,6 @@ def seeded(fn, seed=3):
     return fn()
 
 
-@dev_param
 def test_rand_randn(device):
     got = seeded(lambda: init.rand(3, 4, low=-2.0, high=5.0, device=device))
     exp = seeded(lambda: np.random.rand(3, 4) * 7.0 - 2.0)
@@ -49,7 +40,6 @@ def test_one_rng_call_per_initializer():
     assert after == np.random.rand()
 
 
-@dev_param
 def test_constant_ones_zeros(device):
     np.testing.assert_array_equal(init.constant(2, 3, c=4.5, device=device).numpy(), np.full((2, 3), 4.5))
     np.testing.assert_array_equal(init.ones(2, device=device).numpy(), np.ones(2))
@@ -58,14 +48,12 @@ def test_constant_ones_zeros(device):
     assert ndl.ones is init.ones and ndl.zeros_like is init.zeros_like
 
 
-@dev_param
 def test_randb(device):
     got = seeded(lambda: init.randb(5, 6, p=0.3, device=device))
     exp = seeded(lambda: np.random.rand(5, 6) <= 0.3)
     np.testing.assert_array_equal(got.numpy(), exp.astype(np.float32))
 
 
-@dev_param
 def test_one_hot(device):
     i = ndl.Tensor([[2.0, 0.0], [1.0, 3.0]], device=device)
     got = init.one_hot(4, i, device=device)
@@ -76,7 +64,6 @@ def test_one_hot(device):
         init.one_hot(3, [3])
 
 
-@dev_param
 def test_like(device):
     t = ndl.Tensor(np.ones((2, 3)), device=device)
     z, o = init.zeros_like(t), init.ones_like(t)

@@ -11,15 +11,7 @@ from needle import ops
 from needle.errors import DeviceMismatchError, ShapeError
 
 
-def _devices():
-    devs = [d for d in nd.all_devices() if d.enabled()]
-    if all(d.name != "cpu_numpy" for d in devs):
-        devs.append(nd.cpu_numpy())
-    return devs
-
-
-DEVICES = _devices()
-dev_param = pytest.mark.parametrize("device", DEVICES, ids=[d.name for d in DEVICES])
+# ``device``: every available backend (tests/conftest.py)
 RNG = np.random.default_rng(0)
 
 
@@ -82,7 +74,6 @@ SHAPES = [((3, 4), (3, 4)), ((3, 4), (4,)), ((2, 1, 4), (3, 1)), ((1, 3), (3,)),
           ((2, 3), (1, 1))]
 
 
-@dev_param
 @pytest.mark.parametrize("name,fn,npfn,gen", BINARY, ids=[b[0] for b in BINARY])
 @pytest.mark.parametrize("shapes", SHAPES, ids=str)
 def test_binary_forward_and_grad(device, name, fn, npfn, gen, shapes):
@@ -104,7 +95,6 @@ SCALAR = [
 ]
 
 
-@dev_param
 @pytest.mark.parametrize("name,fn,npfn,gen,s", SCALAR, ids=[s[0] for s in SCALAR])
 def test_scalar_ops(device, name, fn, npfn, gen, s):
     a = gen(3, 4)
@@ -122,7 +112,6 @@ UNARY = [
 ]
 
 
-@dev_param
 @pytest.mark.parametrize("name,fn,npfn,gen", UNARY, ids=[u[0] for u in UNARY])
 def test_unary_ops(device, name, fn, npfn, gen):
     a = gen(2, 3, 4)
@@ -132,14 +121,12 @@ def test_unary_ops(device, name, fn, npfn, gen):
     np.testing.assert_allclose(out.numpy(), npfn(a), rtol=1e-12, atol=1e-15)
 
 
-@dev_param
 def test_relu_gradient_is_zero_at_zero(device):
     x = T([-1.0, 0.0, 2.0], device)
     ops.relu(x).sum().backward()
     np.testing.assert_array_equal(x.grad.numpy(), [0.0, 0.0, 1.0])
 
 
-@dev_param
 def test_operators_build_the_course_graph(device):
     a, b = T(randn(2, 3), device), T(randn(2, 3), device)
     c = a - b
@@ -172,7 +159,6 @@ def test_dtype_promotion_float32_float64():
 # --------------------------------------------------------------------------- #
 # shape ops and reductions
 # --------------------------------------------------------------------------- #
-@dev_param
 @pytest.mark.parametrize("shape,axes,perm", [
     ((3, 4), None, (1, 0)), ((2, 3, 4), None, (0, 2, 1)), ((2, 3, 4), (0, 1), (1, 0, 2)),
     ((2, 3, 4, 5), (0, 3), (3, 1, 2, 0)), ((2, 3, 4), (-1, 0), (2, 1, 0))])
@@ -182,7 +168,6 @@ def test_transpose(device, shape, axes, perm):
     np.testing.assert_array_equal(out.numpy(), np.transpose(a, perm))
 
 
-@dev_param
 @pytest.mark.parametrize("shape,new", [((3, 4), (4, 3)), ((2, 3, 4), (6, 4)), ((6,), (1, 2, 3)),
                                        ((2, 3), (-1,)), ((), (1, 1)), ((4, 1), (4,))])
 def test_reshape(device, shape, new):
@@ -191,14 +176,12 @@ def test_reshape(device, shape, new):
     np.testing.assert_array_equal(out.numpy(), a.reshape(new))
 
 
-@dev_param
 def test_reshape_of_transposed_view(device):
     a = randn(3, 4)
     out = check_grad(lambda x: ops.reshape(ops.transpose(x), (12,)), a, device=device)
     np.testing.assert_array_equal(out.numpy(), a.T.reshape(12))
 
 
-@dev_param
 @pytest.mark.parametrize("shape,new", [((3, 1), (3, 4)), ((1,), (3, 3, 3)), ((), (3, 3, 3)),
                                        ((4,), (2, 3, 4)), ((2, 1, 3), (2, 5, 3)), ((2, 3), (2, 3))])
 def test_broadcast_to(device, shape, new):
@@ -207,7 +190,6 @@ def test_broadcast_to(device, shape, new):
     np.testing.assert_array_equal(out.numpy(), np.broadcast_to(a, new))
 
 
-@dev_param
 @pytest.mark.parametrize("shape,axes", [((3, 4), None), ((3, 4), 0), ((3, 4), 1), ((2, 3, 4), (0, 2)),
                                         ((2, 3, 4), -1), ((2, 3, 4), (-1, -3)), ((2, 3), ()),
                                         ((1, 3, 1), (0, 2)), ((5,), 0), ((2, 3, 4), (0, 1, 2))])
@@ -224,7 +206,6 @@ def test_summation_none_is_0d():
     assert ndl.Tensor(np.ones((2, 3))).sum().numpy() == 6.0
 
 
-@dev_param
 @pytest.mark.parametrize("shape,axes", [((3, 4), None), ((3, 4), 1), ((2, 3, 4), (0, 2)), ((2, 3), -2)])
 def test_max_reduction(device, shape, axes):
     a = randn(*shape)
@@ -232,14 +213,12 @@ def test_max_reduction(device, shape, axes):
     np.testing.assert_allclose(out.numpy(), a.max(axis=axes), rtol=1e-12)
 
 
-@dev_param
 def test_max_ties_share_gradient(device):
     x = T([[1.0, 3.0, 3.0]], device)
     ops.max(x, axes=1).sum().backward()
     np.testing.assert_allclose(x.grad.numpy(), [[0.0, 0.5, 0.5]])
 
 
-@dev_param
 @pytest.mark.parametrize("sa,sb", [((3, 4), (4, 5)), ((6, 6, 5, 4), (4, 3)), ((5, 4), (6, 6, 4, 3)),
                                    ((3, 2, 1), (3, 3, 1, 2)), ((2, 3, 4), (2, 4, 2)), ((4,), (4, 3)),
                                    ((2, 3, 4), (4,)), ((4,), (4,)), ((1, 3, 4), (5, 4, 2))])
@@ -258,7 +237,6 @@ def np_lse(a, axes):
         axis=axes if axes is not None else tuple(range(a.ndim)))
 
 
-@dev_param
 @pytest.mark.parametrize("shape,axes", [((3, 4), (1,)), ((3, 4), None), ((2, 3, 4), (0, 2)),
                                         ((2, 3, 4), 1), ((5,), 0), ((2, 3), -1), ((3, 4), (0,))])
 def test_logsumexp(device, shape, axes):
@@ -267,7 +245,6 @@ def test_logsumexp(device, shape, axes):
     np.testing.assert_allclose(out.numpy(), np_lse(a, axes), rtol=1e-12)
 
 
-@dev_param
 def test_logsumexp_is_stable_for_huge_inputs(device):
     a = np.array([[1e10, 1e10, 1e10], [-1e10, -1e10, 0.0]])
     out = ops.logsumexp(T(a, device), axes=(1,)).numpy()
@@ -279,7 +256,6 @@ def test_logsumexp_is_stable_for_huge_inputs(device):
     np.testing.assert_array_equal(masked, [-np.inf, 0.0])
 
 
-@dev_param
 def test_logsoftmax(device):
     a = randn(4, 5) * 3
     out = check_grad(ops.logsoftmax, a, device=device)
@@ -290,7 +266,6 @@ def test_logsoftmax(device):
 # --------------------------------------------------------------------------- #
 # tuple ops
 # --------------------------------------------------------------------------- #
-@dev_param
 @pytest.mark.parametrize("axis", [0, 1, 2, -1])
 def test_stack_and_split(device, axis):
     arrays = [randn(2, 3) for _ in range(3)]
@@ -305,7 +280,6 @@ def test_stack_and_split(device, axis):
     check_grad(lambda x: ops.split(x, ax)[1] * 2.0 + ops.split(x, ax)[0], big, device=device)
 
 
-@dev_param
 def test_many_items_of_one_split(device):
     """Adjoints of every tuple_get_item of one split are summed slot by slot."""
     a = randn(6, 2, 3)
@@ -323,7 +297,6 @@ def test_many_items_of_one_split(device):
                a, device=device)
 
 
-@dev_param
 def test_stack_gradient_is_tensortuple(device):
     xs = [T(randn(2), device) for _ in range(3)]
     s = ops.stack(xs, 0)
@@ -332,7 +305,6 @@ def test_stack_gradient_is_tensortuple(device):
     assert len(grads[0].tuple()) == 3
 
 
-@dev_param
 def test_make_tuple_and_get_item(device):
     a, b = T(randn(2), device), T(randn(3), device)
     t = ops.make_tuple(a, b)
@@ -349,7 +321,6 @@ def test_make_tuple_and_get_item(device):
     assert t.detach().requires_grad is False
 
 
-@dev_param
 def test_fused_add_scalars(device):
     a = randn(3)
     x = T(a, device)
@@ -363,7 +334,6 @@ def test_fused_add_scalars(device):
 # --------------------------------------------------------------------------- #
 # flip / dilate / undilate
 # --------------------------------------------------------------------------- #
-@dev_param
 @pytest.mark.parametrize("axes", [None, (0,), (1, 2), (0, 1, 2), -1])
 def test_flip(device, axes):
     a = randn(2, 3, 4)
@@ -371,7 +341,6 @@ def test_flip(device, axes):
     np.testing.assert_array_equal(out.numpy(), np.flip(a, axes))
 
 
-@dev_param
 @pytest.mark.parametrize("shape,axes,d", [((2, 3), (0,), 1), ((2, 3), (0, 1), 2), ((2, 3), (1,), 0),
                                           ((2, 3), (2,), 1), ((2, 3, 2), (1, 2), 1)])
 def test_dilate_undilate(device, shape, axes, d):
@@ -394,7 +363,6 @@ def test_dilate_undilate(device, shape, axes, d):
     np.testing.assert_array_equal(back.numpy(), a)
 
 
-@dev_param
 def test_undilate_of_odd_size(device):
     check_grad(lambda x: ops.undilate(x, (0,), 1), randn(5, 2), device=device)
 
@@ -420,7 +388,6 @@ CONV_CASES = [((2, 5, 5, 2), 3, 3, 1, 0), ((1, 5, 5, 2), 3, 1, 1, 1), ((2, 6, 6,
               ((1, 3, 3, 1), 3, 1, 1, 3)]
 
 
-@dev_param
 @pytest.mark.parametrize("shape,k,cout,stride,padding", CONV_CASES, ids=str)
 def test_conv(device, shape, k, cout, stride, padding):
     a, b = randn(*shape), randn(k, k, shape[3], cout)
@@ -435,7 +402,6 @@ def test_conv_defaults():
     assert ops.conv(a, w).shape == (1, 4, 4, 1)  # function default padding=1
 
 
-@dev_param
 @pytest.mark.parametrize("stride,padding", [(1, 1), (2, 1), (3, 0), (2, 2)])
 def test_conv_matches_torch(device, stride, padding):
     torch = pytest.importorskip("torch")
@@ -453,7 +419,6 @@ def test_conv_matches_torch(device, stride, padding):
     np.testing.assert_allclose(w.grad.numpy(), tw.grad.numpy().transpose(2, 3, 1, 0), rtol=1e-10, atol=1e-12)
 
 
-@dev_param
 def test_conv_second_order(device):
     """Gradients of conv gradients (conv_grad_input / conv_grad_weight are differentiable)."""
     a, b = randn(1, 5, 5, 2), randn(3, 3, 2, 2)
@@ -488,7 +453,6 @@ def test_conv_second_order(device):
     np.testing.assert_allclose(got, num, rtol=1e-5, atol=1e-6)
 
 
-@dev_param
 @pytest.mark.parametrize("k,s", [(2, 2), (3, 1), (3, 2)])
 def test_pooling(device, k, s):
     a = randn(2, 6, 5, 3)
@@ -502,7 +466,6 @@ def test_pooling(device, k, s):
     np.testing.assert_allclose(out.numpy(), win.mean(axis=0), rtol=1e-12)
 
 
-@dev_param
 def test_pooling_matches_torch(device):
     torch = pytest.importorskip("torch")
     a = randn(2, 6, 6, 3)
