@@ -281,17 +281,6 @@ class Tensor(Value):
         self._init(None, [], cached_data=data, requires_grad=bool(requires_grad))
         self.grad = None
 
-    def _init(self, op, inputs, *, num_outputs=1, cached_data=None, requires_grad=None):
-        global TENSOR_COUNTER
-        TENSOR_COUNTER += 1
-        if requires_grad is None:
-            requires_grad = any(x.requires_grad for x in inputs)
-        self.op = op
-        self.inputs = inputs
-        self.cached_data = cached_data
-        self.requires_grad = requires_grad
-        self.grad = None
-
     # -- static constructors ------------------------------------------------
     @staticmethod
     def make_from_op(op: Op, inputs):
