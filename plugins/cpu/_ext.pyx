@@ -55,6 +55,7 @@ cdef extern from "needle_cpu.h" nogil:
     void nd_seq_f32(const float *a, float v, float *o, nd_i64 n) noexcept
     void nd_sge_f32(const float *a, float v, float *o, nd_i64 n) noexcept
     void nd_neg_f32(const float *a, float *o, nd_i64 n) noexcept
+    void nd_sqrt_f32(const float *a, float *o, nd_i64 n) noexcept
     void nd_log_f32(const float *a, float *o, nd_i64 n) noexcept
     void nd_exp_f32(const float *a, float *o, nd_i64 n) noexcept
     void nd_tanh_f32(const float *a, float *o, nd_i64 n) noexcept
@@ -82,6 +83,7 @@ cdef extern from "needle_cpu.h" nogil:
     void nd_seq_f64(const double *a, double v, double *o, nd_i64 n) noexcept
     void nd_sge_f64(const double *a, double v, double *o, nd_i64 n) noexcept
     void nd_neg_f64(const double *a, double *o, nd_i64 n) noexcept
+    void nd_sqrt_f64(const double *a, double *o, nd_i64 n) noexcept
     void nd_log_f64(const double *a, double *o, nd_i64 n) noexcept
     void nd_exp_f64(const double *a, double *o, nd_i64 n) noexcept
     void nd_tanh_f64(const double *a, double *o, nd_i64 n) noexcept
@@ -700,6 +702,10 @@ class CpuBackend(Backend):
     def ewise_tanh(self, CpuArray a not None, CpuArray out not None):
         """``out = tanh(a)``."""
         _run_un("ewise_tanh", a, out, nd_tanh_f32, nd_tanh_f64)
+
+    def ewise_sqrt(self, CpuArray a not None, CpuArray out not None):
+        """``out = sqrt(a)`` (nan below 0; IEEE correctly rounded)."""
+        _run_un("ewise_sqrt", a, out, nd_sqrt_f32, nd_sqrt_f64)
 
 
     # -- reductions ---------------------------------------------------------------

@@ -33,7 +33,7 @@ EWISE_BINARY = ("ewise_add", "ewise_sub", "ewise_mul", "ewise_div", "ewise_pow",
                 "ewise_eq", "ewise_ge", "ewise_relu_grad")
 SCALAR = ("scalar_add", "scalar_sub", "scalar_mul", "scalar_div", "scalar_rdiv", "scalar_power",
           "scalar_maximum", "scalar_eq", "scalar_ge")
-EWISE_UNARY = ("ewise_neg", "ewise_log", "ewise_exp", "ewise_tanh")
+EWISE_UNARY = ("ewise_neg", "ewise_log", "ewise_exp", "ewise_tanh", "ewise_sqrt")
 GEMM_FAMILIES = ("matmul_strided", "conv_fwd", "conv_grad_weight", "conv_grad_input")
 GEMM_CONFIGS = ("big", "small")
 

@@ -267,6 +267,7 @@ class CudaBackend(Backend):
     def ewise_log(self, a, out): self._ewise("ewise_log", a, out)
     def ewise_exp(self, a, out): self._ewise("ewise_exp", a, out)
     def ewise_tanh(self, a, out): self._ewise("ewise_tanh", a, out)
+    def ewise_sqrt(self, a, out): self._ewise("ewise_sqrt", a, out)
 
     def scalar_add(self, a, val, out): self._ewise("scalar_add", a, out, val=val)
     def scalar_sub(self, a, val, out): self._ewise("scalar_sub", a, out, val=val)

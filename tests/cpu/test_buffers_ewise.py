@@ -5,7 +5,7 @@ import pytest
 
 from needle.errors import ShapeError, UnsupportedDTypeError
 
-from conftest import get, put
+from cpu_buffers import get, put
 
 # sizes straddle the serial/parallel thresholds (32K cheap, 4K libm) and vector tails
 SIZES = [0, 1, 7, 33, 4099, 40000, 100003]

@@ -5,7 +5,7 @@ import pytest
 
 from needle.errors import ShapeError
 
-from conftest import get, put
+from cpu_buffers import get, put
 
 
 def conv_ref(x, w, stride, pad):

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 import needle_cpu._ext as ext
 from needle.errors import ShapeError, UnsupportedDTypeError
 
-from conftest import DTYPES, get, put
+from cpu_buffers import DTYPES, get, put
 
 EDGE_SHAPES = [
     (1, 1, 1), (1, 5, 1), (5, 1, 5), (1, 300, 1), (7, 11, 13), (13, 17, 19), (6, 16, 16),

@@ -5,7 +5,7 @@ import pytest
 
 from needle.errors import ShapeError
 
-from conftest import get, put
+from cpu_buffers import get, put
 
 SHAPES = [(1, 1), (5, 1), (1, 7), (3, 17), (100, 33), (2, 100000), (1, 1 << 20), (4096, 64), (7, 5000)]
 

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from needle.errors import ShapeError
 
-from conftest import DTYPES, get, put
+from cpu_buffers import DTYPES, get, put
 
 
 def view(buf_np, shape, strides, offset):

@@ -12,7 +12,7 @@ import pytest
 
 import needle_cpu._ext as ext
 
-from conftest import get, put
+from cpu_buffers import get, put
 
 FUNCS = ["exp", "log", "tanh"]
 # distance from the exact value in float32 ulps (a correctly rounded result

@@ -48,7 +48,8 @@ BINARY = {
     "ewise_ge": lambda a, b: (a >= b).astype(a.dtype), "ewise_pow": np.power,
     "ewise_relu_grad": lambda a, g: g * (a > 0),
 }
-UNARY = {"ewise_neg": np.negative, "ewise_log": np.log, "ewise_exp": np.exp, "ewise_tanh": np.tanh}
+UNARY = {"ewise_neg": np.negative, "ewise_log": np.log, "ewise_exp": np.exp, "ewise_tanh": np.tanh,
+         "ewise_sqrt": np.sqrt}
 SCALAR = {
     "scalar_add": np.add, "scalar_sub": np.subtract, "scalar_mul": np.multiply, "scalar_div": np.divide,
     "scalar_rdiv": lambda a, v: v / a, "scalar_power": np.power, "scalar_maximum": np.maximum,
@@ -76,7 +77,7 @@ def test_binary(name, dtype, n, rng):
 @pytest.mark.parametrize("name", sorted(UNARY))
 def test_unary(name, dtype, rng):
     a = rng.standard_normal(10007).astype(dtype)
-    if name == "ewise_log":
+    if name in ("ewise_log", "ewise_sqrt"):
         a = np.abs(a) + 1e-3
     out = _BE.Array(a.size, dtype)
     getattr(_BE, name)(dev(a), out)

@@ -53,7 +53,7 @@ def test_every_protocol_kernel_launches_a_kernel_that_exists(be, fake_driver):
     for k in ("ewise_add", "ewise_sub", "ewise_mul", "ewise_div", "ewise_pow", "ewise_maximum",
               "ewise_eq", "ewise_ge", "ewise_relu_grad"):
         getattr(be, k)(a, b, o)
-    for k in ("ewise_neg", "ewise_log", "ewise_exp", "ewise_tanh"):
+    for k in ("ewise_neg", "ewise_log", "ewise_exp", "ewise_tanh", "ewise_sqrt"):
         getattr(be, k)(a, o)
     for k in ("scalar_add", "scalar_sub", "scalar_mul", "scalar_div", "scalar_rdiv", "scalar_power",
               "scalar_maximum", "scalar_eq", "scalar_ge"):
@@ -73,7 +73,7 @@ def test_every_protocol_kernel_launches_a_kernel_that_exists(be, fake_driver):
     be.conv_grad_input(y, w, x, 2, 4, 4, 2, 3, 4, 1, 1)
     be.conv_grad_weight(x, y, w, 2, 4, 4, 2, 3, 4, 1, 1)
     names = [l[0] for l in fake_driver.launches]
-    assert len(names) == 9 + 4 + 9 + 3 + 2 + 2 + 2 + 3
+    assert len(names) == 9 + 5 + 9 + 3 + 2 + 2 + 2 + 3
     unknown = [nm for nm in names if nm not in _kernels.FILE_OF]
     assert not unknown
     # modules compiled once each, for the device's arch

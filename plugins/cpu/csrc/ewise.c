@@ -16,6 +16,7 @@
 #define EXP expf
 #define LOG logf
 #define TANH tanhf
+#define SQRT sqrtf
 #define POW powf
 #define ND_VEC_MATH 1
 #include "ewise_tmpl.h"
@@ -26,6 +27,7 @@
 #undef EXP
 #undef LOG
 #undef TANH
+#undef SQRT
 #undef POW
 
 #define T double
@@ -36,5 +38,6 @@
 #define EXP exp
 #define LOG log
 #define TANH tanh
+#define SQRT sqrt
 #define POW pow
 #include "ewise_tmpl.h"

@@ -69,6 +69,7 @@ void ND_FN(nd_spow_)(const T *a, T y, T *o, nd_i64 n) {
 }
 
 ND_UN(nd_neg_, ND_GRAIN_CHEAP, -x)
+ND_UN(nd_sqrt_, ND_GRAIN_CHEAP, SQRT(x))
 #ifdef ND_VEC_MATH
 /* vectorised kernels (vmath.c) on contiguous chunks, one chunk per thread */
 #define ND_UN_VEC(name, VFN)                                                    \

@@ -54,6 +54,7 @@ void nd_aligned_free(void *p);
   void nd_seq_##SUF(const T *a, T v, T *o, nd_i64 n); \
   void nd_sge_##SUF(const T *a, T v, T *o, nd_i64 n); \
   void nd_neg_##SUF(const T *a, T *o, nd_i64 n); \
+  void nd_sqrt_##SUF(const T *a, T *o, nd_i64 n); \
   void nd_log_##SUF(const T *a, T *o, nd_i64 n); \
   void nd_exp_##SUF(const T *a, T *o, nd_i64 n); \
   void nd_tanh_##SUF(const T *a, T *o, nd_i64 n); \

@@ -45,6 +45,8 @@ __device__ __forceinline__ float ndl_exp(float x) { return expf(x); }
 __device__ __forceinline__ double ndl_exp(double x) { return exp(x); }
 __device__ __forceinline__ float ndl_log(float x) { return logf(x); }
 __device__ __forceinline__ double ndl_log(double x) { return log(x); }
+__device__ __forceinline__ float ndl_sqrt(float x) { return sqrtf(x); }
+__device__ __forceinline__ double ndl_sqrt(double x) { return sqrt(x); }
 __device__ __forceinline__ float ndl_tanh(float x) { return tanhf(x); }
 __device__ __forceinline__ double ndl_tanh(double x) { return tanh(x); }
 __device__ __forceinline__ float ndl_pow(float x, float y) { return powf(x, y); }

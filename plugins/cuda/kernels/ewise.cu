@@ -17,6 +17,7 @@ struct OpReluGrad { template <typename T> __device__ T operator()(T a, T g) cons
 struct OpNeg { template <typename T> __device__ T operator()(T a) const { return -a; } };
 struct OpLog { template <typename T> __device__ T operator()(T a) const { return ndl_log(a); } };
 struct OpExp { template <typename T> __device__ T operator()(T a) const { return ndl_exp(a); } };
+struct OpSqrt { template <typename T> __device__ T operator()(T a) const { return ndl_sqrt(a); } };
 struct OpTanh { template <typename T> __device__ T operator()(T a) const { return ndl_tanh(a); } };
 
 template <typename T, typename Op>
@@ -144,6 +145,7 @@ NDL_UNARY(ewise_neg, OpNeg)
 NDL_UNARY(ewise_log, OpLog)
 NDL_UNARY(ewise_exp, OpExp)
 NDL_UNARY(ewise_tanh, OpTanh)
+NDL_UNARY(ewise_sqrt, OpSqrt)
 
 extern "C" __global__ void fill_f32(float* out, float val, i64 n, int vec) { fill_body<float>(out, val, n, vec); }
 extern "C" __global__ void fill_f64(double* out, double val, i64 n, int vec) { fill_body<double>(out, val, n, vec); }
