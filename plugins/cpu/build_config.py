@@ -108,7 +108,9 @@ def extensions(root):
     omp_c, omp_l, omp_on = openmp_flags()
     simd_c = [] if omp_on else (["-fopenmp-simd"] if _compiler_accepts(
         ["-fopenmp-simd"], [], "int main(void){return 0;}") else [])
-    compile_args = ["-O3", "-fno-strict-aliasing", "-Wno-unused-function",
+    # -fno-math-errno: needle never reads errno, and without it sqrt cannot
+    # vectorise (each negative input became a libm call that sets errno)
+    compile_args = ["-O3", "-fno-math-errno", "-fno-strict-aliasing", "-Wno-unused-function",
                     "-Wno-unknown-pragmas"] + omp_c + simd_c
     if not omp_on:  # thread counts then feed only the (ignored) pragmas
         compile_args.append("-Wno-unused-variable")
