@@ -389,7 +389,11 @@ class CudaBackend(Backend):
     # convolution (op overrides): implicit GEMM, NHWC, weights (K, K, C_in, C_out)
     # ------------------------------------------------------------------ #
     def _conv_check(self, op, N, H, W, C_in, K, C_out, stride, padding, **bufs):
-        rt, suf = self._check(op, **bufs)
+        """Validate a conv call; ``bufs`` maps each argument name to
+        ``(buffer, role)`` with role "in" (N,H,W,C_in), "weight" (K,K,C_in,C_out)
+        or "out" (N,Ho,Wo,C_out), whose sizes are checked.  Returns
+        (runtime, dtype suffix, Ho, Wo)."""
+        rt, suf = self._check(op, **{name: buf for name, (buf, _) in bufs.items()})
         self._dims_ok(op, N=N, H=H, W=W, C_in=C_in, K=K, C_out=C_out, padding=padding)
         if int(stride) < 1 or int(K) < 1:
             raise ShapeError(f"{op}: stride and K must be >= 1, got stride={stride}, K={K}")
@@ -400,14 +404,15 @@ class CudaBackend(Backend):
         big = {"N*H*W*C_in": N * H * W * C_in, "N*Ho*Wo*C_out": N * Ho * Wo * C_out,
                "K*K*C_in*C_out": K * K * C_in * C_out, "N*H*W": N * H * W, "K*K*C_out": K * K * C_out}
         self._dims_ok(op, **big)
+        sizes = {"in": N * H * W * C_in, "weight": K * K * C_in * C_out, "out": N * Ho * Wo * C_out}
+        for name, (buf, role) in bufs.items():
+            self._need(op, f"'{name}'", buf.size, sizes[role])
         return rt, suf, Ho, Wo
 
     def conv(self, a, b, out, N, H, W, C_in, K, C_out, stride, padding):
         op = "conv"
-        rt, suf, Ho, Wo = self._conv_check(op, N, H, W, C_in, K, C_out, stride, padding, a=a, b=b, out=out)
-        self._need(op, "'a'", a.size, N * H * W * C_in)
-        self._need(op, "'b'", b.size, K * K * C_in * C_out)
-        self._need(op, "'out'", out.size, N * Ho * Wo * C_out)
+        rt, suf, Ho, Wo = self._conv_check(op, N, H, W, C_in, K, C_out, stride, padding,
+                                           a=(a, "in"), b=(b, "weight"), out=(out, "out"))
         M, Kd = N * Ho * Wo, K * K * C_in
         if M * C_out == 0:
             return
@@ -418,10 +423,8 @@ class CudaBackend(Backend):
 
     def conv_grad_input(self, g, b, out, N, H, W, C_in, K, C_out, stride, padding):
         op = "conv_grad_input"
-        rt, suf, Ho, Wo = self._conv_check(op, N, H, W, C_in, K, C_out, stride, padding, g=g, b=b, out=out)
-        self._need(op, "'g'", g.size, N * Ho * Wo * C_out)
-        self._need(op, "'b'", b.size, K * K * C_in * C_out)
-        self._need(op, "'out'", out.size, N * H * W * C_in)
+        rt, suf, Ho, Wo = self._conv_check(op, N, H, W, C_in, K, C_out, stride, padding,
+                                           g=(g, "out"), b=(b, "weight"), out=(out, "in"))
         M, Kd = N * H * W, K * K * C_out
         if M * C_in == 0:
             return
@@ -431,10 +434,8 @@ class CudaBackend(Backend):
 
     def conv_grad_weight(self, a, g, out, N, H, W, C_in, K, C_out, stride, padding):
         op = "conv_grad_weight"
-        rt, suf, Ho, Wo = self._conv_check(op, N, H, W, C_in, K, C_out, stride, padding, a=a, g=g, out=out)
-        self._need(op, "'a'", a.size, N * H * W * C_in)
-        self._need(op, "'g'", g.size, N * Ho * Wo * C_out)
-        self._need(op, "'out'", out.size, K * K * C_in * C_out)
+        rt, suf, Ho, Wo = self._conv_check(op, N, H, W, C_in, K, C_out, stride, padding,
+                                           a=(a, "in"), g=(g, "out"), out=(out, "weight"))
         Mw, Kd = K * K * C_in, N * Ho * Wo
         if Mw * C_out == 0:
             return
