@@ -367,3 +367,16 @@ def test_thin_matmul_with_long_k_launches_pieces_then_sums_them(be, fake_driver)
     assert list(gemm[3][7]) == [0, n // pieces, n, 1]          # a: offset, batch, row, col strides
     assert list(gemm[3][8]) == [0, (n // pieces) * p, p, 1]
     assert int(reduce[3][2]) == m * p and int(reduce[3][3]) == pieces
+
+
+@pytest.mark.parametrize("op,short", [("conv", "b"), ("conv_grad_input", "g"), ("conv_grad_weight", "out")])
+def test_conv_buffers_too_small_for_their_role_are_refused(be, fake_driver, op, short):
+    N, H, W, C, K, Co = 2, 4, 4, 2, 3, 4          # stride 1, padding 1: output 4x4
+    sizes = {"in": N * H * W * C, "weight": K * K * C * Co, "out": N * H * W * Co}
+    roles = {"conv": {"a": "in", "b": "weight", "out": "out"},
+             "conv_grad_input": {"g": "out", "b": "weight", "out": "in"},
+             "conv_grad_weight": {"a": "in", "g": "out", "out": "weight"}}[op]
+    bufs = [be.Array(sizes[role] - (name == short)) for name, role in roles.items()]
+    with pytest.raises(ShapeError, match=f"{op}: '{short}' has {sizes[roles[short]] - 1} elements"):
+        getattr(be, op)(*bufs, N, H, W, C, K, Co, 1, 1)
+    assert fake_driver.launches == []
