@@ -63,6 +63,35 @@ def _torch_device(device):
     return "cpu"
 
 
+def _needle_sgd_step(model, opt, loss_fn, x, y, logits_of=lambda out: out):
+    """One needle training step: forward, softmax loss, backward, SGD step,
+    then the loss back on the host (which waits for the device)."""
+    def step():
+        opt.reset_grad()
+        loss = loss_fn(logits_of(model(x)), y)
+        loss.backward()
+        opt.step()
+        loss.numpy()
+    return step
+
+
+def _torch_sgd_step(torch, tmodel, lr, x_np, y_np, device):
+    """The same step for a PyTorch model, moved to the device that matches
+    needle's (see :func:`_torch_device`)."""
+    tdev = _torch_device(device)
+    tmodel = tmodel.to(tdev)
+    topt = torch.optim.SGD(tmodel.parameters(), lr=lr)
+    tx, ty = torch.tensor(x_np, device=tdev), torch.tensor(y_np, device=tdev)
+
+    def tstep():
+        topt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(tmodel(tx), ty)
+        loss.backward()
+        topt.step()
+        loss.item()  # like needle's loss.numpy(): waits for the device
+    return tstep
+
+
 # ---------------------------------------------------------------- ResNet9
 def resnet9_step(device=None, batch=128, repeat=5, build_only=False):
     import needle as ndl
@@ -78,12 +107,7 @@ def resnet9_step(device=None, batch=128, repeat=5, build_only=False):
     x = ndl.Tensor(x_np, device=device)
     y = ndl.Tensor(y_np, device=device)
 
-    def step():
-        opt.reset_grad()
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        opt.step()
-        loss.numpy()
+    step = _needle_sgd_step(model, opt, loss_fn, x, y)
 
     tstep = None
     torch = _torch()
@@ -108,17 +132,7 @@ def resnet9_step(device=None, batch=128, repeat=5, build_only=False):
             cbn(32, 64, 3, 2), cbn(64, 128, 3, 2),
             Res(tnn.Sequential(cbn(128, 128, 3, 1), cbn(128, 128, 3, 1))),
             tnn.Flatten(), tnn.Linear(128, 128), tnn.ReLU(), tnn.Linear(128, 10))
-        tdev = _torch_device(device)
-        tmodel = tmodel.to(tdev)
-        topt = torch.optim.SGD(tmodel.parameters(), lr=0.01)
-        tx, ty = torch.tensor(x_np, device=tdev), torch.tensor(y_np, device=tdev)
-
-        def tstep():
-            topt.zero_grad()
-            loss = tnn.functional.cross_entropy(tmodel(tx), ty)
-            loss.backward()
-            topt.step()
-            loss.item()  # like needle's loss.numpy(): waits for the device
+        tstep = _torch_sgd_step(torch, tmodel, 0.01, x_np, y_np, device)
 
     return (step, tstep) if build_only else _compare(step, tstep, repeat)
 
@@ -140,13 +154,7 @@ def lstm_lm_step(device=None, vocab=10000, emb=100, hidden=100, layers=2, seq=20
     x = ndl.Tensor(x_np, device=device)
     y = ndl.Tensor(y_np, device=device)
 
-    def step():
-        opt.reset_grad()
-        logits, _ = model(x)
-        loss = loss_fn(logits, y)
-        loss.backward()
-        opt.step()
-        loss.numpy()
+    step = _needle_sgd_step(model, opt, loss_fn, x, y, logits_of=lambda out: out[0])
 
     tstep = None
     torch = _torch()
@@ -164,17 +172,7 @@ def lstm_lm_step(device=None, vocab=10000, emb=100, hidden=100, layers=2, seq=20
                 o, _ = self.rnn(self.emb(t))
                 return self.out(o.reshape(-1, hidden))
 
-        tdev = _torch_device(device)
-        tmodel = LM().to(tdev)
-        topt = torch.optim.SGD(tmodel.parameters(), lr=0.1)
-        tx, ty = torch.tensor(x_np, device=tdev), torch.tensor(y_np, device=tdev)
-
-        def tstep():
-            topt.zero_grad()
-            loss = tnn.functional.cross_entropy(tmodel(tx), ty)
-            loss.backward()
-            topt.step()
-            loss.item()
+        tstep = _torch_sgd_step(torch, LM(), 0.1, x_np, y_np, device)
 
     return (step, tstep) if build_only else _compare(step, tstep, repeat)
 
