@@ -28,7 +28,7 @@ from .errors import ShapeError
 
 __all__ = ["Value", "Op", "TensorOp", "TensorTupleOp", "Tensor", "TensorTuple",
            "find_topo_sort", "topo_sort_dfs", "compute_gradient_of_variables",
-           "sum_node_list", "no_grad", "enable_grad", "is_grad_enabled",
+           "sum_node_list", "no_grad", "enable_grad", "is_grad_enabled", "use_ops",
            "LAZY_MODE", "TENSOR_COUNTER"]
 
 # Course globals: LAZY_MODE delays computation until realize_cached_data();
@@ -119,12 +119,29 @@ class TensorTupleOp(Op):
 
 
 # ---------------------------------------------------------------------- #
-# values
+# values and the node builder
 # ---------------------------------------------------------------------- #
+_object_new = object.__new__
+
+
+def _new_node(cls):
+    """A blank node of class ``cls``: the one place a node is counted in
+    TENSOR_COUNTER (``Value.__del__`` counts it out)."""
+    global TENSOR_COUNTER
+    TENSOR_COUNTER += 1
+    node = _object_new(cls)
+    node.grad = None
+    return node
+
+
 class Value:
     """A node of the graph: ``op`` applied to ``inputs`` gives ``cached_data``."""
 
     __slots__ = ("op", "inputs", "cached_data", "requires_grad", "grad", "__dict__", "__weakref__")
+
+    def __new__(cls, *args, **kwargs):
+        # ``Tensor(...)``, ``copy.copy`` and subclasses all allocate here
+        return _new_node(cls)
 
     def realize_cached_data(self):
         """The node's array, computing it (and its inputs') if needed."""
@@ -132,14 +149,13 @@ class Value:
         if data is not None:
             return data
         inputs = [x.cached_data for x in self.inputs]
-        if all(x is not None for x in inputs):  # eager mode: inputs are computed already
+        if all(x is not None for x in inputs):  # its inputs are computed already
             data = self.cached_data = self.op.compute(*inputs)
-        else:  # lazy mode: compute the pending nodes in forward order
-            for node in find_topo_sort([self]):
-                if node.cached_data is None:
-                    node.cached_data = node.op.compute(*[x.cached_data for x in node.inputs])
-            data = self.cached_data
-        return data
+            return data
+        for node in find_topo_sort([self]):  # lazy mode: compute pending nodes in forward order
+            if node.cached_data is None:
+                node.cached_data = node.op.compute(*[x.cached_data for x in node.inputs])
+        return self.cached_data
 
     def is_leaf(self) -> bool:
         return self.op is None
@@ -150,8 +166,7 @@ class Value:
 
     def _init(self, op: Optional[Op], inputs: List["Value"], *, num_outputs: int = 1,
               cached_data=None, requires_grad: Optional[bool] = None):
-        global TENSOR_COUNTER
-        TENSOR_COUNTER += 1
+        """Fill in a node (course signature)."""
         if requires_grad is None:
             requires_grad = any(x.requires_grad for x in inputs)
         self.op = op
@@ -162,28 +177,50 @@ class Value:
 
     @classmethod
     def make_const(cls, data, *, requires_grad: bool = False):
-        value = cls.__new__(cls)
-        value._init(None, [], cached_data=data, requires_grad=requires_grad)
-        return value
+        """A leaf of class ``cls`` holding ``data`` (the array is shared)."""
+        node = _new_node(cls)
+        node.op, node.inputs, node.cached_data, node.requires_grad = None, [], data, requires_grad
+        return node
 
     @classmethod
-    def make_from_op(cls, op: Op, inputs: List["Value"]):
-        value = cls.__new__(cls)
-        value._init(op, list(inputs))
-        if not _GRAD_ENABLED:
-            value.requires_grad = False
-        if not LAZY_MODE:
-            value.realize_cached_data()
-            if not value.requires_grad:
-                value.op, value.inputs = None, []
-        return value
+    def make_from_op(cls, op: Op, inputs):
+        """The node ``op(*inputs)`` of class ``cls`` -- the one builder of op
+        results.  Eager mode computes it now and keeps the graph edge only
+        when an input requires a gradient and grad mode is on; lazy mode
+        records the edge and leaves ``cached_data`` to ``realize_cached_data``.
+        One- and two-input ops (nearly all) skip the generic list building:
+        Python overhead per op dominates small models."""
+        node = _new_node(cls)
+        if LAZY_MODE:
+            node.op, node.inputs, node.cached_data = op, list(inputs), None
+            node.requires_grad = _GRAD_ENABLED and any(x.requires_grad for x in inputs)
+            return node
+        n = len(inputs)
+        if n == 1:
+            a = inputs[0]
+            data = a.cached_data
+            node.cached_data = op.compute(data if data is not None else a.realize_cached_data())
+            rg = a.requires_grad
+        elif n == 2:
+            a, b = inputs
+            da, db = a.cached_data, b.cached_data
+            node.cached_data = op.compute(da if da is not None else a.realize_cached_data(),
+                                          db if db is not None else b.realize_cached_data())
+            rg = a.requires_grad or b.requires_grad
+        else:
+            node.cached_data = op.compute(*[x.realize_cached_data() for x in inputs])
+            rg = any(x.requires_grad for x in inputs)
+        if rg and _GRAD_ENABLED:
+            node.op, node.inputs, node.requires_grad = op, list(inputs), True
+        else:
+            node.op, node.inputs, node.requires_grad = None, [], False
+        return node
 
 
 # ---------------------------------------------------------------------- #
 # Tensor construction helpers
 # ---------------------------------------------------------------------- #
 _F32, _F64 = np.dtype("float32"), np.dtype("float64")
-_new_tensor = object.__new__
 _DTYPE_CACHE: dict = {}
 
 
@@ -212,6 +249,10 @@ def _resolve_device(device):
     if device is None or isinstance(device, BackendDevice):
         return device
     return _device_by_name(device)
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, (int, np.integer))
 
 
 def _source_dtype(dt: np.dtype) -> np.dtype:
@@ -278,88 +319,68 @@ class Tensor(Value):
                                dtype=src.dtype if dtype is None else dtype)
         else:
             data = _array_from(array, device, dtype)
-        self._init(None, [], cached_data=data, requires_grad=bool(requires_grad))
-        self.grad = None
+        self.op, self.inputs, self.cached_data = None, [], data
+        self.requires_grad = bool(requires_grad)
 
-    # -- static constructors ------------------------------------------------
-    @staticmethod
-    def make_from_op(op: Op, inputs):
-        """The node ``op(*inputs)``: computed now (eager), detached when no
-        input needs a gradient or inside ``no_grad()``."""
-        global TENSOR_COUNTER
-        tensor = Tensor.__new__(Tensor)
-        TENSOR_COUNTER += 1
-        tensor.grad = None
-        if LAZY_MODE:
-            tensor.op, tensor.inputs, tensor.cached_data = op, list(inputs), None
-            tensor.requires_grad = _GRAD_ENABLED and any(x.requires_grad for x in inputs)
-            return tensor
-        if len(inputs) == 1:
-            x = inputs[0]
-            tensor.cached_data = op.compute(x.cached_data if x.cached_data is not None
-                                            else x.realize_cached_data())
-            rg = x.requires_grad
-        else:
-            tensor.cached_data = op.compute(*[x.cached_data if x.cached_data is not None
-                                              else x.realize_cached_data() for x in inputs])
-            rg = False
-            for x in inputs:
-                if x.requires_grad:
-                    rg = True
-                    break
-        if rg and _GRAD_ENABLED:
-            tensor.op, tensor.inputs, tensor.requires_grad = op, list(inputs), True
-        else:
-            tensor.op, tensor.inputs, tensor.requires_grad = None, [], False
-        return tensor
-
-    @staticmethod
-    def _make1(op: Op, a: "Tensor") -> "Tensor":
-        """``make_from_op(op, (a,))`` for an eager single-input op (hot path)."""
-        global TENSOR_COUNTER
-        data = a.cached_data
-        if LAZY_MODE or data is None:
-            return Tensor.make_from_op(op, (a,))
-        tensor = _new_tensor(Tensor)
-        TENSOR_COUNTER += 1
-        tensor.grad = None
-        tensor.cached_data = op.compute(data)
-        if a.requires_grad and _GRAD_ENABLED:
-            tensor.op, tensor.inputs, tensor.requires_grad = op, [a], True
-        else:
-            tensor.op, tensor.inputs, tensor.requires_grad = None, [], False
-        return tensor
-
-    @staticmethod
-    def _make2(op: Op, a: "Tensor", b: "Tensor") -> "Tensor":
-        """``make_from_op(op, (a, b))`` for an eager two-input op (hot path)."""
-        global TENSOR_COUNTER
-        da, db = a.cached_data, b.cached_data
-        if LAZY_MODE or da is None or db is None:
-            return Tensor.make_from_op(op, (a, b))
-        tensor = _new_tensor(Tensor)
-        TENSOR_COUNTER += 1
-        tensor.grad = None
-        tensor.cached_data = op.compute(da, db)
-        if (a.requires_grad or b.requires_grad) and _GRAD_ENABLED:
-            tensor.op, tensor.inputs, tensor.requires_grad = op, [a, b], True
-        else:
-            tensor.op, tensor.inputs, tensor.requires_grad = None, [], False
-        return tensor
-
-    @staticmethod
-    def make_const(data, requires_grad: bool = False):
-        """A leaf holding ``data`` (an NDArray, or a Tensor whose array is shared)."""
-        global TENSOR_COUNTER
-        tensor = Tensor.__new__(Tensor)
-        TENSOR_COUNTER += 1
+    @classmethod
+    def make_const(cls, data, requires_grad: bool = False):
+        """A leaf holding ``data``: an NDArray, or a Tensor whose array is
+        shared, or anything ``Tensor()`` accepts (copied)."""
         if isinstance(data, Tensor):
             data = data.realize_cached_data()
         elif not isinstance(data, NDArray):
             data = _array_from(data, None, None)
-        tensor.op, tensor.inputs, tensor.cached_data = None, [], data
-        tensor.requires_grad, tensor.grad = requires_grad, None
-        return tensor
+        return super().make_const(data, requires_grad=requires_grad)
+
+    # -- operators: each is its op function in needle.ops ------------------
+    # (``_ops`` is that module, handed in by needle.ops when it loads: the
+    # ops are built on this module, so it cannot import them -- see
+    # docs/design.md, "Layers")
+    def __add__(self, other):
+        return _ops.add(self, other)
+
+    __radd__ = __add__
+
+    def __sub__(self, other):
+        return _ops.add(self, -other)
+
+    def __rsub__(self, other):
+        return _ops.add(-self, other)
+
+    def __mul__(self, other):
+        return _ops.multiply(self, other)
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, other):
+        return _ops.divide(self, other)
+
+    def __rtruediv__(self, other):
+        return _ops.divide(other, self)
+
+    def __pow__(self, other):
+        return _ops.power(self, other)
+
+    def __matmul__(self, other):
+        return _ops.matmul(self, other)
+
+    matmul = __matmul__
+
+    def __neg__(self):
+        return _ops.negate(self)
+
+    def sum(self, axes=None):
+        return _ops.summation(self, axes)
+
+    def reshape(self, *shape):
+        """``reshape(self, shape)``; the shape may also be given unpacked."""
+        return _ops.reshape(self, shape[0] if len(shape) == 1 and not _is_int(shape[0]) else shape)
+
+    def broadcast_to(self, shape):
+        return _ops.broadcast_to(self, shape)
+
+    def transpose(self, axes=None):
+        return _ops.transpose(self, axes)
 
     # -- properties ---------------------------------------------------------
     @property
@@ -457,8 +478,7 @@ class TensorTuple(Value):
         return len(self.realize_cached_data())
 
     def __getitem__(self, index: int):
-        from .ops import tuple_get_item
-        return tuple_get_item(self, index)
+        return _ops.tuple_get_item(self, index)
 
     def tuple(self):
         return tuple(self[i] for i in range(len(self)))
@@ -473,14 +493,32 @@ class TensorTuple(Value):
         return self.__repr__()
 
     def __add__(self, other):
-        from .ops import make_tuple
         if not isinstance(other, TensorTuple) or len(self) != len(other):
             raise ShapeError(f"TensorTuple + : need a TensorTuple of the same length "
                              f"({len(self)}), got {type(other).__name__}")
-        return make_tuple(*[self[i] + other[i] for i in range(len(self))])
+        return _ops.make_tuple(*[self[i] + other[i] for i in range(len(self))])
 
     def detach(self) -> "TensorTuple":
         return TensorTuple.make_const(self.realize_cached_data())
+
+    @staticmethod
+    def sum_adjoints(grads: List["TensorTuple"]) -> "TensorTuple":
+        """The sum of a tuple node's partial adjoints (``backward`` calls it);
+        the tuple ops know which slots are zero, so they do the summing."""
+        return _ops.sum_tuple_adjoints(grads)
+
+
+#: ``needle.ops``, set by :func:`use_ops` when it loads.  The operator
+#: methods above call the op functions through it: this module is the layer
+#: below the ops, so it never imports them.
+_ops = None
+
+
+def use_ops(ops_module) -> None:
+    """Called once by ``needle.ops``: the op functions Tensor's and
+    TensorTuple's operators call (``add``, ``multiply``, ``tuple_get_item`` ...)."""
+    global _ops
+    _ops = ops_module
 
 
 # ---------------------------------------------------------------------- #
@@ -496,19 +534,20 @@ def find_topo_sort(node_list: Iterable[Value]) -> List[Value]:
     return topo_order
 
 
-def topo_sort_dfs(node: Value, visited: set, topo_order: List[Value]) -> None:
+def topo_sort_dfs(node: Value, visited: set, topo_order: List[Value], boundary=frozenset()) -> None:
     """Post-order DFS from ``node`` appending to ``topo_order`` (iterative, so
-    graphs deeper than the recursion limit work)."""
+    graphs deeper than the recursion limit work).  The inputs of nodes in
+    ``boundary`` are not walked."""
     if node in visited:
         return
     visited.add(node)
-    stack = [(node, iter(node.inputs))]
+    stack = [(node, iter(() if node in boundary else node.inputs))]
     while stack:
         current, children = stack[-1]
         for child in children:
             if child not in visited:
                 visited.add(child)
-                stack.append((child, iter(child.inputs)))
+                stack.append((child, iter(() if child in boundary else child.inputs)))
                 break
         else:
             stack.pop()
@@ -518,22 +557,6 @@ def topo_sort_dfs(node: Value, visited: set, topo_order: List[Value]) -> None:
 def sum_node_list(node_list: List[Value]) -> Value:
     """Sum of the nodes (course helper; one element is returned as is)."""
     return reduce(_add, node_list)
-
-
-def _sum_tuple_adjoints(grads: List["TensorTuple"]) -> "TensorTuple":
-    """Sum TensorTuple adjoints slot by slot, skipping the zero slots that
-    ``tuple_get_item``'s gradient fills in: summing n one-hot tuples of length
-    n then costs n adds instead of n^2."""
-    from .ops import make_tuple
-    columns = [getattr(g, "adjoint_parts", None) for g in grads]
-    if any(c is None for c in columns):
-        return sum_node_list(grads)
-    slots = []
-    for i in range(len(columns[0])):
-        column = [c[i] for c in columns]
-        parts = [t for t in column if not getattr(t, "is_zero_adjoint", False)] or column[:1]
-        slots.append(parts[0] if len(parts) == 1 else sum_node_list(parts))
-    return make_tuple(*slots)
 
 
 def compute_gradient_of_variables(output_tensor: Value, out_grad: Value) -> None:
@@ -549,7 +572,7 @@ def compute_gradient_of_variables(output_tensor: Value, out_grad: Value) -> None
         if len(grads) == 1:
             adjoint = grads[0]
         elif isinstance(node, TensorTuple):
-            adjoint = _sum_tuple_adjoints(grads)
+            adjoint = TensorTuple.sum_adjoints(grads)
         else:
             adjoint = sum_node_list(grads)
         node.grad = adjoint
@@ -589,19 +612,7 @@ def local_vjp(output: Value, inputs, out_grad: Value) -> tuple:
     adjoint (``input * 0``, which keeps it a graph node)."""
     boundary = set(inputs)
     order: List[Value] = []
-    visited: set = set()
-    stack = [(output, iter(() if output in boundary else output.inputs))]
-    visited.add(output)
-    while stack:
-        current, children = stack[-1]
-        for child in children:
-            if child not in visited:
-                visited.add(child)
-                stack.append((child, iter(() if child in boundary else child.inputs)))
-                break
-        else:
-            stack.pop()
-            order.append(current)
+    topo_sort_dfs(output, set(), order, boundary)
     partials = {output: [out_grad]}
     found = {}
     for node in reversed(order):

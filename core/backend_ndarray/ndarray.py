@@ -20,7 +20,7 @@ from .device import (BackendDevice, all_devices, cpu, cpu_numpy, cuda, default_d
                      device)
 
 __all__ = ["NDArray", "array", "empty", "full", "broadcast_to", "reshape", "maximum", "log",
-           "exp", "tanh", "sum", "max", "flip", "pad", "matmul", "AxisError", "BackendDevice",
+           "exp", "tanh", "sum", "max", "flip", "pad", "matmul", "AxisError", "normalize_axes", "BackendDevice",
            "cpu", "cuda", "cpu_numpy", "default_device", "all_devices", "device", "prod"]
 
 prod = math.prod
@@ -61,8 +61,10 @@ def _dtype(dtype) -> np.dtype:
         raise UnsupportedDTypeError(f"unknown dtype {dtype!r}") from None
 
 
-def _norm_axes(axis, ndim: int, op: str) -> tuple:
-    """Axis argument (None, int or sequence) -> sorted tuple of non-negative axes."""
+def normalize_axes(axis, ndim: int, op: str) -> tuple:
+    """Axis argument (None: every axis, an int or a sequence) -> sorted tuple
+    of non-negative axes; AxisError naming ``op`` when one is out of range or
+    repeated.  The one axis normaliser: the ops use it too."""
     if axis is None:
         return tuple(range(ndim))
     axes = (axis,) if isinstance(axis, numbers.Integral) else tuple(axis)
@@ -70,7 +72,8 @@ def _norm_axes(axis, ndim: int, op: str) -> tuple:
     for a in axes:
         a = int(a)
         if not -ndim <= a < builtins.max(ndim, 1) or (ndim == 0 and a not in (0, -1)):
-            raise AxisError(f"{op}: axis {a} is out of range for an array of {ndim} dimension(s)")
+            raise AxisError(f"{op}: axis {a} is out of range for an array of {ndim} dimension(s); "
+                            f"valid axes are {-ndim}..{ndim - 1}")
         a = a % ndim if ndim else 0
         if a in out:
             raise AxisError(f"{op}: repeated axis {a} in {axes}")
@@ -592,7 +595,7 @@ class NDArray:
     # reductions
     # ------------------------------------------------------------------ #
     def _reduce(self, axis, keepdims, kernel: str, op: str) -> "NDArray":
-        axes = _norm_axes(axis, self.ndim, op)
+        axes = normalize_axes(axis, self.ndim, op)
         if axis is not None and not isinstance(axis, numbers.Integral) and len(axes) == 0:
             return self + 0.0  # reducing over no axes: a copy
         keep = [a for a in range(self.ndim) if a not in axes]
@@ -629,7 +632,7 @@ class NDArray:
     # ------------------------------------------------------------------ #
     def flip(self, axes=None) -> "NDArray":
         """A compact copy reversed along ``axes`` (None: every axis)."""
-        axes = _norm_axes(axes, self.ndim, "flip")
+        axes = normalize_axes(axes, self.ndim, "flip")
         out = self.compact()
         for ax in axes:
             n = self._shape[ax]

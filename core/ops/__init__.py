@@ -9,15 +9,13 @@ third-party ops added with :func:`register_op` (or the pluggy hook
 from . import registry
 from .registry import REGISTRY, get_op, op_names, register_op
 from .ops_mathematic import *  # noqa: F401,F403
-from .ops_mathematic import ReLUGrad, normalize_axes, unbroadcast  # noqa: F401
+from .ops_mathematic import ReLUGrad, kept_dims_shape, normalize_axes, unbroadcast  # noqa: F401
 from .ops_logarithmic import *  # noqa: F401,F403
 from .ops_tuple import *  # noqa: F401,F403
 from .ops_conv import *  # noqa: F401,F403
 from .ops_pooling import *  # noqa: F401,F403
 from .ops_norm import *  # noqa: F401,F403
-from . import tensor_methods as _tensor_methods
-
-_tensor_methods.install()
+from .. import autograd as _autograd
 
 
 #: op functions reachable as ``ops.<name>`` but kept out of ``__all__`` (and so
@@ -41,3 +39,9 @@ for _entry in REGISTRY.values():
     globals()[_entry.name] = _entry.function
     globals()[_entry.cls.__name__] = _entry.cls
 del _entry
+
+# Tensor's operators (``a + b`` -> ``add(a, b)``) call the functions of this
+# module: hand it to autograd, which sits below the ops and cannot import it
+import sys as _sys  # noqa: E402
+
+_autograd.use_ops(_sys.modules[__name__])

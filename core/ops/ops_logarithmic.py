@@ -7,7 +7,7 @@ import numpy as np
 
 from ..autograd import Tensor, TensorOp
 from ..backend_ndarray import NDArray
-from .ops_mathematic import exp, normalize_axes, reshape, summation
+from .ops_mathematic import exp, kept_dims_shape, normalize_axes, reshape, summation
 from .registry import register_op
 
 __all__ = ["LogSumExp", "LogSoftmax", "logsumexp", "logsoftmax", "logsumexp_array"]
@@ -59,10 +59,7 @@ class LogSumExp(TensorOp):
     def gradient(self, out_grad: Tensor, node: Tensor):
         x = node.inputs[0]
         shape = x.shape
-        axes = normalize_axes(self.axes, len(shape), "logsumexp")
-        if axes is None:
-            axes = tuple(range(len(shape)))
-        kept = tuple(1 if i in axes else d for i, d in enumerate(shape))
+        kept = kept_dims_shape(shape, normalize_axes(self.axes, len(shape), "logsumexp"))
         # the element-wise ops broadcast the kept-dims operands themselves
         # (and sum their adjoints back), which saves two nodes per call
         return exp(x - reshape(node, kept)) * reshape(out_grad, kept)
@@ -86,14 +83,14 @@ class LogSoftmax(TensorOp):
 
     def compute(self, a: NDArray) -> NDArray:
         axes = self._axis(a.ndim)
-        kept = tuple(1 if i in axes else d for i, d in enumerate(a.shape))
+        kept = kept_dims_shape(a.shape, axes)
         lse = logsumexp_array(a, axes).reshape(kept).broadcast_to(a.shape)
         return a - lse
 
     def gradient(self, out_grad: Tensor, node: Tensor):
         shape = node.shape
         axes = self._axis(len(shape))
-        kept = tuple(1 if i in axes else d for i, d in enumerate(shape))
+        kept = kept_dims_shape(shape, axes)
         return out_grad - exp(node) * reshape(summation(out_grad, axes), kept)
 
 

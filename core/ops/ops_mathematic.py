@@ -14,6 +14,7 @@ import numpy as np
 
 from ..autograd import Tensor, TensorOp
 from ..backend_ndarray import NDArray
+from ..backend_ndarray.ndarray import normalize_axes as _normalize_axes
 from ..errors import ShapeError
 from .registry import register_op
 
@@ -24,16 +25,18 @@ __all__ = [
     "add", "add_scalar", "multiply", "mul_scalar", "power", "power_scalar", "divide",
     "divide_scalar", "negate", "transpose", "reshape", "broadcast_to", "summation", "matmul",
     "log", "exp", "relu", "tanh", "sigmoid", "max", "flip", "dilate", "undilate",
-    "unbroadcast", "normalize_axes",
+    "unbroadcast", "normalize_axes", "kept_dims_shape",
 ]
 
 _make = Tensor.make_from_op
 _INTS = (int, np.integer, numbers.Integral)
+# float/int first: isinstance against the numbers ABCs is slow, so plain
+# Python numbers (and numpy scalars, which subclass np.generic) skip it
+_SCALARS = (float, int, np.generic, numbers.Number)
 
 
 def _as_shape(shape) -> tuple:
     return (int(shape),) if isinstance(shape, _INTS) else tuple(int(s) for s in shape)
-_make1, _make2 = Tensor._make1, Tensor._make2
 
 
 # ---------------------------------------------------------------------- #
@@ -41,22 +44,25 @@ _make1, _make2 = Tensor._make1, Tensor._make2
 # ---------------------------------------------------------------------- #
 def normalize_axes(axes, ndim: int, op: str):
     """``axes`` (None, int or sequence) -> sorted tuple of non-negative axes,
-    or None for "every axis".  Raises ShapeError naming ``op`` when an axis is
-    out of range or repeated."""
+    or None for "every axis" (NDArray's normaliser otherwise)."""
+    return None if axes is None else _normalize_axes(axes, ndim, op)
+
+
+def kept_dims_shape(shape: tuple, axes) -> tuple:
+    """``shape`` with the reduced ``axes`` (normalized, None: all) set to 1:
+    the shape of a reduction's result with ``keepdims=True``."""
     if axes is None:
-        return None
-    seq = (axes,) if isinstance(axes, _INTS) else tuple(axes)
-    out = []
-    for ax in seq:
-        ax = int(ax)
-        if not -ndim <= ax < ndim:
-            raise ShapeError(f"{op}: axis {ax} is out of range for a tensor with {ndim} "
-                             f"dimension(s); valid axes are {-ndim}..{ndim - 1}")
-        ax %= ndim
-        if ax in out:
-            raise ShapeError(f"{op}: axis {ax} repeated in {axes}")
-        out.append(ax)
-    return tuple(sorted(out))
+        return (1,) * len(shape)
+    return tuple(1 if i in axes else d for i, d in enumerate(shape))
+
+
+def _constant(x, like: Tensor, op: str) -> Tensor:
+    """The array operand of a binary op (an NDArray or NumPy array) as a
+    constant on ``like``'s device and dtype."""
+    if isinstance(x, (NDArray, np.ndarray)):
+        return Tensor(x, device=like.device, dtype=like.dtype, requires_grad=False)
+    raise TypeError(f"{op}: unsupported operand of type {type(x).__name__}; expected a Tensor, "
+                    f"a number, an NDArray or a NumPy array")
 
 
 def unbroadcast(grad: Tensor, shape: tuple) -> Tensor:
@@ -99,7 +105,12 @@ class EWiseAdd(TensorOp):
 
 
 def add(a, b):
-    return _make2(_EWISE_ADD, a, b)
+    """``a + b``; ``b`` may also be a number (``add_scalar``) or an array."""
+    if isinstance(b, Tensor):
+        return _make(_EWISE_ADD, (a, b))
+    if isinstance(b, _SCALARS):
+        return _make(AddScalar(b), (a,))
+    return _make(_EWISE_ADD, (a, _constant(b, a, "add")))
 
 
 class AddScalar(TensorOp):
@@ -116,7 +127,7 @@ class AddScalar(TensorOp):
 
 
 def add_scalar(a, scalar):
-    return _make1(AddScalar(scalar), a)
+    return _make(AddScalar(scalar), (a,))
 
 
 class EWiseMul(TensorOp):
@@ -136,7 +147,12 @@ class EWiseMul(TensorOp):
 
 
 def multiply(a, b):
-    return _make2(_EWISE_MUL, a, b)
+    """``a * b``; ``b`` may also be a number (``mul_scalar``) or an array."""
+    if isinstance(b, Tensor):
+        return _make(_EWISE_MUL, (a, b))
+    if isinstance(b, _SCALARS):
+        return _make(MulScalar(b), (a,))
+    return _make(_EWISE_MUL, (a, _constant(b, a, "multiply")))
 
 
 class MulScalar(TensorOp):
@@ -149,11 +165,11 @@ class MulScalar(TensorOp):
         return a * self.scalar
 
     def gradient(self, out_grad: Tensor, node: Tensor):
-        return _make1(MulScalar(self.scalar), out_grad)
+        return _make(MulScalar(self.scalar), (out_grad,))
 
 
 def mul_scalar(a, scalar):
-    return _make1(MulScalar(scalar), a)
+    return _make(MulScalar(scalar), (a,))
 
 
 class EWisePow(TensorOp):
@@ -170,7 +186,12 @@ class EWisePow(TensorOp):
 
 
 def power(a, b):
-    return _make2(EWisePow(), a, b)
+    """``a ** b``; ``b`` may also be a number (``power_scalar``) or an array."""
+    if isinstance(b, Tensor):
+        return _make(EWisePow(), (a, b))
+    if isinstance(b, _SCALARS):
+        return _make(PowerScalar(b), (a,))
+    return _make(EWisePow(), (a, _constant(b, a, "power")))
 
 
 class PowerScalar(TensorOp):
@@ -195,7 +216,7 @@ class PowerScalar(TensorOp):
 
 
 def power_scalar(a, scalar):
-    return _make1(PowerScalar(scalar), a)
+    return _make(PowerScalar(scalar), (a,))
 
 
 class EWiseDiv(TensorOp):
@@ -215,7 +236,17 @@ class EWiseDiv(TensorOp):
 
 
 def divide(a, b):
-    return _make2(_EWISE_DIV, a, b)
+    """``a / b``; either side may also be a number or an array (``2 / x`` is
+    ``mul_scalar(power_scalar(x, -1), 2)``)."""
+    if isinstance(a, Tensor):
+        if isinstance(b, Tensor):
+            return _make(_EWISE_DIV, (a, b))
+        if isinstance(b, _SCALARS):
+            return _make(DivScalar(b), (a,))
+        return _make(_EWISE_DIV, (a, _constant(b, a, "divide")))
+    if isinstance(a, _SCALARS):
+        return _make(MulScalar(a), (_make(PowerScalar(-1), (b,)),))
+    return _make(_EWISE_DIV, (_constant(a, b, "divide"), b))
 
 
 class DivScalar(TensorOp):
@@ -228,11 +259,11 @@ class DivScalar(TensorOp):
         return a / self.scalar
 
     def gradient(self, out_grad: Tensor, node: Tensor):
-        return _make1(DivScalar(self.scalar), out_grad)
+        return _make(DivScalar(self.scalar), (out_grad,))
 
 
 def divide_scalar(a, scalar):
-    return _make1(DivScalar(scalar), a)
+    return _make(DivScalar(scalar), (a,))
 
 
 class Negate(TensorOp):
@@ -242,11 +273,11 @@ class Negate(TensorOp):
         return -a
 
     def gradient(self, out_grad: Tensor, node: Tensor):
-        return _make1(_NEGATE, out_grad)
+        return _make(_NEGATE, (out_grad,))
 
 
 def negate(a):
-    return _make1(_NEGATE, a)
+    return _make(_NEGATE, (a,))
 
 
 # ---------------------------------------------------------------------- #
@@ -283,7 +314,7 @@ class Transpose(TensorOp):
 
 
 def transpose(a, axes=None):
-    return _make1(Transpose(axes), a)
+    return _make(Transpose(axes), (a,))
 
 
 class Reshape(TensorOp):
@@ -304,7 +335,7 @@ class Reshape(TensorOp):
 
 
 def reshape(a, shape):
-    return _make1(Reshape(shape), a)
+    return _make(Reshape(shape), (a,))
 
 
 class BroadcastTo(TensorOp):
@@ -322,7 +353,7 @@ class BroadcastTo(TensorOp):
 
 
 def broadcast_to(a, shape):
-    return _make1(BroadcastTo(shape), a)
+    return _make(BroadcastTo(shape), (a,))
 
 
 # ---------------------------------------------------------------------- #
@@ -343,15 +374,12 @@ class Summation(TensorOp):
 
     def gradient(self, out_grad: Tensor, node: Tensor):
         shape = node.inputs[0].shape
-        axes = normalize_axes(self.axes, len(shape), "summation")
-        if axes is None:
-            axes = tuple(range(len(shape)))
-        kept = tuple(1 if i in axes else d for i, d in enumerate(shape))
+        kept = kept_dims_shape(shape, normalize_axes(self.axes, len(shape), "summation"))
         return broadcast_to(reshape(out_grad, kept), shape)
 
 
 def summation(a, axes=None):
-    return _make1(Summation(axes), a)
+    return _make(Summation(axes), (a,))
 
 
 class Max(TensorOp):
@@ -371,9 +399,7 @@ class Max(TensorOp):
         x = node.inputs[0]
         shape = x.shape
         axes = normalize_axes(self.axes, len(shape), "max")
-        if axes is None:
-            axes = tuple(range(len(shape)))
-        kept = tuple(1 if i in axes else d for i, d in enumerate(shape))
+        kept = kept_dims_shape(shape, axes)
         data = x.realize_cached_data()
         m = node.realize_cached_data().compact().reshape(kept).broadcast_to(shape)
         mask = data == m
@@ -382,7 +408,7 @@ class Max(TensorOp):
 
 
 def max(a, axes=None, keepdims=False):  # noqa: A001 (op name)
-    return _make1(Max(axes, keepdims), a)
+    return _make(Max(axes, keepdims), (a,))
 
 
 # ---------------------------------------------------------------------- #
@@ -421,7 +447,8 @@ class MatMul(TensorOp):
 
 
 def matmul(a, b):
-    return _make2(_MATMUL, a, b)
+    """``a @ b``; ``b`` may also be an array."""
+    return _make(_MATMUL, (a, b if isinstance(b, Tensor) else _constant(b, a, "matmul")))
 
 
 # ---------------------------------------------------------------------- #
@@ -438,7 +465,7 @@ class Log(TensorOp):
 
 
 def log(a):
-    return _make1(_LOG, a)
+    return _make(_LOG, (a,))
 
 
 class Exp(TensorOp):
@@ -452,7 +479,7 @@ class Exp(TensorOp):
 
 
 def exp(a):
-    return _make1(_EXP, a)
+    return _make(_EXP, (a,))
 
 
 class ReLUGrad(TensorOp):
@@ -466,7 +493,7 @@ class ReLUGrad(TensorOp):
         return self.mask_source.relu_grad(g)
 
     def gradient(self, out_grad: Tensor, node: Tensor):
-        return _make1(self, out_grad)
+        return _make(self, (out_grad,))
 
 
 class ReLU(TensorOp):
@@ -476,11 +503,11 @@ class ReLU(TensorOp):
         return a.maximum(0.0)
 
     def gradient(self, out_grad: Tensor, node: Tensor):
-        return _make1(ReLUGrad(node.realize_cached_data()), out_grad)
+        return _make(ReLUGrad(node.realize_cached_data()), (out_grad,))
 
 
 def relu(a):
-    return _make1(_RELU, a)
+    return _make(_RELU, (a,))
 
 
 class Tanh(TensorOp):
@@ -494,7 +521,7 @@ class Tanh(TensorOp):
 
 
 def tanh(a):
-    return _make1(_TANH, a)
+    return _make(_TANH, (a,))
 
 
 class Sigmoid(TensorOp):
@@ -509,7 +536,7 @@ class Sigmoid(TensorOp):
 
 
 def sigmoid(a):
-    return _make1(_SIGMOID, a)
+    return _make(_SIGMOID, (a,))
 
 
 # ---------------------------------------------------------------------- #
@@ -530,7 +557,7 @@ class Flip(TensorOp):
 
 
 def flip(a, axes=None):
-    return _make1(Flip(axes), a)
+    return _make(Flip(axes), (a,))
 
 
 def _dilate_axes(axes, ndim):
@@ -579,7 +606,7 @@ class Dilate(TensorOp):
 
 
 def dilate(a, axes, dilation):
-    return _make1(Dilate(axes, dilation), a)
+    return _make(Dilate(axes, dilation), (a,))
 
 
 class UnDilate(TensorOp):
@@ -601,11 +628,11 @@ class UnDilate(TensorOp):
 
     def gradient(self, out_grad: Tensor, node: Tensor):
         shape = node.inputs[0].shape
-        return _make1(Dilate(self.axes, self.dilation, out_shape=shape), out_grad)
+        return _make(Dilate(self.axes, self.dilation, out_shape=shape), (out_grad,))
 
 
 def undilate(a, axes, dilation):
-    return _make1(UnDilate(axes, dilation), a)
+    return _make(UnDilate(axes, dilation), (a,))
 
 
 # shared instances of the stateless ops (the operator methods use them too)

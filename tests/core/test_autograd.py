@@ -281,22 +281,44 @@ def test_registry_exports_every_op():
         assert issubclass(getattr(ops, cls), autograd.Op)
 
 
-def test_tensor_methods_agree_with_registry():
-    from needle.ops.tensor_methods import INSTALLED, TENSOR_METHODS
-    x = ndl.Tensor(np.arange(6.0).reshape(2, 3))
-    y = ndl.Tensor(np.ones((2, 3)))
+def test_tensor_operators_build_the_registry_ops():
+    # requires_grad so that every result keeps its op
+    x = ndl.Tensor(np.arange(6.0).reshape(2, 3), requires_grad=True)
+    y = ndl.Tensor(np.ones((2, 3)), requires_grad=True)
+    # operator -> (result, the registry op its node comes from)
     built = {
-        "__add__": x + y, "__radd__": 1.0 + x, "__sub__": x - y, "__rsub__": 1.0 - x,
-        "__mul__": x * y, "__rmul__": 2.0 * x, "__truediv__": x / y, "__rtruediv__": 1.0 / (x + 1.0),
-        "__pow__": x ** y, "__matmul__": x @ y.transpose(), "__neg__": -x, "sum": x.sum(),
-        "reshape": x.reshape((3, 2)), "broadcast_to": x.broadcast_to((4, 2, 3)),
-        "transpose": x.transpose(), "matmul": x.matmul(y.transpose()),
+        "__add__": (x + y, "add"), "__radd__": (1.0 + x, "add_scalar"),
+        "__sub__": (x - y, "add"), "__rsub__": (1.0 - x, "add_scalar"),
+        "__mul__": (x * y, "multiply"), "__rmul__": (2.0 * x, "mul_scalar"),
+        "__truediv__": (x / y, "divide"), "__rtruediv__": (1.0 / (x + 1.0), "mul_scalar"),
+        "__pow__": (x ** y, "power"), "__matmul__": (x @ y.transpose(), "matmul"),
+        "__neg__": (-x, "negate"), "sum": (x.sum(), "summation"),
+        "reshape": (x.reshape((3, 2)), "reshape"), "broadcast_to": (x.broadcast_to((4, 2, 3)), "broadcast_to"),
+        "transpose": (x.transpose(), "transpose"), "matmul": (x.matmul(y.transpose()), "matmul"),
     }
-    assert set(built) == set(TENSOR_METHODS)
-    for method, result in built.items():
-        classes = tuple(ops.REGISTRY[n].cls for n in TENSOR_METHODS[method])
-        assert isinstance(result.op, classes), method
-        assert getattr(ndl.Tensor, method) is INSTALLED[method]
+    for method, (result, name) in built.items():
+        assert method in vars(ndl.Tensor), f"{method} is not written in the Tensor class body"
+        assert type(result.op) is ops.REGISTRY[name].cls, (method, result.op)
+
+
+def test_tensor_operators_call_the_registered_function():
+    """``a + b`` goes through ``needle.ops.add``: replacing the registered
+    function changes the operator too (the registry is the one table)."""
+    calls = []
+    old = ops.REGISTRY["add"]
+
+    def traced_add(a, b):
+        calls.append((a, b))
+        return old.function(a, b)
+
+    ops.register_op("add", old.cls, traced_add, replace=True)
+    try:
+        x, y = ndl.Tensor([1.0]), ndl.Tensor([2.0])
+        z = x + y
+        assert calls == [(x, y)] and z.numpy().tolist() == [3.0]
+    finally:
+        ops.register_op("add", old.cls, old.function, replace=True)
+    assert ops.add is old.function
 
 
 def test_register_third_party_op_and_hook():
