@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import importlib
 
-__version__ = "0.1.0"
-
 from . import errors
 from . import backend_ndarray
 from .backend_ndarray import (BackendDevice, NDArray, all_devices, cpu, cpu_numpy, cuda,
                               default_device, device, set_default_device)
 from .discovery import register_backend, register_plugin
-from .info import backends, show_config
+from .info import __version__, backends, show_config
 from . import autograd
 from .autograd import Op, Tensor, TensorOp, TensorTuple, TensorTupleOp, Value, no_grad
 from . import ops

@@ -125,8 +125,8 @@ _object_new = object.__new__
 
 
 def _new_node(cls):
-    """A blank node of class ``cls``: the one place a node is counted in
-    TENSOR_COUNTER (``Value.__del__`` counts it out)."""
+    """A blank leaf of class ``cls``, counted in TENSOR_COUNTER (``__del__``
+    counts it out).  Op results are counted by ``Value.make_from_op``."""
     global TENSOR_COUNTER
     TENSOR_COUNTER += 1
     node = _object_new(cls)
@@ -190,30 +190,36 @@ class Value:
         records the edge and leaves ``cached_data`` to ``realize_cached_data``.
         One- and two-input ops (nearly all) skip the generic list building:
         Python overhead per op dominates small models."""
-        node = _new_node(cls)
+        global TENSOR_COUNTER
+        TENSOR_COUNTER += 1  # _new_node inlined: this is the per-op hot path
+        node = _object_new(cls)
+        node.grad = None
         if LAZY_MODE:
             node.op, node.inputs, node.cached_data = op, list(inputs), None
             node.requires_grad = _GRAD_ENABLED and any(x.requires_grad for x in inputs)
             return node
         n = len(inputs)
-        if n == 1:
-            a = inputs[0]
-            data = a.cached_data
-            node.cached_data = op.compute(data if data is not None else a.realize_cached_data())
-            rg = a.requires_grad
-        elif n == 2:
+        if n == 2:
             a, b = inputs
             da, db = a.cached_data, b.cached_data
             node.cached_data = op.compute(da if da is not None else a.realize_cached_data(),
                                           db if db is not None else b.realize_cached_data())
-            rg = a.requires_grad or b.requires_grad
+            if (a.requires_grad or b.requires_grad) and _GRAD_ENABLED:
+                node.op, node.inputs, node.requires_grad = op, [a, b], True
+                return node
+        elif n == 1:
+            a = inputs[0]
+            data = a.cached_data
+            node.cached_data = op.compute(data if data is not None else a.realize_cached_data())
+            if a.requires_grad and _GRAD_ENABLED:
+                node.op, node.inputs, node.requires_grad = op, [a], True
+                return node
         else:
             node.cached_data = op.compute(*[x.realize_cached_data() for x in inputs])
-            rg = any(x.requires_grad for x in inputs)
-        if rg and _GRAD_ENABLED:
-            node.op, node.inputs, node.requires_grad = op, list(inputs), True
-        else:
-            node.op, node.inputs, node.requires_grad = None, [], False
+            if _GRAD_ENABLED and any(x.requires_grad for x in inputs):
+                node.op, node.inputs, node.requires_grad = op, list(inputs), True
+                return node
+        node.op, node.inputs, node.requires_grad = None, [], False  # a constant: no graph kept
         return node
 
 

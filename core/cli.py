@@ -82,7 +82,7 @@ def main(argv=None) -> int:
             print(f"  {name:<14} (from {ep.value})")
         return 0
     if argv[0] in ("-V", "--version"):
-        from . import __version__
+        from .info import __version__
         print(f"needle {__version__}")
         return 0
     name, rest = argv[0], argv[1:]

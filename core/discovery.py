@@ -25,7 +25,8 @@ from .protocol import MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, Backend
 GROUP = "needle.backends"
 
 __all__ = ["BackendInfo", "backend_infos", "get_backend_info", "register_backend",
-           "register_plugin", "reset", "plugin_manager", "GROUP"]
+           "register_plugin", "reset", "plugin_manager", "on_plugins_loaded", "on_backends_changed",
+           "GROUP"]
 
 
 @dataclass
@@ -99,7 +100,7 @@ class _Registry:
                 return
             self._load_entry_points()
             self.loaded = True
-            self._register_ops()
+            self._notify_loaded()
 
     def _load_entry_points(self) -> None:
         disabled = {n.strip() for n in os.environ.get("NEEDLE_DISABLE_PLUGINS", "").split(",") if n.strip()}
@@ -145,17 +146,36 @@ class _Registry:
                 continue
             self.infos[be.name] = BackendInfo(be.name, plugin_name, str(getattr(be, "version", "?")), be)
 
-    def _register_ops(self) -> None:
-        try:
-            from .ops.registry import register_op  # the op registry is optional at this layer
-        except ImportError:
-            return
-        for impl in self.pm.hook.needle_register_ops.get_hookimpls():
-            try:
-                impl.function(register=register_op)
-            except Exception as exc:  # a broken op plugin must not break array creation
-                import warnings
-                warnings.warn(f"needle: plugin {impl.plugin_name!r} failed to register ops: {exc}")
+    def _notify_loaded(self) -> None:
+        for callback in list(_ON_LOAD):
+            callback(self.pm)
+
+
+# Layers above this one (devices, the op registry) react to discovery through
+# these callbacks, so discovery never imports them (docs/design.md, "Layers").
+#: called with the plugin manager once its entry points are loaded
+_ON_LOAD: list = []
+#: called with a backend name (None: every backend) when backends change
+_ON_CHANGE: list = []
+
+
+def on_plugins_loaded(callback) -> None:
+    """Call ``callback(plugin_manager)`` after the entry points load (now, if
+    they have loaded already), and again after every :func:`reset`."""
+    _ON_LOAD.append(callback)
+    if _REG.loaded:
+        callback(_REG.pm)
+
+
+def on_backends_changed(callback) -> None:
+    """Call ``callback(backend_name_or_None)`` whenever a backend is registered
+    or everything is reset (devices drop what they cached)."""
+    _ON_CHANGE.append(callback)
+
+
+def _changed(name: Optional[str]) -> None:
+    for callback in list(_ON_CHANGE):
+        callback(name)
 
 
 _REG = _Registry()
@@ -193,8 +213,7 @@ def register_backend(backend: Backend, plugin: str = "<runtime>") -> BackendInfo
     with _REG.lock:
         info = BackendInfo(backend.name, plugin, str(getattr(backend, "version", "?")), backend)
         _REG.infos[backend.name] = info
-    from .backend_ndarray.device import forget_devices
-    forget_devices(backend.name)
+    _changed(backend.name)
     return info
 
 
@@ -204,16 +223,14 @@ def register_plugin(module: Any, name: Optional[str] = None) -> None:
     with _REG.lock:
         name = _REG.pm.register(module, name=name)
         _REG._collect(name, module)
-    from .backend_ndarray.device import forget_devices
-    forget_devices(None)
+    _changed(None)
 
 
 def reset() -> None:
     """Forget everything discovered (tests use this after changing sys.path or env)."""
     global _REG
     _REG = _Registry()
-    from .backend_ndarray.device import forget_devices
-    forget_devices(None)
+    _changed(None)
 
 
 def require_backend(name: str) -> Backend:

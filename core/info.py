@@ -7,7 +7,10 @@ import sys
 
 from . import discovery
 
-__all__ = ["backends", "show_config", "backends_table"]
+__all__ = ["__version__", "backends", "show_config", "backends_table"]
+
+#: needle's version (``needle.__version__``; pyproject.toml says the same)
+__version__ = "0.1.0"
 
 
 def backends() -> list[dict]:
@@ -56,7 +59,6 @@ def show_config(file=None) -> None:
     (OpenMP, SIMD path, threads)."""
     import numpy
     import pluggy
-    from . import __version__
     from .protocol import PROTOCOL_VERSION
     out = file or sys.stdout
     print(f"needle {__version__} (array protocol {PROTOCOL_VERSION})", file=out)

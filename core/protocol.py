@@ -32,9 +32,10 @@ from the required kernels, so an older or simpler backend keeps working when
 the protocol grows.  A backend overrides them when it can do better.
 
 *Op overrides* are fused kernels for whole ops (convolution, logsumexp, ...).
-A backend lists them in :meth:`Backend.op_overrides` under the op's registry
-name; the op uses the override when present and its composition of protocol
-kernels otherwise.  The signature of each known override is documented in
+A backend defines them as methods named after the op's registry name, and
+:meth:`Backend.op_overrides` lists them; the op uses the override when present
+(through ``NDArray.call_op_override``) and its composition of protocol kernels
+otherwise.  The signature of each known override is documented in
 :data:`OP_OVERRIDE_SIGNATURES`.
 """
 
@@ -168,9 +169,11 @@ class Backend(abc.ABC):
         return dt
 
     def op_overrides(self) -> Mapping[str, Callable[..., None]]:
-        """Fused kernels for whole ops, keyed by op name (see
-        :data:`OP_OVERRIDE_SIGNATURES`).  Default: none."""
-        return {}
+        """Fused kernels for whole ops, keyed by op name: every method of the
+        backend named like a key of :data:`OP_OVERRIDE_SIGNATURES` (``conv``,
+        ``logsumexp`` ...), so defining the method is all a backend does."""
+        return {name: getattr(self, name) for name in OP_OVERRIDE_SIGNATURES
+                if callable(getattr(self, name, None))}
 
     # ------------------------------------------------------------------ #
     # Buffers

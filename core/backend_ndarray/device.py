@@ -156,6 +156,9 @@ def forget_devices(backend_name: Optional[str]) -> None:
                 dev._mod, dev._overrides = _UNRESOLVED, None
 
 
+discovery.on_backends_changed(forget_devices)
+
+
 def _get(name: str, backend_name: Optional[str] = None) -> BackendDevice:
     dev = _devices.get(name)
     if dev is None:

@@ -171,6 +171,26 @@ class NDArray:
         arr._device, arr._handle, arr._be = self._device, self._handle, self._be
         return arr
 
+    @staticmethod
+    def call_op_override(name: str, inputs, out_shape, *args):
+        """Run the backend's fused kernel for the op ``name`` (an op override,
+        see ``needle.protocol.OP_OVERRIDE_SIGNATURES``) and return its result,
+        or None when the device of ``inputs[0]`` has no such override.
+
+        The inputs are compacted (and must share a device and dtype) and a
+        compact ``out`` of ``out_shape`` is allocated; the kernel is called as
+        ``kernel(*input buffers, out buffer, *args)``, or not at all when
+        ``out`` is empty.  The one place an op hands buffers to a backend."""
+        first = inputs[0]
+        kernel = first._device.op_override(name)
+        if kernel is None:
+            return None
+        buffers = [x.compact()._handle for x in inputs]
+        out = first._new(tuple(out_shape))
+        if out._handle.size:
+            kernel(*buffers, out._handle, *args)
+        return out
+
     def _new(self, shape, dtype=None) -> "NDArray":
         """Uninitialised compact array on this device."""
         arr = object.__new__(NDArray)

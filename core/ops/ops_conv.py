@@ -79,11 +79,8 @@ def conv_forward_array(a: NDArray, b: NDArray, stride: int, padding: int) -> NDA
     a, b = _promote(a, b)
     N, H, W, C, K, Cout = _check(a.shape, b.shape, stride, padding, "conv")
     Ho, Wo = conv_output_size(H, K, stride, padding), conv_output_size(W, K, stride, padding)
-    kernel = a.device.op_override("conv")
-    if kernel is not None:
-        a, b = a.compact(), b.compact()
-        out = NDArray.make((N, Ho, Wo, Cout), device=a.device, dtype=a.dtype)
-        kernel(a._handle, b._handle, out._handle, N, H, W, C, K, Cout, stride, padding)
+    out = NDArray.call_op_override("conv", (a, b), (N, Ho, Wo, Cout), N, H, W, C, K, Cout, stride, padding)
+    if out is not None:
         return out
     ap = _pad_hw(a, padding, padding, padding, padding)
     cols = _windows(ap, K, stride, Ho, Wo).compact().reshape((N * Ho * Wo, K * K * C))
@@ -97,11 +94,9 @@ def conv_grad_input_array(g: NDArray, b: NDArray, in_hw, stride: int, padding: i
     H, W = in_hw
     N, Ho, Wo, Cout = g.shape
     K, _, Cin, _ = b.shape
-    kernel = g.device.op_override("conv_grad_input")
-    if kernel is not None:
-        g, b = g.compact(), b.compact()
-        out = NDArray.make((N, H, W, Cin), device=g.device, dtype=g.dtype)
-        kernel(g._handle, b._handle, out._handle, N, H, W, Cin, K, Cout, stride, padding)
+    out = NDArray.call_op_override("conv_grad_input", (g, b), (N, H, W, Cin),
+                                   N, H, W, Cin, K, Cout, stride, padding)
+    if out is not None:
         return out
     # Dilate g by the stride (interior zeros only), then a full correlation
     # with the flipped, channel-swapped kernel gives the adjoint on the padded
@@ -127,11 +122,9 @@ def conv_grad_weight_array(a: NDArray, g: NDArray, K: int, stride: int, padding:
     a, g = _promote(a, g)
     N, H, W, C = a.shape
     _, Ho, Wo, Cout = g.shape
-    kernel = a.device.op_override("conv_grad_weight")
-    if kernel is not None:
-        a, g = a.compact(), g.compact()
-        out = NDArray.make((K, K, C, Cout), device=a.device, dtype=a.dtype)
-        kernel(a._handle, g._handle, out._handle, N, H, W, C, K, Cout, stride, padding)
+    out = NDArray.call_op_override("conv_grad_weight", (a, g), (K, K, C, Cout),
+                                   N, H, W, C, K, Cout, stride, padding)
+    if out is not None:
         return out
     ap = _pad_hw(a, padding, padding, padding, padding)
     cols = _windows(ap, K, stride, Ho, Wo).compact().reshape((N * Ho * Wo, K * K * C))

@@ -26,14 +26,11 @@ def logsumexp_array(a: NDArray, axes) -> NDArray:
     inner = 1
     for i in red:
         inner *= a.shape[i]
-    kernel = a.device.op_override("logsumexp") if inner > 0 else None
-    if kernel is not None:
+    if inner > 0:
         src = a if red == tuple(range(ndim - len(red), ndim)) else a.permute(keep + red)
-        src = src.compact()
-        out = NDArray.make((outer,), device=a.device, dtype=a.dtype)
-        if outer:
-            kernel(src._handle, out._handle, outer, inner)
-        return out.reshape(out_shape)
+        out = NDArray.call_op_override("logsumexp", (src,), (outer,), outer, inner)
+        if out is not None:
+            return out.reshape(out_shape)
     # a row of all -inf has max -inf and -inf - -inf = nan: clamping the shift
     # to the dtype's lowest finite value keeps such rows at -inf (as NumPy/torch)
     m = a.max(axis=red, keepdims=True).maximum(float(np.finfo(a.dtype).min))

@@ -11,9 +11,11 @@ functions and classes are bound once, at import or registration time.
 from __future__ import annotations
 
 import sys
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Dict, Optional
 
+from .. import discovery
 from ..autograd import Op
 
 __all__ = ["OpEntry", "REGISTRY", "register_op", "get_op", "op_names"]
@@ -89,6 +91,18 @@ def _publish(entry: OpEntry) -> None:
             for n in (entry.name, entry.cls.__name__):
                 if n not in names:
                     names.append(n)
+
+
+def _register_plugin_ops(plugin_manager) -> None:
+    """Let every plugin's ``needle_register_ops(register)`` hook add its ops."""
+    for impl in plugin_manager.hook.needle_register_ops.get_hookimpls():
+        try:
+            impl.function(register=register_op)
+        except Exception as exc:  # a broken op plugin must not break array creation
+            warnings.warn(f"needle: plugin {impl.plugin_name!r} failed to register ops: {exc}")
+
+
+discovery.on_plugins_loaded(_register_plugin_ops)
 
 
 def get_op(name: str) -> OpEntry:

@@ -510,15 +510,6 @@ class CpuBackend(Backend):
             "omp_threads_source": _THREADS_SOURCE if nd_openmp_enabled() else "built without OpenMP",
         }
 
-    def op_overrides(self):
-        return {
-            "conv": self.conv,
-            "conv_grad_input": self.conv_grad_input,
-            "conv_grad_weight": self.conv_grad_weight,
-            "logsumexp": self.logsumexp,
-            "softmax": self.softmax,
-        }
-
     # -- buffers ---------------------------------------------------------------
     def Array(self, size, dtype=_F32):  # noqa: N802 (course name)
         """Uninitialised buffer of ``size`` elements."""

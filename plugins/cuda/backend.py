@@ -98,15 +98,6 @@ class CudaBackend(Backend):
         for rt in _runtime.existing_runtimes():
             rt.synchronize()
 
-    def op_overrides(self):
-        return {
-            "conv": self.conv,
-            "conv_grad_input": self.conv_grad_input,
-            "conv_grad_weight": self.conv_grad_weight,
-            "logsumexp": self.logsumexp,
-            "softmax": self.softmax,
-        }
-
     # ------------------------------------------------------------------ #
     # validation helpers
     # ------------------------------------------------------------------ #

@@ -4,9 +4,9 @@ One source: the kernel contracts are the docstrings of
 :class:`needle.protocol.Backend`, the hooks those of :mod:`needle.hookspecs`,
 the op overrides :data:`needle.protocol.OP_OVERRIDE_SIGNATURES`.
 
-    python -m needle.testing.docgen                          # print the generated section
-    python -m needle.testing.docgen --write docs/backends.md # replace it between the markers
-    python -m needle.testing.docgen --check docs/backends.md # exit 1 when the file is stale
+    python scripts/docgen.py                          # print the generated section
+    python scripts/docgen.py --write docs/backends.md # replace it between the markers
+    python scripts/docgen.py --check docs/backends.md # exit 1 when the file is stale
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import argparse
 import inspect
 import sys
 
-BEGIN = "<!-- BEGIN GENERATED PROTOCOL REFERENCE (python -m needle.testing.docgen --write docs/backends.md) -->"
+BEGIN = "<!-- BEGIN GENERATED PROTOCOL REFERENCE (python scripts/docgen.py --write docs/backends.md) -->"
 END = "<!-- END GENERATED PROTOCOL REFERENCE -->"
 
 
@@ -73,7 +73,7 @@ def splice(document: str, section: str) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m needle.testing.docgen", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python scripts/docgen.py", description=__doc__.splitlines()[0])
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--write", metavar="FILE", help="replace the generated section of FILE")
     group.add_argument("--check", metavar="FILE", help="exit 1 when FILE's generated section is stale")
@@ -88,7 +88,7 @@ def main(argv=None) -> int:
     wanted = splice(current, section)
     if args.check:
         if wanted != current:
-            print(f"{path} is out of date: run python -m needle.testing.docgen --write {path}", file=sys.stderr)
+            print(f"{path} is out of date: run python scripts/docgen.py --write {path}", file=sys.stderr)
             return 1
         return 0
     with open(path, "w", encoding="utf-8") as f:
