@@ -2,15 +2,15 @@
 
 A ``Tensor`` is a node of a computation graph: a leaf (``op is None``) or the
 result of an ``Op`` applied to input Tensors.  Computation is eager: an op's
-NDArray result is computed when the node is created.  ``backward()`` walks
-the graph in reverse topological order and stores each node's adjoint in
-``node.grad``; adjoints are themselves Tensors built from ops, so they can be
-differentiated again.
+NDArray result is computed when the node is created (by the one builder,
+``Value.make_from_op``).  ``backward()`` walks the graph in reverse
+topological order and stores each node's adjoint in ``node.grad``; adjoints
+are themselves Tensors built from ops, so they can be differentiated again.
 
-The hot path (``Tensor.make_from_op``) is kept short on purpose: Python
-overhead per op dominates small models.  Operator methods (``+``, ``@``,
-``sum``, ...) are installed on :class:`Tensor` by :mod:`needle.ops` from the
-op registry, so each op is written once.
+``Tensor``'s operators (``+``, ``@``, ``sum`` ...) are one-liners calling the
+op functions of :mod:`needle.ops`.  That package is the layer above this one
+(its ops subclass ``TensorOp``), so it hands itself in (:func:`use_ops`)
+rather than being imported here; docs/design.md walks through ``a + b``.
 """
 
 from __future__ import annotations
@@ -82,16 +82,21 @@ class Op:
         """Forward on NDArrays (or tuples of NDArrays for tuple inputs)."""
         raise NotImplementedError()
 
+    # An op writes one of the next two: ``gradient``, or -- when an input's
+    # adjoint is worth skipping if that input needs none (a data batch's
+    # adjoint through a matmul is a full product) -- ``gradient_needed``.
     def gradient(self, out_grad, node):
         """Partial adjoints for each input given ``out_grad`` (the adjoint of
-        ``node``).  Returns one Tensor or a tuple, one per input."""
-        raise NotImplementedError()
+        ``node``).  Returns one Tensor or a tuple, one per input.  Default:
+        ``gradient_needed`` with every input needed."""
+        if type(self).gradient_needed is Op.gradient_needed:
+            raise NotImplementedError(f"{type(self).__name__} defines neither gradient nor gradient_needed")
+        return self.gradient_needed(out_grad, node, (True,) * len(node.inputs))
 
     def gradient_needed(self, out_grad, node, need):
         """Partial adjoints only for the inputs whose ``need`` flag is true
-        (None in the other slots).  ``backward`` calls it when some input
-        requires no gradient; ops override it to skip that work (a data
-        batch's adjoint through a matmul is a full product).  Default: all."""
+        (None in the other slots); ``backward`` calls it when some input
+        requires no gradient.  Default: ``gradient`` (every adjoint)."""
         return self.gradient_as_tuple(out_grad, node)
 
     def gradient_as_tuple(self, out_grad, node):

@@ -94,10 +94,6 @@ class EWiseAdd(TensorOp):
     def compute(self, a: NDArray, b: NDArray) -> NDArray:
         return a + b
 
-    def gradient(self, out_grad: Tensor, node: Tensor):
-        a, b = node.inputs
-        return unbroadcast(out_grad, a.shape), unbroadcast(out_grad, b.shape)
-
     def gradient_needed(self, out_grad: Tensor, node: Tensor, need):
         a, b = node.inputs
         return (unbroadcast(out_grad, a.shape) if need[0] else None,
@@ -135,10 +131,6 @@ class EWiseMul(TensorOp):
 
     def compute(self, a: NDArray, b: NDArray) -> NDArray:
         return a * b
-
-    def gradient(self, out_grad: Tensor, node: Tensor):
-        a, b = node.inputs
-        return unbroadcast(out_grad * b, a.shape), unbroadcast(out_grad * a, b.shape)
 
     def gradient_needed(self, out_grad: Tensor, node: Tensor, need):
         a, b = node.inputs
@@ -224,9 +216,6 @@ class EWiseDiv(TensorOp):
 
     def compute(self, a: NDArray, b: NDArray) -> NDArray:
         return a / b
-
-    def gradient(self, out_grad: Tensor, node: Tensor):
-        return self.gradient_needed(out_grad, node, (True, True))
 
     def gradient_needed(self, out_grad: Tensor, node: Tensor, need):
         a, b = node.inputs
@@ -420,9 +409,6 @@ class MatMul(TensorOp):
 
     def compute(self, a: NDArray, b: NDArray) -> NDArray:
         return a @ b
-
-    def gradient(self, out_grad: Tensor, node: Tensor):
-        return self.gradient_needed(out_grad, node, (True, True))
 
     def gradient_needed(self, out_grad: Tensor, node: Tensor, need):
         a, b = node.inputs
