@@ -1,4 +1,4 @@
-"""Element-wise, shape and reduction ops (API.md section 2).
+"""Element-wise, shape and reduction ops (course API §2, docs/design.md).
 
 Each op's ``compute`` works on NDArrays; its ``gradient`` is built from
 Tensor ops, so gradients can be differentiated again.  Binary element-wise

@@ -1,4 +1,4 @@
-"""Tensor construction, reverse-mode AD semantics (API.md 1.1-1.3) and the op registry."""
+"""Tensor construction, reverse-mode AD semantics (course API §1.1-1.3, docs/design.md) and the op registry."""
 
 import gc
 import sys
