@@ -16,6 +16,7 @@ op registry, so each op is written once.
 from __future__ import annotations
 
 import contextlib
+import threading
 from functools import reduce
 from operator import add as _add
 from typing import Iterable, List, Optional
@@ -24,7 +25,7 @@ import numpy as np
 
 from .backend_ndarray import NDArray, default_device, device as _device_by_name
 from .backend_ndarray.device import BackendDevice
-from .errors import ShapeError
+from .errors import ArgumentTypeError, DeviceMismatchError, ShapeError, UnsupportedDTypeError
 
 __all__ = ["Value", "Op", "TensorOp", "TensorTupleOp", "Tensor", "TensorTuple",
            "find_topo_sort", "topo_sort_dfs", "compute_gradient_of_variables",
@@ -36,8 +37,17 @@ __all__ = ["Value", "Op", "TensorOp", "TensorTupleOp", "Tensor", "TensorTuple",
 LAZY_MODE = False
 TENSOR_COUNTER = 0
 
-# False inside ``no_grad()``: ops then return detached constants.
-_GRAD_ENABLED = True
+class _GradMode(threading.local):
+    """Grad mode, one per thread (as PyTorch): ``no_grad()`` in a data-loading
+    or serving thread must not switch off recording in the training thread.
+    The class attribute is every thread's starting value; reading
+    ``_grad_mode.enabled`` is one C-level lookup on the eager fast path."""
+
+    enabled = True
+
+
+# ``enabled`` is False inside ``no_grad()``: ops then return detached constants.
+_grad_mode = _GradMode()
 
 
 # ---------------------------------------------------------------------- #
@@ -45,28 +55,30 @@ _GRAD_ENABLED = True
 # ---------------------------------------------------------------------- #
 @contextlib.contextmanager
 def no_grad():
-    """Context manager: ops inside it record no graph (results are constants)."""
-    global _GRAD_ENABLED
-    prev, _GRAD_ENABLED = _GRAD_ENABLED, False
+    """Context manager: ops inside it record no graph (results are constants).
+    Affects the calling thread only."""
+    mode = _grad_mode
+    prev, mode.enabled = mode.enabled, False
     try:
         yield
     finally:
-        _GRAD_ENABLED = prev
+        mode.enabled = prev
 
 
 @contextlib.contextmanager
 def enable_grad():
-    """Context manager re-enabling graph recording inside ``no_grad()``."""
-    global _GRAD_ENABLED
-    prev, _GRAD_ENABLED = _GRAD_ENABLED, True
+    """Context manager re-enabling graph recording inside ``no_grad()`` (this thread)."""
+    mode = _grad_mode
+    prev, mode.enabled = mode.enabled, True
     try:
         yield
     finally:
-        _GRAD_ENABLED = prev
+        mode.enabled = prev
 
 
 def is_grad_enabled() -> bool:
-    return _GRAD_ENABLED
+    """Whether ops in the calling thread record a graph."""
+    return _grad_mode.enabled
 
 
 # ---------------------------------------------------------------------- #
@@ -170,7 +182,7 @@ class Value:
     def make_from_op(cls, op: Op, inputs: List["Value"]):
         value = cls.__new__(cls)
         value._init(op, list(inputs))
-        if not _GRAD_ENABLED:
+        if not _grad_mode.enabled:
             value.requires_grad = False
         if not LAZY_MODE:
             value.realize_cached_data()
@@ -229,15 +241,15 @@ def _array_from(array, device, dtype) -> NDArray:
         dt = array.dtype if dtype is None else dtype
         return NDArray(array, device=device if device is not None else array.device, dtype=dt)
     if isinstance(array, (str, bytes, dict, set)) or array is None:
-        raise TypeError(f"Tensor: cannot build a tensor from {type(array).__name__}; "
+        raise ArgumentTypeError(f"Tensor: cannot build a tensor from {type(array).__name__}; "
                         f"expected {_ACCEPTED}")
     try:
         host = np.asarray(array)
     except (TypeError, ValueError) as exc:
-        raise TypeError(f"Tensor: cannot build a tensor from {type(array).__name__} ({exc}); "
+        raise ArgumentTypeError(f"Tensor: cannot build a tensor from {type(array).__name__} ({exc}); "
                         f"expected {_ACCEPTED}") from None
     if host.dtype.kind not in "fiub":
-        raise TypeError(f"Tensor: cannot build a tensor from {type(array).__name__} with "
+        raise ArgumentTypeError(f"Tensor: cannot build a tensor from {type(array).__name__} with "
                         f"element type {host.dtype}; expected {_ACCEPTED}")
     dt = _source_dtype(host.dtype) if dtype is None else dtype
     data = NDArray(host, device=device if device is not None else default_device(), dtype=dt)
@@ -292,7 +304,7 @@ class Tensor(Value):
         tensor.grad = None
         if LAZY_MODE:
             tensor.op, tensor.inputs, tensor.cached_data = op, list(inputs), None
-            tensor.requires_grad = _GRAD_ENABLED and any(x.requires_grad for x in inputs)
+            tensor.requires_grad = _grad_mode.enabled and any(x.requires_grad for x in inputs)
             return tensor
         if len(inputs) == 1:
             x = inputs[0]
@@ -307,7 +319,7 @@ class Tensor(Value):
                 if x.requires_grad:
                     rg = True
                     break
-        if rg and _GRAD_ENABLED:
+        if rg and _grad_mode.enabled:
             tensor.op, tensor.inputs, tensor.requires_grad = op, list(inputs), True
         else:
             tensor.op, tensor.inputs, tensor.requires_grad = None, [], False
@@ -324,7 +336,7 @@ class Tensor(Value):
         TENSOR_COUNTER += 1
         tensor.grad = None
         tensor.cached_data = op.compute(data)
-        if a.requires_grad and _GRAD_ENABLED:
+        if a.requires_grad and _grad_mode.enabled:
             tensor.op, tensor.inputs, tensor.requires_grad = op, [a], True
         else:
             tensor.op, tensor.inputs, tensor.requires_grad = None, [], False
@@ -341,7 +353,7 @@ class Tensor(Value):
         TENSOR_COUNTER += 1
         tensor.grad = None
         tensor.cached_data = op.compute(da, db)
-        if (a.requires_grad or b.requires_grad) and _GRAD_ENABLED:
+        if (a.requires_grad or b.requires_grad) and _grad_mode.enabled:
             tensor.op, tensor.inputs, tensor.requires_grad = op, [a, b], True
         else:
             tensor.op, tensor.inputs, tensor.requires_grad = None, [], False
@@ -442,12 +454,26 @@ class Tensor(Value):
             ones.fill(1.0)
             out_grad = Tensor.make_const(ones)
         else:
-            if not isinstance(out_grad, Tensor):
-                out_grad = Tensor(out_grad, device=data.device, dtype=data.dtype, requires_grad=False)
-            if tuple(out_grad.shape) != tuple(data.shape):
-                raise ShapeError(f"backward: out_grad has shape {tuple(out_grad.shape)} but the tensor "
-                                 f"has shape {tuple(data.shape)}; they must match")
+            out_grad = _checked_out_grad(out_grad, data)
         compute_gradient_of_variables(self, out_grad)
+
+
+def _checked_out_grad(out_grad, data: NDArray) -> "Tensor":
+    """``backward``'s seed gradient: same shape, device and dtype as the output
+    (PyTorch refuses the same three mismatches); array-likes are converted."""
+    if not isinstance(out_grad, Tensor):
+        out_grad = Tensor(out_grad, device=data.device, dtype=data.dtype, requires_grad=False)
+    grad = out_grad.realize_cached_data()
+    if tuple(grad.shape) != tuple(data.shape):
+        raise ShapeError(f"backward: out_grad has shape {tuple(grad.shape)} but the tensor "
+                         f"has shape {tuple(data.shape)}; they must match")
+    if grad.device != data.device:
+        raise DeviceMismatchError(f"backward: out_grad is on {grad.device} but the tensor is on "
+                                  f"{data.device}; move it with .to({data.device})")
+    if grad.dtype != data.dtype:
+        raise UnsupportedDTypeError(f"backward: out_grad has dtype {grad.dtype} but the tensor has "
+                                    f"dtype {data.dtype}; they must match")
+    return out_grad
 
 
 class TensorTuple(Value):

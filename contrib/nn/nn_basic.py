@@ -102,10 +102,15 @@ def _named_tensors(value: object, prefix: str) -> Iterator[tuple[str, Tensor]]:
             yield from _named_tensors(item, f"{prefix}.{i}" if prefix else str(i))
 
 
-def _numpy_of(value: Any) -> np.ndarray:
-    if hasattr(value, "numpy"):
-        return value.numpy()
-    return np.asarray(value)
+def _checked_value(value: Any) -> tuple[Any, str]:
+    """(a numeric NumPy array, "") for a loadable state-dict value, else (None, why not)."""
+    try:
+        arr = np.asarray(value.numpy() if hasattr(value, "numpy") else value)
+    except Exception as exc:  # any array-like that cannot become an array is reported, not raised
+        return None, f"cannot convert {type(value).__name__} to an array ({type(exc).__name__}: {exc})"
+    if arr.dtype.kind not in "biuf":
+        return None, f"dtype {arr.dtype} is not numeric (got {type(value).__name__})"
+    return arr, ""
 
 
 class Module:
@@ -174,11 +179,17 @@ class Module:
         listing each offending key (as PyTorch does).  Values take the dtype
         and device of the tensor they replace.  Nothing is modified on error.
         """
+        call = f"{type(self).__name__}.load_state_dict"
+        if not hasattr(state_dict, "items") or not hasattr(state_dict, "__contains__"):
+            raise StateDictError(f"{call}: expected a mapping of name -> array, got {type(state_dict).__name__}")
         own = OrderedDict(self.named_tensors())
         errors = []
+        bad_keys = [k for k in state_dict if not isinstance(k, str)]
+        if bad_keys:
+            errors.append(f"Non-string key(s) in state_dict: {bad_keys[:5]!r}.")
         if strict:
             missing = [k for k in own if k not in state_dict]
-            unexpected = [k for k in state_dict if k not in own]
+            unexpected = [k for k in state_dict if k not in own and isinstance(k, str)]
             if missing:
                 errors.append("Missing key(s) in state_dict: " + ", ".join(f'"{k}"' for k in missing) + ".")
             if unexpected:
@@ -189,7 +200,10 @@ class Module:
         for name, t in own.items():
             if name not in state_dict:
                 continue
-            value = _numpy_of(state_dict[name])
+            value, problem = _checked_value(state_dict[name])
+            if problem:
+                errors.append(f"invalid value for {name}: {problem}.")
+                continue
             if tuple(value.shape) != tuple(t.shape):
                 errors.append(
                     f"size mismatch for {name}: copying a param with shape {tuple(value.shape)} "
@@ -199,11 +213,14 @@ class Module:
             arrays[name] = value
         if errors:
             raise StateDictError(
-                f"Error(s) in loading state_dict for {type(self).__name__}:\n\t" + "\n\t".join(errors)
+                f"Error(s) in {call}:\n\t" + "\n\t".join(errors)
             )
-        for name, value in arrays.items():
-            t = own[name]
-            t.data = Tensor(value.astype(t.dtype, copy=False), device=t.device, dtype=t.dtype, requires_grad=False)
+        # build every new array before replacing any: all or nothing
+        new = {name: Tensor(value.astype(own[name].dtype, copy=False), device=own[name].device,
+                            dtype=own[name].dtype, requires_grad=False)
+               for name, value in arrays.items()}
+        for name, value in new.items():
+            own[name].data = value
 
     # -- printing ------------------------------------------------------------
     def extra_repr(self) -> str:

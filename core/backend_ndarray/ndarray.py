@@ -11,11 +11,13 @@ from __future__ import annotations
 import builtins
 import math
 import numbers
+import operator
 from functools import lru_cache
 
 import numpy as np
 
-from ..errors import DeviceMismatchError, ShapeError, UnsupportedDTypeError
+from ..errors import (ArgumentTypeError, DeviceMismatchError, OutOfBoundsError, ShapeError,
+                      SizeOverflowError, UnsupportedDTypeError)
 from .device import (BackendDevice, all_devices, cpu, cpu_numpy, cuda, default_device,
                      device)
 
@@ -41,14 +43,18 @@ def _compact_strides(shape: tuple) -> tuple:
 
 
 def _as_shape(shape, op: str) -> tuple:
-    if isinstance(shape, numbers.Integral):
-        return (int(shape),)
+    """A shape argument (an int or a sequence of ints) as a tuple, validated:
+    no negative dimension, no float, no byte size that overflows."""
     try:
-        out = tuple(int(s) for s in shape)
+        if isinstance(shape, (numbers.Integral, np.integer)):
+            out = (operator.index(shape),)
+        else:
+            out = tuple(operator.index(s) for s in shape)
     except TypeError:
-        raise TypeError(f"{op}: shape must be an int or a sequence of ints, got {shape!r}") from None
+        raise ArgumentTypeError(f"{op}: shape must be an int or a sequence of ints, got {shape!r}") from None
     if any(s < 0 for s in out):
-        raise ShapeError(f"{op}: negative dimension in shape {out}")
+        raise ShapeError(f"{op}: negative dimension in shape {out}; dimensions must be >= 0")
+    _check_size(out, op)
     return out
 
 
@@ -120,7 +126,8 @@ class NDArray:
             try:
                 host = np.asarray(other, dtype=dt, order="C")  # keeps 0-d arrays 0-d
             except (TypeError, ValueError) as exc:
-                raise TypeError(f"NDArray: cannot build an array from {type(other).__name__}: {exc}") from None
+                raise ArgumentTypeError(f"NDArray: cannot build an array from {type(other).__name__}: "
+                                        f"{exc}") from None
         arr = NDArray.make(host.shape, device=dev, dtype=dt)
         if host.size:
             arr._be.from_numpy(host.reshape(-1), arr._handle)
@@ -154,7 +161,7 @@ class NDArray:
         arr._device = dev
         be = arr._be = dev.require()
         if handle is None:
-            arr._handle = be.Array(prod(shape), _dtype(dtype))
+            arr._handle = be.Array(_check_size(shape, "NDArray.make"), _dtype(dtype))
             if strides is not None or offset:  # custom layouts must fit the new buffer too
                 _check_view(shape, arr._strides, offset, arr._handle.size, "NDArray.make")
         else:
@@ -342,32 +349,36 @@ class NDArray:
     # ------------------------------------------------------------------ #
     def process_slice(self, sl, dim):
         """An explicit ``slice(start, stop, step)`` with non-negative bounds
-        clamped to ``dim``; step must be positive."""
-        step = 1 if sl.step is None else int(sl.step)
-        if step <= 0:
-            raise IndexError(f"NDArray slicing: step must be positive, got {step}")
-        start, stop, step = sl.indices(dim)
-        return slice(start, builtins.max(stop, start), step)
+        clamped to ``self.shape[dim]``: ``dim`` is the AXIS index, as in the
+        course's NDArray (hw3 calls ``self.process_slice(s, i)``); step must be
+        positive."""
+        if not isinstance(dim, (numbers.Integral, np.integer)) or not -self.ndim <= int(dim) < self.ndim:
+            raise AxisError(f"process_slice: axis {dim!r} is out of range for an array of "
+                            f"{self.ndim} dimension(s) (shape {self._shape})")
+        if not isinstance(sl, slice):
+            raise ArgumentTypeError(f"process_slice: expected a slice, got {type(sl).__name__}")
+        return _explicit_slice(sl, self._shape[int(dim)], "process_slice")
 
     def _index(self, idxs, op):
         if not isinstance(idxs, tuple):
             idxs = (idxs,)
         if len(idxs) > self.ndim:
-            raise IndexError(f"{op}: {len(idxs)} indices for an array of {self.ndim} dimension(s)")
+            raise OutOfBoundsError(f"{op}: {len(idxs)} indices for an array of {self.ndim} dimension(s)")
         idxs = idxs + (slice(None),) * (self.ndim - len(idxs))
         shape, strides, offset = [], [], self._offset
         for axis, (idx, dim, st) in enumerate(zip(idxs, self._shape, self._strides)):
             if isinstance(idx, slice):
-                sl = self.process_slice(idx, dim)
+                sl = _explicit_slice(idx, dim, op)
             elif isinstance(idx, (numbers.Integral, np.integer)):
                 k = int(idx)
                 if not -dim <= k < dim:
-                    raise IndexError(f"{op}: index {k} is out of bounds for axis {axis} with size {dim}")
+                    raise OutOfBoundsError(f"{op}: index {k} is out of bounds for axis {axis} with size {dim}; "
+                                           f"valid: {-dim}..{dim - 1}")
                 k %= dim
                 sl = slice(k, k + 1, 1)
             else:
-                raise IndexError(f"{op}: only integers and slices are valid indices, got "
-                                 f"{type(idx).__name__}")
+                raise ArgumentTypeError(f"{op}: only integers and slices are valid indices, got "
+                                        f"{type(idx).__name__} {idx!r}")
             n = builtins.max(0, -(-(sl.stop - sl.start) // sl.step))
             shape.append(n)
             strides.append(st * sl.step)
@@ -695,8 +706,33 @@ def _check_view(shape, strides, offset, size, op) -> None:
         return
     last = offset + builtins.sum((d - 1) * s for d, s in zip(shape, strides))
     if last >= size:
-        raise IndexError(f"{op}: view (shape {shape}, strides {strides}, offset {offset}) reaches "
+        raise OutOfBoundsError(f"{op}: view (shape {shape}, strides {strides}, offset {offset}) reaches "
                          f"element {last} of a buffer of {size}")
+
+
+def _explicit_slice(sl: slice, size: int, op: str) -> slice:
+    """``sl`` with explicit, non-negative bounds clamped to an axis of ``size``."""
+    try:
+        step = 1 if sl.step is None else operator.index(sl.step)
+        if step <= 0:
+            raise OutOfBoundsError(f"{op}: slice step must be positive, got {step} in {sl!r}")
+        start, stop, step = sl.indices(size)
+    except TypeError:
+        raise ArgumentTypeError(f"{op}: slice bounds must be integers or None, got {sl!r}") from None
+    return slice(start, builtins.max(stop, start), step)
+
+
+#: the most elements any array may hold: its byte size (8-byte dtypes at most)
+#: must fit a signed 64-bit index, or allocators and kernels overflow
+_MAX_ELEMENTS = (2**63 - 1) // 8
+
+
+def _check_size(shape: tuple, op: str) -> int:
+    n = prod(shape)
+    if n > _MAX_ELEMENTS:
+        raise SizeOverflowError(f"{op}: shape {shape} has {n} elements; its byte size overflows "
+                                f"(at most {_MAX_ELEMENTS} elements)")
+    return n
 
 
 def _resolve(dev) -> BackendDevice:

@@ -130,9 +130,9 @@ def download_ptb(cache_dir=None, urls=None, sha256=None):
 
     ``urls`` and ``sha256`` map file names (``train.txt``...) to a URL and
     an expected SHA-256; they default to ``PTB_URLS`` and ``PTB_SHA256``.
-    A file whose expected SHA-256 is None is fetched without verification
-    (and reused from the cache as is); the others go through
-    ``needle.data.download`` and are verified.
+    Every file goes through ``needle.data.download`` (atomic, length-checked);
+    one whose expected SHA-256 is None is fetched unverified and re-fetched
+    when the cached copy no longer matches the digest recorded at download.
     """
     from ..download import default_cache_dir, download
 
@@ -142,23 +142,8 @@ def download_ptb(cache_dir=None, urls=None, sha256=None):
     root = default_cache_dir() if cache_dir is None else cache_dir
     folder = os.path.join(os.fspath(root), "ptb")
     for name, url in urls.items():
-        if sums.get(name) is not None:
-            download(url, sums[name], filename=name, cache_dir=folder)
-        else:
-            _fetch_unverified(url, os.path.join(folder, name))
+        download(url, sums.get(name), filename=name, cache_dir=folder)
     return folder
-
-
-def _fetch_unverified(url, target, timeout=60.0):
-    """Fetch ``url`` to ``target`` unless it exists; written to a temporary
-    file first and renamed, so an interrupted fetch leaves no partial file.
-    (``needle.data.download`` requires a checksum, which PTB lacks here.)"""
-    import tempfile
-    import urllib.error
-    import urllib.request
-
-    if os.path.isfile(target):
-        return target
     folder = os.path.dirname(target)
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(target) + ".", suffix=".part",
