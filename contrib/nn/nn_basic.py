@@ -20,6 +20,8 @@ from needle import autograd
 from needle.autograd import Tensor
 from needle.errors import ShapeError, StateDictError
 
+from ._checks import check_bool, check_float, check_int, check_loss_inputs, check_module, check_probability
+
 __all__ = [
     "Parameter",
     "Module",
@@ -257,6 +259,9 @@ class Linear(Module):
     """
 
     def __init__(self, in_features, out_features, bias=True, device=None, dtype="float32"):
+        in_features = check_int("Linear", "in_features", in_features, 0)
+        out_features = check_int("Linear", "out_features", out_features, 0)
+        check_bool("Linear", "bias", bias)
         super().__init__()
         self.in_features = in_features
         self.out_features = out_features
@@ -312,6 +317,8 @@ class Sequential(Module):
     """Applies ``modules`` in order; they are kept as the tuple ``.modules``."""
 
     def __init__(self, *modules):
+        for i, m in enumerate(modules):
+            check_module("Sequential", f"module {i}", m)
         super().__init__()
         self.modules = modules
 
@@ -325,11 +332,15 @@ class SoftmaxLoss(Module):
     """Mean cross-entropy: logits ``(B, k)``, class ids ``y (B,)`` -> 0-d Tensor."""
 
     def forward(self, logits, y):
+        check_loss_inputs("SoftmaxLoss", logits, y)
         batch, classes = logits.shape
         y_one_hot = init.one_hot(classes, y, device=logits.device, dtype=logits.dtype)
-        lse = ops.logsumexp(logits, axes=(1,)).sum()
-        picked = (logits * y_one_hot).sum()
-        return (lse - picked) / batch
+        # per row first, then the batch: summing each term over the batch
+        # before subtracting lets one very confident row (logits ~1e4) swamp
+        # the float32 sums and cancel every other row's loss
+        lse = ops.logsumexp(logits, axes=(1,))
+        picked = (logits * y_one_hot).sum((1,))
+        return (lse - picked).sum() / batch
 
 
 class BatchNorm1d(Module):
@@ -340,6 +351,10 @@ class BatchNorm1d(Module):
     """
 
     def __init__(self, dim, eps=1e-5, momentum=0.1, device=None, dtype="float32"):
+        call = type(self).__name__
+        dim = check_int(call, "dim", dim, 0)
+        check_float(call, "eps", eps, 0.0)
+        check_probability(call, "momentum", momentum)
         super().__init__()
         self.dim = dim
         self.eps = eps
@@ -394,6 +409,8 @@ class LayerNorm1d(Module):
     """Normalises over the last axis of ``(..., dim)`` inputs (biased variance)."""
 
     def __init__(self, dim, eps=1e-5, device=None, dtype="float32"):
+        dim = check_int("LayerNorm1d", "dim", dim, 0)
+        check_float("LayerNorm1d", "eps", eps, 0.0)
         super().__init__()
         self.dim = dim
         self.eps = eps
@@ -421,6 +438,7 @@ class Dropout(Module):
     """Zeroes each element with probability p in training, scaling the rest by 1/(1-p)."""
 
     def __init__(self, p=0.5):
+        check_probability("Dropout", "p", p)
         super().__init__()
         self.p = p
 
@@ -442,6 +460,7 @@ class Residual(Module):
     """fn(x) + x."""
 
     def __init__(self, fn: Module):
+        check_module("Residual", "fn", fn)
         super().__init__()
         self.fn = fn
 

@@ -11,6 +11,7 @@ import math
 from needle import init, ops
 from needle.errors import ShapeError
 
+from ._checks import check_int
 from .nn_basic import BatchNorm1d, Module, Parameter
 
 __all__ = ["Conv", "BatchNorm2d", "MaxPool2d", "AvgPool2d"]
@@ -59,8 +60,7 @@ class Conv(Module):
         kernel_size, stride = _first(kernel_size), _first(stride)
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels),
                             ("kernel_size", kernel_size), ("stride", stride)):
-            if int(value) != value or value < 1:
-                raise ValueError(f"Conv: {name} must be a positive integer, got {value!r}")
+            check_int("Conv", name, value, 1)
         self.in_channels = int(in_channels)
         self.out_channels = int(out_channels)
         self.kernel_size = int(kernel_size)
@@ -114,12 +114,9 @@ class _Pool2d(Module):
 
     def __init__(self, kernel_size, stride=None):
         super().__init__()
-        self.kernel_size = int(_first(kernel_size))
-        self.stride = self.kernel_size if stride is None else int(_first(stride))
-        if self.kernel_size < 1 or self.stride < 1:
-            raise ValueError(
-                f"{type(self).__name__}: kernel_size and stride must be >= 1, "
-                f"got {self.kernel_size} and {self.stride}")
+        self.kernel_size = check_int(type(self).__name__, "kernel_size", _first(kernel_size), 1)
+        self.stride = self.kernel_size if stride is None else \
+            check_int(type(self).__name__, "stride", _first(stride), 1)
 
     def forward(self, x):
         name = type(self).__name__

@@ -15,6 +15,7 @@ from needle import init, ops
 from needle.autograd import Tensor, TensorOp
 from needle.errors import ShapeError
 
+from ._checks import check_choice, check_int
 from .nn_basic import Module, Parameter
 
 __all__ = ["RNNCell", "RNN", "LSTMCell", "LSTM", "Embedding"]
@@ -35,8 +36,7 @@ def _uniform(shape, hidden_size, device, dtype):
 
 def _check_positive(module, **sizes):
     for name, value in sizes.items():
-        if int(value) != value or value < 1:
-            raise ValueError(f"{module}: {name} must be a positive integer, got {value!r}")
+        check_int(module, name, value, 1)
 
 
 def _check_shape(module, what, tensor, expected):
@@ -81,9 +81,7 @@ class RNNCell(Module):
                  device=None, dtype="float32"):
         super().__init__()
         _check_positive("RNNCell", input_size=input_size, hidden_size=hidden_size)
-        if nonlinearity not in ("tanh", "relu"):
-            raise ValueError(
-                f"RNNCell: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+        check_choice("RNNCell", "nonlinearity", nonlinearity, ("tanh", "relu"))
         self.input_size, self.hidden_size = int(input_size), int(hidden_size)
         self.nonlinearity = nonlinearity
         self.device, self.dtype = device, dtype

@@ -14,6 +14,7 @@ import numpy as np
 import needle.backend_ndarray as nd
 from needle.autograd import Tensor
 from needle.errors import ShapeError
+from needle.validation import check_float
 
 __all__ = ["Optimizer", "SGD", "Adam", "clip_grad_norm"]
 
@@ -96,6 +97,9 @@ class SGD(Optimizer):
     _scalars = ("lr", "momentum", "weight_decay")
 
     def __init__(self, params, lr=0.01, momentum=0.0, weight_decay=0.0):
+        check_float("SGD", "lr", lr, 0.0)
+        check_float("SGD", "momentum", momentum, 0.0, 1.0, high_open=True)  # an average's weight
+        check_float("SGD", "weight_decay", weight_decay, 0.0)
         super().__init__(params)
         self.lr = lr
         self.momentum = momentum
@@ -130,6 +134,11 @@ class Adam(Optimizer):
     _scalars = ("lr", "beta1", "beta2", "eps", "weight_decay", "t")
 
     def __init__(self, params, lr=0.01, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
+        check_float("Adam", "lr", lr, 0.0)
+        check_float("Adam", "beta1", beta1, 0.0, 1.0, high_open=True)
+        check_float("Adam", "beta2", beta2, 0.0, 1.0, high_open=True)
+        check_float("Adam", "eps", eps, 0.0, low_open=True)
+        check_float("Adam", "weight_decay", weight_decay, 0.0)
         super().__init__(params)
         self.lr = lr
         self.beta1 = beta1
@@ -145,6 +154,9 @@ class Adam(Optimizer):
         b1, b2, wd = self.beta1, self.beta2, self.weight_decay
         c1, c2 = 1 - b1, 1 - b2
         step_size = self.lr / (1 - b1**self.t)
+        if step_size == 0:  # lr 0 (a cosine schedule's end): moments advance, weights stay
+            self._advance_moments()
+            return
         # lr * m_hat / (sqrt(v_hat) + eps) == m / (sqrt(v * k) + eps / step_size)
         # with k = 1 / ((1 - b2^t) * step_size^2): the bias corrections and lr
         # fold into two scalars, so each parameter costs 5 array ops here
@@ -168,6 +180,20 @@ class Adam(Optimizer):
             v_state[p] = v
             _assign(p, w - m / ((v * k).sqrt() + eps_s))
 
+    def _advance_moments(self) -> None:
+        """m and v updated for one step without moving any weight (lr 0:
+        the folded scalars above would divide by a zero step size)."""
+        b1, b2, wd = self.beta1, self.beta2, self.weight_decay
+        for p in self.params:
+            if p.grad is None:
+                continue
+            g = _array_of(p.grad)
+            if wd:
+                g = _array_of(p) * wd + g
+            m, v = self.m.get(p), self.v.get(p)
+            self.m[p] = g * (1 - b1) if m is None else m * b1 + g * (1 - b1)
+            self.v[p] = g * g * (1 - b2) if v is None else v * b2 + g * g * (1 - b2)
+
 
 def clip_grad_norm(params, max_norm=0.25):
     """Scale all gradients by max_norm / (total + 1e-6) when their global L2 norm exceeds max_norm.
@@ -175,6 +201,7 @@ def clip_grad_norm(params, max_norm=0.25):
     Gradients are replaced by new tensors, never edited in place.  Returns the
     total norm (a float) before clipping.
     """
+    check_float("clip_grad_norm", "max_norm", max_norm, 0.0)
     params = [p for p in params if p.grad is not None]
     total_sq = 0.0
     for p in params:

@@ -26,8 +26,9 @@ import tempfile
 import numpy as np
 
 from needle.errors import DataFormatError
+from needle.validation import check_probability
 
-from ..data_basic import Dataset
+from ..data_basic import Dataset, check_index
 
 __all__ = ["CIFAR10Dataset", "load_cifar10_batch", "download_cifar10", "extract_tar",
            "CIFAR10_URL", "CIFAR10_MD5", "CIFAR10_SHA256", "CIFAR10_TRAIN_FILES",
@@ -135,6 +136,7 @@ class CIFAR10Dataset(Dataset):
     supports_index_arrays = True
 
     def __init__(self, base_folder, train, p=0.5, transforms=None):
+        check_probability("CIFAR10Dataset", "p", p)
         super().__init__(transforms)
         base_folder = os.fspath(base_folder)
         if not os.path.isdir(base_folder):
@@ -156,6 +158,7 @@ class CIFAR10Dataset(Dataset):
         return np.ascontiguousarray(out.transpose(2, 0, 1))
 
     def __getitem__(self, index):
+        check_index("CIFAR10Dataset", index, len(self))
         x = self.X[index]
         if self.transforms:
             x = self._transform(x) if x.ndim == 3 else np.stack([self._transform(i) for i in x])
