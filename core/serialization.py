@@ -24,9 +24,10 @@ from .errors import ArgumentTypeError, DataFormatError
 __all__ = ["save", "load"]
 
 
-#: element kinds a state dict may hold: bool, signed/unsigned ints, floats
-#: (strings, objects and records are never written or read)
-_NUMERIC_KINDS = "biuf"
+#: element kinds a checkpoint may hold: bool, signed/unsigned ints, floats,
+#: and text (``needle train`` stores its config as JSON); objects and
+#: records -- which would need pickle -- are never written or read
+_KINDS = "biufUS"
 
 
 def _as_numpy(name: str, value) -> np.ndarray:
@@ -44,9 +45,9 @@ def _as_numpy(name: str, value) -> np.ndarray:
             f"needle.save: value for {name!r} is a {type(value).__name__}; expected a Tensor, NDArray, "
             f"NumPy array or number"
         )
-    if arr.dtype.kind not in _NUMERIC_KINDS:
+    if arr.dtype.kind not in _KINDS or arr.dtype.fields is not None:
         raise ArgumentTypeError(f"needle.save: value for {name!r} has dtype {arr.dtype}; only bool, "
-                                f"integer and float arrays can be saved")
+                                f"integer, float and text arrays can be saved (no objects or records)")
     return arr
 
 
@@ -83,7 +84,7 @@ def load(path) -> dict:
 
     Anything else -- a plain ``.npy``, a truncated or corrupt archive, a
     member that is not a ``.npy`` array, a malformed header, a declared shape
-    the member's size does not match, a string/object/record array -- raises
+    the member's size does not match, an object/record array -- raises
     :class:`needle.errors.DataFormatError` naming the file and the member.
     Never unpickles, and never allocates more than a member's real size.
     """
@@ -136,9 +137,9 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: str, key
                 shape, fortran, dtype = fmt.read_array_header_2_0(f)
             else:
                 raise DataFormatError(f"{where}: unsupported .npy format version {version}")
-            if dtype.hasobject or dtype.kind not in _NUMERIC_KINDS or dtype.fields is not None:
-                raise DataFormatError(f"{where} has dtype {dtype}; a checkpoint holds bool, integer "
-                                      f"and float arrays only (no strings, objects or records)")
+            if dtype.hasobject or dtype.kind not in _KINDS or dtype.fields is not None:
+                raise DataFormatError(f"{where} has dtype {dtype}; a checkpoint holds bool, integer, "
+                                      f"float and text arrays only (no objects or records: never unpickled)")
             if not isinstance(shape, tuple) or any(not isinstance(d, int) or d < 0 for d in shape):
                 raise DataFormatError(f"{where}: malformed shape {shape!r} in its header")
             count = math.prod(shape)

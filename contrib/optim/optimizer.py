@@ -13,10 +13,20 @@ import numpy as np
 
 import needle.backend_ndarray as nd
 from needle.autograd import Tensor
-from needle.errors import ShapeError
+from needle.errors import StateDictError
 from needle.validation import check_float
 
 __all__ = ["Optimizer", "SGD", "Adam", "clip_grad_norm"]
+
+
+def _numeric(call: str, key: str, value) -> np.ndarray:
+    try:
+        arr = np.asarray(value)
+    except Exception as exc:
+        raise StateDictError(f"{call}: {key} is not an array ({type(exc).__name__}: {exc})") from None
+    if arr.dtype.kind not in "biuf":
+        raise StateDictError(f"{call}: {key} has dtype {arr.dtype}; expected numbers")
+    return arr
 
 
 def _array_of(t: Tensor):
@@ -66,25 +76,40 @@ class Optimizer:
         return state
 
     def load_state_dict(self, state) -> None:
+        """Restore :meth:`state_dict`'s output; every value is checked before
+        any is applied (all or nothing); a malformed one is a StateDictError
+        naming its key."""
+        call = f"{type(self).__name__}.load_state_dict"
+        if not hasattr(state, "items"):
+            raise StateDictError(f"{call}: expected a mapping, got {type(state).__name__}")
+        scalars = {}
         for name in self._scalars:
             if name in state:
-                value = np.asarray(state[name]).item()
+                value = _numeric(call, name, state[name])
+                if value.size != 1 or not np.isfinite(value).all():
+                    raise StateDictError(f"{call}: {name} must be one finite number, got {value!r}")
+                value = value.item()
                 # the step counter stays an int; hyper-parameters become floats (lr=4 then 0.5 must not truncate)
-                setattr(self, name, int(value) if name == "t" else float(value))
+                scalars[name] = int(value) if name == "t" else float(value)
+        slots = {}
         for slot in self._slots:
             table = {}
             for i, p in enumerate(self.params):
                 key = f"{slot}.{i}"
                 if key not in state:
                     continue
-                value = np.asarray(state[key])
+                value = _numeric(call, key, state[key])
                 if tuple(value.shape) != tuple(p.shape):
-                    raise ShapeError(
-                        f"{type(self).__name__}.load_state_dict: {key} has shape {tuple(value.shape)}, "
+                    raise StateDictError(
+                        f"{call}: {key} has shape {tuple(value.shape)}, "
                         f"parameter {i} has shape {tuple(p.shape)}"
                     )
-                table[p] = nd.array(value, dtype=p.dtype, device=p.device)
-            setattr(self, slot, table)
+                table[p] = value
+            slots[slot] = table
+        for name, value in scalars.items():
+            setattr(self, name, value)
+        for slot, table in slots.items():
+            setattr(self, slot, {p: nd.array(v, dtype=p.dtype, device=p.device) for p, v in table.items()})
 
 
 class SGD(Optimizer):
