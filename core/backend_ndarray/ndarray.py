@@ -614,13 +614,13 @@ class NDArray:
             out_shape = tuple(1 if a in axes else d for a, d in enumerate(self._shape))
         else:
             out_shape = outer_shape
+        if red == 0 and kernel == "reduce_max":  # even when the result is empty, as NumPy and PyTorch
+            raise ShapeError(f"{op}: zero-size reduction over axes {axes} of shape {self._shape} "
+                             f"has no identity")
         src = view.compact()
         out = src._new(out_shape)
         if out._handle.size:
             if red == 0:
-                if kernel == "reduce_max":
-                    raise ShapeError(f"{op}: zero-size reduction over axes {axes} of shape {self._shape} "
-                                     f"has no identity")
                 self._be.fill(out._handle, 0.0)
             else:
                 getattr(self._be, kernel)(src._handle, out._handle, red)
