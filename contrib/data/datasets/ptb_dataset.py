@@ -145,22 +145,3 @@ def download_ptb(cache_dir=None, urls=None, sha256=None):
     for name, url in urls.items():
         download(url, sums.get(name), filename=name, cache_dir=folder)
     return folder
-    folder = os.path.dirname(target)
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(target) + ".", suffix=".part",
-                               dir=folder)
-    try:
-        try:
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as r:
-                for chunk in iter(lambda: r.read(1 << 20), b""):
-                    out.write(chunk)
-        except urllib.error.HTTPError as exc:
-            raise OSError(f"download of {url} failed: HTTP {exc.code} {exc.reason}") from None
-        except urllib.error.URLError as exc:
-            raise ConnectionError(f"download of {url} failed: cannot reach the server "
-                                  f"({exc.reason}); place the file at {target} by hand") from None
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return target
