@@ -125,18 +125,28 @@ def _what_it_is(path: str, exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def _read_header(f, where: str):
+    """(shape, fortran, dtype) of a .npy stream; any failure of NumPy's header
+    parser (ValueError, SyntaxError, tokenize errors...) is malformed input."""
+    try:
+        version = fmt.read_magic(f)
+    except Exception as exc:  # noqa: BLE001 -- every parser failure means "not a .npy"
+        raise DataFormatError(f"{where} is not a .npy array ({type(exc).__name__}: {exc})") from None
+    if version not in ((1, 0), (2, 0)):
+        raise DataFormatError(f"{where}: unsupported .npy format version {version}")
+    try:
+        read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        return read(f)
+    except Exception as exc:  # noqa: BLE001
+        raise DataFormatError(f"{where}: malformed .npy header ({type(exc).__name__}: {exc})") from None
+
+
 def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: str, key: str) -> np.ndarray:
     """One ``.npy`` member, header checked before any allocation."""
     where = f"needle.load: {path}: array {key!r}"
     try:
         with archive.open(info) as f:
-            version = fmt.read_magic(f)
-            if version == (1, 0):
-                shape, fortran, dtype = fmt.read_array_header_1_0(f)
-            elif version == (2, 0):
-                shape, fortran, dtype = fmt.read_array_header_2_0(f)
-            else:
-                raise DataFormatError(f"{where}: unsupported .npy format version {version}")
+            shape, fortran, dtype = _read_header(f, where)
             if dtype.hasobject or dtype.kind not in _KINDS or dtype.fields is not None:
                 raise DataFormatError(f"{where} has dtype {dtype}; a checkpoint holds bool, integer, "
                                       f"float and text arrays only (no objects or records: never unpickled)")

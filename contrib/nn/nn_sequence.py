@@ -13,7 +13,7 @@ import numpy as np
 import needle.backend_ndarray as nd
 from needle import init, ops
 from needle.autograd import Tensor, TensorOp
-from needle.errors import ShapeError
+from needle.errors import ArgumentError, ShapeError
 
 from ._checks import check_choice, check_int
 from .nn_basic import Module, Parameter
@@ -327,7 +327,7 @@ class Embedding(Module):
         ids = ids.reshape(-1)
         if ids.size and (ids.min() < 0 or ids.max() >= self.num_embeddings
                          or not np.all(ids == np.floor(ids))):
-            raise ValueError(
+            raise ArgumentError(
                 f"Embedding: ids must be integers in [0, {self.num_embeddings}), got values "
                 f"from {ids.min()} to {ids.max()}")
         out = _RowGather(ids.astype(np.int64))(self.weight)

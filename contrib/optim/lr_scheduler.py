@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+from needle.errors import ArgumentTypeError
 from needle.validation import check_float, check_int
 
 __all__ = ["LRScheduler", "StepLR", "CosineAnnealingLR"]
@@ -18,7 +19,8 @@ class LRScheduler:
 
     def __init__(self, optimizer):
         if not hasattr(optimizer, "lr"):
-            raise TypeError(f"{type(self).__name__}: optimizer {type(optimizer).__name__} has no 'lr' attribute")
+            raise ArgumentTypeError(f"{type(self).__name__}: optimizer {type(optimizer).__name__} has no 'lr' "
+                                    f"attribute; pass a needle.optim optimizer")
         self.optimizer = optimizer
         self.base_lr = optimizer.lr
         self.last_epoch = 0

@@ -64,7 +64,7 @@ def _dtype(dtype) -> np.dtype:
     try:
         return np.dtype(dtype)
     except TypeError:
-        raise UnsupportedDTypeError(f"unknown dtype {dtype!r}") from None
+        raise UnsupportedDTypeError(f"NDArray: unknown dtype {dtype!r}; use 'float32' or 'float64'") from None
 
 
 def _norm_axes(axis, ndim: int, op: str) -> tuple:
@@ -120,6 +120,9 @@ class NDArray:
             return
         dev = default_device() if device is None else _resolve(device)
         dt = _dtype(dtype)
+        if other is None:  # np.asarray(None) is a NaN: never what the caller meant
+            raise ArgumentTypeError("NDArray: cannot build an array from NoneType; expected an array, "
+                                    "a number or a nested list of numbers")
         if isinstance(other, np.ndarray) and other.dtype == dt and other.flags.c_contiguous:
             host = other
         else:
@@ -218,7 +221,7 @@ class NDArray:
 
     def __len__(self) -> int:
         if not self._shape:
-            raise TypeError("len() of a 0-d NDArray")
+            raise ArgumentTypeError("len() of a 0-d NDArray (shape ()): it has no first axis")
         return self._shape[0]
 
     def __repr__(self) -> str:
@@ -262,6 +265,8 @@ class NDArray:
 
     def fill(self, value) -> None:
         """Set every element to ``value`` in place (through views too)."""
+        if not isinstance(value, (numbers.Real, np.generic)) or isinstance(value, np.flexible):
+            raise ArgumentTypeError(f"fill: value must be a real number, got {type(value).__name__} {value!r}")
         if self.is_compact():
             self._be.fill(self._handle, float(value))
         else:
@@ -317,8 +322,17 @@ class NDArray:
 
     def permute(self, new_axes) -> "NDArray":
         """A view with the axes reordered: axis i of the result is ``new_axes[i]``."""
-        axes = tuple(int(a) % self.ndim if self.ndim else int(a) for a in new_axes)
-        if sorted(axes) != list(range(self.ndim)):
+        n = self.ndim
+        try:
+            axes = tuple(operator.index(a) for a in new_axes)
+        except TypeError:
+            raise ArgumentTypeError(f"permute: axes must be integers, got {new_axes!r}") from None
+        # range first: a bare ``% ndim`` would turn axis 5 of a 2-d array into axis 1
+        if any(not -n <= a < n for a in axes):
+            raise AxisError(f"permute: {tuple(new_axes)} has an axis out of range for the {n} axes "
+                            f"of shape {self._shape}")
+        axes = tuple(a % n for a in axes)
+        if sorted(axes) != list(range(n)):
             raise AxisError(f"permute: {tuple(new_axes)} is not a permutation of the {self.ndim} axes "
                             f"of shape {self._shape}")
         return self._view(tuple(self._shape[a] for a in axes),
@@ -413,7 +427,7 @@ class NDArray:
             self._be.ewise_setitem(src._handle, self._handle, view._shape, view._strides, view._offset)
         else:
             if not isinstance(other, (numbers.Number, np.generic)):
-                raise TypeError(f"__setitem__: value must be an NDArray, a NumPy array or a number, "
+                raise ArgumentTypeError(f"__setitem__: value must be an NDArray, a NumPy array or a number, "
                                 f"got {type(other).__name__}")
             if n:
                 self._be.scalar_setitem(n, float(other), self._handle, view._shape,

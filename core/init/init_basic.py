@@ -9,7 +9,7 @@ from ..backend_ndarray import NDArray, default_device
 from ..backend_ndarray.device import BackendDevice, device as _device_by_name, one_hot_rows
 from ..backend_ndarray.ndarray import _as_shape
 from ..errors import ArgumentTypeError, OutOfBoundsError, UnsupportedDTypeError
-from ..validation import check_int
+from ..validation import check_int, check_probability
 
 __all__ = ["rand", "randn", "constant", "ones", "zeros", "randb", "one_hot", "zeros_like",
            "ones_like"]
@@ -72,6 +72,7 @@ def zeros(*shape, device=None, dtype="float32", requires_grad=False):
 def randb(*shape, p=0.5, device=None, dtype="bool", requires_grad=False):
     """Bernoulli mask: ``np.random.rand(*shape) <= p`` as 0/1 (stored as float32
     for ``dtype="bool"``)."""
+    p = check_probability("randb", "p", p)
     host = np.random.rand(*_shape(shape)) <= p
     return _wrap(host, device, dtype, requires_grad)
 
