@@ -16,7 +16,7 @@ op registry, so each op is written once.
 from __future__ import annotations
 
 import contextlib
-import threading
+from _thread import get_ident as _thread_id
 from functools import reduce
 from operator import add as _add
 from typing import Iterable, List, Optional
@@ -37,17 +37,14 @@ __all__ = ["Value", "Op", "TensorOp", "TensorTupleOp", "Tensor", "TensorTuple",
 LAZY_MODE = False
 TENSOR_COUNTER = 0
 
-class _GradMode(threading.local):
-    """Grad mode, one per thread (as PyTorch): ``no_grad()`` in a data-loading
-    or serving thread must not switch off recording in the training thread.
-    The class attribute is every thread's starting value; reading
-    ``_grad_mode.enabled`` is one C-level lookup on the eager fast path."""
-
-    enabled = True
-
-
-# ``enabled`` is False inside ``no_grad()``: ops then return detached constants.
-_grad_mode = _GradMode()
+# Grad mode is per thread, as in PyTorch: ``no_grad()`` in a data-loading or
+# serving thread must not switch off recording in the training thread.  The
+# set holds the ids of the threads inside ``no_grad()`` (and not inside an
+# ``enable_grad()`` nested in it).  It is empty in the common case, so the
+# eager fast path's check ``_GRAD_OFF and _thread_id() in _GRAD_OFF`` costs
+# one global read (a ``threading.local`` attribute read measured several
+# times slower, on every op).
+_GRAD_OFF: set = set()
 
 
 # ---------------------------------------------------------------------- #
@@ -57,28 +54,32 @@ _grad_mode = _GradMode()
 def no_grad():
     """Context manager: ops inside it record no graph (results are constants).
     Affects the calling thread only."""
-    mode = _grad_mode
-    prev, mode.enabled = mode.enabled, False
+    tid = _thread_id()
+    was_off = tid in _GRAD_OFF
+    _GRAD_OFF.add(tid)
     try:
         yield
     finally:
-        mode.enabled = prev
+        if not was_off:
+            _GRAD_OFF.discard(tid)
 
 
 @contextlib.contextmanager
 def enable_grad():
     """Context manager re-enabling graph recording inside ``no_grad()`` (this thread)."""
-    mode = _grad_mode
-    prev, mode.enabled = mode.enabled, True
+    tid = _thread_id()
+    was_off = tid in _GRAD_OFF
+    _GRAD_OFF.discard(tid)
     try:
         yield
     finally:
-        mode.enabled = prev
+        if was_off:
+            _GRAD_OFF.add(tid)
 
 
 def is_grad_enabled() -> bool:
     """Whether ops in the calling thread record a graph."""
-    return _grad_mode.enabled
+    return not (_GRAD_OFF and _thread_id() in _GRAD_OFF)
 
 
 # ---------------------------------------------------------------------- #
@@ -182,7 +183,7 @@ class Value:
     def make_from_op(cls, op: Op, inputs: List["Value"]):
         value = cls.__new__(cls)
         value._init(op, list(inputs))
-        if not _grad_mode.enabled:
+        if _GRAD_OFF and _thread_id() in _GRAD_OFF:
             value.requires_grad = False
         if not LAZY_MODE:
             value.realize_cached_data()
@@ -304,7 +305,8 @@ class Tensor(Value):
         tensor.grad = None
         if LAZY_MODE:
             tensor.op, tensor.inputs, tensor.cached_data = op, list(inputs), None
-            tensor.requires_grad = _grad_mode.enabled and any(x.requires_grad for x in inputs)
+            tensor.requires_grad = (not (_GRAD_OFF and _thread_id() in _GRAD_OFF)
+                                    and any(x.requires_grad for x in inputs))
             return tensor
         if len(inputs) == 1:
             x = inputs[0]
@@ -319,7 +321,7 @@ class Tensor(Value):
                 if x.requires_grad:
                     rg = True
                     break
-        if rg and _grad_mode.enabled:
+        if rg and not (_GRAD_OFF and _thread_id() in _GRAD_OFF):
             tensor.op, tensor.inputs, tensor.requires_grad = op, list(inputs), True
         else:
             tensor.op, tensor.inputs, tensor.requires_grad = None, [], False
@@ -336,7 +338,7 @@ class Tensor(Value):
         TENSOR_COUNTER += 1
         tensor.grad = None
         tensor.cached_data = op.compute(data)
-        if a.requires_grad and _grad_mode.enabled:
+        if a.requires_grad and not (_GRAD_OFF and _thread_id() in _GRAD_OFF):
             tensor.op, tensor.inputs, tensor.requires_grad = op, [a], True
         else:
             tensor.op, tensor.inputs, tensor.requires_grad = None, [], False
@@ -353,7 +355,7 @@ class Tensor(Value):
         TENSOR_COUNTER += 1
         tensor.grad = None
         tensor.cached_data = op.compute(da, db)
-        if (a.requires_grad or b.requires_grad) and _grad_mode.enabled:
+        if (a.requires_grad or b.requires_grad) and not (_GRAD_OFF and _thread_id() in _GRAD_OFF):
             tensor.op, tensor.inputs, tensor.requires_grad = op, [a, b], True
         else:
             tensor.op, tensor.inputs, tensor.requires_grad = None, [], False
