@@ -58,9 +58,10 @@ class Conv(Module):
                  device=None, dtype="float32"):
         super().__init__()
         kernel_size, stride = _first(kernel_size), _first(stride)
-        for name, value in (("in_channels", in_channels), ("out_channels", out_channels),
-                            ("kernel_size", kernel_size), ("stride", stride)):
-            check_int("Conv", name, value, 1)
+        # 0 channels are allowed, as in PyTorch (empty weights); kernel and stride must be >= 1
+        for name, value, least in (("in_channels", in_channels, 0), ("out_channels", out_channels, 0),
+                                   ("kernel_size", kernel_size, 1), ("stride", stride, 1)):
+            check_int("Conv", name, value, least)
         self.in_channels = int(in_channels)
         self.out_channels = int(out_channels)
         self.kernel_size = int(kernel_size)
@@ -76,7 +77,7 @@ class Conv(Module):
             fan_in, fan_out, shape=(k, k, self.in_channels, self.out_channels),
             device=device, dtype=dtype, requires_grad=True))
         if bias:
-            bound = 1.0 / math.sqrt(fan_in)
+            bound = 1.0 / math.sqrt(fan_in) if fan_in else 0.0  # PyTorch skips the bound at fan_in 0
             self.bias = Parameter(init.rand(self.out_channels, low=-bound, high=bound,
                                             device=device, dtype=dtype, requires_grad=True))
         else:

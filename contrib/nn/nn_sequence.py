@@ -314,8 +314,9 @@ class Embedding(Module):
 
     def __init__(self, num_embeddings, embedding_dim, device=None, dtype="float32"):
         super().__init__()
-        _check_positive("Embedding", num_embeddings=num_embeddings,
-                        embedding_dim=embedding_dim)
+        # as PyTorch: an empty table (0 rows or 0-wide rows) is valid
+        check_int("Embedding", "num_embeddings", num_embeddings, 0)
+        check_int("Embedding", "embedding_dim", embedding_dim, 0)
         self.num_embeddings, self.embedding_dim = int(num_embeddings), int(embedding_dim)
         self.device, self.dtype = device, dtype
         self.weight = Parameter(init.randn(self.num_embeddings, self.embedding_dim,

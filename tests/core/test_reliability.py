@@ -210,3 +210,19 @@ def test_simple_ml_softmax_loss_is_stable_per_row(device):
     z = ndl.Tensor(np.array([[1e4, 0.0], [0.0, 0.0]], dtype=np.float32), device=device)
     y = ndl.Tensor(np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32), device=device)
     assert float(softmax_loss(z, y).numpy()) == pytest.approx(np.log(2.0) / 2, rel=1e-5)
+
+
+@pytest.mark.parametrize("cin,cout", [(0, 3), (3, 0), (0, 0)])
+def test_conv_with_zero_channels_works_like_pytorch(device, cin, cout):
+    layer = ndl.nn.Conv(cin, cout, 3, device=device)
+    x = ndl.Tensor(np.ones((2, cin, 5, 5), np.float32), device=device)
+    y = layer(x)
+    assert y.shape == (2, cout, 5, 5)
+    np.testing.assert_array_equal(y.numpy(), np.zeros((2, cout, 5, 5)))  # no input channel: bias bound 0
+    y.sum().backward()
+    assert layer.weight.grad.shape == (3, 3, cin, cout)
+
+
+def test_empty_embedding_tables_like_pytorch(device):
+    assert ndl.nn.Embedding(4, 0, device=device)(ndl.Tensor(np.zeros((3, 2)), device=device)).shape == (3, 2, 0)
+    assert ndl.nn.Embedding(0, 3, device=device).weight.shape == (0, 3)
