@@ -13,7 +13,7 @@ import numpy as np
 import needle.backend_ndarray as nd
 from needle import init, ops
 from needle.autograd import Tensor, TensorOp
-from needle.errors import ArgumentError, ShapeError
+from needle.errors import ArgumentError, ArgumentTypeError, ShapeError
 
 from ._checks import check_choice, check_int
 from .nn_basic import Module, Parameter
@@ -37,6 +37,13 @@ def _uniform(shape, hidden_size, device, dtype):
 def _check_positive(module, **sizes):
     for name, value in sizes.items():
         check_int(module, name, value, 1)
+
+
+def _check_state_pair(module, h) -> None:
+    """An LSTM state is the pair (h0, c0): anything else would fail in unpacking."""
+    if not isinstance(h, (tuple, list)) or len(h) != 2:
+        raise ArgumentTypeError(f"{module}: h must be None or a pair (h0, c0) of Tensors, got "
+                                f"{type(h).__name__}")
 
 
 def _check_shape(module, what, tensor, expected):
@@ -151,6 +158,7 @@ class LSTMCell(Module):
             h0 = init.zeros(batch, H, device=X.device, dtype=X.dtype)
             c0 = init.zeros(batch, H, device=X.device, dtype=X.dtype)
         else:
+            _check_state_pair("LSTMCell", h)
             h0, c0 = h
             _check_shape("LSTMCell", "h0", h0, (batch, H))
             _check_shape("LSTMCell", "c0", c0, (batch, H))
@@ -243,6 +251,7 @@ class LSTM(Module):
         if h is None:
             h0 = c0 = None
         else:
+            _check_state_pair("LSTM", h)
             h0, c0 = h
         hs = _initial_states("LSTM", h0, L, B, H, X.device, X.dtype, "h0")
         cs = _initial_states("LSTM", c0, L, B, H, X.device, X.dtype, "c0")

@@ -71,10 +71,13 @@ def _norm_axes(axis, ndim: int, op: str) -> tuple:
     """Axis argument (None, int or sequence) -> sorted tuple of non-negative axes."""
     if axis is None:
         return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, numbers.Integral) else tuple(axis)
+    try:
+        axes = (operator.index(axis),) if isinstance(axis, (numbers.Integral, np.integer)) else \
+            tuple(operator.index(a) for a in axis)
+    except TypeError:
+        raise ArgumentTypeError(f"{op}: axis must be an int, a sequence of ints or None, got {axis!r}") from None
     out = []
     for a in axes:
-        a = int(a)
         if not -ndim <= a < builtins.max(ndim, 1) or (ndim == 0 and a not in (0, -1)):
             raise AxisError(f"{op}: axis {a} is out of range for an array of {ndim} dimension(s)")
         a = a % ndim if ndim else 0

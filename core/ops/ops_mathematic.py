@@ -9,12 +9,13 @@ and sum each adjoint back to its input's shape.
 from __future__ import annotations
 
 import numbers
+import operator
 
 import numpy as np
 
 from ..autograd import Tensor, TensorOp
 from ..backend_ndarray import NDArray
-from ..errors import ShapeError
+from ..errors import ArgumentTypeError, ShapeError
 from .registry import register_op
 
 __all__ = [
@@ -31,8 +32,11 @@ _make = Tensor.make_from_op
 _INTS = (int, np.integer, numbers.Integral)
 
 
-def _as_shape(shape) -> tuple:
-    return (int(shape),) if isinstance(shape, _INTS) else tuple(int(s) for s in shape)
+def _as_shape(shape, op: str) -> tuple:
+    try:
+        return (operator.index(shape),) if isinstance(shape, _INTS) else tuple(operator.index(s) for s in shape)
+    except TypeError:
+        raise ArgumentTypeError(f"{op}: shape must be an int or a sequence of ints, got {shape!r}") from None
 _make1, _make2 = Tensor._make1, Tensor._make2
 
 
@@ -45,10 +49,12 @@ def normalize_axes(axes, ndim: int, op: str):
     out of range or repeated."""
     if axes is None:
         return None
-    seq = (axes,) if isinstance(axes, _INTS) else tuple(axes)
+    try:
+        seq = (operator.index(axes),) if isinstance(axes, _INTS) else tuple(operator.index(a) for a in axes)
+    except TypeError:
+        raise ArgumentTypeError(f"{op}: axes must be an int, a sequence of ints or None, got {axes!r}") from None
     out = []
     for ax in seq:
-        ax = int(ax)
         if not -ndim <= ax < ndim:
             raise ShapeError(f"{op}: axis {ax} is out of range for a tensor with {ndim} "
                              f"dimension(s); valid axes are {-ndim}..{ndim - 1}")
@@ -290,7 +296,7 @@ class Reshape(TensorOp):
     """Reshape (one dimension may be -1); the input is compacted first if needed."""
 
     def __init__(self, shape):
-        self.shape = shape if type(shape) is tuple else _as_shape(shape)
+        self.shape = shape if type(shape) is tuple else _as_shape(shape, "reshape")
 
     def compute(self, a: NDArray) -> NDArray:
         try:
@@ -312,7 +318,7 @@ class BroadcastTo(TensorOp):
     adjoint is summed over the new and stretched axes."""
 
     def __init__(self, shape):
-        self.shape = shape if type(shape) is tuple else _as_shape(shape)
+        self.shape = shape if type(shape) is tuple else _as_shape(shape, "broadcast_to")
 
     def compute(self, a: NDArray) -> NDArray:
         return a.broadcast_to(self.shape)
