@@ -16,6 +16,7 @@ rather than being imported here; docs/design.md walks through ``a + b``.
 from __future__ import annotations
 
 import contextlib
+from _thread import get_ident as _thread_id
 from functools import reduce
 from operator import add as _add
 from typing import Iterable, List, Optional
@@ -24,7 +25,7 @@ import numpy as np
 
 from .backend_ndarray import NDArray, default_device, device as _device_by_name
 from .backend_ndarray.device import BackendDevice
-from .errors import ShapeError
+from .errors import ArgumentTypeError, DeviceMismatchError, ShapeError, UnsupportedDTypeError
 
 __all__ = ["Value", "Op", "TensorOp", "TensorTupleOp", "Tensor", "TensorTuple",
            "find_topo_sort", "topo_sort_dfs", "compute_gradient_of_variables",
@@ -36,8 +37,14 @@ __all__ = ["Value", "Op", "TensorOp", "TensorTupleOp", "Tensor", "TensorTuple",
 LAZY_MODE = False
 TENSOR_COUNTER = 0
 
-# False inside ``no_grad()``: ops then return detached constants.
-_GRAD_ENABLED = True
+# Grad mode is per thread, as in PyTorch: ``no_grad()`` in a data-loading or
+# serving thread must not switch off recording in the training thread.  The
+# set holds the ids of the threads inside ``no_grad()`` (and not inside an
+# ``enable_grad()`` nested in it).  It is empty in the common case, so the
+# eager fast path's check ``_GRAD_OFF and _thread_id() in _GRAD_OFF`` costs
+# one global read (a ``threading.local`` attribute read measured several
+# times slower, on every op).
+_GRAD_OFF: set = set()
 
 
 # ---------------------------------------------------------------------- #
@@ -45,28 +52,34 @@ _GRAD_ENABLED = True
 # ---------------------------------------------------------------------- #
 @contextlib.contextmanager
 def no_grad():
-    """Context manager: ops inside it record no graph (results are constants)."""
-    global _GRAD_ENABLED
-    prev, _GRAD_ENABLED = _GRAD_ENABLED, False
+    """Context manager: ops inside it record no graph (results are constants).
+    Affects the calling thread only."""
+    tid = _thread_id()
+    was_off = tid in _GRAD_OFF
+    _GRAD_OFF.add(tid)
     try:
         yield
     finally:
-        _GRAD_ENABLED = prev
+        if not was_off:
+            _GRAD_OFF.discard(tid)
 
 
 @contextlib.contextmanager
 def enable_grad():
-    """Context manager re-enabling graph recording inside ``no_grad()``."""
-    global _GRAD_ENABLED
-    prev, _GRAD_ENABLED = _GRAD_ENABLED, True
+    """Context manager re-enabling graph recording inside ``no_grad()`` (this thread)."""
+    tid = _thread_id()
+    was_off = tid in _GRAD_OFF
+    _GRAD_OFF.discard(tid)
     try:
         yield
     finally:
-        _GRAD_ENABLED = prev
+        if was_off:
+            _GRAD_OFF.add(tid)
 
 
 def is_grad_enabled() -> bool:
-    return _GRAD_ENABLED
+    """Whether ops in the calling thread record a graph."""
+    return not (_GRAD_OFF and _thread_id() in _GRAD_OFF)
 
 
 # ---------------------------------------------------------------------- #
@@ -201,7 +214,8 @@ class Value:
         node.grad = None
         if LAZY_MODE:
             node.op, node.inputs, node.cached_data = op, list(inputs), None
-            node.requires_grad = _GRAD_ENABLED and any(x.requires_grad for x in inputs)
+            node.requires_grad = (not (_GRAD_OFF and _thread_id() in _GRAD_OFF)
+                                  and any(x.requires_grad for x in inputs))
             return node
         n = len(inputs)
         if n == 2:
@@ -209,19 +223,19 @@ class Value:
             da, db = a.cached_data, b.cached_data
             node.cached_data = op.compute(da if da is not None else a.realize_cached_data(),
                                           db if db is not None else b.realize_cached_data())
-            if (a.requires_grad or b.requires_grad) and _GRAD_ENABLED:
+            if (a.requires_grad or b.requires_grad) and not (_GRAD_OFF and _thread_id() in _GRAD_OFF):
                 node.op, node.inputs, node.requires_grad = op, [a, b], True
                 return node
         elif n == 1:
             a = inputs[0]
             data = a.cached_data
             node.cached_data = op.compute(data if data is not None else a.realize_cached_data())
-            if a.requires_grad and _GRAD_ENABLED:
+            if a.requires_grad and not (_GRAD_OFF and _thread_id() in _GRAD_OFF):
                 node.op, node.inputs, node.requires_grad = op, [a], True
                 return node
         else:
             node.cached_data = op.compute(*[x.realize_cached_data() for x in inputs])
-            if _GRAD_ENABLED and any(x.requires_grad for x in inputs):
+            if not (_GRAD_OFF and _thread_id() in _GRAD_OFF) and any(x.requires_grad for x in inputs):
                 node.op, node.inputs, node.requires_grad = op, list(inputs), True
                 return node
         node.op, node.inputs, node.requires_grad = None, [], False  # a constant: no graph kept
@@ -281,15 +295,15 @@ def _array_from(array, device, dtype) -> NDArray:
         dt = array.dtype if dtype is None else dtype
         return NDArray(array, device=device if device is not None else array.device, dtype=dt)
     if isinstance(array, (str, bytes, dict, set)) or array is None:
-        raise TypeError(f"Tensor: cannot build a tensor from {type(array).__name__}; "
+        raise ArgumentTypeError(f"Tensor: cannot build a tensor from {type(array).__name__}; "
                         f"expected {_ACCEPTED}")
     try:
         host = np.asarray(array)
     except (TypeError, ValueError) as exc:
-        raise TypeError(f"Tensor: cannot build a tensor from {type(array).__name__} ({exc}); "
+        raise ArgumentTypeError(f"Tensor: cannot build a tensor from {type(array).__name__} ({exc}); "
                         f"expected {_ACCEPTED}") from None
     if host.dtype.kind not in "fiub":
-        raise TypeError(f"Tensor: cannot build a tensor from {type(array).__name__} with "
+        raise ArgumentTypeError(f"Tensor: cannot build a tensor from {type(array).__name__} with "
                         f"element type {host.dtype}; expected {_ACCEPTED}")
     dt = _source_dtype(host.dtype) if dtype is None else dtype
     data = NDArray(host, device=device if device is not None else default_device(), dtype=dt)
@@ -474,12 +488,26 @@ class Tensor(Value):
             ones.fill(1.0)
             out_grad = Tensor.make_const(ones)
         else:
-            if not isinstance(out_grad, Tensor):
-                out_grad = Tensor(out_grad, device=data.device, dtype=data.dtype, requires_grad=False)
-            if tuple(out_grad.shape) != tuple(data.shape):
-                raise ShapeError(f"backward: out_grad has shape {tuple(out_grad.shape)} but the tensor "
-                                 f"has shape {tuple(data.shape)}; they must match")
+            out_grad = _checked_out_grad(out_grad, data)
         compute_gradient_of_variables(self, out_grad)
+
+
+def _checked_out_grad(out_grad, data: NDArray) -> "Tensor":
+    """``backward``'s seed gradient: same shape, device and dtype as the output
+    (PyTorch refuses the same three mismatches); array-likes are converted."""
+    if not isinstance(out_grad, Tensor):
+        out_grad = Tensor(out_grad, device=data.device, dtype=data.dtype, requires_grad=False)
+    grad = out_grad.realize_cached_data()
+    if tuple(grad.shape) != tuple(data.shape):
+        raise ShapeError(f"backward: out_grad has shape {tuple(grad.shape)} but the tensor "
+                         f"has shape {tuple(data.shape)}; they must match")
+    if grad.device != data.device:
+        raise DeviceMismatchError(f"backward: out_grad is on {grad.device} but the tensor is on "
+                                  f"{data.device}; move it with .to({data.device})")
+    if grad.dtype != data.dtype:
+        raise UnsupportedDTypeError(f"backward: out_grad has dtype {grad.dtype} but the tensor has "
+                                    f"dtype {data.dtype}; they must match")
+    return out_grad
 
 
 class TensorTuple(Value):

@@ -11,7 +11,6 @@ import argparse
 import os
 import subprocess
 import sys
-from importlib import metadata
 
 COMMAND_GROUP = "needle.commands"
 
@@ -66,7 +65,8 @@ BUILTIN = {
 
 def _plugin_commands():
     found = {}
-    for ep in metadata.entry_points(group=COMMAND_GROUP):
+    from .discovery import entry_points_of
+    for ep in entry_points_of(COMMAND_GROUP):
         found.setdefault(ep.name, ep)
     return found
 

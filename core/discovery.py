@@ -24,9 +24,9 @@ from .protocol import MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, Backend
 
 GROUP = "needle.backends"
 
-__all__ = ["BackendInfo", "backend_infos", "get_backend_info", "register_backend",
-           "register_plugin", "reset", "plugin_manager", "on_plugins_loaded", "on_backends_changed",
-           "GROUP"]
+__all__ = ["BackendInfo", "backend_infos", "get_backend_info", "register_backend", "metadata_errors",
+           "entry_points_of", "register_plugin", "reset", "plugin_manager", "on_plugins_loaded",
+           "on_backends_changed", "GROUP"]
 
 
 @dataclass
@@ -88,6 +88,8 @@ class _Registry:
         self.lock = threading.RLock()
         self.loaded = False
         self.infos: dict[str, BackendInfo] = {}
+        #: distributions skipped because their metadata could not be read
+        self.metadata_errors: list[str] = []
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
 
@@ -105,7 +107,7 @@ class _Registry:
     def _load_entry_points(self) -> None:
         disabled = {n.strip() for n in os.environ.get("NEEDLE_DISABLE_PLUGINS", "").split(",") if n.strip()}
         seen = set()
-        for ep in metadata.entry_points(group=GROUP):
+        for ep in entry_points_of(GROUP, self.metadata_errors):
             if ep.name in seen:  # the same dist seen twice on sys.path
                 continue
             seen.add(ep.name)
@@ -115,8 +117,9 @@ class _Registry:
                     ep.name, ep.name, load_error="disabled by NEEDLE_DISABLE_PLUGINS"))
                 continue
             try:
-                # pluggy does not isolate plugins: load them one by one.
-                self.pm.load_setuptools_entrypoints(GROUP, name=ep.name)
+                # loaded one by one (pluggy's load_setuptools_entrypoints would
+                # re-read every distribution's metadata and stop at a broken one)
+                self.pm.register(ep.load(), name=ep.name)
             except Exception as exc:
                 self.infos[ep.name] = BackendInfo(
                     ep.name, ep.name, version=_dist_version(ep),
@@ -179,6 +182,39 @@ def _changed(name: Optional[str]) -> None:
 
 
 _REG = _Registry()
+
+
+def entry_points_of(group: str, errors: Optional[list] = None) -> list:
+    """Entry points of ``group`` from every installed distribution.  Another
+    distribution's unreadable metadata (not UTF-8, a line without '=') is
+    skipped -- and described in ``errors`` -- instead of taking down
+    discovery, as a broken plugin is."""
+    errors = [] if errors is None else errors
+    found = []
+    try:
+        dists = list(metadata.distributions())
+    except Exception as exc:
+        errors.append(f"listing installed distributions failed: {type(exc).__name__}: {exc}")
+        return found
+    for dist in dists:
+        try:
+            found.extend(ep for ep in dist.entry_points if ep.group == group)
+        except Exception as exc:
+            errors.append(f"{_dist_label(dist)}: unreadable entry-point metadata ({type(exc).__name__}: {exc})")
+    return found
+
+
+def _dist_label(dist) -> str:
+    try:
+        return f"{dist.metadata['Name']} at {getattr(dist, '_path', '?')}"
+    except Exception:
+        return f"a distribution at {getattr(dist, '_path', '?')}"
+
+
+def metadata_errors() -> list[str]:
+    """Installed distributions whose entry-point metadata could not be read (skipped)."""
+    _REG.ensure_loaded()
+    return list(_REG.metadata_errors)
 
 
 def _dist_version(ep) -> str:

@@ -16,6 +16,13 @@ __all__ = [
     "DataFormatError",
     "ChecksumError",
     "StateDictError",
+    "ArgumentError",
+    "HyperParameterError",
+    "ArgumentTypeError",
+    "OutOfBoundsError",
+    "SizeOverflowError",
+    "EmptyDatasetError",
+    "DownloadError",
 ]
 
 
@@ -53,3 +60,34 @@ class ChecksumError(DataFormatError):
 
 class StateDictError(NeedleError, ValueError):
     """A state dict whose keys or shapes do not fit the module loading it."""
+
+
+class ArgumentError(NeedleError, ValueError):
+    """An argument outside the domain its function accepts."""
+
+
+class HyperParameterError(ArgumentError):
+    """A layer, optimizer, scheduler or loader setting outside its domain
+    (lr < 0, p outside [0, 1], negative features...); bounds follow PyTorch."""
+
+
+class ArgumentTypeError(NeedleError, TypeError):
+    """An argument of a type the function cannot use (a Tensor from a dict...)."""
+
+
+class OutOfBoundsError(NeedleError, IndexError):
+    """An index outside the axis or the dataset it indexes."""
+
+
+class SizeOverflowError(ShapeError, OverflowError):
+    """A shape whose element count or byte size does not fit in memory
+    addresses (also a ValueError, as NumPy reports it)."""
+
+
+class EmptyDatasetError(ArgumentError):
+    """An operation that needs at least one sample got an empty dataset."""
+
+
+class DownloadError(NeedleError, ConnectionError):
+    """A download that failed or was cut short (HTTP error, unreachable host,
+    fewer bytes than the server declared); nothing is kept."""

@@ -7,6 +7,8 @@ from typing import Iterable, Optional
 import numpy as np
 
 from needle.autograd import Tensor
+from needle.errors import ArgumentTypeError, EmptyDatasetError, OutOfBoundsError
+from needle.validation import check_int
 
 __all__ = ["Dataset", "DataLoader", "Dataloader"]
 
@@ -39,6 +41,27 @@ class Dataset:
         return x
 
 
+def check_index(call: str, index, n: int) -> None:
+    """A dataset index (int, slice or integer array) inside ``[-n, n)``: an
+    out-of-range one is an OutOfBoundsError (an IndexError, so ``for x in ds``
+    still stops) naming the dataset, the index and the valid range."""
+    if isinstance(index, slice):
+        return
+    if isinstance(index, (int, np.integer)) and not isinstance(index, bool):
+        if not -n <= int(index) < n:
+            raise OutOfBoundsError(f"{call}: index {int(index)} is out of range for {n} samples "
+                                   f"(valid: {-n}..{n - 1})")
+        return
+    arr = np.asarray(index)
+    if arr.dtype.kind not in "iu":
+        raise ArgumentTypeError(f"{call}: index must be an int, a slice or an integer array, got "
+                                f"{type(index).__name__} {index!r}")
+    if arr.size and (arr.min() < -n or arr.max() >= n):
+        bad = arr[(arr < -n) | (arr >= n)].ravel()[0]
+        raise OutOfBoundsError(f"{call}: index {int(bad)} is out of range for {n} samples "
+                               f"(valid: {-n}..{n - 1})")
+
+
 class DataLoader:
     """Iterates over ``dataset`` in batches of ``batch_size`` samples.
 
@@ -50,8 +73,10 @@ class DataLoader:
 
     def __init__(self, dataset: Dataset, batch_size: Optional[int] = 1, shuffle: bool = False,
                  device=None, dtype: str = "float32"):
-        if batch_size is None or int(batch_size) < 1:
-            raise ValueError(f"DataLoader: batch_size must be a positive integer, got {batch_size!r}")
+        batch_size = check_int("DataLoader", "batch_size", batch_size, 1)
+        if len(dataset) == 0:  # PyTorch's sampler refuses it too; a loop over nothing hides the bug
+            raise EmptyDatasetError(f"DataLoader: dataset {type(dataset).__name__} is empty (len 0); "
+                                    f"it needs at least one sample")
         self.dataset = dataset
         self.shuffle = shuffle
         self.batch_size = int(batch_size)

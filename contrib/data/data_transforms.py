@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from needle.validation import check_int, check_probability
+
 __all__ = ["Transform", "RandomFlipHorizontal", "RandomCrop"]
 
 
@@ -22,7 +24,7 @@ class RandomFlipHorizontal(Transform):
     """Mirror the image along W (axis 1) with probability p."""
 
     def __init__(self, p=0.5):
-        self.p = p
+        self.p = check_probability("RandomFlipHorizontal", "p", p)
 
     def __call__(self, img):
         flip = np.random.rand() < self.p
@@ -33,7 +35,7 @@ class RandomCrop(Transform):
     """Zero-pad H and W by ``padding`` and cut an H x W window shifted by up to +-padding."""
 
     def __init__(self, padding=3):
-        self.padding = padding
+        self.padding = check_int("RandomCrop", "padding", padding, 0)
 
     def __call__(self, img):
         pad = self.padding

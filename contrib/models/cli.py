@@ -23,6 +23,8 @@ import time
 
 import numpy as np
 
+from needle.errors import NeedleError, StateDictError
+
 __all__ = ["train_command", "build_parser"]
 
 MODELS = ("mlp_resnet", "cnn", "resnet9", "lstm-lm", "transformer-lm")
@@ -148,17 +150,55 @@ def _load_checkpoint(path, model, opt, schedule, args):
     import needle as ndl
 
     state = ndl.load(path)
-    config = json.loads(str(state["config"]))
+    config = _json_entry(path, state, "config", dict)
     if config != {"model": args.model, "dataset": args.dataset}:
-        raise ValueError(f"{path} was written for --model {config['model']} --dataset {config['dataset']}, "
-                         f"not --model {args.model} --dataset {args.dataset}")
+        raise StateDictError(f"{path} was written for --model {config.get('model')} --dataset "
+                             f"{config.get('dataset')}, not --model {args.model} --dataset {args.dataset}")
+    epoch = _scalar_entry(path, state, "epoch", int)
+    history = _json_entry(path, state, "history", list)
+    rng = (_array_entry(path, state, "rng.keys", (624,)), _scalar_entry(path, state, "rng.pos", int),
+           _scalar_entry(path, state, "rng.has_gauss", int), _scalar_entry(path, state, "rng.cached_gaussian", float))
     model.load_state_dict(_under_prefix("model", state))
     opt.load_state_dict(_under_prefix("optim", state))
     if schedule is not None and "schedule.base_lr" in state:
         schedule.load_state_dict(_under_prefix("schedule", state))
-    np.random.set_state(("MT19937", state["rng.keys"], int(state["rng.pos"]), int(state["rng.has_gauss"]),
-                         float(state["rng.cached_gaussian"])))
-    return int(state["epoch"]), json.loads(str(state["history"]))
+    np.random.set_state(("MT19937",) + rng)
+    return epoch, history
+
+
+# -- checkpoint entries, each checked before any is applied -------------------
+def _entry(path, state, key):
+    if key not in state:
+        raise StateDictError(f"{path}: missing entry {key!r} (not a needle train checkpoint?)")
+    return state[key]
+
+
+def _json_entry(path, state, key, kind):
+    value = _entry(path, state, key)
+    try:
+        if value.dtype.kind != "U" or value.ndim != 0:
+            raise ValueError(f"a {value.dtype} array of shape {value.shape}")
+        parsed = json.loads(str(value))
+    except (ValueError, AttributeError) as exc:
+        raise StateDictError(f"{path}: entry {key!r} is not the JSON text it should be ({exc})") from None
+    if not isinstance(parsed, kind):
+        raise StateDictError(f"{path}: entry {key!r} holds a {type(parsed).__name__}, expected a {kind.__name__}")
+    return parsed
+
+
+def _scalar_entry(path, state, key, kind):
+    value = np.asarray(_entry(path, state, key))
+    if value.size != 1 or value.dtype.kind not in "biuf":
+        raise StateDictError(f"{path}: entry {key!r} must be one number, got {value.dtype} of shape {value.shape}")
+    return kind(value.item())
+
+
+def _array_entry(path, state, key, shape):
+    value = np.asarray(_entry(path, state, key))
+    if value.shape != shape or value.dtype.kind not in "iu":
+        raise StateDictError(f"{path}: entry {key!r} must be integers of shape {shape}, got {value.dtype} "
+                             f"of shape {value.shape}")
+    return value.astype(np.uint32)
 
 
 # -- outputs ----------------------------------------------------------------
@@ -275,7 +315,7 @@ def _train(args) -> int:
             return _fail(f"--resume: no checkpoint at {ckpt_path}")
         try:
             start_epoch, history = _load_checkpoint(ckpt_path, model, opt, schedule, args)
-        except (DataFormatError, ValueError, KeyError) as exc:
+        except (NeedleError, ValueError, KeyError, TypeError, IndexError) as exc:
             return _fail(f"--resume: cannot use {ckpt_path}: {exc}")
         print(f"resumed from {ckpt_path} after epoch {start_epoch}")
 

@@ -39,7 +39,9 @@ def parse_mnist(image_filename, label_filename):
 def softmax_loss(Z, y_one_hot):
     """Mean softmax cross-entropy of logits ``Z (B, k)`` against one-hot ``y_one_hot (B, k)`` -> 0-d Tensor."""
     batch = Z.shape[0]
-    return (ndl.logsumexp(Z, axes=(1,)).sum() - (Z * y_one_hot).sum()) / batch
+    # per row, then the batch (as nn.SoftmaxLoss): summing each term over the
+    # batch first lets one confident row swamp the float32 sums
+    return (ndl.logsumexp(Z, axes=(1,)) - (Z * y_one_hot).sum((1,))).sum() / batch
 
 
 def _one_hot(y, classes, dtype=np.float32):

@@ -20,6 +20,8 @@ from needle import autograd
 from needle.autograd import Tensor
 from needle.errors import ShapeError, StateDictError
 
+from ._checks import check_bool, check_float, check_int, check_loss_inputs, check_module, check_probability
+
 __all__ = [
     "Parameter",
     "Module",
@@ -102,10 +104,15 @@ def _named_tensors(value: object, prefix: str) -> Iterator[tuple[str, Tensor]]:
             yield from _named_tensors(item, f"{prefix}.{i}" if prefix else str(i))
 
 
-def _numpy_of(value: Any) -> np.ndarray:
-    if hasattr(value, "numpy"):
-        return value.numpy()
-    return np.asarray(value)
+def _checked_value(value: Any) -> tuple[Any, str]:
+    """(a numeric NumPy array, "") for a loadable state-dict value, else (None, why not)."""
+    try:
+        arr = np.asarray(value.numpy() if hasattr(value, "numpy") else value)
+    except Exception as exc:  # any array-like that cannot become an array is reported, not raised
+        return None, f"cannot convert {type(value).__name__} to an array ({type(exc).__name__}: {exc})"
+    if arr.dtype.kind not in "biuf":
+        return None, f"dtype {arr.dtype} is not numeric (got {type(value).__name__})"
+    return arr, ""
 
 
 class Module:
@@ -174,11 +181,17 @@ class Module:
         listing each offending key (as PyTorch does).  Values take the dtype
         and device of the tensor they replace.  Nothing is modified on error.
         """
+        call = f"{type(self).__name__}.load_state_dict"
+        if not hasattr(state_dict, "items") or not hasattr(state_dict, "__contains__"):
+            raise StateDictError(f"{call}: expected a mapping of name -> array, got {type(state_dict).__name__}")
         own = OrderedDict(self.named_tensors())
         errors = []
+        bad_keys = [k for k in state_dict if not isinstance(k, str)]
+        if bad_keys:
+            errors.append(f"Non-string key(s) in state_dict: {bad_keys[:5]!r}.")
         if strict:
             missing = [k for k in own if k not in state_dict]
-            unexpected = [k for k in state_dict if k not in own]
+            unexpected = [k for k in state_dict if k not in own and isinstance(k, str)]
             if missing:
                 errors.append("Missing key(s) in state_dict: " + ", ".join(f'"{k}"' for k in missing) + ".")
             if unexpected:
@@ -189,7 +202,10 @@ class Module:
         for name, t in own.items():
             if name not in state_dict:
                 continue
-            value = _numpy_of(state_dict[name])
+            value, problem = _checked_value(state_dict[name])
+            if problem:
+                errors.append(f"invalid value for {name}: {problem}.")
+                continue
             if tuple(value.shape) != tuple(t.shape):
                 errors.append(
                     f"size mismatch for {name}: copying a param with shape {tuple(value.shape)} "
@@ -199,11 +215,14 @@ class Module:
             arrays[name] = value
         if errors:
             raise StateDictError(
-                f"Error(s) in loading state_dict for {type(self).__name__}:\n\t" + "\n\t".join(errors)
+                f"Error(s) in {call}:\n\t" + "\n\t".join(errors)
             )
-        for name, value in arrays.items():
-            t = own[name]
-            t.data = Tensor(value.astype(t.dtype, copy=False), device=t.device, dtype=t.dtype, requires_grad=False)
+        # build every new array before replacing any: all or nothing
+        new = {name: Tensor(value.astype(own[name].dtype, copy=False), device=own[name].device,
+                            dtype=own[name].dtype, requires_grad=False)
+               for name, value in arrays.items()}
+        for name, value in new.items():
+            own[name].data = value
 
     # -- printing ------------------------------------------------------------
     def extra_repr(self) -> str:
@@ -240,6 +259,9 @@ class Linear(Module):
     """
 
     def __init__(self, in_features, out_features, bias=True, device=None, dtype="float32"):
+        in_features = check_int("Linear", "in_features", in_features, 0)
+        out_features = check_int("Linear", "out_features", out_features, 0)
+        check_bool("Linear", "bias", bias)
         super().__init__()
         self.in_features = in_features
         self.out_features = out_features
@@ -295,6 +317,8 @@ class Sequential(Module):
     """Applies ``modules`` in order; they are kept as the tuple ``.modules``."""
 
     def __init__(self, *modules):
+        for i, m in enumerate(modules):
+            check_module("Sequential", f"module {i}", m)
         super().__init__()
         self.modules = modules
 
@@ -308,11 +332,15 @@ class SoftmaxLoss(Module):
     """Mean cross-entropy: logits ``(B, k)``, class ids ``y (B,)`` -> 0-d Tensor."""
 
     def forward(self, logits, y):
+        check_loss_inputs("SoftmaxLoss", logits, y)
         batch, classes = logits.shape
         y_one_hot = init.one_hot(classes, y, device=logits.device, dtype=logits.dtype)
-        lse = ops.logsumexp(logits, axes=(1,)).sum()
-        picked = (logits * y_one_hot).sum()
-        return (lse - picked) / batch
+        # per row first, then the batch: summing each term over the batch
+        # before subtracting lets one very confident row (logits ~1e4) swamp
+        # the float32 sums and cancel every other row's loss
+        lse = ops.logsumexp(logits, axes=(1,))
+        picked = (logits * y_one_hot).sum((1,))
+        return (lse - picked).sum() / batch
 
 
 class BatchNorm1d(Module):
@@ -323,6 +351,10 @@ class BatchNorm1d(Module):
     """
 
     def __init__(self, dim, eps=1e-5, momentum=0.1, device=None, dtype="float32"):
+        call = type(self).__name__
+        dim = check_int(call, "dim", dim, 0)
+        check_float(call, "eps", eps, 0.0)
+        check_probability(call, "momentum", momentum)
         super().__init__()
         self.dim = dim
         self.eps = eps
@@ -377,6 +409,8 @@ class LayerNorm1d(Module):
     """Normalises over the last axis of ``(..., dim)`` inputs (biased variance)."""
 
     def __init__(self, dim, eps=1e-5, device=None, dtype="float32"):
+        dim = check_int("LayerNorm1d", "dim", dim, 0)
+        check_float("LayerNorm1d", "eps", eps, 0.0)
         super().__init__()
         self.dim = dim
         self.eps = eps
@@ -404,6 +438,7 @@ class Dropout(Module):
     """Zeroes each element with probability p in training, scaling the rest by 1/(1-p)."""
 
     def __init__(self, p=0.5):
+        check_probability("Dropout", "p", p)
         super().__init__()
         self.p = p
 
@@ -425,6 +460,7 @@ class Residual(Module):
     """fn(x) + x."""
 
     def __init__(self, fn: Module):
+        check_module("Residual", "fn", fn)
         super().__init__()
         self.fn = fn
 

@@ -11,6 +11,7 @@ import math
 from needle import init, ops
 from needle.errors import ShapeError
 
+from ._checks import check_int
 from .nn_basic import BatchNorm1d, Module, Parameter
 
 __all__ = ["Conv", "BatchNorm2d", "MaxPool2d", "AvgPool2d"]
@@ -57,10 +58,10 @@ class Conv(Module):
                  device=None, dtype="float32"):
         super().__init__()
         kernel_size, stride = _first(kernel_size), _first(stride)
-        for name, value in (("in_channels", in_channels), ("out_channels", out_channels),
-                            ("kernel_size", kernel_size), ("stride", stride)):
-            if int(value) != value or value < 1:
-                raise ValueError(f"Conv: {name} must be a positive integer, got {value!r}")
+        # 0 channels are allowed, as in PyTorch (empty weights); kernel and stride must be >= 1
+        for name, value, least in (("in_channels", in_channels, 0), ("out_channels", out_channels, 0),
+                                   ("kernel_size", kernel_size, 1), ("stride", stride, 1)):
+            check_int("Conv", name, value, least)
         self.in_channels = int(in_channels)
         self.out_channels = int(out_channels)
         self.kernel_size = int(kernel_size)
@@ -76,7 +77,7 @@ class Conv(Module):
             fan_in, fan_out, shape=(k, k, self.in_channels, self.out_channels),
             device=device, dtype=dtype, requires_grad=True))
         if bias:
-            bound = 1.0 / math.sqrt(fan_in)
+            bound = 1.0 / math.sqrt(fan_in) if fan_in else 0.0  # PyTorch skips the bound at fan_in 0
             self.bias = Parameter(init.rand(self.out_channels, low=-bound, high=bound,
                                             device=device, dtype=dtype, requires_grad=True))
         else:
@@ -114,12 +115,9 @@ class _Pool2d(Module):
 
     def __init__(self, kernel_size, stride=None):
         super().__init__()
-        self.kernel_size = int(_first(kernel_size))
-        self.stride = self.kernel_size if stride is None else int(_first(stride))
-        if self.kernel_size < 1 or self.stride < 1:
-            raise ValueError(
-                f"{type(self).__name__}: kernel_size and stride must be >= 1, "
-                f"got {self.kernel_size} and {self.stride}")
+        self.kernel_size = check_int(type(self).__name__, "kernel_size", _first(kernel_size), 1)
+        self.stride = self.kernel_size if stride is None else \
+            check_int(type(self).__name__, "stride", _first(stride), 1)
 
     def forward(self, x):
         name = type(self).__name__

@@ -13,8 +13,9 @@ import numpy as np
 import needle.backend_ndarray as nd
 from needle import init, ops
 from needle.autograd import Tensor, TensorOp
-from needle.errors import ShapeError
+from needle.errors import ArgumentError, ArgumentTypeError, ShapeError
 
+from ._checks import check_choice, check_int
 from .nn_basic import Module, Parameter
 
 __all__ = ["RNNCell", "RNN", "LSTMCell", "LSTM", "Embedding"]
@@ -35,8 +36,14 @@ def _uniform(shape, hidden_size, device, dtype):
 
 def _check_positive(module, **sizes):
     for name, value in sizes.items():
-        if int(value) != value or value < 1:
-            raise ValueError(f"{module}: {name} must be a positive integer, got {value!r}")
+        check_int(module, name, value, 1)
+
+
+def _check_state_pair(module, h) -> None:
+    """An LSTM state is the pair (h0, c0): anything else would fail in unpacking."""
+    if not isinstance(h, (tuple, list)) or len(h) != 2:
+        raise ArgumentTypeError(f"{module}: h must be None or a pair (h0, c0) of Tensors, got "
+                                f"{type(h).__name__}")
 
 
 def _check_shape(module, what, tensor, expected):
@@ -81,9 +88,7 @@ class RNNCell(Module):
                  device=None, dtype="float32"):
         super().__init__()
         _check_positive("RNNCell", input_size=input_size, hidden_size=hidden_size)
-        if nonlinearity not in ("tanh", "relu"):
-            raise ValueError(
-                f"RNNCell: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+        check_choice("RNNCell", "nonlinearity", nonlinearity, ("tanh", "relu"))
         self.input_size, self.hidden_size = int(input_size), int(hidden_size)
         self.nonlinearity = nonlinearity
         self.device, self.dtype = device, dtype
@@ -153,6 +158,7 @@ class LSTMCell(Module):
             h0 = init.zeros(batch, H, device=X.device, dtype=X.dtype)
             c0 = init.zeros(batch, H, device=X.device, dtype=X.dtype)
         else:
+            _check_state_pair("LSTMCell", h)
             h0, c0 = h
             _check_shape("LSTMCell", "h0", h0, (batch, H))
             _check_shape("LSTMCell", "c0", c0, (batch, H))
@@ -245,6 +251,7 @@ class LSTM(Module):
         if h is None:
             h0 = c0 = None
         else:
+            _check_state_pair("LSTM", h)
             h0, c0 = h
         hs = _initial_states("LSTM", h0, L, B, H, X.device, X.dtype, "h0")
         cs = _initial_states("LSTM", c0, L, B, H, X.device, X.dtype, "c0")
@@ -316,8 +323,9 @@ class Embedding(Module):
 
     def __init__(self, num_embeddings, embedding_dim, device=None, dtype="float32"):
         super().__init__()
-        _check_positive("Embedding", num_embeddings=num_embeddings,
-                        embedding_dim=embedding_dim)
+        # as PyTorch: an empty table (0 rows or 0-wide rows) is valid
+        check_int("Embedding", "num_embeddings", num_embeddings, 0)
+        check_int("Embedding", "embedding_dim", embedding_dim, 0)
         self.num_embeddings, self.embedding_dim = int(num_embeddings), int(embedding_dim)
         self.device, self.dtype = device, dtype
         self.weight = Parameter(init.randn(self.num_embeddings, self.embedding_dim,
@@ -329,7 +337,7 @@ class Embedding(Module):
         ids = ids.reshape(-1)
         if ids.size and (ids.min() < 0 or ids.max() >= self.num_embeddings
                          or not np.all(ids == np.floor(ids))):
-            raise ValueError(
+            raise ArgumentError(
                 f"Embedding: ids must be integers in [0, {self.num_embeddings}), got values "
                 f"from {ids.min()} to {ids.max()}")
         out = _RowGather(ids.astype(np.int64))(self.weight)

@@ -18,6 +18,7 @@ from needle import init, ops
 from needle.autograd import Tensor
 from needle.errors import ShapeError
 
+from ._checks import check_int, check_probability
 from .nn_basic import Dropout, LayerNorm1d, Linear, Module, ReLU
 from .nn_sequence import Embedding
 
@@ -34,6 +35,7 @@ class MultiHeadAttention(Module):
     """
 
     def __init__(self, *, dropout=0.0, causal=False, device=None, dtype="float32"):
+        check_probability("MultiHeadAttention", "dropout", dropout)
         super().__init__()
         self.device, self.dtype = device, dtype
         self.causal = causal
@@ -91,6 +93,13 @@ class AttentionLayer(Module):
 
     def __init__(self, q_features, num_head, dim_head, *, k_features=None, v_features=None,
                  out_features=None, dropout=0.0, causal=True, device=None, dtype="float32"):
+        for name, value in (("q_features", q_features), ("num_head", num_head), ("dim_head", dim_head)):
+            check_int("AttentionLayer", name, value, 1)
+        for name, value in (("k_features", k_features), ("v_features", v_features),
+                            ("out_features", out_features)):
+            if value is not None:
+                check_int("AttentionLayer", name, value, 1)
+        check_probability("AttentionLayer", "dropout", dropout)
         super().__init__()
         self.device, self.dtype = device, dtype
         k_features = q_features if k_features is None else k_features
@@ -142,6 +151,10 @@ class TransformerLayer(Module):
 
     def __init__(self, q_features, num_head, dim_head, hidden_size, *, dropout=0.0,
                  causal=True, device=None, dtype="float32"):
+        for name, value in (("q_features", q_features), ("num_head", num_head), ("dim_head", dim_head),
+                            ("hidden_size", hidden_size)):
+            check_int("TransformerLayer", name, value, 1)
+        check_probability("TransformerLayer", "dropout", dropout)
         super().__init__()
         self.device, self.dtype = device, dtype
         self.attn_layer = AttentionLayer(q_features, num_head, dim_head, dropout=dropout,
@@ -171,6 +184,11 @@ class Transformer(Module):
     def __init__(self, embedding_size, hidden_size, num_layers, *, num_head=8, dim_head=32,
                  dropout=0.0, causal=True, device=None, dtype="float32", batch_first=False,
                  sequence_len=2048):
+        for name, value in (("embedding_size", embedding_size), ("hidden_size", hidden_size),
+                            ("num_layers", num_layers), ("num_head", num_head), ("dim_head", dim_head),
+                            ("sequence_len", sequence_len)):
+            check_int("Transformer", name, value, 1)
+        check_probability("Transformer", "dropout", dropout)
         super().__init__()
         self.device, self.dtype = device, dtype
         self.embedding_size = embedding_size

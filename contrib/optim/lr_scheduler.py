@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import math
 
+from needle.errors import ArgumentTypeError
+from needle.validation import check_float, check_int
+
 __all__ = ["LRScheduler", "StepLR", "CosineAnnealingLR"]
 
 
@@ -16,7 +19,8 @@ class LRScheduler:
 
     def __init__(self, optimizer):
         if not hasattr(optimizer, "lr"):
-            raise TypeError(f"{type(self).__name__}: optimizer {type(optimizer).__name__} has no 'lr' attribute")
+            raise ArgumentTypeError(f"{type(self).__name__}: optimizer {type(optimizer).__name__} has no 'lr' "
+                                    f"attribute; pass a needle.optim optimizer")
         self.optimizer = optimizer
         self.base_lr = optimizer.lr
         self.last_epoch = 0
@@ -45,8 +49,8 @@ class StepLR(LRScheduler):
     """lr = base_lr * gamma ** (epoch // step_size)."""
 
     def __init__(self, optimizer, step_size: int, gamma: float = 0.1):
-        if step_size < 1:
-            raise ValueError(f"StepLR: step_size must be a positive integer, got {step_size}")
+        step_size = check_int("StepLR", "step_size", step_size, 1)
+        check_float("StepLR", "gamma", gamma, 0.0)
         super().__init__(optimizer)
         self.step_size = step_size
         self.gamma = gamma
@@ -59,8 +63,8 @@ class CosineAnnealingLR(LRScheduler):
     """lr = eta_min + (base_lr - eta_min) * (1 + cos(pi * epoch / T_max)) / 2, flat after T_max."""
 
     def __init__(self, optimizer, T_max: int, eta_min: float = 0.0):
-        if T_max < 1:
-            raise ValueError(f"CosineAnnealingLR: T_max must be a positive integer, got {T_max}")
+        T_max = check_int("CosineAnnealingLR", "T_max", T_max, 1)
+        check_float("CosineAnnealingLR", "eta_min", eta_min, 0.0)
         super().__init__(optimizer)
         self.T_max = T_max
         self.eta_min = eta_min

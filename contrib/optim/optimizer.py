@@ -13,9 +13,20 @@ import numpy as np
 
 import needle.backend_ndarray as nd
 from needle.autograd import Tensor
-from needle.errors import ShapeError
+from needle.errors import StateDictError
+from needle.validation import check_float
 
 __all__ = ["Optimizer", "SGD", "Adam", "clip_grad_norm"]
+
+
+def _numeric(call: str, key: str, value) -> np.ndarray:
+    try:
+        arr = np.asarray(value)
+    except Exception as exc:
+        raise StateDictError(f"{call}: {key} is not an array ({type(exc).__name__}: {exc})") from None
+    if arr.dtype.kind not in "biuf":
+        raise StateDictError(f"{call}: {key} has dtype {arr.dtype}; expected numbers")
+    return arr
 
 
 def _array_of(t: Tensor):
@@ -65,25 +76,40 @@ class Optimizer:
         return state
 
     def load_state_dict(self, state) -> None:
+        """Restore :meth:`state_dict`'s output; every value is checked before
+        any is applied (all or nothing); a malformed one is a StateDictError
+        naming its key."""
+        call = f"{type(self).__name__}.load_state_dict"
+        if not hasattr(state, "items"):
+            raise StateDictError(f"{call}: expected a mapping, got {type(state).__name__}")
+        scalars = {}
         for name in self._scalars:
             if name in state:
-                value = np.asarray(state[name]).item()
+                value = _numeric(call, name, state[name])
+                if value.size != 1 or not np.isfinite(value).all():
+                    raise StateDictError(f"{call}: {name} must be one finite number, got {value!r}")
+                value = value.item()
                 # the step counter stays an int; hyper-parameters become floats (lr=4 then 0.5 must not truncate)
-                setattr(self, name, int(value) if name == "t" else float(value))
+                scalars[name] = int(value) if name == "t" else float(value)
+        slots = {}
         for slot in self._slots:
             table = {}
             for i, p in enumerate(self.params):
                 key = f"{slot}.{i}"
                 if key not in state:
                     continue
-                value = np.asarray(state[key])
+                value = _numeric(call, key, state[key])
                 if tuple(value.shape) != tuple(p.shape):
-                    raise ShapeError(
-                        f"{type(self).__name__}.load_state_dict: {key} has shape {tuple(value.shape)}, "
+                    raise StateDictError(
+                        f"{call}: {key} has shape {tuple(value.shape)}, "
                         f"parameter {i} has shape {tuple(p.shape)}"
                     )
-                table[p] = nd.array(value, dtype=p.dtype, device=p.device)
-            setattr(self, slot, table)
+                table[p] = value
+            slots[slot] = table
+        for name, value in scalars.items():
+            setattr(self, name, value)
+        for slot, table in slots.items():
+            setattr(self, slot, {p: nd.array(v, dtype=p.dtype, device=p.device) for p, v in table.items()})
 
 
 class SGD(Optimizer):
@@ -96,6 +122,9 @@ class SGD(Optimizer):
     _scalars = ("lr", "momentum", "weight_decay")
 
     def __init__(self, params, lr=0.01, momentum=0.0, weight_decay=0.0):
+        check_float("SGD", "lr", lr, 0.0)
+        check_float("SGD", "momentum", momentum, 0.0, 1.0, high_open=True)  # an average's weight
+        check_float("SGD", "weight_decay", weight_decay, 0.0)
         super().__init__(params)
         self.lr = lr
         self.momentum = momentum
@@ -130,6 +159,11 @@ class Adam(Optimizer):
     _scalars = ("lr", "beta1", "beta2", "eps", "weight_decay", "t")
 
     def __init__(self, params, lr=0.01, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
+        check_float("Adam", "lr", lr, 0.0)
+        check_float("Adam", "beta1", beta1, 0.0, 1.0, high_open=True)
+        check_float("Adam", "beta2", beta2, 0.0, 1.0, high_open=True)
+        check_float("Adam", "eps", eps, 0.0, low_open=True)
+        check_float("Adam", "weight_decay", weight_decay, 0.0)
         super().__init__(params)
         self.lr = lr
         self.beta1 = beta1
@@ -145,6 +179,9 @@ class Adam(Optimizer):
         b1, b2, wd = self.beta1, self.beta2, self.weight_decay
         c1, c2 = 1 - b1, 1 - b2
         step_size = self.lr / (1 - b1**self.t)
+        if step_size == 0:  # lr 0 (a cosine schedule's end): moments advance, weights stay
+            self._advance_moments()
+            return
         # lr * m_hat / (sqrt(v_hat) + eps) == m / (sqrt(v * k) + eps / step_size)
         # with k = 1 / ((1 - b2^t) * step_size^2): the bias corrections and lr
         # fold into two scalars, so each parameter costs 5 array ops here
@@ -168,6 +205,20 @@ class Adam(Optimizer):
             v_state[p] = v
             _assign(p, w - m / ((v * k).sqrt() + eps_s))
 
+    def _advance_moments(self) -> None:
+        """m and v updated for one step without moving any weight (lr 0:
+        the folded scalars above would divide by a zero step size)."""
+        b1, b2, wd = self.beta1, self.beta2, self.weight_decay
+        for p in self.params:
+            if p.grad is None:
+                continue
+            g = _array_of(p.grad)
+            if wd:
+                g = _array_of(p) * wd + g
+            m, v = self.m.get(p), self.v.get(p)
+            self.m[p] = g * (1 - b1) if m is None else m * b1 + g * (1 - b1)
+            self.v[p] = g * g * (1 - b2) if v is None else v * b2 + g * g * (1 - b2)
+
 
 def clip_grad_norm(params, max_norm=0.25):
     """Scale all gradients by max_norm / (total + 1e-6) when their global L2 norm exceeds max_norm.
@@ -175,6 +226,7 @@ def clip_grad_norm(params, max_norm=0.25):
     Gradients are replaced by new tensors, never edited in place.  Returns the
     total norm (a float) before clipping.
     """
+    check_float("clip_grad_norm", "max_norm", max_norm, 0.0)
     params = [p for p in params if p.grad is not None]
     total_sq = 0.0
     for p in params:

@@ -11,11 +11,13 @@ from __future__ import annotations
 import builtins
 import math
 import numbers
+import operator
 from functools import lru_cache
 
 import numpy as np
 
-from ..errors import DeviceMismatchError, ShapeError, UnsupportedDTypeError
+from ..errors import (ArgumentTypeError, DeviceMismatchError, OutOfBoundsError, ShapeError,
+                      SizeOverflowError, UnsupportedDTypeError)
 from .device import (BackendDevice, all_devices, cpu, cpu_numpy, cuda, default_device,
                      device)
 
@@ -41,14 +43,18 @@ def _compact_strides(shape: tuple) -> tuple:
 
 
 def _as_shape(shape, op: str) -> tuple:
-    if isinstance(shape, numbers.Integral):
-        return (int(shape),)
+    """A shape argument (an int or a sequence of ints) as a tuple, validated:
+    no negative dimension, no float, no byte size that overflows."""
     try:
-        out = tuple(int(s) for s in shape)
+        if isinstance(shape, (numbers.Integral, np.integer)):
+            out = (operator.index(shape),)
+        else:
+            out = tuple(operator.index(s) for s in shape)
     except TypeError:
-        raise TypeError(f"{op}: shape must be an int or a sequence of ints, got {shape!r}") from None
+        raise ArgumentTypeError(f"{op}: shape must be an int or a sequence of ints, got {shape!r}") from None
     if any(s < 0 for s in out):
-        raise ShapeError(f"{op}: negative dimension in shape {out}")
+        raise ShapeError(f"{op}: negative dimension in shape {out}; dimensions must be >= 0")
+    _check_size(out, op)
     return out
 
 
@@ -58,7 +64,7 @@ def _dtype(dtype) -> np.dtype:
     try:
         return np.dtype(dtype)
     except TypeError:
-        raise UnsupportedDTypeError(f"unknown dtype {dtype!r}") from None
+        raise UnsupportedDTypeError(f"NDArray: unknown dtype {dtype!r}; use 'float32' or 'float64'") from None
 
 
 def normalize_axes(axis, ndim: int, op: str) -> tuple:
@@ -67,10 +73,13 @@ def normalize_axes(axis, ndim: int, op: str) -> tuple:
     repeated.  The one axis normaliser: the ops use it too."""
     if axis is None:
         return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, numbers.Integral) else tuple(axis)
+    try:
+        axes = (operator.index(axis),) if isinstance(axis, (numbers.Integral, np.integer)) else \
+            tuple(operator.index(a) for a in axis)
+    except TypeError:
+        raise ArgumentTypeError(f"{op}: axis must be an int, a sequence of ints or None, got {axis!r}") from None
     out = []
     for a in axes:
-        a = int(a)
         if not -ndim <= a < builtins.max(ndim, 1) or (ndim == 0 and a not in (0, -1)):
             raise AxisError(f"{op}: axis {a} is out of range for an array of {ndim} dimension(s); "
                             f"valid axes are {-ndim}..{ndim - 1}")
@@ -117,13 +126,17 @@ class NDArray:
             return
         dev = default_device() if device is None else _resolve(device)
         dt = _dtype(dtype)
+        if other is None:  # np.asarray(None) is a NaN: never what the caller meant
+            raise ArgumentTypeError("NDArray: cannot build an array from NoneType; expected an array, "
+                                    "a number or a nested list of numbers")
         if isinstance(other, np.ndarray) and other.dtype == dt and other.flags.c_contiguous:
             host = other
         else:
             try:
                 host = np.asarray(other, dtype=dt, order="C")  # keeps 0-d arrays 0-d
             except (TypeError, ValueError) as exc:
-                raise TypeError(f"NDArray: cannot build an array from {type(other).__name__}: {exc}") from None
+                raise ArgumentTypeError(f"NDArray: cannot build an array from {type(other).__name__}: "
+                                        f"{exc}") from None
         arr = NDArray.make(host.shape, device=dev, dtype=dt)
         if host.size:
             arr._be.from_numpy(host.reshape(-1), arr._handle)
@@ -157,7 +170,7 @@ class NDArray:
         arr._device = dev
         be = arr._be = dev.require()
         if handle is None:
-            arr._handle = be.Array(prod(shape), _dtype(dtype))
+            arr._handle = be.Array(_check_size(shape, "NDArray.make"), _dtype(dtype))
             if strides is not None or offset:  # custom layouts must fit the new buffer too
                 _check_view(shape, arr._strides, offset, arr._handle.size, "NDArray.make")
         else:
@@ -234,7 +247,7 @@ class NDArray:
 
     def __len__(self) -> int:
         if not self._shape:
-            raise TypeError("len() of a 0-d NDArray")
+            raise ArgumentTypeError("len() of a 0-d NDArray (shape ()): it has no first axis")
         return self._shape[0]
 
     def __repr__(self) -> str:
@@ -278,6 +291,8 @@ class NDArray:
 
     def fill(self, value) -> None:
         """Set every element to ``value`` in place (through views too)."""
+        if not isinstance(value, (numbers.Real, np.generic)) or isinstance(value, np.flexible):
+            raise ArgumentTypeError(f"fill: value must be a real number, got {type(value).__name__} {value!r}")
         if self.is_compact():
             self._be.fill(self._handle, float(value))
         else:
@@ -333,8 +348,17 @@ class NDArray:
 
     def permute(self, new_axes) -> "NDArray":
         """A view with the axes reordered: axis i of the result is ``new_axes[i]``."""
-        axes = tuple(int(a) % self.ndim if self.ndim else int(a) for a in new_axes)
-        if sorted(axes) != list(range(self.ndim)):
+        n = self.ndim
+        try:
+            axes = tuple(operator.index(a) for a in new_axes)
+        except TypeError:
+            raise ArgumentTypeError(f"permute: axes must be integers, got {new_axes!r}") from None
+        # range first: a bare ``% ndim`` would turn axis 5 of a 2-d array into axis 1
+        if any(not -n <= a < n for a in axes):
+            raise AxisError(f"permute: {tuple(new_axes)} has an axis out of range for the {n} axes "
+                            f"of shape {self._shape}")
+        axes = tuple(a % n for a in axes)
+        if sorted(axes) != list(range(n)):
             raise AxisError(f"permute: {tuple(new_axes)} is not a permutation of the {self.ndim} axes "
                             f"of shape {self._shape}")
         return self._view(tuple(self._shape[a] for a in axes),
@@ -365,32 +389,36 @@ class NDArray:
     # ------------------------------------------------------------------ #
     def process_slice(self, sl, dim):
         """An explicit ``slice(start, stop, step)`` with non-negative bounds
-        clamped to ``dim``; step must be positive."""
-        step = 1 if sl.step is None else int(sl.step)
-        if step <= 0:
-            raise IndexError(f"NDArray slicing: step must be positive, got {step}")
-        start, stop, step = sl.indices(dim)
-        return slice(start, builtins.max(stop, start), step)
+        clamped to ``self.shape[dim]``: ``dim`` is the AXIS index, as in the
+        course's NDArray (hw3 calls ``self.process_slice(s, i)``); step must be
+        positive."""
+        if not isinstance(dim, (numbers.Integral, np.integer)) or not -self.ndim <= int(dim) < self.ndim:
+            raise AxisError(f"process_slice: axis {dim!r} is out of range for an array of "
+                            f"{self.ndim} dimension(s) (shape {self._shape})")
+        if not isinstance(sl, slice):
+            raise ArgumentTypeError(f"process_slice: expected a slice, got {type(sl).__name__}")
+        return _explicit_slice(sl, self._shape[int(dim)], "process_slice")
 
     def _index(self, idxs, op):
         if not isinstance(idxs, tuple):
             idxs = (idxs,)
         if len(idxs) > self.ndim:
-            raise IndexError(f"{op}: {len(idxs)} indices for an array of {self.ndim} dimension(s)")
+            raise OutOfBoundsError(f"{op}: {len(idxs)} indices for an array of {self.ndim} dimension(s)")
         idxs = idxs + (slice(None),) * (self.ndim - len(idxs))
         shape, strides, offset = [], [], self._offset
         for axis, (idx, dim, st) in enumerate(zip(idxs, self._shape, self._strides)):
             if isinstance(idx, slice):
-                sl = self.process_slice(idx, dim)
+                sl = _explicit_slice(idx, dim, op)
             elif isinstance(idx, (numbers.Integral, np.integer)):
                 k = int(idx)
                 if not -dim <= k < dim:
-                    raise IndexError(f"{op}: index {k} is out of bounds for axis {axis} with size {dim}")
+                    raise OutOfBoundsError(f"{op}: index {k} is out of bounds for axis {axis} with size {dim}; "
+                                           f"valid: {-dim}..{dim - 1}")
                 k %= dim
                 sl = slice(k, k + 1, 1)
             else:
-                raise IndexError(f"{op}: only integers and slices are valid indices, got "
-                                 f"{type(idx).__name__}")
+                raise ArgumentTypeError(f"{op}: only integers and slices are valid indices, got "
+                                        f"{type(idx).__name__} {idx!r}")
             n = builtins.max(0, -(-(sl.stop - sl.start) // sl.step))
             shape.append(n)
             strides.append(st * sl.step)
@@ -425,7 +453,7 @@ class NDArray:
             self._be.ewise_setitem(src._handle, self._handle, view._shape, view._strides, view._offset)
         else:
             if not isinstance(other, (numbers.Number, np.generic)):
-                raise TypeError(f"__setitem__: value must be an NDArray, a NumPy array or a number, "
+                raise ArgumentTypeError(f"__setitem__: value must be an NDArray, a NumPy array or a number, "
                                 f"got {type(other).__name__}")
             if n:
                 self._be.scalar_setitem(n, float(other), self._handle, view._shape,
@@ -626,13 +654,13 @@ class NDArray:
             out_shape = tuple(1 if a in axes else d for a, d in enumerate(self._shape))
         else:
             out_shape = outer_shape
+        if red == 0 and kernel == "reduce_max":  # even when the result is empty, as NumPy and PyTorch
+            raise ShapeError(f"{op}: zero-size reduction over axes {axes} of shape {self._shape} "
+                             f"has no identity")
         src = view.compact()
         out = src._new(out_shape)
         if out._handle.size:
             if red == 0:
-                if kernel == "reduce_max":
-                    raise ShapeError(f"{op}: zero-size reduction over axes {axes} of shape {self._shape} "
-                                     f"has no identity")
                 self._be.fill(out._handle, 0.0)
             else:
                 getattr(self._be, kernel)(src._handle, out._handle, red)
@@ -718,8 +746,33 @@ def _check_view(shape, strides, offset, size, op) -> None:
         return
     last = offset + builtins.sum((d - 1) * s for d, s in zip(shape, strides))
     if last >= size:
-        raise IndexError(f"{op}: view (shape {shape}, strides {strides}, offset {offset}) reaches "
+        raise OutOfBoundsError(f"{op}: view (shape {shape}, strides {strides}, offset {offset}) reaches "
                          f"element {last} of a buffer of {size}")
+
+
+def _explicit_slice(sl: slice, size: int, op: str) -> slice:
+    """``sl`` with explicit, non-negative bounds clamped to an axis of ``size``."""
+    try:
+        step = 1 if sl.step is None else operator.index(sl.step)
+        if step <= 0:
+            raise OutOfBoundsError(f"{op}: slice step must be positive, got {step} in {sl!r}")
+        start, stop, step = sl.indices(size)
+    except TypeError:
+        raise ArgumentTypeError(f"{op}: slice bounds must be integers or None, got {sl!r}") from None
+    return slice(start, builtins.max(stop, start), step)
+
+
+#: the most elements any array may hold: its byte size (8-byte dtypes at most)
+#: must fit a signed 64-bit index, or allocators and kernels overflow
+_MAX_ELEMENTS = (2**63 - 1) // 8
+
+
+def _check_size(shape: tuple, op: str) -> int:
+    n = prod(shape)
+    if n > _MAX_ELEMENTS:
+        raise SizeOverflowError(f"{op}: shape {shape} has {n} elements; its byte size overflows "
+                                f"(at most {_MAX_ELEMENTS} elements)")
+    return n
 
 
 def _resolve(dev) -> BackendDevice:

@@ -7,6 +7,9 @@ import numpy as np
 from ..autograd import Tensor
 from ..backend_ndarray import NDArray, default_device
 from ..backend_ndarray.device import BackendDevice, device as _device_by_name, one_hot_rows
+from ..backend_ndarray.ndarray import _as_shape
+from ..errors import ArgumentTypeError, OutOfBoundsError, UnsupportedDTypeError
+from ..validation import check_int, check_probability
 
 __all__ = ["rand", "randn", "constant", "ones", "zeros", "randb", "one_hot", "zeros_like",
            "ones_like"]
@@ -20,15 +23,18 @@ def _device(device):
 
 def _dtype(dtype):
     # backends store floats only: boolean masks (randb) are 0/1 in float32
-    dt = np.dtype(dtype)
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise UnsupportedDTypeError(f"init: unknown dtype {dtype!r}; use 'float32' or 'float64'") from None
     return np.dtype("float32") if dt.kind in "biu" else dt
 
 
 def _shape(shape):
     # init.rand((2, 3)) and init.rand(2, 3) both work
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-        return tuple(shape[0])
-    return tuple(shape)
+        shape = shape[0]
+    return _as_shape(shape, "init")
 
 
 def _wrap(host: np.ndarray, device, dtype, requires_grad) -> Tensor:
@@ -66,6 +72,7 @@ def zeros(*shape, device=None, dtype="float32", requires_grad=False):
 def randb(*shape, p=0.5, device=None, dtype="bool", requires_grad=False):
     """Bernoulli mask: ``np.random.rand(*shape) <= p`` as 0/1 (stored as float32
     for ``dtype="bool"``)."""
+    p = check_probability("randb", "p", p)
     host = np.random.rand(*_shape(shape)) <= p
     return _wrap(host, device, dtype, requires_grad)
 
@@ -79,10 +86,16 @@ def one_hot(n, i, device=None, dtype="float32", requires_grad=False):
         idx = i.numpy()
     else:
         idx = np.asarray(i)
+    n = check_int("one_hot", "n", n, 0)
+    if idx.dtype.kind not in "biuf":
+        raise ArgumentTypeError(f"one_hot: indices must be numbers, got dtype {idx.dtype}")
+    if idx.dtype.kind == "f" and idx.size and not (np.isfinite(idx).all() and (idx == np.floor(idx)).all()):
+        bad = idx[~(np.isfinite(idx) & (idx == np.floor(idx)))].ravel()[0]
+        raise OutOfBoundsError(f"one_hot: indices must be whole numbers in [0, {n}); got {bad}")
     idx = idx.astype(np.int64)
     if idx.size and (idx.min() < 0 or idx.max() >= n):
-        raise IndexError(f"one_hot: indices must lie in [0, {n}); got min {idx.min()}, "
-                         f"max {idx.max()}")
+        raise OutOfBoundsError(f"one_hot: indices must lie in [0, {n}); got min {idx.min()}, "
+                               f"max {idx.max()}")
     host = one_hot_rows(n, idx, _dtype(dtype))  # 0/1 are exact in any float dtype
     return _wrap(host, device, dtype, requires_grad)
 

@@ -9,13 +9,14 @@ and sum each adjoint back to its input's shape.
 from __future__ import annotations
 
 import numbers
+import operator
 
 import numpy as np
 
 from ..autograd import Tensor, TensorOp
 from ..backend_ndarray import NDArray
 from ..backend_ndarray.ndarray import normalize_axes as _normalize_axes
-from ..errors import ShapeError
+from ..errors import ArgumentTypeError, ShapeError
 from .registry import register_op
 
 __all__ = [
@@ -35,8 +36,11 @@ _INTS = (int, np.integer, numbers.Integral)
 _SCALARS = (float, int, np.generic, numbers.Number)
 
 
-def _as_shape(shape) -> tuple:
-    return (int(shape),) if isinstance(shape, _INTS) else tuple(int(s) for s in shape)
+def _as_shape(shape, op: str) -> tuple:
+    try:
+        return (operator.index(shape),) if isinstance(shape, _INTS) else tuple(operator.index(s) for s in shape)
+    except TypeError:
+        raise ArgumentTypeError(f"{op}: shape must be an int or a sequence of ints, got {shape!r}") from None
 
 
 # ---------------------------------------------------------------------- #
@@ -310,7 +314,7 @@ class Reshape(TensorOp):
     """Reshape (one dimension may be -1); the input is compacted first if needed."""
 
     def __init__(self, shape):
-        self.shape = shape if type(shape) is tuple else _as_shape(shape)
+        self.shape = shape if type(shape) is tuple else _as_shape(shape, "reshape")
 
     def compute(self, a: NDArray) -> NDArray:
         try:
@@ -332,7 +336,7 @@ class BroadcastTo(TensorOp):
     adjoint is summed over the new and stretched axes."""
 
     def __init__(self, shape):
-        self.shape = shape if type(shape) is tuple else _as_shape(shape)
+        self.shape = shape if type(shape) is tuple else _as_shape(shape, "broadcast_to")
 
     def compute(self, a: NDArray) -> NDArray:
         return a.broadcast_to(self.shape)

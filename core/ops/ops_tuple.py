@@ -14,7 +14,7 @@ import numpy as np
 from ..autograd import Tensor, TensorOp, TensorTuple, TensorTupleOp, sum_node_list
 from ..backend_ndarray import NDArray
 from ..backend_ndarray.ndarray import normalize_axes
-from ..errors import ShapeError
+from ..errors import ArgumentTypeError, OutOfBoundsError, ShapeError
 from .registry import register_op
 
 __all__ = ["MakeTensorTuple", "TupleGetItem", "Stack", "Split", "FusedAddScalars",
@@ -45,10 +45,10 @@ class TupleGetItem(TensorOp):
 
     def __call__(self, a, fold_const: bool = True):
         if not isinstance(a, TensorTuple):
-            raise TypeError(f"tuple_get_item: expected a TensorTuple, got {type(a).__name__}")
+            raise ArgumentTypeError(f"tuple_get_item: expected a TensorTuple, got {type(a).__name__}")
         n = len(a)
         if not -n <= self.index < n:
-            raise IndexError(f"tuple_get_item: index {self.index} out of range for a tuple of {n}")
+            raise OutOfBoundsError(f"tuple_get_item: index {self.index} out of range for a tuple of {n}")
         if fold_const and isinstance(a.op, MakeTensorTuple):
             return a.inputs[self.index]
         return Tensor.make_from_op(self, [a])

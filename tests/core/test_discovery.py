@@ -241,3 +241,22 @@ def test_minimal_plugin_falls_back_to_compositions(plugins):
     dense = m.numpy().transpose(0, 2, 1, 3).reshape(t * t, t * t)
     np.testing.assert_allclose(out.numpy().transpose(0, 2, 1, 3).reshape(t * t, t * t), dense @ dense,
                                rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe\x00 not utf-8", b"[needle.backends]\nno_equals_sign\n",
+                                     b"[console_scripts]\nbroken\n"])
+def test_other_distributions_broken_entry_point_metadata_is_isolated(plugins, tmp_path, content):
+    """A distribution whose entry_points.txt cannot be parsed is skipped and
+    recorded; every backend (and needle's CLI commands) still loads."""
+    dist = tmp_path / "someone_elses-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: someone_elses\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_bytes(content)
+    importlib.invalidate_caches()
+    discovery.reset()
+    assert _info("numpy").available
+    _numpy_still_works()
+    errors = discovery.metadata_errors()
+    assert len(errors) == 1 and "someone_elses" in errors[0] and "unreadable entry-point metadata" in errors[0]
+    from needle.cli import _plugin_commands
+    assert "train" in _plugin_commands()

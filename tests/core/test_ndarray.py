@@ -208,9 +208,12 @@ def test_getitem_course_semantics(device):
     np.testing.assert_array_equal(a[:, 10:, :].numpy(), x[:, 10:, :])  # empty view
     v = a[1:3, ::2, 4]
     assert v.strides == (20, 10, 1) and v.offset == 20 + 4
-    assert a.process_slice(slice(None, None, None), 5) == slice(0, 5, 1)
-    assert a.process_slice(slice(-3, None, 2), 5) == slice(2, 5, 2)
-    assert a.process_slice(slice(1, 99, None), 5) == slice(1, 5, 1)
+    # course API: the second argument is the AXIS (axis 2 has size 5), not a size
+    assert a.process_slice(slice(None, None, None), 2) == slice(0, 5, 1)
+    assert a.process_slice(slice(-3, None, 2), 2) == slice(2, 5, 2)
+    assert a.process_slice(slice(1, 99, None), 2) == slice(1, 5, 1)
+    assert a.process_slice(slice(None, None, None), 0) == slice(0, 3, 1)
+    assert a.process_slice(slice(None, -1, None), 1) == slice(0, 3, 1)
 
 
 def test_setitem_array_and_scalar(device):

@@ -82,3 +82,92 @@ def test_connection_refused_names_url(tmp_path):
     url = f"http://127.0.0.1:{port}/file.bin"
     with pytest.raises(ConnectionError, match=f"download of {url} failed: cannot reach the server"):
         download(url, SHA, cache_dir=str(tmp_path / "c"))
+
+
+# -- one verified, atomic path (issue 17) ------------------------------------
+import contextlib  # noqa: E402
+import http.server  # noqa: E402
+import threading  # noqa: E402
+
+from needle.errors import DownloadError  # noqa: E402
+
+
+@contextlib.contextmanager
+def _cutting_server(payload: bytes, send: int):
+    """Declares len(payload) bytes, sends only ``send`` of them, then hangs up."""
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload[:send])
+            self.wfile.flush()
+            self.close_connection = True
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.mark.parametrize("sha", [SHA, None], ids=["verified", "unverified"])
+def test_truncated_transfer_keeps_nothing_and_next_call_downloads_again(tmp_path, server, sha):
+    cache = tmp_path / "cache"
+    with _cutting_server(PAYLOAD, len(PAYLOAD) // 3) as cut:
+        with pytest.raises(DownloadError, match=f"download of {cut}/file.bin failed") as info:
+            download(f"{cut}/file.bin", sha, cache_dir=str(cache))
+        assert isinstance(info.value, ConnectionError)
+    assert not (cache / "file.bin").exists() and not list(cache.glob("*.part"))
+    base, _ = server
+    path = download(f"{base}/file.bin", sha, cache_dir=str(cache))
+    assert path.read_bytes() == PAYLOAD
+
+
+def test_unverified_cached_file_changed_after_download_is_fetched_again(server, tmp_path):
+    base, _ = server
+    cache = tmp_path / "cache"
+    path = download(f"{base}/file.bin", None, cache_dir=str(cache))
+    path.write_bytes(PAYLOAD[:10])  # cut short later (disk full, a killed copy)
+    assert download(f"{base}/file.bin", None, cache_dir=str(cache)).read_bytes() == PAYLOAD
+
+
+def test_a_file_placed_without_a_record_is_not_trusted_unverified(server, tmp_path):
+    base, _ = server
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "file.bin").write_bytes(b"half")
+    assert download(f"{base}/file.bin", None, cache_dir=str(cache)).read_bytes() == PAYLOAD
+
+
+def test_md5_mismatch_keeps_nothing_under_the_final_name(server, tmp_path):
+    base, _ = server
+    cache = tmp_path / "cache"
+    with pytest.raises(ChecksumError, match="MD5 mismatch"):
+        download(f"{base}/file.bin", SHA, cache_dir=str(cache), md5="0" * 32)
+    assert not (cache / "file.bin").exists()
+
+
+@pytest.mark.parametrize("kw", [dict(sha256="xyz"), dict(sha256=123), dict(md5="0" * 31),
+                                dict(filename="../evil"), dict(url="")])
+def test_download_arguments_are_checked(kw, tmp_path):
+    from needle.errors import ArgumentError
+    args = dict(url="http://127.0.0.1:9/file.bin", sha256=SHA, cache_dir=str(tmp_path))
+    args.update(kw)
+    with pytest.raises(ArgumentError, match="download: "):
+        download(**args)
+
+
+def test_every_dataset_download_goes_through_download_py():
+    """No other module opens URLs: one verified, atomic path."""
+    import pathlib
+    root = pathlib.Path(__file__).parents[2] / "contrib"
+    users = sorted(str(p.relative_to(root)) for p in root.rglob("*.py") if "urlopen" in p.read_text())
+    assert users == ["data/download.py"]

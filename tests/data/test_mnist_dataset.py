@@ -117,3 +117,18 @@ def test_real_mnist_test_split():
     # the first test digit of MNIST is a 7, the second a 2
     assert y[0] == 7 and y[1] == 2
     assert abs(float(x.mean()) - 0.1325) < 0.002  # the well-known MNIST pixel mean
+
+
+def test_idx_header_whose_dimensions_overflow(tmp_path):
+    """Three 0xFFFFFFFF dims overflow int64 in np.prod: the size check must not wrap."""
+    import struct
+    from needle.data.datasets.mnist_dataset import read_idx_images
+    from needle.errors import DataFormatError
+    path = tmp_path / "huge-idx3-ubyte"
+    # 2**21 * 2**21 * 2**22 = 2**64 wraps to 0 in int64, matching a 0-byte payload
+    path.write_bytes(struct.pack(">IIII", 2051, 2**21, 2**21, 2**22))
+    with pytest.raises(DataFormatError, match=str(path)):
+        read_idx_images(path)
+    path.write_bytes(struct.pack(">IIII", 2051, 0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF))
+    with pytest.raises(DataFormatError, match="truncated"):
+        read_idx_images(path)

@@ -271,3 +271,45 @@ def test_evaluation_epochs_record_no_graph():
     assert all(loss.op is None and not loss.requires_grad for loss in seen)
     totals = run_epoch([x], forward, model, ndl.optim.SGD(model.parameters(), lr=0.1))
     assert model.training and seen[-1].op is not None and model.weight.grad is not None
+def _corrupt_checkpoint(path, how):
+    state = ndl.load(path)
+    if how == "not a zip":
+        path.write_bytes(b"garbage")
+        return
+    if how == "truncated":
+        raw = path.read_bytes()
+        path.write_bytes(raw[: len(raw) // 2])
+        return
+    if how == "config not json":
+        state["config"] = np.asarray("{not json")
+    elif how == "config a list":
+        state["config"] = np.asarray("[1, 2]")
+    elif how == "epoch an array":
+        state["epoch"] = np.arange(3)
+    elif how == "history a number":
+        state["history"] = np.asarray("7")
+    elif how == "rng keys wrong shape":
+        state["rng.keys"] = np.zeros(5, dtype=np.uint32)
+    elif how == "weight as strings":
+        key = next(k for k in state if k.startswith("model."))
+        state[key] = np.full(state[key].shape, "x")
+    elif how == "optimizer lr text":
+        state["optim.lr"] = np.asarray("fast")
+    elif how == "missing epoch":
+        del state["epoch"]
+    ndl.save(state, path)
+
+
+@pytest.mark.parametrize("how", ["not a zip", "truncated", "config not json", "config a list", "epoch an array",
+                                 "history a number", "rng keys wrong shape", "weight as strings",
+                                 "optimizer lr text", "missing epoch"])
+def test_resume_with_malformed_checkpoint_fails_cleanly(data_dir, tmp_path, capsys, how):
+    common = ["--dataset", "mnist", "--data-dir", data_dir, "--batch-size", 100, "--no-progress",
+              "--out", tmp_path / "run"]
+    assert _run(common + ["--epochs", 1]) == 0
+    _corrupt_checkpoint(tmp_path / "run" / "checkpoint.npz", how)
+    capsys.readouterr()
+    code = _run(common + ["--epochs", 2, "--resume"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "--resume: cannot use" in err and "checkpoint.npz" in err and "Traceback" not in err

@@ -16,17 +16,19 @@ code.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import pickle
+import shutil
 import tarfile
+import tempfile
 
 import numpy as np
 
-from needle.errors import ChecksumError, DataFormatError
+from needle.errors import DataFormatError
+from needle.validation import check_probability
 
-from ..data_basic import Dataset
+from ..data_basic import Dataset, check_index
 
 __all__ = ["CIFAR10Dataset", "load_cifar10_batch", "download_cifar10", "extract_tar",
            "CIFAR10_URL", "CIFAR10_MD5", "CIFAR10_SHA256", "CIFAR10_TRAIN_FILES",
@@ -134,6 +136,7 @@ class CIFAR10Dataset(Dataset):
     supports_index_arrays = True
 
     def __init__(self, base_folder, train, p=0.5, transforms=None):
+        check_probability("CIFAR10Dataset", "p", p)
         super().__init__(transforms)
         base_folder = os.fspath(base_folder)
         if not os.path.isdir(base_folder):
@@ -155,6 +158,7 @@ class CIFAR10Dataset(Dataset):
         return np.ascontiguousarray(out.transpose(2, 0, 1))
 
     def __getitem__(self, index):
+        check_index("CIFAR10Dataset", index, len(self))
         x = self.X[index]
         if self.transforms:
             x = self._transform(x) if x.ndim == 3 else np.stack([self._transform(i) for i in x])
@@ -191,14 +195,6 @@ def extract_tar(archive, dest):
     return dest
 
 
-def _md5(path):
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def download_cifar10(cache_dir=None, url=CIFAR10_URL, sha256=CIFAR10_SHA256, md5=CIFAR10_MD5):
     """Download and unpack CIFAR-10; return the ``cifar-10-batches-py`` folder
     (pass it to ``CIFAR10Dataset``).
@@ -214,17 +210,23 @@ def download_cifar10(cache_dir=None, url=CIFAR10_URL, sha256=CIFAR10_SHA256, md5
     if all(os.path.isfile(os.path.join(folder, n))
            for n in CIFAR10_TRAIN_FILES + CIFAR10_TEST_FILES):
         return folder
+    # the MD5 is checked inside download(): a mismatch keeps nothing under the final name
     archive = os.fspath(download(url, sha256, filename="cifar-10-python.tar.gz",
-                                 cache_dir=folder_root))
-    if md5 is not None:
-        got = _md5(archive)
-        if got != md5:
-            raise ChecksumError(f"download_cifar10: {archive} has MD5 {got}, expected {md5} "
-                                f"(corrupt or different file; delete it and retry)")
-    extract_tar(archive, folder_root)
-    if not os.path.isdir(folder):
-        raise DataFormatError(f"download_cifar10: {archive} did not contain a "
-                              f"{CIFAR10_FOLDER}/ folder")
+                                 cache_dir=folder_root, md5=md5))
+    # unpack beside the final folder and move it into place whole: an
+    # interrupted unpack never leaves a half folder that the check above trusts
+    staging = tempfile.mkdtemp(prefix=".cifar10-unpack.", dir=folder_root)
+    try:
+        extract_tar(archive, staging)
+        unpacked = os.path.join(staging, CIFAR10_FOLDER)
+        if not os.path.isdir(unpacked):
+            raise DataFormatError(f"download_cifar10: {archive} did not contain a "
+                                  f"{CIFAR10_FOLDER}/ folder")
+        if os.path.isdir(folder):
+            shutil.rmtree(folder)
+        os.replace(unpacked, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return folder
 
 

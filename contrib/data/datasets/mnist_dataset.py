@@ -10,6 +10,7 @@ Every field is checked; a truncated or malformed file raises
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import zlib
 
@@ -17,7 +18,7 @@ import numpy as np
 
 from needle.errors import DataFormatError
 
-from ..data_basic import Dataset
+from ..data_basic import Dataset, check_index
 
 __all__ = ["MNISTDataset", "read_idx_images", "read_idx_labels", "parse_mnist_arrays"]
 
@@ -57,7 +58,7 @@ def _read_idx(path, magic: int, ndim: int, what: str) -> np.ndarray:
     dims = tuple(int(d) for d in fields[1:])
     if any(d == 0 for d in dims[1:]):
         raise DataFormatError(f"{path}: IDX {what} header gives a zero dimension {dims}")
-    expected = int(np.prod(dims, dtype=np.int64))
+    expected = math.prod(dims)  # Python ints: four 32-bit dims can overflow int64
     payload = len(data) - header
     if payload != expected:
         problem = "truncated" if payload < expected else "has trailing bytes"
@@ -110,6 +111,7 @@ class MNISTDataset(Dataset):
         return self.X.shape[0]
 
     def __getitem__(self, index):
+        check_index("MNISTDataset", index, len(self))
         x = self.X[index]
         if self.transforms:
             if x.ndim == 3:

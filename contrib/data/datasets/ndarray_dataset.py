@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from ..data_basic import Dataset
+from needle.errors import ArgumentError, ArgumentTypeError, ShapeError
+
+from ..data_basic import Dataset, check_index
 
 __all__ = ["NDArrayDataset"]
 
@@ -18,11 +20,15 @@ class NDArrayDataset(Dataset):
     def __init__(self, *arrays):
         super().__init__()
         if not arrays:
-            raise ValueError("NDArrayDataset needs at least one array")
+            raise ArgumentError("NDArrayDataset: needs at least one array, got none")
+        for k, a in enumerate(arrays):
+            if not hasattr(a, "shape") or not hasattr(a, "__getitem__") or len(a.shape) == 0:
+                raise ArgumentTypeError(f"NDArrayDataset: array {k} must be an array with a first axis, "
+                                        f"got {type(a).__name__}")
         n = arrays[0].shape[0]
         for k, a in enumerate(arrays):
             if a.shape[0] != n:
-                raise ValueError(
+                raise ShapeError(
                     f"NDArrayDataset: array {k} has {a.shape[0]} rows, array 0 has {n}; all must match"
                 )
         self.arrays = arrays
@@ -31,4 +37,5 @@ class NDArrayDataset(Dataset):
         return self.arrays[0].shape[0]
 
     def __getitem__(self, i):
+        check_index("NDArrayDataset", i, len(self))
         return tuple(a[i] for a in self.arrays)

@@ -11,7 +11,8 @@ import os
 import numpy as np
 
 from needle.autograd import Tensor
-from needle.errors import DataFormatError
+from needle.errors import ArgumentError, DataFormatError, EmptyDatasetError
+from needle.validation import check_int
 
 __all__ = ["Dictionary", "Corpus", "batchify", "get_batch", "download_ptb", "PTB_URLS",
            "PTB_SHA256"]
@@ -66,9 +67,8 @@ class Corpus:
     def tokenize(self, path, max_lines=None):
         """Ids of the words of the first ``max_lines`` lines of ``path``
         (every line ends with ``"<eos>"``)."""
-        if max_lines is not None and (int(max_lines) != max_lines or max_lines < 0):
-            raise ValueError(f"Corpus.tokenize: max_lines must be None or an integer >= 0, "
-                             f"got {max_lines!r}")
+        if max_lines is not None:
+            check_int("Corpus.tokenize", "max_lines", max_lines, 0)
         ids = []
         try:
             with open(path, "r", encoding="utf-8") as f:
@@ -95,12 +95,11 @@ def batchify(data, batch_size, device, dtype):
     ``device``/``dtype`` are accepted for the course signature; the result
     stays NumPy and ``get_batch`` places it.
     """
-    if int(batch_size) != batch_size or batch_size < 1:
-        raise ValueError(f"batchify: batch_size must be a positive integer, got {batch_size!r}")
+    batch_size = check_int("batchify", "batch_size", batch_size, 1)
     data = np.asarray(data)
     nbatch = len(data) // batch_size
     if nbatch == 0:
-        raise ValueError(f"batchify: {len(data)} tokens are fewer than batch_size={batch_size}")
+        raise EmptyDatasetError(f"batchify: {len(data)} tokens are fewer than batch_size={batch_size}")
     return data[: nbatch * batch_size].reshape(batch_size, nbatch).T.copy()
 
 
@@ -112,10 +111,12 @@ def get_batch(batches, i, bptt, device=None, dtype=None):
     device if None) of ``dtype`` (float32 if None); target is data shifted
     one step down.
     """
+    bptt = check_int("get_batch", "bptt", bptt, 1)
+    i = check_int("get_batch", "i", i, -(2**62))
     n = len(batches)
     L = min(bptt, n - 1 - i)
     if i < 0 or L < 1:
-        raise ValueError(f"get_batch: row i={i} leaves no (input, target) pair in {n} rows "
+        raise ArgumentError(f"get_batch: row i={i} leaves no (input, target) pair in {n} rows "
                          f"(valid: 0 <= i <= {n - 2})")
     dtype = "float32" if dtype is None else dtype
     data = Tensor(batches[i:i + L], device=device, dtype=dtype, requires_grad=False)
@@ -130,9 +131,9 @@ def download_ptb(cache_dir=None, urls=None, sha256=None):
 
     ``urls`` and ``sha256`` map file names (``train.txt``...) to a URL and
     an expected SHA-256; they default to ``PTB_URLS`` and ``PTB_SHA256``.
-    A file whose expected SHA-256 is None is fetched without verification
-    (and reused from the cache as is); the others go through
-    ``needle.data.download`` and are verified.
+    Every file goes through ``needle.data.download`` (atomic, length-checked);
+    one whose expected SHA-256 is None is fetched unverified and re-fetched
+    when the cached copy no longer matches the digest recorded at download.
     """
     from ..download import default_cache_dir, download
 
@@ -142,39 +143,5 @@ def download_ptb(cache_dir=None, urls=None, sha256=None):
     root = default_cache_dir() if cache_dir is None else cache_dir
     folder = os.path.join(os.fspath(root), "ptb")
     for name, url in urls.items():
-        if sums.get(name) is not None:
-            download(url, sums[name], filename=name, cache_dir=folder)
-        else:
-            _fetch_unverified(url, os.path.join(folder, name))
+        download(url, sums.get(name), filename=name, cache_dir=folder)
     return folder
-
-
-def _fetch_unverified(url, target, timeout=60.0):
-    """Fetch ``url`` to ``target`` unless it exists; written to a temporary
-    file first and renamed, so an interrupted fetch leaves no partial file.
-    (``needle.data.download`` requires a checksum, which PTB lacks here.)"""
-    import tempfile
-    import urllib.error
-    import urllib.request
-
-    if os.path.isfile(target):
-        return target
-    folder = os.path.dirname(target)
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(target) + ".", suffix=".part",
-                               dir=folder)
-    try:
-        try:
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as r:
-                for chunk in iter(lambda: r.read(1 << 20), b""):
-                    out.write(chunk)
-        except urllib.error.HTTPError as exc:
-            raise OSError(f"download of {url} failed: HTTP {exc.code} {exc.reason}") from None
-        except urllib.error.URLError as exc:
-            raise ConnectionError(f"download of {url} failed: cannot reach the server "
-                                  f"({exc.reason}); place the file at {target} by hand") from None
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return target
