@@ -41,7 +41,7 @@ INTERNAL_ATTRS = {"_handle", "_be"}
 #: layer and the layers below, never above; a name belongs to the layer of
 #: its longest listed prefix (``needle`` itself: only the package).
 CORE_LAYERS = [
-    ("errors", ["needle.errors"]),
+    ("errors", ["needle.errors", "needle.validation"]),
     ("protocol", ["needle.hookspecs", "needle.protocol"]),
     ("discovery", ["needle.discovery"]),
     ("ndarray", ["needle.backend_ndarray"]),
