@@ -204,6 +204,10 @@ def register_plugin(module: Any, name: Optional[str] = None) -> None:
     with _REG.lock:
         name = _REG.pm.register(module, name=name)
         _REG._collect(name, module)
+    ops_hook = getattr(module, "needle_register_ops", None)
+    if ops_hook is not None:  # its ops too, as an entry-point plugin's at discovery
+        from .ops.registry import register_op
+        ops_hook(register=register_op)
     from .backend_ndarray.device import forget_devices
     forget_devices(None)
 
