@@ -34,6 +34,10 @@ def test_cached_file_corrupted_past_the_first_mib_is_refetched(server, tmp_path)
     base, root = server
     cache = tmp_path / "cache"
     path = download(f"{base}/big.bin", SHA, cache_dir=str(cache))
+    # an intact cached copy is recognised (digest of all of it) and served without the server
+    (root / "big.bin").rename(root / "away.bin")
+    assert download(f"{base}/big.bin", SHA, cache_dir=str(cache)) == path
+    (root / "away.bin").rename(root / "big.bin")
     bad = bytearray(PAYLOAD)
     bad[(1 << 20) + 12345] ^= 0xFF
     path.write_bytes(bytes(bad))
