@@ -12,7 +12,7 @@
   or all ``-inf``, is NaN throughout; ``-inf`` elsewhere gives exactly 0
   (``-inf`` for logsoftmax).
 
-The rows are long enough (37 elements) to reach both the vector body and the
+The rows are long enough (101 elements) to reach both the vector body and the
 scalar tail of SIMD kernels, and the special value sits in each position
 class (first, in the body, in the tail).  Expectations come from NumPy in
 float64 (exact for these small finite values), never from a needle backend.
@@ -27,7 +27,9 @@ import pytest
 
 kernel = pytest.mark.needle_kernel
 nan, inf = np.nan, np.inf
-WIDTH = 37  # > 4 x 8 float32 lanes, not a multiple of 8: body plus tail
+# three 4 x 8-lane float32 blocks plus a 5-element scalar tail: a special value
+# in the first block must survive two more blocks of vector max/add
+WIDTH = 101
 
 
 def _ndl():
@@ -44,9 +46,9 @@ def _rows():
             r = base.copy()
             r[pos] = val
             rows[f"{val_name}@{pos_name}"] = r
-    r = base.copy(); r[3], r[30] = inf, -inf
+    r = base.copy(); r[3], r[60] = inf, -inf
     rows["+inf,-inf"] = r
-    r = base.copy(); r[5], r[33] = inf, nan
+    r = base.copy(); r[5], r[97] = inf, nan
     rows["+inf,nan"] = r
     rows["all -inf"] = np.full(WIDTH, -inf)
     rows["all +inf"] = np.full(WIDTH, inf)
@@ -173,3 +175,24 @@ def test_softmax_kernel_follows_numpy(conformance_device, sdtype):
     fn(to_buffer(be, MATRIX.astype(sdtype)), out, rows, width)
     want = _softmax_ref(MATRIX)
     _check_rows(from_buffer(be, out).reshape(rows, width), want, "softmax kernel")
+
+
+UNARY_VALUES = np.array([nan, inf, -inf, 0.0, -0.0, 1.0, -1.0, 0.5, 20.0, -20.0, 80.0, -80.0, 3.0, 1e-3])
+
+
+@kernel("ewise_exp", "ewise_log", "ewise_tanh", "ewise_sqrt")
+@pytest.mark.parametrize("name", ["exp", "log", "tanh", "sqrt"])
+def test_unary_math_on_special_values(conformance_device, sdtype, name):
+    """NaN in, NaN out; exp(-inf) = 0, exp(inf) = inf, log(0) = -inf, log(-1) = nan,
+    tanh(+-inf) = +-1, sqrt(-1) = nan -- in the vector body and the tail alike."""
+    import needle.backend_ndarray as nd
+    x = np.resize(UNARY_VALUES, 3 * 32 + 7)  # every value in every lane class
+    if name == "log":
+        x = np.abs(x)
+        x[[1, 20, 50]] = -1.0
+    want = _np(getattr(np, name), x.astype(np.float64))
+    a = nd.array(x.astype(sdtype), device=conformance_device, dtype=sdtype)
+    got = getattr(a, name)().numpy().astype(np.float64)
+    same = (np.isnan(got) == np.isnan(want)) & (np.isnan(want) | (got == want)
+                                                  | (np.abs(got - want) <= 1e-6 + 1e-5 * np.abs(want)))
+    assert same.all(), f"{name}: inputs {x[~same][:6]} gave {got[~same][:6]}, NumPy {want[~same][:6]}"
