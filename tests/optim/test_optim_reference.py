@@ -256,3 +256,31 @@ def test_scheduler_state_dict_round_trip_resumes_the_schedule():
 def test_scheduler_needs_an_lr():
     with pytest.raises(TypeError, match="no 'lr' attribute"):
         ndl.optim.StepLR(object(), step_size=1)
+
+
+def test_clip_grad_norm_default_max_norm_is_a_quarter():
+    p = ndl.Tensor(np.zeros(2), dtype="float64")
+    p.grad = ndl.Tensor(np.array([3.0, 4.0]), dtype="float64")
+    assert ndl.optim.SGD([p]).clip_grad_norm() == pytest.approx(5.0)
+    np.testing.assert_allclose(p.grad.numpy(), np.array([3.0, 4.0]) * 0.25 / (5.0 + 1e-6), rtol=1e-12)
+
+
+def test_a_custom_optimizer_inherits_a_state_dict_of_its_lr():
+    class Halver(ndl.optim.Optimizer):
+        def __init__(self, params, lr):
+            super().__init__(params)
+            self.lr = lr
+
+        def step(self):
+            for p in self.params:
+                p.data = p.realize_cached_data() * self.lr
+
+    p = ndl.Tensor(np.array([4.0, -2.0]), dtype="float64")
+    opt = Halver([p], lr=0.5)
+    opt.step()
+    np.testing.assert_array_equal(p.numpy(), [2.0, -1.0])
+    state = opt.state_dict()
+    assert list(state) == ["lr"] and float(state["lr"]) == 0.5
+    other = Halver([p], lr=9.0)
+    other.load_state_dict({"lr": np.asarray(0.25)})
+    assert other.lr == 0.25
