@@ -8,4 +8,5 @@ bash scripts/bootstrap.sh
 if [ "$#" -gt 0 ]; then
   exec .venv/bin/python -m pytest "$@"
 fi
-exec .venv/bin/python -m pytest -n 2 -q tests
+# line coverage of core/ and contrib/ ([tool.coverage] in pyproject.toml), printed at the end
+exec .venv/bin/python -m pytest -n 2 -q --cov --cov-report=term tests
