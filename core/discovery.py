@@ -26,7 +26,7 @@ GROUP = "needle.backends"
 
 __all__ = ["BackendInfo", "backend_infos", "get_backend_info", "register_backend", "metadata_errors",
            "entry_points_of", "register_plugin", "reset", "plugin_manager", "on_plugins_loaded",
-           "on_backends_changed", "GROUP"]
+           "on_plugin_registered", "on_backends_changed", "GROUP"]
 
 
 @dataclass
@@ -158,6 +158,8 @@ class _Registry:
 # these callbacks, so discovery never imports them (docs/design.md, "Layers").
 #: called with the plugin manager once its entry points are loaded
 _ON_LOAD: list = []
+#: called with each plugin module registered at run time
+_ON_REGISTER: list = []
 #: called with a backend name (None: every backend) when backends change
 _ON_CHANGE: list = []
 
@@ -168,6 +170,13 @@ def on_plugins_loaded(callback) -> None:
     _ON_LOAD.append(callback)
     if _REG.loaded:
         callback(_REG.pm)
+
+
+def on_plugin_registered(callback) -> None:
+    """Call ``callback(module)`` for each plugin module given to
+    :func:`register_plugin` at run time (the op registry adds its ops, as it
+    does for entry-point plugins through :func:`on_plugins_loaded`)."""
+    _ON_REGISTER.append(callback)
 
 
 def on_backends_changed(callback) -> None:
@@ -259,6 +268,8 @@ def register_plugin(module: Any, name: Optional[str] = None) -> None:
     with _REG.lock:
         name = _REG.pm.register(module, name=name)
         _REG._collect(name, module)
+    for callback in list(_ON_REGISTER):
+        callback(module)
     _changed(None)
 
 

@@ -376,8 +376,14 @@ class Backend(abc.ABC):
     def ewise_sqrt(self, a, out) -> None:
         """*Optional.* ``out = sqrt(a)`` (nan below 0), correctly rounded as
         IEEE sqrt is.  Default: ``scalar_power(a, 0.5)`` (same values up to
-        float rounding, usually much slower than a native square root)."""
+        float rounding, usually much slower than a native square root), times
+        ``m / m`` with ``m = (a >= 0)``: 1, or nan below 0 -- IEEE pow gives
+        ``pow(-inf, 0.5) = +inf`` where sqrt gives nan."""
+        mask = self.Array(out.size, out.dtype)
+        self.scalar_ge(a, 0.0, mask)
+        self.ewise_div(mask, mask, mask)
         self.scalar_power(a, 0.5, out)
+        self.ewise_mul(out, mask, out)
 
     def ewise_relu_grad(self, a, g, out) -> None:
         """*Optional.* ``out = g if a > 0 else 0`` (ReLU's backward)."""

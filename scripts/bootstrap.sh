@@ -10,6 +10,11 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 VPY=.venv/bin/python
+# in CI a missing test reference is an error (tests/conftest.py fails the run too); locally a warning
+ci_fail() {
+  if [ "${CI:-}" = "true" ]; then echo "error: $1 (CI=true: the tests' oracles need it)" >&2; exit 1; fi
+  echo "warning: $1"
+}
 "$VPY" -m pip install -q --upgrade pip
 # build requirements first, so the editable install can skip build isolation
 "$VPY" -m pip install -q "setuptools>=68" wheel "Cython>=3.0" numpy pluggy
@@ -18,9 +23,9 @@ echo "==> building and installing needle (editable, Cython CPU backend)"
 if [ "${NEEDLE_WITH_TORCH:-1}" = "1" ] && ! "$VPY" -c "import torch" 2>/dev/null; then
   # PyTorch is a *reference* for tests and benchmarks only, never a needle dependency
   echo "==> installing PyTorch (CPU) as a test reference"
-  "$VPY" -m pip install -q torch==2.13.0 || echo "warning: PyTorch not installed; torch comparisons will be skipped"
+  "$VPY" -m pip install -q torch==2.13.0 || ci_fail "PyTorch not installed; torch comparisons will be skipped"
 fi
 if [ "${NEEDLE_WITH_NVRTC:-1}" = "1" ] && ! "$VPY" -c "import cuda.bindings" 2>/dev/null; then
   # NVRTC needs no GPU: lets the CUDA kernel-compile test run on CPU-only machines
-  "$VPY" -m pip install -q "cuda-python>=12.6" nvidia-cuda-nvrtc || echo "warning: cuda-python/NVRTC not installed; the CUDA compile test will be skipped"
+  "$VPY" -m pip install -q "cuda-python>=12.6" nvidia-cuda-nvrtc || ci_fail "cuda-python/NVRTC not installed; the CUDA compile test will be skipped"
 fi

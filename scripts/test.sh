@@ -8,4 +8,13 @@ bash scripts/bootstrap.sh
 if [ "$#" -gt 0 ]; then
   exec .venv/bin/python -m pytest "$@"
 fi
-exec .venv/bin/python -m pytest -n 2 -q tests
+# line coverage of core/ and contrib/ ([tool.coverage] in pyproject.toml), printed at the end
+rm -f .coverage .coverage.*
+export COVERAGE_PROCESS_START="$PWD/pyproject.toml" COVERAGE_FILE="$PWD/.coverage"
+rc=0
+.venv/bin/python -m pytest -n 2 -q tests || rc=$?
+unset COVERAGE_PROCESS_START
+if ! { .venv/bin/python -m coverage combine -q && .venv/bin/python -m coverage report; }; then
+  [ "$rc" -ne 0 ] || rc=1
+fi
+exit $rc

@@ -31,9 +31,11 @@ def logsumexp_array(a: NDArray, axes) -> NDArray:
         out = NDArray.call_op_override("logsumexp", (src,), (outer,), outer, inner)
         if out is not None:
             return out.reshape(out_shape)
-    # a row of all -inf has max -inf and -inf - -inf = nan: clamping the shift
-    # to the dtype's lowest finite value keeps such rows at -inf (as NumPy/torch)
-    m = a.max(axis=red, keepdims=True).maximum(float(np.finfo(a.dtype).min))
+    # a row of all -inf has max -inf and a row holding +inf max +inf, and
+    # x - m is then nan: clamping the shift to finite values keeps such rows
+    # at -inf and +inf (as NumPy/torch); -max(-m, lo) is min(m, -lo)
+    lo = float(np.finfo(a.dtype).min)
+    m = -(-a.max(axis=red, keepdims=True).maximum(lo)).maximum(lo)
     shifted = a - m.broadcast_to(a.shape)
     s = shifted.exp().sum(axis=red)
     return s.log() + m.reshape(out_shape)
@@ -77,7 +79,10 @@ class LogSoftmax(TensorOp):
     def compute(self, a: NDArray) -> NDArray:
         axes = self._axis(a.ndim)
         kept = kept_dims_shape(a.shape, axes)
-        lse = logsumexp_array(a, axes).reshape(kept).broadcast_to(a.shape)
+        lse = logsumexp_array(a, axes)
+        # a row whose lse is +-inf (it holds +inf, or is all -inf) is nan
+        # throughout, as torch.log_softmax: lse - lse is 0, or nan for those
+        lse = (lse + (lse - lse)).reshape(kept).broadcast_to(a.shape)
         return a - lse
 
     def gradient(self, out_grad: Tensor, node: Tensor):

@@ -102,7 +102,15 @@ def _register_plugin_ops(plugin_manager) -> None:
             warnings.warn(f"needle: plugin {impl.plugin_name!r} failed to register ops: {exc}")
 
 
+def _register_module_ops(module) -> None:
+    """A plugin module registered at run time adds its ops through the same hook."""
+    hook = getattr(module, "needle_register_ops", None)
+    if hook is not None:
+        hook(register=register_op)
+
+
 discovery.on_plugins_loaded(_register_plugin_ops)
+discovery.on_plugin_registered(_register_module_ops)
 
 
 def get_op(name: str) -> OpEntry:

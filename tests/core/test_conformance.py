@@ -12,3 +12,4 @@ from needle.testing.test_kernels import *  # noqa: F401,F403
 from needle.testing.test_ndarray_api import *  # noqa: F401,F403
 from needle.testing.test_ops import *  # noqa: F401,F403
 from needle.testing.test_properties import *  # noqa: F401,F403
+from needle.testing.test_special_values import *  # noqa: F401,F403

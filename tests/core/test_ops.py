@@ -422,12 +422,6 @@ def test_conv_matches_torch(device, stride, padding):
 def test_conv_second_order(device):
     """Gradients of conv gradients (conv_grad_input / conv_grad_weight are differentiable)."""
     a, b = randn(1, 5, 5, 2), randn(3, 3, 2, 2)
-
-    def f(x, w):
-        y = ops.conv(x, w, stride=2, padding=1)
-        y.sum().backward()
-        return x.grad * x + w.grad.sum()
-
     check_grad(lambda x, w: ops.conv(x, w, stride=2, padding=1) ** 2, a, b, device=device)
     x, w = T(a, device), T(b, device)
     y = (ops.conv(x, w, stride=2, padding=1) ** 2).sum()
@@ -451,6 +445,26 @@ def test_conv_second_order(device):
         bm.reshape(-1)[j] -= eps
         num.reshape(-1)[j] = (gx_of(bp) - gx_of(bm)) / (2 * eps)
     np.testing.assert_allclose(got, num, rtol=1e-5, atol=1e-6)
+
+    # d/dx of sum(gw * V): differentiates the weight adjoint (ConvGradWeight.gradient)
+    x, w = T(a, device), T(b, device)
+    (ops.conv(x, w, stride=2, padding=1) ** 2).sum().backward()
+    V = randn(*b.shape)
+    (w.grad * T(V, device, requires_grad=False)).sum().backward()
+    got_x = x.grad.numpy()
+
+    def gw_of(aa):
+        xx, ww = T(aa, device), T(b, device)
+        (ops.conv(xx, ww, stride=2, padding=1) ** 2).sum().backward()
+        return (ww.grad.numpy() * V).sum()
+
+    num_x = np.zeros_like(a)
+    for j in range(a.size):
+        ap, am = a.copy(), a.copy()
+        ap.reshape(-1)[j] += eps
+        am.reshape(-1)[j] -= eps
+        num_x.reshape(-1)[j] = (gw_of(ap) - gw_of(am)) / (2 * eps)
+    np.testing.assert_allclose(got_x, num_x, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("k,s", [(2, 2), (3, 1), (3, 2)])

@@ -210,6 +210,7 @@ def test_batchnorm1d_eval_uses_running_stats():
     out = bn(T(x)).numpy()
     np.testing.assert_allclose(out, (x - rm) / np.sqrt(rv + 1e-5), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(bn.running_mean.numpy(), rm)  # no update in eval
+    np.testing.assert_allclose(bn.running_var.numpy(), rv)
 
 
 def test_batchnorm1d_rejects_wrong_width():

@@ -14,6 +14,7 @@ What a backend must know (the rest is needle's job):
 
 from __future__ import annotations
 
+import functools
 import math
 from array import array
 
@@ -67,6 +68,20 @@ def _exp(x):
         return math.exp(x)
     except OverflowError:
         return math.inf
+
+
+def _max(x, y):
+    # NaN from either side wins, like numpy.maximum (x >= y alone drops a NaN x)
+    return x if (x >= y or x != x) else y
+
+
+def _sum(values):
+    try:
+        return math.fsum(values)
+    except ValueError:  # fsum refuses inf + -inf; IEEE addition gives nan
+        return math.nan
+    except OverflowError:  # finite terms overflowing the double range
+        return sum(values)
 
 
 def _pow(x, y):
@@ -138,7 +153,7 @@ class ArrayBackend(Backend):
         self._binary(_div, a, b, out)
 
     def ewise_maximum(self, a, b, out):
-        self._binary(lambda x, y: x if x >= y else y, a, b, out)
+        self._binary(_max, a, b, out)
 
     def ewise_eq(self, a, b, out):
         self._binary(lambda x, y: 1.0 if x == y else 0.0, a, b, out)
@@ -171,7 +186,7 @@ class ArrayBackend(Backend):
         self._unary(lambda x: _pow(x, val), a, out)
 
     def scalar_maximum(self, a, val, out):
-        self._unary(lambda x: x if x >= val else val, a, out)
+        self._unary(lambda x: _max(x, val), a, out)
 
     def scalar_eq(self, a, val, out):
         self._unary(lambda x: 1.0 if x == val else 0.0, a, out)
@@ -183,12 +198,12 @@ class ArrayBackend(Backend):
     def reduce_sum(self, a, out, reduce_size):
         x, o = a.data, out.data
         for i in range(len(o)):
-            o[i] = math.fsum(x[i * reduce_size:(i + 1) * reduce_size])
+            o[i] = _sum(x[i * reduce_size:(i + 1) * reduce_size])
 
     def reduce_max(self, a, out, reduce_size):
         x, o = a.data, out.data
         for i in range(len(o)):
-            o[i] = max(x[i * reduce_size:(i + 1) * reduce_size])
+            o[i] = functools.reduce(_max, x[i * reduce_size:(i + 1) * reduce_size])
 
     # matmul ------------------------------------------------------------------------------
     def matmul(self, a, b, out, m, n, p):
@@ -203,7 +218,10 @@ class ArrayBackend(Backend):
         x, o = a.data, out.data
         for i in range(outer):
             row = x[i * inner:(i + 1) * inner]
-            m = max(row)
+            m = functools.reduce(_max, row)
+            if math.isnan(m) or math.isinf(m):  # +inf, all -inf, or nan: the row's answer is m
+                o[i] = m
+                continue
             o[i] = m + math.log(math.fsum(_exp(v - m) for v in row))
 
 

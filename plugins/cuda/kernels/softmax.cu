@@ -1,6 +1,8 @@
 // Fused row-wise logsumexp and softmax on a compact (rows, R) array, max
-// subtracted for stability.  A row whose max is not finite is shifted by 0
-// instead, so all -inf gives -inf (logsumexp) rather than NaN.
+// subtracted for stability.  logsumexp shifts a row whose max is not finite
+// by 0 instead, so all -inf gives -inf and a +inf gives +inf (as NumPy and
+// torch) rather than NaN.  softmax keeps the max as the shift, so such a row
+// is NaN throughout, as torch.softmax and scipy's softmax.
 // *_warp: one warp per row; *_block: one block per row.
 
 template <typename T>
@@ -18,7 +20,7 @@ __device__ __forceinline__ void rowwise_warp(const T* a, T* out, i64 rows, i64 R
         T m = sm_neg_inf(T(0));
         for (i64 j = lane; j < R; j += 32) m = ndl_max(m, row[j]);
         m = warp_reduce(m, MaxOp());
-        const T shift = shift_of(m);
+        const T shift = SOFTMAX ? m : shift_of(m);
         T s = T(0);
         for (i64 j = lane; j < R; j += 32) s += ndl_exp(row[j] - shift);
         s = warp_reduce(s, SumOp());
@@ -38,7 +40,7 @@ __device__ __forceinline__ void rowwise_block(const T* a, T* out, i64 rows, i64 
         T m = sm_neg_inf(T(0));
         for (i64 j = threadIdx.x; j < R; j += blockDim.x) m = ndl_max(m, row[j]);
         m = block_reduce(m, MaxOp(), sm_neg_inf(T(0)), smem);
-        const T shift = shift_of(m);
+        const T shift = SOFTMAX ? m : shift_of(m);
         T s = T(0);
         for (i64 j = threadIdx.x; j < R; j += blockDim.x) s += ndl_exp(row[j] - shift);
         s = block_reduce(s, SumOp(), T(0), smem);

@@ -1,0 +1,204 @@
+"""Hand-made mutants of the CPU backend's C kernels: each must be killed.
+
+    .venv/bin/python scripts/c_mutants.py            # every mutant
+    .venv/bin/python scripts/c_mutants.py M3 M7      # some of them
+    .venv/bin/python scripts/c_mutants.py --list
+
+For each mutant the script copies the tree (git's view: tracked and new,
+not ignored files) into a scratch folder, replaces one exact snippet of
+plugins/cpu/csrc, rebuilds the extension there, and runs the tests named for
+that mutant with ``needle_cpu`` imported from the copy.  A mutant is KILLED
+when those tests fail.  The working tree and its build are never touched.
+
+A snippet that no longer occurs exactly once (the kernel was rewritten) is
+reported as STALE -- update the mutant -- and makes the run fail, as does a
+mutant that SURVIVED or a copy that does not build.  Exit status 0 only when
+every selected mutant was killed.
+
+The mutants target the scalar and SIMD paths where wrong answers hide:
+NaN propagation, the scalar tails after vector blocks, and accumulation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CSRC = "plugins/cpu/csrc"
+
+SPECIAL = ["tests/core/test_conformance.py", "-k",
+           "propagates or follow or unary_math_on_special"]
+REDUCE = ["tests/cpu/test_reduce.py", "tests/core/test_conformance.py", "-k",
+          "reduce or follow or sum"]
+
+
+@dataclass
+class Mutant:
+    key: str
+    file: str
+    old: str
+    new: str
+    what: str
+    tests: list
+
+
+MUTANTS = [
+    Mutant("M1", "ewise_tmpl.h", "ND_SCAL(nd_smaximum_, (x >= y || x != x) ? x : y)",
+           "ND_SCAL(nd_smaximum_, (x >= y) ? x : y)",
+           "scalar maximum drops a NaN input (relu(nan) = 0)", SPECIAL),
+    Mutant("M2", "ewise_tmpl.h", "ND_BIN(nd_maximum_, (x >= y || x != x) ? x : y)",
+           "ND_BIN(nd_maximum_, (x >= y) ? x : y)",
+           "element-wise maximum drops a NaN in its first operand", SPECIAL),
+    Mutant("M3", "vmath.c", "    nan = _mm256_movemask_ps(bad) != 0;\n",
+           "    nan = 0;\n",
+           "AVX2 row max forgets NaNs seen in the vector blocks", SPECIAL),
+    Mutant("M4", "vmath.c",
+           "  for (; i < r; i++) { float x = a[i]; m = x > m ? x : m; nan |= (x != x); }\n  return nan ? NAN : m;\n}",
+           "  for (; i < r; i++) { float x = a[i]; m = x > m ? x : m; }\n  return nan ? NAN : m;\n}",
+           "AVX2 row max forgets a NaN in the scalar tail", SPECIAL),
+    Mutant("M5", "vmath.c",
+           "__m256 s = _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3));",
+           "__m256 s = _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s2));",
+           "AVX2 row sum drops its fourth accumulator", REDUCE),
+    Mutant("M6", "vmath.c", "    for (; i < e; i++) t += a[i];\n",
+           "    for (; i + 1 < e; i++) t += a[i];\n",
+           "AVX2 row sum skips the last element of the tail", REDUCE),
+    Mutant("M7", "ewise_tmpl.h",
+           "if (m != m || m == (T)INFINITY || m == -(T)INFINITY) { o[i] = m; continue; }",
+           "if (m != m || m == -(T)INFINITY) { o[i] = m; continue; }",
+           "logsumexp shifts a +inf row by +inf (inf - inf = nan)", SPECIAL),
+    Mutant("M8", "vmath.c", "  return _mm256_blendv_ps(y, x, isnan);  /* nan in, nan out */",
+           "  return y;",
+           "vector exp turns NaN into a number (the clamp eats it)", SPECIAL),
+    Mutant("M9", "ewise_tmpl.h", "ND_BIN(nd_maximum_, (x >= y || x != x) ? x : y)",
+           "ND_BIN(nd_maximum_, (x >= y || x != x) ? y : x)",
+           "element-wise maximum returns the minimum", SPECIAL),
+]
+
+
+def _copy_tree(dst: Path) -> None:
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT,
+                           capture_output=True, check=True).stdout.split(b"\0")
+    for f in files:
+        if not f:
+            continue
+        rel = f.decode()
+        src = ROOT / rel
+        if src.is_file():
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst / rel)
+
+
+def _import_dir(tree: Path) -> Path:
+    """Import names -> the copy's folders, as setup.py's package_dir maps them."""
+    imp = tree / ".imp"
+    (imp / "needle").mkdir(parents=True)
+    for entry in (tree / "core").iterdir():
+        (imp / "needle" / entry.name).symlink_to(entry)
+    for sub in ("nn", "optim", "data", "models"):
+        (imp / "needle" / sub).symlink_to(tree / "contrib" / sub)
+    for name, folder in (("needle_numpy", "numpy"), ("needle_cpu", "cpu"), ("needle_cuda", "cuda")):
+        (imp / name).symlink_to(tree / "plugins" / folder)
+    return imp
+
+
+def _build(tree: Path, log: Path) -> bool:
+    with open(log, "w") as out:
+        r = subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=tree,
+                           stdout=out, stderr=subprocess.STDOUT)
+    return r.returncode == 0
+
+
+def _tests(tree: Path, imp: Path, args) -> tuple[int, str]:
+    env = dict(os.environ, PYTHONPATH=str(imp), PYTHONDONTWRITEBYTECODE="1",
+               NEEDLE_DISABLE_PLUGINS="cuda", HYPOTHESIS_PROFILE="ci")
+    env.pop("CI", None)  # this is a mutant run, not a CI run of the suite
+    r = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *args],
+                       cwd=tree, env=env, capture_output=True, text=True)
+    tail = (r.stdout + r.stderr).strip().splitlines()
+    return r.returncode, tail[-1] if tail else ""
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("keys", nargs="*", help="mutant keys (default: all)")
+    ap.add_argument("--list", action="store_true")
+    ap.add_argument("--keep", action="store_true", help="keep the scratch folder")
+    args = ap.parse_args(argv)
+    chosen = [m for m in MUTANTS if not args.keys or m.key in args.keys]
+    if args.list:
+        for m in chosen:
+            print(f"{m.key}  {m.file:14s} {m.what}")
+        return 0
+    # every snippet must occur exactly once in the working tree's source
+    stale = []
+    for m in chosen:
+        n = (ROOT / CSRC / m.file).read_text().count(m.old)
+        if n != 1:
+            stale.append(m)
+            print(f"{m.key} STALE   {m.file}: the snippet occurs {n} times (expected once); "
+                  f"update the mutant:\n    {m.old!r}")
+    work = Path(tempfile.mkdtemp(prefix="needle_c_mutants_"))
+    results = {m.key: "STALE" for m in stale}
+    try:
+        tree = work / "tree"
+        tree.mkdir()
+        _copy_tree(tree)
+        imp = _import_dir(tree)
+        t0 = time.time()
+        if not _build(tree, work / "build-base.log"):
+            print(f"the unmutated copy does not build; see {work / 'build-base.log'}")
+            args.keep = True
+            return 2
+        base = {}
+        for m in chosen:
+            if m in stale:
+                continue
+            key = tuple(m.tests)
+            if key not in base:
+                base[key] = _tests(tree, imp, m.tests)
+                if base[key][0] != 0:
+                    print(f"the tests of {m.key} fail WITHOUT the mutant: {base[key][1]}")
+                    args.keep = True
+                    return 2
+        print(f"baseline built and tested in {time.time() - t0:.0f} s")
+        for m in chosen:
+            if m in stale:
+                continue
+            path = tree / CSRC / m.file
+            original = path.read_text()
+            path.write_text(original.replace(m.old, m.new))
+            try:
+                t0 = time.time()
+                if not _build(tree, work / f"build-{m.key}.log"):
+                    results[m.key] = "NO-BUILD"
+                    print(f"{m.key} NO-BUILD {m.what} (see {work / f'build-{m.key}.log'})")
+                    args.keep = True
+                    continue
+                rc, tail = _tests(tree, imp, m.tests)
+                results[m.key] = "KILLED" if rc != 0 else "SURVIVED"
+                print(f"{m.key} {results[m.key]:8s} {m.what}  [{tail}] ({time.time() - t0:.0f} s)")
+            finally:
+                path.write_text(original)
+                os.utime(path, None)  # newer than the mutant's objects: the next build recompiles
+    finally:
+        if args.keep:
+            print(f"scratch folder kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    killed = sum(v == "KILLED" for v in results.values())
+    print(f"C mutants: {killed}/{len(chosen)} killed"
+          + "".join(f"; {k} {v}" for k, v in results.items() if v != "KILLED"))
+    return 0 if killed == len(chosen) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Mutation testing with mutmut 2 (not part of CI; see docs/testing.md).
+#
+#   bash scripts/mutation.sh                       # every path in scripts/mutation/paths.txt
+#   bash scripts/mutation.sh contrib/optim core/ops/ops_logarithmic.py
+#
+# Each mutant runs only the fast tests mapped to its file
+# (scripts/mutation/mutmut_config.py).  The run happens in a scratch copy of
+# the tree (MUTATION_DIR, default .mutation/), imported through a folder of
+# symlinks that mirrors setup.py's package_dir, so an interrupted run never
+# leaves a mutant in the working tree; results are cached there, and a rerun
+# only tests what is new.  The score (killed / (total - documented
+# equivalent)) is printed at the end by scripts/mutation/score.py.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+[ -x .venv/bin/python ] || bash scripts/bootstrap.sh
+.venv/bin/python -c "import mutmut" 2>/dev/null || .venv/bin/python -m pip install -q "mutmut==2.5.1"
+MUTMUT=$ROOT/.venv/bin/mutmut
+PY=$ROOT/.venv/bin/python
+
+if [ "$#" -gt 0 ]; then PATHS=("$@"); else mapfile -t PATHS < <(grep -v '^#' scripts/mutation/paths.txt | grep .); fi
+
+DIR=${MUTATION_DIR:-$ROOT/.mutation}
+mkdir -p "$DIR"
+# the tree as git sees it (tracked + new, not ignored) plus the built extension
+git ls-files -co --exclude-standard -z | tar --null -T - -cf - | tar -C "$DIR" -xf -
+cp plugins/cpu/_ext*.so "$DIR/plugins/cpu/"
+cp scripts/mutation/mutmut_config.py "$DIR/"
+
+# import names -> source folders, as setup.py's ROOTS (needle.nn lives in contrib/nn, ...)
+IMP=$DIR/.imp
+rm -rf "$IMP" && mkdir -p "$IMP/needle"
+for f in "$DIR"/core/*; do ln -s "$f" "$IMP/needle/$(basename "$f")"; done
+for sub in nn optim data models; do ln -s "$DIR/contrib/$sub" "$IMP/needle/$sub"; done
+ln -s "$DIR/plugins/numpy" "$IMP/needle_numpy"
+ln -s "$DIR/plugins/cpu" "$IMP/needle_cpu"
+ln -s "$DIR/plugins/cuda" "$IMP/needle_cuda"
+
+export PYTHONPATH=$IMP PYTHONDONTWRITEBYTECODE=1 NEEDLE_DISABLE_PLUGINS=cuda HYPOTHESIS_PROFILE=ci
+cd "$DIR"
+"$PY" -c "import needle, sys; assert needle.__file__.startswith('$IMP'), needle.__file__" \
+  || { echo "mutation.sh: needle is not imported from the scratch copy" >&2; exit 2; }
+# one mutmut run per file, each with its own test selection (its baseline too)
+FILES=()
+for p in "${PATHS[@]}"; do
+  if [ -d "$p" ]; then mapfile -t -O "${#FILES[@]}" FILES < <(find "$p" -name '*.py' ! -name '__init__.py' | sort)
+  else FILES+=("$p"); fi
+done
+for f in "${FILES[@]}"; do
+  TESTS=$("$PY" mutmut_config.py "$f")
+  echo "==> mutating $f  (tests: $TESTS)"
+  # strings are messages and keys: a mutated message is no bug (docs/testing.md)
+  nice "$MUTMUT" run --paths-to-mutate "$f" --tests-dir tests --simple-output \
+    --runner "$PY -m pytest -x -q -p no:cacheprovider $TESTS" \
+    --disable-mutation-types string,fstring --no-progress || true
+done
+"$PY" "$ROOT/scripts/mutation/score.py" --cache "$DIR/.mutmut-cache" \
+  --equivalent "$ROOT/scripts/mutation/equivalent.txt" "${PATHS[@]}"

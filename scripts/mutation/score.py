@@ -1,0 +1,85 @@
+"""Mutation score from mutmut 2's cache: killed / (tested - documented equivalent).
+
+A mutant killed by a timeout (the tests hung) counts as killed; untested and
+skipped ones are reported, not scored.  Equivalent mutants are listed in
+``equivalent.txt`` as ``FILE | SOURCE LINE | MUTANT INDEX | why``, keyed by
+the line's text rather than its number so the list survives edits above it
+(docs/testing.md explains each).  Survivors are printed with their diff.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sqlite3
+import subprocess
+import sys
+
+KILLED = {"ok_killed", "ok_suspicious", "bad_timeout"}
+
+
+def load_equivalent(path):
+    keys = set()
+    if path and os.path.exists(path):
+        for raw in open(path, encoding="utf-8"):
+            if raw.strip() and not raw.startswith("#"):
+                f, line, idx, _why = (s.strip() for s in raw.split(" | ", 3))
+                keys.add((f, line, int(idx)))
+    return keys
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cache", required=True)
+    ap.add_argument("--equivalent")
+    ap.add_argument("--no-diffs", action="store_true")
+    ap.add_argument("paths", nargs="*", help="only files under these paths")
+    args = ap.parse_args(argv)
+    eq = load_equivalent(args.equivalent)
+    db = sqlite3.connect(args.cache)
+    rows = db.execute(
+        "SELECT m.id, s.filename, l.line, l.line_number, m.'index', m.status FROM mutant m "
+        "JOIN line l ON m.line = l.id JOIN sourcefile s ON l.sourcefile = s.id").fetchall()
+    paths = [p.rstrip("/") for p in args.paths]
+    per_file, survivors, n_eq = {}, [], 0
+    for mid, fname, line, lineno, idx, status in rows:
+        if paths and not any(fname == p or fname.startswith(p + "/") for p in paths):
+            continue
+        c = per_file.setdefault(fname, {"killed": 0, "survived": 0, "equivalent": 0, "untested": 0})
+        if (fname, line.strip(), idx) in eq and status not in KILLED:
+            c["equivalent"] += 1
+        elif status in KILLED:
+            c["killed"] += 1
+        elif status == "bad_survived":
+            c["survived"] += 1
+            survivors.append((mid, fname, lineno, line.strip(), idx))
+        else:
+            c["untested"] += 1
+    tot = {"killed": 0, "survived": 0, "equivalent": 0, "untested": 0}
+    print(f"{'file':48s} {'killed':>7s} {'survived':>8s} {'equiv':>6s} {'untested':>8s} {'score':>7s}")
+    for fname in sorted(per_file):
+        c = per_file[fname]
+        for k in tot:
+            tot[k] += c[k]
+        scored = c["killed"] + c["survived"]
+        score = f"{100 * c['killed'] / scored:6.1f}%" if scored else "    -"
+        print(f"{fname:48s} {c['killed']:7d} {c['survived']:8d} {c['equivalent']:6d} {c['untested']:8d} {score:>7s}")
+    scored = tot["killed"] + tot["survived"]
+    score = 100 * tot["killed"] / scored if scored else 0.0
+    print(f"{'TOTAL':48s} {tot['killed']:7d} {tot['survived']:8d} {tot['equivalent']:6d} {tot['untested']:8d} "
+          f"{score:6.1f}%")
+    print(f"mutation score: {score:.1f}% = killed {tot['killed']} / (tested {scored + tot['equivalent']}"
+          f" - equivalent {tot['equivalent']})")
+    if survivors and not args.no_diffs:
+        print("\nsurvivors (FILE | LINE | INDEX for equivalent.txt, then the diff):")
+        cwd = os.path.dirname(os.path.abspath(args.cache))
+        mutmut = os.path.join(os.path.dirname(sys.executable), "mutmut")
+        for mid, fname, lineno, line, idx in survivors:
+            print(f"--- #{mid} {fname}:{lineno}  key: {fname} | {line} | {idx}")
+            diff = subprocess.run([mutmut, "show", str(mid)], cwd=cwd, capture_output=True, text=True).stdout
+            print("\n".join(l for l in diff.splitlines() if l.startswith(("+", "-")) and not l.startswith(("+++", "---"))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
