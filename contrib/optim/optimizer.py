@@ -28,11 +28,67 @@ def _assign(p: Tensor, value) -> None:
     p.data = value
 
 
-class Optimizer:
-    """Base class: holds ``params`` (a list) and clears their gradients."""
+class _GroupValue:
+    """A hyper-parameter attribute (``opt.lr``) backed by ``param_groups``.
 
-    def __init__(self, params):
-        self.params = list(params)
+    Reading gives the first group's value; assigning sets it in every group,
+    so course-style code (``opt.lr = 0.1``) and PyTorch-style code
+    (``for g in opt.param_groups: g["lr"] = 0.1``) see the same state.
+    """
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            return self
+        return obj.param_groups[0][self.name]
+
+    def __set__(self, obj, value) -> None:
+        for group in obj.param_groups:
+            group[self.name] = value
+
+
+class Optimizer:
+    """Base class: holds ``params`` (a list) and clears their gradients.
+
+    ``params`` is an iterable of Tensors or, as in PyTorch, of dicts
+    ``{"params": [...], "lr": ...}`` (one *param group* each; keys a group
+    leaves out take the constructor's values).  ``self.param_groups`` is that
+    list of dicts; ``self.params`` every parameter, group after group.
+    """
+
+    def __init__(self, params, defaults: dict | None = None):
+        self.defaults = dict(defaults or {})
+        self.param_groups: list[dict] = []
+        self.params: list = []
+        params = list(params)
+        if params and all(isinstance(g, dict) for g in params):
+            for group in params:
+                self.add_param_group(group)
+        else:
+            if any(isinstance(g, dict) for g in params):
+                raise TypeError(f"{type(self).__name__}: params must be all Tensors or all param-group dicts")
+            self.add_param_group({"params": params})
+
+    def add_param_group(self, group: dict) -> None:
+        """Append a group: ``{"params": [...], <hyper-parameter>: value, ...}``."""
+        if "params" not in group:
+            raise KeyError(f"{type(self).__name__}.add_param_group: the group has no 'params' key: {sorted(group)}")
+        unknown = set(group) - set(self.defaults) - {"params"}
+        if unknown:
+            raise KeyError(f"{type(self).__name__}.add_param_group: unknown option(s) {sorted(unknown)}; "
+                           f"valid: {sorted(self.defaults)}")
+        params = group["params"]
+        params = [params] if isinstance(params, Tensor) else list(params)
+        known = {id(p) for p in self.params}
+        if any(id(p) in known for p in params):
+            raise ValueError(f"{type(self).__name__}.add_param_group: a parameter is already in another group")
+        full = dict(self.defaults)
+        full.update(group)
+        full["params"] = params
+        self.param_groups.append(full)
+        self.params.extend(params)
 
     def step(self):  # pragma: no cover - abstract
         raise NotImplementedError()
@@ -41,7 +97,10 @@ class Optimizer:
         for p in self.params:
             p.grad = None
 
-    zero_grad = reset_grad
+    def zero_grad(self, set_to_none: bool = True):
+        """PyTorch's name for :meth:`reset_grad` (gradients become None either way:
+        needle's ``backward`` overwrites them instead of accumulating)."""
+        self.reset_grad()
 
     def clip_grad_norm(self, max_norm=0.25):
         """Clip this optimizer's gradients by global norm (see :func:`clip_grad_norm`)."""
@@ -58,6 +117,10 @@ class Optimizer:
         is the parameter's position in ``self.params``.
         """
         state = {name: np.asarray(getattr(self, name)) for name in self._scalars}
+        if len(self.param_groups) > 1:
+            for i, group in enumerate(self.param_groups):
+                for name in self.defaults:
+                    state[f"param_groups.{i}.{name}"] = np.asarray(group[name])
         index = {id(p): i for i, p in enumerate(self.params)}
         for slot in self._slots:
             for p, value in getattr(self, slot).items():
@@ -70,6 +133,11 @@ class Optimizer:
                 value = np.asarray(state[name]).item()
                 # the step counter stays an int; hyper-parameters become floats (lr=4 then 0.5 must not truncate)
                 setattr(self, name, int(value) if name == "t" else float(value))
+        for i, group in enumerate(self.param_groups):
+            for name in self.defaults:
+                key = f"param_groups.{i}.{name}"
+                if key in state:
+                    group[name] = float(np.asarray(state[key]).item())
         for slot in self._slots:
             table = {}
             for i, p in enumerate(self.params):
@@ -94,29 +162,30 @@ class SGD(Optimizer):
 
     _slots = ("u",)
     _scalars = ("lr", "momentum", "weight_decay")
+    lr = _GroupValue("lr")
+    momentum = _GroupValue("momentum")
+    weight_decay = _GroupValue("weight_decay")
 
     def __init__(self, params, lr=0.01, momentum=0.0, weight_decay=0.0):
-        super().__init__(params)
-        self.lr = lr
-        self.momentum = momentum
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay))
         self.u = {}
-        self.weight_decay = weight_decay
 
     def step(self):
-        lr, m, wd = self.lr, self.momentum, self.weight_decay
-        for p in self.params:
-            if p.grad is None:
-                continue
-            w = _array_of(p)
-            g = _array_of(p.grad)
-            if wd:
-                g = g + w * wd
-            if m:
-                u = self.u.get(p)
-                u = g * (1 - m) if u is None else u * m + g * (1 - m)
-                self.u[p] = u
-                g = u
-            _assign(p, w - g * lr)
+        for group in self.param_groups:
+            lr, m, wd = group["lr"], group["momentum"], group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                w = _array_of(p)
+                g = _array_of(p.grad)
+                if wd:
+                    g = g + w * wd
+                if m:
+                    u = self.u.get(p)
+                    u = g * (1 - m) if u is None else u * m + g * (1 - m)
+                    self.u[p] = u
+                    g = u
+                _assign(p, w - g * lr)
 
 
 class Adam(Optimizer):
@@ -128,30 +197,49 @@ class Adam(Optimizer):
 
     _slots = ("m", "v")
     _scalars = ("lr", "beta1", "beta2", "eps", "weight_decay", "t")
+    lr = _GroupValue("lr")
+    beta1 = _GroupValue("beta1")
+    beta2 = _GroupValue("beta2")
+    eps = _GroupValue("eps")
+    weight_decay = _GroupValue("weight_decay")
 
-    def __init__(self, params, lr=0.01, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
-        super().__init__(params)
-        self.lr = lr
-        self.beta1 = beta1
-        self.beta2 = beta2
-        self.eps = eps
-        self.weight_decay = weight_decay
+    def __init__(self, params, lr=0.01, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, *, betas=None):
+        if betas is not None:
+            # PyTorch's spelling; the course's beta1/beta2 stay the primary names
+            try:
+                b1, b2 = betas
+            except (TypeError, ValueError):
+                raise ValueError(f"Adam: betas must be a pair (beta1, beta2), got {betas!r}") from None
+            if (beta1, beta2) != (0.9, 0.999) and (beta1, beta2) != (b1, b2):
+                raise ValueError(f"Adam: got both betas={betas!r} and beta1={beta1!r}, beta2={beta2!r}; give one")
+            beta1, beta2 = b1, b2
+        super().__init__(params, dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay))
         self.t = 0
         self.m = {}
         self.v = {}
 
+    @property
+    def betas(self) -> tuple:
+        return (self.beta1, self.beta2)
+
     def step(self):
         self.t += 1
-        b1, b2, wd = self.beta1, self.beta2, self.weight_decay
+        m_state, v_state = self.m, self.v
+        for group in self.param_groups:
+            self._step_group(group, m_state, v_state)
+
+    def _step_group(self, group, m_state, v_state):
+        b1, b2, wd = group["beta1"], group["beta2"], group["weight_decay"]
         c1, c2 = 1 - b1, 1 - b2
-        step_size = self.lr / (1 - b1**self.t)
+        step_size = group["lr"] / (1 - b1**self.t)
+        frozen = step_size == 0  # lr 0 (a frozen group): moments advance, weights stay
+        step_size = step_size or 1.0
         # lr * m_hat / (sqrt(v_hat) + eps) == m / (sqrt(v * k) + eps / step_size)
         # with k = 1 / ((1 - b2^t) * step_size^2): the bias corrections and lr
         # fold into two scalars, so each parameter costs 5 array ops here
         k = 1.0 / ((1 - b2**self.t) * step_size * step_size)
-        eps_s = self.eps / step_size
-        m_state, v_state = self.m, self.v
-        for p in self.params:
+        eps_s = group["eps"] / step_size
+        for p in group["params"]:
             grad = p.grad
             if grad is None:
                 continue
@@ -166,7 +254,8 @@ class Adam(Optimizer):
             v = gc2 * g if v is None else v * b2 + gc2 * g
             m_state[p] = m
             v_state[p] = v
-            _assign(p, w - m / ((v * k).sqrt() + eps_s))
+            if not frozen:
+                _assign(p, w - m / ((v * k).sqrt() + eps_s))
 
 
 def clip_grad_norm(params, max_norm=0.25):
