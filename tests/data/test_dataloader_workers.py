@@ -232,5 +232,6 @@ def test_no_orphan_workers_after_ctrl_c_or_kill(how):
         assert proc.returncode == -signal.SIGKILL
     else:
         assert "KeyboardInterrupt" in err and proc.returncode != 0
-        assert err.count("Traceback") == 1, err  # the main process's only: workers ignore SIGINT
+        # only the main process reports it: workers ignore SIGINT (a dying worker prints "Process <name>:")
+        assert "DataLoader-worker" not in err, err
     assert _wait_gone(pids) == [], "worker processes outlived the main process"
