@@ -234,4 +234,7 @@ def test_no_orphan_workers_after_ctrl_c_or_kill(how):
         assert "KeyboardInterrupt" in err and proc.returncode != 0
         # only the main process reports it: workers ignore SIGINT (a dying worker prints "Process <name>:")
         assert "DataLoader-worker" not in err, err
-    assert _wait_gone(pids) == [], "worker processes outlived the main process"
+    left = _wait_gone(pids)
+    for pid in left:  # do not leave them running when the check fails
+        os.kill(pid, signal.SIGKILL)
+    assert left == [], "worker processes outlived the main process"
