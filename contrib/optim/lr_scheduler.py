@@ -20,7 +20,9 @@ class LRScheduler:
             raise TypeError(f"{type(self).__name__}: optimizer {type(optimizer).__name__} has no 'lr' attribute")
         self.optimizer = optimizer
         groups = getattr(optimizer, "param_groups", None)
-        self.base_lrs = [g["lr"] for g in groups] if groups else [optimizer.lr]
+        # an optimizer written against the course's base class keeps lr as a plain attribute
+        self._grouped = bool(groups) and all("lr" in g for g in groups)
+        self.base_lrs = [g["lr"] for g in groups] if self._grouped else [optimizer.lr]
         self.last_epoch = 0
 
     @property
@@ -36,9 +38,8 @@ class LRScheduler:
         return self.lr_from(self.base_lrs[0], epoch)
 
     def _apply(self) -> None:
-        groups = getattr(self.optimizer, "param_groups", None)
-        if groups:
-            for group, base in zip(groups, self.base_lrs):
+        if self._grouped:
+            for group, base in zip(self.optimizer.param_groups, self.base_lrs):
                 group["lr"] = self.lr_from(base, self.last_epoch)
         else:
             self.optimizer.lr = self.lr_at(self.last_epoch)

@@ -141,3 +141,18 @@ def test_group_state_round_trips_through_state_dict():
     sched_b.load_state_dict(sched_a.state_dict())
     sched_b.step(), sched_a.step()
     assert [g["lr"] for g in b.param_groups] == [g["lr"] for g in a.param_groups] == [0.025, 0.005]
+
+
+def test_scheduler_drives_a_course_style_optimizer_subclass():
+    class Plain(optim.Optimizer):  # as student code writes one: lr as an attribute
+        def __init__(self, params, lr):
+            super().__init__(params)
+            self.lr = lr
+
+        def step(self):
+            pass
+
+    opt = Plain(_params(9), lr=0.4)
+    sched = optim.StepLR(opt, step_size=1, gamma=0.5)
+    sched.step()
+    assert opt.lr == 0.2
