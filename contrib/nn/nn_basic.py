@@ -108,6 +108,9 @@ def _named_tensors(value: object, prefix: str, legacy: bool = False) -> Iterator
             yield from _named_tensors(item, f"{prefix}.{i}" if prefix else str(i), legacy)
 
 
+_NDARRAY = np.ndarray  # one global lookup in Module.__call__, not two
+
+
 def _numpy_of(value: Any) -> np.ndarray:
     if hasattr(value, "numpy"):
         return value.numpy()
@@ -161,10 +164,10 @@ class Module:
         return self
 
     def __call__(self, *args, **kwargs):
-        for a in args:
-            if type(a) is np.ndarray:
-                args = self._tensors_from_numpy(args)
-                break
+        # one type check on the hot path: a NumPy input (x, or every argument
+        # when x is one) is converted; a Tensor x leaves the call untouched
+        if args and type(args[0]) is _NDARRAY:
+            args = self._tensors_from_numpy(args)
         return self.forward(*args, **kwargs)
 
     def _tensors_from_numpy(self, args) -> tuple:
