@@ -134,6 +134,16 @@ def test_to_moves_parameters_and_buffers_in_place():
     assert all(t.device == ndl.default_device() for _, t in net.named_tensors())
 
 
+def test_to_casts_dtype_in_place():
+    np.random.seed(0)
+    lin = nn.Linear(3, 2)
+    w = lin.weight
+    lin.to(dtype="float64")
+    assert lin.weight is w and w.dtype == "float64" and lin.bias.dtype == "float64"
+    out = lin(T(np.ones((1, 3)), dtype="float64"))
+    assert out.dtype == "float64"
+
+
 def test_to_updates_remembered_device_of_sequence_models():
     target = ndl.cpu() if ndl.default_device() != ndl.cpu() else ndl.cpu_numpy()
     if not target.enabled():
