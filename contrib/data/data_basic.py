@@ -145,7 +145,12 @@ class DataLoader:
         indices = self.ordering[self._batch]
         self._batch += 1
         if self._pool is not None:
-            batch = self._pool.next_batch()
+            try:
+                batch = self._pool.next_batch()
+            except BaseException:  # a worker's error or Ctrl-C ends the epoch (its workers are gone)
+                self._close_pool()
+                self._batch = len(self.ordering)
+                raise
         else:
             batch = fetch_batch(self.dataset, indices, self.collate_fn)
         if self.collate_fn is None:

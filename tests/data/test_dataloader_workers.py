@@ -154,6 +154,9 @@ def test_error_in_a_worker_is_reraised_with_its_traceback_and_workers_stop():
         next(it)
     assert "sample 9 is broken" in str(info.value) and "Traceback" in str(info.value)
     assert _wait_gone(pids) == []
+    with pytest.raises(StopIteration):  # the epoch ended with the error; iter() starts the next one
+        next(it)
+    assert len(list(DataLoader(Squares(20), batch_size=4, num_workers=2))) == 5
 
 
 def test_a_worker_that_dies_is_reported():
