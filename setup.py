@@ -18,6 +18,8 @@ ROOTS = {
     "needle.optim": "contrib/optim",
     "needle.data": "contrib/data",
     "needle.models": "contrib/models",
+    # the kernel benchmark cases and their report, so `needle bench kernels` works from a wheel
+    "needle_benchmarks": "benchmarks/benchmarks",
 }
 
 

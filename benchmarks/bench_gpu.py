@@ -14,7 +14,7 @@ import sys
 
 import numpy as np
 
-from benchmarks.timing import median_time
+from benchmarks.benchmarks.timing import median_time
 
 
 def main(argv=None) -> int:

@@ -26,7 +26,6 @@ import sys
 if __package__ in (None, ""):  # run as `python benchmarks/compare.py`: import this folder as `benchmarks`
     sys.path[0] = os.path.dirname(os.path.abspath(sys.path[0]))
 
-from benchmarks.timing import fmt_time, median_time  # noqa: E402
 
 SECTIONS = {}
 
@@ -36,40 +35,10 @@ def section(fn):
     return fn
 
 
-def _print_table(title, header, rows):
-    print(f"\n== {title} ==")
-    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
-    line = "  ".join(str(h).ljust(w) for h, w in zip(header, widths))
-    print(line)
-    print("-" * len(line))
-    for r in rows:
-        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)))
-
-
 @section
 def section_kernels(args):
-    from benchmarks.benchmarks.cases import KERNEL_CASES, QUICK_SKIP, available_devices, make_inputs, to_device
-    devices = [d for d in available_devices() if args.device in (None, d.name)]
-    header = ["kernel", "numpy"] + [f"{d.name}" for d in devices] + [f"{d.name} x NumPy" for d in devices]
-    rows = []
-    for case in KERNEL_CASES:
-        if args.quick and case.name in QUICK_SKIP:
-            continue
-        if args.filter and args.filter not in case.name:
-            continue
-        host = make_inputs(case)
-        t_np = median_time(lambda: case.numpy(*host), repeat=args.repeat)
-        times = []
-        for dev in devices:
-            if dev.name == "cpu_numpy" and case.unit == "GFLOP/s" and "2048" in case.name and args.quick:
-                times.append(None)
-                continue
-            inputs = to_device(host, dev)
-            times.append(median_time(lambda: case.needle(*inputs), repeat=args.repeat))
-        rate = lambda t: f"{case.work / t / 1e9:6.1f} {case.unit}"  # noqa: E731
-        rows.append([case.name, rate(t_np)] + [rate(t) if t else "-" for t in times]
-                    + [f"{t_np / t:5.2f}x" if t else "-" for t in times])
-    _print_table("kernels (float32; rate of needle's NDArray op incl. output allocation)", header, rows)
+    from benchmarks.benchmarks.kernels_report import kernels_report  # also shipped in the wheel (needle bench)
+    kernels_report(args.quick, args.repeat, args.device, args.filter)
 
 
 @section

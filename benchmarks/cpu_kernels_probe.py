@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 
 import needle_cpu  # noqa: E402
 
-from benchmarks.timing import alternating_medians  # noqa: E402
+from benchmarks.benchmarks.timing import alternating_medians  # noqa: E402
 
 be = needle_cpu.CpuBackend()
 QUICK = "--quick" in sys.argv

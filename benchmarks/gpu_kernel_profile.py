@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 
 from benchmarks import models_probe
-from benchmarks.timing import median_time
+from benchmarks.benchmarks.timing import median_time
 
 
 def main(argv=None) -> int:

@@ -21,7 +21,7 @@ import argparse
 
 import numpy as np
 
-from benchmarks.timing import alternating_medians
+from benchmarks.benchmarks.timing import alternating_medians
 
 
 def _compare(needle_fn, torch_fn, repeat):

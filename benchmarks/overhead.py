@@ -24,7 +24,7 @@ import numpy as np
 if __package__ in (None, ""):  # run as `python benchmarks/overhead.py`: import this folder as `benchmarks`
     sys.path[0] = os.path.dirname(os.path.abspath(sys.path[0]))
 
-from benchmarks.timing import median_time  # noqa: E402
+from benchmarks.benchmarks.timing import median_time  # noqa: E402
 
 __all__ = ["bench_add_small", "bench_tiny_mlp_step", "devices", "report"]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.timing import time_once
+from benchmarks.benchmarks.timing import time_once
 
 N_TRAIN, BATCH, DIM, HIDDEN, CLASSES = 60000, 128, 784, 100, 10
 

@@ -8,6 +8,7 @@ points in the group ``needle.commands``: each names a callable
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import subprocess
 import sys
@@ -35,13 +36,22 @@ def _cmd_config(argv):
 
 
 def _cmd_bench(argv):
-    """Run benchmarks/compare.py from a source checkout."""
+    """Run benchmarks/compare.py in a source checkout; from an installed wheel,
+    the kernels section it ships (``needle_benchmarks``), in a subprocess so
+    that core never imports it."""
     here = os.path.dirname(os.path.abspath(__file__))
     script = os.path.join(os.path.dirname(here), "benchmarks", "compare.py")
-    if not os.path.exists(script):
-        print("needle bench: benchmarks/compare.py is only in a source checkout of needle", file=sys.stderr)
+    if os.path.exists(script):
+        return subprocess.call([sys.executable, script, *argv])
+    if importlib.util.find_spec("needle_benchmarks") is None:
+        print("needle bench: neither benchmarks/compare.py (a source checkout) nor the needle_benchmarks "
+              "package (installed with needle-dl) was found; reinstall: pip install needle-dl", file=sys.stderr)
         return 2
-    return subprocess.call([sys.executable, script, *argv])
+    return subprocess.call([sys.executable, "-m", "needle_benchmarks.kernels_report", *argv])
+
+
+def _missing_test_deps() -> list:
+    return [m for m in ("pytest", "hypothesis") if importlib.util.find_spec(m) is None]
 
 
 def _cmd_check_backend(argv):
@@ -51,6 +61,11 @@ def _cmd_check_backend(argv):
     parser.add_argument("backend")
     args, pytest_args = parser.parse_known_args(argv)
     args.pytest_args = pytest_args
+    missing = _missing_test_deps()
+    if missing:
+        print(f"needle check-backend: the conformance suite needs {' and '.join(missing)}; "
+              "install them with: pip install 'needle-dl[test]'", file=sys.stderr)
+        return 2
     from .testing import run_suite  # pytest is imported only inside needle.testing
     return run_suite(args.backend, args.pytest_args)
 
@@ -58,7 +73,7 @@ def _cmd_check_backend(argv):
 BUILTIN = {
     "backends": (_cmd_backends, "list backends: name, version, availability and reason, devices"),
     "config": (_cmd_config, "versions, build flags (OpenMP, SIMD) and thread counts"),
-    "bench": (_cmd_bench, "run benchmarks/compare.py (kernel and model timings vs NumPy/PyTorch)"),
+    "bench": (_cmd_bench, "timings vs NumPy/PyTorch: benchmarks/compare.py in a checkout, kernels from a wheel"),
     "check-backend": (_cmd_check_backend, "run the conformance suite on a backend"),
 }
 

@@ -18,7 +18,10 @@ ci_fail() {
 "$VPY" -m pip install -q --upgrade pip
 # build requirements first, so the editable install can skip build isolation
 "$VPY" -m pip install -q "setuptools>=68" wheel "Cython>=3.0" numpy pluggy
-echo "==> building and installing needle (editable, Cython CPU backend)"
+# the distribution is named needle-dl (PyPI's "needle" is an unrelated tool): remove an
+# install under the old name, whose entry points would register every backend twice
+if "$VPY" -m pip show -q needle >/dev/null 2>&1; then "$VPY" -m pip uninstall -y -q needle; fi
+echo "==> building and installing needle-dl (editable, Cython CPU backend)"
 "$VPY" -m pip install -q --no-build-isolation -e ".[test,plots,bench]"
 if [ "${NEEDLE_WITH_TORCH:-1}" = "1" ] && ! "$VPY" -c "import torch" 2>/dev/null; then
   # PyTorch is a *reference* for tests and benchmarks only, never a needle dependency

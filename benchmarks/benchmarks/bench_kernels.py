@@ -24,6 +24,9 @@ class Kernels:
             raise SkipNotImplemented(f"{device} unavailable")
         self.case = next(c for c in KERNEL_CASES if c.name == kernel)
         self.inputs = to_device(make_inputs(self.case), dev)
+        # warm-up: `asv run --quick` times one call, which would otherwise include
+        # first-call costs (allocator growth, kernel compilation on cuda, page faults)
+        self.case.needle(*self.inputs)
 
     def time_kernel(self, kernel, device):
         self.case.needle(*self.inputs)
@@ -36,6 +39,7 @@ class NumpyReference:
     def setup(self, kernel):
         self.case = next(c for c in KERNEL_CASES if c.name == kernel)
         self.inputs = make_inputs(self.case)
+        self.case.numpy(*self.inputs)  # warm-up, as in Kernels.setup
 
     def time_numpy(self, kernel):
         self.case.numpy(*self.inputs)

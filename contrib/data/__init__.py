@@ -4,3 +4,4 @@ from .data_basic import *  # noqa: F401,F403
 from .data_transforms import *  # noqa: F401,F403
 from .datasets import *  # noqa: F401,F403
 from .download import download  # noqa: F401
+from .workers import DataLoaderWorkerError, get_worker_info  # noqa: F401

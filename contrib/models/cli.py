@@ -347,7 +347,7 @@ def _train(args) -> int:
     ndl.save(model, os.path.join(args.out, "model.npz"))
     _write_outputs(args, device, n_params, task, history)
     if not plot_curves(history, os.path.join(args.out, "curves.png")):
-        print("note: matplotlib is not installed; curves.png skipped (pip install 'needle[plots]')")
+        print("note: matplotlib is not installed; curves.png skipped (pip install 'needle-dl[plots]')")
     if history:
         last = history[-1]
         print(f"final train accuracy {last['train_acc']:.4f}, test accuracy {last['test_acc']:.4f}")

@@ -89,19 +89,28 @@ def _child_modules(value: object) -> list["Module"]:
     return []
 
 
-def _named_tensors(value: object, prefix: str) -> Iterator[tuple[str, Tensor]]:
-    """(dotted name, tensor) for every Tensor (parameters and buffers) in ``value``."""
+def _named_tensors(value: object, prefix: str, legacy: bool = False) -> Iterator[tuple[str, Tensor]]:
+    """(dotted name, tensor) for every Tensor (parameters and buffers) in ``value``.
+
+    ``legacy`` names the entries of a container module's item attribute
+    through that attribute (``modules.0.weight``), as checkpoints written
+    before the PyTorch-style names did.
+    """
     if isinstance(value, Tensor):
         yield prefix, value
     elif isinstance(value, Module):
-        for key, item in value.__dict__.items():
-            yield from _named_tensors(item, f"{prefix}.{key}" if prefix else key)
+        entries = value.__dict__.items() if legacy else value._named_entries()
+        for key, item in entries:
+            yield from _named_tensors(item, f"{prefix}.{key}" if prefix else key, legacy)
     elif isinstance(value, dict):
         for key, item in value.items():
-            yield from _named_tensors(item, f"{prefix}.{key}" if prefix else str(key))
+            yield from _named_tensors(item, f"{prefix}.{key}" if prefix else str(key), legacy)
     elif isinstance(value, (list, tuple)):
         for i, item in enumerate(value):
-            yield from _named_tensors(item, f"{prefix}.{i}" if prefix else str(i))
+            yield from _named_tensors(item, f"{prefix}.{i}" if prefix else str(i), legacy)
+
+
+_NDARRAY = np.ndarray  # one global lookup in Module.__call__, not two
 
 
 def _checked_value(value: Any) -> tuple[Any, str]:
@@ -124,12 +133,27 @@ class Module:
     not learnable, but part of :meth:`state_dict`.
     """
 
+    #: Name of the attribute whose items are named by position/key alone in
+    #: state dicts and ``named_children`` (``Sequential.modules``: ``0.weight``,
+    #: as PyTorch names them); None for ordinary modules.
+    _items_attr: str | None = None
+
     def __init__(self):
         self.training = True
 
     def parameters(self) -> list[Tensor]:
         """Every Parameter of this module and its children, in creation order."""
         return _unpack_params(self.__dict__)
+
+    def _named_entries(self) -> Iterator[tuple[str, Any]]:
+        """(name, value) of each attribute, the items attribute flattened."""
+        for key, value in self.__dict__.items():
+            if key != self._items_attr:
+                yield key, value
+            elif isinstance(value, dict):
+                yield from ((str(k), v) for k, v in value.items())
+            else:
+                yield from ((str(i), v) for i, v in enumerate(value))
 
     def _children(self) -> list["Module"]:
         return _child_modules(self.__dict__)
@@ -147,21 +171,38 @@ class Module:
         return self
 
     def __call__(self, *args, **kwargs):
+        # one type check on the hot path: a NumPy input (x, or every argument
+        # when x is one) is converted; a Tensor x leaves the call untouched
+        if args and type(args[0]) is _NDARRAY:
+            args = self._tensors_from_numpy(args)
         return self.forward(*args, **kwargs)
+
+    def _tensors_from_numpy(self, args) -> tuple:
+        """NumPy arguments become constant Tensors on the module's device,
+        with its parameters' dtype (so a float64 array meets float32 weights
+        as float32, the way a batch from the DataLoader does); a module
+        without parameters keeps the Tensor constructor's rules."""
+        params = self.parameters()
+        device = params[0].device if params else None
+        dtype = params[0].dtype if params else None
+        return tuple(Tensor(a, device=device, dtype=dtype, requires_grad=False) if type(a) is np.ndarray else a
+                     for a in args)
 
     def forward(self, *args, **kwargs):  # pragma: no cover - abstract
         raise NotImplementedError(f"{type(self).__name__} must implement forward()")
 
     # -- checkpoints ---------------------------------------------------------
-    def named_tensors(self) -> list[tuple[str, Tensor]]:
-        """(dotted name, tensor) for every parameter and buffer, e.g. ``modules.0.weight``.
+    def named_tensors(self, legacy: bool = False) -> list[tuple[str, Tensor]]:
+        """(dotted name, tensor) for every parameter and buffer, e.g. ``0.weight``
+        in a Sequential (``modules.0.weight`` with ``legacy``, the names of
+        checkpoints written before PyTorch-style names).
 
         A tensor reachable under two names (weight tying) is listed once, under
         its first name.
         """
         seen: set[int] = set()
         out = []
-        for name, t in _named_tensors(self.__dict__, ""):
+        for name, t in _named_tensors(self, "", legacy):
             if id(t) in seen:
                 continue
             seen.add(id(t))
@@ -185,6 +226,7 @@ class Module:
         if not hasattr(state_dict, "items") or not hasattr(state_dict, "__contains__"):
             raise StateDictError(f"{call}: expected a mapping of name -> array, got {type(state_dict).__name__}")
         own = OrderedDict(self.named_tensors())
+        state_dict = self._rename_legacy_keys(state_dict, own)
         errors = []
         bad_keys = [k for k in state_dict if not isinstance(k, str)]
         if bad_keys:
@@ -224,12 +266,118 @@ class Module:
         for name, value in new.items():
             own[name].data = value
 
+    def _rename_legacy_keys(self, state_dict, own):
+        """A checkpoint written with the old container names (``modules.0.weight``)
+        loads into the new ones (``0.weight``): each legacy key that is not
+        also a current name is mapped to the current name of the same tensor."""
+        legacy = {old: new for (old, _), (new, _) in zip(self.named_tensors(legacy=True), own.items())
+                  if old != new}
+        if not legacy or not any(k in legacy and k not in own for k in state_dict):
+            return state_dict
+        return {(legacy[k] if k in legacy and k not in own else k): v for k, v in state_dict.items()}
+
+    # -- PyTorch-style helpers (docs/for-pytorch-users.md) ---------------------
+    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Tensor]]:
+        """(dotted name, Parameter) pairs, named as in :meth:`state_dict`."""
+        for name, t in self.named_tensors():
+            if isinstance(t, Parameter):
+                yield (f"{prefix}.{name}" if prefix else name), t
+
+    def named_buffers(self, prefix: str = "") -> Iterator[tuple[str, Tensor]]:
+        """(dotted name, Tensor) for every tensor that is not a Parameter (running statistics)."""
+        for name, t in self.named_tensors():
+            if not isinstance(t, Parameter):
+                yield (f"{prefix}.{name}" if prefix else name), t
+
+    def named_children(self) -> Iterator[tuple[str, "Module"]]:
+        """(name, module) of each direct sub-module; one inside a list or dict
+        attribute is named ``attr.i`` / ``attr.key``, as in state dict keys."""
+        seen: set[int] = set()
+        for key, value in self._named_entries():
+            if isinstance(value, Module):
+                found = [(key, value)]
+            elif isinstance(value, dict):
+                found = [(f"{key}.{k}", v) for k, v in value.items() if isinstance(v, Module)]
+            elif isinstance(value, (list, tuple)):
+                found = [(f"{key}.{i}", v) for i, v in enumerate(value) if isinstance(v, Module)]
+            else:
+                continue
+            for name, module in found:
+                if id(module) not in seen:
+                    seen.add(id(module))
+                    yield name, module
+
+    def children(self) -> Iterator["Module"]:
+        """Each direct sub-module once."""
+        for _, module in self.named_children():
+            yield module
+
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, "Module"]]:
+        """This module (named ``prefix``, "" by default) and every descendant once, depth first."""
+        seen: set[int] = set()
+
+        def walk(module, name):
+            if id(module) in seen:
+                return
+            seen.add(id(module))
+            yield name, module
+            for child_name, child in module.named_children():
+                yield from walk(child, f"{name}.{child_name}" if name else child_name)
+
+        yield from walk(self, prefix)
+
+    def modules(self) -> Iterator["Module"]:
+        """This module and every descendant once (PyTorch's ``Module.modules()``).
+
+        On a :class:`Sequential` the course's ``.modules`` tuple attribute
+        shadows this method: there use ``Module.modules(seq)`` or ``seq.children()``.
+        """
+        for _, module in self.named_modules():
+            yield module
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Clear every parameter's gradient (sets ``.grad = None``).
+
+        needle's ``backward()`` overwrites gradients rather than adding to them,
+        so clearing is optional here; ``set_to_none=False`` is accepted and
+        also sets None (a later ``backward`` writes fresh gradients either way).
+        """
+        for p in self.parameters():
+            p.grad = None
+
+    def to(self, device=None, dtype=None) -> "Module":
+        """Move (and/or cast) every parameter and buffer in place; returns self.
+
+        ``device`` is a device object (``ndl.cuda()``) or a name (``"cuda"``,
+        ``"cpu:0"``).  Parameters stay the same objects, so an optimizer built
+        before the move keeps working.  Modules that remember a ``device`` /
+        ``dtype`` for the tensors they create in ``forward`` (RNN states,
+        attention masks) are updated too.
+        """
+        if isinstance(device, str):
+            import needle
+            device = needle.device(device)
+        for _, t in self.named_tensors():
+            array = t.realize_cached_data()
+            if device is not None and array.device != device:
+                array = array.to(device)
+            if dtype is not None and array.dtype != dtype:
+                array = array.cast(dtype)
+            # assign the array directly: the data setter would cast back to the old dtype
+            t.cached_data = array
+        for m in Module.modules(self):  # not self.modules(): Sequential's tuple shadows it
+            if device is not None and "device" in m.__dict__:
+                m.device = device
+            if dtype is not None and "dtype" in m.__dict__:
+                m.dtype = dtype
+        return self
+
     # -- printing ------------------------------------------------------------
     def extra_repr(self) -> str:
         return ""
 
     def __repr__(self) -> str:
-        children = [(k, v) for k, v in self.__dict__.items() if _child_modules(v)]
+        children = [(k, v) for k, v in self._named_entries() if _child_modules(v)]
         lines = []
         for key, value in children:
             if isinstance(value, Module):
@@ -314,7 +462,15 @@ class Sigmoid(Module):
 
 
 class Sequential(Module):
-    """Applies ``modules`` in order; they are kept as the tuple ``.modules``."""
+    """Applies ``modules`` in order; they are kept as the tuple ``.modules``.
+
+    State-dict keys name the items by position (``0.weight``), as PyTorch does;
+    checkpoints with the older ``modules.0.weight`` keys still load.  The
+    tuple attribute is the course's, so ``seq.modules()`` (PyTorch's method)
+    is not callable here: use ``seq.children()`` or ``nn.Module.modules(seq)``.
+    """
+
+    _items_attr = "modules"
 
     def __init__(self, *modules):
         for i, m in enumerate(modules):

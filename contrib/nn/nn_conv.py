@@ -14,7 +14,7 @@ from needle.errors import ShapeError
 from ._checks import check_int
 from .nn_basic import BatchNorm1d, Module, Parameter
 
-__all__ = ["Conv", "BatchNorm2d", "MaxPool2d", "AvgPool2d"]
+__all__ = ["Conv", "Conv2d", "BatchNorm2d", "MaxPool2d", "AvgPool2d"]
 
 
 def _nchw_to_nhwc(x):
@@ -146,3 +146,51 @@ class AvgPool2d(_Pool2d):
     input; ``stride`` defaults to ``kernel_size``."""
 
     _op_name = "avg_pool2d"
+
+
+class Conv2d(Conv):
+    """PyTorch's name and signature over :class:`Conv`: ``padding`` is explicit.
+
+    ``padding`` is an int, an equal pair, ``"valid"`` (0) or ``"same"``
+    (``kernel_size // 2``, stride 1 and odd kernels only); the default 0 is
+    PyTorch's, whereas the course's ``Conv`` always pads ``kernel_size // 2``.
+    Parameters are created exactly as by ``Conv`` (same init and RNG draws),
+    so the weight keeps needle's ``(k, k, C_in, C_out)`` layout: a PyTorch
+    ``(C_out, C_in, k, k)`` weight loads after ``.transpose(2, 3, 1, 0)``.
+    ``dilation``, ``groups`` other than 1 and padding modes other than
+    ``"zeros"`` are refused.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
+                 bias=True, padding_mode="zeros", device=None, dtype="float32"):
+        for name, value in (("dilation", dilation), ("groups", groups)):
+            if _first(value) != 1 or (isinstance(value, (tuple, list)) and len(set(value)) != 1):
+                raise ValueError(f"Conv2d: only {name}=1 is supported, got {value!r}")
+        if padding_mode != "zeros":
+            raise ValueError(f"Conv2d: only padding_mode='zeros' is supported, got {padding_mode!r}")
+        super().__init__(in_channels, out_channels, kernel_size, stride=stride, bias=bias,
+                         device=device, dtype=dtype)
+        self.padding = self._padding_amount(padding)
+
+    def _padding_amount(self, padding) -> int:
+        k = self.kernel_size
+        if padding == "valid":
+            return 0
+        if padding == "same":
+            if self.stride != 1 or k % 2 == 0:
+                raise ValueError(
+                    f"Conv2d: padding='same' needs stride 1 and an odd kernel_size, got stride={self.stride}, "
+                    f"kernel_size={k}")
+            return k // 2
+        if isinstance(padding, (tuple, list)):
+            if len(set(padding)) != 1:
+                raise ValueError(f"Conv2d: padding must be equal on H and W, got {padding!r}")
+            padding = padding[0]
+        if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
+            raise ValueError(
+                f"Conv2d: padding must be a non-negative int, an equal pair, 'same' or 'valid', got {padding!r}")
+        return padding
+
+    def extra_repr(self):
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}, bias={self.bias is not None}")

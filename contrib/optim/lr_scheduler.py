@@ -1,7 +1,8 @@
 """Learning-rate schedules (beyond the course), stepped once per epoch.
 
-Each schedule remembers the optimizer's starting ``lr`` and rewrites
-``optimizer.lr`` on every :meth:`step`, following PyTorch's closed forms.
+Each schedule remembers every param group's starting ``lr`` and rewrites
+each group's ``lr`` on every :meth:`step` from its own base, following
+PyTorch's closed forms (``optimizer.lr`` reads the first group's).
 """
 
 from __future__ import annotations
@@ -22,27 +23,52 @@ class LRScheduler:
             raise ArgumentTypeError(f"{type(self).__name__}: optimizer {type(optimizer).__name__} has no 'lr' "
                                     f"attribute; pass a needle.optim optimizer")
         self.optimizer = optimizer
-        self.base_lr = optimizer.lr
+        groups = getattr(optimizer, "param_groups", None)
+        # an optimizer written against the course's base class keeps lr as a plain attribute
+        self._grouped = bool(groups) and all("lr" in g for g in groups)
+        self.base_lrs = [g["lr"] for g in groups] if self._grouped else [optimizer.lr]
         self.last_epoch = 0
 
-    def lr_at(self, epoch: int) -> float:  # pragma: no cover - abstract
+    @property
+    def base_lr(self) -> float:
+        """The first group's starting lr."""
+        return self.base_lrs[0]
+
+    def lr_from(self, base_lr: float, epoch: int) -> float:  # pragma: no cover - abstract
         raise NotImplementedError()
+
+    def lr_at(self, epoch: int) -> float:
+        """The first group's lr at ``epoch``."""
+        return self.lr_from(self.base_lrs[0], epoch)
+
+    def _apply(self) -> None:
+        if self._grouped:
+            for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+                group["lr"] = self.lr_from(base, self.last_epoch)
+        else:
+            self.optimizer.lr = self.lr_at(self.last_epoch)
 
     def step(self) -> float:
         self.last_epoch += 1
-        self.optimizer.lr = self.lr_at(self.last_epoch)
+        self._apply()
         return self.optimizer.lr
 
     def get_last_lr(self) -> float:
         return self.optimizer.lr
 
     def state_dict(self) -> dict:
-        return {"base_lr": self.base_lr, "last_epoch": self.last_epoch}
+        state = {"base_lr": self.base_lrs[0], "last_epoch": self.last_epoch}
+        if len(self.base_lrs) > 1:
+            state["base_lrs"] = list(self.base_lrs)
+        return state
 
     def load_state_dict(self, state) -> None:
-        self.base_lr = float(state["base_lr"])
+        if "base_lrs" in state:
+            self.base_lrs = [float(v) for v in state["base_lrs"]]
+        else:
+            self.base_lrs = [float(state["base_lr"])] * len(self.base_lrs)
         self.last_epoch = int(state["last_epoch"])
-        self.optimizer.lr = self.lr_at(self.last_epoch)
+        self._apply()
 
 
 class StepLR(LRScheduler):
@@ -55,8 +81,8 @@ class StepLR(LRScheduler):
         self.step_size = step_size
         self.gamma = gamma
 
-    def lr_at(self, epoch):
-        return self.base_lr * self.gamma ** (epoch // self.step_size)
+    def lr_from(self, base_lr, epoch):
+        return base_lr * self.gamma ** (epoch // self.step_size)
 
 
 class CosineAnnealingLR(LRScheduler):
@@ -69,6 +95,6 @@ class CosineAnnealingLR(LRScheduler):
         self.T_max = T_max
         self.eta_min = eta_min
 
-    def lr_at(self, epoch):
+    def lr_from(self, base_lr, epoch):
         e = min(epoch, self.T_max)
-        return self.eta_min + (self.base_lr - self.eta_min) * (1 + math.cos(math.pi * e / self.T_max)) / 2
+        return self.eta_min + (base_lr - self.eta_min) * (1 + math.cos(math.pi * e / self.T_max)) / 2

@@ -1,6 +1,6 @@
 """needle's GPU backend: CUDA C kernels compiled at run time by NVRTC.
 
-Install with ``pip install needle[cuda]`` (cuda-python + the NVRTC wheel).
+Install with ``pip install 'needle-dl[cuda]'`` (cuda-python + the NVRTC wheel).
 Importing this module is cheap and never touches the driver; whether a GPU
 is usable is decided on first use by ``CudaBackend.is_available()``.
 

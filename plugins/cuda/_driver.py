@@ -19,7 +19,7 @@ from typing import Any, Optional
 
 from ._errors import CudaError, CudaUnavailableError
 
-NOT_INSTALLED = "cuda-python is not installed (pip install needle[cuda])"
+NOT_INSTALLED = "cuda-python is not installed (pip install 'needle-dl[cuda]')"
 NO_DRIVER = "no NVIDIA driver found (libcuda.so not loadable)"
 NO_DEVICE = "no CUDA device"
 

@@ -36,7 +36,7 @@ def nvrtc():
             from cuda.bindings import nvrtc as mod
         except ImportError as exc:
             raise CudaUnavailableError(
-                "cuda-python is not installed (pip install needle[cuda])") from exc
+                "cuda-python is not installed (pip install 'needle-dl[cuda]')") from exc
         _nvrtc_mod = mod
     return _nvrtc_mod
 

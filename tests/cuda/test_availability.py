@@ -48,7 +48,7 @@ def test_not_installed_reason():
         print(needle_cuda.needle_backends()[0].is_available())
     """)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == repr((False, "cuda-python is not installed (pip install needle[cuda])"))
+    assert r.stdout.strip() == repr((False, "cuda-python is not installed (pip install 'needle-dl[cuda]')"))
 
 
 def test_import_is_cheap_and_touches_no_cuda_module():

@@ -278,8 +278,8 @@ def test_state_dict_names_include_buffers_and_round_trip(tmp_path):
     a, b = _mlp(0), _mlp(1)
     a(T(np.random.randn(5, 4)))  # move a's running stats
     sd = a.state_dict()
-    assert list(sd) == ["modules.0.weight", "modules.0.bias", "modules.1.weight", "modules.1.bias",
-                        "modules.1.running_mean", "modules.1.running_var", "modules.3.weight", "modules.3.bias"]
+    assert list(sd) == ["0.weight", "0.bias", "1.weight", "1.bias",
+                        "1.running_mean", "1.running_var", "3.weight", "3.bias"]
     path = tmp_path / "w.npz"
     ndl.save(a, path)
     loaded = ndl.load(path)
@@ -297,25 +297,25 @@ def test_load_state_dict_reports_every_problem_and_changes_nothing():
     m = _mlp(0)
     before = m.state_dict()
     bad = dict(before)
-    del bad["modules.0.bias"]
+    del bad["0.bias"]
     bad["extra.weight"] = np.zeros(3)
-    bad["modules.3.weight"] = np.zeros((2, 3), dtype=np.float32)
-    bad["modules.0.weight"] = before["modules.0.weight"] + 1
+    bad["3.weight"] = np.zeros((2, 3), dtype=np.float32)
+    bad["0.weight"] = before["0.weight"] + 1
     with pytest.raises(nn.StateDictError) as info:
         m.load_state_dict(bad)
     msg = str(info.value)
-    assert 'Missing key(s) in state_dict: "modules.0.bias"' in msg
+    assert 'Missing key(s) in state_dict: "0.bias"' in msg
     assert 'Unexpected key(s) in state_dict: "extra.weight"' in msg
-    assert "size mismatch for modules.3.weight: copying a param with shape (2, 3) from checkpoint, " \
+    assert "size mismatch for 3.weight: copying a param with shape (2, 3) from checkpoint, " \
            "the shape in current model is (3, 2)" in msg
     assert isinstance(info.value, ValueError)
-    np.testing.assert_array_equal(m.modules[0].weight.numpy(), before["modules.0.weight"])
+    np.testing.assert_array_equal(m.modules[0].weight.numpy(), before["0.weight"])
 
 
 def test_load_state_dict_non_strict_loads_matching_names():
     m = _mlp(0)
     w = np.full((4, 3), 0.5, dtype=np.float32)
-    m.load_state_dict({"modules.0.weight": w, "other": np.zeros(1)}, strict=False)
+    m.load_state_dict({"0.weight": w, "other": np.zeros(1)}, strict=False)
     np.testing.assert_array_equal(m.modules[0].weight.numpy(), w)
 
 
@@ -340,5 +340,5 @@ def test_save_accepts_plain_dicts_and_keeps_path(tmp_path):
 def test_repr_lists_children():
     text = repr(_mlp(0))
     assert text.startswith("Sequential(")
-    assert "(modules.0): Linear(in_features=4, out_features=3, bias=True)" in text
+    assert "(0): Linear(in_features=4, out_features=3, bias=True)" in text
     assert "BatchNorm1d(3, eps=1e-05, momentum=0.1)" in text

@@ -5,7 +5,9 @@ like with like.  ``sync`` (a GPU's synchronize) is called after each timed
 call when the work is asynchronous.
 """
 
-from __future__ import annotations
+They live in ``benchmarks/benchmarks/timing.py``, which the wheel ships (as
+``needle_benchmarks``) so that ``needle bench kernels`` works from an install.
+"""
 
 import statistics
 import time
