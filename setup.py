@@ -18,6 +18,7 @@ ROOTS = {
     "needle.optim": "contrib/optim",
     "needle.data": "contrib/data",
     "needle.models": "contrib/models",
+    "needle.distributed": "contrib/distributed",
 }
 
 

@@ -53,3 +53,21 @@ class ChecksumError(DataFormatError):
 
 class StateDictError(NeedleError, ValueError):
     """A state dict whose keys or shapes do not fit the module loading it."""
+
+
+# -- needle.distributed (issue 16) --------------------------------------------
+__all__ += ["DistributedError", "DistributedTimeoutError", "DistributedConfigError"]
+
+
+class DistributedError(NeedleError, RuntimeError):
+    """A collective used wrongly: before ``init_process_group``, with ranks that
+    disagree (shapes, dtypes), or a rank that failed."""
+
+
+class DistributedTimeoutError(DistributedError, TimeoutError):
+    """A collective that some rank did not reach within the group's timeout."""
+
+
+class DistributedConfigError(DistributedError, ValueError):
+    """A bad argument to a distributed API: a sampler rank outside the world,
+    a world size below one, more processes than allowed."""

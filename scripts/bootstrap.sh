@@ -14,7 +14,7 @@ VPY=.venv/bin/python
 # build requirements first, so the editable install can skip build isolation
 "$VPY" -m pip install -q "setuptools>=68" wheel "Cython>=3.0" numpy pluggy
 echo "==> building and installing needle (editable, Cython CPU backend)"
-"$VPY" -m pip install -q --no-build-isolation -e ".[test,plots,bench]"
+"$VPY" -m pip install -q --no-build-isolation -e ".[test,plots,bench,mpi]"
 if [ "${NEEDLE_WITH_TORCH:-1}" = "1" ] && ! "$VPY" -c "import torch" 2>/dev/null; then
   # PyTorch is a *reference* for tests and benchmarks only, never a needle dependency
   echo "==> installing PyTorch (CPU) as a test reference"

@@ -49,15 +49,23 @@ class DataLoader:
     """
 
     def __init__(self, dataset: Dataset, batch_size: Optional[int] = 1, shuffle: bool = False,
-                 device=None, dtype: str = "float32"):
+                 device=None, dtype: str = "float32", *, sampler=None):
         if batch_size is None or int(batch_size) < 1:
             raise ValueError(f"DataLoader: batch_size must be a positive integer, got {batch_size!r}")
+        if sampler is not None and shuffle:
+            raise ValueError("DataLoader: sampler and shuffle=True exclude each other; the sampler decides "
+                             "the order (DistributedSampler(shuffle=True) shuffles)")
         self.dataset = dataset
         self.shuffle = shuffle
         self.batch_size = int(batch_size)
         self.device = device
         self.dtype = dtype
-        self.ordering = self._split(np.arange(len(dataset)))
+        # sampler: an iterable of indices, re-iterated at every __iter__ (e.g. DistributedSampler)
+        self.sampler = sampler
+        if sampler is None:
+            self.ordering = self._split(np.arange(len(dataset)))
+        else:
+            self.ordering = self._split(np.fromiter(iter(sampler), dtype=np.int64))
         self._batch = 0
 
     def _split(self, order: np.ndarray) -> list:
@@ -69,6 +77,8 @@ class DataLoader:
     def __iter__(self):
         if self.shuffle:
             self.ordering = self._split(np.random.permutation(len(self.dataset)))
+        elif self.sampler is not None:
+            self.ordering = self._split(np.fromiter(iter(self.sampler), dtype=np.int64))
         self._batch = 0
         return self
 
