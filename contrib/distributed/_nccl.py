@@ -63,17 +63,17 @@ def maybe_create(group, required: bool):
         raise DistributedConfigError(
             f"init_process_group: {local_size} ranks on this machine but {gpus} GPU(s); NCCL needs one GPU "
             f"per rank -- start at most {gpus} rank(s) per machine, or use backend='mpi'")
-    return NcclComm(group, nccl, local_rank % gpus)
+    import needle as ndl
+    return NcclComm(group, nccl, ndl.cuda(local_rank % gpus))
 
 
 class NcclComm:
-    """One NCCL communicator over all ranks of ``group``, on ``cuda:<index>``."""
+    """One NCCL communicator over all ranks of ``group``, on ``device`` (a cuda device)."""
 
-    def __init__(self, group, nccl, index: int):
-        import needle as ndl
+    def __init__(self, group, nccl, device):
         self.nccl = nccl
         self.size = group.size
-        self.device = ndl.cuda(index)
+        self.device = device
         uid = nccl.get_unique_id() if group.rank == 0 else None
         uid = group.comm.bcast(uid, root=0)  # the id travels over MPI
         self.comm = nccl.Communicator.init(group.size, group.rank, uid)

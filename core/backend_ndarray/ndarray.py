@@ -261,6 +261,24 @@ class NDArray:
             self[tuple(slice(None) for _ in self._shape)] = value
 
     # ------------------------------------------------------------------ #
+    # interop: GPU memory for libraries such as NCCL (needle.distributed)
+    # ------------------------------------------------------------------ #
+    @property
+    def __cuda_array_interface__(self) -> dict:
+        """CUDA Array Interface (v3) of a compact array held in GPU memory, so
+        a library (NCCL through nccl4py) reads and writes it in place.  Any
+        other array raises AttributeError, so ``hasattr`` is False for it.
+        The caller orders work with the device (``device.synchronize()``):
+        the interface names no stream."""
+        handle = self._handle
+        if getattr(handle, "device_index", None) is None or not hasattr(handle, "ptr"):
+            raise AttributeError(f"__cuda_array_interface__: the array on {self._device} is not in GPU memory")
+        if not self.is_compact():
+            raise AttributeError("__cuda_array_interface__: the array is a strided view; compact() it first")
+        return {"shape": tuple(self._shape), "typestr": self.dtype.str, "data": (int(handle.ptr()), False),
+                "strides": None, "version": 3, "stream": None}
+
+    # ------------------------------------------------------------------ #
     # views
     # ------------------------------------------------------------------ #
     def is_compact(self) -> bool:
