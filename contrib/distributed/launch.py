@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import sys
 
-__all__ = ["launch_command", "find_mpiexec", "mpiexec_command"]
+__all__ = ["launch_command", "find_mpiexec", "mpiexec_command", "threads_per_rank"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -71,6 +71,15 @@ def mpiexec_command(nproc: int, program: list[str], hostfile: str | None = None,
     return cmd + [sys.executable, "-m", "needle.distributed.run"] + program
 
 
+def threads_per_rank(nproc: int) -> int:
+    """Compute threads per rank when ``nproc`` ranks share this machine's cores."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, cores // nproc)
+
+
 def build_parser():
     p = _Parser(prog="needle launch", description="Run a script on N processes with mpiexec "
                 "(needle.distributed); an uncaught exception on any rank ends all of them.")
@@ -118,6 +127,10 @@ def launch_command(argv: list[str]) -> int:
         print(" ".join(cmd))
         return 0
     env = dict(os.environ)
+    if not args.hostfile and not (env.get("NEEDLE_NUM_THREADS") or env.get("OMP_NUM_THREADS")):
+        # N ranks on one machine share its cores: N x all-cores OpenMP threads would thrash
+        # (torchrun does the same); set NEEDLE_NUM_THREADS yourself to choose otherwise
+        env["NEEDLE_NUM_THREADS"] = str(threads_per_rank(args.nproc))
     if args.timeout is not None:
         env["NEEDLE_DIST_TIMEOUT"] = str(args.timeout)
     try:

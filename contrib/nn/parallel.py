@@ -235,7 +235,8 @@ class DistributedDataParallel(Module):
 
     def forward(self, *args, **kwargs):
         self._reducer.check_finished()
-        if self.broadcast_buffers and self.training:
+        # the wrapped module's own mode counts: training loops often call model.eval() on it, not on us
+        if self.broadcast_buffers and self.module.training:
             self._sync_state(everything=False)
         return self.module(*args, **kwargs)
 

@@ -118,6 +118,13 @@ bn(ndl.Tensor(np.zeros((4, 6)), device=dev))   # broadcasts rank 0's stats, then
 stats = dist.all_gather(bn_model.modules[1].running_mean)
 results["bn_buffers_equal_after_broadcast"] = bool(np.array_equal(stats[0].numpy(), stats[1].numpy()))
 
+# eval mode set on the wrapped module (as training loops do): no collective in forward, so one rank
+# may evaluate alone
+bn_model.eval()
+seq = dist._group_or_none().seq
+bn(ndl.Tensor(np.zeros((4, 6)), device=dev))
+results["eval_forward_collectives"] = dist._group_or_none().seq - seq
+
 dist.barrier()
 with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
     json.dump(results, f)

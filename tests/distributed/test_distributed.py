@@ -108,6 +108,13 @@ def test_batchnorm_buffers_follow_rank0_each_forward(ddp_results):
     assert ddp_results[0]["bn_buffers_equal_after_broadcast"]
 
 
+@needs_mpi
+def test_forward_in_eval_mode_of_the_wrapped_module_communicates_nothing(ddp_results):
+    """Regression: DDP looked at its own .training; needle train's rank 0 evaluating
+    alone then waited for a broadcast no other rank made."""
+    assert [r["eval_forward_collectives"] for r in ddp_results] == [0, 0]
+
+
 # ---------------------------------------------------------------------- #
 # two ranks: failures end the job with a message, never a hang
 # ---------------------------------------------------------------------- #
