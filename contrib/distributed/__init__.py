@@ -162,7 +162,9 @@ def _remove_abort_hook() -> None:
 
 
 # ---------------------------------------------------------------------- #
-# host staging: Tensor / NDArray <-> contiguous NumPy buffer
+# host memory: a compact array of a host-memory backend (cpu, numpy) is
+# reduced in place through NDArray.host_view(); any other array is staged:
+# copied to a contiguous NumPy buffer and back to its device
 # ---------------------------------------------------------------------- #
 def _array_of(x, call: str) -> NDArray:
     if isinstance(x, Tensor):
@@ -254,12 +256,13 @@ def all_reduce(t, op: str = "sum"):
     if nccl is not None:
         nccl.all_reduce(nd, op)
         return t
-    host = _host(nd)
+    view = nd.host_view()   # cpu / numpy backends: MPI works on the array's own memory
+    host = view if view is not None else _host(nd)
     _check_same(group, "all_reduce", host)
     group.wait(group.iallreduce(host.reshape(-1), op))
     if op == "avg":
         host /= group.size
-    return _write_back(t, host)
+    return t if view is not None else _write_back(t, host)
 
 
 def broadcast(t, src: int = 0):
@@ -275,10 +278,11 @@ def broadcast(t, src: int = 0):
     if nccl is not None:
         nccl.broadcast(nd, int(src))
         return t
-    host = _host(nd)
+    view = nd.host_view()
+    host = view if view is not None else _host(nd)
     _check_same(group, "broadcast", host)
     group.wait(group.ibroadcast(host.reshape(-1), int(src)))
-    return _write_back(t, host)
+    return t if view is not None else _write_back(t, host)
 
 
 def all_gather(t) -> list:

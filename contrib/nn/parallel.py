@@ -20,9 +20,10 @@ the global batch.  The wrapper keeps the replicas identical:
 * buffers (BatchNorm running statistics) are broadcast from rank 0 at every
   forward in training mode (PyTorch's ``broadcast_buffers=True``).
 
-Batch norm still normalises by each rank's own batch, as in PyTorch without
-``SyncBatchNorm``; the gradients then differ from a single process's on the
-global batch (see docs/distributed.md).
+Batch norm still normalises by each rank's own batch, as in PyTorch; the
+gradients then differ from a single process's on the global batch unless the
+model is converted with :func:`convert_sync_batchnorm` (``SyncBatchNorm``
+sums the statistics over ranks).
 
 needle's ``backward()`` overwrites ``.grad`` instead of adding to it, so
 inside :meth:`DistributedDataParallel.no_sync` the wrapper keeps the running
@@ -38,11 +39,11 @@ import contextlib
 import numpy as np
 
 from needle.autograd import Tensor
-from needle.errors import DistributedError
+from needle.errors import DistributedError, ShapeError
 
 from .nn_basic import Module, Parameter
 
-__all__ = ["DistributedDataParallel"]
+__all__ = ["DistributedDataParallel", "SyncBatchNorm", "convert_sync_batchnorm"]
 
 _MB = 1024 * 1024
 FIRST_BUCKET_MB = 1.0
@@ -255,3 +256,98 @@ class DistributedDataParallel(Module):
 
     def load_state_dict(self, state_dict, strict: bool = True) -> None:
         self.module.load_state_dict(state_dict, strict)
+
+
+# ---------------------------------------------------------------------- #
+# synchronised batch norm
+# ---------------------------------------------------------------------- #
+from needle import ops  # noqa: E402
+from needle.autograd import TensorOp  # noqa: E402
+from needle.backend_ndarray import NDArray  # noqa: E402
+
+from .nn_basic import BatchNorm1d  # noqa: E402
+
+
+class _AllReduceSum(TensorOp):
+    """Sum over ranks, differentiable: the adjoint of a sum over ranks is the
+    sum over ranks of the adjoints (every rank runs the same backward, so the
+    backward collectives line up)."""
+
+    def compute(self, a):
+        out = NDArray(a.numpy(), device=a.device, dtype=a.dtype)  # a copy: inputs are never written
+        _dist().all_reduce(out, "sum")
+        return out
+
+    def gradient(self, out_grad, node):
+        return _AllReduceSum()(out_grad)
+
+
+class SyncBatchNorm(BatchNorm1d):
+    """Batch norm whose training statistics are those of the *global* batch:
+    the per-feature sums and sums of squares are summed over all ranks
+    (PyTorch's ``SyncBatchNorm``).  Takes ``(B, C)`` or NCHW ``(B, C, H, W)``
+    inputs; the parameters, buffers and running-stat rule are BatchNorm1d's.
+    In a world of one (or before ``init_process_group``) it is BatchNorm1d.
+    """
+
+    def forward(self, x):
+        if len(x.shape) == 4:  # NCHW: C features of N*H*W samples, as BatchNorm2d
+            n, c, h, w = x.shape
+            rows = ops.reshape(ops.transpose(ops.transpose(x, (1, 2)), (2, 3)), (n * h * w, c))
+            y = ops.reshape(self._rows(rows), (n, h, w, c))
+            return ops.transpose(ops.transpose(y, (2, 3)), (1, 2))
+        return self._rows(x)
+
+    def _rows(self, x):
+        dist = _dist()
+        if self.training and dist.is_initialized() and dist.get_world_size() > 1:
+            return self._synced(x)
+        return BatchNorm1d.forward(self, x)
+
+    def _synced(self, x):
+        if len(x.shape) != 2 or x.shape[1] != self.dim:
+            raise ShapeError(f"SyncBatchNorm({self.dim}): expected (batch, {self.dim}) or NCHW input with "
+                             f"{self.dim} channels, got shape {tuple(x.shape)}")
+        count = Tensor([float(x.shape[0])], device=x.device, dtype=x.dtype, requires_grad=False)
+        total = float(_dist().all_reduce(count, "sum").numpy()[0])
+        mean = _AllReduceSum()(x.sum((0,))) / total
+        mean_sq = _AllReduceSum()((x * x).sum((0,))) / total
+        var = mean_sq - mean * mean
+        m = self.momentum
+        self.running_mean.data = self.running_mean.realize_cached_data() * (1 - m) + mean.realize_cached_data() * m
+        self.running_var.data = self.running_var.realize_cached_data() * (1 - m) + var.realize_cached_data() * m
+        scale = self.weight * (var + self.eps) ** -0.5
+        return (x - mean) * scale + self.bias
+
+    @classmethod
+    def convert_sync_batchnorm(cls, module):
+        """``module`` with every BatchNorm1d/BatchNorm2d inside it replaced by a
+        SyncBatchNorm sharing its parameters and buffers (convert before
+        creating the optimizer and wrapping in DistributedDataParallel)."""
+        return _convert(module, cls)
+
+
+def _convert(value, cls):
+    if isinstance(value, BatchNorm1d) and not isinstance(value, SyncBatchNorm):
+        new = cls.__new__(cls)
+        new.__dict__.update(value.__dict__)  # the same Parameter and buffer objects
+        return new
+    if isinstance(value, Module):
+        for key, item in list(value.__dict__.items()):
+            value.__dict__[key] = _convert(item, cls)
+        return value
+    if isinstance(value, list):
+        value[:] = [_convert(v, cls) for v in value]
+        return value
+    if isinstance(value, tuple):
+        return tuple(_convert(v, cls) for v in value)
+    if isinstance(value, dict):
+        for key in list(value):
+            value[key] = _convert(value[key], cls)
+        return value
+    return value
+
+
+def convert_sync_batchnorm(module):
+    """See :meth:`SyncBatchNorm.convert_sync_batchnorm`."""
+    return SyncBatchNorm.convert_sync_batchnorm(module)

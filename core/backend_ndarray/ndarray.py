@@ -261,8 +261,17 @@ class NDArray:
             self[tuple(slice(None) for _ in self._shape)] = value
 
     # ------------------------------------------------------------------ #
-    # interop: GPU memory for libraries such as NCCL (needle.distributed)
+    # interop: host / GPU memory for libraries such as MPI and NCCL (needle.distributed)
     # ------------------------------------------------------------------ #
+    def host_view(self):
+        """A NumPy array sharing this compact array's memory when its backend
+        keeps buffers in host memory (``Backend.host_memory``), else None.
+        Writes through the view change the array, and the view keeps the
+        buffer alive.  For zero-copy exchange with host libraries (MPI)."""
+        if not getattr(self._be, "host_memory", False) or not self.is_compact():
+            return None
+        return np.asarray(_HostBuffer(self._handle, self._shape))
+
     @property
     def __cuda_array_interface__(self) -> dict:
         """CUDA Array Interface (v3) of a compact array held in GPU memory, so
@@ -781,3 +790,15 @@ def pad(a, axes):
 
 def matmul(a, b):
     return a @ b
+
+
+class _HostBuffer:
+    """``__array_interface__`` over a host-memory buffer; as the NumPy view's
+    base it keeps the buffer alive (NDArray.host_view)."""
+
+    __slots__ = ("buffer", "__array_interface__")
+
+    def __init__(self, buffer, shape):
+        self.buffer = buffer
+        self.__array_interface__ = {"shape": tuple(shape), "typestr": buffer.dtype.str,
+                                    "data": (int(buffer.ptr()), False), "strides": None, "version": 3}

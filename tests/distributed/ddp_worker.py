@@ -67,10 +67,46 @@ def compare(name, build, shape, dtype, bucket_cap_mb):
     return ddp, model, X, y
 
 
+def mlp_bn(dtype):
+    return nn.parallel.convert_sync_batchnorm(
+        nn.Sequential(nn.Linear(6, 8, device=dev, dtype=dtype), nn.BatchNorm1d(8, device=dev, dtype=dtype),
+                      nn.ReLU(), nn.Linear(8, 4, device=dev, dtype=dtype)))
+
+
+def cnn_bn(dtype):
+    return nn.parallel.convert_sync_batchnorm(
+        nn.Sequential(nn.Conv(2, 3, 3, device=dev, dtype=dtype), nn.BatchNorm2d(3, device=dev, dtype=dtype),
+                      nn.ReLU(), nn.Flatten(), nn.Linear(3 * 6 * 6, 4, device=dev, dtype=dtype)))
+
+
 compare("mlp64", mlp, (6,), "float64", 25)
 compare("mlp32", mlp, (6,), "float32", 25)
 compare("cnn64", cnn, (2, 6, 6), "float64", 0.0005)   # tiny buckets: several allreduces in flight
 compare("cnn32", cnn, (2, 6, 6), "float32", 25)
+
+# SyncBatchNorm: the reference is the same model in one process on the full batch (where
+# SyncBatchNorm is plain batch norm); DDP ranks see half the batch each
+for name, build, shape in (("syncbn_mlp64", mlp_bn, (6,)), ("syncbn_cnn64", cnn_bn, (2, 6, 6))):
+    dist_world = dist._group
+    dist._group = None                   # the reference: a process outside any group
+    rng = np.random.default_rng(2)
+    X, y = rng.standard_normal((8,) + shape), rng.integers(0, 4, size=8)
+    np.random.seed(0)
+    ref = build("float64")
+    grads_of(ref, X, y, "float64")
+    dist._group = dist_world
+    np.random.seed(0)
+    model = build("float64")
+    ddp = dist.DistributedDataParallel(model)
+    shard = slice(rank * 8 // world, (rank + 1) * 8 // world)
+    grads_of(ddp, X[shard], y[shard], "float64")
+    bn_ref = [m for m in ref.modules if isinstance(m, nn.parallel.SyncBatchNorm)][0]
+    bn_ddp = [m for m in model.modules if isinstance(m, nn.parallel.SyncBatchNorm)][0]
+    results[name] = {
+        "max_grad_diff": float(np.abs(flat(p.grad for p in model.parameters())
+                                      - flat(p.grad for p in ref.parameters())).max()),
+        "running_var_diff": float(np.abs(bn_ref.running_var.numpy() - bn_ddp.running_var.numpy()).max()),
+    }
 
 # no_sync: two micro-batches accumulated locally, one reduction -> 2 x the full-batch mean gradient
 ddp, model, X, y = compare("nosync_ref", mlp, (6,), "float64", 25)

@@ -67,6 +67,14 @@ def test_ddp_gradients_equal_full_batch_gradients(ddp_results, case, tol):
 
 
 @needs_mpi
+@pytest.mark.parametrize("case", ["syncbn_mlp64", "syncbn_cnn64"])
+def test_sync_batchnorm_gives_the_full_batch_gradients_and_statistics(ddp_results, case):
+    for r in ddp_results:
+        assert r[case]["max_grad_diff"] <= 1e-6, r[case]
+        assert r[case]["running_var_diff"] <= 1e-9, r[case]
+
+
+@needs_mpi
 @pytest.mark.parametrize("case", ["mlp64", "cnn64"])
 def test_rank0_initial_parameters_reach_every_rank(ddp_results, case):
     r0, r1 = ddp_results
@@ -263,3 +271,21 @@ def test_launch_bad_arguments(argv, message, capsys):
     from needle.distributed.launch import launch_command
     assert launch_command(argv) == 2
     assert message in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------- #
+# SyncBatchNorm in one process is batch norm
+# ---------------------------------------------------------------------- #
+@pytest.mark.parametrize("shape,plain", [((5, 3), "BatchNorm1d"), ((2, 3, 4, 4), "BatchNorm2d")])
+def test_sync_batchnorm_in_a_world_of_one_is_batchnorm(single, shape, plain):
+    x = np.random.default_rng(0).standard_normal(shape)
+    ref = getattr(ndl.nn, plain)(3, dtype="float64")
+    ref.weight.data = ndl.Tensor([0.5, 2.0, -1.0], dtype="float64")
+    model = ndl.nn.parallel.convert_sync_batchnorm(ndl.nn.Sequential(ref))
+    bn = model.modules[0]
+    assert isinstance(bn, ndl.nn.parallel.SyncBatchNorm) and bn.weight is ref.weight
+    want_ref = getattr(ndl.nn, plain)(3, dtype="float64")
+    want_ref.weight.data = ndl.Tensor([0.5, 2.0, -1.0], dtype="float64")
+    xt = ndl.Tensor(x, dtype="float64")
+    np.testing.assert_allclose(model(xt).numpy(), want_ref(xt).numpy(), atol=1e-12)
+    np.testing.assert_allclose(bn.running_var.numpy(), want_ref.running_var.numpy(), atol=1e-12)
