@@ -215,7 +215,8 @@ def _describe(call: str, host: np.ndarray) -> np.ndarray:
 def _check_same(group, call: str, host: np.ndarray) -> None:
     """Every rank passes the same shape and dtype (one small allgather), else a
     ShapeError on every rank listing each rank's shape -- never a hang or a
-    silently truncated reduction."""
+    silently truncated reduction.  Waited for with the group's timeout, it is
+    also the arrival check that lets the data move by a blocking collective."""
     row = _describe(call, host)
     rows = np.empty((group.size, row.size), dtype=np.int64)
     group.wait(group.iallgather(row, rows, what=f"{call} shape check"))
@@ -259,7 +260,7 @@ def all_reduce(t, op: str = "sum"):
     view = nd.host_view()   # cpu / numpy backends: MPI works on the array's own memory
     host = view if view is not None else _host(nd)
     _check_same(group, "all_reduce", host)
-    group.wait(group.iallreduce(host.reshape(-1), op))
+    group.allreduce(host.reshape(-1), op)   # every rank arrived: _check_same waited for them
     if op == "avg":
         host /= group.size
     return t if view is not None else _write_back(t, host)
@@ -281,7 +282,7 @@ def broadcast(t, src: int = 0):
     view = nd.host_view()
     host = view if view is not None else _host(nd)
     _check_same(group, "broadcast", host)
-    group.wait(group.ibroadcast(host.reshape(-1), int(src)))
+    group.bcast(host.reshape(-1), int(src))
     return t if view is not None else _write_back(t, host)
 
 
@@ -294,7 +295,7 @@ def all_gather(t) -> list:
         return [_like(t, host)]
     _check_same(group, "all_gather", host)
     out = np.empty((group.size,) + host.shape, dtype=host.dtype)
-    group.wait(group.iallgather(host.reshape(-1), out.reshape(group.size, -1)))
+    group.allgather(host.reshape(-1), out.reshape(group.size, -1))
     return [_like(t, out[r]) for r in range(group.size)]
 
 

@@ -76,6 +76,21 @@ class MpiGroup:
     def ibarrier(self, what: str = "barrier"):
         return self.comm.Ibarrier(), self._started(what)
 
+    # -- blocking: only after every rank is known to have arrived -----------------
+    # MPICH's blocking collectives use faster shared-memory algorithms than the
+    # nonblocking ones (measured 1 MB: 0.6 ms vs 2.9 ms).  needle's public
+    # collectives first exchange shape descriptors nonblocking (with the
+    # timeout); once that completed every rank is inside the same collective,
+    # so the blocking data transfer that follows cannot wait for an absent rank.
+    def allreduce(self, buf: np.ndarray, op: str) -> None:
+        self.comm.Allreduce(self.MPI.IN_PLACE, buf, self._ops[op])
+
+    def bcast(self, buf: np.ndarray, src: int) -> None:
+        self.comm.Bcast(buf, root=src)
+
+    def allgather(self, send: np.ndarray, recv: np.ndarray) -> None:
+        self.comm.Allgather(send, recv)
+
     # -- completing ------------------------------------------------------------
     def test(self, handle) -> bool:
         """Drive MPI progress on ``handle``; True once it is complete."""
