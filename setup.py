@@ -20,6 +20,7 @@ ROOTS = {
     "needle.models": "contrib/models",
     # the kernel benchmark cases and their report, so `needle bench kernels` works from a wheel
     "needle_benchmarks": "benchmarks/benchmarks",
+    "needle.distributed": "contrib/distributed",
 }
 
 

@@ -12,6 +12,8 @@ Sections:
   conv      convolution forward+backward at ResNet9 layer shapes vs PyTorch
   mlp       one MLPResNet training epoch (Fashion-MNIST sized) vs PyTorch
   models    ResNet9 / LSTM LM / Transformer block training steps vs PyTorch
+  distributed  allreduce 4 KB-64 MB (needle.distributed vs mpi4py), a 2-rank MLPResNet
+            epoch vs 1 process, share of allreduce hidden behind backward
 
 Ratios are medians of repeated runs.  Targets live in the issues and the
 README; nothing here asserts a time.
@@ -63,6 +65,13 @@ def section_mlp(args):
 def section_models(args):
     from benchmarks import models_probe
     models_probe.report(quick=args.quick, device=args.device)
+
+
+@section
+def section_distributed(args):
+    import distributed_probe  # benchmarks/distributed_probe.py (needs the [mpi] extra)
+    import mpi4py  # noqa: F401 -- ImportError -> "not available"
+    distributed_probe.report(quick=args.quick)
 
 
 def main(argv=None):

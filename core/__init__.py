@@ -27,7 +27,7 @@ Device = BackendDevice
 
 # contrib subpackages and heavier helpers load on first use (PEP 562), so
 # importing needle stays cheap and core never imports contrib at start-up
-_LAZY_MODULES = {"nn", "optim", "data", "models", "testing", "serialization"}
+_LAZY_MODULES = {"nn", "optim", "data", "models", "distributed", "testing", "serialization"}
 _LAZY_ATTRS = {"save": "serialization", "load": "serialization"}
 
 

@@ -617,6 +617,8 @@ def compute_gradient_of_variables(output_tensor: Value, out_grad: Value) -> None
         node.grad = adjoint
         op = node.op
         if op is None:
+            if node._grad_ready_hooks:  # a leaf's adjoint is final here (grad-ready hooks, below)
+                _run_grad_ready_hooks(node)
             continue
         inputs = node.inputs
         # inputs that need no gradient (data batches, masks, one-hot labels)
@@ -668,3 +670,53 @@ def local_vjp(output: Value, inputs, out_grad: Value) -> tuple:
             if inp.requires_grad or inp in boundary:
                 partials.setdefault(inp, []).append(g)
     return tuple(found[x] if x in found else x * 0.0 for x in inputs)
+
+
+# ---------------------------------------------------------------------- #
+# grad-ready hooks (needle.distributed's DistributedDataParallel)
+# ---------------------------------------------------------------------- #
+# In reverse topological order every consumer of a leaf comes before it, so
+# when ``compute_gradient_of_variables`` reaches a leaf its ``.grad`` is final:
+# that is where these hooks run, during ``backward()``, one leaf at a time.
+# Data-parallel training starts a leaf's gradient allreduce there, overlapping
+# communication with the rest of the backward pass (PyTorch's
+# ``register_post_accumulate_grad_hook``).
+Value._grad_ready_hooks = None
+
+
+class _HookHandle:
+    """Returned by ``register_post_accumulate_grad_hook``; ``remove()`` undoes it."""
+
+    __slots__ = ("_hooks", "_key")
+
+    def __init__(self, hooks: dict, key: int):
+        self._hooks, self._key = hooks, key
+
+    def remove(self) -> None:
+        self._hooks.pop(self._key, None)
+
+
+def _register_post_accumulate_grad_hook(self, hook) -> _HookHandle:
+    """Call ``hook(tensor)`` during ``backward()`` once this leaf's ``.grad``
+    is final (after every partial adjoint is summed).  The hook may replace
+    ``tensor.grad``.  Only leaves (parameters) have such a moment; returns a
+    handle whose ``remove()`` unregisters the hook."""
+    if not callable(hook):
+        raise TypeError(f"register_post_accumulate_grad_hook: hook must be callable, got {type(hook).__name__}")
+    if self.op is not None:
+        raise ValueError("register_post_accumulate_grad_hook: only leaf tensors (op is None) have a final "
+                         "gradient during backward; register the hook on the leaf instead")
+    hooks = self.__dict__.get("_grad_ready_hooks")
+    if hooks is None:
+        hooks = self._grad_ready_hooks = {}
+    key = max(hooks, default=-1) + 1
+    hooks[key] = hook
+    return _HookHandle(hooks, key)
+
+
+def _run_grad_ready_hooks(node: Value) -> None:
+    for hook in list(node._grad_ready_hooks.values()):
+        hook(node)
+
+
+Tensor.register_post_accumulate_grad_hook = _register_post_accumulate_grad_hook

@@ -18,6 +18,9 @@ __all__ = [
     "StateDictError",
     "ArgumentError",
     "HyperParameterError",
+    "DistributedError",
+    "DistributedTimeoutError",
+    "DistributedConfigError",
     "ArgumentTypeError",
     "OutOfBoundsError",
     "SizeOverflowError",
@@ -91,3 +94,20 @@ class EmptyDatasetError(ArgumentError):
 class DownloadError(NeedleError, ConnectionError):
     """A download that failed or was cut short (HTTP error, unreachable host,
     fewer bytes than the server declared); nothing is kept."""
+
+
+# -- needle.distributed ---------------------------------------------------------
+
+
+class DistributedError(NeedleError, RuntimeError):
+    """A collective used wrongly: before ``init_process_group``, with ranks that
+    disagree (shapes, dtypes), or a rank that failed."""
+
+
+class DistributedTimeoutError(DistributedError, TimeoutError):
+    """A collective that some rank did not reach within the group's timeout."""
+
+
+class DistributedConfigError(DistributedError, ValueError):
+    """A bad argument to a distributed API: a sampler rank outside the world,
+    a world size below one, more processes than allowed."""

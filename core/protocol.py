@@ -107,9 +107,14 @@ class Backend(abc.ABC):
     * ``protocol_version`` -- the :data:`PROTOCOL_VERSION` it was written for.
     * ``dtypes`` -- the dtypes it supports, as NumPy dtype names.
     * ``__tile_size__`` -- tile edge of :meth:`matmul_tiled` (course API).
+    * ``host_memory`` -- True when every buffer's ``ptr()`` is a host address
+      of ``size * dtype.itemsize`` bytes the CPU may read and write while the
+      buffer lives.  Then :meth:`NDArray.host_view` shares it with NumPy
+      (zero-copy exchange with host libraries such as MPI).  Default False.
     """
 
     name: str = "abstract"
+    host_memory: bool = False
     version: str = "0"
     protocol_version: int = PROTOCOL_VERSION
     dtypes: tuple[str, ...] = ("float32", "float64")

@@ -22,7 +22,7 @@ ci_fail() {
 # install under the old name, whose entry points would register every backend twice
 if "$VPY" -m pip show -q needle >/dev/null 2>&1; then "$VPY" -m pip uninstall -y -q needle; fi
 echo "==> building and installing needle-dl (editable, Cython CPU backend)"
-"$VPY" -m pip install -q --no-build-isolation -e ".[test,plots,bench]"
+"$VPY" -m pip install -q --no-build-isolation -e ".[test,plots,bench,mpi]"
 if [ "${NEEDLE_WITH_TORCH:-1}" = "1" ] && ! "$VPY" -c "import torch" 2>/dev/null; then
   # PyTorch is a *reference* for tests and benchmarks only, never a needle dependency
   echo "==> installing PyTorch (CPU) as a test reference"

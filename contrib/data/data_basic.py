@@ -8,7 +8,7 @@ from typing import Optional
 import numpy as np
 
 from needle.autograd import Tensor
-from needle.errors import ArgumentTypeError, EmptyDatasetError, OutOfBoundsError
+from needle.errors import ArgumentError, ArgumentTypeError, EmptyDatasetError, OutOfBoundsError
 from needle.validation import check_int
 
 __all__ = ["Dataset", "DataLoader", "Dataloader", "default_collate", "fetch_batch"]
@@ -113,8 +113,11 @@ class DataLoader:
     def __init__(self, dataset: Dataset, batch_size: Optional[int] = 1, shuffle: bool = False,
                  device=None, dtype: str = "float32", *, drop_last: bool = False, collate_fn=None,
                  num_workers: int = 0, pin_memory: bool = False, worker_init_fn=None,
-                 prefetch_factor: int = 2, multiprocessing_context=None):
+                 prefetch_factor: int = 2, multiprocessing_context=None, sampler=None):
         batch_size = check_int("DataLoader", "batch_size", batch_size, 1)
+        if sampler is not None and shuffle:
+            raise ArgumentError("DataLoader: sampler and shuffle=True exclude each other; the sampler decides "
+                                "the order (DistributedSampler(shuffle=True) shuffles)")
         num_workers = check_int("DataLoader", "num_workers", num_workers, 0)
         prefetch_factor = check_int("DataLoader", "prefetch_factor", prefetch_factor, 1)
         if collate_fn is not None and not callable(collate_fn):
@@ -134,7 +137,12 @@ class DataLoader:
         self.worker_init_fn = worker_init_fn
         self.prefetch_factor = prefetch_factor
         self.multiprocessing_context = multiprocessing_context
-        self.ordering = self._split(np.arange(len(dataset)))
+        # sampler: an iterable of indices, re-iterated at every __iter__ (e.g. DistributedSampler)
+        self.sampler = sampler
+        if sampler is None:
+            self.ordering = self._split(np.arange(len(dataset)))
+        else:
+            self.ordering = self._split(np.fromiter(iter(sampler), dtype=np.int64))
         self._batch = 0
         self._pool = None
 
@@ -150,6 +158,8 @@ class DataLoader:
         self._close_pool()
         if self.shuffle:
             self.ordering = self._split(np.random.permutation(len(self.dataset)))
+        elif self.sampler is not None:
+            self.ordering = self._split(np.fromiter(iter(self.sampler), dtype=np.int64))
         self._batch = 0
         if self.num_workers > 0 and len(self.ordering):
             from .workers import WorkerPool

@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-batches", type=int, default=None, help="at most K batches per epoch (smoke tests)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--nproc", type=int, default=1,
+                   help="data-parallel processes on this machine (needle launch / mpiexec); the global "
+                        "--batch-size is split evenly across them and rank 0 alone prints and writes")
     lm = p.add_argument_group("language models (ptb)")
     lm.add_argument("--bptt", type=int, default=35, help="sequence length of truncated BPTT")
     lm.add_argument("--embedding-size", type=int, default=128)
@@ -95,9 +98,71 @@ def _validate(args):
         return f"--max-batches must be at least 1, got {args.max_batches}"
     if not args.lr > 0:
         return f"--lr must be positive, got {args.lr}"
+    problem = _validate_nproc(args)
+    if problem:
+        return problem
     if args.data_dir is None:
         args.data_dir = default_data_dir(args.dataset)
     return None
+
+
+# -- data parallel (needle train --nproc N) ---------------------------------------
+def max_nproc() -> int:
+    """Most ranks --nproc may start on one machine: 4 per core (more only thrashes)."""
+    return 4 * (os.cpu_count() or 1)
+
+
+def _validate_nproc(args):
+    n = args.nproc
+    if n < 1:
+        return f"--nproc must be at least 1, got {n}"
+    if n == 1:
+        return None
+    if args.dataset == "ptb":
+        return "--nproc > 1 trains the image models only (mlp_resnet, cnn, resnet9), not the language models"
+    if n > max_nproc():
+        return f"--nproc {n} is more than allowed on this machine ({max_nproc()}: 4 per core)"
+    if args.batch_size % n:
+        return (f"--batch-size {args.batch_size} (the global batch) must split evenly across --nproc {n} "
+                f"ranks; use a multiple of {n}")
+    return None
+
+
+def _relaunch(argv, nproc) -> int:
+    """Run this same command on ``nproc`` ranks through needle launch (mpiexec)."""
+    from needle.distributed.launch import launch_command
+
+    return launch_command(["-n", str(nproc), "-m", "needle.cli", "train", *argv])
+
+
+def _join_group(args):
+    """In a rank of --nproc N: join the group; ranks other than 0 go quiet."""
+    import needle.distributed as dist
+
+    dist.init_process_group()
+    if dist.get_world_size() != args.nproc:
+        raise SystemExit(_fail(f"--nproc {args.nproc} but the job has {dist.get_world_size()} processes"))
+    args.world_size = args.nproc
+    if dist.get_rank() != 0:
+        args.no_progress = True
+        sys.stdout = open(os.devnull, "w")  # rank 0 alone prints; errors still reach stderr
+    return dist.get_rank() == 0
+
+
+def _reduce_stats(stats):
+    """Train figures of one rank -> figures of the whole global batch."""
+    import needle as ndl
+    import needle.distributed as dist
+
+    n = stats["samples"]
+    sums = ndl.Tensor(np.array([stats["loss"] * n, stats["acc"] * n, n], dtype=np.float64), dtype="float64",
+                      requires_grad=False)
+    loss_sum, right, total = dist.all_reduce(sums, "sum").numpy()
+    elapsed = dist.all_reduce(ndl.Tensor([stats["time_s"]], dtype="float64", requires_grad=False), "max")
+    elapsed = float(elapsed.numpy()[0])
+    total = max(total, 1.0)
+    return {"loss": loss_sum / total, "acc": right / total, "samples": int(total), "time_s": elapsed,
+            "samples_per_s": total / max(elapsed, 1e-9)}
 
 
 def _make_optimizer(args, params):
@@ -284,6 +349,11 @@ def train_command(argv: list[str]) -> int:
     problem = _validate(args)
     if problem:
         return _fail(problem)
+    if args.nproc > 1:
+        from needle.distributed import launched_under_mpi
+
+        if not launched_under_mpi():
+            return _relaunch(list(argv), args.nproc)
     try:
         return _train(args)
     except KeyboardInterrupt:
@@ -297,6 +367,7 @@ def _train(args) -> int:
 
     from .train_tasks import MissingDataError, build_task
 
+    is_main = _join_group(args) if args.nproc > 1 else True
     np.random.seed(args.seed)
     try:
         device = ndl.device(args.device) if args.device else ndl.default_device()
@@ -307,7 +378,8 @@ def _train(args) -> int:
     model = task.model
     opt = _make_optimizer(args, model.parameters())
     schedule = _make_schedule(args, opt)
-    os.makedirs(args.out, exist_ok=True)
+    if is_main:
+        os.makedirs(args.out, exist_ok=True)
     ckpt_path = os.path.join(args.out, "checkpoint.npz")
     start_epoch, history = 0, []
     if args.resume:
@@ -321,11 +393,18 @@ def _train(args) -> int:
 
     n_params = sum(int(np.prod(p.shape)) for p in model.parameters())
     print(f"needle train: {args.model} ({n_params:,} parameters) on {args.dataset} from {args.data_dir}, "
-          f"device {device}, {args.optimizer} lr {args.lr} wd {args.weight_decay}, batch {args.batch_size}")
+          f"device {device}, {args.optimizer} lr {args.lr} wd {args.weight_decay}, batch {args.batch_size}"
+          + (f" ({args.nproc} processes x {args.batch_size // args.nproc})" if args.nproc > 1 else ""))
 
     for epoch in range(start_epoch + 1, args.epochs + 1):
+        task.set_epoch(epoch)
         train_stats = _run_epoch(task, args, opt, f"epoch {epoch}/{args.epochs} train")
-        test_stats = _run_epoch(task, args, None, f"epoch {epoch}/{args.epochs} test")
+        if args.nproc > 1:
+            train_stats = _reduce_stats(train_stats)
+        if is_main:  # rank 0 evaluates on the whole test set; the others go on
+            test_stats = _run_epoch(task, args, None, f"epoch {epoch}/{args.epochs} test")
+        else:
+            test_stats = {"loss": float("nan"), "acc": float("nan"), "time_s": 0.0, "samples_per_s": 0.0}
         record = {
             "epoch": epoch,
             "lr": opt.lr,
@@ -341,9 +420,12 @@ def _train(args) -> int:
               f" | {train_stats['time_s']:.1f} s, {train_stats['samples_per_s']:.0f} samples/s", flush=True)
         if schedule is not None:
             schedule.step()
-        _save_checkpoint(ckpt_path, model, opt, schedule, epoch, history, args)
-        _write_outputs(args, device, n_params, task, history)
+        if is_main:
+            _save_checkpoint(ckpt_path, model, opt, schedule, epoch, history, args)
+            _write_outputs(args, device, n_params, task, history)
 
+    if not is_main:
+        return 0
     ndl.save(model, os.path.join(args.out, "model.npz"))
     _write_outputs(args, device, n_params, task, history)
     if not plot_curves(history, os.path.join(args.out, "curves.png")):

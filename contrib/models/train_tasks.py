@@ -115,6 +115,7 @@ class Task:
     num_test_batches: int
     forward: Callable  # batch -> (loss Tensor, correct int, count int)
     info: dict = field(default_factory=dict)
+    set_epoch: Callable[[int], None] = lambda epoch: None  # the distributed sampler's shuffle
 
 
 def _image_task(args, device, model):
@@ -131,7 +132,14 @@ def _image_task(args, device, model):
 
     if model is None:
         model = _make_image_model(args.model, in_dim, device)
-    train_loader = ndl.data.DataLoader(train, args.batch_size, shuffle=True, device=device)
+    net, set_epoch = model, (lambda epoch: None)
+    world = getattr(args, "world_size", 1)
+    if world > 1:  # needle train --nproc N: this rank's share of every global batch, DDP gradients
+        sampler = ndl.data.DistributedSampler(train, seed=args.seed)
+        train_loader = ndl.data.DataLoader(train, args.batch_size // world, device=device, sampler=sampler)
+        net, set_epoch = ndl.distributed.DistributedDataParallel(model), sampler.set_epoch
+    else:
+        train_loader = ndl.data.DataLoader(train, args.batch_size, shuffle=True, device=device)
     test_loader = ndl.data.DataLoader(test, args.batch_size, shuffle=False, device=device)
     loss_fn = nn.SoftmaxLoss()
     flatten = args.model == "mlp_resnet" and args.dataset == "cifar10"
@@ -140,11 +148,12 @@ def _image_task(args, device, model):
         X, y = batch
         if flatten:
             X = X.reshape((X.shape[0], in_dim))
-        logits = model(X)
+        logits = net(X)
         return loss_fn(logits, y), count_correct(logits, y), y.shape[0]
 
     return Task(model, lambda: iter(train_loader), lambda: iter(test_loader), len(train_loader),
-                len(test_loader), forward, info={"train_size": len(train), "test_size": len(test)})
+                len(test_loader), forward, info={"train_size": len(train), "test_size": len(test)},
+                set_epoch=set_epoch)
 
 
 def _make_image_model(name, in_dim, device):

@@ -8,3 +8,4 @@ from .nn_containers import *  # noqa: F401,F403
 from .nn_losses import *  # noqa: F401,F403
 from .nn_activations import *  # noqa: F401,F403
 from . import utils  # noqa: F401  (nn.utils.clip_grad_norm_)
+from . import parallel  # noqa: F401,E402 -- needle.nn.parallel.DistributedDataParallel

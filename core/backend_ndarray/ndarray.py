@@ -299,6 +299,33 @@ class NDArray:
             self[tuple(slice(None) for _ in self._shape)] = value
 
     # ------------------------------------------------------------------ #
+    # interop: host / GPU memory for libraries such as MPI and NCCL (needle.distributed)
+    # ------------------------------------------------------------------ #
+    def host_view(self):
+        """A NumPy array sharing this compact array's memory when its backend
+        keeps buffers in host memory (``Backend.host_memory``), else None.
+        Writes through the view change the array, and the view keeps the
+        buffer alive.  For zero-copy exchange with host libraries (MPI)."""
+        if not getattr(self._be, "host_memory", False) or not self.is_compact():
+            return None
+        return np.asarray(_HostBuffer(self._handle, self._shape))
+
+    @property
+    def __cuda_array_interface__(self) -> dict:
+        """CUDA Array Interface (v3) of a compact array held in GPU memory, so
+        a library (NCCL through nccl4py) reads and writes it in place.  Any
+        other array raises AttributeError, so ``hasattr`` is False for it.
+        The caller orders work with the device (``device.synchronize()``):
+        the interface names no stream."""
+        handle = self._handle
+        if getattr(handle, "device_index", None) is None or not hasattr(handle, "ptr"):
+            raise AttributeError(f"__cuda_array_interface__: the array on {self._device} is not in GPU memory")
+        if not self.is_compact():
+            raise AttributeError("__cuda_array_interface__: the array is a strided view; compact() it first")
+        return {"shape": tuple(self._shape), "typestr": self.dtype.str, "data": (int(handle.ptr()), False),
+                "strides": None, "version": 3, "stream": None}
+
+    # ------------------------------------------------------------------ #
     # views
     # ------------------------------------------------------------------ #
     def is_compact(self) -> bool:
@@ -839,3 +866,15 @@ def pad(a, axes):
 
 def matmul(a, b):
     return a @ b
+
+
+class _HostBuffer:
+    """``__array_interface__`` over a host-memory buffer; as the NumPy view's
+    base it keeps the buffer alive (NDArray.host_view)."""
+
+    __slots__ = ("buffer", "__array_interface__")
+
+    def __init__(self, buffer, shape):
+        self.buffer = buffer
+        self.__array_interface__ = {"shape": tuple(shape), "typestr": buffer.dtype.str,
+                                    "data": (int(buffer.ptr()), False), "strides": None, "version": 3}

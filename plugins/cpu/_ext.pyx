@@ -492,6 +492,7 @@ class CpuBackend(Backend):
     name = "cpu"
     version = __version__
     protocol_version = PROTOCOL_VERSION
+    host_memory = True  # ptr() is the malloc'd host address (needle.distributed shares it with MPI)
     dtypes = ("float32", "float64")
     __tile_size__ = TILE
 

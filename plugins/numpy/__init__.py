@@ -44,6 +44,7 @@ def _view(a: Array, shape, strides, offset) -> np.ndarray:
 
 class NumpyBackend(Backend):
     name = "numpy"
+    host_memory = True  # buffers are NumPy arrays; ptr() is their data address
     version = __version__
     protocol_version = PROTOCOL_VERSION
     dtypes = ("float32", "float64")

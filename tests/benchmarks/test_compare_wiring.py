@@ -72,3 +72,12 @@ def test_models_report_prints_each_probe(monkeypatch, capsys, compare):
     out = capsys.readouterr().out
     assert "tiny" in out and "ratio  2.00x" in out
     assert "solo" in out and "needle       3.0 ms" in out
+
+
+def test_distributed_section_calls_its_probe(compare, monkeypatch):
+    pytest.importorskip("mpi4py")
+    import distributed_probe
+    calls = []
+    monkeypatch.setattr(distributed_probe, "report", lambda quick=False: calls.append(quick))
+    assert compare.main(["distributed", "--quick"]) == 0
+    assert calls == [True]

@@ -30,7 +30,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 STDLIB = set(sys.stdlib_module_names) | {"__future__"}
-CONTRIB = {"nn", "optim", "data", "models"}
+CONTRIB = {"nn", "optim", "data", "models", "distributed"}
 CORE_THIRD_PARTY = {"numpy", "pluggy"}
 TESTING_THIRD_PARTY = {"pytest", "hypothesis", "_pytest"}
 PLUGIN_NEEDLE_API = {"needle.protocol", "needle.errors"}

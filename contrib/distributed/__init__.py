@@ -1,0 +1,324 @@
+"""needle.distributed: data-parallel training across processes and machines.
+
+Collectives run on existing engines: MPI through mpi4py (CPU tensors, and the
+bootstrap of every job) and NCCL through nccl4py (tensors on CUDA devices).
+The API is PyTorch-shaped::
+
+    import needle.distributed as dist
+    dist.init_process_group()            # backend="auto": nccl for cuda, else mpi
+    rank, world = dist.get_rank(), dist.get_world_size()
+    dist.all_reduce(t, op="avg")          # in place; also returned
+    model = dist.DistributedDataParallel(model)
+
+Launch with ``needle launch -n 2 script.py`` (a wrapper of the MPI library's
+``mpiexec``).  Not launched under MPI, ``init_process_group`` makes a world
+of one process and every collective is the identity, so the same script runs
+alone.  See docs/distributed.md.
+
+This package lives in contrib (reached lazily as ``needle.distributed``, like
+``needle.nn``): core imports only the standard library, numpy and pluggy;
+mpi4py and nccl4py are imported inside this package, on first use.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+import numpy as np
+
+from needle.autograd import Tensor
+from needle.backend_ndarray import NDArray
+from needle.errors import DistributedError, ShapeError, UnsupportedDTypeError
+
+__all__ = ["init_process_group", "destroy_process_group", "is_initialized", "get_rank", "get_world_size",
+           "get_backend", "barrier", "all_reduce", "broadcast", "all_gather", "launched_under_mpi",
+           "DistributedDataParallel", "DistributedSampler", "DEFAULT_TIMEOUT_S"]
+
+#: seconds a collective may wait for the other ranks (PyTorch's default is 30 min)
+DEFAULT_TIMEOUT_S = 600.0
+_OPS = ("sum", "avg", "max")
+# environment variables set by an MPI launcher in every rank it starts
+_LAUNCHER_ENV = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS")
+
+_group = None          # the process group once init_process_group ran
+_prev_excepthook = None
+
+
+class _SingleGroup:
+    """A world of one process: every collective is the identity."""
+
+    backend = "single"
+    rank, size = 0, 1
+
+    def close(self):
+        pass
+
+
+def launched_under_mpi() -> bool:
+    """True when an MPI launcher (mpiexec / needle launch) started this process."""
+    return any(name in os.environ for name in _LAUNCHER_ENV)
+
+
+# ---------------------------------------------------------------------- #
+# lifetime
+# ---------------------------------------------------------------------- #
+def init_process_group(backend: str = "auto", timeout: float | None = None, abort_on_exception: bool = True):
+    """Join the job's process group.
+
+    ``backend``: ``"auto"`` (MPI when launched under an MPI launcher, plus
+    NCCL for CUDA tensors when nccl4py and a GPU are present; a world of one
+    otherwise), ``"mpi"`` (always mpi4py, even for one process) or ``"nccl"``
+    (MPI for the bootstrap and host tensors, NCCL required for CUDA tensors).
+    ``timeout``: seconds a collective waits for the others before raising
+    :class:`needle.errors.DistributedTimeoutError` naming the absent ranks
+    (default ``NEEDLE_DIST_TIMEOUT`` or 600).  With ``abort_on_exception`` an
+    uncaught exception on any rank prints its traceback and ends every rank of
+    the job (``MPI_Abort``) instead of leaving the others waiting.
+    """
+    global _group
+    if backend not in ("auto", "mpi", "nccl"):
+        raise DistributedError(f"init_process_group: unknown backend {backend!r}; "
+                               f"use 'auto', 'mpi' or 'nccl'")
+    if _group is not None:
+        raise DistributedError(f"init_process_group: already initialised (backend {_group.backend}, "
+                               f"rank {_group.rank} of {_group.size}); call destroy_process_group() first")
+    if timeout is None:
+        timeout = float(os.environ.get("NEEDLE_DIST_TIMEOUT", DEFAULT_TIMEOUT_S))
+    if not timeout > 0:
+        raise DistributedError(f"init_process_group: timeout must be positive seconds, got {timeout!r}")
+    if backend == "auto" and not launched_under_mpi():
+        _group = _SingleGroup()
+        return
+    from ._mpi import MpiGroup
+    group = MpiGroup(timeout)
+    group.nccl = None
+    if backend in ("auto", "nccl"):
+        from . import _nccl
+        group.nccl = _nccl.maybe_create(group, required=backend == "nccl")
+    _group = group
+    if group.size > 1 and abort_on_exception:
+        _install_abort_hook(group)
+
+
+def destroy_process_group() -> None:
+    """Leave the group (collectives then raise again until the next init)."""
+    global _group
+    if _group is None:
+        return
+    group, _group = _group, None
+    _remove_abort_hook()
+    nccl = getattr(group, "nccl", None)
+    if nccl is not None:
+        nccl.close()
+    group.close()
+
+
+def is_initialized() -> bool:
+    return _group is not None
+
+
+def _require(call: str):
+    if _group is None:
+        raise DistributedError(f"needle.distributed.{call}: the process group is not initialised; "
+                               f"call needle.distributed.init_process_group() first")
+    return _group
+
+
+def get_rank() -> int:
+    return _require("get_rank").rank
+
+
+def get_world_size() -> int:
+    return _require("get_world_size").size
+
+
+def get_backend() -> str:
+    """``single``, ``mpi`` or ``mpi+nccl``."""
+    group = _require("get_backend")
+    return group.backend + ("+nccl" if getattr(group, "nccl", None) is not None else "")
+
+
+def _install_abort_hook(group) -> None:
+    """An uncaught exception on this rank ends the whole job with its message
+    (mpi4py.run's behaviour), so the other ranks never wait forever."""
+    global _prev_excepthook
+    _prev_excepthook = sys.excepthook
+
+    def hook(kind, value, tb):
+        text = "".join(traceback.format_exception(kind, value, tb))
+        sys.stderr.write(f"needle.distributed: uncaught exception on rank {group.rank} of {group.size}; "
+                         f"aborting all ranks\n{text}")
+        group.abort(1)
+
+    sys.excepthook = hook
+
+
+def _remove_abort_hook() -> None:
+    global _prev_excepthook
+    if _prev_excepthook is not None:
+        sys.excepthook, _prev_excepthook = _prev_excepthook, None
+
+
+# ---------------------------------------------------------------------- #
+# host memory: a compact array of a host-memory backend (cpu, numpy) is
+# reduced in place through NDArray.host_view(); any other array is staged:
+# copied to a contiguous NumPy buffer and back to its device
+# ---------------------------------------------------------------------- #
+def _array_of(x, call: str) -> NDArray:
+    if isinstance(x, Tensor):
+        return x.realize_cached_data()
+    if isinstance(x, NDArray):
+        return x
+    raise TypeError(f"needle.distributed.{call}: expected a needle Tensor or NDArray, got {type(x).__name__}")
+
+
+def _host(nd: NDArray) -> np.ndarray:
+    return np.ascontiguousarray(nd.numpy())
+
+
+def _write_back(x, host: np.ndarray):
+    """Store ``host`` into ``x`` in place (a Tensor's array is replaced, an
+    NDArray is overwritten) and return ``x``."""
+    if isinstance(x, Tensor):
+        nd = x.realize_cached_data()
+        x.cached_data = NDArray(host, device=nd.device, dtype=nd.dtype)
+    else:
+        x[tuple(slice(None) for _ in x.shape)] = host.reshape(x.shape)
+    return x
+
+
+def _like(x, host: np.ndarray):
+    """A new object of ``x``'s kind (Tensor / NDArray) holding ``host`` on x's device."""
+    nd = _array_of(x, "all_gather")
+    out = NDArray(host, device=nd.device, dtype=nd.dtype)
+    return Tensor(out, requires_grad=False) if isinstance(x, Tensor) else out
+
+
+_DTYPE_CODES = {np.dtype("float32"): 1, np.dtype("float64"): 2}
+_MAX_NDIM = 8
+
+
+def _describe(call: str, host: np.ndarray) -> np.ndarray:
+    if host.dtype not in _DTYPE_CODES:
+        raise UnsupportedDTypeError(f"needle.distributed.{call}: dtype {host.dtype} is not supported; "
+                                    f"use float32 or float64")
+    if host.ndim > _MAX_NDIM:
+        raise ShapeError(f"needle.distributed.{call}: at most {_MAX_NDIM} dimensions, got shape {host.shape}")
+    row = np.full(2 + _MAX_NDIM, -1, dtype=np.int64)
+    row[0], row[1] = _DTYPE_CODES[host.dtype], host.ndim
+    row[2:2 + host.ndim] = host.shape
+    return row
+
+
+def _check_same(group, call: str, host: np.ndarray) -> None:
+    """Every rank passes the same shape and dtype (one small allgather), else a
+    ShapeError on every rank listing each rank's shape -- never a hang or a
+    silently truncated reduction.  Waited for with the group's timeout, it is
+    also the arrival check that lets the data move by a blocking collective."""
+    row = _describe(call, host)
+    rows = np.empty((group.size, row.size), dtype=np.int64)
+    group.wait(group.iallgather(row, rows, what=f"{call} shape check"))
+    if (rows == rows[0]).all():
+        return
+    names = {v: k for k, v in _DTYPE_CODES.items()}
+    seen = [f"rank {r}: {tuple(int(d) for d in rows[r, 2:2 + rows[r, 1]])} {names.get(int(rows[r, 0]))}"
+            for r in range(group.size)]
+    raise ShapeError(f"needle.distributed.{call}: ranks passed different shapes or dtypes ({'; '.join(seen)}); "
+                     f"every rank must pass the same shape and dtype")
+
+
+# ---------------------------------------------------------------------- #
+# collectives
+# ---------------------------------------------------------------------- #
+def _check_op(call: str, op: str) -> None:
+    if op not in _OPS:
+        raise DistributedError(f"needle.distributed.{call}: unknown op {op!r}; use one of {', '.join(_OPS)}")
+
+
+def _nccl_for(group, nd: NDArray):
+    nccl = getattr(group, "nccl", None)
+    if nccl is not None and nccl.handles(nd):
+        return nccl
+    return None
+
+
+def all_reduce(t, op: str = "sum"):
+    """Reduce ``t`` over all ranks (``sum``, ``avg`` or ``max``), in place; returns ``t``."""
+    _check_op("all_reduce", op)
+    group = _require("all_reduce")
+    nd = _array_of(t, "all_reduce")
+    if group.size == 1:
+        if nd.dtype not in _DTYPE_CODES:
+            _describe("all_reduce", np.empty(0, dtype=nd.dtype))
+        return t
+    nccl = _nccl_for(group, nd)
+    if nccl is not None:
+        nccl.all_reduce(nd, op)
+        return t
+    view = nd.host_view()   # cpu / numpy backends: MPI works on the array's own memory
+    host = view if view is not None else _host(nd)
+    _check_same(group, "all_reduce", host)
+    group.allreduce(host.reshape(-1), op)   # every rank arrived: _check_same waited for them
+    if op == "avg":
+        host /= group.size
+    return t if view is not None else _write_back(t, host)
+
+
+def broadcast(t, src: int = 0):
+    """Copy rank ``src``'s ``t`` into ``t`` on every rank, in place; returns ``t``."""
+    group = _require("broadcast")
+    if not isinstance(src, (int, np.integer)) or not 0 <= src < group.size:
+        raise DistributedError(f"needle.distributed.broadcast: src must be a rank in [0, {group.size}), "
+                               f"got {src!r}")
+    nd = _array_of(t, "broadcast")
+    if group.size == 1:
+        return t
+    nccl = _nccl_for(group, nd)
+    if nccl is not None:
+        nccl.broadcast(nd, int(src))
+        return t
+    view = nd.host_view()
+    host = view if view is not None else _host(nd)
+    _check_same(group, "broadcast", host)
+    group.bcast(host.reshape(-1), int(src))
+    return t if view is not None else _write_back(t, host)
+
+
+def all_gather(t) -> list:
+    """Every rank's ``t``, in rank order, as new Tensors (or NDArrays) on t's device."""
+    group = _require("all_gather")
+    nd = _array_of(t, "all_gather")
+    host = _host(nd)
+    if group.size == 1:
+        return [_like(t, host)]
+    _check_same(group, "all_gather", host)
+    out = np.empty((group.size,) + host.shape, dtype=host.dtype)
+    group.allgather(host.reshape(-1), out.reshape(group.size, -1))
+    return [_like(t, out[r]) for r in range(group.size)]
+
+
+def barrier() -> None:
+    """Wait until every rank reaches this call (or the timeout)."""
+    group = _require("barrier")
+    if group.size > 1:
+        group.wait(group.ibarrier())
+
+
+# ---------------------------------------------------------------------- #
+# lazily reached parts (they import needle.nn / needle.data)
+# ---------------------------------------------------------------------- #
+def __getattr__(name):
+    if name == "DistributedDataParallel":
+        from needle.nn.parallel import DistributedDataParallel
+        return DistributedDataParallel
+    if name == "DistributedSampler":
+        from needle.data import DistributedSampler
+        return DistributedSampler
+    raise AttributeError(f"module 'needle.distributed' has no attribute {name!r}")
+
+
+def _group_or_none():
+    """The current group (None before init): for DistributedDataParallel."""
+    return _group

@@ -1,0 +1,291 @@
+"""needle.distributed with two real ranks (``needle launch -n 2``, i.e. MPICH's
+mpiexec from the ``[mpi]`` extra) and in a world of one.
+
+Every multi-process run has a timeout from pytest (subprocess), so a hang
+fails the test instead of stalling the suite."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import needle as ndl
+import needle.distributed as dist
+from needle.errors import DistributedConfigError, DistributedError
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+NEEDLE = [sys.executable, "-m", "needle.cli"]
+
+
+def _has_mpi():
+    try:
+        import mpi4py  # noqa: F401
+        from needle.distributed.launch import find_mpiexec
+        find_mpiexec()
+    except Exception:  # noqa: BLE001
+        return False
+    return True
+
+
+needs_mpi = pytest.mark.skipif(not _has_mpi(), reason="mpi4py + mpiexec not installed (pip install 'needle-dl[mpi]')")
+
+
+def launch(*args, timeout=60, env=None):
+    """``needle launch -n 2 ...`` -> CompletedProcess; a hang fails after ``timeout``."""
+    full_env = dict(os.environ, **(env or {}))
+    full_env.pop("NEEDLE_DIST_TIMEOUT", None)
+    return subprocess.run(NEEDLE + ["launch", "-n", "2", *args], capture_output=True, text=True,
+                          timeout=timeout, env=full_env)
+
+
+# ---------------------------------------------------------------------- #
+# two ranks: DDP, collectives (one launch, checked by several tests)
+# ---------------------------------------------------------------------- #
+@pytest.fixture(scope="module")
+def ddp_results(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ddp")
+    proc = launch(os.path.join(HERE, "ddp_worker.py"), str(out), timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
+
+
+@needs_mpi
+def test_two_ranks_run_on_mpi(ddp_results):
+    assert [(r["rank"], r["world"], r["backend"]) for r in ddp_results] == [(0, 2, "mpi"), (1, 2, "mpi")]
+
+
+@needs_mpi
+@pytest.mark.parametrize("case,tol", [("mlp64", 1e-6), ("mlp32", 1e-5), ("cnn64", 1e-6), ("cnn32", 1e-5)])
+def test_ddp_gradients_equal_full_batch_gradients(ddp_results, case, tol):
+    for r in ddp_results:
+        assert r[case]["max_grad_diff"] <= tol, (case, r["rank"], r[case])
+        assert r[case]["grad_dtype"] == ("float64" if case.endswith("64") else "float32")
+
+
+@needs_mpi
+@pytest.mark.parametrize("case", ["syncbn_mlp64", "syncbn_cnn64"])
+def test_sync_batchnorm_gives_the_full_batch_gradients_and_statistics(ddp_results, case):
+    for r in ddp_results:
+        assert r[case]["max_grad_diff"] <= 1e-6, r[case]
+        assert r[case]["running_var_diff"] <= 1e-9, r[case]
+
+
+@needs_mpi
+@pytest.mark.parametrize("case", ["mlp64", "cnn64"])
+def test_rank0_initial_parameters_reach_every_rank(ddp_results, case):
+    r0, r1 = ddp_results
+    assert r0[case]["params_equal_rank0_init"] and r1[case]["params_equal_rank0_init"]
+    assert not r0[case]["init_changed"] and r1[case]["init_changed"]  # rank 1 really started elsewhere
+
+
+@needs_mpi
+def test_small_buckets_make_several_allreduces(ddp_results):
+    assert ddp_results[0]["cnn64"]["buckets"] == [1, 1, 1, 1, 2]  # reverse order, bias then weight...
+    assert ddp_results[0]["mlp64"]["buckets"] == [6]
+
+
+@needs_mpi
+def test_no_sync_accumulates_then_reduces_the_sum(ddp_results):
+    for r in ddp_results:
+        assert r["no_sync"]["max_diff_vs_2x_full"] <= 1e-12
+        assert r["no_sync"]["local_differs_across_ranks"]  # no communication inside no_sync
+
+
+@needs_mpi
+def test_collectives_values(ddp_results):
+    for r in ddp_results:
+        assert r["sum"] == [0.0, 3.0, 6.0]
+        assert r["avg"] == [0.0, 1.5, 3.0]
+        assert r["max_ndarray"] == [1.0, 0.0, 5.0]
+        assert r["broadcast_src1"] == [[8.0, 8.0], [8.0, 8.0]]
+
+
+@needs_mpi
+def test_mismatched_shapes_raise_on_every_rank(ddp_results):
+    for r in ddp_results:
+        assert "rank 0: (3,)" in r["mismatch"] and "rank 1: (4,)" in r["mismatch"]
+
+
+@needs_mpi
+def test_batchnorm_buffers_follow_rank0_each_forward(ddp_results):
+    assert ddp_results[0]["bn_buffers_differ_after_local_update"]
+    assert ddp_results[0]["bn_buffers_equal_after_broadcast"]
+
+
+@needs_mpi
+def test_forward_in_eval_mode_of_the_wrapped_module_communicates_nothing(ddp_results):
+    """Regression: DDP looked at its own .training; needle train's rank 0 evaluating
+    alone then waited for a broadcast no other rank made."""
+    assert [r["eval_forward_collectives"] for r in ddp_results] == [0, 0]
+
+
+# ---------------------------------------------------------------------- #
+# two ranks: failures end the job with a message, never a hang
+# ---------------------------------------------------------------------- #
+@needs_mpi
+def test_exception_on_rank1_ends_both_ranks_with_its_message():
+    start = time.monotonic()
+    proc = launch(os.path.join(HERE, "fail_worker.py"), "raise", timeout=40)
+    assert proc.returncode != 0
+    assert "rank one's own message: bad batch 17" in proc.stderr
+    assert "uncaught exception on rank 1 of 2" in proc.stderr
+    assert "finished" not in proc.stdout
+    assert time.monotonic() - start < 40
+
+
+@needs_mpi
+def test_collective_timeout_names_the_rank_that_did_not_arrive():
+    proc = launch(os.path.join(HERE, "fail_worker.py"), "absent", "1.5", timeout=40)
+    assert proc.returncode != 0
+    assert "DistributedTimeoutError" in proc.stderr
+    assert "timed out after 1.5 s on rank 0 of 2" in proc.stderr
+    assert "did not arrive: rank 1" in proc.stderr
+
+
+@needs_mpi
+def test_nonzero_exit_on_one_rank_ends_the_job():
+    proc = launch(os.path.join(HERE, "fail_worker.py"), "exit", timeout=40)
+    assert proc.returncode != 0
+    assert "rank 1 of 2 exited with status 3" in proc.stderr
+
+
+# ---------------------------------------------------------------------- #
+# one process
+# ---------------------------------------------------------------------- #
+@pytest.fixture
+def single():
+    dist.destroy_process_group()
+    saved = {k: os.environ.pop(k) for k in list(os.environ) if k in dist._LAUNCHER_ENV}
+    dist.init_process_group()
+    yield
+    dist.destroy_process_group()
+    os.environ.update(saved)
+
+
+@pytest.mark.parametrize("call,args", [("all_reduce", (ndl.Tensor([1.0]),)), ("broadcast", (ndl.Tensor([1.0]),)),
+                                       ("all_gather", (ndl.Tensor([1.0]),)), ("barrier", ()),
+                                       ("get_rank", ()), ("get_world_size", ())])
+def test_collective_before_init_is_a_typed_error(call, args):
+    dist.destroy_process_group()
+    with pytest.raises(DistributedError, match=f"{call}: the process group is not initialised"):
+        getattr(dist, call)(*args)
+
+
+def test_world_of_one_without_a_launcher(single):
+    assert (dist.get_rank(), dist.get_world_size(), dist.get_backend()) == (0, 1, "single")
+    t = ndl.Tensor([1.0, 2.0])
+    assert dist.all_reduce(t, "avg") is t and t.numpy().tolist() == [1.0, 2.0]
+    assert dist.broadcast(t) is t
+    [g] = dist.all_gather(t)
+    assert g is not t and g.numpy().tolist() == [1.0, 2.0]
+    dist.barrier()
+
+
+def test_bad_arguments(single):
+    with pytest.raises(DistributedError, match="unknown op 'mean'"):
+        dist.all_reduce(ndl.Tensor([1.0]), op="mean")
+    with pytest.raises(DistributedError, match=r"src must be a rank in \[0, 1\), got 1"):
+        dist.broadcast(ndl.Tensor([1.0]), src=1)
+    with pytest.raises(TypeError, match="expected a needle Tensor or NDArray, got list"):
+        dist.all_reduce([1.0])
+    with pytest.raises(DistributedError, match="already initialised"):
+        dist.init_process_group()
+
+
+def test_bad_backend_and_timeout():
+    dist.destroy_process_group()
+    with pytest.raises(DistributedError, match="unknown backend 'gloo'"):
+        dist.init_process_group("gloo")
+    with pytest.raises(DistributedError, match="timeout must be positive"):
+        dist.init_process_group(timeout=0)
+
+
+def test_nccl_backend_without_a_gpu_is_a_typed_error():
+    pytest.importorskip("mpi4py")
+    dist.destroy_process_group()
+    if ndl.cuda().enabled():
+        pytest.skip("a GPU is present")
+    with pytest.raises(ndl.errors.BackendUnavailableError, match="backend='nccl'"):
+        dist.init_process_group("nccl")
+    dist.destroy_process_group()
+
+
+def test_ddp_in_a_world_of_one_keeps_gradients(single):
+    np.random.seed(0)
+    model = ndl.nn.Linear(3, 2, dtype="float64")
+    ddp = dist.DistributedDataParallel(model)
+    X = ndl.Tensor(np.arange(6.0).reshape(2, 3), dtype="float64")
+    ddp(X).sum().backward()
+    ref = ndl.nn.Linear(3, 2, dtype="float64")
+    ref.weight.data, ref.bias.data = model.weight.data, model.bias.data
+    ref(X).sum().backward()
+    np.testing.assert_allclose(model.weight.grad.numpy(), ref.weight.grad.numpy(), rtol=0, atol=1e-12)
+    assert ndl.nn.parallel.DistributedDataParallel is dist.DistributedDataParallel
+    assert ddp.state_dict().keys() == model.state_dict().keys()
+
+
+def test_ddp_reports_parameters_without_gradient(single):
+    class TwoHeads(ndl.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = ndl.nn.Linear(2, 1), ndl.nn.Linear(2, 1)
+
+        def forward(self, x):
+            return self.a(x)
+
+    ddp = dist.DistributedDataParallel(TwoHeads())
+    ddp(ndl.Tensor([[1.0, 2.0]])).sum().backward()
+    with pytest.raises(DistributedError, match="no gradient for 2 of 4 parameters"):
+        ddp(ndl.Tensor([[1.0, 2.0]]))
+
+
+def test_ddp_needs_init():
+    dist.destroy_process_group()
+    with pytest.raises(DistributedError, match="init_process_group"):
+        dist.DistributedDataParallel(ndl.nn.Linear(2, 2))
+
+
+# ---------------------------------------------------------------------- #
+# needle launch: the mpiexec command line
+# ---------------------------------------------------------------------- #
+def test_launch_flags_per_mpi_flavour(monkeypatch):
+    from needle.distributed.launch import mpiexec_command
+    cmd = mpiexec_command(2, ["train.py", "--x"], mpiexec=("/bin/mpiexec", "mpich"))
+    assert cmd[:3] == ["/bin/mpiexec", "-n", "2"] and "--oversubscribe" not in cmd
+    assert cmd[-5:] == [sys.executable, "-m", "needle.distributed.run", "train.py", "--x"]
+    assert mpiexec_command(4, ["s.py"], "hosts", ("/bin/mpiexec", "mpich"))[3:5] == ["-f", "hosts"]
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    cmd = mpiexec_command(4, ["s.py"], "hosts", ("/x/mpirun", "openmpi"))
+    assert {"--oversubscribe", "--allow-run-as-root"} <= set(cmd) and cmd[cmd.index("--hostfile") + 1] == "hosts"
+
+
+@pytest.mark.parametrize("argv,message", [(["-n", "0", "x.py"], "-n must be at least 1"),
+                                          (["-n", "2"], "give a script"),
+                                          (["-n", "2", "/nonexistent/x.py"], "no script /nonexistent/x.py"),
+                                          (["-n", "2", "--hostfile", "/nonexistent/h", "x.py"], "does not exist")])
+def test_launch_bad_arguments(argv, message, capsys):
+    from needle.distributed.launch import launch_command
+    assert launch_command(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------- #
+# SyncBatchNorm in one process is batch norm
+# ---------------------------------------------------------------------- #
+@pytest.mark.parametrize("shape,plain", [((5, 3), "BatchNorm1d"), ((2, 3, 4, 4), "BatchNorm2d")])
+def test_sync_batchnorm_in_a_world_of_one_is_batchnorm(single, shape, plain):
+    x = np.random.default_rng(0).standard_normal(shape)
+    ref = getattr(ndl.nn, plain)(3, dtype="float64")
+    ref.weight.data = ndl.Tensor([0.5, 2.0, -1.0], dtype="float64")
+    model = ndl.nn.parallel.convert_sync_batchnorm(ndl.nn.Sequential(ref))
+    bn = model.modules[0]
+    assert isinstance(bn, ndl.nn.parallel.SyncBatchNorm) and bn.weight is ref.weight
+    want_ref = getattr(ndl.nn, plain)(3, dtype="float64")
+    want_ref.weight.data = ndl.Tensor([0.5, 2.0, -1.0], dtype="float64")
+    xt = ndl.Tensor(x, dtype="float64")
+    np.testing.assert_allclose(model(xt).numpy(), want_ref(xt).numpy(), atol=1e-12)
+    np.testing.assert_allclose(bn.running_var.numpy(), want_ref.running_var.numpy(), atol=1e-12)
