@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from needle.errors import ShapeError
+from needle.errors import BackendUnavailableError, ShapeError
 from needle.protocol import PROTOCOL_VERSION, Backend, UnsupportedDTypeError
 
 cdef extern from "needle_cpu.h" nogil:
@@ -22,9 +22,11 @@ cdef extern from "needle_cpu.h" nogil:
     int nd_openmp_enabled() noexcept
     void nd_set_num_threads(int n) noexcept
     int nd_get_num_threads() noexcept
-    int nd_simd_avx2() noexcept
+    int nd_simd_level() noexcept
+    int nd_simd_best() noexcept
+    int nd_set_simd_level(int level) noexcept
     int nd_cpu_has_avx2_fma() noexcept
-    void nd_force_portable(int on) noexcept
+    int nd_cpu_has_avx512f() noexcept
     int nd_vmath_level() noexcept
     void nd_vmath_cap(int level) noexcept
     void *nd_pool_alloc(size_t nbytes, size_t *cap_out) noexcept
@@ -440,14 +442,63 @@ def openmp_enabled():
     return bool(nd_openmp_enabled())
 
 
+# SIMD paths of the GEMM/conv micro-kernels (and vmath), index = C level
+SIMD_PATHS = ("none", "avx2", "avx512")
+_SIMD_ALIASES = {"portable": "none", "avx2+fma": "avx2", "avx512f": "avx512"}
+
+
+def cpu_simd_flags():
+    """The SIMD features of this CPU the kernels can use, e.g. "avx2,fma"."""
+    flags = []
+    if nd_cpu_has_avx2_fma():
+        flags += ["avx2", "fma"]
+    if nd_cpu_has_avx512f():
+        flags.append("avx512f")
+    return ",".join(flags) or "none of avx2/fma/avx512f"
+
+
 def simd_path():
-    """"avx2+fma" when the AVX2 micro-kernels run, else "portable"."""
-    return "avx2+fma" if nd_simd_avx2() else "portable"
+    """The micro-kernel path in use: "avx512", "avx2" or "none" (portable C)."""
+    return SIMD_PATHS[nd_simd_level()]
 
 
-def force_portable(bint on):
-    """Testing aid: run the portable C micro-kernels even on an AVX2 CPU."""
-    nd_force_portable(1 if on else 0)
+def simd_best():
+    """The fastest path this CPU can run."""
+    return SIMD_PATHS[nd_simd_best()]
+
+
+def set_simd(path):
+    """Use the ``path`` micro-kernels from the next call on ("avx512", "avx2",
+    "none", or "auto" for the best this CPU has); returns the path in use.
+    A path the CPU lacks raises BackendUnavailableError (it would otherwise
+    die of an illegal instruction)."""
+    key = str(path).strip().lower()
+    key = _SIMD_ALIASES.get(key, key)
+    if key in ("", "auto"):
+        nd_set_simd_level(-1)
+        return simd_path()
+    if key not in SIMD_PATHS:
+        raise ValueError(f"set_simd: path must be one of {SIMD_PATHS + ('auto',)}, got {path!r}")
+    if nd_set_simd_level(SIMD_PATHS.index(key)) != 0:
+        raise BackendUnavailableError(
+            f"cpu backend: SIMD path {key!r} was asked for, but this CPU cannot run it "
+            f"(it has: {cpu_simd_flags()}; best path: {simd_best()!r})")
+    return simd_path()
+
+
+def _simd_from_env():
+    """Apply NEEDLE_CPU_SIMD; the reason the backend is unavailable, or ""."""
+    raw = os.environ.get("NEEDLE_CPU_SIMD", "")
+    try:
+        set_simd(raw)
+    except (ValueError, BackendUnavailableError) as exc:
+        nd_set_simd_level(0)  # never run a path the CPU lacks, even if used anyway
+        if isinstance(exc, ValueError):
+            return (f"NEEDLE_CPU_SIMD={raw!r} is not a SIMD path; use one of "
+                    f"avx512, avx2, none (or unset it for the best this CPU has)")
+        return (f"NEEDLE_CPU_SIMD={raw!r} forces a SIMD path this CPU cannot run "
+                f"(it has: {cpu_simd_flags()}; best path: {simd_best()!r})")
+    return ""
 
 
 _VMATH_NAMES = ("libm", "avx2+fma", "avx512f")
@@ -467,8 +518,7 @@ def vmath_cap(level):
     return vmath_path()
 
 
-if os.environ.get("NEEDLE_CPU_SIMD", "").lower() == "portable":
-    nd_force_portable(1)
+_SIMD_ENV_ERROR = _simd_from_env()
 
 
 def pool_cached_bytes():
@@ -496,6 +546,8 @@ class CpuBackend(Backend):
     __tile_size__ = TILE
 
     def is_available(self):
+        if _SIMD_ENV_ERROR:
+            return False, _SIMD_ENV_ERROR
         return True, ""
 
     def device_names(self):
@@ -505,6 +557,7 @@ class CpuBackend(Backend):
         return {
             "openmp": bool(nd_openmp_enabled()),
             "simd": simd_path(),
+            "cpu_simd": cpu_simd_flags(),
             "vmath": vmath_path(),
             "threads": nd_get_num_threads(),
             "omp_threads_source": _THREADS_SOURCE if nd_openmp_enabled() else "built without OpenMP",

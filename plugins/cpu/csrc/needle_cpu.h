@@ -19,9 +19,16 @@ typedef int64_t nd_i64;
 int nd_openmp_enabled(void);
 void nd_set_num_threads(int n);
 int nd_get_num_threads(void);
-int nd_simd_avx2(void);          /* 1 when the AVX2+FMA micro-kernels are in use */
-void nd_force_portable(int on);  /* tests: force the portable C path */
+/* SIMD levels of the GEMM/conv micro-kernels (and vmath) */
+#define ND_SIMD_NONE 0    /* portable C */
+#define ND_SIMD_AVX2 1    /* AVX2 + FMA */
+#define ND_SIMD_AVX512 2  /* AVX-512F (+ AVX2 + FMA) */
+int nd_simd_level(void);         /* level in use now */
+int nd_simd_best(void);          /* highest level this CPU can run */
+int nd_set_simd_level(int level);  /* force a level (-1: best); -1 when the CPU lacks it */
+int nd_simd_avx2(void);          /* 1 when the level in use is AVX2 or higher */
 int nd_cpu_has_avx2_fma(void);
+int nd_cpu_has_avx512f(void);
 
 /* ---- aligned memory with a size-class cache (pool.c) ---- */
 void *nd_pool_alloc(size_t nbytes, size_t *cap_out);
