@@ -2,11 +2,7 @@
 #include <math.h>
 #include "needle_cpu.h"
 
-/* below these many elements a kernel runs on one thread: waking the team
- * costs a few microseconds, worth it only past ~32K cheap or ~4K libm calls */
-#define ND_GRAIN_CHEAP 32768
-#define ND_GRAIN_MATH 4096
-/* vectorised exp/log/tanh cost ~0.3-0.5 ns an element: threads pay past ~16K */
+/* ND_GRAIN_CHEAP / ND_GRAIN_MATH (threads per element count): needle_cpu.h */
 #define ND_GRAIN_VMATH 16384
 
 #define T float
