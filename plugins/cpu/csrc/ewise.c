@@ -1,6 +1,11 @@
 /* Element-wise kernels, reductions, logsumexp/softmax for float32 and float64. */
 #include <math.h>
 #include "needle_cpu.h"
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define ND_HAVE_X86_EW 1
+#else
+#define ND_HAVE_X86_EW 0
+#endif
 
 /* ND_GRAIN_CHEAP / ND_GRAIN_MATH (threads per element count): needle_cpu.h */
 #define ND_GRAIN_VMATH 16384

@@ -13,6 +13,14 @@
 #include <omp.h>
 #endif
 
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define ND_EWS_X86 1
+#define ND_EWS_AVX2 __attribute__((target("avx2")))
+#else
+#define ND_EWS_X86 0
+#define ND_EWS_AVX2
+#endif
+
 #define T float
 #define SUF f32
 #define POW powf

@@ -7,7 +7,11 @@ typedef void (*ND_FN(ews_row_t_))(const T *, nd_i64, const T *, nd_i64, T *, nd_
 
 /* one row of n outputs; x is a's element, y is b's */
 #define ND_EWS_ROW(NAME, EXPR)                                                   \
-  static void ND_FN(NAME)(const T *a, nd_i64 sa, const T *b, nd_i64 sb, T *o, nd_i64 n) { \
+  ND_EWS_ROW1(ND_CAT(ND_FN(NAME), avx2_), ND_EWS_AVX2, EXPR)                      \
+  ND_EWS_ROW1(ND_FN(NAME), , EXPR)
+/* compiled for AVX2 and for baseline x86-64, like ewise_tmpl.h's kernels */
+#define ND_EWS_ROW1(FNAME, ATTR, EXPR)                                           \
+  ATTR static void FNAME(const T *a, nd_i64 sa, const T *b, nd_i64 sb, T *o, nd_i64 n) { \
     if (sa == 1 && sb == 1) {                                                    \
       _Pragma("omp simd")                                                        \
       for (nd_i64 i = 0; i < n; i++) { T x = a[i]; T y = b[i]; o[i] = (EXPR); }  \
@@ -34,21 +38,23 @@ ND_EWS_ROW(ews_ge_, (T)(x >= y))
 ND_EWS_ROW(ews_relu_grad_, y * (T)(x > 0))
 ND_EWS_ROW(ews_pow_, POW(x, y))
 #undef ND_EWS_ROW
+#undef ND_EWS_ROW1
 
 int ND_CAT(nd_ewise_strided_, SUF)(int op, const T *a, const nd_i64 *sa_in, const T *b,
                                    const nd_i64 *sb_in, T *o, const nd_i64 *shape, int ndim) {
   ND_FN(ews_row_t_) row;
   nd_i64 grain = ND_GRAIN_CHEAP;
+  const int avx2 = ND_EWS_X86 && nd_simd_avx2();
   switch (op) {
-    case ND_EW_ADD: row = ND_FN(ews_add_); break;
-    case ND_EW_SUB: row = ND_FN(ews_sub_); break;
-    case ND_EW_MUL: row = ND_FN(ews_mul_); break;
-    case ND_EW_DIV: row = ND_FN(ews_div_); break;
-    case ND_EW_MAXIMUM: row = ND_FN(ews_maximum_); break;
-    case ND_EW_EQ: row = ND_FN(ews_eq_); break;
-    case ND_EW_GE: row = ND_FN(ews_ge_); break;
-    case ND_EW_RELU_GRAD: row = ND_FN(ews_relu_grad_); break;
-    case ND_EW_POW: row = ND_FN(ews_pow_); grain = ND_GRAIN_MATH; break;
+    case ND_EW_ADD: row = avx2 ? ND_CAT(ND_FN(ews_add_), avx2_) : ND_FN(ews_add_); break;
+    case ND_EW_SUB: row = avx2 ? ND_CAT(ND_FN(ews_sub_), avx2_) : ND_FN(ews_sub_); break;
+    case ND_EW_MUL: row = avx2 ? ND_CAT(ND_FN(ews_mul_), avx2_) : ND_FN(ews_mul_); break;
+    case ND_EW_DIV: row = avx2 ? ND_CAT(ND_FN(ews_div_), avx2_) : ND_FN(ews_div_); break;
+    case ND_EW_MAXIMUM: row = avx2 ? ND_CAT(ND_FN(ews_maximum_), avx2_) : ND_FN(ews_maximum_); break;
+    case ND_EW_EQ: row = avx2 ? ND_CAT(ND_FN(ews_eq_), avx2_) : ND_FN(ews_eq_); break;
+    case ND_EW_GE: row = avx2 ? ND_CAT(ND_FN(ews_ge_), avx2_) : ND_FN(ews_ge_); break;
+    case ND_EW_RELU_GRAD: row = avx2 ? ND_CAT(ND_FN(ews_relu_grad_), avx2_) : ND_FN(ews_relu_grad_); break;
+    case ND_EW_POW: row = avx2 ? ND_CAT(ND_FN(ews_pow_), avx2_) : ND_FN(ews_pow_); grain = ND_GRAIN_MATH; break;
     default: return -1;
   }
   if (ndim < 0 || ndim > ND_MAX_DIMS) return -1;
