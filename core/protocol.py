@@ -399,14 +399,21 @@ class Backend(abc.ABC):
         if kernel not in self.EWISE_STRIDED_KERNELS:
             raise ValueError(f"ewise_strided: kernel must be one of {self.EWISE_STRIDED_KERNELS}, "
                              f"got {kernel!r}")
-        size = 1
-        for d in shape:
+        shape = tuple(shape)
+        size, dense = 1, []
+        for d in reversed(shape):
+            dense.insert(0, size)
             size *= d
-        dt = out.dtype
-        ta, tb = self.Array(size, dt), self.Array(size, dt)
-        self.compact(a, ta, tuple(shape), tuple(a_strides), a_offset)
-        self.compact(b, tb, tuple(shape), tuple(b_strides), b_offset)
-        getattr(self, kernel)(ta, tb, out)
+
+        def gathered(x, strides, offset):
+            if (offset == 0 and x.size == size
+                    and all(d == 1 or s == c for d, s, c in zip(shape, strides, dense))):
+                return x  # already the whole buffer, dense: no copy
+            tmp = self.Array(size, out.dtype)
+            self.compact(x, tmp, shape, tuple(strides), offset)
+            return tmp
+
+        getattr(self, kernel)(gathered(a, a_strides, a_offset), gathered(b, b_strides, b_offset), out)
 
     def matmul_tiled(self, a, b, out, m: int, n: int, p: int) -> None:
         """*Optional* (course API).  Matmul on tiled buffers: ``a`` is

@@ -433,8 +433,9 @@ class NDArray:
         a, b = self._operands(other, op)
         out = a._new(a._shape)
         if out._handle.size:
-            st = out._strides  # compact strides of the shape: both operands dense from 0?
-            if a._strides == st and b._strides == st and not a._offset and not b._offset:
+            st, n = out._strides, out._handle.size  # both operands whole dense buffers?
+            if (a._strides == st and b._strides == st and not a._offset and not b._offset
+                    and a._handle.size == n and b._handle.size == n):
                 getattr(self._be, kernel)(a._handle, b._handle, out._handle)
             else:
                 self._be.ewise_strided(kernel, a._handle, b._handle, out._handle, a._shape,

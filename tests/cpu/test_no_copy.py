@@ -123,3 +123,16 @@ def test_strided_ewise_equals_compact_path_bitwise():
               lambda a, b: a == b, lambda a, b: a >= b, lambda a, b: a / b):
         with np.errstate(all="ignore"):
             np.testing.assert_array_equal(f(X, Y.permute((1, 0))).numpy(), f(X, Yc).numpy())
+
+
+@pytest.mark.parametrize("device", ["cpu", "cpu_numpy"])
+def test_dense_prefix_views_are_not_taken_for_whole_buffers(device):
+    """A view with compact strides and offset 0 that covers only the start of
+    its buffer (x[:3]) must not reach a kernel that reads whole buffers."""
+    dev = nd.device(device)
+    x = np.arange(10, dtype=np.float32)
+    y = np.arange(3, dtype=np.float32) * 10
+    X, Y = nd.array(x, device=dev), nd.array(y, device=dev)
+    np.testing.assert_array_equal((X[:3] + Y).numpy(), x[:3] + y)
+    np.testing.assert_array_equal((Y * X[:3]).numpy(), y * x[:3])
+    np.testing.assert_array_equal(X[:3].relu_grad(Y).numpy(), np.where(x[:3] > 0, y, 0))
