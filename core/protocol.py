@@ -31,6 +31,14 @@ Methods below marked *optional* have a default implementation here, built
 from the required kernels, so an older or simpler backend keeps working when
 the protocol grows.  A backend overrides them when it can do better.
 
+Products and binary element-wise ops take their operands *through strides*
+(:meth:`Backend.matmul_strided`, :meth:`Backend.matmul_batched`,
+:meth:`Backend.ewise_strided`): ``NDArray`` passes transposed, permuted and
+broadcast (stride 0) views as they are, and never compacts them first.  A
+backend that reads strides in place (the ``cpu`` backend packs GEMM operands
+straight from them) saves the copy; one that does not inherits defaults that
+gather compact operands and call the compact kernels, as the core used to.
+
 *Op overrides* are fused kernels for whole ops (convolution, logsumexp, ...).
 A backend defines them as methods named after the op's registry name, and
 :meth:`Backend.op_overrides` lists them; the op uses the override when present
@@ -61,10 +69,25 @@ __all__ = [
 #: Version of this protocol.  Bumped when a kernel is added (minor, optional
 #: kernels get defaults) or changed (major).  A backend declares the version
 #: it was written for in :attr:`Backend.protocol_version`.
-PROTOCOL_VERSION = 1
+#: 2: optional ``matmul_batched`` and ``ewise_strided`` (operands read in
+#: place through their strides).
+PROTOCOL_VERSION = 2
 
 #: Oldest protocol version a backend may declare and still be loaded.
 MIN_PROTOCOL_VERSION = 1
+
+def _collapse_batch(shape: tuple, strides: tuple):
+    """The one stride that walks batch axes ``shape`` (row-major) given their
+    ``strides``, or None when they do not collapse into one (size-1 axes are
+    ignored; all-zero strides collapse to 0)."""
+    dims = [(d, s) for d, s in zip(shape, strides) if d != 1]
+    if not dims:
+        return 0
+    for (d0, s0), (d1, s1) in zip(dims, dims[1:]):
+        if s0 != s1 * d1:
+            return None
+    return dims[-1][1]
+
 
 #: The argument lists of the op overrides the core knows how to call.
 OP_OVERRIDE_SIGNATURES: dict[str, str] = {
@@ -338,6 +361,67 @@ class Backend(abc.ABC):
             self.compact(b, tb, (n, p), tuple(b_strides[1:]), b_offset + t * b_strides[0])
             self.matmul(ta, tb, to, m, n, p)
             self.ewise_setitem(to, out, (m, p), (p, 1), t * m * p)
+
+    def matmul_batched(self, a, b, out, batch_shape: Sequence[int], m: int, n: int, p: int,
+                       a_strides: Sequence[int], a_offset: int,
+                       b_strides: Sequence[int], b_offset: int) -> None:
+        """*Optional.* :meth:`matmul_strided` over several batch axes whose
+        strides need not collapse into one (an attention layout: ``(B, S, H,
+        D)`` permuted to ``(B, H, S, D)``).  ``a_strides`` has
+        ``len(batch_shape) + 2`` entries (batch axes, then row and column; 0
+        for a broadcast batch axis), likewise ``b_strides``; ``out`` is compact
+        ``batch_shape + (m, p)``.  The default gathers an operand compact when
+        its batch axes do not collapse and calls :meth:`matmul_strided`."""
+        nb = 1
+        for d in batch_shape:
+            nb *= d
+        ops = []
+        for x, st, off, (r, c) in ((a, a_strides, a_offset, (m, n)), (b, b_strides, b_offset, (n, p))):
+            bs = _collapse_batch(tuple(batch_shape), tuple(st[:-2]))
+            if bs is None:  # no single batch stride: gather (batch, r, c) compact
+                shape, strides = tuple(batch_shape) + (r, c), tuple(st)
+                tmp = self.Array(nb * r * c, out.dtype)
+                self.compact(x, tmp, shape, strides, off)
+                x, off, st, bs = tmp, 0, (c, 1), r * c
+            ops.append((x, (bs, st[-2], st[-1]), off))
+        (xa, sa, oa), (xb, sb, ob) = ops
+        self.matmul_strided(xa, xb, out, nb, m, n, p, sa, oa, sb, ob)
+
+    #: binary kernels :meth:`ewise_strided` may be asked to run
+    EWISE_STRIDED_KERNELS = ("ewise_add", "ewise_sub", "ewise_mul", "ewise_div", "ewise_maximum",
+                             "ewise_eq", "ewise_ge", "ewise_relu_grad", "ewise_pow")
+
+    def ewise_strided(self, kernel: str, a, b, out, shape: Sequence[int],
+                      a_strides: Sequence[int], a_offset: int,
+                      b_strides: Sequence[int], b_offset: int) -> None:
+        """*Optional.* A binary element-wise kernel on strided operands,
+        compact output: ``out[idx] = kernel(a[a_offset + idx . a_strides],
+        b[b_offset + idx . b_strides])`` for every index ``idx`` of ``shape``
+        (``prod(shape) >= 1``).  ``kernel`` is one of
+        :attr:`EWISE_STRIDED_KERNELS` (``"ewise_relu_grad"``: a is the input,
+        b the gradient).  Strides may be 0 (a broadcast operand) or anything
+        a view has (transposed, sliced), so a backend can read them in place
+        instead of materialising a broadcast or a compact copy first; values
+        must equal the compact kernel's.  The default gathers both operands
+        compact and calls the compact kernel."""
+        if kernel not in self.EWISE_STRIDED_KERNELS:
+            raise ValueError(f"ewise_strided: kernel must be one of {self.EWISE_STRIDED_KERNELS}, "
+                             f"got {kernel!r}")
+        shape = tuple(shape)
+        size, dense = 1, []
+        for d in reversed(shape):
+            dense.insert(0, size)
+            size *= d
+
+        def gathered(x, strides, offset):
+            if (offset == 0 and x.size == size
+                    and all(d == 1 or s == c for d, s, c in zip(shape, strides, dense))):
+                return x  # already the whole buffer, dense: no copy
+            tmp = self.Array(size, out.dtype)
+            self.compact(x, tmp, shape, tuple(strides), offset)
+            return tmp
+
+        getattr(self, kernel)(gathered(a, a_strides, a_offset), gathered(b, b_strides, b_offset), out)
 
     def matmul_tiled(self, a, b, out, m: int, n: int, p: int) -> None:
         """*Optional* (course API).  Matmul on tiled buffers: ``a`` is

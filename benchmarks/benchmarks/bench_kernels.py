@@ -43,3 +43,29 @@ class NumpyReference:
 
     def time_numpy(self, kernel):
         self.case.numpy(*self.inputs)
+
+
+class CpuSimdPaths:
+    """The cpu backend's GEMM / element-wise kernels on each SIMD path
+    (NEEDLE_CPU_SIMD's choices); paths this CPU cannot run are skipped."""
+    params = (["matmul 512x512@512x512", "MLP fwd 128x784@784x100", "MLP bwd H^T@G 100x128@128x10",
+               "attention q@k^T 32x4x(32x16@16x32) permuted", "add 2^16",
+               "add broadcast row 256x256 + 1x256"], ["avx512", "avx2", "none"])
+    param_names = ["kernel", "simd"]
+
+    def setup(self, kernel, simd):
+        import needle.backend_ndarray as nd
+        try:
+            import needle_cpu._ext as ext
+            ext.set_simd(simd)
+        except Exception as exc:  # not built, or a path this CPU lacks
+            raise SkipNotImplemented(f"cpu simd {simd}: {exc}")
+        self.ext = ext
+        self.case = next(c for c in KERNEL_CASES if c.name == kernel)
+        self.inputs = to_device(make_inputs(self.case), nd.cpu())
+
+    def teardown(self, kernel, simd):
+        self.ext.set_simd("auto")
+
+    def time_kernel(self, kernel, simd):
+        self.case.needle(*self.inputs)

@@ -34,6 +34,7 @@ def _mm(m, n, p, ta=False, tb=False, label=None):
 
 
 N24 = 1 << 24
+N16 = 1 << 16
 def _sqrt_quiet(a):
     with np.errstate(invalid="ignore"):
         return np.sqrt(a)
@@ -83,6 +84,19 @@ KERNEL_CASES = [
     _mm(128, 100, 784, tb=True, label="MLP bwd G@W^T 128x100@100x784"),
     _mm(100, 128, 10, ta=True, label="MLP bwd H^T@G 100x128@128x10"),
     _mm(128, 10, 100, tb=True, label="MLP bwd G@W2^T 128x10@10x100"),
+    # medium element-wise ops (a Transformer's ~65k-element activations): no OpenMP fork pays here
+    Case("add 2^16", ((N16,), (N16,)), lambda a, b: a + b, lambda a, b: a + b, 12.0 * N16, "GB/s"),
+    Case("mul 2^16", ((N16,), (N16,)), lambda a, b: a * b, lambda a, b: a * b, 12.0 * N16, "GB/s"),
+    Case("relu 2^16", ((N16,),), lambda a: a.maximum(0.0), lambda a: np.maximum(a, np.float32(0)),
+         8.0 * N16, "GB/s"),
+    # a bias row read with stride 0 (no materialised broadcast)
+    Case("add broadcast row 256x256 + 1x256", ((256, 256), (1, 256)), lambda a, b: a + b,
+         lambda a, b: a + b, 4.0 * (2 * 256 * 256 + 256), "GB/s"),
+    # attention: q @ k^T on (batch, seq, heads, dim) permuted to (batch, heads, seq, dim)
+    Case("attention q@k^T 32x4x(32x16@16x32) permuted", ((32, 32, 4, 16), (32, 32, 4, 16)),
+         lambda q, k: q.permute((0, 2, 1, 3)) @ k.permute((0, 2, 3, 1)),
+         lambda q, k: q.transpose(0, 2, 1, 3) @ k.transpose(0, 2, 3, 1), 2.0 * 32 * 4 * 32 * 16 * 32,
+         "GFLOP/s"),
     Case("batched matmul 64x(64x64@64x64)", ((64, 64, 64), (64, 64, 64)), lambda a, b: a @ b,
          lambda a, b: a @ b, 2.0 * 64 * 64 ** 3, "GFLOP/s"),
 ]

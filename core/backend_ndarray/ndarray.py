@@ -490,7 +490,8 @@ class NDArray:
     # element-wise
     # ------------------------------------------------------------------ #
     def _operands(self, other, op):
-        """Two compact operands of one shape, dtype and device."""
+        """Two operands of one shape, dtype and device: views (a broadcast is
+        a stride-0 view), not compacted -- the kernel reads them in place."""
         if other._device is not self._device and other._device != self._device:
             raise DeviceMismatchError(f"{op}: operands on different devices: {self._device} and "
                                       f"{other._device}; move one with .to(device)")
@@ -501,14 +502,26 @@ class NDArray:
         if a._handle.dtype != b._handle.dtype:
             dt = np.promote_types(a.dtype, b.dtype)
             a, b = a.cast(dt), b.cast(dt)
-        return a.compact(), b.compact()
+        return a, b
 
-    def _ewise(self, other, kernel: str, op: str) -> "NDArray":
+    def _binary_kernel(self, other, kernel: str, op: str) -> "NDArray":
+        """``kernel(self, other)`` into a new compact array: compact operands
+        go to the compact kernel, any others (broadcast, transposed, sliced)
+        to ``ewise_strided`` as they are."""
         a, b = self._operands(other, op)
         out = a._new(a._shape)
         if out._handle.size:
-            getattr(self._be, kernel)(a._handle, b._handle, out._handle)
+            st, n = out._strides, out._handle.size  # both operands whole dense buffers?
+            if (a._strides == st and b._strides == st and not a._offset and not b._offset
+                    and a._handle.size == n and b._handle.size == n):
+                getattr(self._be, kernel)(a._handle, b._handle, out._handle)
+            else:
+                self._be.ewise_strided(kernel, a._handle, b._handle, out._handle, a._shape,
+                                       a._strides, a._offset, b._strides, b._offset)
         return out
+
+    def _ewise(self, other, kernel: str, op: str) -> "NDArray":
+        return self._binary_kernel(other, kernel, op)
 
     def _scalar(self, val, kernel: str) -> "NDArray":
         a = self.compact()
@@ -607,11 +620,7 @@ class NDArray:
 
     def relu_grad(self, grad: "NDArray") -> "NDArray":
         """``grad`` where self > 0, else 0 (ReLU's backward in one pass)."""
-        a, g = self._operands(grad, "relu_grad")
-        out = a._new(a._shape)
-        if out._handle.size:
-            self._be.ewise_relu_grad(a._handle, g._handle, out._handle)
-        return out
+        return self._binary_kernel(grad, "ewise_relu_grad", "relu_grad")
 
     # ------------------------------------------------------------------ #
     # matmul
@@ -626,10 +635,15 @@ class NDArray:
         a, b = self, other
         if len(a._shape) == 2 and len(b._shape) == 2 and a._handle.dtype == b._handle.dtype:
             (m, n), (n2, p) = a._shape, b._shape
-            if n == n2 and n and a.is_compact() and b.is_compact():  # the common case, kept lean
+            if n == n2 and n:  # the common case, kept lean
                 out = a._new((m, p))
                 if m and p:
-                    self._be.matmul(a._handle, b._handle, out._handle, m, n, p)
+                    if a.is_compact() and b.is_compact():
+                        self._be.matmul(a._handle, b._handle, out._handle, m, n, p)
+                    else:  # A.T @ B, A @ B.T, slices: read in place, never compacted
+                        self._be.matmul_strided(a._handle, b._handle, out._handle, 1, m, n, p,
+                                                (0,) + a._strides, a._offset,
+                                                (0,) + b._strides, b._offset)
                 return out
         if a.dtype != b.dtype:
             dt = np.promote_types(a.dtype, b.dtype)
@@ -637,10 +651,10 @@ class NDArray:
         if a.ndim == 0 or b.ndim == 0:
             raise ShapeError(f"matmul: 0-d operands are not allowed (shapes {a.shape} and {b.shape})")
         squeeze = []
-        if a.ndim == 1:
-            a, squeeze = a.reshape((1,) + a.shape) if a.is_compact() else a.compact().reshape((1,) + a.shape), [-2]
+        if a.ndim == 1:  # a 1-d operand is a (1, n) / (n, 1) view of itself
+            a, squeeze = a._view((1,) + a._shape, (0,) + a._strides, a._offset), [-2]
         if b.ndim == 1:
-            b = (b if b.is_compact() else b.compact()).reshape(b.shape + (1,))
+            b = b._view(b._shape + (1,), b._strides + (0,), b._offset)
             squeeze.append(-1)
         m, n = a._shape[-2:]
         n2, p = b._shape[-2:]
@@ -648,17 +662,22 @@ class NDArray:
             raise ShapeError(f"matmul: shapes {self._shape} and {other._shape} are not aligned: "
                              f"{n} (dim -1 of the first) != {n2} (dim -2 of the second)")
         batch = _broadcast_shapes(a._shape[:-2], b._shape[:-2], "matmul")
-        a3, b3 = _as_batched(a.broadcast_to(batch + (m, n))), _as_batched(b.broadcast_to(batch + (n, p)))
+        a, b = a.broadcast_to(batch + (m, n)), b.broadcast_to(batch + (n, p))
         nb = prod(batch)
-        out = a3._new(batch + (m, p))
+        out = a._new(batch + (m, p))
         if out._handle.size:
             if n == 0:
                 self._be.fill(out._handle, 0.0)
-            elif nb == 1 and a3.is_compact() and b3.is_compact():
-                self._be.matmul(a3._handle, b3._handle, out._handle, m, n, p)
+            elif nb == 1 and a.is_compact() and b.is_compact():
+                self._be.matmul(a._handle, b._handle, out._handle, m, n, p)
             else:
-                self._be.matmul_strided(a3._handle, b3._handle, out._handle, nb, m, n, p,
-                                        a3._strides, a3._offset, b3._strides, b3._offset)
+                a3, b3 = _as_batched(a), _as_batched(b)
+                if a3 is not None and b3 is not None:
+                    self._be.matmul_strided(a3._handle, b3._handle, out._handle, nb, m, n, p,
+                                            a3._strides, a3._offset, b3._strides, b3._offset)
+                else:  # batch axes with no single stride (attention permutes): still in place
+                    self._be.matmul_batched(a._handle, b._handle, out._handle, batch, m, n, p,
+                                            a._strides, a._offset, b._strides, b._offset)
         if squeeze:
             shape = list(out._shape)
             for ax in sorted(squeeze):
@@ -742,9 +761,9 @@ class NDArray:
         return out
 
 
-def _as_batched(x: NDArray) -> NDArray:
+def _as_batched(x: NDArray):
     """View (..., r, c) as (batch, r, c) without copying when the batch axes
-    collapse into one stride; otherwise a compact copy."""
+    collapse into one stride; None when they do not."""
     batch_shape, batch_strides = x._shape[:-2], x._strides[:-2]
     r, c = x._shape[-2:]
     rs, cs = x._strides[-2:]
@@ -755,10 +774,8 @@ def _as_batched(x: NDArray) -> NDArray:
     elif all(s == 0 for _, s in dims):
         bs = 0
     else:
-        ok = all(dims[i][1] == dims[i + 1][1] * dims[i + 1][0] for i in range(len(dims) - 1))
-        if not ok:
-            x = x.compact()
-            return x._view((nb, r, c), (r * c, c, 1), x._offset)
+        if not all(dims[i][1] == dims[i + 1][1] * dims[i + 1][0] for i in range(len(dims) - 1)):
+            return None
         bs = dims[-1][1]
     return x._view((nb, r, c), (bs, rs, cs), x._offset)
 

@@ -211,6 +211,46 @@ def test_ewise_binary(backend, kdtype, sizes, name):
                                    err_msg=f"{name} on {n} elements")
 
 
+def _strided_pairs(A, B):
+    """(name, a view, b view) of one shape into the 1-D arrays A and B: every
+    strided view of A against a compact, a transposed and a broadcast b."""
+    for (name, av), (_, bview) in zip(strided_views(A), strided_views(B)):
+        shape = av.shape
+        size = int(np.prod(shape))
+        yield name + " / compact", av, B[:size].reshape(shape)
+        if av.ndim >= 2:
+            rev = B[2:2 + size].reshape(shape[::-1]).transpose(tuple(range(av.ndim))[::-1])
+            yield name + " / transposed", av, rev
+        if av.ndim >= 1:
+            yield name + " / broadcast-row", av, np.broadcast_to(B[1:1 + shape[-1]], shape)
+            yield "broadcast-row / " + name, np.broadcast_to(A[1:1 + shape[-1]], shape), bview
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=covers("ewise_strided"))
+                                  for n in EWISE_BINARY])
+def test_ewise_strided(backend, kdtype, name):
+    """A binary kernel on strided / broadcast views equals NumPy and the
+    compact kernel on the gathered operands (bit for bit)."""
+    ref, dom_a, dom_b = EWISE_BINARY[name]
+    A, B = _data(dom_a, 500, kdtype, 3), _data(dom_b, 500, kdtype, 4)
+    ba, bb = to_buffer(backend, A), to_buffer(backend, B)
+    for case, av, bv in _strided_pairs(A, B):
+        shape, a_strides, a_off = view_params(A, av)
+        _, b_strides, b_off = view_params(B, bv)
+        size = int(np.prod(shape))
+        out = backend.Array(size, kdtype)
+        backend.ewise_strided(name, ba, bb, out, shape, a_strides, a_off, b_strides, b_off)
+        got = from_buffer(backend, out)
+        expect = _binary_ref(ref)(np.ascontiguousarray(av), np.ascontiguousarray(bv)).astype(kdtype)
+        np.testing.assert_allclose(got, expect.reshape(-1), **TOL[kdtype.name],
+                                   err_msg=f"ewise_strided {name} on {case}")
+        compact = backend.Array(size, kdtype)
+        getattr(backend, name)(to_buffer(backend, np.ascontiguousarray(av).reshape(-1)),
+                               to_buffer(backend, np.ascontiguousarray(bv).reshape(-1)), compact)
+        np.testing.assert_array_equal(got, from_buffer(backend, compact),
+                                      err_msg=f"ewise_strided {name} on {case} vs {name}")
+
+
 @pytest.mark.parametrize("name", [pytest.param(n, marks=covers(n)) for n in EWISE_UNARY])
 def test_ewise_unary(backend, kdtype, sizes, name):
     ref, dom = EWISE_UNARY[name]
@@ -352,6 +392,39 @@ def test_matmul_strided(backend, kdtype):
         np.testing.assert_allclose(from_buffer(backend, out).reshape(batch, m, p),
                                    av.astype(np.float64) @ bv.astype(np.float64), **ACC_TOL[kdtype.name],
                                    err_msg=f"matmul_strided case {name}")
+
+
+@covers("matmul_batched")
+def test_matmul_batched(backend, kdtype):
+    ra, rb = _rng(9), _rng(10)
+    A = ra.standard_normal(4000).astype(kdtype)
+    B = rb.standard_normal(4000).astype(kdtype)
+    # attention: (batch, seq, heads, dim) permuted to (batch, heads, seq, dim)
+    q = A[:2 * 5 * 3 * 4].reshape(2, 5, 3, 4).transpose(0, 2, 1, 3)
+    k = B[7:7 + 2 * 5 * 3 * 4].reshape(2, 5, 3, 4).transpose(0, 2, 3, 1)
+    cases = [
+        ("attention q @ k^T", q, k),
+        ("attention scores @ v", A[:2 * 3 * 5 * 5].reshape(2, 3, 5, 5),
+         B[:2 * 5 * 3 * 4].reshape(2, 5, 3, 4).transpose(0, 2, 1, 3)),
+        ("compact 4-d", A[:2 * 3 * 4 * 5].reshape(2, 3, 4, 5), B[:2 * 3 * 5 * 6].reshape(2, 3, 5, 6)),
+        ("broadcast middle axis", np.broadcast_to(A[:2 * 1 * 4 * 5].reshape(2, 1, 4, 5), (2, 3, 4, 5)),
+         B[3:3 + 2 * 3 * 5 * 2].reshape(3, 2, 5, 2).transpose(1, 0, 2, 3)),
+        ("size-1 axes, stepped", A[:1 * 3 * 8 * 5].reshape(1, 3, 8, 5)[:, :, ::2, :],
+         B[:1 * 3 * 5 * 7].reshape(1, 3, 5, 7)),
+        ("no batch axes", A[:6 * 4].reshape(4, 6).T, B[:4 * 3].reshape(4, 3)),
+    ]
+    ba, bb = to_buffer(backend, A), to_buffer(backend, B)
+    for name, av, bv in cases:
+        batch = av.shape[:-2]
+        m, n = av.shape[-2:]
+        p = bv.shape[-1]
+        _, a_strides, a_off = view_params(A, av)
+        _, b_strides, b_off = view_params(B, bv)
+        out = backend.Array(int(np.prod(batch)) * m * p, kdtype)
+        backend.matmul_batched(ba, bb, out, batch, m, n, p, a_strides, a_off, b_strides, b_off)
+        np.testing.assert_allclose(from_buffer(backend, out).reshape(batch + (m, p)),
+                                   av.astype(np.float64) @ bv.astype(np.float64), **ACC_TOL[kdtype.name],
+                                   err_msg=f"matmul_batched case {name}")
 
 
 def _tile(x, t):

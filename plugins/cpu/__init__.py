@@ -8,7 +8,10 @@ the import error as the reason, and needle falls back to another device.
 
 Environment:
     NEEDLE_NUM_THREADS   threads for the kernels (else OMP_NUM_THREADS, else all cores)
-    NEEDLE_CPU_SIMD      "portable" forces the plain-C GEMM micro-kernels
+    NEEDLE_CPU_SIMD      avx512, avx2 or none forces that GEMM/conv/vmath path
+                         (default: the best this CPU has, from cpuid at run
+                         time); a path the CPU lacks makes the backend
+                         unavailable with the reason, never a crash
     NEEDLE_NO_OPENMP=1   at build time: compile without OpenMP (serial kernels)
 """
 

@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from needle.errors import ShapeError
+from needle.errors import BackendUnavailableError, ShapeError
 from needle.protocol import PROTOCOL_VERSION, Backend, UnsupportedDTypeError
 
 cdef extern from "needle_cpu.h" nogil:
@@ -22,9 +22,11 @@ cdef extern from "needle_cpu.h" nogil:
     int nd_openmp_enabled() noexcept
     void nd_set_num_threads(int n) noexcept
     int nd_get_num_threads() noexcept
-    int nd_simd_avx2() noexcept
+    int nd_simd_level() noexcept
+    int nd_simd_best() noexcept
+    int nd_set_simd_level(int level) noexcept
     int nd_cpu_has_avx2_fma() noexcept
-    void nd_force_portable(int on) noexcept
+    int nd_cpu_has_avx512f() noexcept
     int nd_vmath_level() noexcept
     void nd_vmath_cap(int level) noexcept
     void *nd_pool_alloc(size_t nbytes, size_t *cap_out) noexcept
@@ -92,6 +94,10 @@ cdef extern from "needle_cpu.h" nogil:
     void nd_logsumexp_f64(const double *a, double *o, nd_i64 outer, nd_i64 r) noexcept
     void nd_softmax_f64(const double *a, double *o, nd_i64 outer, nd_i64 r) noexcept
 
+    int nd_ewise_strided_f32(int op, const float *a, const nd_i64 *sa, const float *b,
+                             const nd_i64 *sb, float *o, const nd_i64 *shape, int ndim) noexcept
+    int nd_ewise_strided_f64(int op, const double *a, const nd_i64 *sa, const double *b,
+                             const nd_i64 *sb, double *o, const nd_i64 *shape, int ndim) noexcept
     void nd_copy_strided(int elsize, const void *src, nd_i64 soff, const nd_i64 *src_st,
                          void *dst, nd_i64 doff, const nd_i64 *dst_st,
                          const nd_i64 *shape, int ndim) noexcept
@@ -440,14 +446,63 @@ def openmp_enabled():
     return bool(nd_openmp_enabled())
 
 
+# SIMD paths of the GEMM/conv micro-kernels (and vmath), index = C level
+SIMD_PATHS = ("none", "avx2", "avx512")
+_SIMD_ALIASES = {"portable": "none", "avx2+fma": "avx2", "avx512f": "avx512"}
+
+
+def cpu_simd_flags():
+    """The SIMD features of this CPU the kernels can use, e.g. "avx2,fma"."""
+    flags = []
+    if nd_cpu_has_avx2_fma():
+        flags += ["avx2", "fma"]
+    if nd_cpu_has_avx512f():
+        flags.append("avx512f")
+    return ",".join(flags) or "none of avx2/fma/avx512f"
+
+
 def simd_path():
-    """"avx2+fma" when the AVX2 micro-kernels run, else "portable"."""
-    return "avx2+fma" if nd_simd_avx2() else "portable"
+    """The micro-kernel path in use: "avx512", "avx2" or "none" (portable C)."""
+    return SIMD_PATHS[nd_simd_level()]
 
 
-def force_portable(bint on):
-    """Testing aid: run the portable C micro-kernels even on an AVX2 CPU."""
-    nd_force_portable(1 if on else 0)
+def simd_best():
+    """The fastest path this CPU can run."""
+    return SIMD_PATHS[nd_simd_best()]
+
+
+def set_simd(path):
+    """Use the ``path`` micro-kernels from the next call on ("avx512", "avx2",
+    "none", or "auto" for the best this CPU has); returns the path in use.
+    A path the CPU lacks raises BackendUnavailableError (it would otherwise
+    die of an illegal instruction)."""
+    key = str(path).strip().lower()
+    key = _SIMD_ALIASES.get(key, key)
+    if key in ("", "auto"):
+        nd_set_simd_level(-1)
+        return simd_path()
+    if key not in SIMD_PATHS:
+        raise ValueError(f"set_simd: path must be one of {SIMD_PATHS + ('auto',)}, got {path!r}")
+    if nd_set_simd_level(SIMD_PATHS.index(key)) != 0:
+        raise BackendUnavailableError(
+            f"cpu backend: SIMD path {key!r} was asked for, but this CPU cannot run it "
+            f"(it has: {cpu_simd_flags()}; best path: {simd_best()!r})")
+    return simd_path()
+
+
+def _simd_from_env():
+    """Apply NEEDLE_CPU_SIMD; the reason the backend is unavailable, or ""."""
+    raw = os.environ.get("NEEDLE_CPU_SIMD", "")
+    try:
+        set_simd(raw)
+    except (ValueError, BackendUnavailableError) as exc:
+        nd_set_simd_level(0)  # never run a path the CPU lacks, even if used anyway
+        if isinstance(exc, ValueError):
+            return (f"NEEDLE_CPU_SIMD={raw!r} is not a SIMD path; use one of "
+                    f"avx512, avx2, none (or unset it for the best this CPU has)")
+        return (f"NEEDLE_CPU_SIMD={raw!r} forces a SIMD path this CPU cannot run "
+                f"(it has: {cpu_simd_flags()}; best path: {simd_best()!r})")
+    return ""
 
 
 _VMATH_NAMES = ("libm", "avx2+fma", "avx512f")
@@ -467,8 +522,7 @@ def vmath_cap(level):
     return vmath_path()
 
 
-if os.environ.get("NEEDLE_CPU_SIMD", "").lower() == "portable":
-    nd_force_portable(1)
+_SIMD_ENV_ERROR = _simd_from_env()
 
 
 def pool_cached_bytes():
@@ -481,6 +535,11 @@ def pool_clear():
 
 def pool_set_limit(size_t nbytes):
     nd_pool_set_limit(nbytes)
+
+
+# binary kernels ewise_strided runs, by the C op numbers (ND_EW_* in needle_cpu.h)
+_EWS_CODES = {"ewise_add": 0, "ewise_sub": 1, "ewise_mul": 2, "ewise_div": 3, "ewise_maximum": 4,
+              "ewise_eq": 5, "ewise_ge": 6, "ewise_relu_grad": 7, "ewise_pow": 8}
 
 
 # ---------------------------------------------------------------------------
@@ -497,6 +556,8 @@ class CpuBackend(Backend):
     __tile_size__ = TILE
 
     def is_available(self):
+        if _SIMD_ENV_ERROR:
+            return False, _SIMD_ENV_ERROR
         return True, ""
 
     def device_names(self):
@@ -506,6 +567,7 @@ class CpuBackend(Backend):
         return {
             "openmp": bool(nd_openmp_enabled()),
             "simd": simd_path(),
+            "cpu_simd": cpu_simd_flags(),
             "vmath": vmath_path(),
             "threads": nd_get_num_threads(),
             "omp_threads_source": _THREADS_SOURCE if nd_openmp_enabled() else "built without OpenMP",
@@ -755,6 +817,104 @@ class CpuBackend(Backend):
             return
         _gemm(a, b, out, batch, m, n, p, a_strides[0], a_strides[1], a_strides[2], a_offset,
               b_strides[0], b_strides[1], b_strides[2], b_offset, 0)
+
+    def matmul_batched(self, CpuArray a not None, CpuArray b not None, CpuArray out not None,
+                       batch_shape, Py_ssize_t m, Py_ssize_t n, Py_ssize_t p,
+                       a_strides, a_offset, b_strides, b_offset):
+        """Matmul over several batch axes of strided operands (e.g. an attention
+        permute), compact ``out``; nothing is copied: batch axes that collapse
+        are merged, the last one goes to the GEMM as its batch, the others are
+        looped over here."""
+        cdef nd_i64 sh[MAX_DIMS]
+        cdef nd_i64 sa[MAX_DIMS]
+        cdef nd_i64 sb[MAX_DIMS]
+        cdef nd_i64 bsh[MAX_DIMS]
+        cdef nd_i64 bsa[MAX_DIMS]
+        cdef nd_i64 bsb[MAX_DIMS]
+        cdef nd_i64 idx[MAX_DIMS]
+        cdef int nd, nbd = 0, d, k
+        cdef nd_i64 outer = 1, last, oa, ob, r, oc, mp = m * p
+        op = "matmul_batched"
+        _same_dtype(op, a, out)
+        _same_dtype(op, b, out)
+        _nonneg(op, "m", m); _nonneg(op, "n", n); _nonneg(op, "p", p)
+        bshape = tuple(batch_shape)
+        nbatch = len(bshape)
+        if len(a_strides) != nbatch + 2 or len(b_strides) != nbatch + 2:
+            raise ShapeError(f"{op}: a_strides {tuple(a_strides)} and b_strides {tuple(b_strides)} "
+                             f"must have {nbatch + 2} entries (batch axes {bshape}, row, column)")
+        _view(op, "a", a, bshape + (m, n), a_strides, a_offset, sh, sa, &nd)
+        _view(op, "b", b, bshape + (n, p), b_strides, b_offset, sh, sb, &nd)
+        total = 1
+        for d in range(nbatch):
+            total *= bshape[d]
+        _need(op, "out", out, total * m * p)
+        if total == 0 or m == 0 or p == 0:
+            return
+        if n == 0:
+            self.fill(out, 0.0)
+            return
+        for d in range(nbatch):  # drop size-1 axes, merge the ones that collapse
+            if bshape[d] == 1:
+                continue
+            if nbd > 0 and bsa[nbd - 1] == sa[d] * bshape[d] and bsb[nbd - 1] == sb[d] * bshape[d]:
+                bsh[nbd - 1] *= bshape[d]
+                bsa[nbd - 1] = sa[d]
+                bsb[nbd - 1] = sb[d]
+            else:
+                bsh[nbd] = bshape[d]; bsa[nbd] = sa[d]; bsb[nbd] = sb[d]
+                nbd += 1
+        if nbd == 0:
+            bsh[0] = 1; bsa[0] = 0; bsb[0] = 0
+            nbd = 1
+        last = bsh[nbd - 1]
+        for d in range(nbd - 1):
+            outer *= bsh[d]
+            idx[d] = 0
+        oa, ob, oc = a_offset, b_offset, 0
+        for r in range(outer):  # odometer over the axes that did not merge
+            _gemm(a, b, out, last, m, n, p, bsa[nbd - 1], sa[nbatch], sa[nbatch + 1], oa,
+                  bsb[nbd - 1], sb[nbatch], sb[nbatch + 1], ob, oc)
+            oc += last * mp
+            for k in range(nbd - 2, -1, -1):
+                oa += bsa[k]; ob += bsb[k]
+                idx[k] += 1
+                if idx[k] < bsh[k]:
+                    break
+                oa -= bsa[k] * bsh[k]; ob -= bsb[k] * bsh[k]
+                idx[k] = 0
+
+    # -- element-wise on strided operands -----------------------------------------
+    def ewise_strided(self, str kernel, CpuArray a not None, CpuArray b not None,
+                      CpuArray out not None, shape, a_strides, a_offset, b_strides, b_offset):
+        """A binary kernel on strided views (stride 0 = broadcast) into compact
+        ``out``, read in place: no broadcast is materialised, nothing compacted."""
+        cdef nd_i64 sh[MAX_DIMS]
+        cdef nd_i64 sa[MAX_DIMS]
+        cdef nd_i64 sb[MAX_DIMS]
+        cdef int nd, rc
+        cdef int code = _EWS_CODES.get(kernel, -1)
+        if code < 0:
+            raise ValueError(f"ewise_strided: kernel must be one of {tuple(_EWS_CODES)}, "
+                             f"got {kernel!r}")
+        _same_dtype("ewise_strided", a, out)
+        _same_dtype("ewise_strided", b, out)
+        cdef Py_ssize_t count = _view("ewise_strided", "a", a, shape, a_strides, a_offset, sh, sa, &nd)
+        _view("ewise_strided", "b", b, shape, b_strides, b_offset, sh, sb, &nd)
+        _need("ewise_strided", "out", out, count)
+        if count == 0:
+            return
+        cdef nd_i64 oa = a_offset, ob = b_offset
+        if out.kind == 0:
+            with nogil:
+                rc = nd_ewise_strided_f32(code, <const float *>a.data + oa, sa,
+                                          <const float *>b.data + ob, sb, <float *>out.data, sh, nd)
+        else:
+            with nogil:
+                rc = nd_ewise_strided_f64(code, <const double *>a.data + oa, sa,
+                                          <const double *>b.data + ob, sb, <double *>out.data, sh, nd)
+        if rc != 0:
+            raise ShapeError(f"ewise_strided: the C kernel refused {kernel!r} on shape {tuple(shape)}")
 
     def matmul_tiled(self, CpuArray a not None, CpuArray b not None, CpuArray out not None,
                      Py_ssize_t m, Py_ssize_t n, Py_ssize_t p):

@@ -1,5 +1,5 @@
-"""GEMM kernels (matmul, matmul_strided, matmul_tiled) against NumPy, on the
-AVX2 and the portable micro-kernels."""
+"""GEMM kernels (matmul, matmul_strided, matmul_tiled) against NumPy, on every
+SIMD path this CPU can run (AVX-512 where present, AVX2+FMA, portable C)."""
 
 import numpy as np
 import pytest
@@ -18,11 +18,15 @@ EDGE_SHAPES = [
 ]
 
 
-@pytest.fixture(params=["simd", "portable"])
+# the paths this CPU runs; the AVX-512 path joins on CPUs with avx512f
+RUNNABLE_PATHS = ext.SIMD_PATHS[:ext.SIMD_PATHS.index(ext.simd_best()) + 1]
+
+
+@pytest.fixture(params=RUNNABLE_PATHS)
 def kernel_path(request):
-    ext.force_portable(request.param == "portable")
+    assert ext.set_simd(request.param) == request.param
     yield request.param
-    ext.force_portable(False)
+    ext.set_simd("auto")
 
 
 def check(got, ref, dtype, k):
@@ -184,14 +188,14 @@ def test_small_products_match_packed_path(be):
     for m, n, p in [(128, 100, 10), (100, 128, 10), (128, 10, 100), (64, 64, 64)]:
         a, b = operands(m, n, p, np.float32, seed=1)
         outs = []
-        for portable in (False, True):
-            ext.force_portable(portable)
+        for path in (ext.simd_best(), "none"):
+            ext.set_simd(path)
             try:
                 out = be.Array(m * p, np.float32)
                 be.matmul(put(be, a), put(be, b), out, m, n, p)
                 outs.append(get(be, out, (m, p)))
             finally:
-                ext.force_portable(False)
+                ext.set_simd("auto")
         ref = a.astype(np.float64) @ b
         for out in outs:
             check(out, ref, np.float32, n)

@@ -1,11 +1,11 @@
-/* Runtime facts: OpenMP on/off, thread count, SIMD dispatch. */
+/* Runtime facts: OpenMP on/off, thread count, SIMD dispatch (the level is
+ * chosen from cpuid at run time, never at build time). */
 #include "needle_cpu.h"
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
 static int g_threads = 1;
-static int g_force_portable = 0;
 
 int nd_openmp_enabled(void) {
 #ifdef _OPENMP
@@ -43,10 +43,35 @@ int nd_cpu_has_avx2_fma(void) {
 #endif
 }
 
-void nd_force_portable(int on) { g_force_portable = on; }
-
-int nd_simd_avx2(void) {
-  static int has = -1;
-  if (has < 0) has = nd_cpu_has_avx2_fma();
-  return has && !g_force_portable;
+/* __builtin_cpu_supports also checks (through xgetbv) that the OS saves the
+ * zmm state, so "avx512f" here means the AVX-512 kernels can really run.
+ * They also use AVX2 code (the small-product path), hence both. */
+int nd_cpu_has_avx512f(void) {
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") && nd_cpu_has_avx2_fma();
+#else
+  return 0;
+#endif
 }
+
+int nd_simd_best(void) {
+  static int best = -1;
+  if (best < 0) best = nd_cpu_has_avx512f() ? ND_SIMD_AVX512 : nd_cpu_has_avx2_fma() ? ND_SIMD_AVX2 : ND_SIMD_NONE;
+  return best;
+}
+
+/* -1: the best the CPU has; else the forced level (never above the CPU's) */
+static int g_simd_forced = -1;
+
+int nd_set_simd_level(int level) {
+  if (level < 0) { g_simd_forced = -1; return 0; }
+  if (level > nd_simd_best()) return -1;  /* would be an illegal instruction */
+  g_simd_forced = level;
+  return 0;
+}
+
+/* Read on every kernel call (one load), so a forced level applies at once. */
+int nd_simd_level(void) { return g_simd_forced >= 0 ? g_simd_forced : nd_simd_best(); }
+
+int nd_simd_avx2(void) { return nd_simd_level() >= ND_SIMD_AVX2; }

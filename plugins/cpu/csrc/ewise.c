@@ -1,12 +1,13 @@
 /* Element-wise kernels, reductions, logsumexp/softmax for float32 and float64. */
 #include <math.h>
 #include "needle_cpu.h"
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define ND_HAVE_X86_EW 1
+#else
+#define ND_HAVE_X86_EW 0
+#endif
 
-/* below these many elements a kernel runs on one thread: waking the team
- * costs a few microseconds, worth it only past ~32K cheap or ~4K libm calls */
-#define ND_GRAIN_CHEAP 32768
-#define ND_GRAIN_MATH 4096
-/* vectorised exp/log/tanh cost ~0.3-0.5 ns an element: threads pay past ~16K */
+/* ND_GRAIN_CHEAP / ND_GRAIN_MATH (threads per element count): needle_cpu.h */
 #define ND_GRAIN_VMATH 16384
 
 #define T float

@@ -1,7 +1,8 @@
-/* GEMM: packed, cache-blocked, register-tiled; AVX2+FMA micro-kernels chosen
- * at run time (__builtin_cpu_supports), portable C otherwise.  The AVX2 code
- * is compiled per function with target("avx2,fma"), so the module itself
- * needs no -march flag and runs on any x86-64 (or non-x86) CPU. */
+/* GEMM: packed, cache-blocked, register-tiled; AVX-512F or AVX2+FMA
+ * micro-kernels chosen at run time (nd_simd_level: cpuid, or NEEDLE_CPU_SIMD),
+ * portable C otherwise.  The SIMD code is compiled per function with a target
+ * attribute, so the module itself needs no -march flag and runs on any x86-64
+ * (or non-x86) CPU; the AVX-512 code is only reached on CPUs that have it. */
 #include <string.h>
 #include "needle_cpu.h"
 #ifdef _OPENMP
@@ -122,6 +123,108 @@ static void kern_avx2_f64(nd_i64 kc, const double *restrict Ap, const double *re
   ND_ST(3, c30, c31); ND_ST(4, c40, c41); ND_ST(5, c50, c51);
 #undef ND_ST
 }
+/* ---- AVX-512F micro-kernels ----
+ * The same register blocking as the AVX2 kernels above (6 rows, 2 vectors of
+ * B per k, 12 accumulators), each register twice as wide: 6 x 32 float32 and
+ * 6 x 16 float64.  Per C element the arithmetic is the same FMA chain over k
+ * in the same order, so they give the AVX2 kernels' values bit for bit. */
+/* 6 x 32 float32: 12 zmm accumulators */
+__attribute__((target("avx512f,fma")))
+static void kern_avx512_f32(nd_i64 kc, const float *restrict Ap, const float *restrict Bp,
+                            float *restrict C, nd_i64 ldc, int acc) {
+  __m512 c00 = _mm512_setzero_ps(), c01 = _mm512_setzero_ps();
+  __m512 c10 = _mm512_setzero_ps(), c11 = _mm512_setzero_ps();
+  __m512 c20 = _mm512_setzero_ps(), c21 = _mm512_setzero_ps();
+  __m512 c30 = _mm512_setzero_ps(), c31 = _mm512_setzero_ps();
+  __m512 c40 = _mm512_setzero_ps(), c41 = _mm512_setzero_ps();
+  __m512 c50 = _mm512_setzero_ps(), c51 = _mm512_setzero_ps();
+  for (nd_i64 k = 0; k < kc; k++) {
+    __m512 b0 = _mm512_load_ps(Bp), b1 = _mm512_load_ps(Bp + 16);
+    __m512 a;
+    a = _mm512_set1_ps(Ap[0]); c00 = _mm512_fmadd_ps(a, b0, c00); c01 = _mm512_fmadd_ps(a, b1, c01);
+    a = _mm512_set1_ps(Ap[1]); c10 = _mm512_fmadd_ps(a, b0, c10); c11 = _mm512_fmadd_ps(a, b1, c11);
+    a = _mm512_set1_ps(Ap[2]); c20 = _mm512_fmadd_ps(a, b0, c20); c21 = _mm512_fmadd_ps(a, b1, c21);
+    a = _mm512_set1_ps(Ap[3]); c30 = _mm512_fmadd_ps(a, b0, c30); c31 = _mm512_fmadd_ps(a, b1, c31);
+    a = _mm512_set1_ps(Ap[4]); c40 = _mm512_fmadd_ps(a, b0, c40); c41 = _mm512_fmadd_ps(a, b1, c41);
+    a = _mm512_set1_ps(Ap[5]); c50 = _mm512_fmadd_ps(a, b0, c50); c51 = _mm512_fmadd_ps(a, b1, c51);
+    Ap += 6; Bp += 32;
+  }
+#define ND_ZST(r, x0, x1)                                                             \
+  do {                                                                               \
+    float *cr = C + (r) * ldc;                                                         \
+    if (acc) { x0 = _mm512_add_ps(x0, _mm512_loadu_ps(cr)); x1 = _mm512_add_ps(x1, _mm512_loadu_ps(cr + 16)); } \
+    _mm512_storeu_ps(cr, x0); _mm512_storeu_ps(cr + 16, x1);                       \
+  } while (0)
+  ND_ZST(0, c00, c01); ND_ZST(1, c10, c11); ND_ZST(2, c20, c21);
+  ND_ZST(3, c30, c31); ND_ZST(4, c40, c41); ND_ZST(5, c50, c51);
+#undef ND_ZST
+}
+
+/* kern_avx512_f32 with A read in place (see kern_avx2_direct_f32) */
+__attribute__((target("avx512f,fma")))
+static void kern_avx512_direct_f32(nd_i64 kc, const float *restrict A, nd_i64 rs, nd_i64 cs,
+                                   const float *restrict Bp, float *restrict C, nd_i64 ldc, int acc) {
+  __m512 c00 = _mm512_setzero_ps(), c01 = _mm512_setzero_ps();
+  __m512 c10 = _mm512_setzero_ps(), c11 = _mm512_setzero_ps();
+  __m512 c20 = _mm512_setzero_ps(), c21 = _mm512_setzero_ps();
+  __m512 c30 = _mm512_setzero_ps(), c31 = _mm512_setzero_ps();
+  __m512 c40 = _mm512_setzero_ps(), c41 = _mm512_setzero_ps();
+  __m512 c50 = _mm512_setzero_ps(), c51 = _mm512_setzero_ps();
+  for (nd_i64 k = 0; k < kc; k++) {
+    const float *ak = A + k * cs;
+    __m512 b0 = _mm512_load_ps(Bp), b1 = _mm512_load_ps(Bp + 16);
+    __m512 a;
+    a = _mm512_set1_ps(ak[0 * rs]); c00 = _mm512_fmadd_ps(a, b0, c00); c01 = _mm512_fmadd_ps(a, b1, c01);
+    a = _mm512_set1_ps(ak[1 * rs]); c10 = _mm512_fmadd_ps(a, b0, c10); c11 = _mm512_fmadd_ps(a, b1, c11);
+    a = _mm512_set1_ps(ak[2 * rs]); c20 = _mm512_fmadd_ps(a, b0, c20); c21 = _mm512_fmadd_ps(a, b1, c21);
+    a = _mm512_set1_ps(ak[3 * rs]); c30 = _mm512_fmadd_ps(a, b0, c30); c31 = _mm512_fmadd_ps(a, b1, c31);
+    a = _mm512_set1_ps(ak[4 * rs]); c40 = _mm512_fmadd_ps(a, b0, c40); c41 = _mm512_fmadd_ps(a, b1, c41);
+    a = _mm512_set1_ps(ak[5 * rs]); c50 = _mm512_fmadd_ps(a, b0, c50); c51 = _mm512_fmadd_ps(a, b1, c51);
+    Bp += 32;
+  }
+#define ND_ZST(r, x0, x1)                                                             \
+  do {                                                                               \
+    float *cr = C + (r) * ldc;                                                         \
+    if (acc) { x0 = _mm512_add_ps(x0, _mm512_loadu_ps(cr)); x1 = _mm512_add_ps(x1, _mm512_loadu_ps(cr + 16)); } \
+    _mm512_storeu_ps(cr, x0); _mm512_storeu_ps(cr + 16, x1);                       \
+  } while (0)
+  ND_ZST(0, c00, c01); ND_ZST(1, c10, c11); ND_ZST(2, c20, c21);
+  ND_ZST(3, c30, c31); ND_ZST(4, c40, c41); ND_ZST(5, c50, c51);
+#undef ND_ZST
+}
+
+/* 6 x 16 float64: 12 zmm accumulators */
+__attribute__((target("avx512f,fma")))
+static void kern_avx512_f64(nd_i64 kc, const double *restrict Ap, const double *restrict Bp,
+                            double *restrict C, nd_i64 ldc, int acc) {
+  __m512d c00 = _mm512_setzero_pd(), c01 = _mm512_setzero_pd();
+  __m512d c10 = _mm512_setzero_pd(), c11 = _mm512_setzero_pd();
+  __m512d c20 = _mm512_setzero_pd(), c21 = _mm512_setzero_pd();
+  __m512d c30 = _mm512_setzero_pd(), c31 = _mm512_setzero_pd();
+  __m512d c40 = _mm512_setzero_pd(), c41 = _mm512_setzero_pd();
+  __m512d c50 = _mm512_setzero_pd(), c51 = _mm512_setzero_pd();
+  for (nd_i64 k = 0; k < kc; k++) {
+    __m512d b0 = _mm512_load_pd(Bp), b1 = _mm512_load_pd(Bp + 8);
+    __m512d a;
+    a = _mm512_set1_pd(Ap[0]); c00 = _mm512_fmadd_pd(a, b0, c00); c01 = _mm512_fmadd_pd(a, b1, c01);
+    a = _mm512_set1_pd(Ap[1]); c10 = _mm512_fmadd_pd(a, b0, c10); c11 = _mm512_fmadd_pd(a, b1, c11);
+    a = _mm512_set1_pd(Ap[2]); c20 = _mm512_fmadd_pd(a, b0, c20); c21 = _mm512_fmadd_pd(a, b1, c21);
+    a = _mm512_set1_pd(Ap[3]); c30 = _mm512_fmadd_pd(a, b0, c30); c31 = _mm512_fmadd_pd(a, b1, c31);
+    a = _mm512_set1_pd(Ap[4]); c40 = _mm512_fmadd_pd(a, b0, c40); c41 = _mm512_fmadd_pd(a, b1, c41);
+    a = _mm512_set1_pd(Ap[5]); c50 = _mm512_fmadd_pd(a, b0, c50); c51 = _mm512_fmadd_pd(a, b1, c51);
+    Ap += 6; Bp += 16;
+  }
+#define ND_ZST(r, x0, x1)                                                             \
+  do {                                                                               \
+    double *cr = C + (r) * ldc;                                                         \
+    if (acc) { x0 = _mm512_add_pd(x0, _mm512_loadu_pd(cr)); x1 = _mm512_add_pd(x1, _mm512_loadu_pd(cr + 8)); } \
+    _mm512_storeu_pd(cr, x0); _mm512_storeu_pd(cr + 8, x1);                       \
+  } while (0)
+  ND_ZST(0, c00, c01); ND_ZST(1, c10, c11); ND_ZST(2, c20, c21);
+  ND_ZST(3, c30, c31); ND_ZST(4, c40, c41); ND_ZST(5, c50, c51);
+#undef ND_ZST
+}
+
 /* ---- small float32 products: no packing ----
  * For products up to ND_SMALL_MAX multiply-adds (the MLP's 128x100 @ 100x10
  * and its transposed backward forms) packing A and B and bouncing partial
@@ -288,6 +391,10 @@ static int gemm_small_f32(nd_i64 m, nd_i64 k, nd_i64 p, const float *A, nd_i64 r
 #define kern_avx2_direct_f32 NULL
 #endif
 
+/* Each dtype is instantiated twice from gemm_tmpl.h: once with the AVX2
+ * tile width (AVX2 micro-kernels, or portable C when the level is "none")
+ * and once with the AVX-512 width (suffix z).  nd_gemm_* picks one per call
+ * from nd_simd_level(), so a forced level applies at once. */
 #define T float
 #define SUF f32
 #define MR 6
@@ -295,21 +402,33 @@ static int gemm_small_f32(nd_i64 m, nd_i64 k, nd_i64 p, const float *A, nd_i64 r
 #define KC 256
 #define MC 144
 #define NC 3072
+#define SIMD_ON() nd_simd_avx2()
 #define KERN_SIMD kern_avx2_f32
 #define KERN_DIRECT kern_avx2_direct_f32
 #if ND_HAVE_X86_SIMD
 #define KERN_SMALL gemm_small_f32
 #endif
 #include "gemm_tmpl.h"
-#undef T
 #undef SUF
-#undef MR
 #undef NR
+#undef KERN_SIMD
+#undef KERN_DIRECT
+#if ND_HAVE_X86_SIMD
+#define SUF f32z
+#define NR 32
+#define KERN_SIMD kern_avx512_f32
+#define KERN_DIRECT kern_avx512_direct_f32
+#include "gemm_tmpl.h"
+#undef SUF
+#undef NR
+#undef KERN_SIMD
+#undef KERN_DIRECT
+#endif
+#undef T
+#undef MR
 #undef KC
 #undef MC
 #undef NC
-#undef KERN_SIMD
-#undef KERN_DIRECT
 #undef KERN_SMALL
 
 #define T double
@@ -321,3 +440,34 @@ static int gemm_small_f32(nd_i64 m, nd_i64 k, nd_i64 p, const float *A, nd_i64 r
 #define NC 2048
 #define KERN_SIMD kern_avx2_f64
 #include "gemm_tmpl.h"
+#undef SUF
+#undef NR
+#undef KERN_SIMD
+#if ND_HAVE_X86_SIMD
+#define SUF f64z
+#define NR 16
+#define KERN_SIMD kern_avx512_f64
+#include "gemm_tmpl.h"
+#endif
+
+#if ND_HAVE_X86_SIMD
+#define ND_GEMM_ENTRY(T, SUF)                                                                   \
+  int nd_gemm_##SUF(nd_i64 batch, nd_i64 m, nd_i64 k, nd_i64 p,                                 \
+                    const T *A, nd_i64 sa0, nd_i64 sa1, nd_i64 sa2,                             \
+                    const T *B, nd_i64 sb0, nd_i64 sb1, nd_i64 sb2,                             \
+                    T *C, nd_i64 sc0, nd_i64 ldc, int acc) {                                    \
+    if (nd_simd_level() >= ND_SIMD_AVX512)                                                      \
+      return gemm_batch_##SUF##z(batch, m, k, p, A, sa0, sa1, sa2, B, sb0, sb1, sb2, C, sc0, ldc, acc); \
+    return gemm_batch_##SUF(batch, m, k, p, A, sa0, sa1, sa2, B, sb0, sb1, sb2, C, sc0, ldc, acc); \
+  }
+#else
+#define ND_GEMM_ENTRY(T, SUF)                                                                   \
+  int nd_gemm_##SUF(nd_i64 batch, nd_i64 m, nd_i64 k, nd_i64 p,                                 \
+                    const T *A, nd_i64 sa0, nd_i64 sa1, nd_i64 sa2,                             \
+                    const T *B, nd_i64 sb0, nd_i64 sb1, nd_i64 sb2,                             \
+                    T *C, nd_i64 sc0, nd_i64 ldc, int acc) {                                    \
+    return gemm_batch_##SUF(batch, m, k, p, A, sa0, sa1, sa2, B, sb0, sb1, sb2, C, sc0, ldc, acc); \
+  }
+#endif
+ND_GEMM_ENTRY(float, f32)
+ND_GEMM_ENTRY(double, f64)

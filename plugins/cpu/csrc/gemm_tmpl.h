@@ -1,5 +1,6 @@
-/* BLIS-style GEMM for one dtype (included by gemm.c with T, SUF, MR, NR, KC,
- * MC, NC and KERN_SIMD set).
+/* BLIS-style GEMM for one dtype and one SIMD width (included by gemm.c with
+ * T, SUF, MR, NR, KC, MC, NC, SIMD_ON() and KERN_SIMD set; KERN_DIRECT and
+ * KERN_SMALL optional).  Defines static gemm_batch_<SUF>.
  *
  * Loop nest (Goto / BLIS):  jc (NC columns of B, panel in L3)
  *                            pc (KC of the inner dimension: pack B~ kc x nc)
@@ -84,7 +85,7 @@ typedef void (*ND_FN(kdirect_t_))(nd_i64, const T *, nd_i64, nd_i64, const T *, 
 
 static ND_FN(kern_t_) ND_FN(pick_kernel_)(void) {
 #if ND_HAVE_X86_SIMD
-  if (nd_simd_avx2()) return KERN_SIMD;
+  if (SIMD_ON()) return KERN_SIMD;
 #endif
   return ND_FN(kern_c_);
 }
@@ -109,7 +110,7 @@ static void ND_FN(gemm_serial_)(nd_i64 m, nd_i64 k, nd_i64 p, const T *A, nd_i64
   /* an A small enough to stay in L2 is read in place by the micro-kernel */
   ND_FN(kdirect_t_) kdirect = NULL;
 #if defined(KERN_DIRECT) && ND_HAVE_X86_SIMD
-  if (nd_simd_avx2() && m * k <= ND_DIRECT_A_MAX) kdirect = KERN_DIRECT;
+  if (SIMD_ON() && m * k <= ND_DIRECT_A_MAX) kdirect = KERN_DIRECT;
 #endif
   /* equal k-blocks: no short last block paying a full C load/store */
   nd_i64 nkb = (k + KC - 1) / KC;
@@ -207,7 +208,7 @@ static int ND_FN(gemm_one_)(nd_i64 m, nd_i64 k, nd_i64 p, const T *A, nd_i64 rsa
   return ok ? 0 : -1;
 }
 
-int ND_CAT(nd_gemm_, SUF)(nd_i64 batch, nd_i64 m, nd_i64 k, nd_i64 p,
+static int ND_FN(gemm_batch_)(nd_i64 batch, nd_i64 m, nd_i64 k, nd_i64 p,
                            const T *A, nd_i64 sa0, nd_i64 sa1, nd_i64 sa2,
                            const T *B, nd_i64 sb0, nd_i64 sb1, nd_i64 sb2,
                            T *C, nd_i64 sc0, nd_i64 ldc, int acc) {

@@ -19,9 +19,16 @@ typedef int64_t nd_i64;
 int nd_openmp_enabled(void);
 void nd_set_num_threads(int n);
 int nd_get_num_threads(void);
-int nd_simd_avx2(void);          /* 1 when the AVX2+FMA micro-kernels are in use */
-void nd_force_portable(int on);  /* tests: force the portable C path */
+/* SIMD levels of the GEMM/conv micro-kernels (and vmath) */
+#define ND_SIMD_NONE 0    /* portable C */
+#define ND_SIMD_AVX2 1    /* AVX2 + FMA */
+#define ND_SIMD_AVX512 2  /* AVX-512F (+ AVX2 + FMA) */
+int nd_simd_level(void);         /* level in use now */
+int nd_simd_best(void);          /* highest level this CPU can run */
+int nd_set_simd_level(int level);  /* force a level (-1: best); -1 when the CPU lacks it */
+int nd_simd_avx2(void);          /* 1 when the level in use is AVX2 or higher */
 int nd_cpu_has_avx2_fma(void);
+int nd_cpu_has_avx512f(void);
 
 /* ---- aligned memory with a size-class cache (pool.c) ---- */
 void *nd_pool_alloc(size_t nbytes, size_t *cap_out);
@@ -65,6 +72,28 @@ void nd_aligned_free(void *p);
 
 ND_DECL_EWISE(float, f32)
 ND_DECL_EWISE(double, f64)
+
+/* ---- element-wise on strided operands (ewise_strided.c) ----
+ * o (compact, shape) = OP(a view, b view); a and b already point at their
+ * offsets; strides may be 0 (broadcast).  Returns 0, or -1 for an unknown op. */
+enum { ND_EW_ADD, ND_EW_SUB, ND_EW_MUL, ND_EW_DIV, ND_EW_MAXIMUM, ND_EW_EQ, ND_EW_GE,
+       ND_EW_RELU_GRAD, ND_EW_POW };
+int nd_ewise_strided_f32(int op, const float *a, const nd_i64 *sa, const float *b,
+                         const nd_i64 *sb, float *o, const nd_i64 *shape, int ndim);
+int nd_ewise_strided_f64(int op, const double *a, const nd_i64 *sa, const double *b,
+                         const nd_i64 *sb, double *o, const nd_i64 *shape, int ndim);
+
+/* below these many elements a kernel runs on one thread.  Cheap (memory
+ * bound) kernels: measured with add on a 2-core EPYC (1 MiB L2 a core) under
+ * load from other processes, a 2-thread region lost to one thread at every
+ * size up to 2^19 elements (0.15x at 2^16: the second thread waits for a
+ * core, and an operand of 2^18 floats still sits in L2, where one core
+ * streams ~13 GB/s) and won only from 2^20 on.  So a thread needs 2^19
+ * elements of its own; a 2^16-element op (a Transformer activation) never
+ * forks.  libm calls are dearer: threads pay past ~4K of them. */
+#define ND_GRAIN_CHEAP (1 << 19)
+#define ND_GRAIN_MATH 4096
+/* vectorised exp/log/tanh cost ~0.3-0.5 ns an element: threads pay past ~16K */
 
 /* ---- vectorised float32 exp/log/tanh on one chunk, calling thread (vmath.c) ---- */
 void nd_vexp_f32(const float *a, float *o, nd_i64 n);

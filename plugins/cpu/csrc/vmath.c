@@ -9,7 +9,7 @@
  *
  * nd_vexp_f32 / nd_vlog_f32 / nd_vtanh_f32 work on one contiguous chunk on
  * the calling thread; ewise.c splits large arrays across threads.  Without
- * AVX2 (or with nd_force_portable) they fall back to libm; on CPUs with
+ * AVX2 (or with NEEDLE_CPU_SIMD=none) they fall back to libm; on CPUs with
  * AVX-512F a 16-lane version of the same polynomials runs.
  */
 #include <math.h>
@@ -304,14 +304,8 @@ void nd_vmath_cap(int level) { g_vm_cap = level; }
 
 int nd_vmath_level(void) {
 #if ND_VM_X86
-  static int has512 = -1;
-  if (has512 < 0) {
-    __builtin_cpu_init();
-    has512 = __builtin_cpu_supports("avx512f") && nd_cpu_has_avx2_fma();
-  }
-  if (!nd_simd_avx2()) return 0;  /* nd_force_portable: libm everywhere */
-  if (has512 && g_vm_cap >= 2) return 2;
-  return g_vm_cap >= 1 ? 1 : 0;
+  int lv = nd_simd_level();  /* NEEDLE_CPU_SIMD caps vmath too */
+  return lv < g_vm_cap ? lv : g_vm_cap;
 #else
   return 0;
 #endif
