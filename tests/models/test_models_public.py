@@ -58,7 +58,7 @@ def test_build_task_runs_a_batch_with_real_loss(tmp_path):
     assert isinstance(task, train_tasks.Task)
     assert (task.num_train_batches, task.num_test_batches) == (2, 2)
     batch = next(iter(task.test_batches()))
-    loss, correct, count = task.run_batch(batch, False)
+    loss, correct, count = task.forward(batch)
     assert count == 3 and 0 <= correct <= 3
     # 10 classes, fresh weights: the loss is near log(10), finite and positive
     assert 0.5 < float(loss.numpy()) < 20.0

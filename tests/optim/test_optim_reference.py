@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import needle as ndl
-from needle.errors import ShapeError
+from needle.errors import StateDictError
 
 # ---------------------------------------------------------------- references
 # API.md section 5, written out once in float64
@@ -190,9 +190,10 @@ def test_load_state_dict_refuses_a_slot_of_the_wrong_shape():
     assert state["m.0"].shape == (3, 4) and int(state["t"]) == 1
     state["m.1"] = np.zeros((5,))
     fresh = ndl.optim.Adam(tensors, lr=0.01)
-    with pytest.raises(ShapeError, match=r"m\.1 has shape \(5,\), parameter 1 has shape \(4,\)"):
+    with pytest.raises(StateDictError, match=r"m\.1 has shape \(5,\), parameter 1 has shape \(4,\)"):
         fresh.load_state_dict(state)
-    assert isinstance(ShapeError("x"), ValueError)
+    assert isinstance(StateDictError("x"), ValueError)
+    assert fresh.t == 0 and fresh.m == {} and fresh.v == {}  # all or nothing: nothing was applied
 
 
 def test_load_state_dict_restores_scalars_and_slots():
