@@ -241,3 +241,23 @@ def test_minimal_plugin_falls_back_to_compositions(plugins):
     dense = m.numpy().transpose(0, 2, 1, 3).reshape(t * t, t * t)
     np.testing.assert_allclose(out.numpy().transpose(0, 2, 1, 3).reshape(t * t, t * t), dense @ dense,
                                rtol=1e-4, atol=1e-4)
+
+
+def test_op_overrides_are_the_methods_named_after_ops():
+    """Backend.op_overrides() lists a backend's methods named like a known
+    override (conv, logsumexp ...); a backend writes no table of its own."""
+    from needle.protocol import OP_OVERRIDE_SIGNATURES
+    from needle_numpy import NumpyBackend
+
+    assert dict(NumpyBackend().op_overrides()) == {}
+
+    class WithLse(NumpyBackend):
+        def logsumexp(self, a, out, outer, inner):
+            pass
+
+        def not_an_override(self):
+            pass
+
+    be = WithLse()
+    assert set(be.op_overrides()) == {"logsumexp"} and "logsumexp" in OP_OVERRIDE_SIGNATURES
+    assert be.op_overrides()["logsumexp"] == be.logsumexp
