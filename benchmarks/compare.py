@@ -27,7 +27,7 @@ import sys
 if __package__ in (None, ""):  # run as `python benchmarks/compare.py`: import this folder as `benchmarks`
     sys.path[0] = os.path.dirname(os.path.abspath(sys.path[0]))
 
-from benchmarks.timing import fmt_time, median_time  # noqa: E402
+from benchmarks.timing import median_time  # noqa: E402
 
 SECTIONS = {}
 
