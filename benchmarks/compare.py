@@ -22,6 +22,7 @@ README; nothing here asserts a time.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 
@@ -43,28 +44,24 @@ def section_kernels(args):
     kernels_report(args.quick, args.repeat, args.device, args.filter)
 
 
-@section
-def section_overhead(args):
-    from benchmarks import overhead
-    overhead.report(repeat=args.repeat)
+# the other sections each run one probe module's report(): section ->
+# (module under benchmarks/, the report() arguments taken from the command line)
+PROBES = {
+    "overhead": ("overhead", lambda args: {"repeat": args.repeat}),
+    "conv": ("conv_probe", lambda args: {"repeat": args.repeat, "quick": args.quick}),
+    "mlp": ("training_probe", lambda args: {"quick": args.quick}),
+    "models": ("models_probe", lambda args: {"quick": args.quick, "device": args.device}),
+}
 
 
-@section
-def section_conv(args):
-    from benchmarks import conv_probe
-    conv_probe.report(repeat=args.repeat, quick=args.quick)
+def _probe_section(module, arguments):
+    def run(args):
+        importlib.import_module(f"benchmarks.{module}").report(**arguments(args))
+    return run
 
 
-@section
-def section_mlp(args):
-    from benchmarks import training_probe
-    training_probe.report(quick=args.quick)
-
-
-@section
-def section_models(args):
-    from benchmarks import models_probe
-    models_probe.report(quick=args.quick, device=args.device)
+for _name, (_module, _arguments) in PROBES.items():
+    SECTIONS[_name] = _probe_section(_module, _arguments)
 
 
 @section
