@@ -34,7 +34,14 @@ __all__ = ["CpuBackend", "needle_backends", "__version__"]
 
 try:
     from ._ext import Array, CpuArray, CpuBackend  # noqa: F401
+    from ._ext import set_num_threads as _set_num_threads
     _IMPORT_ERROR = None
+    # libgomp's thread pool does not survive fork(): a forked child (a DataLoader
+    # worker) whose parent has run a parallel region hangs in its first one.  A
+    # forked child therefore runs the kernels on one thread (as PyTorch's
+    # DataLoader workers do); exec'd children start afresh.
+    if hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=lambda: _set_num_threads(1))
 except Exception as exc:  # a missing or broken build must not break needle
     _IMPORT_ERROR = f"{type(exc).__name__}: {exc}"
 

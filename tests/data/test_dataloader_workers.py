@@ -241,3 +241,38 @@ def test_no_orphan_workers_after_ctrl_c_or_kill(how):
     for pid in left:  # do not leave them running when the check fails
         os.kill(pid, signal.SIGKILL)
     assert left == [], "worker processes outlived the main process"
+
+
+_OPENMP_AFTER_FORK = textwrap.dedent("""
+    import numpy as np
+    import needle as ndl
+    from needle.data import DataLoader, Dataset
+
+    a = ndl.Tensor(np.random.randn(1024, 1024).astype(np.float32), device=ndl.cpu())
+    (a @ a).numpy()  # the parent runs OpenMP parallel regions before forking
+
+    class OnCpu(Dataset):  # a transform that uses the cpu backend inside the worker
+        def __len__(self):
+            return 8
+        def __getitem__(self, i):
+            t = ndl.Tensor(np.full((256, 256), i, np.float32), device=ndl.cpu())
+            return (t @ t).numpy()[:1, 0]
+
+    print(np.concatenate([b[0].numpy() for b in DataLoader(OnCpu(), batch_size=2, num_workers=2)]).ravel())
+""")
+
+
+def test_cpu_backend_kernels_run_in_forked_workers():
+    if not ndl.cpu().enabled():
+        pytest.skip("the cpu backend is not built here")
+    proc = subprocess.Popen([sys.executable, "-c", _OPENMP_AFTER_FORK], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:  # before the fix this hung (libgomp's pool does not survive fork): the timeout reports it
+        out, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the main process and its stuck workers
+        proc.communicate()
+        pytest.fail("a DataLoader worker hung in a cpu-backend kernel after fork")
+    assert proc.returncode == 0, err
+    expected = [256.0 * i * i for i in range(8)]
+    assert [float(v) for v in out.strip(" []\n").split()] == expected
