@@ -247,13 +247,40 @@ def _canon_dtype(dtype) -> np.dtype:
     except TypeError:
         from .errors import UnsupportedDTypeError
         raise UnsupportedDTypeError(f"Tensor: unknown dtype {dtype!r}; use 'float32' or 'float64'") from None
-    if dt.kind in "biu":
-        dt = _F32
+    if dt.kind in "iu":
+        # backends store float32/float64 only; an integer dtype silently
+        # turned into float32 would change results (issue 18)
+        from .errors import UnsupportedDTypeError
+        raise UnsupportedDTypeError(
+            f"Tensor: dtype {dt.name} is not supported: needle's backends store float32 and float64 "
+            f"only; pass dtype='float32' (integers up to 2**24 are exact) or 'float64'")
+    if dt.kind == "b":
+        dt = _F32  # boolean masks (init.randb, course) are 0/1 float32
     try:
         _DTYPE_CACHE[dtype] = dt
     except TypeError:
         pass
     return dt
+
+
+def _pick_axes(op: str, axes, axis, dim):
+    """The one axes argument of a reduction given the course's ``axes``,
+    NumPy's ``axis`` or PyTorch's ``dim`` (at most one of them)."""
+    given = [a for a in (axes, axis, dim) if a is not None]
+    if len(given) > 1:
+        raise TypeError(f"Tensor.{op}: pass only one of axes=, axis= and dim=")
+    return given[0] if given else None
+
+
+def _keep(out, shape, axes, op):
+    """A reduction's result reshaped with size-1 axes where it reduced (keepdims)."""
+    ndim = len(shape)
+    if axes is None:
+        kept = (1,) * ndim
+    else:
+        red = {int(a) % ndim for a in ((axes,) if _is_int(axes) else axes)} if ndim else set()
+        kept = tuple(1 if i in red else d for i, d in enumerate(shape))
+    return out.reshape(kept)
 
 
 def _resolve_device(device):
@@ -380,8 +407,106 @@ class Tensor(Value):
     def __neg__(self):
         return _ops.negate(self)
 
-    def sum(self, axes=None):
-        return _ops.summation(self, axes)
+    def sum(self, axes=None, keepdims=False, *, axis=None, dim=None):
+        """Sum over ``axes`` (course; None: all).  PyTorch/NumPy spellings
+        ``axis=``/``dim=`` and ``keepdims=True`` are accepted too."""
+        axes = _pick_axes("sum", axes, axis, dim)
+        out = _ops.summation(self, axes)
+        return _keep(out, self.shape, axes, "sum") if keepdims else out
+
+    def mean(self, axis=None, keepdims=False, *, axes=None, dim=None):
+        """Mean over ``axis`` (None: all)."""
+        return _ops.mean(self, _pick_axes("mean", axes, axis, dim), keepdims)
+
+    def max(self, axis=None, keepdims=False, *, axes=None, dim=None):
+        """Maximum over ``axis`` (None: all), differentiable.  With ``dim=``
+        (PyTorch's spelling) returns ``(values, indices)`` as ``torch.max`` does."""
+        if dim is not None:
+            return _ops.MinMaxResult(_ops.max(self, dim, keepdims), self.argmax(dim, keepdims))
+        return _ops.max(self, _pick_axes("max", axes, axis, None), keepdims)
+
+    def min(self, axis=None, keepdims=False, *, axes=None, dim=None):
+        """Minimum over ``axis`` (None: all); ``dim=`` as for :meth:`max`."""
+        if dim is not None:
+            return _ops.MinMaxResult(_ops.min(self, dim, keepdims), (-self).argmax(dim, keepdims))
+        return _ops.min(self, _pick_axes("min", axes, axis, None), keepdims)
+
+    def argmax(self, axis=None, keepdims=False, *, dim=None):
+        """Indices of the maxima as a constant float Tensor (no gradient)."""
+        return _ops.argmax(self, _pick_axes("argmax", None, axis, dim), keepdims)
+
+    def sqrt(self):
+        return _ops.sqrt(self)
+
+    def __abs__(self):
+        return _ops.abs(self)
+
+    abs = __abs__
+
+    def permute(self, *dims):
+        """Reorder all axes (``torch.permute``); ``transpose`` keeps the
+        course's meaning (swap two axes, default the last two)."""
+        return _ops.permute(self, dims[0] if len(dims) == 1 and not _is_int(dims[0]) else dims)
+
+    @property
+    def T(self) -> "Tensor":
+        """All axes reversed (the matrix transpose for 2-D tensors)."""
+        n = len(self.shape)
+        return self if n < 2 else _ops.permute(self, tuple(range(n - 1, -1, -1)))
+
+    def view(self, *shape):
+        """``reshape`` (needle copies a non-compact input rather than failing)."""
+        return self.reshape(*shape)
+
+    def to(self, device):
+        """This tensor on ``device`` (a device or its name); itself when
+        already there.  Differentiable: the gradient moves back."""
+        return _ops.to_device(self, device)
+
+    def __getitem__(self, index):
+        """NumPy basic indexing (ints drop their axis, slices with any step,
+        ``None``, ``...``); differentiable."""
+        return _ops.getitem(self, index)
+
+    def __len__(self) -> int:
+        shape = self.shape
+        if not shape:
+            raise TypeError("len() of a 0-d tensor")
+        return shape[0]
+
+    def __iter__(self):
+        if not self.shape:
+            raise TypeError("iteration over a 0-d tensor")
+        return (self[i] for i in range(self.shape[0]))
+
+    # Truth value as in the course: a Tensor is always true (defining
+    # __len__ would otherwise make bool() raise for 0-d tensors).  Only
+    # comparison results (``a == b``) have a value-based truth.
+    def __bool__(self) -> bool:
+        return True
+
+    # Element-wise comparisons return constant 0/1 float Tensors.  Hashing
+    # stays by identity so Tensors remain dict keys and set members (graph
+    # bookkeeping); containers must use ``is``, not ``==``/``in``, on Tensors.
+    __hash__ = Value.__hash__
+
+    def __eq__(self, other):
+        return _ops.compare(self, other, "eq")
+
+    def __ne__(self, other):
+        return _ops.compare(self, other, "ne")
+
+    def __lt__(self, other):
+        return _ops.compare(self, other, "lt")
+
+    def __le__(self, other):
+        return _ops.compare(self, other, "le")
+
+    def __gt__(self, other):
+        return _ops.compare(self, other, "gt")
+
+    def __ge__(self, other):
+        return _ops.compare(self, other, "ge")
 
     def reshape(self, *shape):
         """``reshape(self, shape)``; the shape may also be given unpacked."""
@@ -452,11 +577,11 @@ class Tensor(Value):
             raise ShapeError(f"Tensor.item: tensor of shape {arr.shape} has {arr.size} elements, need 1")
         return arr.reshape(()).item()
 
-    # no __len__/__bool__/__eq__: a Tensor is always truthy and compares by
-    # identity, as in the course (hw2 compares tuples of batches with !=)
-
     def __repr__(self) -> str:
-        return "needle.Tensor(" + str(self.realize_cached_data()) + ")"
+        data = self.realize_cached_data()
+        values = np.array2string(data.numpy(), separator=", ", prefix="needle.Tensor(")
+        return (f"needle.Tensor({values}, device={data.device}, dtype={data.dtype.name}, "
+                f"requires_grad={self.requires_grad})")
 
     def __str__(self) -> str:
         return str(self.realize_cached_data())
