@@ -8,7 +8,7 @@ from setuptools import setup
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-# folder -> import name (DESIGN.md: one distribution, several source roots)
+# folder -> import name (docs/design.md: one distribution, several source roots)
 ROOTS = {
     "needle": "core",
     "needle_numpy": "plugins/numpy",

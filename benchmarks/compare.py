@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Speed report: needle's backends beside NumPy and PyTorch, in one process.
 
-    python benchmarks/compare.py                 # every section
+    python benchmarks/compare.py                 # every section (or: python -m benchmarks.compare)
     python benchmarks/compare.py kernels --quick # one section, fewer repeats
     needle bench overhead                        # same, through the CLI
 
@@ -23,10 +23,10 @@ import argparse
 import os
 import sys
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+if __package__ in (None, ""):  # run as `python benchmarks/compare.py`: import this folder as `benchmarks`
+    sys.path[0] = os.path.dirname(os.path.abspath(sys.path[0]))
 
-from timing import fmt_time, median_time  # noqa: E402
+from benchmarks.timing import fmt_time, median_time  # noqa: E402
 
 SECTIONS = {}
 
@@ -48,7 +48,7 @@ def _print_table(title, header, rows):
 
 @section
 def section_kernels(args):
-    from benchmarks.cases import KERNEL_CASES, QUICK_SKIP, available_devices, make_inputs, to_device
+    from benchmarks.benchmarks.cases import KERNEL_CASES, QUICK_SKIP, available_devices, make_inputs, to_device
     devices = [d for d in available_devices() if args.device in (None, d.name)]
     header = ["kernel", "numpy"] + [f"{d.name}" for d in devices] + [f"{d.name} x NumPy" for d in devices]
     rows = []
@@ -74,25 +74,25 @@ def section_kernels(args):
 
 @section
 def section_overhead(args):
-    import overhead  # benchmarks/overhead.py
+    from benchmarks import overhead
     overhead.report(repeat=args.repeat)
 
 
 @section
 def section_conv(args):
-    import conv_probe  # benchmarks/conv_probe.py
+    from benchmarks import conv_probe
     conv_probe.report(repeat=args.repeat, quick=args.quick)
 
 
 @section
 def section_mlp(args):
-    import training_probe  # benchmarks/training_probe.py
+    from benchmarks import training_probe
     training_probe.report(quick=args.quick)
 
 
 @section
 def section_models(args):
-    import models_probe  # benchmarks/models_probe.py
+    from benchmarks import models_probe
     models_probe.report(quick=args.quick, device=args.device)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from timing import fmt_time, median_time
+from benchmarks.timing import fmt_time, median_time
 
 # (H=W, C_in, C_out, K, stride) of each ResNet9 conv on a 32x32 input
 RESNET9_LAYERS = [(32, 3, 16, 7, 4), (8, 16, 32, 3, 2), (4, 32, 32, 3, 1), (4, 32, 64, 3, 2),

@@ -1,6 +1,6 @@
 """Where a model step's GPU time goes: needle's CUDA kernels per name.
 
-    python benchmarks/gpu_kernel_profile.py [--model resnet9] [--steps 5]
+    python -m benchmarks.gpu_kernel_profile [--model resnet9] [--steps 5]
 
 Runs the needle training step of ``models_probe`` on ``cuda`` under
 ``torch.profiler`` (CUPTI records every kernel of the process, needle's
@@ -13,9 +13,9 @@ Needs a GPU and PyTorch with CUDA; PyTorch is only the profiler here.
 from __future__ import annotations
 
 import argparse
-import time
 
-import models_probe
+from benchmarks import models_probe
+from benchmarks.timing import median_time
 
 
 def main(argv=None) -> int:
@@ -30,12 +30,8 @@ def main(argv=None) -> int:
     from torch.profiler import ProfilerActivity, profile
 
     step, _ = models_probe.PROBES[args.model](device=ndl.device("cuda"), build_only=True)
-    for _ in range(2):  # compile kernels, fill the allocator cache
-        step()
-    t0 = time.perf_counter()
-    for _ in range(args.steps):
-        step()
-    wall = (time.perf_counter() - t0) / args.steps
+    step()  # compile kernels, fill the allocator cache (median_time warms up once more)
+    wall = median_time(step, repeat=1, number=args.steps, sync=ndl.device("cuda").synchronize)
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         for _ in range(args.steps):
             step()

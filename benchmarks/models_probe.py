@@ -1,6 +1,6 @@
 """Training-step timings of the issue-7 models beside PyTorch CPU, in one process.
 
-    python benchmarks/models_probe.py [--device cpu] [--repeat 5] [--only resnet9,lstm,transformer]
+    python -m benchmarks.models_probe [--device cpu] [--repeat 5] [--only resnet9,lstm,transformer]
 
 Each probe returns ``{"needle": seconds, "torch": seconds or None}``: the
 medians of ``repeat`` timed runs after one warm-up run each, the two sides
@@ -18,30 +18,16 @@ instead of timing them (for profilers).
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import numpy as np
 
-
-def _time_once(fn):
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
+from benchmarks.timing import alternating_medians
 
 
 def _compare(needle_fn, torch_fn, repeat):
     """Medians of alternating timed runs (after a warm-up run of each)."""
-    needle_fn()  # warm-up: allocations, lazy compilation, caches
-    if torch_fn is not None:
-        torch_fn()
-    ours, theirs = [], []
-    for _ in range(repeat):
-        ours.append(_time_once(needle_fn))
-        if torch_fn is not None:
-            theirs.append(_time_once(torch_fn))
-    return {"needle": statistics.median(ours),
-            "torch": statistics.median(theirs) if theirs else None}
+    ours, theirs = alternating_medians([needle_fn, torch_fn], repeat)
+    return {"needle": ours, "torch": theirs}
 
 
 def _torch():

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Per-op Python overhead of needle's Tensor layer beside PyTorch eager.
 
-    python benchmarks/overhead.py [--repeat 7]
+    python benchmarks/overhead.py [--repeat 7]     (or: python -m benchmarks.overhead)
 
 * ``bench_add_small``: ``a + b`` with ``requires_grad=True`` on 1-element and
   16x16 float32 tensors (graph node creation + one kernel).
@@ -17,27 +17,20 @@ one process.
 from __future__ import annotations
 
 import os
-import statistics
 import sys
-import time
 
 import numpy as np
+
+if __package__ in (None, ""):  # run as `python benchmarks/overhead.py`: import this folder as `benchmarks`
+    sys.path[0] = os.path.dirname(os.path.abspath(sys.path[0]))
+
+from benchmarks.timing import median_time  # noqa: E402
 
 __all__ = ["bench_add_small", "bench_tiny_mlp_step", "devices", "report"]
 
 
-def _median_us(fn, repeat: int, min_time: float = 0.05) -> float:
-    fn()
-    t0 = time.perf_counter()
-    fn()
-    number = max(1, int(min_time / max(time.perf_counter() - t0, 1e-7)))
-    rounds = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        for _ in range(number):
-            fn()
-        rounds.append((time.perf_counter() - t0) / number)
-    return statistics.median(rounds) * 1e6
+def _median_us(fn, repeat: int) -> float:
+    return median_time(fn, repeat) * 1e6
 
 
 def devices():
@@ -161,5 +154,4 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     report(args.repeat)

@@ -1,29 +1,62 @@
-"""Timing helpers shared by compare.py and the probe modules."""
+"""The one timing helper of the benchmarks: medians of timed calls.
+
+Every figure in ``benchmarks/`` comes from here, so a ratio always compares
+like with like.  ``sync`` (a GPU's synchronize) is called after each timed
+call when the work is asynchronous.
+"""
 
 from __future__ import annotations
 
 import statistics
 import time
 
+__all__ = ["time_once", "median_time", "alternating_medians", "fmt_time"]
 
-def median_time(fn, repeat: int = 7, number: int | None = None, min_time: float = 0.05) -> float:
+
+def time_once(fn, sync=None) -> float:
+    """Seconds one call of ``fn`` takes (``sync()`` included when given)."""
+    t0 = time.perf_counter()
+    fn()
+    if sync is not None:
+        sync()
+    return time.perf_counter() - t0
+
+
+def median_time(fn, repeat: int = 7, number: int | None = None, min_time: float = 0.05, sync=None) -> float:
     """Median seconds per call of ``fn`` over ``repeat`` rounds.
 
     ``number`` calls per round; chosen so a round lasts ~``min_time`` when None.
     One warm-up call first (allocator caches, kernel compilation)."""
-    fn()
+    time_once(fn, sync)
     if number is None:
-        t0 = time.perf_counter()
-        fn()
-        one = max(time.perf_counter() - t0, 1e-7)
-        number = max(1, int(min_time / one))
+        number = max(1, int(min_time / max(time_once(fn, sync), 1e-7)))
     rounds = []
     for _ in range(repeat):
         t0 = time.perf_counter()
         for _ in range(number):
             fn()
+        if sync is not None:
+            sync()
         rounds.append((time.perf_counter() - t0) / number)
     return statistics.median(rounds)
+
+
+def alternating_medians(fns, repeat: int = 7, min_time: float = 0.0, max_reps: int | None = None,
+                        sync=None) -> list:
+    """Median seconds per call of each of ``fns`` (None entries are skipped:
+    their median is None), timed one call each in turn, so load from other
+    processes hits them alike.  At least ``repeat`` rounds, more until
+    ``min_time`` seconds have passed, at most ``max_reps``."""
+    live = [fn for fn in fns if fn is not None]
+    for fn in live:
+        time_once(fn, sync)  # warm-up
+    times = {id(fn): [] for fn in live}
+    start, reps = time.perf_counter(), 0
+    while (reps < repeat or time.perf_counter() - start < min_time) and (max_reps is None or reps < max_reps):
+        for fn in live:
+            times[id(fn)].append(time_once(fn, sync))
+        reps += 1
+    return [statistics.median(times[id(fn)]) if fn is not None else None for fn in fns]
 
 
 def fmt_time(sec: float) -> str:

@@ -9,9 +9,9 @@ the same steps over pre-batched tensors.
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
+
+from benchmarks.timing import time_once
 
 N_TRAIN, BATCH, DIM, HIDDEN, CLASSES = 60000, 128, 784, 100, 10
 
@@ -34,13 +34,13 @@ def needle_steps(device, n):
     batches = [(ndl.Tensor(X[i:i + BATCH].reshape(-1, DIM), device=device, requires_grad=False),
                 ndl.Tensor(y[i:i + BATCH], device=device, requires_grad=False)) for i in range(0, n, BATCH)]
     model.train()
-    t0 = time.perf_counter()
-    for xb, yb in batches:
-        opt.reset_grad()
-        loss = loss_fn(model(xb), yb)
-        loss.backward()
-        opt.step()
-    return time.perf_counter() - t0
+
+    def run():
+        for xb, yb in batches:
+            opt.reset_grad()
+            loss_fn(model(xb), yb).backward()
+            opt.step()
+    return time_once(run)
 
 
 def needle_epoch(device, n):
@@ -52,9 +52,7 @@ def needle_epoch(device, n):
     np.random.seed(0)
     model = MLPResNet(DIM, HIDDEN)
     opt = ndl.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-3)
-    t0 = time.perf_counter()
-    epoch(loader, model, opt)
-    return time.perf_counter() - t0
+    return time_once(lambda: epoch(loader, model, opt))
 
 
 def torch_steps(n):
@@ -82,13 +80,13 @@ def torch_steps(n):
     Xt, yt = torch.from_numpy(X.reshape(-1, DIM)), torch.from_numpy(y.astype(np.int64))
     batches = [(Xt[i:i + BATCH], yt[i:i + BATCH]) for i in range(0, n, BATCH)]
     model.train()
-    t0 = time.perf_counter()
-    for xb, yb in batches:
-        opt.zero_grad()
-        loss = loss_fn(model(xb), yb)
-        loss.backward()
-        opt.step()
-    return time.perf_counter() - t0
+
+    def run():
+        for xb, yb in batches:
+            opt.zero_grad()
+            loss_fn(model(xb), yb).backward()
+            opt.step()
+    return time_once(run)
 
 
 def report(quick=False):

@@ -206,18 +206,28 @@ class Value:
         n = len(inputs)
         if n == 2:
             a, b = inputs
-            da, db = a.cached_data, b.cached_data
-            node.cached_data = op.compute(da if da is not None else a.realize_cached_data(),
-                                          db if db is not None else b.realize_cached_data())
+            da = a.cached_data
+            if da is None:
+                da = a.realize_cached_data()
+            db = b.cached_data
+            if db is None:
+                db = b.realize_cached_data()
+            node.cached_data = op.compute(da, db)
             if (a.requires_grad or b.requires_grad) and _GRAD_ENABLED:
-                node.op, node.inputs, node.requires_grad = op, [a, b], True
+                node.op = op
+                node.inputs = [a, b]
+                node.requires_grad = True
                 return node
         elif n == 1:
             a = inputs[0]
-            data = a.cached_data
-            node.cached_data = op.compute(data if data is not None else a.realize_cached_data())
+            da = a.cached_data
+            if da is None:
+                da = a.realize_cached_data()
+            node.cached_data = op.compute(da)
             if a.requires_grad and _GRAD_ENABLED:
-                node.op, node.inputs, node.requires_grad = op, [a], True
+                node.op = op
+                node.inputs = [a]
+                node.requires_grad = True
                 return node
         else:
             node.cached_data = op.compute(*[x.realize_cached_data() for x in inputs])

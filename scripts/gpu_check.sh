@@ -31,8 +31,8 @@ if [[ $phase == figures || $phase == all ]]; then
     cd /tmp  # import the installed package, not the source folders
     step backends 60 $py -m needle.cli backends
     step cuda_tests 180 $py -m pytest -q -p no:cacheprovider "$repo/tests/cuda"
-    step bench_gpu 90 $py -m needle_cuda.bench_gpu
-    step models 200 $py "$repo/benchmarks/models_probe.py" --device cuda --repeat 5
+    step bench_gpu 90 env PYTHONPATH="$repo" $py -m benchmarks.bench_gpu
+    step models 200 env PYTHONPATH="$repo" $py -m benchmarks.models_probe --device cuda --repeat 5
 fi
 if [[ $phase == tests || $phase == all ]]; then
     cd /tmp
@@ -45,14 +45,15 @@ fi
 if [[ $phase == kernels ]]; then  # GPU time per kernel of a model step
     cd /tmp
     for m in ${PROFILE_MODELS:-resnet9 lstm}; do
-        step "kernels_$m" 200 $py "$repo/benchmarks/gpu_kernel_profile.py" --model "$m" --rows 12
+        step "kernels_$m" 200 env PYTHONPATH="$repo" $py -m benchmarks.gpu_kernel_profile --model "$m" --rows 12
     done
 fi
 if [[ $phase == profile ]]; then  # where a model step's host time goes
     cd /tmp
     for m in ${PROFILE_MODELS:-lstm resnet9}; do
-        step "profile_$m" 200 $py -c "import cProfile, pstats, sys; sys.path.insert(0, '$repo/benchmarks')
-import needle as ndl, models_probe as mp
+        step "profile_$m" 200 env PYTHONPATH="$repo" $py -c "import cProfile, pstats
+import needle as ndl
+from benchmarks import models_probe as mp
 probe, dev = mp.PROBES['$m'], ndl.device('cuda')
 probe(device=dev, repeat=1)  # imports, kernel compilation, allocator warm-up stay out
 cProfile.run('probe(device=dev, repeat=5)', '/tmp/prof')

@@ -1,4 +1,4 @@
-"""Dataset and DataLoader (API.md section 6)."""
+"""Dataset and DataLoader (course API §6, docs/design.md)."""
 
 from __future__ import annotations
 

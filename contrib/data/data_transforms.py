@@ -1,4 +1,4 @@
-"""Image augmentations on one H x W x C NumPy image (API.md section 6).
+"""Image augmentations on one H x W x C NumPy image (course API §6, docs/design.md).
 
 Each transform makes exactly the NumPy RNG call the course goldens expect,
 whether or not it ends up changing the image.

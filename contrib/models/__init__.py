@@ -1,4 +1,4 @@
-"""needle.models: reference models and the course's apps-level training loops (API.md section 8)."""
+"""needle.models: reference models and the course's apps-level training loops (course API §8, docs/design.md)."""
 
 from . import hw0, mlp_resnet, simple_ml  # noqa: F401
 from .mlp_resnet import MLPResNet, ResidualBlock, epoch, train_mnist  # noqa: F401

@@ -117,13 +117,24 @@ def _make_schedule(args, opt):
 
 
 # -- checkpoints ------------------------------------------------------------
+# one flat file: each part's state dict under its own prefix ("model.w", "optim.t")
+def _with_prefix(prefix: str, state: dict) -> dict:
+    return {f"{prefix}.{k}": v for k, v in state.items()}
+
+
+def _under_prefix(prefix: str, state: dict) -> dict:
+    """The entries of ``state`` written by ``_with_prefix(prefix, ...)``, unprefixed."""
+    head = prefix + "."
+    return {k[len(head):]: v for k, v in state.items() if k.startswith(head)}
+
+
 def _save_checkpoint(path, model, opt, schedule, epoch, history, args):
     import needle as ndl
 
-    state = {f"model.{k}": v for k, v in model.state_dict().items()}
-    state.update({f"optim.{k}": v for k, v in opt.state_dict().items()})
+    state = _with_prefix("model", model.state_dict())
+    state.update(_with_prefix("optim", opt.state_dict()))
     if schedule is not None:
-        state.update({f"schedule.{k}": np.asarray(v) for k, v in schedule.state_dict().items()})
+        state.update(_with_prefix("schedule", {k: np.asarray(v) for k, v in schedule.state_dict().items()}))
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     state.update({"rng.keys": keys, "rng.pos": np.asarray(pos), "rng.has_gauss": np.asarray(has_gauss),
                   "rng.cached_gaussian": np.asarray(cached)})
@@ -141,10 +152,10 @@ def _load_checkpoint(path, model, opt, schedule, args):
     if config != {"model": args.model, "dataset": args.dataset}:
         raise ValueError(f"{path} was written for --model {config['model']} --dataset {config['dataset']}, "
                          f"not --model {args.model} --dataset {args.dataset}")
-    model.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("model.")})
-    opt.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("optim.")})
+    model.load_state_dict(_under_prefix("model", state))
+    opt.load_state_dict(_under_prefix("optim", state))
     if schedule is not None and "schedule.base_lr" in state:
-        schedule.load_state_dict({k[9:]: v for k, v in state.items() if k.startswith("schedule.")})
+        schedule.load_state_dict(_under_prefix("schedule", state))
     np.random.set_state(("MT19937", state["rng.keys"], int(state["rng.pos"]), int(state["rng.has_gauss"]),
                          float(state["rng.cached_gaussian"])))
     return int(state["epoch"]), json.loads(str(state["history"]))
@@ -191,6 +202,37 @@ def _progress(args, total, desc):
     return tqdm(total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True, file=sys.stderr)
 
 
+def _run_epoch(task, args, opt, desc) -> dict:
+    """One training (``opt`` given) or test pass of ``task`` with a progress
+    bar -> ``{"loss", "acc", "samples", "time_s", "samples_per_s"}``."""
+    from .training import run_epoch
+
+    total = task.num_train_batches if opt is not None else task.num_test_batches
+    bar = _progress(args, min(total, args.max_batches or total), desc)
+    start = time.perf_counter()
+
+    def postfix(totals, refresh):
+        bar.set_postfix(loss=f"{totals.mean_loss:.4f}", acc=f"{totals.accuracy:.4f}",
+                        samples_s=f"{totals.count / max(time.perf_counter() - start, 1e-9):.0f}",
+                        refresh=refresh)
+
+    def on_batch(totals):
+        bar.update(1)
+        postfix(totals, False)
+
+    batches = task.train_batches() if opt is not None else task.test_batches()
+    totals = run_epoch(batches, task.forward, task.model, opt, clip=args.clip if opt is not None else None,
+                       max_batches=args.max_batches, on_batch=on_batch if bar is not None else None)
+    elapsed = time.perf_counter() - start
+    if bar is not None:
+        if totals.count:  # the final figures, even when the epoch beat tqdm's refresh interval
+            postfix(totals, True)
+        bar.close()
+    n = max(totals.count, 1)
+    return {"loss": totals.loss_sum / n, "acc": totals.correct / n, "samples": totals.count,
+            "time_s": elapsed, "samples_per_s": totals.count / max(elapsed, 1e-9)}
+
+
 # -- the command --------------------------------------------------------------
 def train_command(argv: list[str]) -> int:
     """Entry point of ``needle train``; returns the exit code."""
@@ -213,7 +255,7 @@ def _train(args) -> int:
     import needle as ndl
     from needle.errors import BackendUnavailableError, DataFormatError
 
-    from .train_tasks import MissingDataError, build_task, run_epoch
+    from .train_tasks import MissingDataError, build_task
 
     np.random.seed(args.seed)
     try:
@@ -242,16 +284,8 @@ def _train(args) -> int:
           f"device {device}, {args.optimizer} lr {args.lr} wd {args.weight_decay}, batch {args.batch_size}")
 
     for epoch in range(start_epoch + 1, args.epochs + 1):
-        bar = _progress(args, min(task.num_train_batches, args.max_batches or task.num_train_batches),
-                        f"epoch {epoch}/{args.epochs} train")
-        train_stats = run_epoch(task, True, opt, args.max_batches, bar, clip=args.clip)
-        if bar is not None:
-            bar.close()
-        bar = _progress(args, min(task.num_test_batches, args.max_batches or task.num_test_batches),
-                        f"epoch {epoch}/{args.epochs} test")
-        test_stats = run_epoch(task, False, None, args.max_batches, bar)
-        if bar is not None:
-            bar.close()
+        train_stats = _run_epoch(task, args, opt, f"epoch {epoch}/{args.epochs} train")
+        test_stats = _run_epoch(task, args, None, f"epoch {epoch}/{args.epochs} test")
         record = {
             "epoch": epoch,
             "lr": opt.lr,

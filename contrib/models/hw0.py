@@ -1,4 +1,4 @@
-"""hw0 (the course's ``src/simple_ml.py``) in pure NumPy (API.md section 9).
+"""hw0 (the course's ``src/simple_ml.py``) in pure NumPy (course API §9, docs/design.md).
 
 Softmax regression and a two-layer ReLU network trained by minibatch SGD on
 NumPy arrays, updated in place.  ``softmax_regression_epoch_cpp`` is the

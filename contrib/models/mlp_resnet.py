@@ -1,4 +1,4 @@
-"""The MLP ResNet of hw2 and its training loops (API.md section 8)."""
+"""The MLP ResNet of hw2 and its training loops (the course API: docs/design.md, "Course API")."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import numpy as np
 
 import needle as ndl
 import needle.nn as nn
+
+from .training import count_correct, run_epoch
 
 __all__ = ["ResidualBlock", "MLPResNet", "epoch", "train_mnist"]
 
@@ -43,39 +45,26 @@ def MLPResNet(dim, hidden_dim=100, num_blocks=3, num_classes=10, norm=nn.BatchNo
     )
 
 
-def _count_errors(logits, y) -> int:
-    return int((logits.numpy().argmax(axis=1) != y.numpy()).sum())
-
-
 def epoch(dataloader, model, opt=None):
     """One pass over ``dataloader``; trains when ``opt`` is given, else evaluates.
 
     Returns ``(error rate, mean loss per sample)`` as floats.
     """
     np.random.seed(4)
-    if opt is not None:
-        model.train()
-    else:
-        model.eval()
     loss_fn = nn.SoftmaxLoss()
-    wrong, total_loss, n = 0, 0.0, 0
-    for X, y in dataloader:
+
+    def forward(batch):
+        X, y = batch
         # the loader's batches require grad (course default) but nothing reads
         # their gradient: detaching spares backward the (B, 784) input adjoint
         X = X.detach()
-        batch = X.shape[0]
         if len(X.shape) != 2:
-            X = X.reshape((batch, int(np.prod(X.shape[1:]))))
+            X = X.reshape((X.shape[0], int(np.prod(X.shape[1:]))))
         logits = model(X)
-        loss = loss_fn(logits, y)
-        if opt is not None:
-            opt.reset_grad()
-            loss.backward()
-            opt.step()
-        wrong += _count_errors(logits, y)
-        total_loss += float(loss.numpy()) * batch
-        n += batch
-    return wrong / n, total_loss / n
+        return loss_fn(logits, y), count_correct(logits, y), X.shape[0]
+
+    totals = run_epoch(dataloader, forward, model, opt)
+    return totals.error, totals.mean_loss
 
 
 def train_mnist(batch_size=100, epochs=10, optimizer=ndl.optim.Adam, lr=0.001, weight_decay=0.001,

@@ -1,4 +1,4 @@
-"""The course's ``apps/simple_ml.py``: hw1 helpers and the hw4 training loops (API.md section 8).
+"""The course's ``apps/simple_ml.py``: hw1 helpers and the hw4 training loops (course API).
 
 hw1 part: ``parse_mnist``, ``softmax_loss``, ``nn_epoch``, ``loss_err`` on
 needle Tensors.  hw4 part: epoch/train/evaluate loops for CIFAR-10 image
@@ -12,6 +12,8 @@ import numpy as np
 import needle as ndl
 import needle.nn as nn
 from needle.data.datasets.mnist_dataset import parse_mnist_arrays
+
+from .training import count_correct, run_epoch
 
 __all__ = [
     "parse_mnist",
@@ -77,31 +79,18 @@ def _instance(loss_fn):
     return loss_fn() if isinstance(loss_fn, type) else loss_fn
 
 
-def _count_correct(logits, y) -> int:
-    return int((logits.numpy().argmax(axis=1) == y.numpy()).sum())
-
-
 def epoch_general_cifar10(dataloader, model, loss_fn=nn.SoftmaxLoss(), opt=None):
     """One pass over ``dataloader`` (training when ``opt`` is given) -> ``(accuracy, mean loss)``."""
     np.random.seed(4)
-    if opt is not None:
-        model.train()
-    else:
-        model.eval()
     loss_fn = _instance(loss_fn)
-    correct, total_loss, n = 0, 0.0, 0
-    for X, y in dataloader:
+
+    def forward(batch):
+        X, y = batch
         logits = model(X)
-        loss = loss_fn(logits, y)
-        if opt is not None:
-            opt.reset_grad()
-            loss.backward()
-            opt.step()
-        batch = y.shape[0]
-        correct += _count_correct(logits, y)
-        total_loss += float(loss.numpy()) * batch
-        n += batch
-    return correct / n, total_loss / n
+        return loss_fn(logits, y), count_correct(logits, y), y.shape[0]
+
+    totals = run_epoch(dataloader, forward, model, opt)
+    return totals.accuracy, totals.mean_loss
 
 
 def train_cifar10(model, dataloader, n_epochs=1, optimizer=ndl.optim.Adam, lr=0.001, weight_decay=0.001,
@@ -121,7 +110,8 @@ def evaluate_cifar10(model, dataloader, loss_fn=nn.SoftmaxLoss):
     return epoch_general_cifar10(dataloader, model, _instance(loss_fn))
 
 
-def _detach_state(h):
+def detach_state(h):
+    """A recurrent state (a Tensor, a tuple of them, or None) cut from its graph."""
     if h is None:
         return None
     if isinstance(h, (tuple, list)):
@@ -136,33 +126,26 @@ def epoch_general_ptb(data, model, seq_len=40, loss_fn=nn.SoftmaxLoss(), opt=Non
     The hidden state is carried across windows, detached each time so the
     graph stays one window long.
     """
+    np.random.seed(4)
+    loss_fn = _instance(loss_fn)
+    state = {"h": None}
+
+    def forward(batch):
+        X, y = batch
+        out, h = model(X, state["h"])
+        state["h"] = detach_state(h)
+        return loss_fn(out, y), count_correct(out, y), y.shape[0]
+
+    totals = run_epoch(bptt_windows(data, seq_len, device, dtype), forward, model, opt, clip=clip)
+    return totals.accuracy, totals.mean_loss
+
+
+def bptt_windows(data, seq_len, device=None, dtype="float32"):
+    """The ``(X, y)`` windows of truncated BPTT over batchified ``data``, in order."""
     from needle.data import get_batch  # written alongside the PTB dataset; resolved at call time
 
-    np.random.seed(4)
-    if opt is not None:
-        model.train()
-    else:
-        model.eval()
-    loss_fn = _instance(loss_fn)
-    nbatch = data.shape[0]
-    h = None
-    correct, total_loss, n = 0, 0.0, 0
-    for i in range(0, nbatch - 1, seq_len):
-        X, y = get_batch(data, i, seq_len, device=device, dtype=dtype)
-        out, h = model(X, h)
-        loss = loss_fn(out, y)
-        if opt is not None:
-            opt.reset_grad()
-            loss.backward()
-            if clip:
-                opt.clip_grad_norm(clip)
-            opt.step()
-        h = _detach_state(h)
-        count = y.shape[0]
-        correct += _count_correct(out, y)
-        total_loss += float(loss.numpy()) * count
-        n += count
-    return correct / n, total_loss / n
+    for i in range(0, data.shape[0] - 1, seq_len):
+        yield get_batch(data, i, seq_len, device=device, dtype=dtype)
 
 
 def train_ptb(model, data, seq_len=40, n_epochs=1, optimizer=ndl.optim.SGD, lr=4.0, weight_decay=0.0,

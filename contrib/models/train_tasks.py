@@ -1,7 +1,9 @@
-"""Datasets, models and epoch loops behind ``needle train``.
+"""Datasets and models behind ``needle train``.
 
 A *task* bundles what the command needs for one (model, dataset) pair:
-train/test batch iterables, the model and an epoch function.  Image tasks
+train/test batch iterables, the model and its ``forward`` for the epoch loop
+of :mod:`.training`.  The command (:mod:`.cli`) uses this module; this module
+knows nothing of the command.  Image tasks
 (MNIST-format and CIFAR-10) yield ``(X, y)`` batches from a DataLoader;
 language-model tasks (PTB) walk batchified token columns with truncated BPTT.
 Models and datasets written by other contrib modules are looked up by name
@@ -11,7 +13,6 @@ at call time.
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -19,6 +20,9 @@ import numpy as np
 
 import needle as ndl
 import needle.nn as nn
+
+from .simple_ml import bptt_windows, detach_state
+from .training import count_correct
 
 __all__ = ["MissingDataError", "IMAGE_DATASETS", "MODEL_DATASETS", "find_mnist_files", "build_task", "Task"]
 
@@ -102,13 +106,14 @@ def _load_mnist_arrays(data_dir: str, model: str):
 # -- tasks ------------------------------------------------------------------
 @dataclass
 class Task:
+    """One (model, dataset) pair, ready for ``training.run_epoch``."""
+
     model: nn.Module
     train_batches: Callable[[], "object"]  # () -> iterable of batches, fresh each epoch
     test_batches: Callable[[], "object"]
     num_train_batches: int
     num_test_batches: int
-    run_batch: Callable  # (batch, train: bool) -> (loss Tensor, correct int, count int)
-    reset_state: Callable[[], None] = lambda: None
+    forward: Callable  # batch -> (loss Tensor, correct int, count int)
     info: dict = field(default_factory=dict)
 
 
@@ -131,17 +136,15 @@ def _image_task(args, device, model):
     loss_fn = nn.SoftmaxLoss()
     flatten = args.model == "mlp_resnet" and args.dataset == "cifar10"
 
-    def run_batch(batch, train_mode):
+    def forward(batch):
         X, y = batch
         if flatten:
             X = X.reshape((X.shape[0], in_dim))
         logits = model(X)
-        loss = loss_fn(logits, y)
-        correct = int((logits.numpy().argmax(axis=1) == y.numpy()).sum())
-        return loss, correct, y.shape[0]
+        return loss_fn(logits, y), count_correct(logits, y), y.shape[0]
 
     return Task(model, lambda: iter(train_loader), lambda: iter(test_loader), len(train_loader),
-                len(test_loader), run_batch, info={"train_size": len(train), "test_size": len(test)})
+                len(test_loader), forward, info={"train_size": len(train), "test_size": len(test)})
 
 
 def _make_image_model(name, in_dim, device):
@@ -176,25 +179,19 @@ def _lm_task(args, device, model):
     state = {"h": None}
 
     def windows(data):
-        def gen():
-            state["h"] = None
-            for i in range(0, data.shape[0] - 1, args.bptt):
-                yield ndl.data.get_batch(data, i, args.bptt, device=device, dtype="float32")
-        return gen()
+        state["h"] = None  # each pass starts from a zero state
+        return bptt_windows(data, args.bptt, device, "float32")
 
-    def run_batch(batch, train_mode):
+    def forward(batch):
         X, y = batch
         out, h = model(X, state["h"])
-        # carry the state forward but cut the graph at the window boundary
-        state["h"] = tuple(t.detach() for t in h) if isinstance(h, (tuple, list)) else h.detach()
-        loss = loss_fn(out, y)
-        correct = int((out.numpy().argmax(axis=1) == y.numpy()).sum())
-        return loss, correct, y.shape[0]
+        state["h"] = detach_state(h)  # carry the state forward but cut the graph at the window boundary
+        return loss_fn(out, y), count_correct(out, y), y.shape[0]
 
     n_windows = lambda data: len(range(0, data.shape[0] - 1, args.bptt))  # noqa: E731
     return Task(model, lambda: windows(train), lambda: windows(test), n_windows(train), n_windows(test),
-                run_batch, info={"vocab_size": vocab, "train_tokens": len(corpus.train),
-                                 "test_tokens": len(corpus.test)})
+                forward, info={"vocab_size": vocab, "train_tokens": len(corpus.train),
+                               "test_tokens": len(corpus.test)})
 
 
 def build_task(args, device, model: Optional[nn.Module] = None) -> Task:
@@ -202,46 +199,3 @@ def build_task(args, device, model: Optional[nn.Module] = None) -> Task:
     if args.dataset == "ptb":
         return _lm_task(args, device, model)
     return _image_task(args, device, model)
-
-
-def run_epoch(task: Task, train: bool, opt=None, max_batches: Optional[int] = None, progress=None,
-              clip: Optional[float] = None) -> dict:
-    """One pass; returns ``{"loss", "acc", "samples", "time_s", "samples_per_s"}``.
-
-    ``progress`` (a tqdm bar or None) gets one update per batch with the
-    running loss, accuracy and throughput.
-    """
-    model = task.model
-    model.train() if train else model.eval()
-    batches = task.train_batches() if train else task.test_batches()
-    total_loss, correct, seen = 0.0, 0, 0
-    start = time.perf_counter()
-    for k, batch in enumerate(batches):
-        if max_batches is not None and k >= max_batches:
-            break
-        if train:
-            loss, right, count = task.run_batch(batch, True)
-            opt.reset_grad()
-            loss.backward()
-            if clip:
-                opt.clip_grad_norm(clip)
-            opt.step()
-        else:
-            with ndl.no_grad():
-                loss, right, count = task.run_batch(batch, False)
-        total_loss += float(loss.numpy()) * count
-        correct += right
-        seen += count
-        if progress is not None:
-            elapsed = time.perf_counter() - start
-            progress.update(1)
-            progress.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.4f}",
-                                 samples_s=f"{seen / max(elapsed, 1e-9):.0f}", refresh=False)
-    elapsed = time.perf_counter() - start
-    if progress is not None and seen:
-        # show the final figures even when the epoch was shorter than tqdm's refresh interval
-        progress.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.4f}",
-                             samples_s=f"{seen / max(elapsed, 1e-9):.0f}", refresh=True)
-    n = max(seen, 1)
-    return {"loss": total_loss / n, "acc": correct / n, "samples": seen, "time_s": elapsed,
-            "samples_per_s": seen / max(elapsed, 1e-9)}

@@ -1,4 +1,4 @@
-"""needle.nn: modules (API.md section 4)."""
+"""needle.nn: modules (course API §4, docs/design.md)."""
 
 from .nn_basic import *  # noqa: F401,F403
 from .nn_conv import *  # noqa: F401,F403

@@ -1,6 +1,6 @@
 """Basic neural-network modules: the MLP building blocks of needle.nn.
 
-Conventions (API.md section 4): dense weights are stored ``(in, out)`` and
+Conventions (course API §4, docs/design.md): dense weights are stored ``(in, out)`` and
 applied as ``x @ W + b``; parameters are created in the listed order because
 that order fixes the NumPy RNG stream the course goldens were made with.
 Forward paths are kept short (few ops, broadcasting done by the element-wise

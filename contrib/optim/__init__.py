@@ -1,4 +1,4 @@
-"""needle.optim: optimizers (API.md section 5), gradient clipping and LR schedules."""
+"""needle.optim: optimizers (course API §5, docs/design.md), gradient clipping and LR schedules."""
 
 from .optimizer import SGD, Adam, Optimizer, clip_grad_norm
 from .lr_scheduler import CosineAnnealingLR, LRScheduler, StepLR

@@ -1,4 +1,4 @@
-"""SGD and Adam (API.md section 5) plus global-norm gradient clipping.
+"""SGD and Adam (course API §5, docs/design.md) plus global-norm gradient clipping.
 
 Updates run on the parameters' raw NDArrays, never on Tensors: no graph node
 is created, gradients are only read (tests compare them before and after

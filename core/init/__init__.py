@@ -1,5 +1,5 @@
-"""``needle.init``: tensor constructors and parameter initializers (API.md
-section 3).  Every random draw is exactly one ``np.random.rand(*shape)`` or
+"""``needle.init``: tensor constructors and parameter initializers (course
+API §3, docs/design.md).  Every random draw is exactly one ``np.random.rand(*shape)`` or
 ``np.random.randn(*shape)`` call on NumPy's global RNG, so seeded results
 match the course's golden values."""
 

@@ -1,4 +1,4 @@
-"""``needle.ops``: every op of API.md section 2 as a class and a lowercase
+"""``needle.ops``: every op of course API §2 (docs/design.md) as a class and a lowercase
 function, plus extras used by ``needle.nn`` (sigmoid, max, pooling).
 
 The names exported here come from the op registry (:mod:`.registry`);

@@ -7,7 +7,7 @@ import numpy as np
 
 from ..autograd import Tensor, TensorOp
 from ..backend_ndarray import NDArray
-from .ops_mathematic import exp, kept_dims_shape, normalize_axes, reshape, summation
+from .ops_mathematic import Reduction, exp, kept_dims_shape, normalize_axes, reshape, summation
 from .registry import register_op
 
 __all__ = ["LogSumExp", "LogSoftmax", "logsumexp", "logsoftmax", "logsumexp_array"]
@@ -39,18 +39,14 @@ def logsumexp_array(a: NDArray, axes) -> NDArray:
     return s.log() + m.reshape(out_shape)
 
 
-class LogSumExp(TensorOp):
+class LogSumExp(Reduction):
     """``log(sum(exp(a), axes))`` computed as ``m + log(sum(exp(a - m)))`` with
     ``m`` the maximum over ``axes``; exact for inputs like 1e10.  Adjoint:
     ``g`` broadcast back times ``exp(a - lse)``."""
 
-    def __init__(self, axes=None):
-        self.axes = axes
+    name = "logsumexp"
 
-    def compute(self, a: NDArray) -> NDArray:
-        axes = normalize_axes(self.axes, a.ndim, "logsumexp")
-        if axes is not None and len(axes) == 0:
-            return a
+    def reduce(self, a: NDArray, axes) -> NDArray:
         return logsumexp_array(a, axes)
 
     def gradient(self, out_grad: Tensor, node: Tensor):

@@ -1,4 +1,4 @@
-"""Element-wise, shape and reduction ops (API.md section 2).
+"""Element-wise, shape and reduction ops (course API §2, docs/design.md).
 
 Each op's ``compute`` works on NDArrays; its ``gradient`` is built from
 Tensor ops, so gradients can be differentiated again.  Binary element-wise
@@ -348,17 +348,33 @@ def broadcast_to(a, shape):
 # ---------------------------------------------------------------------- #
 # reductions
 # ---------------------------------------------------------------------- #
-class Summation(TensorOp):
-    """Sum over ``axes`` (None: all -> 0-d; int; tuple; ``()`` = identity);
-    reduced axes are dropped."""
+class Reduction(TensorOp):
+    """Base of the ops reducing over ``axes`` (None: every axis; an int; a
+    tuple; ``()``: no axis, the input itself): ``reduce`` gets the
+    normalized axes; ``name`` is the op's name in error messages."""
+
+    name = "reduction"
 
     def __init__(self, axes=None):
         self.axes = axes
 
     def compute(self, a: NDArray) -> NDArray:
-        axes = normalize_axes(self.axes, a.ndim, "summation")
+        axes = normalize_axes(self.axes, a.ndim, self.name)
         if axes is not None and len(axes) == 0:
             return a
+        return self.reduce(a, axes)
+
+    def reduce(self, a: NDArray, axes) -> NDArray:
+        raise NotImplementedError()
+
+
+class Summation(Reduction):
+    """Sum over ``axes`` (None: all -> 0-d; int; tuple; ``()`` = identity);
+    reduced axes are dropped."""
+
+    name = "summation"
+
+    def reduce(self, a: NDArray, axes) -> NDArray:
         return a.sum(axis=axes)
 
     def gradient(self, out_grad: Tensor, node: Tensor):
@@ -371,17 +387,16 @@ def summation(a, axes=None):
     return _make(Summation(axes), (a,))
 
 
-class Max(TensorOp):
+class Max(Reduction):
     """Maximum over ``axes`` (None: all); ties share the adjoint equally."""
 
+    name = "max"
+
     def __init__(self, axes=None, keepdims: bool = False):
-        self.axes = axes
+        super().__init__(axes)
         self.keepdims = keepdims
 
-    def compute(self, a: NDArray) -> NDArray:
-        axes = normalize_axes(self.axes, a.ndim, "max")
-        if axes is not None and len(axes) == 0:
-            return a
+    def reduce(self, a: NDArray, axes) -> NDArray:
         return a.max(axis=axes, keepdims=self.keepdims)
 
     def gradient(self, out_grad: Tensor, node: Tensor):

@@ -3,7 +3,7 @@
 ``batch_norm_train(x, w, b, eps)`` is one graph node in place of the dozen
 element-wise, reduction and broadcast nodes of its composition, and its
 backward is two nodes (``BatchNormGradX``, ``BatchNormGradW``) plus one
-summation.  Numerics are API.md's: batch mean, *biased* batch variance, eps
+summation.  Numerics are the course API's: batch mean, *biased* batch variance, eps
 inside the square root, ``y = w * (x - mean) / sqrt(var + eps) + b``.
 
 Higher-order gradients: the two backward ops are exact to first order with

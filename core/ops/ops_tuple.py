@@ -79,6 +79,8 @@ class OneHotTupleAdjoint(TensorTuple):
     when it comes back detached), so :func:`sum_tuple_adjoints` can add only
     the slots that are set."""
 
+    __slots__ = ("parts", "index")
+
     @classmethod
     def make(cls, parts, index: int) -> "OneHotTupleAdjoint":
         adjoint = cls.make_from_op(MakeTensorTuple(), parts)

@@ -1,4 +1,4 @@
-"""needle.init: exact formulas and NumPy RNG calls (API.md section 3)."""
+"""needle.init: exact formulas and NumPy RNG calls (course API §3, docs/design.md)."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Course semantics of ``needle.backend_ndarray`` (API.md section 7) and its
+"""Course semantics of ``needle.backend_ndarray`` (course API §7, docs/design.md) and its
 bad-input errors, on every available backend (``device`` fixture)."""
 
 from __future__ import annotations

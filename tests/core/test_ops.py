@@ -1,4 +1,4 @@
-"""Every op of API.md section 2 (plus sigmoid, max, pooling): forward against
+"""Every op of course API §2 (docs/design.md) (plus sigmoid, max, pooling): forward against
 NumPy, gradient against central differences in float64, on every available
 device; PyTorch as a second oracle when it is installed."""
 

@@ -22,7 +22,7 @@ EPS = 1e-5
 
 
 def _unfused(x, w, b, eps=EPS):
-    """API.md's formula as plain Tensor ops (biased variance, eps in the sqrt)."""
+    """the course API's formula as plain Tensor ops (biased variance, eps in the sqrt)."""
     n = x.shape[0]
     mean = ops.summation(x, (0,)) / n
     centred = x - mean
@@ -135,5 +135,5 @@ def test_batchnorm1d_module_uses_it_and_matches_torch_over_steps(device):
         ty = tbn(torch.tensor(x))
         np.testing.assert_allclose(y.numpy(), ty.detach().numpy(), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(bn.running_mean.numpy(), tbn.running_mean.numpy(), rtol=1e-5, atol=1e-6)
-    # API.md: running var uses the biased batch variance (torch uses unbiased)
+    # course API: running var uses the biased batch variance (torch uses unbiased)
     assert not bn.running_mean.requires_grad and bn.running_mean.op is None

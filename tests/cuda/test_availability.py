@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -151,7 +152,8 @@ def test_bench_script_exits_cleanly_without_gpu():
     ok, reason, _ = _driver.probe()
     if ok:
         pytest.skip("a GPU is usable here; the benchmark would run for real")
-    r = subprocess.run([sys.executable, "-m", "needle_cuda.bench_gpu", "--reps", "1"], capture_output=True,
-                       text=True, timeout=TIMEOUT)
+    root = Path(__file__).resolve().parents[2]
+    r = subprocess.run([sys.executable, "-m", "benchmarks.bench_gpu", "--reps", "1"], capture_output=True,
+                       text=True, timeout=TIMEOUT, cwd=root)
     assert r.returncode == 2, r.stderr
     assert r.stdout.strip() == f"no GPU: cuda backend unavailable ({reason}); nothing measured"

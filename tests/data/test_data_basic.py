@@ -1,4 +1,4 @@
-"""DataLoader order and batching, NDArrayDataset, transforms (RNG calls of API.md section 6)."""
+"""DataLoader order and batching, NDArrayDataset, transforms (RNG calls of course API §6 (docs/design.md))."""
 
 import numpy as np
 import pytest

@@ -238,3 +238,36 @@ def test_small_cnn_on_mnist_format_data(data_dir, tmp_path):
     assert metrics["epochs"][0]["train_loss"] > 0
     model = ndl.models.SmallCNN()
     model.load_state_dict(ndl.load(out / "model.npz"))  # names and shapes agree with a fresh SmallCNN
+
+
+def test_checkpoint_sections_round_trip_without_magic_offsets():
+    from needle.models.cli import _under_prefix, _with_prefix
+
+    model = {"0.weight": 1, "schedule.like": 2}
+    optim = {"t": 3, "m.0": 4}
+    state = {**_with_prefix("model", model), **_with_prefix("optim", optim), "epoch": 5,
+             "models.other": 6}  # a longer prefix sharing the first letters is not a section
+    assert _under_prefix("model", state) == model
+    assert _under_prefix("optim", state) == optim
+    assert _under_prefix("schedule", state) == {}
+
+
+def test_evaluation_epochs_record_no_graph():
+    """training.run_epoch evaluates under no_grad: no loss keeps a graph."""
+    from needle.models.training import run_epoch
+
+    model = ndl.nn.Linear(3, 2)
+    x = ndl.Tensor(np.ones((4, 3), dtype=np.float32))
+    y = ndl.Tensor(np.array([0, 1, 0, 1], dtype=np.float32))
+    seen = []
+
+    def forward(batch):
+        loss = ndl.nn.SoftmaxLoss()(model(batch), y)
+        seen.append(loss)
+        return loss, 0, 4
+
+    totals = run_epoch([x, x], forward, model)
+    assert not model.training and totals.count == 8 and totals.correct == 0
+    assert all(loss.op is None and not loss.requires_grad for loss in seen)
+    totals = run_epoch([x], forward, model, ndl.optim.SGD(model.parameters(), lr=0.1))
+    assert model.training and seen[-1].op is not None and model.weight.grad is not None

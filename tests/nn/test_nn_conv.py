@@ -180,7 +180,7 @@ def test_batchnorm2d_train_and_eval_match_torch(device):
                                atol=1e-4)
     np.testing.assert_allclose(bn.bias.grad.numpy(), tbn.bias.grad.numpy(), rtol=1e-4,
                                atol=1e-4)
-    # running statistics use the biased variance (API.md section 10), unlike torch
+    # running statistics use the biased variance (course API §10, docs/design.md), unlike torch
     mean = x.mean(axis=(0, 2, 3))
     var = x.var(axis=(0, 2, 3))
     np.testing.assert_allclose(bn.running_mean.numpy(), 0.8 * 0 + 0.2 * mean, rtol=1e-5,

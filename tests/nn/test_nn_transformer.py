@@ -1,5 +1,5 @@
 """MultiHeadAttention, AttentionLayer, TransformerLayer, Transformer against a
-NumPy re-implementation of API.md's formulas (including the order of the
+NumPy re-implementation of the course API's formulas (including the order of the
 dropout draws), numerical gradients and PyTorch's attention when installed."""
 
 import math

@@ -1,4 +1,4 @@
-"""needle.optim against PyTorch (when installed) and a NumPy reference of API.md's update rules."""
+"""needle.optim against PyTorch (when installed) and a NumPy reference of the course API's update rules."""
 
 import numpy as np
 import pytest

@@ -1,6 +1,6 @@
 """Quick speed probe of the CPU backend against NumPy (not a test).
 
-    .venv/bin/python tests/cpu/perf_probe.py [--quick] [--threads N]
+    .venv/bin/python -m benchmarks.cpu_kernels_probe [--quick] [--threads N]
 
 Prints GFLOP/s (matmul) or GB/s (memory-bound kernels) for needle_cpu and
 NumPy side by side and the ratio numpy_time / cpu_time (> 1: needle_cpu is
@@ -11,9 +11,7 @@ shared, so figures stay noisy: rerun before trusting a single ratio.
 """
 
 import os
-import statistics
 import sys
-import time
 
 if "--threads" in sys.argv:
     _n = sys.argv[sys.argv.index("--threads") + 1]
@@ -24,6 +22,8 @@ if "--threads" in sys.argv:
 import numpy as np  # noqa: E402
 
 import needle_cpu  # noqa: E402
+
+from benchmarks.timing import alternating_medians  # noqa: E402
 
 be = needle_cpu.CpuBackend()
 QUICK = "--quick" in sys.argv
@@ -36,24 +36,8 @@ def put(x):
     return buf
 
 
-def paired_times(f_cpu, f_np, min_time=0.4 if not QUICK else 0.15, max_reps=300):
-    """Median times of f_cpu and f_np, run alternately."""
-    f_cpu(), f_np()  # warm up
-    tc, tn = [], []
-    start = time.perf_counter()
-    while (time.perf_counter() - start < min_time or len(tc) < 7) and len(tc) < max_reps:
-        t0 = time.perf_counter()
-        f_cpu()
-        t1 = time.perf_counter()
-        f_np()
-        t2 = time.perf_counter()
-        tc.append(t1 - t0)
-        tn.append(t2 - t1)
-    return statistics.median(tc), statistics.median(tn)
-
-
 def row(label, unit, work, f_cpu, f_np):
-    t_cpu, t_np = paired_times(f_cpu, f_np)
+    t_cpu, t_np = alternating_medians([f_cpu, f_np], min_time=0.15 if QUICK else 0.4, max_reps=300)
     print(f"{label:<34} cpu {work / t_cpu / 1e9:8.1f} {unit}   numpy {work / t_np / 1e9:8.1f} {unit}"
           f"   ratio {t_np / t_cpu:5.2f}")
 

@@ -1,6 +1,6 @@
 """GPU figures for needle's CUDA backend against PyTorch on the same GPU.
 
-    python -m needle_cuda.bench_gpu [--size 4096] [--ewise-log2 26] [--reps 20]
+    python -m benchmarks.bench_gpu [--size 4096] [--ewise-log2 26] [--reps 20]
 
 Prints float32 matmul (size^2, TF32 off in PyTorch) and element-wise add
 (2^ewise-log2 elements) timings and needle/torch ratios.  Exits with status 2
@@ -11,21 +11,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 import numpy as np
 
-
-def _time(fn, sync, reps):
-    fn()
-    sync()  # warm-up (first launch compiles / loads modules)
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        sync()
-        best = min(best, time.perf_counter() - t)
-    return best
+from benchmarks.timing import median_time
 
 
 def main(argv=None) -> int:
@@ -57,7 +46,7 @@ def main(argv=None) -> int:
 
     cfg = be.config()
     print(f"device: {cfg['devices'][0]['name']} ({cfg['devices'][0]['arch']}), driver {cfg['driver']}, "
-          f"NVRTC {cfg['nvrtc']}; torch {torch.__version__}; best of {args.reps}")
+          f"NVRTC {cfg['nvrtc']}; torch {torch.__version__}; median of {args.reps}")
 
     n = args.size
     rng = np.random.default_rng(0)
@@ -67,8 +56,8 @@ def main(argv=None) -> int:
     be.from_numpy(a_h.ravel(), a)
     be.from_numpy(b_h.ravel(), b)
     ta, tb = torch.from_numpy(a_h).cuda(), torch.from_numpy(b_h).cuda()
-    t_ndl = _time(lambda: be.matmul(a, b, c, n, n, n), sync, args.reps)
-    t_ref = _time(lambda: ta @ tb, sync, args.reps)
+    t_ndl = median_time(lambda: be.matmul(a, b, c, n, n, n), args.reps, number=1, sync=sync)
+    t_ref = median_time(lambda: ta @ tb, args.reps, number=1, sync=sync)
     err = np.abs(be.to_numpy(c, (n, n), (n, 1), 0) - (ta @ tb).cpu().numpy()).max()
     flops = 2 * n**3
     print(f"matmul f32 {n}^2: needle {flops / t_ndl / 1e12:.2f} TFLOP/s, torch {flops / t_ref / 1e12:.2f} "
@@ -80,8 +69,8 @@ def main(argv=None) -> int:
     be.fill(y, 2.0)
     tx, ty = torch.ones(m, device="cuda"), torch.full((m,), 2.0, device="cuda")
     tz = torch.empty_like(tx)
-    t_ndl = _time(lambda: be.ewise_add(x, y, z), sync, args.reps)
-    t_ref = _time(lambda: torch.add(tx, ty, out=tz), sync, args.reps)
+    t_ndl = median_time(lambda: be.ewise_add(x, y, z), args.reps, number=1, sync=sync)
+    t_ref = median_time(lambda: torch.add(tx, ty, out=tz), args.reps, number=1, sync=sync)
     gbytes = 3 * 4 * m / 1e9
     print(f"ewise add 2^{args.ewise_log2}: needle {gbytes / t_ndl:.0f} GB/s, torch {gbytes / t_ref:.0f} GB/s, "
           f"ratio {t_ref / t_ndl:.2f}x of PyTorch's bandwidth")
