@@ -2,7 +2,7 @@
 ``where``, comparisons, ``sqrt``, ``abs``, ``permute``, ``mean``, ``min``,
 ``argmax`` and device moves.
 
-These are additions: the course ops of API.md section 2 are untouched.
+These are additions: the course ops are untouched.
 Differentiable ops build their gradients from Tensor ops (so they can be
 differentiated again); comparisons and ``argmax`` return constants.
 """

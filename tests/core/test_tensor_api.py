@@ -324,7 +324,7 @@ def test_integer_dtype_is_refused_not_silently_float(dtype):
 
 
 def test_integer_sources_still_become_float32_without_dtype():
-    # API.md: with dtype=None integer/bool sources become float32 (unchanged)
+    # course rule: with dtype=None integer/bool sources become float32 (unchanged)
     assert ndl.Tensor([1, 2]).dtype == "float32"
     assert ndl.Tensor(np.arange(3)).dtype == "float32"
     assert ndl.Tensor([True, False], dtype="bool").dtype == "float32"  # init.randb's masks
