@@ -410,6 +410,7 @@ class Tensor(Value):
         return _ops.power(self, other)
 
     def __matmul__(self, other):
+        """``self @ other`` (NumPy ``matmul`` rules, batched)."""
         return _ops.matmul(self, other)
 
     matmul = __matmul__
@@ -446,9 +447,11 @@ class Tensor(Value):
         return _ops.argmax(self, _pick_axes("argmax", None, axis, dim), keepdims)
 
     def sqrt(self):
+        """Element-wise square root (PyTorch-style addition)."""
         return _ops.sqrt(self)
 
     def __abs__(self):
+        """``abs(t)``: element-wise absolute value (PyTorch-style addition)."""
         return _ops.abs(self)
 
     abs = __abs__
@@ -523,9 +526,12 @@ class Tensor(Value):
         return _ops.reshape(self, shape[0] if len(shape) == 1 and not _is_int(shape[0]) else shape)
 
     def broadcast_to(self, shape):
+        """Broadcast to ``shape`` (NumPy rules; course op)."""
         return _ops.broadcast_to(self, shape)
 
     def transpose(self, axes=None):
+        """Swap the two axes in ``axes``; None swaps the last two (course
+        meaning -- never a full permutation; see :meth:`permute` and ``.T``)."""
         return _ops.transpose(self, axes)
 
     # -- properties ---------------------------------------------------------
@@ -551,25 +557,30 @@ class Tensor(Value):
 
     @property
     def shape(self) -> tuple:
+        """The shape, a tuple of ints."""
         data = self.cached_data
         return (data if data is not None else self.realize_cached_data()).shape
 
     @property
     def dtype(self):
+        """The element type, a ``numpy.dtype`` (compares equal to 'float32')."""
         data = self.cached_data
         return (data if data is not None else self.realize_cached_data()).dtype
 
     @property
     def device(self):
+        """The device holding the data (``cpu()``, ``cuda()``, ``cpu_numpy()`` ...)."""
         data = self.cached_data
         return (data if data is not None else self.realize_cached_data()).device
 
     @property
     def ndim(self) -> int:
+        """The number of dimensions."""
         return len(self.shape)
 
     @property
     def size(self) -> int:
+        """The number of elements."""
         return self.realize_cached_data().size
 
     def numpy(self) -> np.ndarray:
