@@ -282,6 +282,11 @@ def _pick_axes(op: str, axes, axis, dim):
     return given[0] if given else None
 
 
+def _pick_keep(keepdims, keepdim) -> bool:
+    """NumPy's ``keepdims`` or PyTorch's ``keepdim`` (None: not given)."""
+    return bool(keepdims if keepdim is None else keepdim)
+
+
 def _keep(out, shape, axes, op):
     """A reduction's result reshaped with size-1 axes where it reduced (keepdims)."""
     ndim = len(shape)
@@ -418,33 +423,37 @@ class Tensor(Value):
     def __neg__(self):
         return _ops.negate(self)
 
-    def sum(self, axes=None, keepdims=False, *, axis=None, dim=None):
-        """Sum over ``axes`` (course; None: all).  PyTorch/NumPy spellings
-        ``axis=``/``dim=`` and ``keepdims=True`` are accepted too."""
+    def sum(self, axes=None, keepdims=False, *, axis=None, dim=None, keepdim=None):
+        """Sum over ``axes`` (course; None: all).  NumPy's ``axis=``/``keepdims=``
+        and PyTorch's ``dim=``/``keepdim=`` spellings are accepted too."""
         axes = _pick_axes("sum", axes, axis, dim)
+        keepdims = _pick_keep(keepdims, keepdim)
         out = _ops.summation(self, axes)
         return _keep(out, self.shape, axes, "sum") if keepdims else out
 
-    def mean(self, axis=None, keepdims=False, *, axes=None, dim=None):
-        """Mean over ``axis`` (None: all)."""
-        return _ops.mean(self, _pick_axes("mean", axes, axis, dim), keepdims)
+    def mean(self, axis=None, keepdims=False, *, axes=None, dim=None, keepdim=None):
+        """Mean over ``axis`` (None: all); ``axes``/``dim`` and ``keepdim`` spellings accepted."""
+        return _ops.mean(self, _pick_axes("mean", axes, axis, dim), _pick_keep(keepdims, keepdim))
 
-    def max(self, axis=None, keepdims=False, *, axes=None, dim=None):
+    def max(self, axis=None, keepdims=False, *, axes=None, dim=None, keepdim=None):
         """Maximum over ``axis`` (None: all), differentiable.  With ``dim=``
         (PyTorch's spelling) returns ``(values, indices)`` as ``torch.max`` does."""
+        keepdims = _pick_keep(keepdims, keepdim)
         if dim is not None:
             return _ops.MinMaxResult(_ops.max(self, dim, keepdims), self.argmax(dim, keepdims))
         return _ops.max(self, _pick_axes("max", axes, axis, None), keepdims)
 
-    def min(self, axis=None, keepdims=False, *, axes=None, dim=None):
+    def min(self, axis=None, keepdims=False, *, axes=None, dim=None, keepdim=None):
         """Minimum over ``axis`` (None: all); ``dim=`` as for :meth:`max`."""
+        keepdims = _pick_keep(keepdims, keepdim)
         if dim is not None:
             return _ops.MinMaxResult(_ops.min(self, dim, keepdims), (-self).argmax(dim, keepdims))
         return _ops.min(self, _pick_axes("min", axes, axis, None), keepdims)
 
-    def argmax(self, axis=None, keepdims=False, *, dim=None):
-        """Indices of the maxima as a constant float Tensor (no gradient)."""
-        return _ops.argmax(self, _pick_axes("argmax", None, axis, dim), keepdims)
+    def argmax(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
+        """Indices of the maxima as a constant float Tensor (no gradient;
+        PyTorch returns int64, needle's backends store floats: exact below 2**24)."""
+        return _ops.argmax(self, _pick_axes("argmax", None, axis, dim), _pick_keep(keepdims, keepdim))
 
     def sqrt(self):
         """Element-wise square root (PyTorch-style addition)."""

@@ -184,6 +184,15 @@ def test_sum_axis_keepdims_aliases(device, axis, keepdims):
         np.testing.assert_allclose(x.sum(axis).numpy(), a.sum(axis=axis), rtol=1e-12)  # course axes
     with pytest.raises(TypeError, match="only one of"):
         x.sum(axes=0, axis=1)
+    if axis is not None:  # PyTorch's keepdim= spelling, on every reduction
+        torch = torch_or_skip()
+        ta = torch.tensor(a)
+        for name in ("sum", "mean", "max", "min", "argmax"):
+            got = getattr(x, name)(dim=axis, keepdim=keepdims)
+            want = getattr(ta, name)(dim=axis, keepdim=keepdims)
+            if name in ("max", "min"):
+                got, want = got.values, want.values
+            np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-12, err_msg=name)
 
 
 @pytest.mark.parametrize("name", ["max", "min"])
