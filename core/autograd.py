@@ -350,7 +350,31 @@ class Tensor(Value):
     is a Tensor, NDArray, NumPy array, Python number or nested list.  With
     ``dtype=None`` float64 sources stay float64 and everything else becomes
     float32.  From a Tensor with the same device and dtype the array is
-    shared; otherwise it is copied.
+    shared; otherwise it is copied.  An explicit integer ``dtype`` raises
+    ``UnsupportedDTypeError`` (backends store float32/float64 only);
+    ``dtype="bool"`` gives 0/1 float32 (the course's ``init.randb``).
+
+    PyTorch-style additions beside the course API: ``t[...]`` (basic
+    indexing, differentiable; ints drop their axis as in NumPy/PyTorch, unlike
+    ``NDArray.__getitem__``), element-wise ``== != < <= > >=`` returning
+    constant 0/1 float Tensors, ``mean``/``max``/``min``/``argmax``,
+    ``sum(axis=, keepdims=)`` / ``sum(dim=, keepdim=)``, ``sqrt``,
+    ``abs(t)``, ``.T`` (all axes reversed), ``permute``, ``view``,
+    ``to(device)``, ``len(t)``, iteration over the first axis, and a
+    ``repr`` with device, dtype and ``requires_grad``.
+
+    Where that departs from the course's Tensor: ``==``/``!=`` are
+    element-wise, not identity -- but hashing stays by identity (dict keys,
+    sets and graph bookkeeping are unchanged), a Tensor is still always true,
+    and a comparison's own truth value is "all equal" for ``==`` and "any
+    differs" for ``!=``, so comparing tuples of batches (hw2) still tells
+    differing batches apart.  Code that looks Tensors up in lists with ``in``
+    or ``list.index`` now compares values: use ``any(x is t for t in lst)``.
+    Where it departs from PyTorch: ``transpose()`` keeps the course meaning
+    (swap two axes, default the last two); ``argmax`` and comparisons return
+    float Tensors (no integer or bool storage); ``t.max(dim=d)`` returns
+    ``(values, indices)`` as in PyTorch but ``t.max(d)`` / ``t.max(axis=d)``
+    the values only.
     """
 
     # numpy must not treat a Tensor as an array-like in ``ndarray * Tensor``:

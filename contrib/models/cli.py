@@ -51,6 +51,16 @@ class _ParserExit(Exception):
         self.status = status
 
 
+class _DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows "(default: X)" after each option's help, except for unset
+    options and flags (their help says what unset means)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or action.default is argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _model_name(value: str) -> str:
     from .train_tasks import canonical_model
 
@@ -59,7 +69,7 @@ def _model_name(value: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     # every option has a help text so ArgumentDefaultsHelpFormatter shows its default
-    p = _Parser(prog="needle train", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    p = _Parser(prog="needle train", formatter_class=_DefaultsHelp,
                 description="Train a needle reference model and save metrics, curves and weights.")
     p.add_argument("--model", type=_model_name, choices=MODELS, default="mlp-resnet",
                    help="model to train (old spelling mlp_resnet also accepted)")
@@ -237,6 +247,7 @@ def plot_curves(history, path, steps=()) -> bool:
         ax_acc.plot(epochs, [h[f"{split}_acc"] for h in history], style, label=split)
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
     ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+    ax_loss.set_xlim(left=0)
     ax_acc.set_xlim(0, max(epochs + [1]) + 0.5)
     ax_acc.set_xticks(range(0, max(epochs + [1]) + 1))
     for ax in (ax_loss, ax_acc):
