@@ -292,6 +292,21 @@ def _keep(out, shape, axes, op):
     return out.reshape(kept)
 
 
+def _looks_like_dtype(arg) -> bool:
+    """Whether a positional argument of ``Tensor.to`` names a dtype (not a device)."""
+    if isinstance(arg, BackendDevice):
+        return False
+    if isinstance(arg, (np.dtype, type)):
+        return True
+    if isinstance(arg, str):
+        try:
+            np.dtype(arg)
+        except TypeError:
+            return False
+        return True
+    return False
+
+
 def _resolve_device(device):
     if device is None or isinstance(device, BackendDevice):
         return device
@@ -354,7 +369,7 @@ class Tensor(Value):
     constant 0/1 float Tensors, ``mean``/``max``/``min``/``argmax``,
     ``sum(axis=, keepdims=)`` / ``sum(dim=, keepdim=)``, ``sqrt``,
     ``abs(t)``, ``.T`` (all axes reversed), ``permute``, ``view``,
-    ``to(device)``, ``len(t)``, iteration over the first axis, and a
+    ``to(device, dtype)``, ``len(t)``, iteration over the first axis, and a
     ``repr`` with device, dtype and ``requires_grad``.
 
     Where that departs from the course's Tensor: ``==``/``!=`` are
@@ -498,10 +513,22 @@ class Tensor(Value):
         """``reshape`` (needle copies a non-compact input rather than failing)."""
         return self.reshape(*shape)
 
-    def to(self, device):
-        """This tensor on ``device`` (a device or its name); itself when
-        already there.  Differentiable: the gradient moves back."""
-        return _ops.to_device(self, device)
+    def to(self, *args, device=None, dtype=None):
+        """This tensor on ``device`` (a device or its name) and/or in
+        ``dtype`` ('float32', 'float64', ``np.float64``); positional arguments
+        may be either, as in PyTorch.  Itself when nothing changes.
+        Differentiable: the gradient moves (and casts) back."""
+        for arg in args:
+            if _looks_like_dtype(arg):
+                dtype = arg
+            else:
+                device = arg
+        out = self
+        if dtype is not None:
+            out = _ops.cast(out, dtype)
+        if device is not None:
+            out = _ops.to_device(out, device)
+        return out
 
     def __getitem__(self, index):
         """NumPy basic indexing (ints drop their axis, slices with any step,

@@ -24,9 +24,9 @@ from .registry import register_op
 
 __all__ = [
     "GetItem", "GetItemAdjoint", "Concat", "Where", "Compare", "Sqrt", "Abs", "Permute", "Mean",
-    "Min", "ArgMax", "ToDevice",
+    "Min", "ArgMax", "ToDevice", "Cast",
     "getitem", "cat", "where", "compare", "sqrt", "abs", "permute", "mean", "min", "argmax",
-    "to_device", "ComparisonResult", "MinMaxResult",
+    "to_device", "cast", "ComparisonResult", "MinMaxResult",
 ]
 
 _make = Tensor.make_from_op
@@ -412,6 +412,37 @@ class ToDevice(TensorOp):
         return to_device(out_grad, node.inputs[0].device)
 
 
+class Cast(TensorOp):
+    """A copy in ``dtype`` (float32/float64); adjoint: ``g`` cast back to the
+    input's dtype."""
+
+    def __init__(self, dtype):
+        self.dtype = np.dtype(dtype)
+
+    def compute(self, a: NDArray) -> NDArray:
+        return a.cast(self.dtype)
+
+    def gradient(self, out_grad: Tensor, node: Tensor):
+        return cast(out_grad, node.inputs[0].dtype)
+
+
+def cast(a, dtype):
+    """``a`` in ``dtype``; ``a`` itself when it already has it.  Integer
+    dtypes raise UnsupportedDTypeError (backends store floats only)."""
+    from ..errors import UnsupportedDTypeError
+
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise UnsupportedDTypeError(f"cast: unknown dtype {dtype!r}; use 'float32' or 'float64'") from None
+    if dt.kind != "f":
+        raise UnsupportedDTypeError(f"cast: dtype {dt.name} is not supported: needle's backends store "
+                                    f"float32 and float64 only")
+    if a.dtype == dt:
+        return a
+    return _make(Cast(dt), (a,))
+
+
 def to_device(a, device):
     """``a`` on ``device`` (a device or its name); ``a`` itself when already there."""
     if not isinstance(device, BackendDevice):
@@ -515,7 +546,8 @@ MinMaxResult = collections.namedtuple("MinMaxResult", ["values", "indices"])
 for _name, _cls, _fn in [
     ("getitem", GetItem, getitem), ("cat", Concat, cat), ("where", Where, where),
     ("compare", Compare, compare), ("sqrt", Sqrt, sqrt), ("abs", Abs, abs),
-    ("permute", Permute, permute), ("to_device", ToDevice, to_device), ("mean", Mean, mean),
+    ("permute", Permute, permute), ("to_device", ToDevice, to_device), ("cast", Cast, cast),
+    ("mean", Mean, mean),
     ("min", Min, min), ("argmax", ArgMax, argmax),
 ]:
     register_op(_name, _cls, _fn)

@@ -23,7 +23,7 @@ def test_reference_covers_the_five_modules_and_the_tensor_api():
     for module in apidoc.MODULES:
         assert f"## `{module}`" in text, module
     assert "### class `Tensor(array, *, device=None, dtype=None, requires_grad=True, **kwargs)`" in text
-    for method in ("sum(axes=None, keepdims=False, *, axis=None, dim=None, keepdim=None)", "permute(*dims)", "to(device)",
+    for method in ("sum(axes=None, keepdims=False, *, axis=None, dim=None, keepdim=None)", "permute(*dims)", "to(*args, device=None, dtype=None)",
                    "backward(out_grad=None)", "reshape(*shape)"):
         assert f"- `{method}`" in text, method
     for name in ("Linear", "Sequential", "SGD", "Adam", "DataLoader", "xavier_uniform"):

@@ -317,6 +317,30 @@ def test_to_device_is_differentiable(device):
     np.testing.assert_allclose(x.grad.numpy(), 2 * x.numpy())
 
 
+def test_to_dtype_is_differentiable(device):
+    x = T(randn(2, 3), device)
+    y = x.to("float32")
+    assert y.dtype == "float32" and y.device == device and x.to(np.float64) is x
+    np.testing.assert_allclose(y.numpy(), x.numpy().astype(np.float32))
+    (y * y).sum().backward()
+    assert x.grad.dtype == "float64"
+    np.testing.assert_allclose(x.grad.numpy(), 2 * x.numpy(), rtol=1e-6)
+    z = x.to(device, dtype="float32")
+    assert z.dtype == "float32" and z.device == device
+    with pytest.raises(UnsupportedDTypeError, match="float32 and float64 only"):
+        x.to("int64")
+
+
+def test_hw2_style_batch_comparison_with_a_real_dataloader():
+    # hw2: ``for i, j in zip(shuffled, unshuffled): if i != j: diff = True`` must see the shuffle
+    np.random.seed(0)
+    ds = ndl.data.NDArrayDataset(np.random.rand(40, 3).astype(np.float32), np.arange(40.0))
+    shuffled = ndl.data.DataLoader(ds, batch_size=8, shuffle=True)
+    plain = ndl.data.DataLoader(ds, batch_size=8, shuffle=False)
+    assert any(i != j for i, j in zip(shuffled, plain))
+    assert not any(i != j for i, j in zip(plain, ndl.data.DataLoader(ds, batch_size=8)))
+
+
 def test_item_repr(device):
     x = T([[1.5]], device)
     assert x.item() == 1.5 and isinstance(x.item(), float)
@@ -340,8 +364,8 @@ def test_integer_sources_still_become_float32_without_dtype():
 
 
 def test_new_ops_are_registered():
-    for name in ["getitem", "cat", "where", "compare", "sqrt", "abs", "permute", "to_device", "mean",
-                 "min", "argmax"]:
+    for name in ["getitem", "cat", "where", "compare", "sqrt", "abs", "permute", "to_device", "cast",
+                 "mean", "min", "argmax"]:
         assert name in ops.op_names()
     assert ndl.cat is ops.cat and ndl.where is ops.where and ndl.sqrt is ops.sqrt
     assert not hasattr(ndl, "min") and not hasattr(ndl, "abs")  # never shadow builtins
