@@ -438,3 +438,38 @@ def test_one_epoch_run_records_a_per_step_loss_curve(data_dir, tmp_path, monkeyp
     epoch = json.loads((out / "metrics.json").read_text())["epochs"][0]
     counts = [80, 80, 80, 60]
     assert sum(s["loss"] * c for s, c in zip(steps, counts)) / 300 == pytest.approx(epoch["train_loss"])
+
+
+def test_failed_download_is_a_clean_error(tmp_path, monkeypatch, capsys):
+    from needle.data.datasets import cifar10_dataset
+
+    def unreachable(*a, **k):
+        raise ConnectionError("download of https://example.invalid failed: cannot reach the server")
+
+    monkeypatch.setattr(cifar10_dataset, "download_cifar10", unreachable)
+    code = _run(["--model", "resnet9", "--dataset", "cifar10", "--data-dir", tmp_path / "none", "--download",
+                 "--out", tmp_path / "o"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--download of cifar10 failed: download of https://example.invalid" in err
+    assert "Traceback" not in err
+
+
+def test_interrupt_after_resume_before_a_new_epoch_keeps_the_checkpoint(data_dir, tmp_path, capsys,
+                                                                          monkeypatch):
+    import needle.models.training as training
+
+    out = tmp_path / "r"
+    common = ["--dataset", "mnist", "--data-dir", str(data_dir), "--max-batches", "1", "--out", str(out),
+              "--no-progress"]
+    assert train_command(common + ["--epochs", "1"]) == 0
+    argv = common + ["--epochs", "2"]
+
+    def interrupt(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "run_epoch", interrupt)
+    capsys.readouterr()
+    assert train_command(argv + ["--resume"]) == 130
+    err = capsys.readouterr().err
+    assert f"no new epoch finished, {out / 'checkpoint.npz'} is unchanged" in err
+    assert err.strip().endswith("--resume") and err.count("--resume") == 1
