@@ -20,13 +20,14 @@ README; nothing here asserts a time.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 
 if __package__ in (None, ""):  # run as `python benchmarks/compare.py`: import this folder as `benchmarks`
     sys.path[0] = os.path.dirname(os.path.abspath(sys.path[0]))
 
-from benchmarks.timing import fmt_time, median_time  # noqa: E402
+from benchmarks.timing import median_time  # noqa: E402
 
 SECTIONS = {}
 
@@ -72,28 +73,24 @@ def section_kernels(args):
     _print_table("kernels (float32; rate of needle's NDArray op incl. output allocation)", header, rows)
 
 
-@section
-def section_overhead(args):
-    from benchmarks import overhead
-    overhead.report(repeat=args.repeat)
+# the other sections each run one probe module's report(): section ->
+# (module under benchmarks/, the report() arguments taken from the command line)
+PROBES = {
+    "overhead": ("overhead", lambda args: {"repeat": args.repeat}),
+    "conv": ("conv_probe", lambda args: {"repeat": args.repeat, "quick": args.quick}),
+    "mlp": ("training_probe", lambda args: {"quick": args.quick}),
+    "models": ("models_probe", lambda args: {"quick": args.quick, "device": args.device}),
+}
 
 
-@section
-def section_conv(args):
-    from benchmarks import conv_probe
-    conv_probe.report(repeat=args.repeat, quick=args.quick)
+def _probe_section(module, arguments):
+    def run(args):
+        importlib.import_module(f"benchmarks.{module}").report(**arguments(args))
+    return run
 
 
-@section
-def section_mlp(args):
-    from benchmarks import training_probe
-    training_probe.report(quick=args.quick)
-
-
-@section
-def section_models(args):
-    from benchmarks import models_probe
-    models_probe.report(quick=args.quick, device=args.device)
+for _name, (_module, _arguments) in PROBES.items():
+    SECTIONS[_name] = _probe_section(_module, _arguments)
 
 
 def main(argv=None):

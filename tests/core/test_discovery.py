@@ -241,3 +241,67 @@ def test_minimal_plugin_falls_back_to_compositions(plugins):
     dense = m.numpy().transpose(0, 2, 1, 3).reshape(t * t, t * t)
     np.testing.assert_allclose(out.numpy().transpose(0, 2, 1, 3).reshape(t * t, t * t), dense @ dense,
                                rtol=1e-4, atol=1e-4)
+
+
+def test_op_overrides_are_the_methods_named_after_ops():
+    """Backend.op_overrides() lists a backend's methods named like a known
+    override (conv, logsumexp ...); a backend writes no table of its own."""
+    from needle.protocol import OP_OVERRIDE_SIGNATURES
+    from needle_numpy import NumpyBackend
+
+    assert dict(NumpyBackend().op_overrides()) == {}
+
+    class WithLse(NumpyBackend):
+        def logsumexp(self, a, out, outer, inner):
+            pass
+
+        def not_an_override(self):
+            pass
+
+    be = WithLse()
+    assert set(be.op_overrides()) == {"logsumexp"} and "logsumexp" in OP_OVERRIDE_SIGNATURES
+    assert be.op_overrides()["logsumexp"] == be.logsumexp
+
+
+def test_an_entry_point_plugin_registers_its_ops_when_discovery_loads(plugins):
+    """discovery calls back into the op registry (on_plugins_loaded) instead
+    of importing it: a plugin's needle_register_ops hook adds its op."""
+    plugins.add("sq", "needle_fake_sq_ops", '''
+        from needle.autograd import TensorOp
+        from needle.protocol import hookimpl
+
+        class FakeSquare(TensorOp):
+            def compute(self, a):
+                return a * a
+
+            def gradient(self, out_grad, node):
+                return out_grad * node.inputs[0] * 2.0
+
+        @hookimpl
+        def needle_register_ops(register):
+            register("fake_square_from_plugin", FakeSquare)
+    ''')
+    from needle import ops
+    try:
+        discovery.backend_infos()  # loads the entry points
+        assert "fake_square_from_plugin" in ops.REGISTRY
+        x = needle.Tensor([3.0], device=nd.cpu_numpy())
+        assert ops.fake_square_from_plugin(x).numpy().tolist() == [9.0]
+    finally:
+        ops.REGISTRY.pop("fake_square_from_plugin", None)
+        for mod in (ops, needle):
+            for name in ("fake_square_from_plugin", "FakeSquare"):
+                if hasattr(mod, name):
+                    delattr(mod, name)
+            names = getattr(mod, "__all__", None)
+            if isinstance(names, list):
+                names[:] = [n for n in names if n not in ("fake_square_from_plugin", "FakeSquare")]
+
+
+def test_devices_forget_their_backend_when_backends_change():
+    dev = nd.cpu_numpy()
+    assert dev.enabled()
+    before = dev._mod
+    discovery.reset()  # on_backends_changed -> forget_devices
+    assert dev._mod is not before
+    assert dev.enabled()

@@ -395,3 +395,29 @@ def test_device_mismatch_errors(second_device):
                                                       rf"{op}.*numpy_other\(\).*cpu_numpy\(\)"):
             fn()
     np.testing.assert_array_equal((a + b.to(nd.cpu_numpy())).numpy(), np.full((2, 2), 2.0))
+
+
+def test_call_op_override_hands_compact_buffers_and_returns_the_result(monkeypatch):
+    """The one place ops reach a backend's fused kernel: None when the device
+    offers none; otherwise compact inputs, a fresh out of out_shape, and no
+    call at all for an empty out."""
+    import needle.backend_ndarray as nd
+    from needle.backend_ndarray import NDArray
+
+    dev = nd.cpu_numpy()
+    a = NDArray(np.arange(6.0).reshape(2, 3), device=dev).permute((1, 0))  # a non-compact view
+    assert NDArray.call_op_override("logsumexp", (a,), (3,), 3, 2) is None  # numpy offers no override
+    calls = []
+
+    def kernel(src, out, outer, inner):
+        calls.append((src, outer, inner))
+        dev.fill(out, 7.0)
+
+    monkeypatch.setattr(type(dev), "op_override", lambda self, name: kernel if name == "logsumexp" else None)
+    out = NDArray.call_op_override("logsumexp", (a,), (3,), 3, 2)
+    assert out.shape == (3,) and out.numpy().tolist() == [7.0, 7.0, 7.0]
+    (src, outer, inner), = calls
+    assert (outer, inner) == (3, 2)
+    np.testing.assert_array_equal(dev.to_numpy(src, (3, 2), (2, 1), 0), np.arange(6.0).reshape(2, 3).T)
+    empty = NDArray.call_op_override("logsumexp", (a,), (0,), 0, 2)
+    assert empty.shape == (0,) and len(calls) == 1
