@@ -265,13 +265,60 @@ def _canon_dtype(dtype) -> np.dtype:
     except TypeError:
         from .errors import UnsupportedDTypeError
         raise UnsupportedDTypeError(f"Tensor: unknown dtype {dtype!r}; use 'float32' or 'float64'") from None
-    if dt.kind in "biu":
-        dt = _F32
+    if dt.kind in "iu":
+        # backends store float32/float64 only; an integer dtype silently
+        # turned into float32 would change results (issue 18)
+        from .errors import UnsupportedDTypeError
+        raise UnsupportedDTypeError(
+            f"Tensor: dtype {dt.name} is not supported: needle's backends store float32 and float64 "
+            f"only; pass dtype='float32' (integers up to 2**24 are exact) or 'float64'")
+    if dt.kind == "b":
+        dt = _F32  # boolean masks (init.randb, course) are 0/1 float32
     try:
         _DTYPE_CACHE[dtype] = dt
     except TypeError:
         pass
     return dt
+
+
+def _pick_axes(op: str, axes, axis, dim):
+    """The one axes argument of a reduction given the course's ``axes``,
+    NumPy's ``axis`` or PyTorch's ``dim`` (at most one of them)."""
+    given = [a for a in (axes, axis, dim) if a is not None]
+    if len(given) > 1:
+        raise TypeError(f"Tensor.{op}: pass only one of axes=, axis= and dim=")
+    return given[0] if given else None
+
+
+def _pick_keep(keepdims, keepdim) -> bool:
+    """NumPy's ``keepdims`` or PyTorch's ``keepdim`` (None: not given)."""
+    return bool(keepdims if keepdim is None else keepdim)
+
+
+def _keep(out, shape, axes, op):
+    """A reduction's result reshaped with size-1 axes where it reduced (keepdims)."""
+    ndim = len(shape)
+    if axes is None:
+        kept = (1,) * ndim
+    else:
+        red = {int(a) % ndim for a in ((axes,) if _is_int(axes) else axes)} if ndim else set()
+        kept = tuple(1 if i in red else d for i, d in enumerate(shape))
+    return out.reshape(kept)
+
+
+def _looks_like_dtype(arg) -> bool:
+    """Whether a positional argument of ``Tensor.to`` names a dtype (not a device)."""
+    if isinstance(arg, BackendDevice):
+        return False
+    if isinstance(arg, (np.dtype, type)):
+        return True
+    if isinstance(arg, str):
+        try:
+            np.dtype(arg)
+        except TypeError:
+            return False
+        return True
+    return False
 
 
 def _resolve_device(device):
@@ -326,7 +373,31 @@ class Tensor(Value):
     is a Tensor, NDArray, NumPy array, Python number or nested list.  With
     ``dtype=None`` float64 sources stay float64 and everything else becomes
     float32.  From a Tensor with the same device and dtype the array is
-    shared; otherwise it is copied.
+    shared; otherwise it is copied.  An explicit integer ``dtype`` raises
+    ``UnsupportedDTypeError`` (backends store float32/float64 only);
+    ``dtype="bool"`` gives 0/1 float32 (the course's ``init.randb``).
+
+    PyTorch-style additions beside the course API: ``t[...]`` (basic
+    indexing, differentiable; ints drop their axis as in NumPy/PyTorch, unlike
+    ``NDArray.__getitem__``), element-wise ``== != < <= > >=`` returning
+    constant 0/1 float Tensors, ``mean``/``max``/``min``/``argmax``,
+    ``sum(axis=, keepdims=)`` / ``sum(dim=, keepdim=)``, ``sqrt``,
+    ``abs(t)``, ``.T`` (all axes reversed), ``permute``, ``view``,
+    ``to(device, dtype)``, ``len(t)``, iteration over the first axis, and a
+    ``repr`` with device, dtype and ``requires_grad``.
+
+    Where that departs from the course's Tensor: ``==``/``!=`` are
+    element-wise, not identity -- but hashing stays by identity (dict keys,
+    sets and graph bookkeeping are unchanged), a Tensor is still always true,
+    and a comparison's own truth value is "all equal" for ``==`` and "any
+    differs" for ``!=``, so comparing tuples of batches (hw2) still tells
+    differing batches apart.  Code that looks Tensors up in lists with ``in``
+    or ``list.index`` now compares values: use ``any(x is t for t in lst)``.
+    Where it departs from PyTorch: ``transpose()`` keeps the course meaning
+    (swap two axes, default the last two); ``argmax`` and comparisons return
+    float Tensors (no integer or bool storage); ``t.max(dim=d)`` returns
+    ``(values, indices)`` as in PyTorch but ``t.max(d)`` / ``t.max(axis=d)``
+    the values only.
     """
 
     # numpy must not treat a Tensor as an array-like in ``ndarray * Tensor``:
@@ -391,6 +462,7 @@ class Tensor(Value):
         return _ops.power(self, other)
 
     def __matmul__(self, other):
+        """``self @ other`` (NumPy ``matmul`` rules, batched)."""
         return _ops.matmul(self, other)
 
     matmul = __matmul__
@@ -398,17 +470,136 @@ class Tensor(Value):
     def __neg__(self):
         return _ops.negate(self)
 
-    def sum(self, axes=None):
-        return _ops.summation(self, axes)
+    def sum(self, axes=None, keepdims=False, *, axis=None, dim=None, keepdim=None):
+        """Sum over ``axes`` (course; None: all).  NumPy's ``axis=``/``keepdims=``
+        and PyTorch's ``dim=``/``keepdim=`` spellings are accepted too."""
+        axes = _pick_axes("sum", axes, axis, dim)
+        keepdims = _pick_keep(keepdims, keepdim)
+        out = _ops.summation(self, axes)
+        return _keep(out, self.shape, axes, "sum") if keepdims else out
+
+    def mean(self, axis=None, keepdims=False, *, axes=None, dim=None, keepdim=None):
+        """Mean over ``axis`` (None: all); ``axes``/``dim`` and ``keepdim`` spellings accepted."""
+        return _ops.mean(self, _pick_axes("mean", axes, axis, dim), _pick_keep(keepdims, keepdim))
+
+    def max(self, axis=None, keepdims=False, *, axes=None, dim=None, keepdim=None):
+        """Maximum over ``axis`` (None: all), differentiable.  With ``dim=``
+        (PyTorch's spelling) returns ``(values, indices)`` as ``torch.max`` does."""
+        keepdims = _pick_keep(keepdims, keepdim)
+        if dim is not None:
+            return _ops.MinMaxResult(_ops.max(self, dim, keepdims), self.argmax(dim, keepdims))
+        return _ops.max(self, _pick_axes("max", axes, axis, None), keepdims)
+
+    def min(self, axis=None, keepdims=False, *, axes=None, dim=None, keepdim=None):
+        """Minimum over ``axis`` (None: all); ``dim=`` as for :meth:`max`."""
+        keepdims = _pick_keep(keepdims, keepdim)
+        if dim is not None:
+            return _ops.MinMaxResult(_ops.min(self, dim, keepdims), (-self).argmax(dim, keepdims))
+        return _ops.min(self, _pick_axes("min", axes, axis, None), keepdims)
+
+    def argmax(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
+        """Indices of the maxima as a constant float Tensor (no gradient;
+        PyTorch returns int64, needle's backends store floats: exact below 2**24)."""
+        return _ops.argmax(self, _pick_axes("argmax", None, axis, dim), _pick_keep(keepdims, keepdim))
+
+    def sqrt(self):
+        """Element-wise square root (PyTorch-style addition)."""
+        return _ops.sqrt(self)
+
+    def __abs__(self):
+        """``abs(t)``: element-wise absolute value (PyTorch-style addition)."""
+        return _ops.abs(self)
+
+    abs = __abs__
+
+    def permute(self, *dims):
+        """Reorder all axes (``torch.permute``); ``transpose`` keeps the
+        course's meaning (swap two axes, default the last two)."""
+        return _ops.permute(self, dims[0] if len(dims) == 1 and not _is_int(dims[0]) else dims)
+
+    @property
+    def T(self) -> "Tensor":
+        """All axes reversed (the matrix transpose for 2-D tensors)."""
+        n = len(self.shape)
+        return self if n < 2 else _ops.permute(self, tuple(range(n - 1, -1, -1)))
+
+    def view(self, *shape):
+        """``reshape`` (needle copies a non-compact input rather than failing)."""
+        return self.reshape(*shape)
+
+    def to(self, *args, device=None, dtype=None):
+        """This tensor on ``device`` (a device or its name) and/or in
+        ``dtype`` ('float32', 'float64', ``np.float64``); positional arguments
+        may be either, as in PyTorch.  Itself when nothing changes.
+        Differentiable: the gradient moves (and casts) back."""
+        for arg in args:
+            if _looks_like_dtype(arg):
+                dtype = arg
+            else:
+                device = arg
+        out = self
+        if dtype is not None:
+            out = _ops.cast(out, dtype)
+        if device is not None:
+            out = _ops.to_device(out, device)
+        return out
+
+    def __getitem__(self, index):
+        """NumPy basic indexing (ints drop their axis, slices with any step,
+        ``None``, ``...``); differentiable."""
+        return _ops.getitem(self, index)
+
+    def __len__(self) -> int:
+        shape = self.shape
+        if not shape:
+            raise TypeError("len() of a 0-d tensor")
+        return shape[0]
+
+    def __iter__(self):
+        if not self.shape:
+            raise TypeError("iteration over a 0-d tensor")
+        return (self[i] for i in range(self.shape[0]))
+
+    # Truth value as in the course: a Tensor is always true (defining
+    # __len__ would otherwise make bool() raise for 0-d tensors).  Only
+    # comparison results (``a == b``) have a value-based truth.
+    def __bool__(self) -> bool:
+        return True
+
+    # Element-wise comparisons return constant 0/1 float Tensors.  Hashing
+    # stays by identity so Tensors remain dict keys and set members (graph
+    # bookkeeping); containers must use ``is``, not ``==``/``in``, on Tensors.
+    __hash__ = Value.__hash__
+
+    def __eq__(self, other):
+        return _ops.compare(self, other, "eq")
+
+    def __ne__(self, other):
+        return _ops.compare(self, other, "ne")
+
+    def __lt__(self, other):
+        return _ops.compare(self, other, "lt")
+
+    def __le__(self, other):
+        return _ops.compare(self, other, "le")
+
+    def __gt__(self, other):
+        return _ops.compare(self, other, "gt")
+
+    def __ge__(self, other):
+        return _ops.compare(self, other, "ge")
 
     def reshape(self, *shape):
         """``reshape(self, shape)``; the shape may also be given unpacked."""
         return _ops.reshape(self, shape[0] if len(shape) == 1 and not _is_int(shape[0]) else shape)
 
     def broadcast_to(self, shape):
+        """Broadcast to ``shape`` (NumPy rules; course op)."""
         return _ops.broadcast_to(self, shape)
 
     def transpose(self, axes=None):
+        """Swap the two axes in ``axes``; None swaps the last two (course
+        meaning -- never a full permutation; see :meth:`permute` and ``.T``)."""
         return _ops.transpose(self, axes)
 
     # -- properties ---------------------------------------------------------
@@ -434,25 +625,30 @@ class Tensor(Value):
 
     @property
     def shape(self) -> tuple:
+        """The shape, a tuple of ints."""
         data = self.cached_data
         return (data if data is not None else self.realize_cached_data()).shape
 
     @property
     def dtype(self):
+        """The element type, a ``numpy.dtype`` (compares equal to 'float32')."""
         data = self.cached_data
         return (data if data is not None else self.realize_cached_data()).dtype
 
     @property
     def device(self):
+        """The device holding the data (``cpu()``, ``cuda()``, ``cpu_numpy()`` ...)."""
         data = self.cached_data
         return (data if data is not None else self.realize_cached_data()).device
 
     @property
     def ndim(self) -> int:
+        """The number of dimensions."""
         return len(self.shape)
 
     @property
     def size(self) -> int:
+        """The number of elements."""
         return self.realize_cached_data().size
 
     def numpy(self) -> np.ndarray:
@@ -470,11 +666,11 @@ class Tensor(Value):
             raise ShapeError(f"Tensor.item: tensor of shape {arr.shape} has {arr.size} elements, need 1")
         return arr.reshape(()).item()
 
-    # no __len__/__bool__/__eq__: a Tensor is always truthy and compares by
-    # identity, as in the course (hw2 compares tuples of batches with !=)
-
     def __repr__(self) -> str:
-        return "needle.Tensor(" + str(self.realize_cached_data()) + ")"
+        data = self.realize_cached_data()
+        values = np.array2string(data.numpy(), separator=", ", prefix="needle.Tensor(")
+        return (f"needle.Tensor({values}, device={data.device}, dtype={data.dtype.name}, "
+                f"requires_grad={self.requires_grad})")
 
     def __str__(self) -> str:
         return str(self.realize_cached_data())

@@ -51,6 +51,13 @@ def _as_numpy(name: str, value) -> np.ndarray:
     return arr
 
 
+def _umask() -> int:
+    """The process umask (read by setting it and putting it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def save(state_dict_or_module, path) -> None:
     """Write a state dict (or ``module.state_dict()``) to ``path`` as an uncompressed ``.npz``.
 
@@ -71,6 +78,9 @@ def save(state_dict_or_module, path) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".needle-save.", suffix=".npz.part", dir=folder)
     try:
+        # mkstemp creates 0600; give the file the mode a plain open() would
+        # (0666 less the umask), as users expect of a saved model
+        os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
         os.replace(tmp, path)

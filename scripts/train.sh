@@ -12,5 +12,5 @@ if [ ! -d "$DATA" ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq dataset-fashion-mnist
 fi
 NEEDLE_WITH_TORCH=0 NEEDLE_WITH_NVRTC=0 bash scripts/bootstrap.sh
-exec .venv/bin/needle train --model mlp_resnet --dataset fashion-mnist --data-dir "$DATA" \
-  --epochs 10 --batch-size 128 --lr 0.001 --optimizer adam --out runs/mlp_resnet "$@"
+exec .venv/bin/needle train --model mlp-resnet --dataset fashion-mnist --data-dir "$DATA" \
+  --epochs 10 --batch-size 128 --lr 0.001 --optimizer adam --out runs/mlp-resnet "$@"

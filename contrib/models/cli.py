@@ -1,13 +1,19 @@
 """``needle train``: train a reference model on a real dataset.
 
-    needle train --model mlp_resnet --dataset fashion-mnist --epochs 10 --out runs/fmnist
+    needle train --model mlp-resnet --dataset fashion-mnist --epochs 10 --out runs/fmnist
 
 Shows a tqdm bar per epoch (loss, accuracy, samples/s), prints train and
 test accuracy, and writes into ``--out``: ``metrics.json`` (per-epoch
-figures and the arguments), ``curves.png`` (loss and accuracy per epoch),
+figures, the training loss every ``--log-every`` steps and the arguments),
+``curves.png`` (loss per step and per epoch, accuracy per epoch),
 ``model.npz`` (weights, loadable with ``needle.load`` +
 ``Module.load_state_dict``) and ``checkpoint.npz`` (weights, optimizer state,
 epoch and RNG state) which ``--resume`` continues from.
+
+Model names are kebab-case (``mlp-resnet``, ``lstm-lm``); the older
+``mlp_resnet`` spelling is still accepted.  Files are written like any
+``open()`` (mode 0666 less the umask, so 0644 usually).  Ctrl-C stops with
+a message naming the last checkpoint and the command that resumes it.
 
 Exit codes: 0 done, 2 bad arguments or unusable data (message, no
 traceback), 130 interrupted.
@@ -18,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
 
@@ -27,7 +34,7 @@ from needle.errors import NeedleError, StateDictError
 
 __all__ = ["train_command", "build_parser"]
 
-MODELS = ("mlp_resnet", "cnn", "resnet9", "lstm-lm", "transformer-lm")
+MODELS = ("mlp-resnet", "cnn", "resnet9", "lstm-lm", "transformer-lm")
 DATASETS = ("fashion-mnist", "mnist", "cifar10", "ptb")
 
 
@@ -46,37 +53,62 @@ class _ParserExit(Exception):
         self.status = status
 
 
+class _DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows "(default: X)" after each option's help, except for unset
+    options and flags (their help says what unset means)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or action.default is argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _model_name(value: str) -> str:
+    from .train_tasks import canonical_model
+
+    return canonical_model(value)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="needle train", description="Train a needle reference model and save metrics, curves and weights.")
-    p.add_argument("--model", choices=MODELS, default="mlp_resnet")
-    p.add_argument("--dataset", choices=DATASETS, default="fashion-mnist")
+    # every option has a help text so ArgumentDefaultsHelpFormatter shows its default
+    p = _Parser(prog="needle train", formatter_class=_DefaultsHelp,
+                description="Train a needle reference model and save metrics, curves and weights.")
+    p.add_argument("--model", type=_model_name, choices=MODELS, default="mlp-resnet",
+                   help="model to train (old spelling mlp_resnet also accepted)")
+    p.add_argument("--dataset", choices=DATASETS, default="fashion-mnist", help="dataset to train on")
     p.add_argument("--data-dir", default=None,
-                   help="dataset folder (default for fashion-mnist: /usr/share/datasets/fashion-mnist, "
-                        "from Debian's dataset-fashion-mnist)")
-    p.add_argument("--device", default=None, help="cpu, numpy, cuda, cuda:N (default: needle's default device)")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
+                   help="dataset folder; unset: /usr/share/datasets/fashion-mnist for fashion-mnist "
+                        "(Debian's dataset-fashion-mnist), data/<dataset> otherwise")
+    p.add_argument("--download", action="store_true",
+                   help="fetch the dataset into the needle cache ($NEEDLE_CACHE_DIR) when --data-dir "
+                        "lacks it (cifar10, ptb)")
+    p.add_argument("--device", default=None, help="cpu, numpy, cuda, cuda:N; unset: needle's default device")
+    p.add_argument("--epochs", type=int, default=10, help="number of epochs")
+    p.add_argument("--batch-size", type=int, default=128, help="samples (or token columns) per batch")
+    p.add_argument("--lr", type=float, default=1e-3, help="initial learning rate")
+    p.add_argument("--optimizer", choices=("adam", "sgd"), default="adam", help="optimizer")
     p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (needle's averaged form)")
     p.add_argument("--weight-decay", type=float, default=1e-3, help="L2 weight decay")
     p.add_argument("--schedule", choices=("none", "step", "cosine"), default="cosine",
-                   help="learning-rate schedule, stepped per epoch (default cosine: lr decays from --lr "
-                        "to 0 over --epochs; 'none' keeps it constant)")
-    p.add_argument("--clip", type=float, default=None, help="clip gradients to this global norm")
+                   help="learning-rate schedule, stepped per epoch (cosine: lr decays from --lr to 0 "
+                        "over --epochs; step: x0.1 every epochs/3; none: constant)")
+    p.add_argument("--clip", type=float, default=None, help="clip gradients to this global norm (unset: no clipping)")
     p.add_argument("--out", default="runs/needle-train", help="output folder")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-batches", type=int, default=None, help="at most K batches per epoch (smoke tests)")
+    p.add_argument("--seed", type=int, default=0, help="NumPy seed (weights, shuffling, dropout)")
+    p.add_argument("--max-batches", type=int, default=None,
+                   help="at most K batches per epoch (smoke tests; unset: all)")
+    p.add_argument("--log-every", type=int, default=10,
+                   help="record the mean training loss every N steps (curves.png, metrics.json 'steps')")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--nproc", type=int, default=1,
                    help="data-parallel processes on this machine (needle launch / mpiexec); the global "
                         "--batch-size is split evenly across them and rank 0 alone prints and writes")
     lm = p.add_argument_group("language models (ptb)")
     lm.add_argument("--bptt", type=int, default=35, help="sequence length of truncated BPTT")
-    lm.add_argument("--embedding-size", type=int, default=128)
-    lm.add_argument("--hidden-size", type=int, default=128)
-    lm.add_argument("--num-layers", type=int, default=1)
+    lm.add_argument("--embedding-size", type=int, default=128, help="token embedding size")
+    lm.add_argument("--hidden-size", type=int, default=128, help="hidden state size")
+    lm.add_argument("--num-layers", type=int, default=1, help="stacked sequence layers")
     return p
 
 
@@ -86,12 +118,12 @@ def _fail(message: str) -> int:
 
 
 def _validate(args):
-    from .train_tasks import MODEL_DATASETS, default_data_dir
+    from .train_tasks import DOWNLOADABLE, HOW_TO_GET, MODEL_DATASETS, default_data_dir
 
     if args.dataset not in MODEL_DATASETS[args.model]:
         return (f"model {args.model} does not train on {args.dataset}; it takes "
                 f"{', '.join(MODEL_DATASETS[args.model])}")
-    for name in ("epochs", "batch_size"):
+    for name in ("epochs", "batch_size", "log_every"):
         if getattr(args, name) < 1:
             return f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}"
     if args.max_batches is not None and args.max_batches < 1:
@@ -101,6 +133,9 @@ def _validate(args):
     problem = _validate_nproc(args)
     if problem:
         return problem
+    if args.download and args.dataset not in DOWNLOADABLE:
+        return (f"--download: needle has no downloader for {args.dataset} (only "
+                f"{', '.join(DOWNLOADABLE)}); {HOW_TO_GET[args.dataset]}")
     if args.data_dir is None:
         args.data_dir = default_data_dir(args.dataset)
     return None
@@ -163,6 +198,20 @@ def _reduce_stats(stats):
     total = max(total, 1.0)
     return {"loss": loss_sum / total, "acc": right / total, "samples": int(total), "time_s": elapsed,
             "samples_per_s": total / max(elapsed, 1e-9)}
+def _fetch_if_asked(args) -> None:
+    """With --download, fetch the dataset into the cache unless --data-dir
+    already holds it, and train from there."""
+    from .train_tasks import MissingDataError, data_present, download_dataset
+
+    if not args.download or data_present(args.dataset, args.data_dir):
+        return
+    print(f"needle train: {args.data_dir} lacks {args.dataset}; downloading it into the needle cache ...",
+          flush=True)
+    folder = download_dataset(args.dataset)
+    if not os.path.isdir(folder):
+        raise MissingDataError(f"--download: the download of {args.dataset} left no folder at {folder}")
+    args.data_dir = folder
+    print(f"needle train: using {folder}", flush=True)
 
 
 def _make_optimizer(args, params):
@@ -195,7 +244,7 @@ def _under_prefix(prefix: str, state: dict) -> dict:
     return {k[len(head):]: v for k, v in state.items() if k.startswith(head)}
 
 
-def _save_checkpoint(path, model, opt, schedule, epoch, history, args):
+def _save_checkpoint(path, model, opt, schedule, epoch, history, args, steps=()):
     import needle as ndl
 
     state = _with_prefix("model", model.state_dict())
@@ -207,6 +256,7 @@ def _save_checkpoint(path, model, opt, schedule, epoch, history, args):
                   "rng.cached_gaussian": np.asarray(cached)})
     state["epoch"] = np.asarray(epoch)
     state["history"] = np.asarray(json.dumps(history))
+    state["steps"] = np.asarray(json.dumps(list(steps)))
     state["config"] = np.asarray(json.dumps({"model": args.model, "dataset": args.dataset}))
     ndl.save(state, path)
 
@@ -215,7 +265,11 @@ def _load_checkpoint(path, model, opt, schedule, args):
     import needle as ndl
 
     state = ndl.load(path)
+    from .train_tasks import canonical_model
+
     config = _json_entry(path, state, "config", dict)
+    if isinstance(config.get("model"), str):  # checkpoints written before the kebab-case names
+        config["model"] = canonical_model(config["model"])
     if config != {"model": args.model, "dataset": args.dataset}:
         raise StateDictError(f"{path} was written for --model {config.get('model')} --dataset "
                              f"{config.get('dataset')}, not --model {args.model} --dataset {args.dataset}")
@@ -227,8 +281,9 @@ def _load_checkpoint(path, model, opt, schedule, args):
     opt.load_state_dict(_under_prefix("optim", state))
     if schedule is not None and "schedule.base_lr" in state:
         schedule.load_state_dict(_under_prefix("schedule", state))
+    steps = _json_entry(path, state, "steps", list) if "steps" in state else []  # older checkpoints: none
     np.random.set_state(("MT19937",) + rng)
-    return epoch, history
+    return epoch, history, steps
 
 
 # -- checkpoint entries, each checked before any is applied -------------------
@@ -274,8 +329,11 @@ def _write_json(path, obj):
     os.replace(tmp, path)
 
 
-def plot_curves(history, path) -> bool:
-    """Loss and accuracy per epoch (train and test) as a PNG; False if matplotlib is missing."""
+def plot_curves(history, path, steps=()) -> bool:
+    """Training loss per logged step and loss/accuracy per epoch (train and
+    test) as a PNG; False if matplotlib is missing.  ``steps``: records
+    ``{"epoch": fractional epoch, "loss": ...}`` (so even a 1-epoch run draws
+    a curve rather than two dots)."""
     try:
         import matplotlib
 
@@ -285,11 +343,17 @@ def plot_curves(history, path) -> bool:
         return False
     epochs = [h["epoch"] for h in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    if steps:
+        ax_loss.plot([s["epoch"] for s in steps], [s["loss"] for s in steps], "-", lw=1, alpha=0.6,
+                     label="train (per step)")
     for split, style in (("train", "-o"), ("test", "-s")):
         ax_loss.plot(epochs, [h[f"{split}_loss"] for h in history], style, label=split)
         ax_acc.plot(epochs, [h[f"{split}_acc"] for h in history], style, label=split)
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
     ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+    ax_loss.set_xlim(left=0)
+    ax_acc.set_xlim(0, max(epochs + [1]) + 0.5)
+    ax_acc.set_xticks(range(0, max(epochs + [1]) + 1))
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
         ax.legend()
@@ -307,9 +371,11 @@ def _progress(args, total, desc):
     return tqdm(total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True, file=sys.stderr)
 
 
-def _run_epoch(task, args, opt, desc) -> dict:
+def _run_epoch(task, args, opt, desc, steps=None, epoch=0) -> dict:
     """One training (``opt`` given) or test pass of ``task`` with a progress
-    bar -> ``{"loss", "acc", "samples", "time_s", "samples_per_s"}``."""
+    bar -> ``{"loss", "acc", "samples", "time_s", "samples_per_s"}``.
+    ``steps`` (training): a list receiving ``{"step", "epoch", "loss"}``, the
+    mean loss per sample of each ``--log-every`` batches."""
     from .training import run_epoch
 
     total = task.num_train_batches if opt is not None else task.num_test_batches
@@ -321,13 +387,32 @@ def _run_epoch(task, args, opt, desc) -> dict:
                         samples_s=f"{totals.count / max(time.perf_counter() - start, 1e-9):.0f}",
                         refresh=refresh)
 
+    window = {"batches": 0, "loss": 0.0, "count": 0, "seen": 0}
+    planned = max(min(total, args.max_batches or total), 1)
+    first_step = (epoch - 1) * planned
+
+    def log_step(totals):
+        window["batches"] += 1
+        window["seen"] += 1
+        window["loss"] = totals.loss_sum - window.get("loss_base", 0.0)
+        window["count"] = totals.count - window.get("count_base", 0)
+        if window["batches"] == args.log_every or window["seen"] == planned:
+            if window["count"]:
+                steps.append({"step": first_step + window["seen"], "epoch": epoch - 1 + window["seen"] / planned,
+                              "loss": window["loss"] / window["count"]})
+            window.update(batches=0, loss_base=totals.loss_sum, count_base=totals.count)
+
     def on_batch(totals):
-        bar.update(1)
-        postfix(totals, False)
+        if steps is not None:
+            log_step(totals)
+        if bar is not None:
+            bar.update(1)
+            postfix(totals, False)
 
     batches = task.train_batches() if opt is not None else task.test_batches()
     totals = run_epoch(batches, task.forward, task.model, opt, clip=args.clip if opt is not None else None,
-                       max_batches=args.max_batches, on_batch=on_batch if bar is not None else None)
+                       max_batches=args.max_batches,
+                       on_batch=on_batch if (bar is not None or steps is not None) else None)
     elapsed = time.perf_counter() - start
     if bar is not None:
         if totals.count:  # the final figures, even when the epoch beat tqdm's refresh interval
@@ -354,14 +439,30 @@ def train_command(argv: list[str]) -> int:
 
         if not launched_under_mpi():
             return _relaunch(list(argv), args.nproc)
+    progress = {"epoch": 0, "saved": None}
     try:
-        return _train(args)
+        return _train(args, progress)
     except KeyboardInterrupt:
-        print("\nneedle train: interrupted", file=sys.stderr)
+        print("\n" + _interrupt_message(args, argv, progress), file=sys.stderr)
         return 130
 
 
-def _train(args) -> int:
+def _interrupt_message(args, argv, progress) -> str:
+    """Where the last checkpoint is and the exact command that resumes from it."""
+    resume = ["needle", "train"] + [a for a in argv if a != "--resume"] + ["--resume"]
+    ckpt = os.path.join(args.out, "checkpoint.npz")
+    if progress["saved"] is None:
+        if os.path.isfile(ckpt) and args.resume:
+            return (f"needle train: interrupted; no new epoch finished, {ckpt} is unchanged. "
+                    f"Resume with:\n  {shlex.join(resume)}")
+        return (f"needle train: interrupted during epoch {progress['epoch']}, before the first checkpoint "
+                f"(written after each epoch); nothing to resume. Start again with:\n  "
+                f"{shlex.join(['needle', 'train'] + [a for a in argv if a != '--resume'])}")
+    return (f"needle train: interrupted during epoch {progress['epoch']}; the checkpoint {ckpt} holds "
+            f"epoch {progress['saved']}. Resume with:\n  {shlex.join(resume)}")
+
+
+def _train(args, progress) -> int:
     import needle as ndl
     from needle.errors import BackendUnavailableError, DataFormatError
 
@@ -370,10 +471,13 @@ def _train(args) -> int:
     is_main = _join_group(args) if args.nproc > 1 else True
     np.random.seed(args.seed)
     try:
+        _fetch_if_asked(args)
         device = ndl.device(args.device) if args.device else ndl.default_device()
         task = build_task(args, device)
     except (MissingDataError, DataFormatError, BackendUnavailableError, FileNotFoundError) as exc:
         return _fail(str(exc))
+    except OSError as exc:  # a failed --download (network, HTTP, checksum)
+        return _fail(f"--download of {args.dataset} failed: {exc}")
 
     model = task.model
     opt = _make_optimizer(args, model.parameters())
@@ -381,24 +485,28 @@ def _train(args) -> int:
     if is_main:
         os.makedirs(args.out, exist_ok=True)
     ckpt_path = os.path.join(args.out, "checkpoint.npz")
-    start_epoch, history = 0, []
+    start_epoch, history, steps = 0, [], []
     if args.resume:
         if not os.path.isfile(ckpt_path):
             return _fail(f"--resume: no checkpoint at {ckpt_path}")
         try:
-            start_epoch, history = _load_checkpoint(ckpt_path, model, opt, schedule, args)
+            start_epoch, history, steps = _load_checkpoint(ckpt_path, model, opt, schedule, args)
         except (NeedleError, ValueError, KeyError, TypeError, IndexError) as exc:
             return _fail(f"--resume: cannot use {ckpt_path}: {exc}")
         print(f"resumed from {ckpt_path} after epoch {start_epoch}")
 
     n_params = sum(int(np.prod(p.shape)) for p in model.parameters())
+    # the lr the next step uses: after --resume the schedule has moved it from --lr
+    lr_now = f"lr {opt.lr:g}" + (f" (schedule {args.schedule} from --lr {args.lr:g}, resumed at epoch "
+                                 f"{start_epoch + 1})" if start_epoch else "")
     print(f"needle train: {args.model} ({n_params:,} parameters) on {args.dataset} from {args.data_dir}, "
-          f"device {device}, {args.optimizer} lr {args.lr} wd {args.weight_decay}, batch {args.batch_size}"
+          f"device {device}, {args.optimizer} {lr_now} wd {args.weight_decay}, batch {args.batch_size}"
           + (f" ({args.nproc} processes x {args.batch_size // args.nproc})" if args.nproc > 1 else ""))
 
     for epoch in range(start_epoch + 1, args.epochs + 1):
+        progress["epoch"] = epoch
         task.set_epoch(epoch)
-        train_stats = _run_epoch(task, args, opt, f"epoch {epoch}/{args.epochs} train")
+        train_stats = _run_epoch(task, args, opt, f"epoch {epoch}/{args.epochs} train", steps, epoch)
         if args.nproc > 1:
             train_stats = _reduce_stats(train_stats)
         if is_main:  # rank 0 evaluates on the whole test set; the others go on
@@ -421,14 +529,15 @@ def _train(args) -> int:
         if schedule is not None:
             schedule.step()
         if is_main:
-            _save_checkpoint(ckpt_path, model, opt, schedule, epoch, history, args)
-            _write_outputs(args, device, n_params, task, history)
+            _save_checkpoint(ckpt_path, model, opt, schedule, epoch, history, args, steps)
+            _write_outputs(args, device, n_params, task, history, steps)
+        progress["saved"] = epoch
 
     if not is_main:
         return 0
     ndl.save(model, os.path.join(args.out, "model.npz"))
-    _write_outputs(args, device, n_params, task, history)
-    if not plot_curves(history, os.path.join(args.out, "curves.png")):
+    _write_outputs(args, device, n_params, task, history, steps)
+    if not plot_curves(history, os.path.join(args.out, "curves.png"), steps):
         print("note: matplotlib is not installed; curves.png skipped (pip install 'needle-dl[plots]')")
     if history:
         last = history[-1]
@@ -437,13 +546,14 @@ def _train(args) -> int:
     return 0
 
 
-def _write_outputs(args, device, n_params, task, history):
+def _write_outputs(args, device, n_params, task, history, steps=()):
     metrics = {
         "args": vars(args),
         "device": str(device),
         "num_parameters": n_params,
         "data": task.info,
         "epochs": history,
+        "steps": list(steps),
         "final": ({"train_acc": history[-1]["train_acc"], "test_acc": history[-1]["test_acc"]} if history else None),
     }
     _write_json(os.path.join(args.out, "metrics.json"), metrics)

@@ -24,13 +24,14 @@ import needle.nn as nn
 from .simple_ml import bptt_windows, detach_state
 from .training import count_correct
 
-__all__ = ["MissingDataError", "IMAGE_DATASETS", "MODEL_DATASETS", "find_mnist_files", "build_task", "Task"]
+__all__ = ["MissingDataError", "IMAGE_DATASETS", "MODEL_DATASETS", "MODEL_ALIASES", "canonical_model",
+           "DOWNLOADABLE", "download_dataset", "data_present", "find_mnist_files", "build_task", "Task"]
 
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 IMAGE_DATASETS = ("fashion-mnist", "mnist", "cifar10")
 # which datasets each model can train on
 MODEL_DATASETS = {
-    "mlp_resnet": ("fashion-mnist", "mnist", "cifar10"),
+    "mlp-resnet": ("fashion-mnist", "mnist", "cifar10"),
     "cnn": ("fashion-mnist", "mnist"),
     "resnet9": ("cifar10",),
     "lstm-lm": ("ptb",),
@@ -38,8 +39,53 @@ MODEL_DATASETS = {
 }
 
 
+#: older spellings still accepted on the command line (names are kebab-case)
+MODEL_ALIASES = {"mlp_resnet": "mlp-resnet", "mlpresnet": "mlp-resnet", "lstm_lm": "lstm-lm",
+                 "transformer_lm": "transformer-lm"}
+
+
+def canonical_model(name: str) -> str:
+    """The kebab-case model name for ``name`` or one of its old spellings."""
+    return MODEL_ALIASES.get(name, name)
+
+
 class MissingDataError(Exception):
-    """The data folder lacks files the chosen dataset needs (message lists them)."""
+    """The data folder lacks files the chosen dataset needs (message lists
+    them and says how to get the data)."""
+
+
+# how to get each dataset, appended to every missing-data message
+HOW_TO_GET = {
+    "fashion-mnist": ("get Fashion-MNIST with `apt install dataset-fashion-mnist` (Debian/Ubuntu: files in "
+                      f"{DEBIAN_FASHION_MNIST}) or put the four IDX files of "
+                      "https://github.com/zalandoresearch/fashion-mnist in --data-dir (needle has no "
+                      "downloader for it)"),
+    "mnist": ("put the four MNIST IDX files (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
+              "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz) in --data-dir (needle has no "
+              "downloader for MNIST)"),
+    "cifar10": "pass --download to fetch CIFAR-10 into the needle cache, or point --data-dir at a "
+               "cifar-10-batches-py folder",
+    "ptb": "pass --download to fetch Penn Treebank into the needle cache, or point --data-dir at a folder "
+           "with train.txt and test.txt",
+}
+
+#: datasets ``--download`` can fetch (their loaders carry a URL)
+DOWNLOADABLE = ("cifar10", "ptb")
+
+
+def download_dataset(dataset: str) -> str:
+    """Fetch ``dataset`` into the needle cache (``$NEEDLE_CACHE_DIR`` or the
+    user cache dir) and return its folder; looked up at call time so tests
+    can replace the fetchers."""
+    if dataset == "cifar10":
+        from needle.data.datasets import cifar10_dataset
+
+        return cifar10_dataset.download_cifar10()
+    if dataset == "ptb":
+        from needle.data.datasets import ptb_dataset
+
+        return ptb_dataset.download_ptb()
+    raise MissingDataError(f"--download: needle has no downloader for {dataset}; {HOW_TO_GET[dataset]}")
 
 
 def default_data_dir(dataset: str) -> str:
@@ -63,7 +109,7 @@ def _candidates(stem: str) -> list[str]:
     return [stem + ".gz", stem, dotted + ".gz", dotted]
 
 
-def find_mnist_files(data_dir: str) -> dict:
+def find_mnist_files(data_dir: str, dataset: str = "mnist") -> dict:
     """{(split, kind): path} for the four IDX files in ``data_dir``.
 
     Raises :class:`MissingDataError` listing every file that is absent.
@@ -83,22 +129,23 @@ def find_mnist_files(data_dir: str) -> dict:
             f"{data_dir} holds: {', '.join(present) if present else 'nothing'}")
         raise MissingDataError(
             f"--data-dir {data_dir} lacks {len(missing)} MNIST-format file(s): " + "; ".join(missing)
-            + f". {where}. An MNIST-format folder needs the train and t10k images and labels."
+            + f". {where}. An MNIST-format folder needs the train and t10k images and labels: "
+            + HOW_TO_GET.get(dataset, HOW_TO_GET["mnist"]) + "."
         )
     return found
 
 
-def _load_mnist_arrays(data_dir: str, model: str):
+def _load_mnist_arrays(data_dir: str, model: str, dataset: str = "mnist"):
     from needle.data.datasets.mnist_dataset import parse_mnist_arrays
 
-    files = find_mnist_files(data_dir)
+    files = find_mnist_files(data_dir, dataset)
     out = {}
     for split in ("train", "test"):
         images, labels = parse_mnist_arrays(files[(split, "images")], files[(split, "labels")])
         n, rows, cols = images.shape
         X = images.astype(np.float32) * np.float32(1 / 255.0)
         # the MLP takes flat rows; the CNN takes NCHW (one channel, so no transpose needed)
-        X = X.reshape(n, rows * cols) if model == "mlp_resnet" else X.reshape(n, 1, rows, cols)
+        X = X.reshape(n, rows * cols) if model == "mlp-resnet" else X.reshape(n, 1, rows, cols)
         out[split] = (X, labels)
     return out
 
@@ -120,12 +167,12 @@ class Task:
 
 def _image_task(args, device, model):
     if args.dataset in ("fashion-mnist", "mnist"):
-        arrays = _load_mnist_arrays(args.data_dir, args.model)
+        arrays = _load_mnist_arrays(args.data_dir, args.model, args.dataset)
         train = ndl.data.NDArrayDataset(*arrays["train"])
         test = ndl.data.NDArrayDataset(*arrays["test"])
-        in_dim = arrays["train"][0].shape[1] if args.model == "mlp_resnet" else None
+        in_dim = arrays["train"][0].shape[1] if args.model == "mlp-resnet" else None
     else:  # cifar10
-        _check_files(args.data_dir, [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"], "CIFAR-10")
+        _check_files(args.data_dir, _CIFAR10_FILES, "CIFAR-10", "cifar10")
         train = ndl.data.CIFAR10Dataset(args.data_dir, train=True)
         test = ndl.data.CIFAR10Dataset(args.data_dir, train=False)
         in_dim = 3 * 32 * 32
@@ -142,7 +189,7 @@ def _image_task(args, device, model):
         train_loader = ndl.data.DataLoader(train, args.batch_size, shuffle=True, device=device)
     test_loader = ndl.data.DataLoader(test, args.batch_size, shuffle=False, device=device)
     loss_fn = nn.SoftmaxLoss()
-    flatten = args.model == "mlp_resnet" and args.dataset == "cifar10"
+    flatten = args.model == "mlp-resnet" and args.dataset == "cifar10"
 
     def forward(batch):
         X, y = batch
@@ -157,7 +204,7 @@ def _image_task(args, device, model):
 
 
 def _make_image_model(name, in_dim, device):
-    if name == "mlp_resnet":
+    if name == "mlp-resnet":
         from .mlp_resnet import MLPResNet
 
         return MLPResNet(in_dim, 100, num_blocks=3, num_classes=10, device=device)
@@ -168,14 +215,15 @@ def _make_image_model(name, in_dim, device):
     raise ValueError(f"unknown image model {name!r}")
 
 
-def _check_files(data_dir, names, what):
+def _check_files(data_dir, names, what, dataset):
     missing = [n for n in names if not os.path.isfile(os.path.join(data_dir, n))]
     if missing:
-        raise MissingDataError(f"--data-dir {data_dir} lacks {what} file(s): {', '.join(missing)}")
+        raise MissingDataError(f"--data-dir {data_dir} lacks {what} file(s): {', '.join(missing)}; "
+                               f"{HOW_TO_GET[dataset]}")
 
 
 def _lm_task(args, device, model):
-    _check_files(args.data_dir, ["train.txt", "test.txt"], "Penn Treebank")
+    _check_files(args.data_dir, ["train.txt", "test.txt"], "Penn Treebank", "ptb")
     corpus = ndl.data.Corpus(args.data_dir)
     vocab = len(corpus.dictionary)
     train = ndl.data.batchify(corpus.train, args.batch_size, device=device, dtype="float32")
@@ -201,6 +249,23 @@ def _lm_task(args, device, model):
     return Task(model, lambda: windows(train), lambda: windows(test), n_windows(train), n_windows(test),
                 forward, info={"vocab_size": vocab, "train_tokens": len(corpus.train),
                                "test_tokens": len(corpus.test)})
+
+
+_CIFAR10_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+
+
+def data_present(dataset: str, data_dir: str) -> bool:
+    """Whether ``data_dir`` holds every file ``dataset`` needs."""
+    try:
+        if dataset in ("fashion-mnist", "mnist"):
+            find_mnist_files(data_dir, dataset)
+        elif dataset == "cifar10":
+            _check_files(data_dir, _CIFAR10_FILES, "CIFAR-10", dataset)
+        else:
+            _check_files(data_dir, ["train.txt", "test.txt"], "Penn Treebank", dataset)
+    except MissingDataError:
+        return False
+    return True
 
 
 def build_task(args, device, model: Optional[nn.Module] = None) -> Task:

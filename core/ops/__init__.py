@@ -15,13 +15,15 @@ from .ops_tuple import *  # noqa: F401,F403
 from .ops_conv import *  # noqa: F401,F403
 from .ops_pooling import *  # noqa: F401,F403
 from .ops_norm import *  # noqa: F401,F403
+from .ops_tensor_api import *  # noqa: F401,F403
+from .ops_tensor_api import ComparisonResult, MinMaxResult  # noqa: F401
 from .. import autograd as _autograd
 
 
 #: op functions reachable as ``ops.<name>`` but kept out of ``__all__`` (and so
 #: out of ``needle``'s namespace) because ``from needle.ops import *`` would
 #: shadow a Python builtin
-NOT_STAR_EXPORTED = {"max"}
+NOT_STAR_EXPORTED = {"max", "min", "abs"}
 
 
 def _exported_names():

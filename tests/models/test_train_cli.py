@@ -313,3 +313,205 @@ def test_resume_with_malformed_checkpoint_fails_cleanly(data_dir, tmp_path, caps
     err = capsys.readouterr().err
     assert code == 2, err
     assert "--resume: cannot use" in err and "checkpoint.npz" in err and "Traceback" not in err
+
+
+# --------------------------------------------------------------------------- #
+# issue 18: defaults in --help, model names, --download, resume header, file
+# modes, interrupt message, per-step curves
+# --------------------------------------------------------------------------- #
+def test_help_shows_the_defaults(capsys):
+    assert train_command(["--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert "L2 weight decay (default: 0.001)" in text
+    assert "(default: cosine)" in text and "(default: adam)" in text and "(default: mlp-resnet)" in text
+    assert "initial learning rate (default: 0.001)" in text and "(default: 10)" in text
+
+
+@pytest.mark.parametrize("name, canonical", [("mlp-resnet", "mlp-resnet"), ("mlp_resnet", "mlp-resnet"),
+                                             ("lstm_lm", "lstm-lm"), ("transformer-lm", "transformer-lm")])
+def test_model_names_kebab_case_and_old_spellings(name, canonical):
+    from needle.models.cli import MODELS, build_parser
+
+    assert all("_" not in m for m in MODELS)
+    args = build_parser().parse_args(["--model", name])
+    assert args.model == canonical
+
+
+def test_download_is_refused_for_datasets_without_a_url(tmp_path, capsys):
+    code = _run(["--dataset", "fashion-mnist", "--download", "--out", tmp_path / "o"])
+    err = capsys.readouterr().err
+    assert code == 2 and "no downloader for fashion-mnist" in err and "apt install dataset-fashion-mnist" in err
+
+
+@pytest.mark.parametrize("dataset, hint", [("mnist", "put the four MNIST IDX files"),
+                                           ("fashion-mnist", "apt install dataset-fashion-mnist"),
+                                           ("cifar10", "pass --download"), ("ptb", "pass --download")])
+def test_missing_data_says_how_to_get_it(tmp_path, capsys, dataset, hint):
+    model = {"cifar10": "resnet9", "ptb": "lstm-lm"}.get(dataset, "mlp-resnet")
+    code = _run(["--model", model, "--dataset", dataset, "--data-dir", tmp_path / "nothing",
+                 "--out", tmp_path / "o"])
+    err = capsys.readouterr().err
+    assert code == 2 and hint in err and "Traceback" not in err
+
+
+def test_download_fetches_into_the_cache_and_trains(tmp_path, monkeypatch, capsys):
+    """--download calls the dataset's downloader (replaced here: no network in tests) and trains from
+    the folder it returns."""
+    from needle.data.datasets import ptb_dataset
+
+    fetched = tmp_path / "cache" / "ptb"
+    calls = []
+
+    def fake_download_ptb(cache_dir=None, urls=None, sha256=None):
+        calls.append(cache_dir)
+        fetched.mkdir(parents=True, exist_ok=True)
+        lines = ["a b c d e f"] * 30
+        (fetched / "train.txt").write_text("\n".join(lines) + "\n")
+        (fetched / "test.txt").write_text("\n".join(lines[:10]) + "\n")
+        return str(fetched)
+
+    monkeypatch.setattr(ptb_dataset, "download_ptb", fake_download_ptb)
+    out = tmp_path / "o"
+    code = _run(["--model", "lstm-lm", "--dataset", "ptb", "--data-dir", tmp_path / "empty", "--download",
+                 "--epochs", 1, "--batch-size", 2, "--bptt", 4, "--embedding-size", 8, "--hidden-size", 8,
+                 "--out", out, "--no-progress"])
+    assert code == 0 and calls == [None]
+    assert f"using {fetched}" in capsys.readouterr().out
+    assert json.loads((out / "metrics.json").read_text())["args"]["data_dir"] == str(fetched)
+
+
+def test_resume_header_prints_the_lr_in_use(data_dir, tmp_path, capsys):
+    common = ["--dataset", "mnist", "--data-dir", data_dir, "--batch-size", 100, "--no-progress",
+              "--out", tmp_path / "r", "--lr", 0.01, "--max-batches", 1]
+    assert _run(common + ["--epochs", 1]) == 0
+    first = capsys.readouterr().out
+    assert "adam lr 0.01 wd" in first
+    assert _run(common + ["--epochs", 3, "--resume"]) == 0
+    printed = capsys.readouterr().out
+    # cosine over 3 epochs after 1: 0.01 * (1 + cos(pi/3)) / 2
+    lr = 0.01 * (1 + np.cos(np.pi / 3)) / 2
+    assert f"adam lr {lr:g} (schedule cosine from --lr 0.01, resumed at epoch 2)" in printed
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert metrics["epochs"][1]["lr"] == pytest.approx(lr)
+
+
+def test_files_are_written_with_the_umask_mode(data_dir, tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        out = tmp_path / "m"
+        assert _run(["--dataset", "mnist", "--data-dir", data_dir, "--epochs", 1, "--max-batches", 1,
+                     "--out", out, "--no-progress"]) == 0
+        os.umask(0o027)
+        out2 = tmp_path / "m2"
+        assert _run(["--dataset", "mnist", "--data-dir", data_dir, "--epochs", 1, "--max-batches", 1,
+                     "--out", out2, "--no-progress"]) == 0
+    finally:
+        os.umask(old)
+    for name in ("checkpoint.npz", "model.npz", "metrics.json", "curves.png"):
+        assert (out / name).stat().st_mode & 0o777 == 0o644, name
+        assert (out2 / name).stat().st_mode & 0o777 == 0o640, name
+
+
+def test_interrupt_names_the_checkpoint_and_the_resume_command(data_dir, tmp_path, capsys, monkeypatch):
+    import needle.models.training as training
+
+    real = training.run_epoch
+    calls = {"n": 0}
+
+    def interrupted_in_epoch_2(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:  # epoch 1 train, epoch 1 test, then epoch 2 train
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(training, "run_epoch", interrupted_in_epoch_2)
+    out = tmp_path / "ctrl-c"
+    argv = ["--dataset", "mnist", "--data-dir", str(data_dir), "--epochs", "3", "--max-batches", "2",
+            "--out", str(out), "--no-progress"]
+    assert train_command(argv) == 130
+    err = capsys.readouterr().err
+    ckpt = out / "checkpoint.npz"
+    assert f"interrupted during epoch 2; the checkpoint {ckpt} holds epoch 1" in err
+    resume_line = err.strip().splitlines()[-1].strip()
+    assert resume_line.startswith("needle train ") and resume_line.endswith("--resume")
+    import shlex
+
+    monkeypatch.setattr(training, "run_epoch", real)
+    assert train_command(shlex.split(resume_line)[2:]) == 0  # the printed command works
+    assert [e["epoch"] for e in json.loads((out / "metrics.json").read_text())["epochs"]] == [1, 2, 3]
+
+
+def test_interrupt_before_any_checkpoint_says_so(data_dir, tmp_path, capsys, monkeypatch):
+    import needle.models.training as training
+
+    def interrupt(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "run_epoch", interrupt)
+    assert train_command(["--dataset", "mnist", "--data-dir", str(data_dir), "--out", str(tmp_path / "x"),
+                          "--no-progress"]) == 130
+    assert "before the first checkpoint" in capsys.readouterr().err
+
+
+def test_one_epoch_run_records_a_per_step_loss_curve(data_dir, tmp_path, monkeypatch):
+    import needle.models.cli as cli
+
+    plotted = {}
+    real_plot = cli.plot_curves
+
+    def spy(history, path, steps=()):
+        plotted["steps"] = list(steps)
+        return real_plot(history, path, steps)
+
+    monkeypatch.setattr(cli, "plot_curves", spy)
+    out = tmp_path / "steps"
+    # 300 samples / batch 20 = 15 steps; a point every 4 steps and one for the last, partial window
+    assert _run(["--dataset", "mnist", "--data-dir", data_dir, "--epochs", 1, "--batch-size", 20,
+                 "--log-every", 4, "--lr", 0.01, "--out", out, "--no-progress"]) == 0
+    steps = json.loads((out / "metrics.json").read_text())["steps"]
+    assert [s["step"] for s in steps] == [4, 8, 12, 15]
+    assert [s["epoch"] for s in steps] == pytest.approx([4 / 15, 8 / 15, 12 / 15, 1.0])
+    assert all(np.isfinite(s["loss"]) and s["loss"] > 0 for s in steps)
+    assert steps[-1]["loss"] < steps[0]["loss"]  # learns the separable toy data
+    assert plotted["steps"] == steps
+    # the per-step losses average (sample-weighted) to the epoch's train loss
+    epoch = json.loads((out / "metrics.json").read_text())["epochs"][0]
+    counts = [80, 80, 80, 60]
+    assert sum(s["loss"] * c for s, c in zip(steps, counts)) / 300 == pytest.approx(epoch["train_loss"])
+
+
+def test_failed_download_is_a_clean_error(tmp_path, monkeypatch, capsys):
+    from needle.data.datasets import cifar10_dataset
+
+    def unreachable(*a, **k):
+        raise ConnectionError("download of https://example.invalid failed: cannot reach the server")
+
+    monkeypatch.setattr(cifar10_dataset, "download_cifar10", unreachable)
+    code = _run(["--model", "resnet9", "--dataset", "cifar10", "--data-dir", tmp_path / "none", "--download",
+                 "--out", tmp_path / "o"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--download of cifar10 failed: download of https://example.invalid" in err
+    assert "Traceback" not in err
+
+
+def test_interrupt_after_resume_before_a_new_epoch_keeps_the_checkpoint(data_dir, tmp_path, capsys,
+                                                                          monkeypatch):
+    import needle.models.training as training
+
+    out = tmp_path / "r"
+    common = ["--dataset", "mnist", "--data-dir", str(data_dir), "--max-batches", "1", "--out", str(out),
+              "--no-progress"]
+    assert train_command(common + ["--epochs", "1"]) == 0
+    argv = common + ["--epochs", "2"]
+
+    def interrupt(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "run_epoch", interrupt)
+    capsys.readouterr()
+    assert train_command(argv + ["--resume"]) == 130
+    err = capsys.readouterr().err
+    assert f"no new epoch finished, {out / 'checkpoint.npz'} is unchanged" in err
+    assert err.strip().endswith("--resume") and err.count("--resume") == 1
