@@ -154,7 +154,7 @@ def _validate_nproc(args):
     if n == 1:
         return None
     if args.dataset == "ptb":
-        return "--nproc > 1 trains the image models only (mlp_resnet, cnn, resnet9), not the language models"
+        return "--nproc > 1 trains the image models only (mlp-resnet, cnn, resnet9), not the language models"
     if n > max_nproc():
         return f"--nproc {n} is more than allowed on this machine ({max_nproc()}: 4 per core)"
     if args.batch_size % n:
