@@ -560,21 +560,22 @@ class Tensor(Value):
             raise TypeError("iteration over a 0-d tensor")
         return (self[i] for i in range(self.shape[0]))
 
-    # Truth value as in the course: a Tensor is always true (defining
-    # __len__ would otherwise make bool() raise for 0-d tensors).  Only
-    # comparison results (``a == b``) have a value-based truth.
+    # The course's identity semantics (course API): ``==``, ``!=`` and
+    # ``bool()`` are object identity and "always true" -- Tensors are dict
+    # keys in the graph bookkeeping and hw2 compares tuples of batches with
+    # ``!=``.  __bool__ is spelled out only because __len__ would otherwise
+    # decide truth.  Element-wise equality is ``a.eq(b)`` / ``a.ne(b)``, as
+    # torch.eq; the ordering operators below are element-wise.
     def __bool__(self) -> bool:
         return True
 
-    # Element-wise comparisons return constant 0/1 float Tensors.  Hashing
-    # stays by identity so Tensors remain dict keys and set members (graph
-    # bookkeeping); containers must use ``is``, not ``==``/``in``, on Tensors.
-    __hash__ = Value.__hash__
-
-    def __eq__(self, other):
+    def eq(self, other):
+        """Element-wise ``==`` as a constant 0/1 Tensor (PyTorch's ``Tensor.eq``;
+        the ``==`` operator keeps the course's identity meaning)."""
         return _ops.compare(self, other, "eq")
 
-    def __ne__(self, other):
+    def ne(self, other):
+        """Element-wise ``!=`` as a constant 0/1 Tensor (PyTorch's ``Tensor.ne``)."""
         return _ops.compare(self, other, "ne")
 
     def __lt__(self, other):

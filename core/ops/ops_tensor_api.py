@@ -258,26 +258,16 @@ def where(condition, x, y):
 # comparisons
 # ---------------------------------------------------------------------- #
 class ComparisonResult(Tensor):
-    """The 0/1 float Tensor a comparison returns (a constant).
-
-    Its truth value keeps Python's container comparisons meaningful now that
-    ``==`` is element-wise: ``bool(a == b)`` is true when every element is
-    equal and ``bool(a != b)`` when any differs, so ``(x1, y1) != (x2, y2)``
-    (hw2 compares tuples of batches this way) and ``x in [a, b]`` behave as
-    ``not (...)`` of each other.  For ``<``, ``<=``, ``>``, ``>=`` only a
-    one-element result has a truth value (as in NumPy and PyTorch)."""
-
-    _any = False  # set for '!=' results
-    _ambiguous = False  # set for ordering results
+    """The 0/1 float Tensor a comparison returns (a constant).  As in NumPy
+    and PyTorch only a one-element result has a truth value, so ``if t > 0:``
+    works on a scalar and is an error, not a silent answer, on a batch."""
 
     def __bool__(self) -> bool:
         data = self.numpy()
-        if data.size == 1:
-            return bool(data.reshape(()) != 0)
-        if self._ambiguous:
+        if data.size != 1:
             raise ValueError(f"the truth value of a comparison of {data.size} elements is ambiguous; "
                              f"use .numpy().any() or .numpy().all()")
-        return bool(data.any()) if self._any else bool(data.all())
+        return bool(data.reshape(()) != 0)
 
 
 _COMPARE = {"eq": "__eq__", "ne": "__ne__", "lt": "__lt__", "le": "__le__", "gt": "__gt__",
@@ -302,8 +292,8 @@ class Compare(TensorOp):
 
 
 def compare(a, b, kind: str):
-    """``a <kind> b`` element-wise as a constant 0/1 Tensor (``a == b`` etc.);
-    ``b`` a Tensor, a number, an NDArray or a NumPy array."""
+    """``a <kind> b`` element-wise as a constant 0/1 Tensor (``a < b``,
+    ``a.eq(b)`` ...); ``b`` a Tensor, a number, an NDArray or a NumPy array."""
     op = Compare(kind)
     x = a.realize_cached_data()
     if isinstance(b, Tensor):
@@ -325,13 +315,7 @@ def compare(a, b, kind: str):
             except ValueError:
                 raise ShapeError(f"Tensor {_SYMBOL[kind]}: shapes {x.shape} and {y.shape} do not "
                                  f"broadcast") from None
-    out = op.compute(x, y)
-    result = ComparisonResult.make_const(out)
-    if kind == "ne":
-        result._any = True
-    elif kind != "eq":
-        result._ambiguous = True
-    return result
+    return ComparisonResult.make_const(op.compute(x, y))
 
 
 # ---------------------------------------------------------------------- #

@@ -117,39 +117,57 @@ def test_len_and_iteration(device):
 # --------------------------------------------------------------------------- #
 # comparisons
 # --------------------------------------------------------------------------- #
-CMPS = [("==", np.equal), ("!=", np.not_equal), ("<", np.less), ("<=", np.less_equal),
-        (">", np.greater), (">=", np.greater_equal)]
+CMPS = [("<", np.less), ("<=", np.less_equal), (">", np.greater), (">=", np.greater_equal)]
 
 
-@pytest.mark.parametrize("sym, ref", CMPS, ids=[c[0] for c in CMPS])
+def _cmp(sym, x, other):
+    return {"<": lambda: x < other, "<=": lambda: x <= other, ">": lambda: x > other,
+            ">=": lambda: x >= other, "eq": lambda: x.eq(other), "ne": lambda: x.ne(other)}[sym]()
+
+
+@pytest.mark.parametrize("sym, ref", CMPS + [("eq", np.equal), ("ne", np.not_equal)],
+                         ids=[c[0] for c in CMPS] + ["eq", "ne"])
 def test_comparisons(device, sym, ref):
     a = np.array([[1.0, 2.0, 3.0], [3.0, 2.0, 1.0]])
     b = np.array([2.0, 2.0, 2.0])
     x, y = T(a, device), T(b, device)
     for other, other_np in [(y, b), (2.0, 2.0), (2, 2), (b, b)]:
-        out = eval(f"x {sym} other")
+        out = _cmp(sym, x, other)
         assert isinstance(out, ndl.Tensor) and not out.requires_grad and out.is_leaf()
         assert out.dtype == x.dtype
         np.testing.assert_array_equal(out.numpy(), ref(a, other_np).astype(np.float64))
-    rev = eval(f"2.0 {sym} x")  # reflected
-    np.testing.assert_array_equal(rev.numpy(), ref(2.0, a).astype(np.float64))
+    if sym in ("<", "<=", ">", ">="):
+        rev = eval(f"2.0 {sym} x")  # reflected
+        np.testing.assert_array_equal(rev.numpy(), ref(2.0, a).astype(np.float64))
     torch = pytest.importorskip("torch")
     ta, tb = torch.tensor(a), torch.tensor(b)
-    np.testing.assert_array_equal(eval(f"x {sym} y").numpy(), eval(f"ta {sym} tb").double().numpy())
+    expect = {"eq": ta.eq(tb), "ne": ta.ne(tb)}.get(sym)
+    if expect is None:
+        expect = eval(f"ta {sym} tb")
+    np.testing.assert_array_equal(_cmp(sym, x, y).numpy(), expect.double().numpy())
 
 
-def test_comparison_truth_values_and_hash(device):
+def test_equality_operators_keep_the_course_identity_semantics(device):
+    """Course API: == and != are identity, bool() of a Tensor is always true,
+    Tensors hash by identity (dict keys in the graph bookkeeping)."""
+    a, b = T([1.0, 2.0], device), T([1.0, 2.0], device)
+    assert (a == a) is True and (a == b) is False and (a != b) is True and (a != a) is False
+    assert (a == None) is False and (a != None) is True  # noqa: E711
+    assert {a: 1, b: 2}[b] == 2 and b in {a, b} and hash(a) == object.__hash__(a)
+    assert bool(T([], device)) and bool(T(0.0, device)) and bool(T([0.0], device))
+    assert a in [a] and a not in [b]  # containers compare by identity, never by value
+
+
+def test_comparison_truth_values(device):
     a, b = T([1.0, 2.0], device), T([1.0, 3.0], device)
-    assert bool(a == T([1.0, 2.0], device)) and not bool(a == b)
-    assert bool(a != b) and not bool(a != T([1.0, 2.0], device))
     assert bool(T(1.0, device) < 2.0) and not bool(T([3.0], device) < 2.0)
+    assert bool(T([2.0], device).eq(2.0)) and not bool(T([2.0], device).ne(2.0))
     with pytest.raises(ValueError, match="ambiguous"):
         bool(a < b)
-    # identity hashing: graph bookkeeping and containers keyed by Tensor
-    assert {a: 1, b: 2}[b] == 2 and b in {a, b} and hash(a) == object.__hash__(a)
-    assert (a == None) is False and (a != None) is True  # noqa: E711
+    with pytest.raises(ValueError, match="ambiguous"):
+        bool(a.eq(b))
     with pytest.raises(ShapeError, match="do not broadcast"):
-        a == T([1.0, 2.0, 3.0], device)
+        a.eq(T([1.0, 2.0, 3.0], device))
 
 
 def test_comparison_carries_no_gradient(device):
@@ -338,7 +356,11 @@ def test_hw2_style_batch_comparison_with_a_real_dataloader():
     shuffled = ndl.data.DataLoader(ds, batch_size=8, shuffle=True)
     plain = ndl.data.DataLoader(ds, batch_size=8, shuffle=False)
     assert any(i != j for i, j in zip(shuffled, plain))
-    assert not any(i != j for i, j in zip(plain, ndl.data.DataLoader(ds, batch_size=8)))
+    # by value the batches do differ (the identity rule alone would say so for any two loaders)
+    assert any(not np.array_equal(i[0].numpy(), j[0].numpy()) for i, j in zip(shuffled, plain))
+    for i, j in zip(plain, ndl.data.DataLoader(ds, batch_size=8)):
+        assert i != j and i == i  # tuples of distinct Tensors: identity, as the course
+        np.testing.assert_array_equal(i[0].numpy(), j[0].numpy())
 
 
 def test_item_repr(device):
