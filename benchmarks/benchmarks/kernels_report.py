@@ -14,7 +14,7 @@ import sys
 
 # relative: this runs as benchmarks.benchmarks.* (checkout) or needle_benchmarks.* (wheel)
 from .cases import KERNEL_CASES, QUICK_SKIP, available_devices, make_inputs, to_device
-from .timing import median_time
+from .timing import alternating_medians
 
 
 def print_table(title, header, rows):
@@ -28,7 +28,8 @@ def print_table(title, header, rows):
 
 
 def kernels_report(quick=False, repeat=None, device=None, filter=None):  # noqa: A002 (the CLI's name)
-    """Print rates (GB/s, GFLOP/s) and ratios vs NumPy (> 1: faster than NumPy)."""
+    """Print rates (GB/s, GFLOP/s) and ratios vs NumPy (> 1: faster than NumPy),
+    each the median of alternating blocks of needle and NumPy calls."""
     repeat = repeat or (3 if quick else 7)
     devices = [d for d in available_devices() if device in (None, d.name)]
     header = ["kernel", "numpy"] + [f"{d.name}" for d in devices] + [f"{d.name} x NumPy" for d in devices]
@@ -39,14 +40,15 @@ def kernels_report(quick=False, repeat=None, device=None, filter=None):  # noqa:
         if filter and filter not in case.name:
             continue
         host = make_inputs(case)
-        t_np = median_time(lambda: case.numpy(*host), repeat=repeat)
-        times = []
+        fns = []
         for dev in devices:
             if dev.name == "cpu_numpy" and case.unit == "GFLOP/s" and "2048" in case.name and quick:
-                times.append(None)
+                fns.append(None)
                 continue
             inputs = to_device(host, dev)
-            times.append(median_time(lambda: case.needle(*inputs), repeat=repeat))
+            fns.append(lambda inputs=inputs: case.needle(*inputs))
+        # alternating ~20 ms blocks, needle before NumPy (see alternating_medians)
+        *times, t_np = alternating_medians(fns + [lambda: case.numpy(*host)], repeat=repeat, block=0.02)
         rate = lambda t: f"{case.work / t / 1e9:6.1f} {case.unit}"  # noqa: E731
         rows.append([case.name, rate(t_np)] + [rate(t) if t else "-" for t in times]
                     + [f"{t_np / t:5.2f}x" if t else "-" for t in times])

@@ -2,11 +2,9 @@
 
 Every figure in ``benchmarks/`` comes from here, so a ratio always compares
 like with like.  ``sync`` (a GPU's synchronize) is called after each timed
-call when the work is asynchronous.
-"""
-
-They live in ``benchmarks/benchmarks/timing.py``, which the wheel ships (as
-``needle_benchmarks``) so that ``needle bench kernels`` works from an install.
+call when the work is asynchronous.  It lives in the asv package, which
+the wheel ships as ``needle_benchmarks``, so ``needle bench kernels`` works
+from an install.
 """
 
 import statistics
@@ -44,19 +42,31 @@ def median_time(fn, repeat: int = 7, number: int | None = None, min_time: float 
 
 
 def alternating_medians(fns, repeat: int = 7, min_time: float = 0.0, max_reps: int | None = None,
-                        sync=None) -> list:
+                        sync=None, block: float = 0.0) -> list:
     """Median seconds per call of each of ``fns`` (None entries are skipped:
-    their median is None), timed one call each in turn, so load from other
-    processes hits them alike.  At least ``repeat`` rounds, more until
-    ``min_time`` seconds have passed, at most ``max_reps``."""
+    their median is None), timed in turn, so load from other processes hits
+    them alike.  ``block`` > 0: each turn is a block of calls lasting about
+    that long (for microsecond kernels), else one call.  At least ``repeat``
+    rounds, more until ``min_time`` seconds have passed, at most ``max_reps``.
+    Put needle's functions first: after a NumPy BLAS call OpenBLAS's idle
+    threads spin for ~0.1 s and slow a 2-thread kernel that runs next."""
     live = [fn for fn in fns if fn is not None]
+    number = {}
     for fn in live:
         time_once(fn, sync)  # warm-up
+        one = max(time_once(fn, sync), 1e-7)
+        number[id(fn)] = max(1, int(block / one)) if block > 0 else 1
     times = {id(fn): [] for fn in live}
     start, reps = time.perf_counter(), 0
     while (reps < repeat or time.perf_counter() - start < min_time) and (max_reps is None or reps < max_reps):
         for fn in live:
-            times[id(fn)].append(time_once(fn, sync))
+            n = number[id(fn)]
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn()
+            if sync is not None:
+                sync()
+            times[id(fn)].append((time.perf_counter() - t0) / n)
         reps += 1
     return [statistics.median(times[id(fn)]) if fn is not None else None for fn in fns]
 

@@ -29,7 +29,8 @@ def test_hook_returns_cpu_backend():
 
 def test_every_kernel_is_native():
     be = needle_cpu.CpuBackend()
-    optional = ["matmul_strided", "matmul_tiled", "ewise_sub", "ewise_pow", "scalar_rdiv",
+    optional = ["matmul_strided", "matmul_batched", "ewise_strided", "matmul_tiled", "ewise_sub",
+                "ewise_pow", "scalar_rdiv",
                 "scalar_sub", "ewise_neg", "ewise_relu_grad"]
     for name in required_kernel_names() + optional:
         assert getattr(type(be), name) is not getattr(Backend, name, None), name

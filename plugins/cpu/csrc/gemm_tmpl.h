@@ -159,11 +159,15 @@ static void ND_FN(gemm_serial_)(nd_i64 m, nd_i64 k, nd_i64 p, const T *A, nd_i64
 
 /* Small products keep their packing buffers on the stack (no malloc). */
 #define ND_STACK_ELEMS 8192
+#ifndef ND_SLABS_PER_THREAD
+#define ND_SLABS_PER_THREAD 4
+#define ND_SLAB_MIN 96
+#endif
 
-/* One product split over nt threads into independent slabs of C (rows when
- * C is tall, columns when wide), each thread packing what its slab needs.
- * No barrier inside: on a shared machine a thread that is descheduled for a
- * while delays only the end of the call, and idle threads need not spin. */
+/* One product split into independent slabs of C (rows when C is tall,
+ * columns when wide), claimed dynamically by nt threads, each packing what
+ * its slab needs.  No barrier between slabs: a thread that is descheduled
+ * for a while (shared machine) only does fewer of them. */
 static int ND_FN(gemm_one_)(nd_i64 m, nd_i64 k, nd_i64 p, const T *A, nd_i64 rsa, nd_i64 csa,
                             const T *B, nd_i64 rsb, nd_i64 csb, T *C, nd_i64 ldc, int acc,
                             int nt) {
@@ -176,34 +180,49 @@ static int ND_FN(gemm_one_)(nd_i64 m, nd_i64 k, nd_i64 p, const T *A, nd_i64 rsa
   nd_i64 units = (extent + unit - 1) / unit;
   if (nt > units) nt = (int)units;
   if (nt < 1) nt = 1;
+  /* Slabs are claimed dynamically, up to ND_SLABS_PER_THREAD a thread: on a
+   * shared machine (or next to NumPy's spinning BLAS threads) a thread that
+   * waits for a core leaves its slabs to the one running instead of making
+   * the call wait.  A slab keeps >= ND_SLAB_MIN rows/columns so repacking B
+   * (or A) per slab stays small next to its multiply. */
+  nd_i64 nslab = nt;
+  if (nt > 1) {
+    nd_i64 by_size = extent / ND_SLAB_MIN;
+    nd_i64 most = (nd_i64)nt * ND_SLABS_PER_THREAD;
+    nslab = by_size < most ? by_size : most;
+    if (nslab < nt) nslab = nt;
+    if (nslab > units) nslab = units;
+  }
+  nd_i64 slab_max = ((units + nslab - 1) / nslab) * unit;  /* widest slab */
+  if (slab_max > extent) slab_max = extent;
   int ok = 1;
   _Pragma("omp parallel num_threads(nt) if(nt > 1) reduction(&&:ok)")
   {
-    int t = 0;
-    ND_TID(t);
-    nd_i64 u0 = units * t / nt, u1 = units * (t + 1) / nt;
-    nd_i64 e0 = u0 * unit, e1 = u1 * unit < extent ? u1 * unit : extent;
-    nd_i64 mm = by_rows ? e1 - e0 : m, pp = by_rows ? p : e1 - e0;
-    if (e1 > e0) {
-      nd_i64 ncap = pp < NC ? pp : NC;
-      nd_i64 mcap = mm < MC ? mm : MC;
-      nd_i64 bsize = kcap * ((ncap + NR - 1) / NR * NR);
-      nd_i64 asize = kcap * ((mcap + MR - 1) / MR * MR);
-      T stack_buf[ND_STACK_ELEMS] __attribute__((aligned(64)));
-      T *bufB, *bufA, *heap = NULL;
-      nd_i64 bpad = (bsize + 15) / 16 * 16;  /* keep bufA 64-byte aligned */
-      if (bpad + asize <= ND_STACK_ELEMS) bufB = stack_buf;
-      else bufB = heap = (T *)nd_aligned_alloc((size_t)(bpad + asize) * sizeof(T));
-      if (!bufB) ok = 0;
-      else {
-        bufA = bufB + bpad;
-        const T *Ab = by_rows ? A + e0 * rsa : A;
-        const T *Bb = by_rows ? B : B + e0 * csb;
-        T *Cb = by_rows ? C + e0 * ldc : C + e0;
-        ND_FN(gemm_serial_)(mm, k, pp, Ab, rsa, csa, Bb, rsb, csb, Cb, ldc, acc, bufB, bufA);
-      }
-      nd_aligned_free(heap);
+    nd_i64 mmax = by_rows ? slab_max : m, pmax = by_rows ? p : slab_max;
+    nd_i64 ncap = pmax < NC ? pmax : NC;
+    nd_i64 mcap = mmax < MC ? mmax : MC;
+    nd_i64 bsize = kcap * ((ncap + NR - 1) / NR * NR);
+    nd_i64 asize = kcap * ((mcap + MR - 1) / MR * MR);
+    T stack_buf[ND_STACK_ELEMS] __attribute__((aligned(64)));
+    T *bufB, *bufA, *heap = NULL;
+    nd_i64 bpad = (bsize + 15) / 16 * 16;  /* keep bufA 64-byte aligned */
+    if (bpad + asize <= ND_STACK_ELEMS) bufB = stack_buf;
+    else bufB = heap = (T *)nd_aligned_alloc((size_t)(bpad + asize) * sizeof(T));
+    if (!bufB) ok = 0;
+    bufA = bufB ? bufB + bpad : NULL;
+    _Pragma("omp for schedule(dynamic, 1) nowait")
+    for (nd_i64 sl = 0; sl < nslab; sl++) {
+      if (!bufB) continue;  /* ok is 0: the call reports out of memory */
+      nd_i64 u0 = units * sl / nslab, u1 = units * (sl + 1) / nslab;
+      nd_i64 e0 = u0 * unit, e1 = u1 * unit < extent ? u1 * unit : extent;
+      if (e1 <= e0) continue;
+      nd_i64 mm = by_rows ? e1 - e0 : m, pp = by_rows ? p : e1 - e0;
+      const T *Ab = by_rows ? A + e0 * rsa : A;
+      const T *Bb = by_rows ? B : B + e0 * csb;
+      T *Cb = by_rows ? C + e0 * ldc : C + e0;
+      ND_FN(gemm_serial_)(mm, k, pp, Ab, rsa, csa, Bb, rsb, csb, Cb, ldc, acc, bufB, bufA);
     }
+    nd_aligned_free(heap);
   }
   return ok ? 0 : -1;
 }
