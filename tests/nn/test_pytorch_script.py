@@ -6,10 +6,9 @@ lines (``import needle as torch`` style); nothing else changes.  Both runs
 start from the same weights (needle's init, converted to PyTorch layouts by
 the harness) and read the same data.
 
-Still missing from the issue's script, because the Tensor part of issue 18
-has not landed yet (add them here when it does):
-  - Tensor indexing with gradients, e.g. ``model(xb)[:, :3]``;
-  - ``Tensor.to(device)`` (``xb = xb.to(device)``; ``Module.to`` is used).
+The script indexes with gradients (the net's fourth output column is sliced
+off, so its weights must get exactly zero gradient on both sides) and moves
+Tensors with ``.to()``.
 """
 
 import numpy as np
@@ -34,11 +33,11 @@ class Net(nn.Module):
         self.conv = nn.Conv2d(1, 4, 3, padding=1)
         self.act = nn.ReLU()
         self.flat = nn.Flatten()
-        self.layers = nn.ModuleList([nn.Linear(4 * 36, 16), nn.Linear(16, 3)])
+        self.layers = nn.ModuleList([nn.Linear(4 * 36, 16), nn.Linear(16, 4)])
     def forward(self, x):
         x = self.flat(self.act(self.conv(x)))
         x = self.act(self.layers[0](x))
-        return self.layers[1](x)
+        return self.layers[1](x)[:, :3]
 
 model = Net().to("cpu")
 model.load_state_dict(INIT)
@@ -49,6 +48,7 @@ opt = torch.optim.Adam([{"params": model.conv.parameters()},
 losses = []
 for epoch in range(3):
     for xb, yb in loader:
+        xb, yb = xb.to("cpu"), yb.to("cpu")
         opt.zero_grad()
         loss = loss_fn(model(xb), yb)
         loss.backward()
@@ -81,7 +81,7 @@ def _data():
 def _needle_init():
     np.random.seed(0)
     conv = needle.nn.Conv2d(1, 4, 3, padding=1)
-    l1, l2 = needle.nn.Linear(4 * 36, 16), needle.nn.Linear(16, 3)
+    l1, l2 = needle.nn.Linear(4 * 36, 16), needle.nn.Linear(16, 4)
     return {"conv.weight": conv.weight.numpy(), "conv.bias": conv.bias.numpy(),
             "layers.0.weight": l1.weight.numpy(), "layers.0.bias": l1.bias.numpy(),
             "layers.1.weight": l2.weight.numpy(), "layers.1.bias": l2.bias.numpy()}
@@ -125,5 +125,9 @@ def test_pytorch_style_script_matches_pytorch(tmp_path):
     np.testing.assert_allclose(ours["losses"], theirs["losses"], rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(ours["norms"], theirs["norms"], rtol=1e-4, atol=1e-4)
     assert ours["losses"][-1] < ours["losses"][0]  # it learns
+    # the sliced-off output column gets no gradient (needle's weight is (in, out), torch's (out, in))
+    assert not ours["model"].layers[1].weight.grad.numpy()[:, 3].any()
+    assert not theirs["model"].layers[1].weight.grad.numpy()[3].any()
+    assert ours["model"].layers[1].weight.grad.numpy()[:, :3].any()
     assert np.abs(ours["reloaded"]).max() == 0 and np.abs(theirs["reloaded"]).max() == 0
     assert [g["lr"] for g in ours["opt"].param_groups] == pytest.approx([0.005 / 8, 0.01 / 8])
