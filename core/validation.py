@@ -16,6 +16,8 @@ import math
 import numbers
 import operator
 
+import numpy as np
+
 from .errors import ArgumentTypeError, HyperParameterError
 
 __all__ = ["check_int", "check_float", "check_probability", "check_choice", "check_bool"]
@@ -64,6 +66,6 @@ def check_choice(call: str, name: str, value, choices) -> object:
 
 
 def check_bool(call: str, name: str, value) -> bool:
-    if not isinstance(value, (bool, numbers.Integral)) or value not in (0, 1):
+    if not isinstance(value, (bool, np.bool_, numbers.Integral)) or value not in (0, 1):
         raise ArgumentTypeError(f"{call}: {name} must be True or False, got {type(value).__name__} {value!r}")
     return bool(value)
