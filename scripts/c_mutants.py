@@ -6,7 +6,8 @@
 
 For each mutant the script copies the tree (git's view: tracked and new,
 not ignored files) into a scratch folder, replaces one exact snippet of
-plugins/cpu/csrc, rebuilds the extension there, and runs the tests named for
+plugins/cpu/csrc, recompiles the C objects there and relinks (the commands
+of one full verbose build, replayed), and runs the tests named for
 that mutant with ``needle_cpu`` imported from the copy.  A mutant is KILLED
 when those tests fail.  The working tree and its build are never touched.
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -110,11 +112,35 @@ def _import_dir(tree: Path) -> Path:
     return imp
 
 
-def _build(tree: Path, log: Path) -> bool:
+def _build(tree: Path, log: Path) -> list:
+    """Full build of the copy; returns the compiler commands setuptools ran
+    (verbose output), or None when it failed."""
     with open(log, "w") as out:
-        r = subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=tree,
+        r = subprocess.run([sys.executable, "setup.py", "-v", "build_ext", "--inplace", "--force"], cwd=tree,
                            stdout=out, stderr=subprocess.STDOUT)
-    return r.returncode == 0
+    if r.returncode != 0:
+        return None
+    return [line.strip() for line in open(log) if line.lstrip().startswith(("gcc", "cc ", "x86_64", "clang"))
+            and " -o " in line]
+
+
+def _rebuild_c(tree: Path, commands: list, log: Path) -> bool:
+    """Recompile only the csrc/*.c objects (seconds; _ext.c from Cython takes
+    minutes and never changes here), relink, and put the module in place."""
+    with open(log, "w") as out:
+        for cmd in commands:
+            argv = shlex.split(cmd)
+            is_link = "-shared" in argv
+            src = argv[argv.index("-c") + 1] if "-c" in argv else ""
+            if not is_link and "/csrc/" not in src:
+                continue
+            r = subprocess.run(argv, cwd=tree, stdout=out, stderr=subprocess.STDOUT)
+            if r.returncode != 0:
+                return False
+            if is_link:
+                built = tree / argv[argv.index("-o") + 1]
+                shutil.copy2(built, tree / "plugins" / "cpu" / built.name)
+    return True
 
 
 def _tests(tree: Path, imp: Path, args) -> tuple[int, str]:
@@ -154,8 +180,10 @@ def main(argv=None) -> int:
         _copy_tree(tree)
         imp = _import_dir(tree)
         t0 = time.time()
-        if not _build(tree, work / "build-base.log"):
-            print(f"the unmutated copy does not build; see {work / 'build-base.log'}")
+        commands = _build(tree, work / "build-base.log")
+        if not commands or not any("-shared" in c for c in commands):
+            print(f"the unmutated copy does not build (or no compiler commands were seen); "
+                  f"see {work / 'build-base.log'}")
             args.keep = True
             return 2
         base = {}
@@ -178,7 +206,7 @@ def main(argv=None) -> int:
             path.write_text(original.replace(m.old, m.new))
             try:
                 t0 = time.time()
-                if not _build(tree, work / f"build-{m.key}.log"):
+                if not _rebuild_c(tree, commands, work / f"build-{m.key}.log"):
                     results[m.key] = "NO-BUILD"
                     print(f"{m.key} NO-BUILD {m.what} (see {work / f'build-{m.key}.log'})")
                     args.keep = True
@@ -188,7 +216,6 @@ def main(argv=None) -> int:
                 print(f"{m.key} {results[m.key]:8s} {m.what}  [{tail}] ({time.time() - t0:.0f} s)")
             finally:
                 path.write_text(original)
-                os.utime(path, None)  # newer than the mutant's objects: the next build recompiles
     finally:
         if args.keep:
             print(f"scratch folder kept: {work}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 
 _OPS = ["tests/core/test_ops.py", "tests/core/test_ops_norm.py", "tests/core/test_backward_constants.py",
-        "tests/core/test_special_values.py", "tests/core/test_public_api.py", "tests/core/test_mutants_ops.py"]
+        "tests/core/test_public_api.py", "tests/core/test_mutants_ops.py"]
 TESTS = {
     # fastest, NumPy-only oracles first: with -x most mutants die before torch loads
     "contrib/optim": ["tests/optim/test_optim_reference.py", "tests/optim/test_optim.py"],
@@ -22,14 +22,13 @@ TESTS = {
     "contrib/nn": ["tests/nn"],
     "contrib/data": ["tests/data/test_data_basic.py", "tests/data/test_download.py",
                      "tests/data/test_mnist_dataset.py", "tests/data/test_mutants_data.py"],
-    "core/ops/ops_logarithmic.py": ["tests/core/test_ops.py", "tests/core/test_conformance.py",
-                                    "-k", "'logsumexp or softmax or follow'"],
+    "core/ops/ops_logarithmic.py": ["tests/core/test_mutants_ops.py", "tests/core/test_ops.py",
+                                    "tests/core/test_conformance.py", "-k", "'logsumexp or softmax or follow'"],
     "core/ops/ops_conv.py": ["tests/nn/test_nn_conv.py", "tests/core/test_ops.py", "tests/core/test_public_api.py"],
     "core/ops/ops_pooling.py": ["tests/nn/test_nn_conv.py", "tests/core/test_ops.py"],
     "core/ops": _OPS,
     "core/autograd.py": ["tests/core/test_autograd.py", "tests/core/test_ops.py", "tests/core/test_public_api.py"],
-    "core/backend_ndarray/ndarray.py": ["tests/core/test_ndarray.py", "tests/core/test_conformance.py",
-                                        "tests/core/test_special_values.py"],
+    "core/backend_ndarray/ndarray.py": ["tests/core/test_ndarray.py", "tests/core/test_conformance.py"],
 }
 
 

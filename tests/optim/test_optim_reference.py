@@ -285,3 +285,19 @@ def test_a_custom_optimizer_inherits_a_state_dict_of_its_lr():
     other = Halver([p], lr=9.0)
     other.load_state_dict({"lr": np.asarray(0.25)})
     assert other.lr == 0.25
+
+
+def test_load_state_dict_skips_params_without_state_and_loads_the_rest():
+    # parameter 0 never had a gradient, so there is no m.0/v.0: the later slots still load
+    arrays, tensors = _params(9)
+    grads = _grads(9, 3, skip={(0, 0)})
+    opt = ndl.optim.Adam(tensors, lr=0.05)
+    _run(opt, tensors, grads[:1])
+    state = opt.state_dict()
+    assert "m.0" not in state and "m.1" in state and "v.2" in state
+    other = ndl.optim.Adam(tensors, lr=0.05)
+    other.load_state_dict(state)
+    assert set(other.m) == {tensors[1], tensors[2]}
+    _run(other, tensors, grads[1:])
+    # reference: param 0 starts its moments at step 2 but shares the global t
+    _close(tensors, adam_reference(arrays, [[None, grads[0][1], grads[0][2]]] + grads[1:], 0.05))
