@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 ASV=${ASV:-asv}
 if [ -x .venv/bin/asv ] && [ "$ASV" = asv ]; then ASV=.venv/bin/asv; fi
 MACHINE_FILE="$HOME/.asv-machine.json"
-if [ ! -f "$MACHINE_FILE" ] || ! grep -q "\"$(uname -n)\"" "$MACHINE_FILE"; then
+if [ "${1:-}" != machine ] && { [ ! -f "$MACHINE_FILE" ] || ! grep -q "\"$(uname -n)\"" "$MACHINE_FILE"; }; then
   "$ASV" machine --yes
 fi
 if [ $# -eq 0 ]; then

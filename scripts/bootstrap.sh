@@ -32,3 +32,9 @@ if [ "${NEEDLE_WITH_NVRTC:-1}" = "1" ] && ! "$VPY" -c "import cuda.bindings" 2>/
   # NVRTC needs no GPU: lets the CUDA kernel-compile test run on CPU-only machines
   "$VPY" -m pip install -q "cuda-python>=12.6" nvidia-cuda-nvrtc || ci_fail "cuda-python/NVRTC not installed; the CUDA compile test will be skipped"
 fi
+# asv asks for a per-user machine file on first use (and fails without a
+# terminal): write it now with the detected defaults, so a plain
+# `asv run --python=same --quick` works on a fresh clone after this script
+if [ -x .venv/bin/asv ] && [ ! -f "$HOME/.asv-machine.json" ]; then
+  ASV=.venv/bin/asv bash scripts/asv.sh machine --yes >/dev/null
+fi
