@@ -66,7 +66,7 @@ for _name, (_module, _arguments) in PROBES.items():
 
 @section
 def section_distributed(args):
-    import distributed_probe  # benchmarks/distributed_probe.py (needs the [mpi] extra)
+    from benchmarks import distributed_probe  # needs the [mpi] extra
     import mpi4py  # noqa: F401 -- ImportError -> "not available"
     distributed_probe.report(quick=args.quick)
 

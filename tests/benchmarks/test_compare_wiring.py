@@ -76,7 +76,7 @@ def test_models_report_prints_each_probe(monkeypatch, capsys, compare):
 
 def test_distributed_section_calls_its_probe(compare, monkeypatch):
     pytest.importorskip("mpi4py")
-    import distributed_probe
+    from benchmarks import distributed_probe
     calls = []
     monkeypatch.setattr(distributed_probe, "report", lambda quick=False: calls.append(quick))
     assert compare.main(["distributed", "--quick"]) == 0
