@@ -137,7 +137,7 @@ def test_batchnorm1d_module_uses_it_and_matches_torch_over_steps(device):
         np.testing.assert_allclose(y.numpy(), ty.detach().numpy(), rtol=1e-4, atol=1e-5)
         running_var = 0.9 * running_var + 0.1 * x.astype(np.float64).var(axis=0)
     np.testing.assert_allclose(bn.running_mean.numpy(), tbn.running_mean.numpy(), rtol=1e-5, atol=1e-6)
-    # API.md: running var uses the biased batch variance (torch uses unbiased)
+    # course API: running var uses the biased batch variance (torch uses unbiased)
     np.testing.assert_allclose(bn.running_var.numpy(), running_var, rtol=1e-5, atol=1e-6)
     assert not np.allclose(running_var, tbn.running_var.numpy(), rtol=1e-3)  # the two rules differ here
     assert not bn.running_mean.requires_grad and bn.running_mean.op is None

@@ -116,8 +116,8 @@ def test_load_state_dict_refuses_non_numeric_values_and_changes_nothing(bad):
     model = _model()
     before = {k: v.copy() for k, v in model.state_dict().items()}
     state = {k: v + 1 for k, v in before.items()}
-    state["modules.0.weight"] = bad  # the first key: everything after it must stay unloaded too
-    with pytest.raises(StateDictError, match="modules.0.weight"):
+    state["0.weight"] = bad  # the first key: everything after it must stay unloaded too
+    with pytest.raises(StateDictError, match=r"\b0\.weight"):
         model.load_state_dict(state)
     for k, v in model.state_dict().items():
         np.testing.assert_array_equal(v, before[k])
@@ -127,8 +127,8 @@ def test_load_state_dict_error_in_a_late_key_changes_nothing():
     model = _model()
     before = {k: v.copy() for k, v in model.state_dict().items()}
     state = {k: v + 1 for k, v in before.items()}
-    state["modules.2.bias"] = np.array(["x", "y"]).reshape(1, 2)
-    with pytest.raises(StateDictError, match="modules.2.bias"):
+    state["2.bias"] = np.array(["x", "y"]).reshape(1, 2)
+    with pytest.raises(StateDictError, match=r"\b2\.bias"):
         model.load_state_dict(state)
     for k, v in model.state_dict().items():
         np.testing.assert_array_equal(v, before[k])

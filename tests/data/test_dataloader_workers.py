@@ -185,7 +185,7 @@ def test_spawn_context_works_with_a_picklable_dataset():
 
 
 def test_bad_options_are_refused():
-    with pytest.raises(ValueError, match="num_workers must be a non-negative integer, got -1"):
+    with pytest.raises(ValueError, match="num_workers must be an integer >= 0, got -1"):
         DataLoader(Squares(3), num_workers=-1)
     with pytest.raises(ValueError, match="prefetch_factor"):
         DataLoader(Squares(3), prefetch_factor=0)

@@ -31,11 +31,11 @@ def _write_mnist(folder, n=6, gz=True):
 
 def test_build_parser_defaults_follow_the_readme():
     args = cli.build_parser().parse_args([])
-    assert (args.model, args.dataset, args.epochs, args.batch_size, args.lr) == ("mlp_resnet", "fashion-mnist",
+    assert (args.model, args.dataset, args.epochs, args.batch_size, args.lr) == ("mlp-resnet", "fashion-mnist",
                                                                                 10, 128, 1e-3)
     args = cli.build_parser().parse_args(["--model", "cnn", "--epochs", "2", "--lr", "0.5"])
     assert (args.model, args.epochs, args.lr) == ("cnn", 2, 0.5)
-    assert set(train_tasks.MODEL_DATASETS["mlp_resnet"]) == set(train_tasks.IMAGE_DATASETS)
+    assert set(train_tasks.MODEL_DATASETS["mlp-resnet"]) == set(train_tasks.IMAGE_DATASETS)
 
 
 def test_find_mnist_files_finds_gzip_and_plain_and_lists_what_is_missing(tmp_path):

@@ -1,4 +1,4 @@
-"""needle.optim against NumPy references of API.md's update rules: an oracle
+"""needle.optim against NumPy references of the course API's update rules: an oracle
 that needs no PyTorch, so the optimizers stay checked on any machine.
 
 Gradients are set by hand (no autograd in the loop), so each step's expected
@@ -17,7 +17,7 @@ import needle as ndl
 from needle.errors import StateDictError
 
 # ---------------------------------------------------------------- references
-# API.md section 5, written out once in float64
+# the course API's optimizer formulas, written out once in float64
 
 
 def sgd_reference(params, grads_per_step, lr, momentum=0.0, weight_decay=0.0):
