@@ -16,6 +16,26 @@ import sys
 COMMAND_GROUP = "needle.commands"
 
 
+class CommandExit(Exception):
+    """Raised by :class:`CommandParser` where argparse would exit; ``status``
+    is the exit code (0 after ``--help``, 2 after a usage error)."""
+
+    def __init__(self, status):
+        super().__init__(status)
+        self.status = status
+
+
+class CommandParser(argparse.ArgumentParser):
+    """argparse for a ``needle`` subcommand (``command(argv) -> int``): it
+    raises :class:`CommandExit` instead of exiting, so the command returns
+    the code to its caller (tests, ``needle.cli.main``)."""
+
+    def exit(self, status=0, message=None):
+        if message:
+            self._print_message(message, sys.stderr)
+        raise CommandExit(status)
+
+
 def _cmd_backends(argv):
     parser = argparse.ArgumentParser(prog="needle backends",
                                      description="List discovered backends and why any is unavailable.")

@@ -12,9 +12,13 @@ fi
 rm -f .coverage .coverage.*
 export COVERAGE_PROCESS_START="$PWD/pyproject.toml" COVERAGE_FILE="$PWD/.coverage"
 rc=0
-.venv/bin/python -m pytest -n 2 -q tests || rc=$?
+log=$(mktemp)
+.venv/bin/python -m pytest -n 2 -q tests 2>&1 | tee "$log" || rc=${PIPESTATUS[0]}
 unset COVERAGE_PROCESS_START
 if ! { .venv/bin/python -m coverage combine -q && .venv/bin/python -m coverage report; }; then
   [ "$rc" -ne 0 ] || rc=1
 fi
+# pytest's summary again as the last line, below the coverage table
+grep -E "^[=]* ?[0-9]+ (passed|failed)|^[=]* ?no tests ran" "$log" | tail -n 1
+rm -f "$log"
 exit $rc

@@ -18,20 +18,9 @@ import shutil
 import subprocess
 import sys
 
+from needle.cli import CommandExit, CommandParser
+
 __all__ = ["launch_command", "find_mpiexec", "mpiexec_command", "threads_per_rank"]
-
-
-class _Parser(argparse.ArgumentParser):
-    def exit(self, status=0, message=None):
-        if message:
-            self._print_message(message, sys.stderr)
-        raise _ParserExit(status)
-
-
-class _ParserExit(Exception):
-    def __init__(self, status):
-        super().__init__(status)
-        self.status = status
 
 
 def find_mpiexec() -> tuple[str, str]:
@@ -81,7 +70,7 @@ def threads_per_rank(nproc: int) -> int:
 
 
 def build_parser():
-    p = _Parser(prog="needle launch", description="Run a script on N processes with mpiexec "
+    p = CommandParser(prog="needle launch", description="Run a script on N processes with mpiexec "
                 "(needle.distributed); an uncaught exception on any rank ends all of them.")
     p.add_argument("-n", "--nproc", type=int, required=True, help="number of processes (ranks)")
     p.add_argument("--hostfile", default=None, help="MPI hostfile listing the machines (one per line, "
@@ -100,7 +89,7 @@ def launch_command(argv: list[str]) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(list(argv))
-    except _ParserExit as stop:
+    except CommandExit as stop:
         return stop.status
     if args.module is None and not args.script:
         print("needle launch: error: give a script (or -m module)", file=sys.stderr)

@@ -30,27 +30,13 @@ import time
 
 import numpy as np
 
+from needle.cli import CommandExit, CommandParser
 from needle.errors import NeedleError, StateDictError
 
 __all__ = ["train_command", "build_parser"]
 
 MODELS = ("mlp-resnet", "cnn", "resnet9", "lstm-lm", "transformer-lm")
 DATASETS = ("fashion-mnist", "mnist", "cifar10", "ptb")
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that raises instead of exiting, so train_command can return the code."""
-
-    def exit(self, status=0, message=None):
-        if message:
-            self._print_message(message, sys.stderr)
-        raise _ParserExit(status)
-
-
-class _ParserExit(Exception):
-    def __init__(self, status):
-        super().__init__(status)
-        self.status = status
 
 
 class _DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
@@ -71,7 +57,7 @@ def _model_name(value: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     # every option has a help text so ArgumentDefaultsHelpFormatter shows its default
-    p = _Parser(prog="needle train", formatter_class=_DefaultsHelp,
+    p = CommandParser(prog="needle train", formatter_class=_DefaultsHelp,
                 description="Train a needle reference model and save metrics, curves and weights.")
     p.add_argument("--model", type=_model_name, choices=MODELS, default="mlp-resnet",
                    help="model to train (old spelling mlp_resnet also accepted)")
@@ -429,7 +415,7 @@ def train_command(argv: list[str]) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(list(argv))
-    except _ParserExit as stop:
+    except CommandExit as stop:
         return stop.status
     problem = _validate(args)
     if problem:
