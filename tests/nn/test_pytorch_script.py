@@ -100,11 +100,49 @@ def _to_torch_layout(init):
     return out
 
 
-def _run(source, init, tmp_path, name):
+def _run_in_scope(source, init, path, name):
     x, y = _data()
-    scope = {"X": x, "Y": y, "INIT": init, "PATH": str(tmp_path / name), "norms": [], "__name__": "script"}
+    scope = {"X": x, "Y": y, "INIT": init, "PATH": str(path), "norms": [], "__name__": "script"}
     exec(compile(source, f"<{name} script>", "exec"), scope)
     return scope
+
+
+def _run(source, init, tmp_path, name):
+    return _run_in_scope(source, init, tmp_path / name, name)
+
+
+# The PyTorch run happens in a fresh interpreter: inside a long pytest worker
+# that has imported, patched and restored many modules, torch.load of the
+# script's own checkpoint was seen to fail once (an unpickler state problem
+# of that worker, not of the script).
+_TORCH_HARNESS = """
+import json, sys
+import numpy as np
+import torch
+src, init_path, out_path, ckpt = sys.argv[1:5]
+init = {k: torch.tensor(v) for k, v in np.load(init_path).items()}
+sys.path.insert(0, %r)
+from test_pytorch_script import _run_in_scope
+scope = _run_in_scope(open(src).read(), init, ckpt, "torch.pt")
+w = scope["model"].layers[1].weight.grad.numpy()
+json.dump({"losses": scope["losses"], "norms": scope["norms"],
+           "reloaded": float(np.abs(scope["reloaded"]).max()),
+           "unused_grad": float(np.abs(w[3]).max())}, open(out_path, "w"))
+"""
+
+
+def _run_torch(source, init, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "script.py").write_text(source)
+    np.savez(tmp_path / "init.npz", **init)
+    harness = _TORCH_HARNESS % os.path.dirname(os.path.abspath(__file__))
+    subprocess.run([sys.executable, "-c", harness, str(tmp_path / "script.py"), str(tmp_path / "init.npz"),
+                    str(tmp_path / "torch.json"), str(tmp_path / "torch.pt")], check=True, timeout=300)
+    return json.loads((tmp_path / "torch.json").read_text())
 
 
 def test_the_script_text_differs_only_in_its_imports():
@@ -117,17 +155,17 @@ def test_the_script_text_differs_only_in_its_imports():
 
 
 def test_pytorch_style_script_matches_pytorch(tmp_path):
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     init = _needle_init()
     ours = _run(NEEDLE_IMPORTS + SCRIPT.strip().split("\n", 3)[3], init, tmp_path, "needle.npz")
-    theirs = _run(SCRIPT, {k: torch.tensor(v) for k, v in _to_torch_layout(init).items()}, tmp_path, "torch.pt")
+    theirs = _run_torch(SCRIPT, _to_torch_layout(init), tmp_path)
     assert len(ours["losses"]) == len(theirs["losses"]) == 3 * (44 // 8)
     np.testing.assert_allclose(ours["losses"], theirs["losses"], rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(ours["norms"], theirs["norms"], rtol=1e-4, atol=1e-4)
     assert ours["losses"][-1] < ours["losses"][0]  # it learns
     # the sliced-off output column gets no gradient (needle's weight is (in, out), torch's (out, in))
     assert not ours["model"].layers[1].weight.grad.numpy()[:, 3].any()
-    assert not theirs["model"].layers[1].weight.grad.numpy()[3].any()
+    assert theirs["unused_grad"] == 0
     assert ours["model"].layers[1].weight.grad.numpy()[:, :3].any()
-    assert np.abs(ours["reloaded"]).max() == 0 and np.abs(theirs["reloaded"]).max() == 0
+    assert np.abs(ours["reloaded"]).max() == 0 and theirs["reloaded"] == 0
     assert [g["lr"] for g in ours["opt"].param_groups] == pytest.approx([0.005 / 8, 0.01 / 8])
