@@ -135,6 +135,18 @@ class Op:
         return (out,)
 
 
+def _check_inputs(op: Op, args) -> None:
+    """Raise ArgumentTypeError naming ``op`` for an input that is not a graph
+    node (``ops.relu(5)``).  Called only after building the node failed, so
+    the per-op hot path pays nothing for it."""
+    for i, x in enumerate(args):
+        if not isinstance(x, Value):
+            from .errors import ArgumentTypeError
+            raise ArgumentTypeError(
+                f"{type(op).__name__}: input {i} is a {type(x).__name__} ({x!r:.60}), not a Tensor; "
+                f"wrap it with needle.Tensor(...) first") from None
+
+
 class TensorOp(Op):
     """An op whose output is a single Tensor."""
 
@@ -204,46 +216,50 @@ class Value:
         records the edge and leaves ``cached_data`` to ``realize_cached_data``.
         One- and two-input ops (nearly all) skip the generic list building:
         Python overhead per op dominates small models."""
-        node = _object_new(cls)
-        node.grad = None
-        if LAZY_MODE:
-            node.op, node.inputs, node.cached_data = op, list(inputs), None
-            node.requires_grad = (not (_GRAD_OFF and _thread_id() in _GRAD_OFF)
-                                  and any(x.requires_grad for x in inputs))
+        try:  # free unless raised (3.11): a non-Tensor input fails on .cached_data
+            node = _object_new(cls)
+            node.grad = None
+            if LAZY_MODE:
+                node.op, node.inputs, node.cached_data = op, list(inputs), None
+                node.requires_grad = (not (_GRAD_OFF and _thread_id() in _GRAD_OFF)
+                                      and any(x.requires_grad for x in inputs))
+                return node
+            n = len(inputs)
+            if n == 2:
+                a, b = inputs
+                da = a.cached_data
+                if da is None:
+                    da = a.realize_cached_data()
+                db = b.cached_data
+                if db is None:
+                    db = b.realize_cached_data()
+                node.cached_data = op.compute(da, db)
+                if (a.requires_grad or b.requires_grad) and not (_GRAD_OFF and _thread_id() in _GRAD_OFF):
+                    node.op = op
+                    node.inputs = [a, b]
+                    node.requires_grad = True
+                    return node
+            elif n == 1:
+                a = inputs[0]
+                da = a.cached_data
+                if da is None:
+                    da = a.realize_cached_data()
+                node.cached_data = op.compute(da)
+                if a.requires_grad and not (_GRAD_OFF and _thread_id() in _GRAD_OFF):
+                    node.op = op
+                    node.inputs = [a]
+                    node.requires_grad = True
+                    return node
+            else:
+                node.cached_data = op.compute(*[x.realize_cached_data() for x in inputs])
+                if not (_GRAD_OFF and _thread_id() in _GRAD_OFF) and any(x.requires_grad for x in inputs):
+                    node.op, node.inputs, node.requires_grad = op, list(inputs), True
+                    return node
+            node.op, node.inputs, node.requires_grad = None, [], False  # a constant: no graph kept
             return node
-        n = len(inputs)
-        if n == 2:
-            a, b = inputs
-            da = a.cached_data
-            if da is None:
-                da = a.realize_cached_data()
-            db = b.cached_data
-            if db is None:
-                db = b.realize_cached_data()
-            node.cached_data = op.compute(da, db)
-            if (a.requires_grad or b.requires_grad) and not (_GRAD_OFF and _thread_id() in _GRAD_OFF):
-                node.op = op
-                node.inputs = [a, b]
-                node.requires_grad = True
-                return node
-        elif n == 1:
-            a = inputs[0]
-            da = a.cached_data
-            if da is None:
-                da = a.realize_cached_data()
-            node.cached_data = op.compute(da)
-            if a.requires_grad and not (_GRAD_OFF and _thread_id() in _GRAD_OFF):
-                node.op = op
-                node.inputs = [a]
-                node.requires_grad = True
-                return node
-        else:
-            node.cached_data = op.compute(*[x.realize_cached_data() for x in inputs])
-            if not (_GRAD_OFF and _thread_id() in _GRAD_OFF) and any(x.requires_grad for x in inputs):
-                node.op, node.inputs, node.requires_grad = op, list(inputs), True
-                return node
-        node.op, node.inputs, node.requires_grad = None, [], False  # a constant: no graph kept
-        return node
+        except AttributeError:
+            _check_inputs(op, inputs)
+            raise
 
 
 # ---------------------------------------------------------------------- #

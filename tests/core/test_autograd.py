@@ -475,3 +475,15 @@ def test_tuple_adjoints_are_summed_slot_by_slot(monkeypatch):
     expect[1] += 5.0
     np.testing.assert_allclose(x.grad.numpy(), expect, rtol=1e-6)
     assert sums and max(sums) <= 3
+
+
+@pytest.mark.parametrize("call, op, kind", [
+    (lambda: ndl.ops.relu(5), "ReLU", "int"),
+    (lambda: ndl.ops.exp("x"), "Exp", "str"),
+    (lambda: ndl.ops.add_scalar([1.0], 2.0), "AddScalar", "list"),
+    (lambda: ndl.ops.multiply(np.ones(2), ndl.Tensor([1.0, 2.0])), "EWiseMul", "ndarray"),
+])
+def test_an_op_given_a_non_tensor_input_raises_a_typed_error_naming_it(call, op, kind):
+    from needle.errors import ArgumentTypeError
+    with pytest.raises(ArgumentTypeError, match=f"{op}: input 0 is a {kind}"):
+        call()
