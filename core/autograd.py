@@ -4,7 +4,8 @@ A ``Tensor`` is a node of a computation graph: a leaf (``op is None``) or the
 result of an ``Op`` applied to input Tensors.  Computation is eager: an op's
 NDArray result is computed when the node is created (by the one builder,
 ``Value.make_from_op``).  ``backward()`` walks the graph in reverse
-topological order and stores each node's adjoint in ``node.grad``; adjoints
+topological order and stores the adjoint of each leaf (and of the output,
+and of nodes marked ``retain_grad()``) in ``node.grad``; adjoints
 are themselves Tensors built from ops, so they can be differentiated again.
 
 ``Tensor``'s operators (``+``, ``@``, ``sum`` ...) are one-liners calling the
@@ -410,6 +411,17 @@ class Tensor(Value):
             new = new.cast(old.dtype)
         self.cached_data = new
 
+    def retain_grad(self) -> "Tensor":
+        """Keep this interior node's adjoint in ``.grad`` after ``backward``
+        (leaves and the tensor ``backward`` starts from always get one;
+        other interior nodes do not, see ``compute_gradient_of_variables``)."""
+        self.__dict__["_retains_grad"] = True
+        return self
+
+    @property
+    def retains_grad(self) -> bool:
+        return bool(self.__dict__.get("_retains_grad"))
+
     def detach(self) -> "Tensor":
         """A new leaf with the same array and ``requires_grad=False``."""
         return Tensor.make_const(self.realize_cached_data())
@@ -571,9 +583,10 @@ def sum_node_list(node_list: List[Value]) -> Value:
 
 
 def compute_gradient_of_variables(output_tensor: Value, out_grad: Value) -> None:
-    """Store in ``node.grad`` the adjoint of every node reachable from
-    ``output_tensor`` that requires a gradient (and of the output itself),
-    given ``out_grad`` for the output.  Constants (``requires_grad=False``)
+    """Store in ``node.grad`` the adjoint of every leaf reachable from
+    ``output_tensor`` that requires a gradient, of the output itself and of
+    the interior nodes marked with ``retain_grad()``, given ``out_grad`` for
+    the output.  Other interior nodes' adjoints are passed on, not stored.  Constants (``requires_grad=False``)
     receive no adjoint, so no work is spent on them."""
     partials = {output_tensor: [out_grad]}
     for node in reversed(find_topo_sort([output_tensor])):
@@ -586,10 +599,17 @@ def compute_gradient_of_variables(output_tensor: Value, out_grad: Value) -> None
             adjoint = TensorTuple.sum_adjoints(grads)
         else:
             adjoint = sum_node_list(grads)
-        node.grad = adjoint
         op = node.op
         if op is None:
+            node.grad = adjoint
             continue
+        # An interior node keeps its adjoint only when asked (retain_grad) or
+        # when it is the output: the adjoint is a graph that usually reaches
+        # back to the node (d exp(x) = g * exp(x)), so storing it on every
+        # node made each step's graph a reference cycle that only Python's
+        # cyclic collector frees -- a whole step's activations held per step.
+        if node is output_tensor or node.__dict__.get("_retains_grad"):
+            node.grad = adjoint
         inputs = node.inputs
         # inputs that need no gradient (data batches, masks, one-hot labels)
         # get no partial adjoint: ops that can skip computing it do
