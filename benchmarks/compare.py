@@ -12,6 +12,8 @@ Sections:
   conv      convolution forward+backward at ResNet9 layer shapes vs PyTorch
   mlp       one MLPResNet training epoch (Fashion-MNIST sized) vs PyTorch
   models    ResNet9 / LSTM LM / Transformer block training steps vs PyTorch
+  memory    peak RSS growth of SmallCNN / ResNet9 training steps vs PyTorch, each
+            framework in its own process
 
 Ratios are medians of repeated runs.  Targets live in the issues and the
 README; nothing here asserts a time.
@@ -94,6 +96,12 @@ def section_mlp(args):
 def section_models(args):
     import models_probe  # benchmarks/models_probe.py
     models_probe.report(quick=args.quick, device=args.device)
+
+
+@section
+def section_memory(args):
+    import memory_probe  # benchmarks/memory_probe.py: one subprocess per framework and model
+    memory_probe.report(steps=5 if args.quick else 25, device=args.device or "cpu")
 
 
 def main(argv=None):
