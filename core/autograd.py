@@ -586,10 +586,49 @@ def compute_gradient_of_variables(output_tensor: Value, out_grad: Value) -> None
     """Store in ``node.grad`` the adjoint of every leaf reachable from
     ``output_tensor`` that requires a gradient, of the output itself and of
     the interior nodes marked with ``retain_grad()``, given ``out_grad`` for
-    the output.  Other interior nodes' adjoints are passed on, not stored.  Constants (``requires_grad=False``)
-    receive no adjoint, so no work is spent on them."""
+    the output.  Other interior nodes' adjoints are passed on, not stored.
+    Constants (``requires_grad=False``) receive no adjoint, so no work is
+    spent on them.
+
+    Memory: the stored gradients are graphs (differentiable again), so they
+    keep every node made during this pass.  Once a made node's array has
+    been consumed -- an interior adjoint passed to its op's ``gradient``, a
+    partial adjoint summed, a helper node inside a ``gradient`` -- the array
+    is dropped (``cached_data = None``; ``realize_cached_data`` recomputes it
+    from the node's inputs should a gradient of a gradient need it), as
+    PyTorch frees a node's saved tensors once backward has passed it.  Arrays
+    of the forward graph, of constants and of stored gradients are kept."""
+    order = find_topo_sort([output_tensor])
+    release = not LAZY_MODE  # lazy nodes are not computed yet: nothing to drop
+    forward = set(order) if release else ()
+    pending: dict = {}  # node made by this pass -> partial-adjoint slots not yet consumed
+    stored: set = set()  # nodes stored in some .grad: their arrays stay
+
+    def consumed(t):
+        n = pending.get(t)
+        if n is None:  # a forward node, ``out_grad`` or a constant
+            return
+        if n > 1:
+            pending[t] = n - 1
+            return
+        del pending[t]
+        if t.op is not None and t not in stored:
+            t.cached_data = None
+
+    def drop_helpers(g):
+        # nodes a ``gradient`` made on its way to the partial ``g``
+        # (``g * exp(x)``'s ``exp(x)``): nothing but ``g``'s graph uses them
+        stack = list(g.inputs)
+        while stack:
+            m = stack.pop()
+            if (m.op is None or m.cached_data is None or m in forward or m in pending
+                    or m in stored):
+                continue
+            m.cached_data = None
+            stack.extend(m.inputs)
+
     partials = {output_tensor: [out_grad]}
-    for node in reversed(find_topo_sort([output_tensor])):
+    for node in reversed(order):
         grads = partials.pop(node, None)
         if grads is None:  # cannot happen for nodes reached from the output
             continue
@@ -600,16 +639,25 @@ def compute_gradient_of_variables(output_tensor: Value, out_grad: Value) -> None
         else:
             adjoint = sum_node_list(grads)
         op = node.op
-        if op is None:
-            node.grad = adjoint
-            continue
         # An interior node keeps its adjoint only when asked (retain_grad) or
         # when it is the output: the adjoint is a graph that usually reaches
         # back to the node (d exp(x) = g * exp(x)), so storing it on every
         # node made each step's graph a reference cycle that only Python's
         # cyclic collector frees -- a whole step's activations held per step.
-        if node is output_tensor or node.__dict__.get("_retains_grad"):
+        keep = op is None or node is output_tensor or node.__dict__.get("_retains_grad")
+        if keep:
             node.grad = adjoint
+            if release:
+                stored.add(adjoint)
+        if release and len(grads) > 1:
+            for g in grads:
+                consumed(g)
+            drop_helpers(adjoint)  # the summation's own intermediate nodes
+            pending[adjoint] = 1
+        if op is None:
+            if release:
+                consumed(adjoint)
+            continue
         inputs = node.inputs
         # inputs that need no gradient (data batches, masks, one-hot labels)
         # get no partial adjoint: ops that can skip computing it do
@@ -618,9 +666,12 @@ def compute_gradient_of_variables(output_tensor: Value, out_grad: Value) -> None
         if all(need):
             partial = op.gradient_as_tuple(adjoint, node)
         elif not any(need):
+            if release:
+                consumed(adjoint)
             continue
         else:
             partial = op.gradient_needed(adjoint, node, need)
+        made = []
         for inp, g, wanted in zip(inputs, partial, need):
             if not wanted or g is None:
                 continue
@@ -629,6 +680,13 @@ def compute_gradient_of_variables(output_tensor: Value, out_grad: Value) -> None
                 partials[inp] = [g]
             else:
                 lst.append(g)
+            if release and g not in forward:
+                pending[g] = pending.get(g, 0) + 1
+                made.append(g)
+        if release:
+            consumed(adjoint)
+            for g in made:
+                drop_helpers(g)
 
 
 def local_vjp(output: Value, inputs, out_grad: Value) -> tuple:
