@@ -69,7 +69,7 @@ def _data(shape):
     return rng.random((BATCH,) + shape, dtype=np.float32), rng.integers(0, 10, BATCH)
 
 
-def _needle_step(workload, device):
+def needle_step(workload, device):
     import needle as ndl
     from needle import nn
     from needle.models import ResNet9
@@ -98,7 +98,7 @@ def _needle_step(workload, device):
     return step
 
 
-def _torch_step(workload, threads):
+def torch_step(workload, threads):
     import torch
     from models_probe import torch_resnet9  # benchmarks/models_probe.py
 
@@ -131,7 +131,7 @@ def _torch_step(workload, threads):
 def worker(framework, workload, steps, device, threads):
     """Runs in its own process: the JSON line of one cell."""
     sys.path.insert(0, HERE)
-    step = _needle_step(workload, device) if framework == "needle" else _torch_step(workload, threads)
+    step = needle_step(workload, device) if framework == "needle" else torch_step(workload, threads)
     base = _rss_kb()
     if _reset_hwm():
         for _ in range(steps):

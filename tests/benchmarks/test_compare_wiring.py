@@ -19,7 +19,8 @@ def compare(monkeypatch):
 
 
 @pytest.mark.parametrize("section,module", [("overhead", "overhead"), ("conv", "conv_probe"),
-                                            ("mlp", "training_probe"), ("models", "models_probe")])
+                                            ("mlp", "training_probe"), ("models", "models_probe"),
+                                            ("memory", "memory_probe")])
 def test_each_section_calls_its_probe_report_with_fitting_arguments(compare, monkeypatch, section,
                                                                     module, capsys):
     probe = importlib.import_module(module)
