@@ -479,7 +479,8 @@ class Tensor(Value):
     # -- autodiff -----------------------------------------------------------
     def backward(self, out_grad: Optional["Tensor"] = None) -> None:
         """Reverse-mode AD from this Tensor; ``out_grad`` defaults to ones of
-        its shape.  Every node's ``.grad`` is overwritten (never accumulated)."""
+        its shape.  The ``.grad`` of each leaf reached (and of this tensor and of
+        nodes marked ``retain_grad()``) is overwritten (never accumulated)."""
         data = self.realize_cached_data()
         if out_grad is None:
             ones = NDArray.make(data.shape, device=data.device, dtype=data.dtype)
