@@ -170,3 +170,22 @@ def test_backward_drops_consumed_adjoint_arrays_and_recomputes_them(device):
         d[i] = 1e-6
         num[i] = (f(x_np + d) - f(x_np - d)) / 2e-6
     np.testing.assert_allclose(x.grad.numpy(), num, rtol=1e-6, atol=1e-8)
+
+
+def test_conv_of_a_data_batch_computes_no_input_adjoint(device):
+    """A network's first conv reads a batch that needs no gradient: backward
+    skips its input adjoint (a full-size conv and a batch-sized array)."""
+    rng = np.random.default_rng(4)
+    x = ndl.Tensor(rng.standard_normal((2, 5, 5, 3)), device=device, dtype="float64",
+                   requires_grad=False)
+    w = ndl.Tensor(rng.standard_normal((3, 3, 3, 4)), device=device, dtype="float64")
+    y = ndl.ops.conv(x, w, stride=1, padding=1)
+    g = ndl.Tensor(rng.standard_normal(y.shape), device=device, dtype="float64", requires_grad=False)
+    gx, gw = y.op.gradient_needed(g, y, (False, True))
+    assert gx is None
+    full_gx, full_gw = y.op.gradient_as_tuple(g, y)
+    np.testing.assert_allclose(gw.numpy(), full_gw.numpy(), rtol=1e-12)
+    assert full_gx.shape == x.shape
+    (y * g).sum().backward()
+    assert x.grad is None
+    np.testing.assert_allclose(w.grad.numpy(), full_gw.numpy(), rtol=1e-12)
