@@ -189,3 +189,20 @@ def test_conv_of_a_data_batch_computes_no_input_adjoint(device):
     (y * g).sum().backward()
     assert x.grad is None
     np.testing.assert_allclose(w.grad.numpy(), full_gw.numpy(), rtol=1e-12)
+
+
+def test_batch_norm_keeps_one_input_sized_array_after_backward(device):
+    """The fused batch norm needs the normalised input for backward; the
+    centred input it was made from is dropped once that exists."""
+    rng = np.random.default_rng(5)
+    x = ndl.Tensor(rng.standard_normal((16, 4)), device=device, dtype="float64")
+    w = ndl.Tensor(rng.uniform(0.5, 1.5, 4), device=device, dtype="float64")
+    b = ndl.Tensor(rng.standard_normal(4), device=device, dtype="float64")
+    y = ndl.ops.batch_norm_train(x, w, b)
+    (y * y).sum().backward()
+    held = [a for a in y.op._saved if a is not None and a.size == 16 * 4]
+    assert len(held) == 1
+    xn = x.numpy()
+    xhat = (xn - xn.mean(0)) / np.sqrt(xn.var(0) + 1e-5)
+    np.testing.assert_allclose(w.grad.numpy(), (2 * (xhat * w.numpy() + b.numpy()) * xhat).sum(0),
+                               rtol=1e-8)
