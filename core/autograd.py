@@ -145,6 +145,9 @@ class Value:
 
     __slots__ = ("op", "inputs", "cached_data", "requires_grad", "grad", "__dict__", "__weakref__")
 
+    #: set on the instance by ``Tensor.retain_grad()``; read by ``backward``
+    _retains_grad = False
+
     def __new__(cls, *args, **kwargs):
         # ``Tensor(...)``, ``copy.copy`` and subclasses all allocate here
         return _new_node(cls)
@@ -415,12 +418,12 @@ class Tensor(Value):
         """Keep this interior node's adjoint in ``.grad`` after ``backward``
         (leaves and the tensor ``backward`` starts from always get one;
         other interior nodes do not, see ``compute_gradient_of_variables``)."""
-        self.__dict__["_retains_grad"] = True
+        self._retains_grad = True
         return self
 
     @property
     def retains_grad(self) -> bool:
-        return bool(self.__dict__.get("_retains_grad"))
+        return self._retains_grad
 
     def detach(self) -> "Tensor":
         """A new leaf with the same array and ``requires_grad=False``."""
@@ -645,7 +648,7 @@ def compute_gradient_of_variables(output_tensor: Value, out_grad: Value) -> None
         # back to the node (d exp(x) = g * exp(x)), so storing it on every
         # node made each step's graph a reference cycle that only Python's
         # cyclic collector frees -- a whole step's activations held per step.
-        keep = op is None or node is output_tensor or node.__dict__.get("_retains_grad")
+        keep = op is None or node is output_tensor or node._retains_grad
         if keep:
             node.grad = adjoint
             if release:
