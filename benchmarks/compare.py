@@ -14,6 +14,8 @@ Sections:
   models    ResNet9 / LSTM LM / Transformer block training steps vs PyTorch
   distributed  allreduce 4 KB-64 MB (needle.distributed vs mpi4py), a 2-rank MLPResNet
             epoch vs 1 process, share of allreduce hidden behind backward
+  memory    peak RSS growth of SmallCNN / ResNet9 training steps vs PyTorch, each
+            framework in its own process
 
 Ratios are medians of repeated runs.  Targets live in the issues and the
 README; nothing here asserts a time.
@@ -69,6 +71,12 @@ def section_distributed(args):
     from benchmarks import distributed_probe  # needs the [mpi] extra
     import mpi4py  # noqa: F401 -- ImportError -> "not available"
     distributed_probe.report(quick=args.quick)
+
+
+@section
+def section_memory(args):
+    import memory_probe  # benchmarks/memory_probe.py: one subprocess per framework and model
+    memory_probe.report(steps=5 if args.quick else 25, device=args.device or "cpu")
 
 
 def main(argv=None):

@@ -79,6 +79,29 @@ def _torch_sgd_step(torch, tmodel, lr, x_np, y_np, device):
 
 
 # ---------------------------------------------------------------- ResNet9
+def torch_resnet9(torch):
+    """PyTorch's twin of ``needle.models.ResNet9`` (NCHW, same layers)."""
+    tnn = torch.nn
+
+    def cbn(a, b, k, s):
+        return tnn.Sequential(tnn.Conv2d(a, b, k, s, padding=k // 2), tnn.BatchNorm2d(b), tnn.ReLU())
+
+    class Res(tnn.Module):
+        def __init__(self, f):
+            super().__init__()
+            self.f = f
+
+        def forward(self, t):
+            return self.f(t) + t
+
+    return tnn.Sequential(
+        cbn(3, 16, 7, 4), cbn(16, 32, 3, 2),
+        Res(tnn.Sequential(cbn(32, 32, 3, 1), cbn(32, 32, 3, 1))),
+        cbn(32, 64, 3, 2), cbn(64, 128, 3, 2),
+        Res(tnn.Sequential(cbn(128, 128, 3, 1), cbn(128, 128, 3, 1))),
+        tnn.Flatten(), tnn.Linear(128, 128), tnn.ReLU(), tnn.Linear(128, 10))
+
+
 def resnet9_step(device=None, batch=128, repeat=5, build_only=False):
     import needle as ndl
     from needle import nn
@@ -98,26 +121,7 @@ def resnet9_step(device=None, batch=128, repeat=5, build_only=False):
     tstep = None
     torch = _torch()
     if torch is not None:
-        tnn = torch.nn
-
-        def cbn(a, b, k, s):
-            return tnn.Sequential(tnn.Conv2d(a, b, k, s, padding=k // 2), tnn.BatchNorm2d(b),
-                                  tnn.ReLU())
-
-        class Res(tnn.Module):
-            def __init__(self, f):
-                super().__init__()
-                self.f = f
-
-            def forward(self, t):
-                return self.f(t) + t
-
-        tmodel = tnn.Sequential(
-            cbn(3, 16, 7, 4), cbn(16, 32, 3, 2),
-            Res(tnn.Sequential(cbn(32, 32, 3, 1), cbn(32, 32, 3, 1))),
-            cbn(32, 64, 3, 2), cbn(64, 128, 3, 2),
-            Res(tnn.Sequential(cbn(128, 128, 3, 1), cbn(128, 128, 3, 1))),
-            tnn.Flatten(), tnn.Linear(128, 128), tnn.ReLU(), tnn.Linear(128, 10))
+        tmodel = torch_resnet9(torch)
         tstep = _torch_sgd_step(torch, tmodel, 0.01, x_np, y_np, device)
 
     return (step, tstep) if build_only else _compare(step, tstep, repeat)

@@ -4,7 +4,8 @@ A ``Tensor`` is a node of a computation graph: a leaf (``op is None``) or the
 result of an ``Op`` applied to input Tensors.  Computation is eager: an op's
 NDArray result is computed when the node is created (by the one builder,
 ``Value.make_from_op``).  ``backward()`` walks the graph in reverse
-topological order and stores each node's adjoint in ``node.grad``; adjoints
+topological order and stores the adjoint of each leaf (and of the output,
+and of nodes marked ``retain_grad()``) in ``node.grad``; adjoints
 are themselves Tensors built from ops, so they can be differentiated again.
 
 ``Tensor``'s operators (``+``, ``@``, ``sum`` ...) are one-liners calling the
@@ -31,10 +32,20 @@ from .errors import ArgumentTypeError, DeviceMismatchError, ShapeError, Unsuppor
 __all__ = ["Value", "Op", "TensorOp", "TensorTupleOp", "Tensor", "TensorTuple",
            "find_topo_sort", "topo_sort_dfs", "compute_gradient_of_variables",
            "sum_node_list", "no_grad", "enable_grad", "is_grad_enabled", "use_ops",
-           "LAZY_MODE", "TENSOR_COUNTER"]
+           "LAZY_MODE", "KEEP_INTERIOR_GRADS", "TENSOR_COUNTER"]
 
 # Course global: LAZY_MODE delays computation until realize_cached_data().
 LAZY_MODE = False
+
+# Course API: ``backward`` stores the adjoint of every node in ``node.grad``.
+# An interior adjoint is a graph that usually reaches back to its node
+# (d exp(x) = g * exp(x)), so each step's graph then sits in reference cycles
+# that only Python's cyclic collector frees (a whole step's activations held
+# per step).  False gives PyTorch's rule -- ``.grad`` on leaves, on the tensor
+# ``backward`` starts from and on ``retain_grad()`` nodes only -- and the
+# graph goes as soon as the last reference to the loss does.  ``needle train``
+# and the memory benchmarks set it False; the course default stays True.
+KEEP_INTERIOR_GRADS = True
 
 
 
@@ -171,6 +182,9 @@ class Value:
     """A node of the graph: ``op`` applied to ``inputs`` gives ``cached_data``."""
 
     __slots__ = ("op", "inputs", "cached_data", "requires_grad", "grad", "__dict__", "__weakref__")
+
+    #: set on the instance by ``Tensor.retain_grad()``; read by ``backward``
+    _retains_grad = False
 
     def realize_cached_data(self):
         """The node's array, computing it (and its inputs') if needed."""
@@ -636,6 +650,17 @@ class Tensor(Value):
             new = new.cast(old.dtype)
         self.cached_data = new
 
+    def retain_grad(self) -> "Tensor":
+        """Keep this interior node's adjoint in ``.grad`` after ``backward``
+        (leaves and the tensor ``backward`` starts from always get one;
+        other interior nodes do not, see ``compute_gradient_of_variables``)."""
+        self._retains_grad = True
+        return self
+
+    @property
+    def retains_grad(self) -> bool:
+        return self._retains_grad
+
     def detach(self) -> "Tensor":
         """A new leaf with the same array and ``requires_grad=False``."""
         return Tensor.make_const(self.realize_cached_data())
@@ -698,7 +723,8 @@ class Tensor(Value):
     # -- autodiff -----------------------------------------------------------
     def backward(self, out_grad: Optional["Tensor"] = None) -> None:
         """Reverse-mode AD from this Tensor; ``out_grad`` defaults to ones of
-        its shape.  Every node's ``.grad`` is overwritten (never accumulated)."""
+        its shape.  The ``.grad`` of each leaf reached (and of this tensor and of
+        nodes marked ``retain_grad()``) is overwritten (never accumulated)."""
         data = self.realize_cached_data()
         if out_grad is None:
             ones = NDArray.make(data.shape, device=data.device, dtype=data.dtype)
@@ -816,12 +842,52 @@ def sum_node_list(node_list: List[Value]) -> Value:
 
 
 def compute_gradient_of_variables(output_tensor: Value, out_grad: Value) -> None:
-    """Store in ``node.grad`` the adjoint of every node reachable from
-    ``output_tensor`` that requires a gradient (and of the output itself),
-    given ``out_grad`` for the output.  Constants (``requires_grad=False``)
-    receive no adjoint, so no work is spent on them."""
+    """Store in ``node.grad`` the adjoint of every leaf reachable from
+    ``output_tensor`` that requires a gradient, of the output itself and of
+    the interior nodes marked with ``retain_grad()``, given ``out_grad`` for
+    the output.  Other interior nodes' adjoints are passed on, not stored.
+    Constants (``requires_grad=False``) receive no adjoint, so no work is
+    spent on them.
+
+    Memory: the stored gradients are graphs (differentiable again), so they
+    keep every node made during this pass.  Once a made node's array has
+    been consumed -- an interior adjoint passed to its op's ``gradient``, a
+    partial adjoint summed, a helper node inside a ``gradient`` -- the array
+    is dropped (``cached_data = None``; ``realize_cached_data`` recomputes it
+    from the node's inputs should a gradient of a gradient need it), as
+    PyTorch frees a node's saved tensors once backward has passed it.  Arrays
+    of the forward graph, of constants and of stored gradients are kept."""
+    order = find_topo_sort([output_tensor])
+    release = not LAZY_MODE  # lazy nodes are not computed yet: nothing to drop
+    forward = set(order) if release else ()
+    pending: dict = {}  # node made by this pass -> partial-adjoint slots not yet consumed
+    stored: set = set()  # nodes stored in some .grad: their arrays stay
+
+    def consumed(t):
+        n = pending.get(t)
+        if n is None:  # a forward node, ``out_grad`` or a constant
+            return
+        if n > 1:
+            pending[t] = n - 1
+            return
+        del pending[t]
+        if t.op is not None and t not in stored:
+            t.cached_data = None
+
+    def drop_helpers(g):
+        # nodes a ``gradient`` made on its way to the partial ``g``
+        # (``g * exp(x)``'s ``exp(x)``): nothing but ``g``'s graph uses them
+        stack = list(g.inputs)
+        while stack:
+            m = stack.pop()
+            if (m.op is None or m.cached_data is None or m in forward or m in pending
+                    or m in stored):
+                continue
+            m.cached_data = None
+            stack.extend(m.inputs)
+
     partials = {output_tensor: [out_grad]}
-    for node in reversed(find_topo_sort([output_tensor])):
+    for node in reversed(order):
         grads = partials.pop(node, None)
         if grads is None:  # cannot happen for nodes reached from the output
             continue
@@ -831,11 +897,24 @@ def compute_gradient_of_variables(output_tensor: Value, out_grad: Value) -> None
             adjoint = TensorTuple.sum_adjoints(grads)
         else:
             adjoint = sum_node_list(grads)
-        node.grad = adjoint
         op = node.op
+        # every node keeps its adjoint (course API) unless KEEP_INTERIOR_GRADS
+        # is off: then leaves, the output and retain_grad() nodes only
+        keep = KEEP_INTERIOR_GRADS or op is None or node is output_tensor or node._retains_grad
+        if keep:
+            node.grad = adjoint
+            if release:
+                stored.add(adjoint)
+        if release and len(grads) > 1:
+            for g in grads:
+                consumed(g)
+            drop_helpers(adjoint)  # the summation's own intermediate nodes
+            pending[adjoint] = 1
         if op is None:
             if node._grad_ready_hooks:  # a leaf's adjoint is final here (grad-ready hooks, below)
                 _run_grad_ready_hooks(node)
+            if release:
+                consumed(adjoint)
             continue
         inputs = node.inputs
         # inputs that need no gradient (data batches, masks, one-hot labels)
@@ -845,9 +924,12 @@ def compute_gradient_of_variables(output_tensor: Value, out_grad: Value) -> None
         if all(need):
             partial = op.gradient_as_tuple(adjoint, node)
         elif not any(need):
+            if release:
+                consumed(adjoint)
             continue
         else:
             partial = op.gradient_needed(adjoint, node, need)
+        made = []
         for inp, g, wanted in zip(inputs, partial, need):
             if not wanted or g is None:
                 continue
@@ -856,6 +938,13 @@ def compute_gradient_of_variables(output_tensor: Value, out_grad: Value) -> None
                 partials[inp] = [g]
             else:
                 lst.append(g)
+            if release and g not in forward:
+                pending[g] = pending.get(g, 0) + 1
+                made.append(g)
+        if release:
+            consumed(adjoint)
+            for g in made:
+                drop_helpers(g)
 
 
 def local_vjp(output: Value, inputs, out_grad: Value) -> tuple:

@@ -454,6 +454,9 @@ def _train(args, progress) -> int:
 
     from .train_tasks import MissingDataError, build_task
 
+    # a training run reads only the parameters' gradients: PyTorch's rule lets
+    # each step's graph go at once (see needle.autograd.KEEP_INTERIOR_GRADS)
+    ndl.autograd.KEEP_INTERIOR_GRADS = False
     is_main = _join_group(args) if args.nproc > 1 else True
     np.random.seed(args.seed)
     try:

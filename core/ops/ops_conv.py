@@ -152,12 +152,13 @@ class Conv(TensorOp):
     def compute(self, a: NDArray, b: NDArray) -> NDArray:
         return conv_forward_array(a, b, self.stride, self.padding)
 
-    def gradient(self, out_grad: Tensor, node: Tensor):
+    def gradient_needed(self, out_grad: Tensor, node: Tensor, need):
+        # a network's first conv reads a data batch that needs no adjoint:
+        # skipping it saves a full-size conv and its batch-sized result
         a, b = node.inputs
         _, H, W, _ = a.shape
-        K = b.shape[0]
-        ga = ConvGradInput(self.stride, self.padding, (H, W))(out_grad, b)
-        gb = ConvGradWeight(self.stride, self.padding, K)(a, out_grad)
+        ga = ConvGradInput(self.stride, self.padding, (H, W))(out_grad, b) if need[0] else None
+        gb = ConvGradWeight(self.stride, self.padding, b.shape[0])(a, out_grad) if need[1] else None
         return ga, gb
 
 

@@ -79,7 +79,9 @@ class BatchNormTrain(TensorOp):
         saved = self._saved
         if len(saved) == 3:
             centred, inv_std, scale = saved
-            self._saved = saved = (centred, inv_std, scale, centred * inv_std)
+            # centred is only needed for xhat: drop it (one input-sized
+            # array less held for the rest of the step)
+            self._saved = saved = (None, inv_std, scale, centred * inv_std)
         return saved[3]
 
     def gradient(self, out_grad: Tensor, node: Tensor):

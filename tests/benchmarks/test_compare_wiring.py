@@ -48,7 +48,8 @@ def test_quoted_script_commands_still_run(script):
 
 
 @pytest.mark.parametrize("section,module", [("overhead", "overhead"), ("conv", "conv_probe"),
-                                            ("mlp", "training_probe"), ("models", "models_probe")])
+                                            ("mlp", "training_probe"), ("models", "models_probe"),
+                                            ("memory", "memory_probe")])
 def test_each_section_calls_its_probe_report_with_fitting_arguments(compare, monkeypatch, section,
                                                                     module, capsys):
     probe = importlib.import_module(f"benchmarks.{module}")

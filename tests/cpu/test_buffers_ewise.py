@@ -35,12 +35,39 @@ def test_array_rejects_bad_dtype_and_size(be):
 def test_buffers_are_reused(be):
     import needle_cpu._ext as ext
 
+    ext.pool_clear()  # the cache is bounded (16 MiB): start with room in it
     a = be.Array(1 << 16)
     p = a.ptr()
     del a
     assert ext.pool_cached_bytes() >= (1 << 18)
     b = be.Array((1 << 16) - 5)  # same size class
     assert b.ptr() == p
+
+
+def test_cache_of_large_buffers_is_bounded(be):
+    """Freed activation-sized buffers go back to the system past the cache's
+    16 MiB bound (512 MiB of stale buffers once inflated a training step's
+    peak memory); mapped buffers read and write like the others."""
+    import needle_cpu._ext as ext
+
+    ext.pool_clear()
+    arrs = [be.Array(3 << 20) for _ in range(8)]  # 12 MiB each
+    for i, a in enumerate(arrs):
+        be.fill(a, float(i))
+    np.testing.assert_array_equal(get(be, arrs[5])[:: 1 << 18], 5.0)
+    del arrs, a
+    assert ext.pool_cached_bytes() <= 16 << 20
+    b = be.Array(3 << 20)
+    be.fill(b, 1.5)
+    assert float(get(be, b).sum()) == 1.5 * (3 << 20)
+    # one buffer past the whole bound is kept aside: a loop over that size reuses it
+    big = be.Array(5 << 20)  # 20 MiB
+    p = big.ptr()
+    del big
+    again = be.Array(5 << 20)
+    assert again.ptr() == p
+    del again
+    assert ext.pool_cached_bytes() <= (16 << 20) + (20 << 20)
 
 
 @pytest.mark.parametrize("n", SIZES)

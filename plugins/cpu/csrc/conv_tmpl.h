@@ -12,7 +12,8 @@
 #define ND_CAT(a, b) ND_CAT_(a, b)
 #define ND_FN(name) ND_CAT(name, SUF)
 
-#define ND_CONV_CHUNK ((nd_i64)1 << 22)  /* elements of col per chunk */
+#define ND_CONV_CHUNK ((nd_i64)1 << 20)  /* elements of col per chunk (4 MiB in float32: a
+                                            * bounded work buffer, not a batch-sized one) */
 
 static nd_i64 ND_FN(imgs_per_chunk_)(nd_i64 N, nd_i64 rows_per_img, nd_i64 Kd) {
   nd_i64 per = rows_per_img * Kd;

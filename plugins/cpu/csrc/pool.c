@@ -9,6 +9,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include "needle_cpu.h"
 
 #define ND_ALIGN 64
@@ -18,7 +19,41 @@
 static void *g_slots[ND_NCLASS][ND_PER_CLASS];
 static int g_count[ND_NCLASS];
 static size_t g_cached = 0;
-static size_t g_limit = (size_t)512 << 20;
+/* The cache's total bound.  Cached buffers of sizes not asked for again
+ * before a training step's peak add to that peak (512 MiB made a SmallCNN
+ * step's peak RSS ~1.3x its live memory); 16 MiB keeps the reuse of the
+ * many small and mid-size temporaries, while activation-sized buffers mostly
+ * go back to the system (pool_set_limit changes it). */
+static size_t g_limit = (size_t)16 << 20;
+
+/* Buffers from ND_MMAP_MIN up are mapped and unmapped directly instead of
+ * going through malloc: glibc raises its mmap threshold to the size of each
+ * freed mapped block (up to 32 MiB), after which activation-sized buffers
+ * land in its heap and fragment it -- RSS then kept growing by ~100 MB over
+ * the first SmallCNN steps and never came back.  Mapped memory returns to
+ * the system on unmap, so RSS follows what is live plus the cache above. */
+#define ND_MMAP_MIN ((size_t)1 << 20)
+
+static void *big_alloc(size_t cap) {
+  /* no MAP_POPULATE: pages of the size class's slack past the array are
+   * never touched, so they never count in RSS */
+  void *p = mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  return p == MAP_FAILED ? NULL : p; /* page aligned, so 64-byte aligned */
+}
+
+/* a pool buffer of capacity cap back to the system */
+static void release(void *p, size_t cap) {
+  if (cap >= ND_MMAP_MIN) munmap(p, cap);
+  else free(p);
+}
+
+/* One buffer larger than the whole bound, the last one freed, is kept
+ * aside: a loop over one array size past the bound (add on 2^24 elements)
+ * would otherwise map, populate and unmap its output every call -- 4x
+ * slower than reusing it on this machine.  It adds at most one array to a
+ * peak. */
+static void *g_big = NULL;
+static size_t g_big_cap = 0;
 
 void *nd_aligned_alloc(size_t nbytes) {
   void *p = NULL;
@@ -48,7 +83,12 @@ void *nd_pool_alloc(size_t nbytes, size_t *cap_out) {
     g_cached -= cap;
     return p;
   }
-  return nd_aligned_alloc(cap);
+  if (g_big && g_big_cap == cap) {
+    void *p = g_big;
+    g_big = NULL;
+    return p;
+  }
+  return cap >= ND_MMAP_MIN ? big_alloc(cap) : nd_aligned_alloc(cap);
 }
 
 void nd_pool_free(void *p, size_t cap) {
@@ -60,14 +100,29 @@ void nd_pool_free(void *p, size_t cap) {
     g_cached += cap;
     return;
   }
-  free(p);
+  if (cap2 == cap && cap > g_limit) {
+    if (g_big) release(g_big, g_big_cap);
+    g_big = p;
+    g_big_cap = cap;
+    return;
+  }
+  release(p, cap);
+}
+
+/* the capacity of size class c (inverse of size_class) */
+static size_t class_cap(int c) {
+  if (c == 0) return 256;
+  size_t base = (size_t)1 << (c / 4);
+  return base + (size_t)(c % 4 + 1) * (base / 4);
 }
 
 void nd_pool_clear(void) {
   for (int c = 0; c < ND_NCLASS; c++) {
-    while (g_count[c] > 0) free(g_slots[c][--g_count[c]]);
+    while (g_count[c] > 0) release(g_slots[c][--g_count[c]], class_cap(c));
   }
   g_cached = 0;
+  if (g_big) release(g_big, g_big_cap);
+  g_big = NULL;
 }
 
 void nd_pool_set_limit(size_t bytes) {
@@ -75,4 +130,4 @@ void nd_pool_set_limit(size_t bytes) {
   if (g_cached > g_limit) nd_pool_clear();
 }
 
-size_t nd_pool_cached_bytes(void) { return g_cached; }
+size_t nd_pool_cached_bytes(void) { return g_cached + (g_big ? g_big_cap : 0); }
