@@ -36,3 +36,13 @@ def test_softmax_loss_gradient_is_softmax_minus_one_hot(device):
     p /= p.sum(1, keepdims=True)
     p[np.arange(4), y] -= 1
     np.testing.assert_allclose(t.grad.numpy(), p / 4, rtol=1e-9, atol=1e-12)
+
+
+def test_train_and_eval_set_booleans_on_every_submodule():
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Sequential(nn.ReLU(), nn.Dropout(0.5)))
+    subs = [model, *model.modules, *model.modules[2].modules]
+    assert all(m.training is True for m in subs)
+    model.eval()
+    assert all(m.training is False for m in subs)
+    model.train()
+    assert all(m.training is True for m in subs)
