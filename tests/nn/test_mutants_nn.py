@@ -46,3 +46,21 @@ def test_train_and_eval_set_booleans_on_every_submodule():
     assert all(m.training is False for m in subs)
     model.train()
     assert all(m.training is True for m in subs)
+
+
+def test_named_tensors_lists_a_shared_module_once_and_keeps_what_follows():
+    shared = nn.Linear(2, 2)
+    model = nn.Sequential(shared, shared, nn.Linear(2, 3))
+    names = [n for n, _ in model.named_tensors()]
+    assert names == ["modules.0.weight", "modules.0.bias", "modules.2.weight", "modules.2.bias"]
+
+
+def test_non_strict_load_skips_missing_keys_and_loads_the_rest():
+    src, dst = nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 1)), nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 1))
+    state = src.state_dict()
+    first_w = dst.modules[0].weight.numpy().copy()
+    del state["modules.0.weight"]
+    dst.load_state_dict(state, strict=False)
+    np.testing.assert_array_equal(dst.modules[0].weight.numpy(), first_w)  # kept
+    for name in ("modules.0.bias", "modules.1.weight", "modules.1.bias"):
+        np.testing.assert_array_equal(dict(dst.named_tensors())[name].numpy(), state[name])
