@@ -64,3 +64,19 @@ def test_non_strict_load_skips_missing_keys_and_loads_the_rest():
     np.testing.assert_array_equal(dst.modules[0].weight.numpy(), first_w)  # kept
     for name in ("modules.0.bias", "modules.1.weight", "modules.1.bias"):
         np.testing.assert_array_equal(dict(dst.named_tensors())[name].numpy(), state[name])
+
+
+def test_load_state_dict_reports_every_size_mismatch_and_loads_nothing():
+    from needle.errors import StateDictError
+    model = nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 1))
+    before = {n: t.numpy().copy() for n, t in model.named_tensors()}
+    state = model.state_dict()
+    state["modules.0.weight"] = np.zeros((5, 5), np.float32)
+    state["modules.1.weight"] = np.zeros((7,), np.float32)
+    state["modules.1.bias"] = np.full((1,), 9.0, np.float32)
+    with pytest.raises(StateDictError) as err:
+        model.load_state_dict(state)
+    msg = str(err.value)
+    assert "size mismatch for modules.0.weight" in msg and "size mismatch for modules.1.weight" in msg
+    for n, t in model.named_tensors():
+        np.testing.assert_array_equal(t.numpy(), before[n])
