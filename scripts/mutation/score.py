@@ -33,10 +33,18 @@ def main(argv=None):
     ap.add_argument("--cache", required=True)
     ap.add_argument("--equivalent")
     ap.add_argument("--no-diffs", action="store_true")
+    ap.add_argument("--survivor-ids", metavar="FILE",
+                    help="print the ids of FILE's surviving mutants and stop (mutation.sh reruns them)")
     ap.add_argument("paths", nargs="*", help="only files under these paths")
     args = ap.parse_args(argv)
     eq = load_equivalent(args.equivalent)
     db = sqlite3.connect(args.cache)
+    if args.survivor_ids:
+        ids = db.execute("SELECT m.id FROM mutant m JOIN line l ON m.line = l.id JOIN sourcefile s "
+                         "ON l.sourcefile = s.id WHERE s.filename = ? AND m.status = 'bad_survived'",
+                         (args.survivor_ids,)).fetchall()
+        print(" ".join(str(i) for (i,) in ids))
+        return 0
     rows = db.execute(
         "SELECT m.id, s.filename, l.line, l.line_number, m.'index', m.status FROM mutant m "
         "JOIN line l ON m.line = l.id JOIN sourcefile s ON l.sourcefile = s.id").fetchall()

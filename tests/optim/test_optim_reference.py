@@ -301,3 +301,14 @@ def test_load_state_dict_skips_params_without_state_and_loads_the_rest():
     _run(other, tensors, grads[1:])
     # reference: param 0 starts its moments at step 2 but shares the global t
     _close(tensors, adam_reference(arrays, [[None, grads[0][1], grads[0][2]]] + grads[1:], 0.05))
+
+
+def test_clip_grad_norm_function_default_and_boundary():
+    p = ndl.Tensor(np.zeros(2), dtype="float64")
+    p.grad = ndl.Tensor(np.array([0.3, 0.4]), dtype="float64")  # norm 0.5 > 0.25 (the default)
+    assert ndl.optim.clip_grad_norm([p]) == pytest.approx(0.5)
+    np.testing.assert_allclose(p.grad.numpy(), np.array([0.3, 0.4]) * 0.25 / (0.5 + 1e-6), rtol=1e-12)
+    # exactly at the threshold: "exceeds" is strict, the gradient is left as it is
+    p.grad = ndl.Tensor(np.array([3.0, 4.0]), dtype="float64")
+    assert ndl.optim.clip_grad_norm([p], max_norm=5.0) == 5.0
+    np.testing.assert_array_equal(p.grad.numpy(), [3.0, 4.0])
