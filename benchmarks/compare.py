@@ -75,7 +75,7 @@ def section_distributed(args):
 
 @section
 def section_memory(args):
-    import memory_probe  # benchmarks/memory_probe.py: one subprocess per framework and model
+    from benchmarks import memory_probe  # one subprocess per framework and model
     memory_probe.report(steps=5 if args.quick else 25, device=args.device or "cpu")
 
 

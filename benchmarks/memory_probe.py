@@ -103,7 +103,7 @@ def needle_step(workload, device):
 
 def torch_step(workload, threads):
     import torch
-    from models_probe import torch_resnet9  # benchmarks/models_probe.py
+    from benchmarks.models_probe import torch_resnet9
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -133,7 +133,6 @@ def torch_step(workload, threads):
 
 def worker(framework, workload, steps, device, threads):
     """Runs in its own process: the JSON line of one cell."""
-    sys.path.insert(0, HERE)
     step = needle_step(workload, device) if framework == "needle" else torch_step(workload, threads)
     base = _rss_kb()
     if _reset_hwm():
@@ -152,10 +151,11 @@ def worker(framework, workload, steps, device, threads):
 
 def measure(framework, workload, steps=25, device="cpu", threads=2):
     """One cell, in a fresh interpreter; None when that framework is missing."""
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", framework, "--only", workload,
+    cmd = [sys.executable, "-m", "benchmarks.memory_probe", "--worker", framework, "--only", workload,
            "--steps", str(steps), "--device", device, "--threads", str(threads)]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    # from the repository root, where `benchmarks` is a package
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=os.path.dirname(HERE))
     if proc.returncode != 0:
         if "No module named 'torch'" in proc.stderr:
             return None

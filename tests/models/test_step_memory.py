@@ -103,7 +103,7 @@ def test_language_model_step_leaves_no_cycles(device, seq_model):
         out, h = model(x, h)
         loss_fn(out, y).backward()
         opt.step()
-        # carry the hidden state on, detached (API.md epoch_general_ptb)
+        # carry the hidden state on, detached (the course's epoch_general_ptb)
         h = tuple(t.detach() for t in h) if isinstance(h, tuple) else h.detach()
     assert _cyclic_garbage_of(step) == 0
 
