@@ -105,7 +105,7 @@ class SoftmaxCrossEntropyGrad(TensorOp):
             return out
         lse = logsumexp_array(z, (1,)).reshape((rows, 1)).broadcast_to((rows, classes))
         probs = (z - lse).exp()
-        return (probs - _one_hot(z, idx)) * g.reshape((rows, 1)).broadcast_to((rows, classes))
+        return (probs - _one_hot(z, idx)) * g.compact().reshape((rows, 1)).broadcast_to((rows, classes))
 
     def gradient(self, out_grad: Tensor, node: Tensor):
         z, y, g = node.inputs
