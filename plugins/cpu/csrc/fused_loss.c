@@ -98,20 +98,39 @@ ND_XENT(double, f64)
  * with the scalars it uses (c = 1 - mom etc. rounded from double, as the
  * NDArray scalar kernels see them), so results are the same bits. */
 
+/* One OpenMP region for the whole list (threads split each tensor with
+ * "omp for nowait": no barrier between tensors), sized by the total work. */
+static nd_i64 total_of(nd_i64 n, const nd_i64 *size) {
+  nd_i64 t = 0;
+  for (nd_i64 k = 0; k < n; k++) t += size[k];
+  return t;
+}
+
 void nd_sgd_step_f32(nd_i64 n, const nd_i64 *size, const float *const *p,
                      const float *const *g, const float *const *u, float *const *p_out,
                      float *const *u_out, float lr, float mom, float c, float wd) {
+  int nt = nd_threads_for(total_of(n, size), ND_GRAIN_CHEAP);
+  _Pragma("omp parallel num_threads(nt) if(nt > 1)")
   for (nd_i64 k = 0; k < n; k++) {
     nd_i64 len = size[k];
     const float *pk = p[k], *gk = g[k], *uk = u[k];
     float *po = p_out[k], *uo = u_out[k];
-    int nt = nd_threads_for(len, ND_GRAIN_CHEAP);
-    _Pragma("omp parallel for simd num_threads(nt) if(nt > 1) schedule(static)")
-    for (nd_i64 j = 0; j < len; j++) {
-      float w = pk[j];
-      float gj = wd != 0.0f ? gk[j] + w * wd : gk[j];
-      if (uo) { float uj = uk[j] * mom + gj * c; uo[j] = uj; gj = uj; }
-      po[j] = w - gj * lr;
+    if (uo) {
+      _Pragma("omp for simd schedule(static) nowait")
+      for (nd_i64 j = 0; j < len; j++) {
+        float w = pk[j];
+        float gj = wd != 0.0f ? gk[j] + w * wd : gk[j];
+        float uj = uk[j] * mom + gj * c;
+        uo[j] = uj;
+        po[j] = w - uj * lr;
+      }
+    } else {
+      _Pragma("omp for simd schedule(static) nowait")
+      for (nd_i64 j = 0; j < len; j++) {
+        float w = pk[j];
+        float gj = wd != 0.0f ? gk[j] + w * wd : gk[j];
+        po[j] = w - gj * lr;
+      }
     }
   }
 }
@@ -119,22 +138,34 @@ void nd_sgd_step_f32(nd_i64 n, const nd_i64 *size, const float *const *p,
 void nd_adam_step_f32(nd_i64 n, const nd_i64 *size, const float *const *p,
                       const float *const *g, const float *const *m, const float *const *v,
                       float *const *p_out, float *const *m_out, float *const *v_out,
-                      float b1, float c1, float b2, float c2, float wd, float k_scale, float eps_s, int frozen) {
+                      float b1, float c1, float b2, float c2, float wd, float k_scale, float eps_s,
+                      int frozen) {
+  int nt = nd_threads_for(total_of(n, size), 8 * ND_GRAIN_MATH);
+  _Pragma("omp parallel num_threads(nt) if(nt > 1)")
   for (nd_i64 k = 0; k < n; k++) {
     nd_i64 len = size[k];
     const float *pk = p[k], *gk = g[k], *mk = m[k], *vk = v[k];
     float *po = p_out[k], *mo = m_out[k], *vo = v_out[k];
-    int nt = nd_threads_for(len, ND_GRAIN_MATH);
-    _Pragma("omp parallel for simd num_threads(nt) if(nt > 1) schedule(static)")
-    for (nd_i64 j = 0; j < len; j++) {
-      float w = pk[j];
-      float gj = wd != 0.0f ? w * wd + gk[j] : gk[j];
-      float gc2 = gj * c2;
-      float mj = mk[j] * b1 + gj * c1;
-      float vj = vk[j] * b2 + gc2 * gj;
-      mo[j] = mj;
-      vo[j] = vj;
-      if (!frozen) po[j] = w - mj / (sqrtf(vj * k_scale) + eps_s);
+    if (frozen) {  /* lr 0: the moments advance, the weights stay */
+      _Pragma("omp for simd schedule(static) nowait")
+      for (nd_i64 j = 0; j < len; j++) {
+        float gj = wd != 0.0f ? pk[j] * wd + gk[j] : gk[j];
+        float gc2 = gj * c2;
+        mo[j] = mk[j] * b1 + gj * c1;
+        vo[j] = vk[j] * b2 + gc2 * gj;
+      }
+    } else {  /* two loops, so that this one has no conditional store and vectorises */
+      _Pragma("omp for simd schedule(static) nowait")
+      for (nd_i64 j = 0; j < len; j++) {
+        float w = pk[j];
+        float gj = wd != 0.0f ? w * wd + gk[j] : gk[j];
+        float gc2 = gj * c2;
+        float mj = mk[j] * b1 + gj * c1;
+        float vj = vk[j] * b2 + gc2 * gj;
+        mo[j] = mj;
+        vo[j] = vj;
+        po[j] = w - mj / (sqrtf(vj * k_scale) + eps_s);
+      }
     }
   }
 }
