@@ -140,7 +140,7 @@ void nd_adam_step_f32(nd_i64 n, const nd_i64 *size, const float *const *p,
                       float *const *p_out, float *const *m_out, float *const *v_out,
                       float b1, float c1, float b2, float c2, float wd, float k_scale, float eps_s,
                       int frozen) {
-  int nt = nd_threads_for(total_of(n, size), 8 * ND_GRAIN_MATH);
+  int nt = nd_threads_for(total_of(n, size), ND_GRAIN_CHEAP);  /* memory-bound, as sgd */
   _Pragma("omp parallel num_threads(nt) if(nt > 1)")
   for (nd_i64 k = 0; k < n; k++) {
     nd_i64 len = size[k];
