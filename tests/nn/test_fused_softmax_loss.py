@@ -76,7 +76,7 @@ def test_strided_logits(device):
 
 
 def test_softmax_loss_keeps_the_course_formula(device):
-    """nn.SoftmaxLoss == mean over rows of logsumexp(z) - z_y (API.md), float64 reference."""
+    """nn.SoftmaxLoss == mean over rows of logsumexp(z) - z_y (course API §4), float64 reference."""
     z_np, y = _data(10, 4, seed=5, scale=20.0)
     z64 = z_np.astype(np.float64)
     m = z64.max(axis=1, keepdims=True)
@@ -202,3 +202,13 @@ def test_cross_entropy_loss_uses_the_fused_op(device):
         tl.sum().backward()
         np.testing.assert_allclose(loss.numpy(), tl.detach().numpy(), rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(z.grad.numpy(), tz.grad.numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_graph_is_two_fused_nodes(device):
+    """Forward is one SoftmaxCrossEntropy node; its adjoint one SoftmaxCrossEntropyGrad node."""
+    z_np, y = _data(4, 6, seed=12)
+    z = ndl.Tensor(z_np, device=device, requires_grad=True)
+    out = ops.softmax_cross_entropy(z, _labels(y, device))
+    assert isinstance(out.op, ops.SoftmaxCrossEntropy) and out.inputs[0] is z
+    (gz,) = ndl.autograd.local_vjp(out, (z,), ndl.Tensor(np.ones(4, np.float32), device=device))
+    assert isinstance(gz.op, ndl.ops.ops_loss.SoftmaxCrossEntropyGrad)

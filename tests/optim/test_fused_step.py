@@ -144,3 +144,25 @@ def test_one_backend_call_per_group():
     finally:
         dev._overrides["adam_step"] = kernel
     assert calls == [4]
+
+
+def test_multi_tensor_adam_step_formula():
+    """The core entry point itself: Adam's update with folded scalars, fresh arrays."""
+    dev = ndl.cpu()
+    if dev.op_override("adam_step") is None:
+        pytest.skip("no compiled cpu backend")
+    rng = np.random.default_rng(3)
+    host = [rng.standard_normal(n).astype(np.float32) for n in (5, 9)]
+    arr = lambda a: ndl.backend_ndarray.array(a, device=dev)  # noqa: E731
+    ws, gs = [arr(h) for h in host], [arr(h * 0.5) for h in host]
+    ms, vs = [arr(h * 0.1) for h in host], [arr(np.abs(h)) for h in host]
+    new_w, new_m, new_v = ops.multi_tensor_adam_step(ws, gs, ms, vs, 0.9, 0.99, 0.0, 2.0, 1e-3, False)
+    for h, w, m, v in zip(host, new_w, new_m, new_v):
+        g = h * 0.5
+        mm, vv = 0.9 * h * 0.1 + 0.1 * g, 0.99 * np.abs(h) + 0.01 * g * g
+        np.testing.assert_allclose(m.numpy(), mm, rtol=1e-6)
+        np.testing.assert_allclose(v.numpy(), vv, rtol=1e-6)
+        np.testing.assert_allclose(w.numpy(), h - mm / (np.sqrt(vv * 2.0) + 1e-3), rtol=1e-5)
+    np.testing.assert_array_equal(ws[0].numpy(), host[0])  # inputs untouched
+    frozen = ops.multi_tensor_adam_step(ws, gs, ms, vs, 0.9, 0.99, 0.0, 2.0, 1e-3, True)
+    assert frozen[0] is None and len(frozen[1]) == 2
