@@ -89,10 +89,14 @@ def _loss_only(device, rows=400, classes=10000):
 
 def report(repeat=9, device=None):
     import needle as ndl
+    import needle.backend_ndarray as nd
     from benchmarks.models_probe import lstm_lm_step
     device = device or ndl.cpu()
     if isinstance(device, str):
-        device = getattr(ndl, device)()
+        device = nd.device(device)
+    if not device.enabled():
+        print(f"\n== fused: {device} is unavailable")
+        return {}
     if device.op_override("softmax_xent") is None:
         print(f"\n== fused: {device} offers no fused loss/optimizer overrides; nothing to compare")
         return {}
