@@ -46,12 +46,23 @@ static double row_expsum_f64(const double *z, nd_i64 n, double m, double *buf) {
   return s;
 }
 
+/* Row maxima (NaN propagates), vectorised: the vmath kernel for float32, an
+ * omp simd reduction for float64 (as the logsumexp kernel of ewise_tmpl.h). */
+static float row_max_xf32(const float *z, nd_i64 n) { return nd_vrow_max_f32(z, n); }
+
+static double row_max_xf64(const double *z, nd_i64 n) {
+  double m = z[0];
+  int nan = 0;
+  _Pragma("omp simd reduction(max:m) reduction(|:nan)")
+  for (nd_i64 j = 0; j < n; j++) {
+    double x = z[j];
+    m = x > m ? x : m;
+    nan |= (x != x);
+  }
+  return nan ? (double)NAN : m;
+}
+
 #define ND_XENT(T, SUF)                                                        \
-static T row_max_x##SUF(const T *z, nd_i64 n) {                               \
-  T m = z[0];                                                                 \
-  for (nd_i64 j = 1; j < n; j++) m = (z[j] > m || z[j] != z[j]) ? z[j] : m;   \
-  return m;                                                                   \
-}                                                                             \
 /* loss[i] = logsumexp(z[i, :]) - z[i, y_i] (lse rounded to T first, as the   \
  * composition computes it) */                                                \
 nd_i64 nd_softmax_xent_##SUF(const T *z, const T *lab, T *loss, nd_i64 rows,  \
