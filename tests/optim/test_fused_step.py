@@ -54,6 +54,8 @@ def test_fused_step_equals_the_composition(device, name, groups):
     fused, opt_f = _run(device, OPTS[name], True, groups=groups)
     composed, opt_c = _run(device, OPTS[name], False, groups=groups)
     for a, b in zip(fused, composed):
+        if device.name == "cpu":  # the C kernel repeats the composition's float32 operations exactly
+            np.testing.assert_array_equal(a, b)
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
     sd_f, sd_c = opt_f.state_dict(), opt_c.state_dict()
     assert sorted(sd_f) == sorted(sd_c)  # same slots keyed by parameter position
