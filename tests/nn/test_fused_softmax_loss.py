@@ -212,3 +212,12 @@ def test_graph_is_two_fused_nodes(device):
     assert isinstance(out.op, ops.SoftmaxCrossEntropy) and out.inputs[0] is z
     (gz,) = ndl.autograd.local_vjp(out, (z,), ndl.Tensor(np.ones(4, np.float32), device=device))
     assert isinstance(gz.op, ndl.ops.ops_loss.SoftmaxCrossEntropyGrad)
+
+
+def test_nan_in_a_row_gives_nan_for_that_row_only(device):
+    z_np, y = _data(3, 4, seed=13)
+    z_np[1, 2] = np.nan
+    fused = ops.softmax_cross_entropy(ndl.Tensor(z_np, device=device), _labels(y, device)).numpy()
+    composed = _composed(ndl.Tensor(z_np, device=device), y).numpy()
+    assert np.isnan(fused[1]) and np.isnan(composed[1])
+    np.testing.assert_allclose(fused[[0, 2]], composed[[0, 2]], rtol=1e-6)
