@@ -12,6 +12,7 @@ Sections:
   conv      convolution forward+backward at ResNet9 layer shapes vs PyTorch
   mlp       one MLPResNet training epoch (Fashion-MNIST sized) vs PyTorch
   models    ResNet9 / LSTM LM / Transformer block training steps vs PyTorch
+  fused     the fused softmax loss and multi-tensor SGD/Adam steps on vs off (issue 14)
   distributed  allreduce 4 KB-64 MB (needle.distributed vs mpi4py), a 2-rank MLPResNet
             epoch vs 1 process, share of allreduce hidden behind backward
   memory    peak RSS growth of SmallCNN / ResNet9 training steps vs PyTorch, each
@@ -53,6 +54,8 @@ PROBES = {
     "conv": ("conv_probe", lambda args: {"repeat": args.repeat, "quick": args.quick}),
     "mlp": ("training_probe", lambda args: {"quick": args.quick}),
     "models": ("models_probe", lambda args: {"quick": args.quick, "device": args.device}),
+    # issue 14 fused loss / multi-tensor optimizer steps, on vs off
+    "fused": ("fused_probe", lambda args: {"repeat": 5 if args.quick else 9, "device": args.device}),
 }
 
 

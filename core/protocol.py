@@ -114,6 +114,36 @@ OP_OVERRIDE_SIGNATURES: dict[str, str] = {
         "softmax(a, out, outer, inner) -- a, out: compact (outer, inner); each row "
         "of out is the softmax of the row of a (max subtracted)."
     ),
+    # ---- issue 14 fused ops: softmax cross-entropy, multi-tensor optimizer steps ----
+    "softmax_xent": (
+        "softmax_xent(z, labels, out, rows, classes) -- z: compact logits (rows, classes); "
+        "labels: (rows,) class indices stored in z's dtype; out: (rows,) with "
+        "out[i] = logsumexp(z[i, :]) - z[i, labels[i]] (max subtracted; no one-hot matrix). "
+        "The core has checked the labels; a kernel still refuses (OutOfBoundsError) a label "
+        "outside [0, classes) rather than read outside a row."
+    ),
+    "softmax_xent_grad": (
+        "softmax_xent_grad(z, labels, g, out, rows, classes) -- z, labels as softmax_xent; "
+        "g: (rows,) adjoint of the per-row losses; out: compact (rows, classes) with "
+        "out[i, j] = (softmax(z[i, :])_j - [j == labels[i]]) * g[i]."
+    ),
+    "sgd_step": (
+        "sgd_step(params, grads, moms, out_params, out_moms, lr, momentum, one_minus_momentum, "
+        "weight_decay) -- one call for a whole parameter group: lists of compact buffers, "
+        "list by list of equal sizes; moms and out_moms are None when momentum is 0. "
+        "Per element: g = grad + weight_decay*p (when weight_decay != 0); u' = momentum*u + "
+        "one_minus_momentum*g and g = u' (with momentum); p' = p - lr*g. Results go to the out "
+        "buffers (inputs are never written). A backend raises UnsupportedDTypeError for a "
+        "dtype it does not do; the optimizer then runs its per-parameter composition."
+    ),
+    "adam_step": (
+        "adam_step(params, grads, ms, vs, out_params, out_ms, out_vs, beta1, c1, beta2, c2, "
+        "weight_decay, k, eps_s, frozen) -- one call for a whole parameter group (lists as "
+        "sgd_step). Per element: g = grad + weight_decay*p (when weight_decay != 0); m' = "
+        "beta1*m + c1*g; v' = beta2*v + (c2*g)*g; unless frozen, p' = p - m' / (sqrt(v'*k) + "
+        "eps_s) (k, eps_s fold lr and the bias corrections; see needle.optim.Adam); frozen: "
+        "out_params is left unwritten."
+    ),
 }
 
 

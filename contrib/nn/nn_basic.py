@@ -489,14 +489,18 @@ class SoftmaxLoss(Module):
 
     def forward(self, logits, y):
         check_loss_inputs("SoftmaxLoss", logits, y)
-        batch, classes = logits.shape
-        y_one_hot = init.one_hot(classes, y, device=logits.device, dtype=logits.dtype)
+        batch = logits.shape[0]
+        if not (isinstance(y, Tensor) and y.device == logits.device):
+            host = y.numpy() if isinstance(y, Tensor) else np.asarray(y)
+            # (not numbers: the op names the bad labels)
+            y = Tensor(host.astype(logits.dtype), device=logits.device, dtype=logits.dtype,
+                       requires_grad=False) if host.dtype.kind in "biuf" else host
+        # one fused node per row (logsumexp - the label's logit, no one-hot
+        # matrix where the backend offers it; the old composition otherwise);
         # per row first, then the batch: summing each term over the batch
         # before subtracting lets one very confident row (logits ~1e4) swamp
         # the float32 sums and cancel every other row's loss
-        lse = ops.logsumexp(logits, axes=(1,))
-        picked = (logits * y_one_hot).sum((1,))
-        return (lse - picked).sum() / batch
+        return ops.softmax_cross_entropy(logits, y).sum() / batch
 
 
 class BatchNorm1d(Module):

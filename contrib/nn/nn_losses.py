@@ -77,8 +77,8 @@ class CrossEntropyLoss(Module):
             raise ShapeError(f"CrossEntropyLoss: logits must be (N, C), got shape {shape}")
         n, classes = shape
         y = _host(target)
-        lse = ops.logsumexp(logits, axes=(1,))
         if y.shape == shape:  # class probabilities
+            lse = ops.logsumexp(logits, axes=(1,))
             probs = _const_like(y, logits)
             picked = (logits * probs).sum((1,))
             return _reduce(lse * probs.sum((1,)) - picked, self.reduction)
@@ -95,9 +95,9 @@ class CrossEntropyLoss(Module):
             raise TargetError(
                 f"CrossEntropyLoss: target {int(y[bad][0])} is out of range for {classes} classes "
                 f"(valid: 0..{classes - 1}, or ignore_index={self.ignore_index})")
-        one_hot = np.zeros(shape, dtype=np.float32)
-        one_hot[np.arange(n)[keep], y[keep]] = 1.0
-        per_sample = lse - (logits * _const_like(one_hot, logits)).sum((1,))
+        # the fused per-row loss (no one-hot matrix); ignored rows get class 0
+        # and are masked out below
+        per_sample = ops.softmax_cross_entropy(logits, _const_like(np.where(keep, y, 0), logits))
         if keep.all():
             return _reduce(per_sample, self.reduction)
         per_sample = per_sample * _const_like(keep.astype(np.float32), logits)

@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 import needle.backend_ndarray as nd
+from needle import ops
 from needle.autograd import Tensor
 from needle.errors import HyperParameterError, StateDictError
 from needle.validation import check_float
@@ -208,6 +209,8 @@ class SGD(Optimizer):
     def step(self):
         for group in self.param_groups:
             lr, m, wd = group["lr"], group["momentum"], group["weight_decay"]
+            if self._fused_step(group, lr, m, wd):
+                continue
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -221,6 +224,33 @@ class SGD(Optimizer):
                     self.u[p] = u
                     g = u
                 _assign(p, w - g * lr)
+
+    def _fused_step(self, group, lr, m, wd) -> bool:
+        """The group's step as one multi-tensor backend call (same values as
+        the loop in ``step``); False when the backend does not offer it."""
+        params = [p for p in group["params"] if p.grad is not None]
+        if not params:
+            return True
+        ws = [_array_of(p) for p in params]
+        moms = [_state_or_zeros(self.u, p, w) for p, w in zip(params, ws)] if m else None
+        out = ops.multi_tensor_sgd_step(ws, [_array_of(p.grad) for p in params], moms, lr, m, wd)
+        if out is None:
+            return False
+        new_ws, new_us = out
+        for i, p in enumerate(params):
+            _assign(p, new_ws[i])
+            if m:
+                self.u[p] = new_us[i]
+        return True
+
+
+def _state_or_zeros(table: dict, p: Tensor, w):
+    """The moment array of ``p``, or zeros shaped like ``w`` before the first
+    step (``b*0 + c*g`` is exactly the composition's first ``c*g``)."""
+    state = table.get(p)
+    if state is None:
+        state = nd.full(w.shape, 0.0, dtype=w.dtype, device=w.device)
+    return state
 
 
 class Adam(Optimizer):
@@ -280,6 +310,8 @@ class Adam(Optimizer):
         # fold into two scalars, so each parameter costs 5 array ops here
         k = 1.0 / ((1 - b2**self.t) * step_size * step_size)
         eps_s = group["eps"] / step_size
+        if self._fused_step(group, m_state, v_state, b1, b2, wd, k, eps_s, frozen):
+            return
         for p in group["params"]:
             grad = p.grad
             if grad is None:
@@ -297,6 +329,27 @@ class Adam(Optimizer):
             v_state[p] = v
             if not frozen:
                 _assign(p, w - m / ((v * k).sqrt() + eps_s))
+
+    def _fused_step(self, group, m_state, v_state, b1, b2, wd, k, eps_s, frozen) -> bool:
+        """``_step_group``'s loop as one multi-tensor backend call (same
+        values); False when the backend does not offer it."""
+        params = [p for p in group["params"] if p.grad is not None]
+        if not params:
+            return True
+        ws = [_array_of(p) for p in params]
+        out = ops.multi_tensor_adam_step(
+            ws, [_array_of(p.grad) for p in params],
+            [_state_or_zeros(m_state, p, w) for p, w in zip(params, ws)],
+            [_state_or_zeros(v_state, p, w) for p, w in zip(params, ws)], b1, b2, wd, k, eps_s, frozen)
+        if out is None:
+            return False
+        new_ws, new_ms, new_vs = out
+        for i, p in enumerate(params):
+            m_state[p] = new_ms[i]
+            v_state[p] = new_vs[i]
+            if not frozen:
+                _assign(p, new_ws[i])
+        return True
 
 
 def clip_grad_norm(params, max_norm=0.25):

@@ -204,6 +204,40 @@ class NDArray:
             kernel(*buffers, out._handle, *args)
         return out
 
+    # issue 14 fused ops: multi-tensor optimizer steps
+    @staticmethod
+    def call_multi_tensor_override(name: str, input_lists, outputs, *args):
+        """Run a multi-tensor op override (``sgd_step``, ``adam_step``: one
+        backend call over many arrays) and return its output lists, or None
+        when it is not offered: the device of the first array has no such
+        override, or the arrays do not all share that device, the dtype and,
+        list by list, the shapes of ``input_lists[0]``.
+
+        ``input_lists``: lists of NDArrays (None for a list the call leaves
+        out); ``outputs``: one flag per output list, True to allocate compact
+        arrays shaped like ``input_lists[0]``, False to pass None.  The kernel
+        is called as ``kernel(*input buffer lists, *output buffer lists, *args)``."""
+        first = input_lists[0]
+        if not first:
+            return [[] if want else None for want in outputs]
+        dev, dtype = first[0]._device, first[0].dtype
+        kernel = dev.op_override(name)
+        if kernel is None:
+            return None
+        shapes = [x._shape for x in first]
+        for lst in input_lists:
+            if lst is None:
+                continue
+            if len(lst) != len(first):
+                return None
+            for x, shape in zip(lst, shapes):
+                if x._device != dev or x.dtype != dtype or x._shape != shape:
+                    return None
+        bufs = [None if lst is None else [x.compact()._handle for x in lst] for lst in input_lists]
+        outs = [[x._new(x._shape) for x in first] if want else None for want in outputs]
+        kernel(*bufs, *[None if o is None else [x._handle for x in o] for o in outs], *args)
+        return outs
+
     def _new(self, shape, dtype=None) -> "NDArray":
         """Uninitialised compact array on this device."""
         arr = object.__new__(NDArray)

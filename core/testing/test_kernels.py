@@ -511,6 +511,84 @@ def test_override_conv(backend, kdtype, case):
                                    err_msg="op override conv_grad_weight")
 
 
+# ---- issue 14 fused ops: softmax cross-entropy, multi-tensor optimizer steps ----
+@kernel("override:softmax_xent", "override:softmax_xent_grad")
+def test_override_softmax_xent(backend, kdtype):
+    ov = dict(backend.op_overrides() or {})
+    if "softmax_xent" not in ov and "softmax_xent_grad" not in ov:
+        pytest.skip(f"backend {backend.name!r} has no softmax_xent overrides")
+    rows, classes = 6, 11
+    z = (_data("any", rows * classes, kdtype, 4) * 10).reshape(rows, classes)
+    y = np.array([0, 10, 3, 3, 7, 1], dtype=kdtype)
+    g = _data("any", rows, kdtype, 5)
+    z64, idx = z.astype(np.float64), y.astype(np.int64)
+    if "softmax_xent" in ov:
+        out = backend.Array(rows, kdtype)
+        ov["softmax_xent"](to_buffer(backend, z), to_buffer(backend, y), out, rows, classes)
+        np.testing.assert_allclose(from_buffer(backend, out), logsumexp_rows(z64) - z64[np.arange(rows), idx],
+                                   **ACC_TOL[kdtype.name], err_msg="op override softmax_xent")
+    if "softmax_xent_grad" in ov:
+        out = backend.Array(rows * classes, kdtype)
+        backend.fill(out, np.nan)  # every entry must be written
+        ov["softmax_xent_grad"](to_buffer(backend, z), to_buffer(backend, y), to_buffer(backend, g), out,
+                                rows, classes)
+        want = softmax_rows(z64)
+        want[np.arange(rows), idx] -= 1
+        np.testing.assert_allclose(from_buffer(backend, out).reshape(rows, classes),
+                                   want * g.astype(np.float64)[:, None], **ACC_TOL[kdtype.name],
+                                   err_msg="op override softmax_xent_grad")
+
+
+def _step_lists(backend, kdtype, sizes, seed):
+    host = [_data("any", n, kdtype, seed + i) for i, n in enumerate(sizes)]
+    return host, [to_buffer(backend, h) for h in host]
+
+
+@kernel("override:sgd_step", "override:adam_step")
+@pytest.mark.parametrize("wd", [0.0, 0.1])
+def test_override_optimizer_steps(backend, kdtype, wd):
+    ov = dict(backend.op_overrides() or {})
+    if "sgd_step" not in ov and "adam_step" not in ov:
+        pytest.skip(f"backend {backend.name!r} has no multi-tensor optimizer overrides")
+    sizes = [7, 1, 300]
+    p, pb = _step_lists(backend, kdtype, sizes, 10)
+    g, gb = _step_lists(backend, kdtype, sizes, 20)
+    m, mb = _step_lists(backend, kdtype, sizes, 30)
+    v = [np.abs(x) for x in _step_lists(backend, kdtype, sizes, 40)[0]]
+    vb = [to_buffer(backend, x) for x in v]
+    tol = ACC_TOL[kdtype.name]
+
+    def outs():
+        return [backend.Array(n, kdtype) for n in sizes]
+    try:
+        if "sgd_step" in ov:
+            po, uo = outs(), outs()
+            ov["sgd_step"](pb, gb, mb, po, uo, 0.1, 0.9, 0.1, wd)
+            for i in range(len(sizes)):
+                gi = g[i] + wd * p[i]
+                u = 0.9 * m[i] + 0.1 * gi
+                np.testing.assert_allclose(from_buffer(backend, uo[i]), u, **tol, err_msg="sgd_step u")
+                np.testing.assert_allclose(from_buffer(backend, po[i]), p[i] - 0.1 * u, **tol, err_msg="sgd_step p")
+            po = outs()
+            ov["sgd_step"](pb, gb, None, po, None, 0.5, 0.0, 1.0, wd)
+            for i in range(len(sizes)):
+                np.testing.assert_allclose(from_buffer(backend, po[i]), p[i] - 0.5 * (g[i] + wd * p[i]), **tol,
+                                           err_msg="sgd_step without momentum")
+        if "adam_step" in ov:
+            po, mo, vo = outs(), outs(), outs()
+            k, eps_s = 3.0, 1e-3
+            ov["adam_step"](pb, gb, mb, vb, po, mo, vo, 0.9, 0.1, 0.99, 0.01, wd, k, eps_s, False)
+            for i in range(len(sizes)):
+                gi = g[i] + wd * p[i]
+                mi, vi = 0.9 * m[i] + 0.1 * gi, 0.99 * v[i] + 0.01 * gi * gi
+                np.testing.assert_allclose(from_buffer(backend, mo[i]), mi, **tol, err_msg="adam_step m")
+                np.testing.assert_allclose(from_buffer(backend, vo[i]), vi, **tol, err_msg="adam_step v")
+                np.testing.assert_allclose(from_buffer(backend, po[i]), p[i] - mi / (np.sqrt(vi * k) + eps_s),
+                                           **tol, err_msg="adam_step p")
+    except UnsupportedDTypeError:
+        pass  # the contract lets a backend do only some dtypes; the optimizer then composes
+
+
 def test_op_overrides_are_known(backend):
     """Every override a backend declares has a documented signature the core can call."""
     unknown = sorted(set(dict(backend.op_overrides() or {})) - set(OP_OVERRIDE_SIGNATURES))

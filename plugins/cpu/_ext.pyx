@@ -126,6 +126,84 @@ cdef extern from "needle_cpu.h" nogil:
     int nd_conv_grad_weight_f64(const double *x, const double *g, double *dw, nd_i64 N, nd_i64 H,
                                 nd_i64 W, nd_i64 Ci, nd_i64 K, nd_i64 Co, nd_i64 s, nd_i64 pad) noexcept
 
+# ---- issue 14 fused ops: softmax cross-entropy, multi-tensor SGD/Adam (csrc/fused_loss.c) ----
+cdef extern from "fused_loss.h" nogil:
+    nd_i64 nd_softmax_xent_f32(const float *z, const float *lab, float *loss, nd_i64 rows, nd_i64 cls) noexcept
+    nd_i64 nd_softmax_xent_f64(const double *z, const double *lab, double *loss, nd_i64 rows, nd_i64 cls) noexcept
+    nd_i64 nd_softmax_xent_grad_f32(const float *z, const float *lab, const float *g, float *out,
+                                    nd_i64 rows, nd_i64 cls) noexcept
+    nd_i64 nd_softmax_xent_grad_f64(const double *z, const double *lab, const double *g, double *out,
+                                    nd_i64 rows, nd_i64 cls) noexcept
+    void nd_sgd_step_f32(nd_i64 n, const nd_i64 *size, const float *const *p, const float *const *g,
+                         const float *const *u, float *const *p_out, float *const *u_out,
+                         float lr, float mom, float c, float wd) noexcept
+    void nd_adam_step_f32(nd_i64 n, const nd_i64 *size, const float *const *p, const float *const *g,
+                          const float *const *m, const float *const *v, float *const *p_out,
+                          float *const *m_out, float *const *v_out, float b1, float c1, float b2, float c2, float wd,
+                          float k_scale, float eps_s, int frozen) noexcept
+
+from libc.stdlib cimport malloc, free
+
+from needle.errors import OutOfBoundsError
+
+
+cdef int _xent_check(str op, CpuArray z, CpuArray labels, CpuArray out, Py_ssize_t rows,
+                     Py_ssize_t classes, Py_ssize_t out_need) except -1:
+    _same_dtype(op, z, out)
+    _same_dtype(op, labels, out)
+    if classes < 1:
+        raise ShapeError(f"{op}: the number of classes must be >= 1, got {classes}")
+    _nonneg(op, "the number of rows", rows)
+    _need(op, "logits", z, rows * classes)
+    _need(op, "labels", labels, rows)
+    _need(op, "out", out, out_need)
+    return 0
+
+
+cdef int _bad_label(str op, nd_i64 row, CpuArray labels, Py_ssize_t classes) except -1:
+    if row >= 0:
+        value = labels.dtype.type((<double *>labels.data)[row] if labels.kind else (<float *>labels.data)[row])
+        raise OutOfBoundsError(f"{op}: label {value!r} of row {row} is not a class index in [0, {classes})")
+    return 0
+
+
+cdef class _PtrList:
+    """C arrays of the data pointers (and sizes) of a list of same-dtype buffers."""
+    cdef void **ptr
+    cdef nd_i64 *size
+    cdef Py_ssize_t n
+
+    def __cinit__(self, Py_ssize_t n):
+        self.n = n
+        self.ptr = <void **>malloc(max(n, 1) * sizeof(void *))
+        self.size = <nd_i64 *>malloc(max(n, 1) * sizeof(nd_i64))
+        if self.ptr == NULL or self.size == NULL:
+            raise MemoryError("multi-tensor step: cannot allocate the pointer table")
+
+    def __dealloc__(self):
+        free(self.ptr)
+        free(self.size)
+
+
+cdef _PtrList _ptrs(str op, str what, list bufs, _PtrList sizes):
+    """Pointers of ``bufs`` (float32, each at least sizes.size[k] elements; with
+    sizes None the sizes are taken from the buffers themselves); None for a None list."""
+    cdef Py_ssize_t k, n = len(bufs)
+    cdef CpuArray b
+    cdef _PtrList out = _PtrList(n)
+    if sizes is not None and n != sizes.n:
+        raise ShapeError(f"{op}: {what} has {n} buffers, expected {sizes.n}")
+    for k in range(n):
+        b = bufs[k]
+        if b.kind != 0:
+            raise UnsupportedDTypeError(f"{op}: {what}[{k}] is {b.dtype.name}; the step takes float32 buffers")
+        if sizes is not None and b.size < sizes.size[k]:
+            raise ShapeError(f"{op}: buffer {what}[{k}] has {b.size} elements, the call needs {sizes.size[k]}")
+        out.ptr[k] = b.data
+        out.size[k] = b.size
+    return out
+
+
 cdef enum:
     MAX_DIMS = 32
 
@@ -959,6 +1037,99 @@ class CpuBackend(Backend):
         xs, ws, ys = _conv_dims("conv_grad_weight", N, H, W, C_in, K, C_out, stride, padding)
         _run_conv("conv_grad_weight", a, g, out, xs, ys, ws, N, H, W, C_in, K, C_out, stride,
                   padding, nd_conv_grad_weight_f32, nd_conv_grad_weight_f64)
+
+
+    # ---- issue 14 fused ops: softmax cross-entropy, multi-tensor SGD/Adam (csrc/fused_loss.c) ----
+    def softmax_xent(self, CpuArray z not None, CpuArray labels not None, CpuArray out not None,
+                     Py_ssize_t rows, Py_ssize_t classes):
+        """Op override: ``out[i] = logsumexp(z[i, :]) - z[i, labels[i]]``."""
+        cdef nd_i64 bad = -1
+        _xent_check("softmax_xent", z, labels, out, rows, classes, rows)
+        if rows == 0:
+            return
+        if out.kind == 0:
+            with nogil:
+                bad = nd_softmax_xent_f32(<const float *>z.data, <const float *>labels.data,
+                                          <float *>out.data, rows, classes)
+        else:
+            with nogil:
+                bad = nd_softmax_xent_f64(<const double *>z.data, <const double *>labels.data,
+                                          <double *>out.data, rows, classes)
+        _bad_label("softmax_xent", bad, labels, classes)
+
+    def softmax_xent_grad(self, CpuArray z not None, CpuArray labels not None, CpuArray g not None,
+                          CpuArray out not None, Py_ssize_t rows, Py_ssize_t classes):
+        """Op override: ``out[i, j] = (softmax(z[i])_j - [j == labels[i]]) * g[i]``."""
+        cdef nd_i64 bad = -1
+        _xent_check("softmax_xent_grad", z, labels, out, rows, classes, rows * classes)
+        _same_dtype("softmax_xent_grad", g, out)
+        _need("softmax_xent_grad", "g", g, rows)
+        if rows == 0:
+            return
+        if out.kind == 0:
+            with nogil:
+                bad = nd_softmax_xent_grad_f32(<const float *>z.data, <const float *>labels.data,
+                                               <const float *>g.data, <float *>out.data, rows, classes)
+        else:
+            with nogil:
+                bad = nd_softmax_xent_grad_f64(<const double *>z.data, <const double *>labels.data,
+                                               <const double *>g.data, <double *>out.data, rows, classes)
+        _bad_label("softmax_xent_grad", bad, labels, classes)
+
+    def sgd_step(self, list params not None, list grads not None, moms, list out_params not None,
+                 out_moms, double lr, double momentum, double one_minus_momentum, double weight_decay):
+        """Op override: one SGD step over every (float32) parameter in one call."""
+        cdef _PtrList p = _ptrs("sgd_step", "params", params, None)
+        cdef _PtrList g = _ptrs("sgd_step", "grads", grads, p)
+        cdef _PtrList po = _ptrs("sgd_step", "out_params", out_params, p)
+        cdef _PtrList u = None
+        cdef _PtrList uo = None
+        cdef Py_ssize_t k
+        if (moms is None) != (out_moms is None) or (moms is None) != (momentum == 0):
+            raise ShapeError("sgd_step: moms and out_moms are given exactly when momentum is not 0")
+        if moms is None:
+            u = _PtrList(p.n)
+            uo = _PtrList(p.n)
+            for k in range(p.n):
+                u.ptr[k] = NULL
+                uo.ptr[k] = NULL
+        else:
+            u = _ptrs("sgd_step", "moms", list(moms), p)
+            uo = _ptrs("sgd_step", "out_moms", list(out_moms), p)
+        with nogil:
+            nd_sgd_step_f32(p.n, p.size, <const float *const *>p.ptr, <const float *const *>g.ptr,
+                            <const float *const *>u.ptr, <float *const *>po.ptr, <float *const *>uo.ptr,
+                            <float>lr, <float>momentum, <float>one_minus_momentum, <float>weight_decay)
+
+    def adam_step(self, list params not None, list grads not None, list ms not None, list vs not None,
+                  out_params, list out_ms not None, list out_vs not None,
+                  double beta1, double c1, double beta2, double c2, double weight_decay,
+                  double k_scale, double eps_s,
+                  bint frozen):
+        """Op override: one Adam step over every (float32) parameter in one call."""
+        cdef _PtrList p = _ptrs("adam_step", "params", params, None)
+        cdef _PtrList g = _ptrs("adam_step", "grads", grads, p)
+        cdef _PtrList m = _ptrs("adam_step", "ms", ms, p)
+        cdef _PtrList v = _ptrs("adam_step", "vs", vs, p)
+        cdef _PtrList po
+        cdef _PtrList mo = _ptrs("adam_step", "out_ms", out_ms, p)
+        cdef _PtrList vo = _ptrs("adam_step", "out_vs", out_vs, p)
+        cdef int fz = 1 if frozen else 0
+        cdef Py_ssize_t k
+        if out_params is None:  # a frozen group writes no parameter
+            if not frozen:
+                raise ShapeError("adam_step: out_params may be None only when frozen")
+            po = _PtrList(p.n)
+            for k in range(p.n):
+                po.ptr[k] = NULL
+        else:
+            po = _ptrs("adam_step", "out_params", list(out_params), p)
+        with nogil:
+            nd_adam_step_f32(p.n, p.size, <const float *const *>p.ptr, <const float *const *>g.ptr,
+                             <const float *const *>m.ptr, <const float *const *>v.ptr,
+                             <float *const *>po.ptr, <float *const *>mo.ptr, <float *const *>vo.ptr,
+                             <float>beta1, <float>c1, <float>beta2, <float>c2, <float>weight_decay, <float>k_scale,
+                             <float>eps_s, fz)
 
 
 #: the buffer type (the protocol calls it ``Array``)

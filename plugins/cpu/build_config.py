@@ -18,6 +18,8 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 C_SOURCES = ["common.c", "pool.c", "ewise.c", "ewise_strided.c", "strided.c", "gemm.c", "conv.c", "vmath.c"]
+# issue 14 fused loss + multi-tensor optimizer steps (fused_loss.c)
+C_SOURCES += ["fused_loss.c"]
 CYTHON_DIRECTIVES = {
     "language_level": 3,
     "boundscheck": False,
@@ -119,7 +121,8 @@ def extensions(root):
         sources=[os.path.join(here, "_ext.pyx")] + [os.path.join(csrc, s) for s in C_SOURCES],
         include_dirs=[csrc],
         depends=[os.path.join(csrc, h) for h in
-                 ("needle_cpu.h", "gemm_tmpl.h", "ewise_tmpl.h", "ewise_strided_tmpl.h", "conv_tmpl.h")],
+                 ("needle_cpu.h", "gemm_tmpl.h", "ewise_tmpl.h", "ewise_strided_tmpl.h", "conv_tmpl.h")]
+                + [os.path.join(csrc, "fused_loss.h")],  # issue 14 fused loss/optimizer
         extra_compile_args=compile_args,
         extra_link_args=omp_l,
         define_macros=[("NEEDLE_CPU_OPENMP", "1" if omp_on else "0")],

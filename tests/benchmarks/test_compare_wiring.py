@@ -49,7 +49,7 @@ def test_quoted_script_commands_still_run(script):
 
 @pytest.mark.parametrize("section,module", [("overhead", "overhead"), ("conv", "conv_probe"),
                                             ("mlp", "training_probe"), ("models", "models_probe"),
-                                            ("memory", "memory_probe")])
+                                            ("memory", "memory_probe"), ("fused", "fused_probe")])
 def test_each_section_calls_its_probe_report_with_fitting_arguments(compare, monkeypatch, section,
                                                                     module, capsys):
     probe = importlib.import_module(f"benchmarks.{module}")
@@ -82,3 +82,9 @@ def test_distributed_section_calls_its_probe(compare, monkeypatch):
     monkeypatch.setattr(distributed_probe, "report", lambda quick=False: calls.append(quick))
     assert compare.main(["distributed", "--quick"]) == 0
     assert calls == [True]
+
+
+def test_fused_probe_says_when_a_backend_offers_no_fused_overrides(capsys):
+    from benchmarks import fused_probe
+    assert fused_probe.report(repeat=1, device="cpu_numpy") == {}
+    assert "offers no fused" in capsys.readouterr().out
