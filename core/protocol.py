@@ -116,6 +116,33 @@ OP_OVERRIDE_SIGNATURES: dict[str, str] = {
     ),
 }
 
+# [i14f2 fused norm] batch-norm op overrides (ops.batch_norm_train): every
+# operand is compact and viewed as (outer, channels, inner), normalised per
+# channel -- (B, D) is (B, D, 1), NCHW is (N, C, H*W), channels-last memory
+# (N*H*W, C, 1).
+OP_OVERRIDE_SIGNATURES.update({
+    "batch_norm_stats": (
+        "batch_norm_stats(x, out, outer, channels, inner) -- x: compact (outer, "
+        "channels, inner) with outer*inner >= 1; out: (2, channels), row 0 the mean and "
+        "row 1 the biased variance of each channel over the outer and inner axes."
+    ),
+    "batch_norm_grad_stats": (
+        "batch_norm_grad_stats(g, x, mean, out, outer, channels, inner) -- g, x: compact "
+        "(outer, channels, inner); mean: (channels,); out: (2, channels), row 0 the sum of "
+        "g and row 1 the sum of g * (x - mean) over each channel."
+    ),
+    "channel_affine": (
+        "channel_affine(x, m, sc, sh, out, outer, channels, inner) -- x, out: compact "
+        "(outer, channels, inner); m, sc, sh: (channels,); out = (x - m[c]) * sc[c] + sh[c]."
+    ),
+    "channel_affine2": (
+        "channel_affine2(g, x, m, a, b, k, out, outer, channels, inner) -- g, x, out: "
+        "compact (outer, channels, inner); m, a, b, k: (channels,); "
+        "out = g * a[c] + (x - m[c]) * b[c] + k[c]."
+    ),
+})
+# [/i14f2 fused norm]
+
 
 _DTYPE_CACHE: dict = {}
 

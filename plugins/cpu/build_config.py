@@ -18,6 +18,8 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 C_SOURCES = ["common.c", "pool.c", "ewise.c", "ewise_strided.c", "strided.c", "gemm.c", "conv.c", "vmath.c"]
+# [i14f2 fused norm] batch-norm op overrides
+C_SOURCES += ["fused_norm.c"]
 CYTHON_DIRECTIVES = {
     "language_level": 3,
     "boundscheck": False,
