@@ -140,6 +140,25 @@ OP_OVERRIDE_SIGNATURES.update({
         "compact (outer, channels, inner); m, a, b, k: (channels,); "
         "out = g * a[c] + (x - m[c]) * b[c] + k[c]."
     ),
+    # rows over the last axis (ops.softmax, ops.layer_norm): compact (outer, inner)
+    "softmax_grad": (
+        "softmax_grad(y, g, out, outer, inner) -- y (a softmax), g, out: compact "
+        "(outer, inner); out = y * (g - sum_j(g * y)) for each row."
+    ),
+    "layer_norm": (
+        "layer_norm(x, w, b, out, outer, inner, eps) -- x, out: compact (outer, inner); "
+        "w, b: (inner,); each row out = (x - mean) / sqrt(var + eps) * w + b with the "
+        "row's mean and biased variance."
+    ),
+    "layer_norm_grad_input": (
+        "layer_norm_grad_input(g, x, w, out, outer, inner, eps) -- the input's adjoint "
+        "of layer_norm: out = (gw - mean(gw) - xhat * mean(gw * xhat)) / sqrt(var + eps) "
+        "per row, gw = g * w."
+    ),
+    "layer_norm_grad_params": (
+        "layer_norm_grad_params(g, x, out, outer, inner, eps) -- out: (2, inner), row 0 "
+        "the sum over rows of g * xhat (the weight's adjoint), row 1 the sum of g."
+    ),
 })
 # [/i14f2 fused norm]
 

@@ -346,6 +346,20 @@ cdef extern from "needle_cpu.h" nogil:
                                 const double *b, const double *k, double *o,
                                 nd_i64 outer, nd_i64 C, nd_i64 inner) noexcept
 
+    void nd_softmax_grad_f32(const float *y, const float *g, float *o, nd_i64 outer, nd_i64 r) noexcept
+    void nd_layer_norm_f32(const float *x, const float *w, const float *b, float *o, nd_i64 outer, nd_i64 r,
+                          double eps) noexcept
+    void nd_layer_norm_grad_input_f32(const float *g, const float *x, const float *w, float *o,
+                                     nd_i64 outer, nd_i64 r, double eps) noexcept
+    int nd_layer_norm_grad_params_f32(const float *g, const float *x, float *out, nd_i64 outer, nd_i64 r,
+                                     double eps) noexcept
+    void nd_softmax_grad_f64(const double *y, const double *g, double *o, nd_i64 outer, nd_i64 r) noexcept
+    void nd_layer_norm_f64(const double *x, const double *w, const double *b, double *o, nd_i64 outer, nd_i64 r,
+                          double eps) noexcept
+    void nd_layer_norm_grad_input_f64(const double *g, const double *x, const double *w, double *o,
+                                     nd_i64 outer, nd_i64 r, double eps) noexcept
+    int nd_layer_norm_grad_params_f64(const double *g, const double *x, double *out, nd_i64 outer, nd_i64 r,
+                                     double eps) noexcept
 
 cdef int _check_channels(str op, bufs, CpuArray out, Py_ssize_t outer, Py_ssize_t C,
                          Py_ssize_t inner, Py_ssize_t out_need) except -1:
@@ -1070,6 +1084,73 @@ class CpuBackend(Backend):
                                        <const double *>m.data, <const double *>a.data,
                                        <const double *>b.data, <const double *>k.data,
                                        <double *>out.data, outer, channels, inner)
+    def softmax_grad(self, CpuArray y not None, CpuArray g not None, CpuArray out not None,
+                     Py_ssize_t outer, Py_ssize_t inner):
+        """Op override: ``out = y * (g - sum_row(g * y))`` over rows of (outer, inner)."""
+        cdef Py_ssize_t n = outer * inner
+        _check_channels("softmax_grad", ((y, "y", n), (g, "g", n)), out, outer, 1, inner, n)
+        if out.kind == 0:
+            with nogil:
+                nd_softmax_grad_f32(<const float *>y.data, <const float *>g.data, <float *>out.data,
+                                    outer, inner)
+        else:
+            with nogil:
+                nd_softmax_grad_f64(<const double *>y.data, <const double *>g.data, <double *>out.data,
+                                    outer, inner)
+
+    def layer_norm(self, CpuArray x not None, CpuArray w not None, CpuArray b not None,
+                   CpuArray out not None, Py_ssize_t outer, Py_ssize_t inner, double eps):
+        """Op override: layer norm of each row of (outer, inner) ``x`` (biased variance)."""
+        cdef Py_ssize_t n = outer * inner
+        _check_channels("layer_norm", ((x, "x", n), (w, "w", inner), (b, "b", inner)), out,
+                        outer, 1, inner, n)
+        if inner < 1:
+            raise ShapeError(f"layer_norm: rows must have >= 1 element, got {inner}")
+        if out.kind == 0:
+            with nogil:
+                nd_layer_norm_f32(<const float *>x.data, <const float *>w.data, <const float *>b.data,
+                                  <float *>out.data, outer, inner, eps)
+        else:
+            with nogil:
+                nd_layer_norm_f64(<const double *>x.data, <const double *>w.data, <const double *>b.data,
+                                  <double *>out.data, outer, inner, eps)
+
+    def layer_norm_grad_input(self, CpuArray g not None, CpuArray x not None, CpuArray w not None,
+                              CpuArray out not None, Py_ssize_t outer, Py_ssize_t inner, double eps):
+        """Op override: the input's adjoint of :meth:`layer_norm`."""
+        cdef Py_ssize_t n = outer * inner
+        _check_channels("layer_norm_grad_input", ((g, "g", n), (x, "x", n), (w, "w", inner)), out,
+                        outer, 1, inner, n)
+        if inner < 1:
+            raise ShapeError(f"layer_norm_grad_input: rows must have >= 1 element, got {inner}")
+        if out.kind == 0:
+            with nogil:
+                nd_layer_norm_grad_input_f32(<const float *>g.data, <const float *>x.data,
+                                             <const float *>w.data, <float *>out.data, outer, inner, eps)
+        else:
+            with nogil:
+                nd_layer_norm_grad_input_f64(<const double *>g.data, <const double *>x.data,
+                                             <const double *>w.data, <double *>out.data, outer, inner, eps)
+
+    def layer_norm_grad_params(self, CpuArray g not None, CpuArray x not None, CpuArray out not None,
+                               Py_ssize_t outer, Py_ssize_t inner, double eps):
+        """Op override: ``out (2, inner)``: row 0 sum over rows of g * xhat, row 1 sum of g."""
+        cdef int rc
+        cdef Py_ssize_t n = outer * inner
+        _check_channels("layer_norm_grad_params", ((g, "g", n), (x, "x", n)), out,
+                        outer, 1, inner, 2 * inner)
+        if inner < 1:
+            raise ShapeError(f"layer_norm_grad_params: rows must have >= 1 element, got {inner}")
+        if out.kind == 0:
+            with nogil:
+                rc = nd_layer_norm_grad_params_f32(<const float *>g.data, <const float *>x.data,
+                                                   <float *>out.data, outer, inner, eps)
+        else:
+            with nogil:
+                rc = nd_layer_norm_grad_params_f64(<const double *>g.data, <const double *>x.data,
+                                                   <double *>out.data, outer, inner, eps)
+        if rc != 0:
+            raise MemoryError("layer_norm_grad_params: cannot allocate the per-thread sums")
     # [/i14f2 fused norm] ------------------------------------------------------------
 
 #: the buffer type (the protocol calls it ``Array``)

@@ -155,6 +155,17 @@ int nd_threads_for(nd_i64 work, nd_i64 grain);
                                 const T *k, T *o, nd_i64 outer, nd_i64 C, nd_i64 inner);
 ND_DECL_FUSED_NORM(float, f32)
 ND_DECL_FUSED_NORM(double, f64)
+/* rows (outer, r), contiguous: softmax backward o = y*(g - sum(g*y)); layer norm
+ * over the last axis (biased variance) forward, input adjoint, and params
+ * adjoint out[0:r] = sum g*xhat, out[r:2r] = sum g (-1 when out of memory). */
+#define ND_DECL_FUSED_ROWS(T, SUF) \
+  void nd_softmax_grad_##SUF(const T *y, const T *g, T *o, nd_i64 outer, nd_i64 r); \
+  void nd_layer_norm_##SUF(const T *x, const T *w, const T *b, T *o, nd_i64 outer, nd_i64 r, double eps); \
+  void nd_layer_norm_grad_input_##SUF(const T *g, const T *x, const T *w, T *o, \
+                                      nd_i64 outer, nd_i64 r, double eps); \
+  int nd_layer_norm_grad_params_##SUF(const T *g, const T *x, T *out, nd_i64 outer, nd_i64 r, double eps);
+ND_DECL_FUSED_ROWS(float, f32)
+ND_DECL_FUSED_ROWS(double, f64)
 /* ---- [/i14f2 fused norm] ---- */
 
 #endif
