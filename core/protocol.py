@@ -159,6 +159,15 @@ OP_OVERRIDE_SIGNATURES.update({
         "layer_norm_grad_params(g, x, out, outer, inner, eps) -- out: (2, inner), row 0 "
         "the sum over rows of g * xhat (the weight's adjoint), row 1 the sum of g."
     ),
+    "lstm_gates": (
+        "lstm_gates(z, c, out, batch, hidden) -- z: compact (B, 4H), the pre-activations "
+        "of the gates i, f, g, o; c: (B, H); out: (B, 2, H) with out[:, 1] = c' = "
+        "sigmoid(f) * c + sigmoid(i) * tanh(g) and out[:, 0] = h' = sigmoid(o) * tanh(c')."
+    ),
+    "lstm_gates_grad": (
+        "lstm_gates_grad(z, c, g, out, batch, hidden) -- g: (B, 2, H), the adjoints of h' "
+        "and c'; out: B*4H + B*H elements, the adjoint of z (B, 4H) followed by that of c (B, H)."
+    ),
 })
 # [/i14f2 fused norm]
 

@@ -16,6 +16,7 @@ from .ops_conv import *  # noqa: F401,F403
 from .ops_pooling import *  # noqa: F401,F403
 from .ops_norm import *  # noqa: F401,F403
 from .ops_rows import *  # noqa: F401,F403  [i14f2 fused softmax/layer_norm]
+from .ops_lstm import *  # noqa: F401,F403  [i14f2 fused LSTM gates]
 from .ops_tensor_api import *  # noqa: F401,F403
 from .ops_tensor_api import ComparisonResult, MinMaxResult  # noqa: F401
 from .. import autograd as _autograd

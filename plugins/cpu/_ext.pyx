@@ -360,6 +360,12 @@ cdef extern from "needle_cpu.h" nogil:
                                      nd_i64 outer, nd_i64 r, double eps) noexcept
     int nd_layer_norm_grad_params_f64(const double *g, const double *x, double *out, nd_i64 outer, nd_i64 r,
                                      double eps) noexcept
+    int nd_lstm_gates_f32(const float *z, const float *c, float *out, nd_i64 B, nd_i64 H) noexcept
+    int nd_lstm_gates_f64(const double *z, const double *c, double *out, nd_i64 B, nd_i64 H) noexcept
+    int nd_lstm_gates_grad_f32(const float *z, const float *c, const float *g, float *out,
+                               nd_i64 B, nd_i64 H) noexcept
+    int nd_lstm_gates_grad_f64(const double *z, const double *c, const double *g, double *out,
+                               nd_i64 B, nd_i64 H) noexcept
 
 cdef int _check_channels(str op, bufs, CpuArray out, Py_ssize_t outer, Py_ssize_t C,
                          Py_ssize_t inner, Py_ssize_t out_need) except -1:
@@ -1151,6 +1157,40 @@ class CpuBackend(Backend):
                                                    <double *>out.data, outer, inner, eps)
         if rc != 0:
             raise MemoryError("layer_norm_grad_params: cannot allocate the per-thread sums")
+    def lstm_gates(self, CpuArray z not None, CpuArray c not None, CpuArray out not None,
+                   Py_ssize_t batch, Py_ssize_t hidden):
+        """Op override: LSTM gate arithmetic, ``out (B, 2, H)`` = (h', c')."""
+        cdef int rc
+        _check_channels("lstm_gates", ((z, "z", 4 * batch * hidden), (c, "c", batch * hidden)), out,
+                        batch, 1, hidden, 2 * batch * hidden)
+        if out.kind == 0:
+            with nogil:
+                rc = nd_lstm_gates_f32(<const float *>z.data, <const float *>c.data, <float *>out.data,
+                                       batch, hidden)
+        else:
+            with nogil:
+                rc = nd_lstm_gates_f64(<const double *>z.data, <const double *>c.data, <double *>out.data,
+                                       batch, hidden)
+        if rc != 0:
+            raise MemoryError("lstm_gates: cannot allocate the row scratch")
+
+    def lstm_gates_grad(self, CpuArray z not None, CpuArray c not None, CpuArray g not None,
+                        CpuArray out not None, Py_ssize_t batch, Py_ssize_t hidden):
+        """Op override: adjoints of z (B*4H) then c (B*H) given g (B, 2, H)."""
+        cdef int rc
+        _check_channels("lstm_gates_grad", ((z, "z", 4 * batch * hidden), (c, "c", batch * hidden),
+                                            (g, "g", 2 * batch * hidden)), out,
+                        batch, 1, hidden, 5 * batch * hidden)
+        if out.kind == 0:
+            with nogil:
+                rc = nd_lstm_gates_grad_f32(<const float *>z.data, <const float *>c.data,
+                                            <const float *>g.data, <float *>out.data, batch, hidden)
+        else:
+            with nogil:
+                rc = nd_lstm_gates_grad_f64(<const double *>z.data, <const double *>c.data,
+                                            <const double *>g.data, <double *>out.data, batch, hidden)
+        if rc != 0:
+            raise MemoryError("lstm_gates_grad: cannot allocate the row scratch")
     # [/i14f2 fused norm] ------------------------------------------------------------
 
 #: the buffer type (the protocol calls it ``Array``)

@@ -246,3 +246,83 @@ int nd_layer_norm_grad_params_##SUF(const T *g, const T *x, T *out,             
 
 ND_DEF_FUSED_ROWS(float, f32)
 ND_DEF_FUSED_ROWS(double, f64)
+
+/* ---- LSTM gate arithmetic (ops.lstm_gates) ----
+ * z (B, 4H) holds the pre-activations of the gates i, f, g, o (PyTorch's
+ * order), c (B, H) the cell state.  sigmoid(a) is (1 + tanh(a/2)) / 2, as
+ * ops.sigmoid, so one vectorised tanh pass serves all four gates. */
+static void fn_tanh_f32(float *a, nd_i64 n) { nd_vtanh_f32(a, a, n); }
+static void fn_tanh_f64(double *a, nd_i64 n) { for (nd_i64 j = 0; j < n; j++) a[j] = tanh(a[j]); }
+
+#define ND_DEF_LSTM(T, SUF)                                                         \
+/* s (4H) = tanh of the scaled pre-activations; then the gates in place */          \
+static void lstm_gates_row_##SUF(const T *zr, T *s, nd_i64 H) {                     \
+  for (nd_i64 j = 0; j < 4 * H; j++) s[j] = (j >= 2 * H && j < 3 * H) ? zr[j] : zr[j] * (T)0.5; \
+  fn_tanh_##SUF(s, 4 * H);                                                          \
+  for (nd_i64 j = 0; j < 4 * H; j++) if (j < 2 * H || j >= 3 * H) s[j] = (s[j] + (T)1) * (T)0.5; \
+}                                                                                   \
+                                                                                    \
+/* out (B, 2, H): out[b, 0] = h' = o * tanh(c'), out[b, 1] = c' = f * c + i * g */  \
+int nd_lstm_gates_##SUF(const T *z, const T *c, T *out, nd_i64 B, nd_i64 H) {       \
+  int nt = nd_threads_for(B * 5 * H, ND_GRAIN_MATH);                                \
+  if (nt > B) nt = (int)B;                                                          \
+  int fail = 0;                                                                     \
+  _Pragma("omp parallel num_threads(nt) if(nt > 1) reduction(|:fail)")              \
+  {                                                                                 \
+    T *s = (T *)malloc((size_t)(5 * H) * sizeof(T));                                \
+    if (!s) fail = 1;                                                               \
+    else {                                                                          \
+      T *tc = s + 4 * H;                                                            \
+      int t = ND_FN_TID(), n = nt;                                                  \
+      FN_SLICE(B, t, n, lo, hi);                                                    \
+      for (nd_i64 b = lo; b < hi; b++) {                                            \
+        lstm_gates_row_##SUF(z + b * 4 * H, s, H);                                  \
+        const T *cr = c + b * H; T *hr = out + b * 2 * H, *cn = hr + H;             \
+        for (nd_i64 j = 0; j < H; j++) cn[j] = s[H + j] * cr[j] + s[j] * s[2 * H + j]; \
+        for (nd_i64 j = 0; j < H; j++) tc[j] = cn[j];                               \
+        fn_tanh_##SUF(tc, H);                                                       \
+        for (nd_i64 j = 0; j < H; j++) hr[j] = s[3 * H + j] * tc[j];                \
+      }                                                                             \
+      free(s);                                                                      \
+    }                                                                               \
+  }                                                                                 \
+  return fail ? -1 : 0;                                                             \
+}                                                                                   \
+                                                                                    \
+/* g (B, 2, H): the adjoints of h' and c'.  out: B*4H adjoints of z, then B*H of c */ \
+int nd_lstm_gates_grad_##SUF(const T *z, const T *c, const T *g, T *out, nd_i64 B, nd_i64 H) { \
+  int nt = nd_threads_for(B * 5 * H, ND_GRAIN_MATH);                                \
+  if (nt > B) nt = (int)B;                                                          \
+  int fail = 0;                                                                     \
+  _Pragma("omp parallel num_threads(nt) if(nt > 1) reduction(|:fail)")              \
+  {                                                                                 \
+    T *s = (T *)malloc((size_t)(5 * H) * sizeof(T));                                \
+    if (!s) fail = 1;                                                               \
+    else {                                                                          \
+      T *tc = s + 4 * H;                                                            \
+      int t = ND_FN_TID(), n = nt;                                                  \
+      FN_SLICE(B, t, n, lo, hi);                                                    \
+      for (nd_i64 b = lo; b < hi; b++) {                                            \
+        lstm_gates_row_##SUF(z + b * 4 * H, s, H);                                  \
+        const T *cr = c + b * H, *gh = g + b * 2 * H, *gc = gh + H;                  \
+        T *dz = out + b * 4 * H, *dc = out + B * 4 * H + b * H;                     \
+        for (nd_i64 j = 0; j < H; j++) tc[j] = s[H + j] * cr[j] + s[j] * s[2 * H + j]; \
+        fn_tanh_##SUF(tc, H);                                                       \
+        for (nd_i64 j = 0; j < H; j++) {                                            \
+          T i = s[j], f = s[H + j], gg = s[2 * H + j], o = s[3 * H + j], th = tc[j]; \
+          T dcn = gc[j] + gh[j] * o * ((T)1 - th * th);                             \
+          dz[j] = dcn * gg * i * ((T)1 - i);                                        \
+          dz[H + j] = dcn * cr[j] * f * ((T)1 - f);                                 \
+          dz[2 * H + j] = dcn * i * ((T)1 - gg * gg);                               \
+          dz[3 * H + j] = gh[j] * th * o * ((T)1 - o);                              \
+          dc[j] = dcn * f;                                                          \
+        }                                                                           \
+      }                                                                             \
+      free(s);                                                                      \
+    }                                                                               \
+  }                                                                                 \
+  return fail ? -1 : 0;                                                             \
+}
+
+ND_DEF_LSTM(float, f32)
+ND_DEF_LSTM(double, f64)

@@ -166,6 +166,12 @@ ND_DECL_FUSED_NORM(double, f64)
   int nd_layer_norm_grad_params_##SUF(const T *g, const T *x, T *out, nd_i64 outer, nd_i64 r, double eps);
 ND_DECL_FUSED_ROWS(float, f32)
 ND_DECL_FUSED_ROWS(double, f64)
+/* LSTM gates: z (B, 4H) i,f,g,o pre-activations, c (B, H); forward out (B, 2, H) =
+ * (h', c'); grad g (B, 2, H) -> out = B*4H adjoints of z then B*H of c.  -1: no memory. */
+int nd_lstm_gates_f32(const float *z, const float *c, float *out, nd_i64 B, nd_i64 H);
+int nd_lstm_gates_f64(const double *z, const double *c, double *out, nd_i64 B, nd_i64 H);
+int nd_lstm_gates_grad_f32(const float *z, const float *c, const float *g, float *out, nd_i64 B, nd_i64 H);
+int nd_lstm_gates_grad_f64(const double *z, const double *c, const double *g, double *out, nd_i64 B, nd_i64 H);
 /* ---- [/i14f2 fused norm] ---- */
 
 #endif
