@@ -264,8 +264,7 @@ static void lstm_gates_row_##SUF(const T *zr, T *s, nd_i64 H) {                 
                                                                                     \
 /* out (B, 2, H): out[b, 0] = h' = o * tanh(c'), out[b, 1] = c' = f * c + i * g */  \
 int nd_lstm_gates_##SUF(const T *z, const T *c, T *out, nd_i64 B, nd_i64 H) {       \
-  int nt = nd_threads_for(B * 5 * H, ND_GRAIN_MATH);                                \
-  if (nt > B) nt = (int)B;                                                          \
+  int nt = fn_threads(B, B * 5 * H); /* cheap grain: a forked thread must pay */    \
   int fail = 0;                                                                     \
   _Pragma("omp parallel num_threads(nt) if(nt > 1) reduction(|:fail)")              \
   {                                                                                 \
@@ -291,8 +290,7 @@ int nd_lstm_gates_##SUF(const T *z, const T *c, T *out, nd_i64 B, nd_i64 H) {   
                                                                                     \
 /* g (B, 2, H): the adjoints of h' and c'.  out: B*4H adjoints of z, then B*H of c */ \
 int nd_lstm_gates_grad_##SUF(const T *z, const T *c, const T *g, T *out, nd_i64 B, nd_i64 H) { \
-  int nt = nd_threads_for(B * 5 * H, ND_GRAIN_MATH);                                \
-  if (nt > B) nt = (int)B;                                                          \
+  int nt = fn_threads(B, B * 5 * H); /* cheap grain: a forked thread must pay */    \
   int fail = 0;                                                                     \
   _Pragma("omp parallel num_threads(nt) if(nt > 1) reduction(|:fail)")              \
   {                                                                                 \
