@@ -15,8 +15,8 @@ import argparse
 import os
 import sys
 
-if __package__ in (None, ""):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __package__ in (None, ""):  # run as `python benchmarks/fused_ops_ab.py`: import this folder as `benchmarks`
+    sys.path[0] = os.path.dirname(os.path.abspath(sys.path[0]))
 
 from needle import ops  # noqa: E402
 

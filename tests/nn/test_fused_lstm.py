@@ -14,7 +14,7 @@ B, H = 3, 5
 
 
 def _composed(z, c):
-    """API.md LSTMCell: chunks i, f, g, o; c' = f c + i g; h' = o tanh(c')."""
+    """the course API's LSTMCell: chunks i, f, g, o; c' = f c + i g; h' = o tanh(c')."""
     i, f, g, o = ops.split(ops.reshape(z, (B, 4, H)), 1).tuple()
     i, f, g, o = ops.sigmoid(i), ops.sigmoid(f), ops.tanh(g), ops.sigmoid(o)
     c_new = f * c + i * g

@@ -14,7 +14,7 @@ EPS = 1e-5
 
 
 def _softmax_composed(t):
-    """API.md MultiHeadAttention.softmax: max subtracted as a constant."""
+    """the course API's MultiHeadAttention.softmax: max subtracted as a constant."""
     m = ndl.Tensor(t.realize_cached_data().max(axis=len(t.shape) - 1, keepdims=True),
                    device=t.device, dtype=t.dtype, requires_grad=False)
     e = ops.exp(t - m)
