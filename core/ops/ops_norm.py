@@ -168,10 +168,11 @@ class BatchNormTrain(TensorOp):
             self._saved = saved = (lay, centred, inv_std, scale, centred * inv_std)
         return saved[4]
 
-    def _grad_stats(self, g: NDArray):
-        """Fused path: per-channel ``(sum g, sum g * xhat)`` as two (1, C) arrays."""
+    def _grad_stats(self, gv: NDArray):
+        """Fused path: per-channel ``(sum g, sum g * xhat)`` as two (1, C) arrays,
+        given the adjoint ``gv`` already in the input's layout."""
         lay, xv, mean, inv_std, _ = self._fused
-        s = NDArray.call_op_override("batch_norm_grad_stats", (lay.view(g), xv, mean),
+        s = NDArray.call_op_override("batch_norm_grad_stats", (gv, xv, mean),
                                      (2, lay.channels), *lay.args())
         return s[0:1, :].compact(), s[1:2, :].compact() * inv_std
 
@@ -222,7 +223,7 @@ class BatchNormGradW(TensorOp):
         fwd = self.fwd
         dim = x.shape[1]
         if fwd._fused is not None:
-            return fwd._grad_stats(g)[self.which].reshape((dim,))
+            return fwd._grad_stats(fwd._fused[0].view(g))[self.which].reshape((dim,))
         rows = _rows(g, fwd._saved[0])
         if self.which == 1:
             rows = rows * fwd._xhat()
@@ -255,12 +256,13 @@ class BatchNormGradX(TensorOp):
         if fwd._fused is not None:
             lay, xv, mean, inv_std, scale = fwd._fused
             dim, n = lay.channels, lay.outer * lay.inner
-            sum_g, sum_gxhat = fwd._grad_stats(g)
+            gv = lay.view(g)  # one copy at most (an NCHW adjoint of channels-last data)
+            sum_g, sum_gxhat = fwd._grad_stats(gv)
             self._leave(g, sum_g, sum_gxhat, dim)
             # gx = scale * (g - sum_g/n - xhat * sum_gxhat/n), xhat = (x - mean) * inv_std
             b = scale * inv_std * sum_gxhat * (-1.0 / n)
             k = scale * sum_g * (-1.0 / n)
-            out = NDArray.call_op_override("channel_affine2", (lay.view(g), xv, mean, scale, b, k),
+            out = NDArray.call_op_override("channel_affine2", (gv, xv, mean, scale, b, k),
                                            lay.out_shape, *lay.args())
             return lay.restore(out)
         lay = fwd._saved[0]
