@@ -30,7 +30,8 @@ def _batch_norm(ndl, ops, dev, fused):
         else:
             n, c, h, wd = x.shape
             flat = ops.reshape(ops.transpose(ops.transpose(x, (1, 2)), (2, 3)), (n * h * wd, c))
-            y = ops.batch_norm_train(flat, w, b)
+            y = ops.batch_norm_train(flat, w, b)  # the previous BatchNorm2d: permute, 2-D op, back
+            y = ops.transpose(ops.transpose(ops.reshape(y, (n, h, wd, c)), (2, 3)), (1, 2))
         y.sum().backward()
     return run
 
