@@ -104,6 +104,16 @@ def test_gradient_ops_called_directly_match_numpy(device):
     np.testing.assert_allclose(ops.lstm_gates(T(z), T(c)).numpy(), np.stack([o * th, cn], 1), rtol=1e-12)
 
 
+def test_lstmcell_builds_one_gate_node(device):
+    """LSTMCell's step goes through the fused op: h' and c' come from one LSTMGates node."""
+    cell = nn.LSTMCell(4, H, device=device)
+    x = ndl.Tensor(np.ones((B, 4), np.float32), device=device, requires_grad=True)
+    h, c = cell(x)
+    split_node = h.inputs[0]
+    assert split_node is c.inputs[0]
+    assert isinstance(split_node.inputs[0].op, ops.LSTMGates)
+
+
 def test_bad_inputs_raise_typed_errors_naming_the_op(device):
     z = ndl.Tensor(np.zeros((B, 4 * H), np.float32), device=device)
     with pytest.raises(ShapeError, match="lstm_gates"):
