@@ -146,6 +146,61 @@ OP_OVERRIDE_SIGNATURES: dict[str, str] = {
     ),
 }
 
+# [i14f2 fused norm] batch-norm op overrides (ops.batch_norm_train): every
+# operand is compact and viewed as (outer, channels, inner), normalised per
+# channel -- (B, D) is (B, D, 1), NCHW is (N, C, H*W), channels-last memory
+# (N*H*W, C, 1).
+OP_OVERRIDE_SIGNATURES.update({
+    "batch_norm_stats": (
+        "batch_norm_stats(x, out, outer, channels, inner) -- x: compact (outer, "
+        "channels, inner) with outer*inner >= 1; out: (2, channels), row 0 the mean and "
+        "row 1 the biased variance of each channel over the outer and inner axes."
+    ),
+    "batch_norm_grad_stats": (
+        "batch_norm_grad_stats(g, x, mean, out, outer, channels, inner) -- g, x: compact "
+        "(outer, channels, inner); mean: (channels,); out: (2, channels), row 0 the sum of "
+        "g and row 1 the sum of g * (x - mean) over each channel."
+    ),
+    "channel_affine": (
+        "channel_affine(x, m, sc, sh, out, outer, channels, inner) -- x, out: compact "
+        "(outer, channels, inner); m, sc, sh: (channels,); out = (x - m[c]) * sc[c] + sh[c]."
+    ),
+    "channel_affine2": (
+        "channel_affine2(g, x, m, a, b, k, out, outer, channels, inner) -- g, x, out: "
+        "compact (outer, channels, inner); m, a, b, k: (channels,); "
+        "out = g * a[c] + (x - m[c]) * b[c] + k[c]."
+    ),
+    # rows over the last axis (ops.softmax, ops.layer_norm): compact (outer, inner)
+    "softmax_grad": (
+        "softmax_grad(y, g, out, outer, inner) -- y (a softmax), g, out: compact "
+        "(outer, inner); out = y * (g - sum_j(g * y)) for each row."
+    ),
+    "layer_norm": (
+        "layer_norm(x, w, b, out, outer, inner, eps) -- x, out: compact (outer, inner); "
+        "w, b: (inner,); each row out = (x - mean) / sqrt(var + eps) * w + b with the "
+        "row's mean and biased variance."
+    ),
+    "layer_norm_grad_input": (
+        "layer_norm_grad_input(g, x, w, out, outer, inner, eps) -- the input's adjoint "
+        "of layer_norm: out = (gw - mean(gw) - xhat * mean(gw * xhat)) / sqrt(var + eps) "
+        "per row, gw = g * w."
+    ),
+    "layer_norm_grad_params": (
+        "layer_norm_grad_params(g, x, out, outer, inner, eps) -- out: (2, inner), row 0 "
+        "the sum over rows of g * xhat (the weight's adjoint), row 1 the sum of g."
+    ),
+    "lstm_gates": (
+        "lstm_gates(z, c, out, batch, hidden) -- z: compact (B, 4H), the pre-activations "
+        "of the gates i, f, g, o; c: (B, H); out: (B, 2, H) with out[:, 1] = c' = "
+        "sigmoid(f) * c + sigmoid(i) * tanh(g) and out[:, 0] = h' = sigmoid(o) * tanh(c')."
+    ),
+    "lstm_gates_grad": (
+        "lstm_gates_grad(z, c, g, out, batch, hidden) -- g: (B, 2, H), the adjoints of h' "
+        "and c'; out: B*4H + B*H elements, the adjoint of z (B, 4H) followed by that of c (B, H)."
+    ),
+})
+# [/i14f2 fused norm]
+
 
 _DTYPE_CACHE: dict = {}
 

@@ -535,14 +535,7 @@ class BatchNorm1d(Module):
                 f"(shape {tuple(x.shape)}), expected {self.dim}"
             )
         if self.training and not autograd.LAZY_MODE:
-            # one fused graph node (ops.batch_norm_train) instead of ~12; it
-            # leaves the batch mean and biased variance for the running stats
-            op = ops.BatchNormTrain(self.eps)
-            out = op(x, self.weight, self.bias)
-            m = self.momentum
-            self.running_mean.data = self.running_mean.realize_cached_data() * (1 - m) + op.mean * m
-            self.running_var.data = self.running_var.realize_cached_data() * (1 - m) + op.var * m
-            return out
+            return self._train_step(x)
         if self.training:
             n = x.shape[0]
             # x + (-mean) instead of x - mean: subtraction is add(negate), one graph op more
@@ -560,6 +553,16 @@ class BatchNorm1d(Module):
             return centred * scale + self.bias
         scale = self.weight * ((self.running_var + self.eps) ** -0.5)
         return (x - self.running_mean) * scale + self.bias
+
+    def _train_step(self, x):
+        # one fused graph node (ops.batch_norm_train) instead of ~12; it
+        # leaves the batch mean and biased variance for the running stats
+        op = ops.BatchNormTrain(self.eps)
+        out = op(x, self.weight, self.bias)
+        m = self.momentum
+        self.running_mean.data = self.running_mean.realize_cached_data() * (1 - m) + op.mean * m
+        self.running_var.data = self.running_var.realize_cached_data() * (1 - m) + op.var * m
+        return out
 
     def extra_repr(self):
         return f"{self.dim}, eps={self.eps}, momentum={self.momentum}"
@@ -583,12 +586,9 @@ class LayerNorm1d(Module):
             raise ShapeError(
                 f"LayerNorm1d({self.dim}): last axis of the input must be {self.dim}, got shape {shape}"
             )
-        last = len(shape) - 1
-        keep = shape[:-1] + (1,)
-        mean = (x.sum((last,)) / self.dim).reshape(keep)
-        centred = x - mean
-        var = ((centred * centred).sum((last,)) / self.dim).reshape(keep)
-        return centred * (var + self.eps) ** -0.5 * self.weight + self.bias
+        # one fused node (values of the course's composition: mean, biased
+        # variance, (var + eps) ** -0.5, then * weight + bias)
+        return ops.layer_norm(x, self.weight, self.bias, self.eps)
 
     def extra_repr(self):
         return f"{self.dim}, eps={self.eps}"

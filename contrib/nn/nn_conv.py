@@ -8,7 +8,7 @@ swaps exactly two axes, so each move is two swaps.
 
 import math
 
-from needle import init, ops
+from needle import autograd, init, ops
 from needle.errors import ShapeError
 
 from ._checks import check_int
@@ -104,6 +104,13 @@ class BatchNorm2d(BatchNorm1d):
 
     def forward(self, x):
         _check_nchw("BatchNorm2d", x, None)
+        if x.shape[1] != self.dim:
+            raise ShapeError(f"BatchNorm2d({self.dim}): input shape {tuple(x.shape)} has "
+                             f"{x.shape[1]} channels on axis 1 (NCHW), expected {self.dim}")
+        if self.training and not autograd.LAZY_MODE:
+            # one fused node over N, H and W for each channel, wherever the
+            # input lies (NCHW or the channels-last view nn.Conv returns)
+            return self._train_step(x)
         n, c, h, w = x.shape
         flat = ops.reshape(_nchw_to_nhwc(x), (n * h * w, c))
         y = super().forward(flat)

@@ -21,13 +21,6 @@ from .nn_basic import Module, Parameter
 __all__ = ["RNNCell", "RNN", "LSTMCell", "LSTM", "Embedding"]
 
 
-def _sigmoid(x):
-    fn = getattr(ops, "sigmoid", None)
-    if fn is not None:
-        return fn(x)
-    return (ops.exp(-x) + 1) ** -1
-
-
 def _uniform(shape, hidden_size, device, dtype):
     bound = 1.0 / math.sqrt(hidden_size)
     return Parameter(init.rand(*shape, low=-bound, high=bound, device=device, dtype=dtype,
@@ -142,13 +135,10 @@ class LSTMCell(Module):
 
     def _step(self, x_proj, h, c):
         """One step given ``x_proj = X @ W_ih + bias_ih + bias_hh``."""
-        batch, H = h.shape
         z = x_proj + h @ self.W_hh
-        # (B, 4H) -> (B, 4, H) -> four (B, H) chunks in the order i, f, g, o
-        i, f, g, o = ops.split(ops.reshape(z, (batch, 4, H)), 1).tuple()
-        i, f, g, o = _sigmoid(i), _sigmoid(f), ops.tanh(g), _sigmoid(o)
-        c_new = f * c + i * g
-        h_new = o * ops.tanh(c_new)
+        # gates i, f, g, o (the four H-wide chunks of z) and the new states in
+        # one fused node: (B, 2, H) holding h' = o tanh(c'), c' = f c + i g
+        h_new, c_new = ops.split(ops.lstm_gates(z, c), 1).tuple()
         return h_new, c_new
 
     def forward(self, X, h=None):

@@ -56,6 +56,8 @@ class MultiHeadAttention(Module):
     def softmax(self, logit):
         """Softmax over axis 3 of a 4-D tensor.  The row max is subtracted for
         stability and treated as a constant (it cancels in the result)."""
+        if len(logit.shape) == 4:
+            return ops.softmax(logit)  # the same formula as one fused node
         row_max = logit.realize_cached_data().max(axis=3, keepdims=True)
         row_max = Tensor(row_max, device=logit.device, dtype=logit.dtype, requires_grad=False)
         # element-wise ops broadcast the (B, H, T, 1) row statistics themselves

@@ -17,6 +17,8 @@ from .ops_pooling import *  # noqa: F401,F403
 from .ops_norm import *  # noqa: F401,F403
 from .ops_loss import *  # noqa: F401,F403  (issue 14 fused softmax cross-entropy)
 from .ops_optim import multi_tensor_adam_step, multi_tensor_sgd_step  # noqa: F401  (issue 14)
+from .ops_rows import *  # noqa: F401,F403  [i14f2 fused softmax/layer_norm]
+from .ops_lstm import *  # noqa: F401,F403  [i14f2 fused LSTM gates]
 from .ops_tensor_api import *  # noqa: F401,F403
 from .ops_tensor_api import ComparisonResult, MinMaxResult  # noqa: F401
 from .. import autograd as _autograd

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from ..autograd import Tensor, TensorOp, local_vjp
 from ..backend_ndarray import NDArray
-from ..errors import ShapeError
+from ..errors import DeviceMismatchError, ShapeError, UnsupportedDTypeError
 from .ops_mathematic import reshape, summation
 from .registry import register_op
 
@@ -43,72 +43,178 @@ def _col_mean(a: NDArray) -> NDArray:
 
 
 def _check(x_shape, w_size, b_size):
-    if len(x_shape) != 2:
-        raise ShapeError(f"batch_norm_train: expected a 2-D input (batch, dim), got shape {x_shape}")
+    if len(x_shape) < 2:
+        raise ShapeError(f"batch_norm_train: expected an input of 2 or more dimensions "
+                         f"(batch, channels, ...), got shape {x_shape}")
     dim = x_shape[1]
     if w_size != dim or b_size != dim:
         raise ShapeError(f"batch_norm_train: weight has {w_size} and bias {b_size} elements; "
                          f"both must have {dim} (the input's shape is {x_shape})")
 
 
+def _check_arrays(x: NDArray, w: NDArray, b: NDArray):
+    for name, a in (("weight", w), ("bias", b)):
+        if a.device != x.device:
+            raise DeviceMismatchError(f"batch_norm_train: the {name} is on {a.device}, the input "
+                                      f"on {x.device}; all must share one device")
+        if a.dtype != x.dtype:
+            raise UnsupportedDTypeError(f"batch_norm_train: the {name} is {a.dtype}, the input "
+                                     f"{x.dtype}; all must share one dtype")
+
+
+class _Layout:
+    """How an input of shape (N, C, *spatial) lies in memory, as the compact
+    (outer, C, inner) array the fused kernels read.  Channels-last memory
+    (an NCHW view of NHWC data, what ``nn.Conv`` returns) is read in place as
+    (N*H*W, C, 1); anything else is compacted as (N, C, H*W)."""
+
+    def __init__(self, x: NDArray):
+        shape = x.shape
+        self.shape, self.channels = shape, shape[1]
+        self.perm = None
+        if len(shape) > 2:
+            perm = (0,) + tuple(range(2, len(shape))) + (1,)
+            xp = x.permute(perm)
+            if xp.is_compact():
+                self.perm = perm
+                self.inv = tuple(perm.index(i) for i in range(len(perm)))
+                self.outer, self.inner = x.size // self.channels, 1
+                return
+        self.outer, self.inner = shape[0], x.size // (shape[0] * self.channels) if x.size else 0
+
+    def view(self, a: NDArray) -> NDArray:
+        """``a`` (same shape as the input) as a compact array in this layout."""
+        return a.permute(self.perm).compact() if self.perm else a.compact()
+
+    def restore(self, a: NDArray) -> NDArray:
+        """A compact array in this layout seen with the input's shape."""
+        return a.permute(self.inv) if self.perm else a
+
+    @property
+    def out_shape(self):
+        if self.perm:
+            return tuple(self.shape[i] for i in self.perm)
+        return self.shape
+
+    def args(self):
+        return self.outer, self.channels, self.inner
+
+
+def _rows(x: NDArray, lay: _Layout) -> NDArray:
+    """The input as compact (rows, C) samples (the composition's layout)."""
+    if x.ndim == 2:
+        return x.compact()
+    perm = (0,) + tuple(range(2, x.ndim)) + (1,)
+    return x.permute(perm).compact().reshape((x.size // lay.channels, lay.channels))
+
+
+def _from_rows(a: NDArray, lay: _Layout) -> NDArray:
+    if len(lay.shape) == 2:
+        return a
+    perm = (0,) + tuple(range(2, len(lay.shape))) + (1,)
+    inv = tuple(perm.index(i) for i in range(len(perm)))
+    return a.reshape(tuple(lay.shape[i] for i in perm)).permute(inv)
+
+
 class BatchNormTrain(TensorOp):
-    """Training-mode batch norm of ``x (B, D)`` with weight and bias of ``D``
-    elements (any shape).  After ``compute``, ``self.mean`` and ``self.var``
-    hold the batch mean and biased variance ``(D,)`` for the running-stat
-    update."""
+    """Training-mode batch norm of ``x (B, C, ...)`` over every axis but 1, with
+    weight and bias of ``C`` elements (any shape).  After ``compute``,
+    ``self.mean`` and ``self.var`` hold the batch mean and biased variance
+    ``(C,)`` for the running-stat update.
+
+    Backends offering the ``batch_norm_stats``/``channel_affine`` overrides
+    normalise the input where it lies (NCHW or channels-last, no copy);
+    others run the composition on ``(rows, C)`` samples."""
 
     def __init__(self, eps: float = 1e-5):
         self.eps = float(eps)
         self.mean = self.var = None
         self._saved = None
+        self._fused = None
 
     def compute(self, x: NDArray, w: NDArray, b: NDArray) -> NDArray:
         _check(x.shape, w.size, b.size)
-        dim = x.shape[1]
-        x = x.compact()
+        _check_arrays(x, w, b)
+        lay = _Layout(x)
+        dim = lay.channels
+        # an empty batch goes the composition's way (its mean is nan, as NumPy's)
+        if x.size and x.device.op_override("batch_norm_stats") is not None:
+            xv = lay.view(x)
+            stats = NDArray.call_op_override("batch_norm_stats", (xv,), (2, dim), *lay.args())
+            mean, var = stats[0:1, :].compact(), stats[1:2, :].compact()     # (1, C)
+            inv_std = (var + self.eps) ** -0.5
+            scale = inv_std * w.compact().reshape((1, dim))
+            self.mean, self.var = mean.reshape((dim,)), var.reshape((dim,))
+            self._fused = (lay, xv, mean, inv_std, scale)
+            self._saved = None
+            out = NDArray.call_op_override("channel_affine", (xv, mean, scale, b.compact().reshape((1, dim))),
+                                           lay.out_shape, *lay.args())
+            return lay.restore(out)
+        self._fused = None
+        x = _rows(x, lay)
         mean = _col_mean(x)                           # (1, D)
         centred = x - mean
         var = _col_mean(centred * centred)            # biased
         inv_std = (var + self.eps) ** -0.5            # (1, D): tiny
         scale = inv_std * w.compact().reshape((1, dim))
         self.mean, self.var = mean.reshape((dim,)), var.reshape((dim,))
-        self._saved = (centred, inv_std, scale)
-        return centred * scale + b.compact().reshape((1, dim))
+        self._saved = (lay, centred, inv_std, scale)
+        return _from_rows(centred * scale + b.compact().reshape((1, dim)), lay)
 
     def _xhat(self) -> NDArray:
         saved = self._saved
-        if len(saved) == 3:
-            centred, inv_std, scale = saved
+        if len(saved) == 4:
+            lay, centred, inv_std, scale = saved
             # centred is only needed for xhat: drop it (one input-sized
             # array less held for the rest of the step)
-            self._saved = saved = (None, inv_std, scale, centred * inv_std)
-        return saved[3]
+            self._saved = saved = (lay, None, inv_std, scale, centred * inv_std)
+        return saved[4]
+
+    def _grad_stats(self, gv: NDArray):
+        """Fused path: per-channel ``(sum g, sum g * xhat)`` as two (1, C) arrays,
+        given the adjoint ``gv`` already in the input's layout."""
+        lay, xv, mean, inv_std, _ = self._fused
+        s = NDArray.call_op_override("batch_norm_grad_stats", (gv, xv, mean),
+                                     (2, lay.channels), *lay.args())
+        return s[0:1, :].compact(), s[1:2, :].compact() * inv_std
 
     def gradient(self, out_grad: Tensor, node: Tensor):
         x, w, b = node.inputs
-        gw_op = BatchNormGradW(self)
-        gx = Tensor.make_from_op(BatchNormGradX(self, gw_op), (out_grad, x, w))
+        gw_op = BatchNormGradW(self, 1)
+        gb_op = BatchNormGradW(self, 0)
+        gx = Tensor.make_from_op(BatchNormGradX(self, gw_op, gb_op), (out_grad, x, w))
         gw = Tensor.make_from_op(gw_op, (out_grad, x))
         if gw.shape != w.shape:
             gw = reshape(gw, w.shape)
-        gb = summation(out_grad, (0,))
+        gb = Tensor.make_from_op(gb_op, (out_grad, x))
         if gb.shape != b.shape:
             gb = reshape(gb, b.shape)
         return gx, gw, gb
 
 
-def _unfused_xhat(x: Tensor, eps: float) -> Tensor:
-    n = x.shape[0]
-    centred = x + summation(x, (0,)) * (-1.0 / n)
-    var = summation(centred * centred, (0,)) / n
-    return centred * (var + eps) ** -0.5, (var + eps) ** -0.5
+def _keep(t: Tensor, ndim: int) -> Tensor:
+    """A (C,) per-channel Tensor shaped to broadcast against (N, C, ...)."""
+    return reshape(t, (1, t.shape[0]) + (1,) * (ndim - 2))
+
+
+def _unfused_xhat(x: Tensor, eps: float):
+    axes = (0,) + tuple(range(2, len(x.shape)))
+    n = 1
+    for i in axes:
+        n *= x.shape[i]
+    centred = x + _keep(summation(x, axes) * (-1.0 / n), len(x.shape))
+    var = _keep(summation(centred * centred, axes) / n, len(x.shape))
+    return centred * (var + eps) ** -0.5, (var + eps) ** -0.5, axes, n
 
 
 class BatchNormGradW(TensorOp):
-    """``sum_0(g * xhat)``, the weight's adjoint, as ``(D,)``; inputs ``(g, x)``."""
+    """Per-channel sums of the adjoint as ``(C,)``; inputs ``(g, x)``: with
+    ``which=1`` ``sum(g * xhat)`` (the weight's adjoint), with ``which=0``
+    ``sum(g)`` (the bias's)."""
 
-    def __init__(self, fwd: BatchNormTrain):
+    def __init__(self, fwd: BatchNormTrain, which: int = 1):
         self.fwd = fwd
+        self.which = which
         self.cached = None  # (g array, result) left by BatchNormGradX
 
     def compute(self, g: NDArray, x: NDArray) -> NDArray:
@@ -116,48 +222,76 @@ class BatchNormGradW(TensorOp):
         self.cached = None
         if cached is not None and cached[0] is g:
             return cached[1]
-        g = g.compact()
-        return (_col_mean(g * self.fwd._xhat()) * g.shape[0]).reshape((g.shape[1],))
+        fwd = self.fwd
+        dim = x.shape[1]
+        if fwd._fused is not None:
+            return fwd._grad_stats(fwd._fused[0].view(g))[self.which].reshape((dim,))
+        rows = _rows(g, fwd._saved[0])
+        if self.which == 1:
+            rows = rows * fwd._xhat()
+        return (_col_mean(rows) * rows.shape[0]).reshape((dim,))
 
     def gradient(self, out_grad: Tensor, node: Tensor):
         g, x = node.inputs
-        xhat, _ = _unfused_xhat(x, self.fwd.eps)
-        return local_vjp(summation(g * xhat, (0,)), (g, x), out_grad)
+        xhat, _, axes, _ = _unfused_xhat(x, self.fwd.eps)
+        out = summation(g * xhat if self.which == 1 else g, axes)
+        return local_vjp(out, (g, x), out_grad)
 
 
 class BatchNormGradX(TensorOp):
-    """The input's adjoint ``w / std * (g - mean_0 g - xhat * mean_0(g xhat))``;
-    inputs ``(g, x, w)``."""
+    """The input's adjoint ``w / std * (g - mean g - xhat * mean(g xhat))``
+    (means per channel); inputs ``(g, x, w)``."""
 
-    def __init__(self, fwd: BatchNormTrain, gw_op: BatchNormGradW = None):
+    def __init__(self, fwd: BatchNormTrain, gw_op: BatchNormGradW = None, gb_op: BatchNormGradW = None):
         self.fwd = fwd
         self.gw_op = gw_op
+        self.gb_op = gb_op
+
+    def _leave(self, g, sum_g, sum_gxhat, dim):
+        if self.gw_op is not None:
+            self.gw_op.cached = (g, sum_gxhat.reshape((dim,)))
+        if self.gb_op is not None:
+            self.gb_op.cached = (g, sum_g.reshape((dim,)))
 
     def compute(self, g: NDArray, x: NDArray, w: NDArray) -> NDArray:
         fwd = self.fwd
+        if fwd._fused is not None:
+            lay, xv, mean, inv_std, scale = fwd._fused
+            dim, n = lay.channels, lay.outer * lay.inner
+            gv = lay.view(g)  # one copy at most (an NCHW adjoint of channels-last data)
+            sum_g, sum_gxhat = fwd._grad_stats(gv)
+            self._leave(g, sum_g, sum_gxhat, dim)
+            # gx = scale * (g - sum_g/n - xhat * sum_gxhat/n), xhat = (x - mean) * inv_std
+            b = scale * inv_std * sum_gxhat * (-1.0 / n)
+            k = scale * sum_g * (-1.0 / n)
+            out = NDArray.call_op_override("channel_affine2", (gv, xv, mean, scale, b, k),
+                                           lay.out_shape, *lay.args())
+            return lay.restore(out)
+        lay = fwd._saved[0]
         xhat = fwd._xhat()
-        scale = fwd._saved[2]
-        gc = g.compact()
+        scale = fwd._saved[3]
+        gc = _rows(g, lay)
         g_mean = _col_mean(gc)                        # (1, D)
         gx_mean = _col_mean(gc * xhat)                # (1, D)
-        if self.gw_op is not None:  # the weight's adjoint is B * gx_mean
-            self.gw_op.cached = (g, (gx_mean * gc.shape[0]).reshape((gc.shape[1],)))
-        return (gc - g_mean - xhat * gx_mean) * scale
+        rows = gc.shape[0]
+        self._leave(g, g_mean * rows, gx_mean * rows, gc.shape[1])
+        return _from_rows((gc - g_mean - xhat * gx_mean) * scale, lay)
 
     def gradient(self, out_grad: Tensor, node: Tensor):
         g, x, w = node.inputs
-        n, dim = x.shape
-        xhat, inv_std = _unfused_xhat(x, self.fwd.eps)
-        w_row = reshape(w, (dim,)) if w.shape != (dim,) else w
-        g_mean = summation(g, (0,)) / n
-        gx_mean = summation(g * xhat, (0,)) / n
+        dim, nd = x.shape[1], len(x.shape)
+        xhat, inv_std, axes, n = _unfused_xhat(x, self.fwd.eps)
+        w_row = _keep(reshape(w, (dim,)) if w.shape != (dim,) else w, nd)
+        g_mean = _keep(summation(g, axes) / n, nd)
+        gx_mean = _keep(summation(g * xhat, axes) / n, nd)
         dx = (g - g_mean - xhat * gx_mean) * (inv_std * w_row)
         return local_vjp(dx, (g, x, w), out_grad)
 
 
 def batch_norm_train(x, w, b, eps=1e-5):
-    """Training-mode batch norm of ``x (B, D)``: ``w * (x - mean) / sqrt(var + eps) + b``
-    with the batch mean and biased variance over axis 0."""
+    """Training-mode batch norm of ``x (B, C, ...)`` over every axis but 1:
+    ``w * (x - mean) / sqrt(var + eps) + b`` with the batch mean and biased
+    variance of each channel."""
     return BatchNormTrain(eps)(x, w, b)
 
 

@@ -587,6 +587,111 @@ def test_override_optimizer_steps(backend, kdtype, wd):
                                            **tol, err_msg="adam_step p")
     except UnsupportedDTypeError:
         pass  # the contract lets a backend do only some dtypes; the optimizer then composes
+# [i14f2 fused nn ops] batch norm, softmax backward, layer norm, LSTM gates ----------
+def _run_override(backend, kdtype, name, inputs, out_size, *args):
+    fn = _override(backend, name)
+    out = backend.Array(out_size, kdtype)
+    backend.fill(out, np.nan)  # the kernel must overwrite every element
+    fn(*[to_buffer(backend, a.astype(kdtype)) for a in inputs], out, *args)
+    return from_buffer(backend, out)
+
+
+@kernel("override:batch_norm_stats", "override:batch_norm_grad_stats", "override:channel_affine",
+        "override:channel_affine2")
+@pytest.mark.parametrize("dims", [(6, 4, 1), (3, 5, 7)], ids=lambda d: "x".join(map(str, d)))
+def test_override_batch_norm(backend, kdtype, dims):
+    ov = dict(backend.op_overrides() or {})
+    names = ("batch_norm_stats", "batch_norm_grad_stats", "channel_affine", "channel_affine2")
+    if not any(n in ov for n in names):
+        pytest.skip(f"backend {backend.name!r} has no batch-norm op overrides")
+    outer, C, inner = dims
+    x = (_data("any", outer * C * inner, kdtype, 1) * 3 + 1).reshape(dims)
+    g = _data("any", x.size, kdtype, 2).reshape(dims)
+    m, a, b, k = (_data("any", C, kdtype, 3 + i) for i in range(4))
+    x64, g64 = x.astype(np.float64), g.astype(np.float64)
+    col = lambda v: v.astype(np.float64).reshape(1, C, 1)  # noqa: E731
+    tol = ACC_TOL[kdtype.name]
+    if "batch_norm_stats" in ov:
+        got = _run_override(backend, kdtype, "batch_norm_stats", [x], 2 * C, *dims).reshape(2, C)
+        np.testing.assert_allclose(got, np.stack([x64.mean((0, 2)), x64.var((0, 2))]), **tol,
+                                   err_msg="op override batch_norm_stats")
+    if "batch_norm_grad_stats" in ov:
+        got = _run_override(backend, kdtype, "batch_norm_grad_stats", [g, x, m], 2 * C, *dims).reshape(2, C)
+        want = np.stack([g64.sum((0, 2)), (g64 * (x64 - col(m))).sum((0, 2))])
+        np.testing.assert_allclose(got, want, **tol, err_msg="op override batch_norm_grad_stats")
+    if "channel_affine" in ov:
+        got = _run_override(backend, kdtype, "channel_affine", [x, m, a, b], x.size, *dims).reshape(dims)
+        np.testing.assert_allclose(got, (x64 - col(m)) * col(a) + col(b), **tol,
+                                   err_msg="op override channel_affine")
+    if "channel_affine2" in ov:
+        got = _run_override(backend, kdtype, "channel_affine2", [g, x, m, a, b, k], x.size, *dims).reshape(dims)
+        np.testing.assert_allclose(got, g64 * col(a) + (x64 - col(m)) * col(b) + col(k), **tol,
+                                   err_msg="op override channel_affine2")
+
+
+@kernel("override:softmax_grad", "override:layer_norm", "override:layer_norm_grad_input",
+        "override:layer_norm_grad_params")
+def test_override_rows(backend, kdtype):
+    ov = dict(backend.op_overrides() or {})
+    if not any(n in ov for n in ("softmax_grad", "layer_norm", "layer_norm_grad_input",
+                                 "layer_norm_grad_params")):
+        pytest.skip(f"backend {backend.name!r} has no softmax/layer-norm op overrides")
+    outer, r, eps = 4, 9, 1e-5
+    x = (_data("any", outer * r, kdtype, 1) * 3 + 2).reshape(outer, r)
+    g = _data("any", outer * r, kdtype, 2).reshape(outer, r)
+    w, b = _data("any", r, kdtype, 3), _data("any", r, kdtype, 4)
+    x64, g64, w64 = x.astype(np.float64), g.astype(np.float64), w.astype(np.float64)
+    tol = ACC_TOL[kdtype.name]
+    if "softmax_grad" in ov:
+        y = softmax_rows(x64)
+        got = _run_override(backend, kdtype, "softmax_grad", [y, g], x.size, outer, r).reshape(outer, r)
+        np.testing.assert_allclose(got, y * (g64 - (g64 * y).sum(1, keepdims=True)), **tol,
+                                   err_msg="op override softmax_grad")
+    inv = 1 / np.sqrt(x64.var(1, keepdims=True) + eps)
+    xhat = (x64 - x64.mean(1, keepdims=True)) * inv
+    if "layer_norm" in ov:
+        got = _run_override(backend, kdtype, "layer_norm", [x, w, b], x.size, outer, r, eps).reshape(outer, r)
+        np.testing.assert_allclose(got, xhat * w64 + b.astype(np.float64), **tol, err_msg="op override layer_norm")
+    if "layer_norm_grad_input" in ov:
+        gw = g64 * w64
+        want = inv * (gw - gw.mean(1, keepdims=True) - xhat * (gw * xhat).mean(1, keepdims=True))
+        got = _run_override(backend, kdtype, "layer_norm_grad_input", [g, x, w], x.size,
+                            outer, r, eps).reshape(outer, r)
+        np.testing.assert_allclose(got, want, **tol, err_msg="op override layer_norm_grad_input")
+    if "layer_norm_grad_params" in ov:
+        got = _run_override(backend, kdtype, "layer_norm_grad_params", [g, x], 2 * r, outer, r, eps)
+        np.testing.assert_allclose(got.reshape(2, r), np.stack([(g64 * xhat).sum(0), g64.sum(0)]), **tol,
+                                   err_msg="op override layer_norm_grad_params")
+
+
+@kernel("override:lstm_gates", "override:lstm_gates_grad")
+def test_override_lstm_gates(backend, kdtype):
+    ov = dict(backend.op_overrides() or {})
+    if "lstm_gates" not in ov and "lstm_gates_grad" not in ov:
+        pytest.skip(f"backend {backend.name!r} has no LSTM op overrides")
+    B, H = 3, 5
+    z = (_data("any", B * 4 * H, kdtype, 1) * 3).reshape(B, 4 * H)
+    c = _data("any", B * H, kdtype, 2).reshape(B, H)
+    g = _data("any", B * 2 * H, kdtype, 3).reshape(B, 2, H)
+    z64, c64, g64 = z.astype(np.float64), c.astype(np.float64), g.astype(np.float64)
+    sig = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
+    i, f, gg, o = sig(z64[:, :H]), sig(z64[:, H:2 * H]), np.tanh(z64[:, 2 * H:3 * H]), sig(z64[:, 3 * H:])
+    cn = f * c64 + i * gg
+    th = np.tanh(cn)
+    tol = ACC_TOL[kdtype.name]
+    if "lstm_gates" in ov:
+        got = _run_override(backend, kdtype, "lstm_gates", [z, c], 2 * B * H, B, H).reshape(B, 2, H)
+        np.testing.assert_allclose(got, np.stack([o * th, cn], 1), **tol, err_msg="op override lstm_gates")
+    if "lstm_gates_grad" in ov:
+        dcn = g64[:, 1] + g64[:, 0] * o * (1 - th ** 2)
+        dz = np.concatenate([dcn * gg * i * (1 - i), dcn * c64 * f * (1 - f), dcn * i * (1 - gg ** 2),
+                             g64[:, 0] * th * o * (1 - o)], axis=1)
+        got = _run_override(backend, kdtype, "lstm_gates_grad", [z, c, g], 5 * B * H, B, H)
+        np.testing.assert_allclose(got[:4 * B * H].reshape(B, 4 * H), dz, **tol,
+                                   err_msg="op override lstm_gates_grad (z)")
+        np.testing.assert_allclose(got[4 * B * H:].reshape(B, H), dcn * f, **tol,
+                                   err_msg="op override lstm_gates_grad (c)")
+# [/i14f2 fused nn ops] ------------------------------------------------------------
 
 
 def test_op_overrides_are_known(backend):

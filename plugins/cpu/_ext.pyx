@@ -405,6 +405,58 @@ cdef int _run_un(str op, CpuArray a, CpuArray out, un_f32_t f32, un_f64_t f64) e
     return 0
 
 
+# [i14f2 fused norm] batch-norm op overrides (csrc/fused_norm.c) ---------------
+cdef extern from "needle_cpu.h" nogil:
+    int nd_bn_stats_f32(const float *x, float *out, nd_i64 outer, nd_i64 C, nd_i64 inner) noexcept
+    int nd_bn_stats_f64(const double *x, double *out, nd_i64 outer, nd_i64 C, nd_i64 inner) noexcept
+    int nd_bn_grad_stats_f32(const float *g, const float *x, const float *mean, float *out,
+                             nd_i64 outer, nd_i64 C, nd_i64 inner) noexcept
+    int nd_bn_grad_stats_f64(const double *g, const double *x, const double *mean, double *out,
+                             nd_i64 outer, nd_i64 C, nd_i64 inner) noexcept
+    void nd_channel_affine_f32(const float *x, const float *m, const float *sc, const float *sh, float *o,
+                               nd_i64 outer, nd_i64 C, nd_i64 inner) noexcept
+    void nd_channel_affine_f64(const double *x, const double *m, const double *sc, const double *sh, double *o,
+                               nd_i64 outer, nd_i64 C, nd_i64 inner) noexcept
+    void nd_channel_affine2_f32(const float *g, const float *x, const float *m, const float *a,
+                                const float *b, const float *k, float *o,
+                                nd_i64 outer, nd_i64 C, nd_i64 inner) noexcept
+    void nd_channel_affine2_f64(const double *g, const double *x, const double *m, const double *a,
+                                const double *b, const double *k, double *o,
+                                nd_i64 outer, nd_i64 C, nd_i64 inner) noexcept
+
+    void nd_softmax_grad_f32(const float *y, const float *g, float *o, nd_i64 outer, nd_i64 r) noexcept
+    void nd_layer_norm_f32(const float *x, const float *w, const float *b, float *o, nd_i64 outer, nd_i64 r,
+                          double eps) noexcept
+    void nd_layer_norm_grad_input_f32(const float *g, const float *x, const float *w, float *o,
+                                     nd_i64 outer, nd_i64 r, double eps) noexcept
+    int nd_layer_norm_grad_params_f32(const float *g, const float *x, float *out, nd_i64 outer, nd_i64 r,
+                                     double eps) noexcept
+    void nd_softmax_grad_f64(const double *y, const double *g, double *o, nd_i64 outer, nd_i64 r) noexcept
+    void nd_layer_norm_f64(const double *x, const double *w, const double *b, double *o, nd_i64 outer, nd_i64 r,
+                          double eps) noexcept
+    void nd_layer_norm_grad_input_f64(const double *g, const double *x, const double *w, double *o,
+                                     nd_i64 outer, nd_i64 r, double eps) noexcept
+    int nd_layer_norm_grad_params_f64(const double *g, const double *x, double *out, nd_i64 outer, nd_i64 r,
+                                     double eps) noexcept
+    int nd_lstm_gates_f32(const float *z, const float *c, float *out, nd_i64 B, nd_i64 H) noexcept
+    int nd_lstm_gates_f64(const double *z, const double *c, double *out, nd_i64 B, nd_i64 H) noexcept
+    int nd_lstm_gates_grad_f32(const float *z, const float *c, const float *g, float *out,
+                               nd_i64 B, nd_i64 H) noexcept
+    int nd_lstm_gates_grad_f64(const double *z, const double *c, const double *g, double *out,
+                               nd_i64 B, nd_i64 H) noexcept
+
+cdef int _check_channels(str op, bufs, CpuArray out, Py_ssize_t outer, Py_ssize_t C,
+                         Py_ssize_t inner, Py_ssize_t out_need) except -1:
+    """Validate (outer, C, inner) operands: bufs are (buffer, name, elements needed)."""
+    _nonneg(op, "outer", outer); _nonneg(op, "channels", C); _nonneg(op, "inner", inner)
+    for buf, what, n in bufs:
+        _same_dtype(op, buf, out)
+        _need(op, what, buf, n)
+    _need(op, "out", out, out_need)
+    return 0
+# [/i14f2 fused norm] ----------------------------------------------------------
+
+
 cdef int _run_rows(str op, CpuArray a, CpuArray out, Py_ssize_t outer, Py_ssize_t inner,
                    Py_ssize_t out_need, rows_f32_t f32, rows_f64_t f64) except -1:
     _same_dtype(op, a, out)
@@ -1131,6 +1183,185 @@ class CpuBackend(Backend):
                              <float>beta1, <float>c1, <float>beta2, <float>c2, <float>weight_decay, <float>k_scale,
                              <float>eps_s, fz)
 
+    # [i14f2 fused norm] batch-norm op overrides -----------------------------------
+    def batch_norm_stats(self, CpuArray x not None, CpuArray out not None,
+                         Py_ssize_t outer, Py_ssize_t channels, Py_ssize_t inner):
+        """Op override: per-channel mean and biased variance of (outer, C, inner) ``x``."""
+        cdef int rc
+        _check_channels("batch_norm_stats", ((x, "x", outer * channels * inner),), out,
+                        outer, channels, inner, 2 * channels)
+        if outer * inner == 0:
+            raise ShapeError(f"batch_norm_stats: no elements to average (outer={outer}, inner={inner})")
+        if out.kind == 0:
+            with nogil:
+                rc = nd_bn_stats_f32(<const float *>x.data, <float *>out.data, outer, channels, inner)
+        else:
+            with nogil:
+                rc = nd_bn_stats_f64(<const double *>x.data, <double *>out.data, outer, channels, inner)
+        if rc != 0:
+            raise MemoryError("batch_norm_stats: cannot allocate the per-thread sums")
+
+    def batch_norm_grad_stats(self, CpuArray g not None, CpuArray x not None, CpuArray mean not None,
+                              CpuArray out not None, Py_ssize_t outer, Py_ssize_t channels,
+                              Py_ssize_t inner):
+        """Op override: per-channel ``sum g`` and ``sum g * (x - mean)``."""
+        cdef int rc
+        cdef Py_ssize_t n = outer * channels * inner
+        _check_channels("batch_norm_grad_stats", ((g, "g", n), (x, "x", n), (mean, "mean", channels)),
+                        out, outer, channels, inner, 2 * channels)
+        if out.kind == 0:
+            with nogil:
+                rc = nd_bn_grad_stats_f32(<const float *>g.data, <const float *>x.data,
+                                          <const float *>mean.data, <float *>out.data,
+                                          outer, channels, inner)
+        else:
+            with nogil:
+                rc = nd_bn_grad_stats_f64(<const double *>g.data, <const double *>x.data,
+                                          <const double *>mean.data, <double *>out.data,
+                                          outer, channels, inner)
+        if rc != 0:
+            raise MemoryError("batch_norm_grad_stats: cannot allocate the per-thread sums")
+
+    def channel_affine(self, CpuArray x not None, CpuArray m not None, CpuArray sc not None,
+                       CpuArray sh not None, CpuArray out not None,
+                       Py_ssize_t outer, Py_ssize_t channels, Py_ssize_t inner):
+        """Op override: ``out = (x - m[c]) * sc[c] + sh[c]`` per channel c."""
+        cdef Py_ssize_t n = outer * channels * inner
+        _check_channels("channel_affine", ((x, "x", n), (m, "m", channels), (sc, "sc", channels),
+                                           (sh, "sh", channels)), out, outer, channels, inner, n)
+        if out.kind == 0:
+            with nogil:
+                nd_channel_affine_f32(<const float *>x.data, <const float *>m.data,
+                                      <const float *>sc.data, <const float *>sh.data,
+                                      <float *>out.data, outer, channels, inner)
+        else:
+            with nogil:
+                nd_channel_affine_f64(<const double *>x.data, <const double *>m.data,
+                                      <const double *>sc.data, <const double *>sh.data,
+                                      <double *>out.data, outer, channels, inner)
+
+    def channel_affine2(self, CpuArray g not None, CpuArray x not None, CpuArray m not None,
+                        CpuArray a not None, CpuArray b not None, CpuArray k not None,
+                        CpuArray out not None, Py_ssize_t outer, Py_ssize_t channels, Py_ssize_t inner):
+        """Op override: ``out = g * a[c] + (x - m[c]) * b[c] + k[c]`` per channel c."""
+        cdef Py_ssize_t n = outer * channels * inner
+        _check_channels("channel_affine2", ((g, "g", n), (x, "x", n), (m, "m", channels),
+                                            (a, "a", channels), (b, "b", channels), (k, "k", channels)),
+                        out, outer, channels, inner, n)
+        if out.kind == 0:
+            with nogil:
+                nd_channel_affine2_f32(<const float *>g.data, <const float *>x.data,
+                                       <const float *>m.data, <const float *>a.data,
+                                       <const float *>b.data, <const float *>k.data,
+                                       <float *>out.data, outer, channels, inner)
+        else:
+            with nogil:
+                nd_channel_affine2_f64(<const double *>g.data, <const double *>x.data,
+                                       <const double *>m.data, <const double *>a.data,
+                                       <const double *>b.data, <const double *>k.data,
+                                       <double *>out.data, outer, channels, inner)
+    def softmax_grad(self, CpuArray y not None, CpuArray g not None, CpuArray out not None,
+                     Py_ssize_t outer, Py_ssize_t inner):
+        """Op override: ``out = y * (g - sum_row(g * y))`` over rows of (outer, inner)."""
+        cdef Py_ssize_t n = outer * inner
+        _check_channels("softmax_grad", ((y, "y", n), (g, "g", n)), out, outer, 1, inner, n)
+        if out.kind == 0:
+            with nogil:
+                nd_softmax_grad_f32(<const float *>y.data, <const float *>g.data, <float *>out.data,
+                                    outer, inner)
+        else:
+            with nogil:
+                nd_softmax_grad_f64(<const double *>y.data, <const double *>g.data, <double *>out.data,
+                                    outer, inner)
+
+    def layer_norm(self, CpuArray x not None, CpuArray w not None, CpuArray b not None,
+                   CpuArray out not None, Py_ssize_t outer, Py_ssize_t inner, double eps):
+        """Op override: layer norm of each row of (outer, inner) ``x`` (biased variance)."""
+        cdef Py_ssize_t n = outer * inner
+        _check_channels("layer_norm", ((x, "x", n), (w, "w", inner), (b, "b", inner)), out,
+                        outer, 1, inner, n)
+        if inner < 1:
+            raise ShapeError(f"layer_norm: rows must have >= 1 element, got {inner}")
+        if out.kind == 0:
+            with nogil:
+                nd_layer_norm_f32(<const float *>x.data, <const float *>w.data, <const float *>b.data,
+                                  <float *>out.data, outer, inner, eps)
+        else:
+            with nogil:
+                nd_layer_norm_f64(<const double *>x.data, <const double *>w.data, <const double *>b.data,
+                                  <double *>out.data, outer, inner, eps)
+
+    def layer_norm_grad_input(self, CpuArray g not None, CpuArray x not None, CpuArray w not None,
+                              CpuArray out not None, Py_ssize_t outer, Py_ssize_t inner, double eps):
+        """Op override: the input's adjoint of :meth:`layer_norm`."""
+        cdef Py_ssize_t n = outer * inner
+        _check_channels("layer_norm_grad_input", ((g, "g", n), (x, "x", n), (w, "w", inner)), out,
+                        outer, 1, inner, n)
+        if inner < 1:
+            raise ShapeError(f"layer_norm_grad_input: rows must have >= 1 element, got {inner}")
+        if out.kind == 0:
+            with nogil:
+                nd_layer_norm_grad_input_f32(<const float *>g.data, <const float *>x.data,
+                                             <const float *>w.data, <float *>out.data, outer, inner, eps)
+        else:
+            with nogil:
+                nd_layer_norm_grad_input_f64(<const double *>g.data, <const double *>x.data,
+                                             <const double *>w.data, <double *>out.data, outer, inner, eps)
+
+    def layer_norm_grad_params(self, CpuArray g not None, CpuArray x not None, CpuArray out not None,
+                               Py_ssize_t outer, Py_ssize_t inner, double eps):
+        """Op override: ``out (2, inner)``: row 0 sum over rows of g * xhat, row 1 sum of g."""
+        cdef int rc
+        cdef Py_ssize_t n = outer * inner
+        _check_channels("layer_norm_grad_params", ((g, "g", n), (x, "x", n)), out,
+                        outer, 1, inner, 2 * inner)
+        if inner < 1:
+            raise ShapeError(f"layer_norm_grad_params: rows must have >= 1 element, got {inner}")
+        if out.kind == 0:
+            with nogil:
+                rc = nd_layer_norm_grad_params_f32(<const float *>g.data, <const float *>x.data,
+                                                   <float *>out.data, outer, inner, eps)
+        else:
+            with nogil:
+                rc = nd_layer_norm_grad_params_f64(<const double *>g.data, <const double *>x.data,
+                                                   <double *>out.data, outer, inner, eps)
+        if rc != 0:
+            raise MemoryError("layer_norm_grad_params: cannot allocate the per-thread sums")
+    def lstm_gates(self, CpuArray z not None, CpuArray c not None, CpuArray out not None,
+                   Py_ssize_t batch, Py_ssize_t hidden):
+        """Op override: LSTM gate arithmetic, ``out (B, 2, H)`` = (h', c')."""
+        cdef int rc
+        _check_channels("lstm_gates", ((z, "z", 4 * batch * hidden), (c, "c", batch * hidden)), out,
+                        batch, 1, hidden, 2 * batch * hidden)
+        if out.kind == 0:
+            with nogil:
+                rc = nd_lstm_gates_f32(<const float *>z.data, <const float *>c.data, <float *>out.data,
+                                       batch, hidden)
+        else:
+            with nogil:
+                rc = nd_lstm_gates_f64(<const double *>z.data, <const double *>c.data, <double *>out.data,
+                                       batch, hidden)
+        if rc != 0:
+            raise MemoryError("lstm_gates: cannot allocate the row scratch")
+
+    def lstm_gates_grad(self, CpuArray z not None, CpuArray c not None, CpuArray g not None,
+                        CpuArray out not None, Py_ssize_t batch, Py_ssize_t hidden):
+        """Op override: adjoints of z (B*4H) then c (B*H) given g (B, 2, H)."""
+        cdef int rc
+        _check_channels("lstm_gates_grad", ((z, "z", 4 * batch * hidden), (c, "c", batch * hidden),
+                                            (g, "g", 2 * batch * hidden)), out,
+                        batch, 1, hidden, 5 * batch * hidden)
+        if out.kind == 0:
+            with nogil:
+                rc = nd_lstm_gates_grad_f32(<const float *>z.data, <const float *>c.data,
+                                            <const float *>g.data, <float *>out.data, batch, hidden)
+        else:
+            with nogil:
+                rc = nd_lstm_gates_grad_f64(<const double *>z.data, <const double *>c.data,
+                                            <const double *>g.data, <double *>out.data, batch, hidden)
+        if rc != 0:
+            raise MemoryError("lstm_gates_grad: cannot allocate the row scratch")
+    # [/i14f2 fused norm] ------------------------------------------------------------
 
 #: the buffer type (the protocol calls it ``Array``)
 Array = CpuArray

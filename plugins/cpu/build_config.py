@@ -20,6 +20,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 C_SOURCES = ["common.c", "pool.c", "ewise.c", "ewise_strided.c", "strided.c", "gemm.c", "conv.c", "vmath.c"]
 # issue 14 fused loss + multi-tensor optimizer steps (fused_loss.c)
 C_SOURCES += ["fused_loss.c"]
+# [i14f2 fused norm] batch-norm op overrides
+C_SOURCES += ["fused_norm.c"]
 CYTHON_DIRECTIVES = {
     "language_level": 3,
     "boundscheck": False,

@@ -140,4 +140,38 @@ ND_DECL_CONV(double, f64)
 /* internal: thread count for `work` units given a grain below which to stay serial */
 int nd_threads_for(nd_i64 work, nd_i64 grain);
 
+/* ---- [i14f2 fused norm] batch-norm op overrides (fused_norm.c) ----
+ * x is a compact (outer, C, inner) array normalised per channel c.
+ * stats: out[0:C] mean, out[C:2C] biased variance; grad_stats: out[0:C]
+ * sum g, out[C:2C] sum g*(x-mean); both return -1 when out of memory.
+ * affine: o = (x - m[c])*sc[c] + sh[c]; affine2: o = g*a[c] + (x - m[c])*b[c] + k[c]. */
+#define ND_DECL_FUSED_NORM(T, SUF) \
+  int nd_bn_stats_##SUF(const T *x, T *out, nd_i64 outer, nd_i64 C, nd_i64 inner); \
+  int nd_bn_grad_stats_##SUF(const T *g, const T *x, const T *mean, T *out, \
+                             nd_i64 outer, nd_i64 C, nd_i64 inner); \
+  void nd_channel_affine_##SUF(const T *x, const T *m, const T *sc, const T *sh, T *o, \
+                               nd_i64 outer, nd_i64 C, nd_i64 inner); \
+  void nd_channel_affine2_##SUF(const T *g, const T *x, const T *m, const T *a, const T *b, \
+                                const T *k, T *o, nd_i64 outer, nd_i64 C, nd_i64 inner);
+ND_DECL_FUSED_NORM(float, f32)
+ND_DECL_FUSED_NORM(double, f64)
+/* rows (outer, r), contiguous: softmax backward o = y*(g - sum(g*y)); layer norm
+ * over the last axis (biased variance) forward, input adjoint, and params
+ * adjoint out[0:r] = sum g*xhat, out[r:2r] = sum g (-1 when out of memory). */
+#define ND_DECL_FUSED_ROWS(T, SUF) \
+  void nd_softmax_grad_##SUF(const T *y, const T *g, T *o, nd_i64 outer, nd_i64 r); \
+  void nd_layer_norm_##SUF(const T *x, const T *w, const T *b, T *o, nd_i64 outer, nd_i64 r, double eps); \
+  void nd_layer_norm_grad_input_##SUF(const T *g, const T *x, const T *w, T *o, \
+                                      nd_i64 outer, nd_i64 r, double eps); \
+  int nd_layer_norm_grad_params_##SUF(const T *g, const T *x, T *out, nd_i64 outer, nd_i64 r, double eps);
+ND_DECL_FUSED_ROWS(float, f32)
+ND_DECL_FUSED_ROWS(double, f64)
+/* LSTM gates: z (B, 4H) i,f,g,o pre-activations, c (B, H); forward out (B, 2, H) =
+ * (h', c'); grad g (B, 2, H) -> out = B*4H adjoints of z then B*H of c.  -1: no memory. */
+int nd_lstm_gates_f32(const float *z, const float *c, float *out, nd_i64 B, nd_i64 H);
+int nd_lstm_gates_f64(const double *z, const double *c, double *out, nd_i64 B, nd_i64 H);
+int nd_lstm_gates_grad_f32(const float *z, const float *c, const float *g, float *out, nd_i64 B, nd_i64 H);
+int nd_lstm_gates_grad_f64(const double *z, const double *c, const double *g, double *out, nd_i64 B, nd_i64 H);
+/* ---- [/i14f2 fused norm] ---- */
+
 #endif

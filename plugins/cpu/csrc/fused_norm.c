@@ -1,0 +1,326 @@
+/* Fused batch-normalisation kernels (op overrides of ops.batch_norm_train).
+ *
+ * Every kernel sees its input as a compact (outer, C, inner) array and works
+ * per channel c (the middle axis): (B, D) batches are (B, D, 1), NCHW
+ * tensors are (N, C, H*W), and channels-last memory (an NCHW view of NHWC
+ * data, what nn.Conv returns) is (N*H*W, C, 1) -- so BatchNorm2d never
+ * permutes or copies its input.
+ *
+ * Reductions accumulate in double.  Threads split the outer axis; each keeps
+ * private per-channel sums that are added in thread order afterwards, so the
+ * result does not depend on scheduling.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "needle_cpu.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#define ND_FN_TID() omp_get_thread_num()
+#else
+#define ND_FN_TID() 0
+#endif
+
+/* threads for a pass over `total` elements with `outer` splittable rows */
+static int fn_threads(nd_i64 outer, nd_i64 total) {
+  int nt = nd_threads_for(total, ND_GRAIN_CHEAP);
+  if (nt > outer) nt = (int)(outer > 0 ? outer : 1);
+  return nt;
+}
+
+/* per-thread slice [lo, hi) of n rows */
+#define FN_SLICE(n, t, nt, lo, hi) \
+  nd_i64 lo = (n) * (t) / (nt), hi = (n) * ((t) + 1) / (nt)
+
+#define ND_DEF_FUSED_NORM(T, SUF)                                                   \
+/* out[0:C] = mean, out[C:2C] = biased variance over outer and inner.  Returns   \
+ * -1 when the scratch cannot be allocated. */                                    \
+int nd_bn_stats_##SUF(const T *x, T *out, nd_i64 outer, nd_i64 C, nd_i64 inner) {  \
+  int nt = fn_threads(outer, outer * C * inner);                                   \
+  double *acc = (double *)calloc((size_t)(nt * C + C), sizeof(double));            \
+  if (!acc) return -1;                                                              \
+  double *mean = acc + nt * C;                                                      \
+  double n = (double)outer * (double)inner;                                        \
+  for (int pass = 0; pass < 2; pass++) {                                            \
+    _Pragma("omp parallel num_threads(nt) if(nt > 1)")                              \
+    {                                                                               \
+      int t = ND_FN_TID();                                                          \
+      double *a = acc + (nd_i64)t * C;                                              \
+      FN_SLICE(outer, t, nt, lo, hi);                                               \
+      for (nd_i64 o = lo; o < hi; o++) {                                            \
+        const T *row = x + o * C * inner;                                           \
+        if (inner == 1) {                                                           \
+          if (pass == 0) for (nd_i64 c = 0; c < C; c++) a[c] += row[c];             \
+          else for (nd_i64 c = 0; c < C; c++) {                                     \
+            double d = row[c] - mean[c]; a[c] += d * d; }                           \
+        } else {                                                                    \
+          for (nd_i64 c = 0; c < C; c++) {                                          \
+            const T *p = row + c * inner;                                           \
+            double s = 0.0, m = mean[c];                                            \
+            if (pass == 0) for (nd_i64 i = 0; i < inner; i++) s += p[i];            \
+            else for (nd_i64 i = 0; i < inner; i++) { double d = p[i] - m; s += d * d; } \
+            a[c] += s;                                                              \
+          }                                                                         \
+        }                                                                           \
+      }                                                                             \
+    }                                                                               \
+    for (nd_i64 c = 0; c < C; c++) {                                                \
+      double s = 0.0;                                                               \
+      for (int t = 0; t < nt; t++) { s += acc[(nd_i64)t * C + c]; acc[(nd_i64)t * C + c] = 0.0; } \
+      if (pass == 0) { mean[c] = s / n; out[c] = (T)mean[c]; }                      \
+      else out[C + c] = (T)(s / n);                                                 \
+    }                                                                               \
+  }                                                                                 \
+  free(acc);                                                                        \
+  return 0;                                                                         \
+}                                                                                   \
+                                                                                    \
+/* out[0:C] = sum g, out[C:2C] = sum g * (x - mean[c]) over outer and inner. */    \
+int nd_bn_grad_stats_##SUF(const T *g, const T *x, const T *mean, T *out,           \
+                           nd_i64 outer, nd_i64 C, nd_i64 inner) {                  \
+  int nt = fn_threads(outer, 2 * outer * C * inner);                               \
+  double *acc = (double *)calloc((size_t)(2 * nt * C), sizeof(double));            \
+  if (!acc) return -1;                                                              \
+  _Pragma("omp parallel num_threads(nt) if(nt > 1)")                                \
+  {                                                                                 \
+    int t = ND_FN_TID();                                                            \
+    double *sg = acc + 2 * (nd_i64)t * C, *sgx = sg + C;                            \
+    FN_SLICE(outer, t, nt, lo, hi);                                                 \
+    for (nd_i64 o = lo; o < hi; o++) {                                              \
+      const T *gr = g + o * C * inner, *xr = x + o * C * inner;                     \
+      if (inner == 1) {                                                             \
+        for (nd_i64 c = 0; c < C; c++) {                                            \
+          sg[c] += gr[c]; sgx[c] += (double)gr[c] * ((double)xr[c] - mean[c]); }    \
+      } else {                                                                      \
+        for (nd_i64 c = 0; c < C; c++) {                                            \
+          const T *gp = gr + c * inner, *xp = xr + c * inner;                       \
+          double s0 = 0.0, s1 = 0.0, m = mean[c];                                   \
+          for (nd_i64 i = 0; i < inner; i++) { s0 += gp[i]; s1 += (double)gp[i] * (xp[i] - m); } \
+          sg[c] += s0; sgx[c] += s1;                                                \
+        }                                                                           \
+      }                                                                             \
+    }                                                                               \
+  }                                                                                 \
+  for (nd_i64 c = 0; c < C; c++) {                                                  \
+    double s0 = 0.0, s1 = 0.0;                                                      \
+    for (int t = 0; t < nt; t++) { s0 += acc[2 * (nd_i64)t * C + c]; s1 += acc[(2 * (nd_i64)t + 1) * C + c]; } \
+    out[c] = (T)s0; out[C + c] = (T)s1;                                             \
+  }                                                                                 \
+  free(acc);                                                                        \
+  return 0;                                                                         \
+}                                                                                   \
+                                                                                    \
+/* o = (x - m[c]) * sc[c] + sh[c] */                                               \
+void nd_channel_affine_##SUF(const T *x, const T *m, const T *sc, const T *sh, T *o,  \
+                             nd_i64 outer, nd_i64 C, nd_i64 inner) {               \
+  int nt = fn_threads(outer * C, outer * C * inner);                               \
+  if (inner == 1) {                                                                 \
+    _Pragma("omp parallel for num_threads(nt) if(nt > 1) schedule(static)")         \
+    for (nd_i64 r = 0; r < outer; r++) {                                            \
+      const T *xr = x + r * C; T *orow = o + r * C;                                 \
+      for (nd_i64 c = 0; c < C; c++) orow[c] = (xr[c] - m[c]) * sc[c] + sh[c];      \
+    }                                                                               \
+  } else {                                                                          \
+    _Pragma("omp parallel for num_threads(nt) if(nt > 1) schedule(static)")         \
+    for (nd_i64 r = 0; r < outer * C; r++) {                                        \
+      const T *xr = x + r * inner; T *orow = o + r * inner;                         \
+      T mm = m[r % C], a = sc[r % C], b = sh[r % C];                                \
+      for (nd_i64 i = 0; i < inner; i++) orow[i] = (xr[i] - mm) * a + b;            \
+    }                                                                               \
+  }                                                                                 \
+}                                                                                   \
+                                                                                    \
+/* o = g * a[c] + (x - m[c]) * b[c] + k[c] */                                       \
+void nd_channel_affine2_##SUF(const T *g, const T *x, const T *m, const T *a,        \
+                              const T *b, const T *k, T *o,                         \
+                              nd_i64 outer, nd_i64 C, nd_i64 inner) {              \
+  int nt = fn_threads(outer * C, 2 * outer * C * inner);                           \
+  if (inner == 1) {                                                                 \
+    _Pragma("omp parallel for num_threads(nt) if(nt > 1) schedule(static)")         \
+    for (nd_i64 r = 0; r < outer; r++) {                                            \
+      const T *gr = g + r * C, *xr = x + r * C; T *orow = o + r * C;                \
+      for (nd_i64 c = 0; c < C; c++) orow[c] = gr[c] * a[c] + (xr[c] - m[c]) * b[c] + k[c]; \
+    }                                                                               \
+  } else {                                                                          \
+    _Pragma("omp parallel for num_threads(nt) if(nt > 1) schedule(static)")         \
+    for (nd_i64 r = 0; r < outer * C; r++) {                                        \
+      const T *gr = g + r * inner, *xr = x + r * inner; T *orow = o + r * inner;    \
+      T mm = m[r % C], aa = a[r % C], bb = b[r % C], kk = k[r % C];                 \
+      for (nd_i64 i = 0; i < inner; i++) orow[i] = gr[i] * aa + (xr[i] - mm) * bb + kk; \
+    }                                                                               \
+  }                                                                                 \
+}
+
+ND_DEF_FUSED_NORM(float, f32)
+ND_DEF_FUSED_NORM(double, f64)
+
+/* ---- row kernels over the last axis: softmax backward, layer norm ----
+ * Rows are contiguous (outer, inner); threads split the rows. */
+#define ND_DEF_FUSED_ROWS(T, SUF)                                                   \
+/* o = y * (g - sum_row(g * y)) */                                                  \
+void nd_softmax_grad_##SUF(const T *y, const T *g, T *o, nd_i64 outer, nd_i64 r) {  \
+  int nt = fn_threads(outer, 2 * outer * r);                                       \
+  _Pragma("omp parallel for num_threads(nt) if(nt > 1) schedule(static)")           \
+  for (nd_i64 i = 0; i < outer; i++) {                                              \
+    const T *yr = y + i * r, *gr = g + i * r; T *orow = o + i * r;                  \
+    double s = 0.0;                                                                 \
+    for (nd_i64 j = 0; j < r; j++) s += (double)gr[j] * yr[j];                      \
+    T st = (T)s;                                                                    \
+    for (nd_i64 j = 0; j < r; j++) orow[j] = yr[j] * (gr[j] - st);                  \
+  }                                                                                 \
+}                                                                                   \
+                                                                                    \
+/* row mean and 1/sqrt(biased var + eps) of one row */                              \
+static inline void ln_row_stats_##SUF(const T *xr, nd_i64 r, double eps,            \
+                                      T *mean_out, T *inv_out) {                    \
+  double s = 0.0;                                                                   \
+  for (nd_i64 j = 0; j < r; j++) s += xr[j];                                        \
+  double m = s / (double)r, v = 0.0;                                                \
+  for (nd_i64 j = 0; j < r; j++) { double d = xr[j] - m; v += d * d; }              \
+  *mean_out = (T)m;                                                                 \
+  /* rounded like the composition: var in T, then (var + eps) ** -0.5 in T */      \
+  T var = (T)(v / (double)r);                                                       \
+  *inv_out = (T)(1.0 / sqrt((double)(T)(var + (T)eps)));                            \
+}                                                                                   \
+                                                                                    \
+/* o = (x - mean) * inv_std * w + b per row */                                      \
+void nd_layer_norm_##SUF(const T *x, const T *w, const T *b, T *o,                  \
+                         nd_i64 outer, nd_i64 r, double eps) {                      \
+  int nt = fn_threads(outer, outer * r);                                           \
+  _Pragma("omp parallel for num_threads(nt) if(nt > 1) schedule(static)")           \
+  for (nd_i64 i = 0; i < outer; i++) {                                              \
+    const T *xr = x + i * r; T *orow = o + i * r; T m, inv;                         \
+    ln_row_stats_##SUF(xr, r, eps, &m, &inv);                                       \
+    for (nd_i64 j = 0; j < r; j++) orow[j] = (xr[j] - m) * inv * w[j] + b[j];       \
+  }                                                                                 \
+}                                                                                   \
+                                                                                    \
+/* o = inv_std * (gw - mean(gw) - xhat * mean(gw * xhat)), gw = g * w */            \
+void nd_layer_norm_grad_input_##SUF(const T *g, const T *x, const T *w, T *o,       \
+                                    nd_i64 outer, nd_i64 r, double eps) {           \
+  int nt = fn_threads(outer, 3 * outer * r);                                       \
+  _Pragma("omp parallel for num_threads(nt) if(nt > 1) schedule(static)")           \
+  for (nd_i64 i = 0; i < outer; i++) {                                              \
+    const T *xr = x + i * r, *gr = g + i * r; T *orow = o + i * r; T m, inv;        \
+    ln_row_stats_##SUF(xr, r, eps, &m, &inv);                                       \
+    double s1 = 0.0, s2 = 0.0;                                                      \
+    for (nd_i64 j = 0; j < r; j++) {                                                \
+      double gw = (double)gr[j] * w[j];                                             \
+      s1 += gw; s2 += gw * ((double)(xr[j] - m) * inv); }                           \
+    T a = (T)(s1 / (double)r), c = (T)(s2 / (double)r);                             \
+    for (nd_i64 j = 0; j < r; j++) {                                                \
+      T xh = (xr[j] - m) * inv;                                                     \
+      orow[j] = inv * (gr[j] * w[j] - a - xh * c);                                  \
+    }                                                                               \
+  }                                                                                 \
+}                                                                                   \
+                                                                                    \
+/* out[0:r] = sum over rows of g * xhat (the weight's adjoint), out[r:2r] = sum g.  \
+ * Returns -1 when the scratch cannot be allocated. */                              \
+int nd_layer_norm_grad_params_##SUF(const T *g, const T *x, T *out,                 \
+                                    nd_i64 outer, nd_i64 r, double eps) {           \
+  int nt = fn_threads(outer, 2 * outer * r);                                       \
+  double *acc = (double *)calloc((size_t)(2 * nt * r), sizeof(double));            \
+  if (!acc) return -1;                                                              \
+  _Pragma("omp parallel num_threads(nt) if(nt > 1)")                                \
+  {                                                                                 \
+    int t = ND_FN_TID();                                                            \
+    double *sw = acc + 2 * (nd_i64)t * r, *sb = sw + r;                             \
+    FN_SLICE(outer, t, nt, lo, hi);                                                 \
+    for (nd_i64 i = lo; i < hi; i++) {                                              \
+      const T *xr = x + i * r, *gr = g + i * r; T m, inv;                           \
+      ln_row_stats_##SUF(xr, r, eps, &m, &inv);                                     \
+      for (nd_i64 j = 0; j < r; j++) {                                              \
+        sw[j] += (double)gr[j] * ((xr[j] - m) * inv); sb[j] += gr[j]; }             \
+    }                                                                               \
+  }                                                                                 \
+  for (nd_i64 j = 0; j < r; j++) {                                                  \
+    double s0 = 0.0, s1 = 0.0;                                                      \
+    for (int t = 0; t < nt; t++) { s0 += acc[2 * (nd_i64)t * r + j]; s1 += acc[(2 * (nd_i64)t + 1) * r + j]; } \
+    out[j] = (T)s0; out[r + j] = (T)s1;                                             \
+  }                                                                                 \
+  free(acc);                                                                        \
+  return 0;                                                                         \
+}
+
+ND_DEF_FUSED_ROWS(float, f32)
+ND_DEF_FUSED_ROWS(double, f64)
+
+/* ---- LSTM gate arithmetic (ops.lstm_gates) ----
+ * z (B, 4H) holds the pre-activations of the gates i, f, g, o (PyTorch's
+ * order), c (B, H) the cell state.  sigmoid(a) is (1 + tanh(a/2)) / 2, as
+ * ops.sigmoid, so one vectorised tanh pass serves all four gates. */
+static void fn_tanh_f32(float *a, nd_i64 n) { nd_vtanh_f32(a, a, n); }
+static void fn_tanh_f64(double *a, nd_i64 n) { for (nd_i64 j = 0; j < n; j++) a[j] = tanh(a[j]); }
+
+#define ND_DEF_LSTM(T, SUF)                                                         \
+/* s (4H) = tanh of the scaled pre-activations; then the gates in place */          \
+static void lstm_gates_row_##SUF(const T *zr, T *s, nd_i64 H) {                     \
+  for (nd_i64 j = 0; j < 4 * H; j++) s[j] = (j >= 2 * H && j < 3 * H) ? zr[j] : zr[j] * (T)0.5; \
+  fn_tanh_##SUF(s, 4 * H);                                                          \
+  for (nd_i64 j = 0; j < 4 * H; j++) if (j < 2 * H || j >= 3 * H) s[j] = (s[j] + (T)1) * (T)0.5; \
+}                                                                                   \
+                                                                                    \
+/* out (B, 2, H): out[b, 0] = h' = o * tanh(c'), out[b, 1] = c' = f * c + i * g */  \
+int nd_lstm_gates_##SUF(const T *z, const T *c, T *out, nd_i64 B, nd_i64 H) {       \
+  int nt = fn_threads(B, B * 5 * H); /* cheap grain: a forked thread must pay */    \
+  int fail = 0;                                                                     \
+  _Pragma("omp parallel num_threads(nt) if(nt > 1) reduction(|:fail)")              \
+  {                                                                                 \
+    T *s = (T *)malloc((size_t)(5 * H) * sizeof(T));                                \
+    if (!s) fail = 1;                                                               \
+    else {                                                                          \
+      T *tc = s + 4 * H;                                                            \
+      int t = ND_FN_TID(), n = nt;                                                  \
+      FN_SLICE(B, t, n, lo, hi);                                                    \
+      for (nd_i64 b = lo; b < hi; b++) {                                            \
+        lstm_gates_row_##SUF(z + b * 4 * H, s, H);                                  \
+        const T *cr = c + b * H; T *hr = out + b * 2 * H, *cn = hr + H;             \
+        for (nd_i64 j = 0; j < H; j++) cn[j] = s[H + j] * cr[j] + s[j] * s[2 * H + j]; \
+        for (nd_i64 j = 0; j < H; j++) tc[j] = cn[j];                               \
+        fn_tanh_##SUF(tc, H);                                                       \
+        for (nd_i64 j = 0; j < H; j++) hr[j] = s[3 * H + j] * tc[j];                \
+      }                                                                             \
+      free(s);                                                                      \
+    }                                                                               \
+  }                                                                                 \
+  return fail ? -1 : 0;                                                             \
+}                                                                                   \
+                                                                                    \
+/* g (B, 2, H): the adjoints of h' and c'.  out: B*4H adjoints of z, then B*H of c */ \
+int nd_lstm_gates_grad_##SUF(const T *z, const T *c, const T *g, T *out, nd_i64 B, nd_i64 H) { \
+  int nt = fn_threads(B, B * 5 * H); /* cheap grain: a forked thread must pay */    \
+  int fail = 0;                                                                     \
+  _Pragma("omp parallel num_threads(nt) if(nt > 1) reduction(|:fail)")              \
+  {                                                                                 \
+    T *s = (T *)malloc((size_t)(5 * H) * sizeof(T));                                \
+    if (!s) fail = 1;                                                               \
+    else {                                                                          \
+      T *tc = s + 4 * H;                                                            \
+      int t = ND_FN_TID(), n = nt;                                                  \
+      FN_SLICE(B, t, n, lo, hi);                                                    \
+      for (nd_i64 b = lo; b < hi; b++) {                                            \
+        lstm_gates_row_##SUF(z + b * 4 * H, s, H);                                  \
+        const T *cr = c + b * H, *gh = g + b * 2 * H, *gc = gh + H;                  \
+        T *dz = out + b * 4 * H, *dc = out + B * 4 * H + b * H;                     \
+        for (nd_i64 j = 0; j < H; j++) tc[j] = s[H + j] * cr[j] + s[j] * s[2 * H + j]; \
+        fn_tanh_##SUF(tc, H);                                                       \
+        for (nd_i64 j = 0; j < H; j++) {                                            \
+          T i = s[j], f = s[H + j], gg = s[2 * H + j], o = s[3 * H + j], th = tc[j]; \
+          T dcn = gc[j] + gh[j] * o * ((T)1 - th * th);                             \
+          dz[j] = dcn * gg * i * ((T)1 - i);                                        \
+          dz[H + j] = dcn * cr[j] * f * ((T)1 - f);                                 \
+          dz[2 * H + j] = dcn * i * ((T)1 - gg * gg);                               \
+          dz[3 * H + j] = gh[j] * th * o * ((T)1 - o);                              \
+          dc[j] = dcn * f;                                                          \
+        }                                                                           \
+      }                                                                             \
+      free(s);                                                                      \
+    }                                                                               \
+  }                                                                                 \
+  return fail ? -1 : 0;                                                             \
+}
+
+ND_DEF_LSTM(float, f32)
+ND_DEF_LSTM(double, f64)
