@@ -534,7 +534,7 @@ class BatchNorm1d(Module):
                 f"{type(self).__name__}({self.dim}): input has {x.shape[1]} features "
                 f"(shape {tuple(x.shape)}), expected {self.dim}"
             )
-        if self.training and not autograd.LAZY_MODE:
+        if self._fused_training(x):
             return self._train_step(x)
         if self.training:
             n = x.shape[0]
@@ -553,6 +553,13 @@ class BatchNorm1d(Module):
             return centred * scale + self.bias
         scale = self.weight * ((self.running_var + self.eps) ** -0.5)
         return (x - self.running_mean) * scale + self.bias
+
+    def _fused_training(self, x) -> bool:
+        """Whether training mode takes the fused node: eager mode, and one dtype
+        for input and parameters (mixed float32/float64 goes the composed way,
+        which promotes as NumPy does)."""
+        return (self.training and not autograd.LAZY_MODE
+                and x.dtype == self.weight.dtype and x.dtype == self.bias.dtype)
 
     def _train_step(self, x):
         # one fused graph node (ops.batch_norm_train) instead of ~12; it

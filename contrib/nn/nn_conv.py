@@ -107,7 +107,7 @@ class BatchNorm2d(BatchNorm1d):
         if x.shape[1] != self.dim:
             raise ShapeError(f"BatchNorm2d({self.dim}): input shape {tuple(x.shape)} has "
                              f"{x.shape[1]} channels on axis 1 (NCHW), expected {self.dim}")
-        if self.training and not autograd.LAZY_MODE:
+        if self._fused_training(x):
             # one fused node over N, H and W for each channel, wherever the
             # input lies (NCHW or the channels-last view nn.Conv returns)
             return self._train_step(x)

@@ -207,8 +207,12 @@ def test_batch_norm_keeps_one_input_sized_array_after_backward(device):
     b = ndl.Tensor(rng.standard_normal(4), device=device, dtype="float64")
     y = ndl.ops.batch_norm_train(x, w, b)
     (y * y).sum().backward()
-    held = [a for a in y.op._saved if a is not None and a.size == 16 * 4]
-    assert len(held) == 1
+    from needle.backend_ndarray import NDArray
+    kept = [a for a in (y.op._saved or ()) + (y.op._fused or ())
+            if isinstance(a, NDArray) and a.size == 16 * 4]
+    # the composed path keeps xhat alone; the fused one a view of x itself
+    extra = [a for a in kept if a._handle.ptr() != x.realize_cached_data()._handle.ptr()]
+    assert len(extra) <= 1 and len(kept) == 1
     xn = x.numpy()
     xhat = (xn - xn.mean(0)) / np.sqrt(xn.var(0) + 1e-5)
     np.testing.assert_allclose(w.grad.numpy(), (2 * (xhat * w.numpy() + b.numpy()) * xhat).sum(0),

@@ -203,3 +203,14 @@ def test_cpu_kernels_validate_buffer_sizes():
         be.channel_affine(x, small, small, be.Array(2), be.Array(24), 2, 3, 4)
     with pytest.raises(ShapeError, match="batch_norm_grad_stats"):
         be.batch_norm_grad_stats(x, x, small, be.Array(6), -1, 3, 4)
+
+
+def test_mixed_dtype_input_takes_the_composed_path_and_promotes(device):
+    """A float64 batch through float32 parameters promotes as NumPy does (the
+    composed path), as before the fused node existed; DDP tests feed this."""
+    bn = ndl.nn.BatchNorm1d(3, device=device)
+    x = np.random.default_rng(0).standard_normal((5, 3))
+    y = bn(ndl.Tensor(x, device=device))
+    assert y.dtype == "float64"
+    np.testing.assert_allclose(y.numpy(), (x - x.mean(0)) / np.sqrt(x.var(0) + 1e-5), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(bn.running_mean.numpy(), 0.1 * x.mean(0), rtol=1e-5, atol=1e-7)

@@ -52,17 +52,17 @@ def test_named_tensors_lists_a_shared_module_once_and_keeps_what_follows():
     shared = nn.Linear(2, 2)
     model = nn.Sequential(shared, shared, nn.Linear(2, 3))
     names = [n for n, _ in model.named_tensors()]
-    assert names == ["modules.0.weight", "modules.0.bias", "modules.2.weight", "modules.2.bias"]
+    assert names == ["0.weight", "0.bias", "2.weight", "2.bias"]
 
 
 def test_non_strict_load_skips_missing_keys_and_loads_the_rest():
     src, dst = nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 1)), nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 1))
     state = src.state_dict()
     first_w = dst.modules[0].weight.numpy().copy()
-    del state["modules.0.weight"]
+    del state["0.weight"]
     dst.load_state_dict(state, strict=False)
     np.testing.assert_array_equal(dst.modules[0].weight.numpy(), first_w)  # kept
-    for name in ("modules.0.bias", "modules.1.weight", "modules.1.bias"):
+    for name in ("0.bias", "1.weight", "1.bias"):
         np.testing.assert_array_equal(dict(dst.named_tensors())[name].numpy(), state[name])
 
 
@@ -71,12 +71,12 @@ def test_load_state_dict_reports_every_size_mismatch_and_loads_nothing():
     model = nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 1))
     before = {n: t.numpy().copy() for n, t in model.named_tensors()}
     state = model.state_dict()
-    state["modules.0.weight"] = np.zeros((5, 5), np.float32)
-    state["modules.1.weight"] = np.zeros((7,), np.float32)
-    state["modules.1.bias"] = np.full((1,), 9.0, np.float32)
+    state["0.weight"] = np.zeros((5, 5), np.float32)
+    state["1.weight"] = np.zeros((7,), np.float32)
+    state["1.bias"] = np.full((1,), 9.0, np.float32)
     with pytest.raises(StateDictError) as err:
         model.load_state_dict(state)
     msg = str(err.value)
-    assert "size mismatch for modules.0.weight" in msg and "size mismatch for modules.1.weight" in msg
+    assert "size mismatch for 0.weight" in msg and "size mismatch for 1.weight" in msg
     for n, t in model.named_tensors():
         np.testing.assert_array_equal(t.numpy(), before[n])
