@@ -11,7 +11,7 @@ from needle.autograd import Tensor
 from needle.errors import ArgumentError, ArgumentTypeError, EmptyDatasetError, OutOfBoundsError
 from needle.validation import check_int
 
-__all__ = ["Dataset", "DataLoader", "Dataloader", "default_collate", "fetch_batch"]
+__all__ = ["Dataset", "DataLoader", "Dataloader", "default_collate"]
 
 
 class Dataset:

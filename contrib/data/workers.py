@@ -33,7 +33,7 @@ import numpy as np
 
 from needle.errors import NeedleError
 
-__all__ = ["DataLoaderWorkerError", "WorkerInfo", "get_worker_info", "WorkerPool"]
+__all__ = ["DataLoaderWorkerError", "WorkerInfo", "get_worker_info"]
 
 #: seconds between liveness checks while waiting on a queue
 _POLL = 0.5

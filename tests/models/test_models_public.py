@@ -73,3 +73,36 @@ def test_convbn_is_conv_batchnorm_relu():
     # training-mode batch norm before the ReLU: each channel's pre-activation has mean 0, so
     # about half the outputs are zero and the rest positive
     assert 0.2 < (y == 0).mean() < 0.8
+
+
+# ---------------------------------------------- names, data checks, epoch totals
+def test_canonical_model_maps_old_spellings():
+    assert train_tasks.canonical_model("mlp_resnet") == "mlp-resnet"
+    assert train_tasks.canonical_model("lstm_lm") == "lstm-lm"
+    assert train_tasks.canonical_model("cnn") == "cnn"
+    assert set(train_tasks.MODEL_ALIASES.values()) <= set(train_tasks.MODEL_DATASETS)
+
+
+def test_data_present_and_download_refusal(tmp_path):
+    assert not train_tasks.data_present("mnist", str(tmp_path))
+    _write_mnist(tmp_path)
+    assert train_tasks.data_present("mnist", str(tmp_path))
+    assert not train_tasks.data_present("ptb", str(tmp_path))
+    (tmp_path / "train.txt").write_text("a b\n")
+    assert not train_tasks.data_present("ptb", str(tmp_path))
+    (tmp_path / "test.txt").write_text("a b\n")
+    assert train_tasks.data_present("ptb", str(tmp_path))
+    assert train_tasks.DOWNLOADABLE == ("cifar10", "ptb")
+    with pytest.raises(train_tasks.MissingDataError, match="no downloader for mnist"):
+        train_tasks.download_dataset("mnist")
+
+
+def test_epoch_totals_and_count_correct():
+    from needle.models.training import EpochTotals, count_correct
+
+    logits = ndl.Tensor(np.array([[0.1, 2.0, 0.3], [5.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 3.0, 2.0]]))
+    y = ndl.Tensor(np.array([1.0, 0.0, 0.0, 2.0]))
+    assert count_correct(logits, y) == 2
+    t = EpochTotals(loss_sum=6.0, correct=3, count=4)
+    assert (t.mean_loss, t.accuracy, t.error) == (1.5, 0.75, 0.25)
+    assert EpochTotals() == EpochTotals(0.0, 0, 0)
