@@ -31,13 +31,8 @@ from .errors import ArgumentTypeError, DeviceMismatchError, ShapeError, Unsuppor
 
 __all__ = ["Value", "Op", "TensorOp", "TensorTupleOp", "Tensor", "TensorTuple",
            "find_topo_sort", "topo_sort_dfs", "compute_gradient_of_variables",
-<<<<<<< HEAD
-           "sum_node_list", "no_grad", "enable_grad", "is_grad_enabled", "use_ops",
-           "LAZY_MODE", "KEEP_INTERIOR_GRADS", "TENSOR_COUNTER"]
-=======
            "sum_node_list", "no_grad", "enable_grad", "is_grad_enabled",
-           "LAZY_MODE", "TENSOR_COUNTER"]
->>>>>>> ipub
+           "LAZY_MODE", "KEEP_INTERIOR_GRADS", "TENSOR_COUNTER"]
 
 # Course global: LAZY_MODE delays computation until realize_cached_data().
 LAZY_MODE = False
