@@ -11,10 +11,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 
 # relative: this runs as benchmarks.benchmarks.* (checkout) or needle_benchmarks.* (wheel)
 from .cases import KERNEL_CASES, QUICK_SKIP, available_devices, make_inputs, to_device
-from .timing import alternating_medians
+from .timing import median_time
 
 
 def print_table(title, header, rows):
@@ -29,7 +30,7 @@ def print_table(title, header, rows):
 
 def kernels_report(quick=False, repeat=None, device=None, filter=None):  # noqa: A002 (the CLI's name)
     """Print rates (GB/s, GFLOP/s) and ratios vs NumPy (> 1: faster than NumPy),
-    each the median of alternating blocks of needle and NumPy calls."""
+    each a median of rounds, needle's timed before NumPy's."""
     repeat = repeat or (3 if quick else 7)
     devices = [d for d in available_devices() if device in (None, d.name)]
     header = ["kernel", "numpy"] + [f"{d.name}" for d in devices] + [f"{d.name} x NumPy" for d in devices]
@@ -47,8 +48,13 @@ def kernels_report(quick=False, repeat=None, device=None, filter=None):  # noqa:
                 continue
             inputs = to_device(host, dev)
             fns.append(lambda inputs=inputs: case.needle(*inputs))
-        # alternating ~20 ms blocks, needle before NumPy (see alternating_medians)
-        *times, t_np = alternating_medians(fns + [lambda: case.numpy(*host)], repeat=repeat, block=0.02)
+        # needle first, then NumPy: after a NumPy BLAS call OpenBLAS's idle
+        # threads spin for ~0.1 s and take the cores from a 2-thread kernel
+        # that runs next (interleaving the two halved needle's GEMM here), so
+        # each case starts after a pause that lets the previous case's spin end
+        time.sleep(0.3)
+        times = [median_time(fn, repeat=repeat) if fn is not None else None for fn in fns]
+        t_np = median_time(lambda: case.numpy(*host), repeat=repeat)
         rate = lambda t: f"{case.work / t / 1e9:6.1f} {case.unit}"  # noqa: E731
         rows.append([case.name, rate(t_np)] + [rate(t) if t else "-" for t in times]
                     + [f"{t_np / t:5.2f}x" if t else "-" for t in times])

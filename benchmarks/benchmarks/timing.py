@@ -42,14 +42,16 @@ def median_time(fn, repeat: int = 7, number: int | None = None, min_time: float 
 
 
 def alternating_medians(fns, repeat: int = 7, min_time: float = 0.0, max_reps: int | None = None,
-                        sync=None, block: float = 0.0) -> list:
+                        sync=None, block: float = 0.0, settle: float = 0.0) -> list:
     """Median seconds per call of each of ``fns`` (None entries are skipped:
     their median is None), timed in turn, so load from other processes hits
     them alike.  ``block`` > 0: each turn is a block of calls lasting about
     that long (for microsecond kernels), else one call.  At least ``repeat``
     rounds, more until ``min_time`` seconds have passed, at most ``max_reps``.
-    Put needle's functions first: after a NumPy BLAS call OpenBLAS's idle
-    threads spin for ~0.1 s and slow a 2-thread kernel that runs next."""
+    Put needle's functions first, and give ``settle`` (~0.15 s) where NumPy
+    BLAS calls take part: after one, OpenBLAS's idle threads spin for ~0.1 s
+    and slow a 2-thread kernel that runs next; each block waits ``settle``
+    seconds (untimed) first."""
     live = [fn for fn in fns if fn is not None]
     number = {}
     for fn in live:
@@ -61,6 +63,8 @@ def alternating_medians(fns, repeat: int = 7, min_time: float = 0.0, max_reps: i
     while (reps < repeat or time.perf_counter() - start < min_time) and (max_reps is None or reps < max_reps):
         for fn in live:
             n = number[id(fn)]
+            if settle:
+                time.sleep(settle)
             t0 = time.perf_counter()
             for _ in range(n):
                 fn()

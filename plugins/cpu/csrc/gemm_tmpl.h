@@ -160,7 +160,10 @@ static void ND_FN(gemm_serial_)(nd_i64 m, nd_i64 k, nd_i64 p, const T *A, nd_i64
 /* Small products keep their packing buffers on the stack (no malloc). */
 #define ND_STACK_ELEMS 8192
 #ifndef ND_SLABS_PER_THREAD
-#define ND_SLABS_PER_THREAD 4
+/* 1: one slab a thread.  4 hid a descheduled thread's share on a loaded
+ * machine but repacked B (or A) per slab: on a quiet one 1024^3 fell from
+ * ~170 to ~140 GFLOP/s, so the static split stays the default. */
+#define ND_SLABS_PER_THREAD 1
 #define ND_SLAB_MIN 96
 #endif
 
