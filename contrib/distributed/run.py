@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import runpy
 import sys
+import time
 import traceback
 
 
@@ -28,6 +29,10 @@ def _abort(code: int) -> None:
         from mpi4py import MPI
     except ImportError:
         os._exit(code)
+    # MPICH's launcher forwards each rank's output through a pipe; an abort
+    # right after the write can kill the forwarder first and lose the message
+    # that says why the job ended (seen on a loaded machine): give it a moment
+    time.sleep(0.5)
     MPI.COMM_WORLD.Abort(code)
 
 
