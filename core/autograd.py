@@ -842,23 +842,25 @@ def sum_node_list(node_list: List[Value]) -> Value:
 
 
 def compute_gradient_of_variables(output_tensor: Value, out_grad: Value) -> None:
-    """Store in ``node.grad`` the adjoint of every leaf reachable from
-    ``output_tensor`` that requires a gradient, of the output itself and of
-    the interior nodes marked with ``retain_grad()``, given ``out_grad`` for
-    the output.  Other interior nodes' adjoints are passed on, not stored.
-    Constants (``requires_grad=False``) receive no adjoint, so no work is
-    spent on them.
+    """Store in ``node.grad`` the adjoint of every node reachable from
+    ``output_tensor`` that requires a gradient (course API), given
+    ``out_grad`` for the output.  With ``KEEP_INTERIOR_GRADS`` off (PyTorch's
+    rule) only leaves, the output and ``retain_grad()`` nodes keep theirs;
+    the other interior adjoints are passed on, not stored.  Constants
+    (``requires_grad=False``) receive no adjoint, so no work is spent on them.
 
-    Memory: the stored gradients are graphs (differentiable again), so they
-    keep every node made during this pass.  Once a made node's array has
-    been consumed -- an interior adjoint passed to its op's ``gradient``, a
+    Memory, with ``KEEP_INTERIOR_GRADS`` off: the stored gradients are graphs
+    (differentiable again), so they keep every node made during this pass.
+    Once a made node's array has been consumed -- an interior adjoint passed to its op's ``gradient``, a
     partial adjoint summed, a helper node inside a ``gradient`` -- the array
     is dropped (``cached_data = None``; ``realize_cached_data`` recomputes it
     from the node's inputs should a gradient of a gradient need it), as
     PyTorch frees a node's saved tensors once backward has passed it.  Arrays
     of the forward graph, of constants and of stored gradients are kept."""
     order = find_topo_sort([output_tensor])
-    release = not LAZY_MODE  # lazy nodes are not computed yet: nothing to drop
+    # dropping consumed arrays goes with PyTorch's .grad rule (the course rule
+    # keeps every adjoint anyway); lazy nodes are not computed yet: nothing to drop
+    release = not LAZY_MODE and not KEEP_INTERIOR_GRADS
     forward = set(order) if release else ()
     pending: dict = {}  # node made by this pass -> partial-adjoint slots not yet consumed
     stored: set = set()  # nodes stored in some .grad: their arrays stay
