@@ -33,6 +33,9 @@ import sys
 
 import numpy as np
 
+if __package__ in (None, ""):  # run as `python benchmarks/memory_probe.py`: import this folder as `benchmarks`
+    sys.path[0] = os.path.dirname(os.path.abspath(sys.path[0]))
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKLOADS = ("smallcnn", "resnet9")
 BATCH = 128
@@ -173,14 +176,10 @@ def report(steps=25, device="cpu", only=None, threads=2):
                      f"{theirs['peak_mb']:.0f} MB" if theirs else "-",
                      f"{theirs['end_mb']:.0f} MB" if theirs else "-", ratio])
     header = ["workload", "needle peak", "needle end", "torch peak", "torch end", "peak ratio"]
-    print(f"\n== memory: RSS growth over {steps} training steps, batch {BATCH}, "
-          f"needle {device} vs PyTorch CPU, one process each ==")
-    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
-    line = "  ".join(str(h).ljust(w) for h, w in zip(header, widths))
-    print(line)
-    print("-" * len(line))
-    for r in rows:
-        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)))
+    from benchmarks.benchmarks.kernels_report import print_table
+
+    print_table(f"memory: RSS growth over {steps} training steps, batch {BATCH}, "
+                f"needle {device} vs PyTorch CPU, one process each", header, rows)
     return rows
 
 
