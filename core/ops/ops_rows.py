@@ -217,7 +217,19 @@ class LayerNormGradParam(TensorOp):
 
 def layer_norm(x, w, b, eps=1e-5):
     """Layer norm over the last axis: ``(x - mean) / sqrt(var + eps) * w + b``
-    with the row's mean and biased variance."""
+    with the row's mean and biased variance.  Input and parameters of
+    different dtypes (a float64 batch through float32 parameters, as the
+    course's tests feed) take the composition, which promotes as NumPy does;
+    the fused node needs one dtype."""
+    if isinstance(x, Tensor) and isinstance(w, Tensor) and isinstance(b, Tensor) \
+            and not (x.dtype == w.dtype == b.dtype) and x.shape:
+        last = len(x.shape) - 1
+        keep = tuple(x.shape[:-1]) + (1,)
+        n = x.shape[-1]
+        mean = reshape(summation(x, (last,)) / n, keep)
+        centred = x - mean
+        var = reshape(summation(centred * centred, (last,)) / n, keep)
+        return centred * (var + eps) ** -0.5 * w + b
     return LayerNorm(eps)(x, w, b)
 
 

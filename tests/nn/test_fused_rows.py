@@ -159,8 +159,10 @@ def test_bad_inputs_raise_typed_errors_naming_the_op(device):
     w4 = ndl.Tensor(np.ones(4, np.float32), device=device)
     with pytest.raises(ShapeError, match="layer_norm"):
         ops.layer_norm(x, ndl.Tensor(np.ones(3, np.float32), device=device), w4)
+    w64 = ndl.Tensor(np.ones(4), device=device, dtype="float64")
     with pytest.raises(UnsupportedDTypeError, match="layer_norm"):
-        ops.layer_norm(x, ndl.Tensor(np.ones(4), device=device, dtype="float64"), w4)
+        ops.LayerNorm(1e-5)(x, w64, w4)  # the fused node itself needs one dtype ...
+    assert ops.layer_norm(x, w64, w4).dtype == "float64"  # ... the function promotes
     other = [d for d in (ndl.cpu_numpy(), ndl.cpu()) if d.enabled() and d != device]
     if other:
         with pytest.raises(DeviceMismatchError, match="layer_norm"):
@@ -202,3 +204,20 @@ def test_backward_ops_called_directly_match_numpy(device):
     for which, ref in ((0, (g * xhat).sum(0)), (1, g.sum(0))):
         got = ndl.Tensor.make_from_op(ops.LayerNormGradParam(EPS, which), (T(g), T(x))).numpy()
         np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(4, 5), (2, 3, 5)])
+def test_layer_norm_of_a_float64_batch_through_float32_parameters_promotes(device, shape):
+    """The course's tests feed float64 batches (Tensor(np.random.randn(...))) to
+    float32 modules: the result promotes as NumPy does (the composition), and
+    the fused node is not asked to mix dtypes."""
+    x = np.random.default_rng(3).standard_normal(shape) * 5
+    ln = ndl.nn.LayerNorm1d(5, device=device)
+    t = ndl.Tensor(x, device=device)
+    y = ln(t)
+    assert y.dtype == "float64"
+    want = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-5)
+    np.testing.assert_allclose(y.numpy(), want, rtol=1e-5, atol=1e-6)
+    (y * y).sum().backward()
+    assert t.grad.shape == shape and ln.weight.grad.shape == (5,)
+    np.testing.assert_allclose(ln.weight.grad.numpy(), (2 * want * want).reshape(-1, 5).sum(0), rtol=1e-5)
