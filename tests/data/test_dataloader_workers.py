@@ -194,7 +194,11 @@ def test_bad_options_are_refused():
 
 
 _SCRIPT = textwrap.dedent("""
-    import sys, time
+    import signal, sys, time
+    # a terminal's Ctrl-C raises KeyboardInterrupt; a process started from a background
+    # job (`cmd &` in a script, as scripts/mutation.sh runs) inherits SIGINT ignored
+    # and Python then installs no handler, so the test would see no interrupt at all
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     import numpy as np
     from needle.data import DataLoader, Dataset
 
