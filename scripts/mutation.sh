@@ -36,6 +36,7 @@ for sub in nn optim data models; do ln -s "$DIR/contrib/$sub" "$IMP/needle/$sub"
 ln -s "$DIR/plugins/numpy" "$IMP/needle_numpy"
 ln -s "$DIR/plugins/cpu" "$IMP/needle_cpu"
 ln -s "$DIR/plugins/cuda" "$IMP/needle_cuda"
+cp "$ROOT/scripts/mutation/fastest_first.py" "$IMP/"  # the runner's -p fastest_first
 
 export PYTHONPATH=$IMP PYTHONDONTWRITEBYTECODE=1 NEEDLE_DISABLE_PLUGINS=cuda HYPOTHESIS_PROFILE=ci
 cd "$DIR"
@@ -47,18 +48,26 @@ for p in "${PATHS[@]}"; do
   if [ -d "$p" ]; then mapfile -t -O "${#FILES[@]}" FILES < <(find "$p" -name '*.py' ! -name '__init__.py' | sort)
   else FILES+=("$p"); fi
 done
+mkdir -p .durations
 for f in "${FILES[@]}"; do
   TESTS=$("$PY" mutmut_config.py "$f")
   echo "==> mutating $f  (tests: $TESTS)"
+  # each test's duration on the unmutated tree (again when a test file is newer),
+  # so that every mutant runs the same tests fastest first (fastest_first.py)
+  export MUTATION_DURATIONS=$DIR/.durations/${f//\//_}.json
+  if [ ! -s "$MUTATION_DURATIONS" ] || [ -n "$(eval "find ${TESTS//-k*/} -newer '$MUTATION_DURATIONS'" 2>/dev/null | head -1)" ]; then
+    eval "MUTATION_RECORD=1 nice '$PY' -m pytest -q -p no:cacheprovider -p fastest_first $TESTS" > /dev/null \
+      || echo "mutation.sh: the tests of $f fail on the unmutated tree" >&2
+  fi
+  RUNNER="$PY -m pytest -x -q -p no:cacheprovider -p fastest_first $TESTS"
   # strings are messages and keys: a mutated message is no bug (docs/testing.md)
-  nice "$MUTMUT" run --paths-to-mutate "$f" --tests-dir tests --simple-output \
-    --runner "$PY -m pytest -x -q -p no:cacheprovider $TESTS" \
+  nice "$MUTMUT" run --paths-to-mutate "$f" --tests-dir tests --simple-output --runner "$RUNNER" \
     --disable-mutation-types string,fstring --no-progress || true
   # mutmut 2 skips a file it has seen unless the file changed: retest its
   # survivors one by one, so that tests added since then get their chance
   for id in $("$PY" "$ROOT/scripts/mutation/score.py" --cache .mutmut-cache --survivor-ids "$f"); do
     nice "$MUTMUT" run "$id" --paths-to-mutate "$f" --tests-dir tests --simple-output \
-      --runner "$PY -m pytest -x -q -p no:cacheprovider $TESTS" --no-progress > /dev/null || true
+      --runner "$RUNNER" --no-progress > /dev/null || true
   done
 done
 "$PY" "$ROOT/scripts/mutation/score.py" --cache "$DIR/.mutmut-cache" \

@@ -1,0 +1,129 @@
+"""Tests written for mutants of ``contrib/data`` that the other data tests let
+survive (scripts/mutation.sh, docs/testing.md "Mutation testing").  Each
+checks a documented behaviour with real values: default arguments of the
+course API, boundary cases of the validation, error messages naming the
+value, and the one-call batch fetch of datasets that take index arrays."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+import needle as ndl
+from needle.data import CIFAR10Dataset, DataLoader, RandomCrop, RandomFlipHorizontal
+from needle.errors import DataFormatError
+
+
+# -- transforms (course API §6) --------------------------------------------------
+def test_random_flip_default_probability_is_one_half():
+    img = np.arange(6, dtype=np.float32).reshape(1, 6, 1)
+    tf = RandomFlipHorizontal()
+    flips = []
+    for seed in range(40):
+        np.random.seed(seed)
+        draw = np.random.rand()
+        np.random.seed(seed)
+        out = tf(img)
+        flipped = np.array_equal(out, img[:, ::-1, :])
+        assert flipped == (draw < 0.5), (seed, draw)
+        flips.append(flipped)
+    assert 0 < sum(flips) < 40  # both outcomes occurred
+
+
+def test_random_flip_with_p_zero_never_flips_even_on_a_zero_draw(monkeypatch):
+    # flip when rand() < p: a draw of exactly p (0.0 is a possible draw) does not flip
+    img = np.arange(6, dtype=np.float32).reshape(1, 6, 1)
+    monkeypatch.setattr(np.random, "rand", lambda: 0.0)
+    np.testing.assert_array_equal(RandomFlipHorizontal(p=0.0)(img), img)
+    monkeypatch.setattr(np.random, "rand", lambda: 0.25)
+    np.testing.assert_array_equal(RandomFlipHorizontal(p=0.25)(img), img)
+    np.testing.assert_array_equal(RandomFlipHorizontal(p=0.26)(img), img[:, ::-1, :])
+
+
+def test_random_crop_default_padding_is_three():
+    img = np.arange(1, 7 * 8 + 1, dtype=np.float32).reshape(7, 8, 1)
+    padded = np.pad(img, ((3, 3), (3, 3), (0, 0)))
+    tf = RandomCrop()
+    for seed in range(10):
+        np.random.seed(seed)
+        sx, sy = np.random.randint(low=-3, high=4, size=2)
+        np.random.seed(seed)
+        np.testing.assert_array_equal(tf(img), padded[3 + sx:3 + sx + 7, 3 + sy:3 + sy + 8])
+
+
+def test_random_crop_padding_zero_is_the_identity():
+    img = np.arange(12, dtype=np.float32).reshape(2, 3, 2)
+    np.random.seed(0)
+    np.testing.assert_array_equal(RandomCrop(padding=0)(img), img)
+
+
+# -- CIFAR-10 batch files ----------------------------------------------------------
+def _batch(path, data, labels):
+    with open(path, "wb") as f:
+        pickle.dump({b"data": data, b"labels": labels}, f, protocol=2)
+
+
+def _cifar(folder, n=3, labels=None, data=None, seed=0):
+    rng = np.random.RandomState(seed)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        d = rng.randint(0, 256, size=(n, 3072)).astype(np.uint8) if data is None else data
+        lab = [int(v) for v in rng.randint(0, 10, size=n)] if labels is None else labels
+        _batch(folder / name, d, lab)
+
+
+def test_cifar_bad_data_dtype_is_named_in_the_error(tmp_path):
+    _cifar(tmp_path, data=np.zeros((3, 3072), np.float32))
+    with pytest.raises(DataFormatError, match="b'data' is float32"):
+        CIFAR10Dataset(tmp_path, train=False)
+
+
+@pytest.mark.parametrize("labels, why", [
+    ([[1], [2, 3], [4]], "ragged: np.asarray cannot build an array"),
+    (np.array([[1], [2], [3]]), "2-D integer labels"),
+])
+def test_cifar_labels_that_are_not_a_flat_integer_list(tmp_path, labels, why):
+    _cifar(tmp_path, labels=labels)
+    with pytest.raises(DataFormatError, match="flat list of integers"):
+        CIFAR10Dataset(tmp_path, train=False)
+
+
+def test_cifar_count_mismatch_names_both_counts(tmp_path):
+    _cifar(tmp_path, n=2, labels=[1, 2, 3])
+    with pytest.raises(DataFormatError, match="holds 2 images but 3 labels"):
+        CIFAR10Dataset(tmp_path, train=False)
+
+
+def test_cifar_keeps_p_as_given(tmp_path):
+    _cifar(tmp_path)
+    assert CIFAR10Dataset(tmp_path, train=False, p=0.25).p == 0.25
+    assert CIFAR10Dataset(tmp_path, train=False).p == 0.5
+
+
+class _Counting:
+    """Counts a dataset's ``__getitem__`` calls (the DataLoader's fetches)."""
+
+    def __init__(self, ds):
+        self.calls = []
+        cls = type(ds)
+        counting = self
+
+        class Wrapped(cls):
+            def __getitem__(self, index):
+                counting.calls.append(index)
+                return super().__getitem__(index)
+
+        ds.__class__ = Wrapped
+        self.ds = ds
+
+
+def test_cifar_loader_fetches_each_batch_in_one_call(tmp_path):
+    # Dataset.supports_index_arrays: one __getitem__ per batch, same values as per sample
+    _cifar(tmp_path, n=5)
+    ds = CIFAR10Dataset(tmp_path, train=False)
+    counted = _Counting(ds)
+    batches = list(DataLoader(counted.ds, batch_size=2))
+    assert len(counted.calls) == 3 and all(isinstance(c, np.ndarray) for c in counted.calls)
+    np.testing.assert_allclose(np.concatenate([b[0].numpy() for b in batches]), ds.X)
+    np.testing.assert_array_equal(np.concatenate([b[1].numpy() for b in batches]), ds.y)
