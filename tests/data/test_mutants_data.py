@@ -127,3 +127,32 @@ def test_cifar_loader_fetches_each_batch_in_one_call(tmp_path):
     assert len(counted.calls) == 3 and all(isinstance(c, np.ndarray) for c in counted.calls)
     np.testing.assert_allclose(np.concatenate([b[0].numpy() for b in batches]), ds.X)
     np.testing.assert_array_equal(np.concatenate([b[1].numpy() for b in batches]), ds.y)
+
+
+# -- MNIST IDX files ---------------------------------------------------------------
+def _idx(path, magic, dims, payload):
+    import struct
+    path.write_bytes(struct.pack(">" + "I" * (1 + len(dims)), magic, *dims) + payload)
+    return str(path)
+
+
+def test_mnist_bad_magic_is_named_in_decimal_and_hex(tmp_path):
+    from needle.data.datasets.mnist_dataset import read_idx_labels
+    bad = _idx(tmp_path / "lab", 0x12345678, (2,), b"\x01\x02")
+    with pytest.raises(DataFormatError, match=r"magic number is 305419896 \(0x12345678\), expected 2049 "
+                                              r"\(0x00000801\)"):
+        read_idx_labels(bad)
+
+
+def test_mnist_loader_fetches_each_batch_in_one_call(tmp_path):
+    rng = np.random.RandomState(1)
+    images = rng.randint(0, 256, size=(5, 4, 3)).astype(np.uint8)
+    labels = rng.randint(0, 10, size=5).astype(np.uint8)
+    ds = ndl.data.MNISTDataset(_idx(tmp_path / "img", 2051, (5, 4, 3), images.tobytes()),
+                               _idx(tmp_path / "lab", 2049, (5,), labels.tobytes()))
+    counted = _Counting(ds)
+    batches = list(DataLoader(counted.ds, batch_size=2))
+    assert len(counted.calls) == 3 and all(isinstance(c, np.ndarray) for c in counted.calls)
+    np.testing.assert_allclose(np.concatenate([b[0].numpy() for b in batches]),
+                               images.reshape(5, 4, 3, 1) / np.float32(255))
+    np.testing.assert_array_equal(np.concatenate([b[1].numpy() for b in batches]), labels)
