@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import os
 import sqlite3
-import subprocess
 import sys
 
 KILLED = {"ok_killed", "ok_suspicious", "bad_timeout"}
@@ -33,6 +32,8 @@ def main(argv=None):
     ap.add_argument("--cache", required=True)
     ap.add_argument("--equivalent")
     ap.add_argument("--no-diffs", action="store_true")
+    ap.add_argument("--source-root", default=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                    help="the unmutated tree the diffs are made from (default: this repository)")
     ap.add_argument("--survivor-ids", metavar="FILE",
                     help="print the ids of FILE's surviving mutants and stop (mutation.sh reruns them)")
     ap.add_argument("paths", nargs="*", help="only files under these paths")
@@ -80,13 +81,26 @@ def main(argv=None):
           f" - equivalent {tot['equivalent']})")
     if survivors and not args.no_diffs:
         print("\nsurvivors (FILE | LINE | INDEX for equivalent.txt, then the diff):")
-        cwd = os.path.dirname(os.path.abspath(args.cache))
-        mutmut = os.path.join(os.path.dirname(sys.executable), "mutmut")
         for mid, fname, lineno, line, idx in survivors:
             print(f"--- #{mid} {fname}:{lineno}  key: {fname} | {line} | {idx}")
-            diff = subprocess.run([mutmut, "show", str(mid)], cwd=cwd, capture_output=True, text=True).stdout
-            print("\n".join(l for l in diff.splitlines() if l.startswith(("+", "-")) and not l.startswith(("+++", "---"))))
+            print(_diff(os.path.join(args.source_root, fname), lineno, idx))
     return 0
+
+
+def _diff(path, lineno, idx):
+    """The mutated line, made here from the unmutated source: ``mutmut show``
+    would re-read the cache's copy of the file, which a running mutmut may
+    hold mutated, and rewrite the cache's line table from it."""
+    from mutmut import Context, RelativeMutationID, mutate
+    with open(path, encoding="utf-8") as f:
+        source = f.read()
+    lines = source.split("\n")
+    mid = RelativeMutationID(line=lines[lineno], index=idx, line_number=lineno)
+    mutated, n = mutate(Context(source=source, filename=path, mutation_id=mid))
+    if not n:
+        return "  (the source changed since the run: rerun scripts/mutation.sh)"
+    new = mutated.split("\n")
+    return "\n".join(f"-{a}\n+{b}" for a, b in zip(lines, new) if a != b)
 
 
 if __name__ == "__main__":

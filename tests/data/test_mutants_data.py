@@ -156,3 +156,58 @@ def test_mnist_loader_fetches_each_batch_in_one_call(tmp_path):
     np.testing.assert_allclose(np.concatenate([b[0].numpy() for b in batches]),
                                images.reshape(5, 4, 3, 1) / np.float32(255))
     np.testing.assert_array_equal(np.concatenate([b[1].numpy() for b in batches]), labels)
+
+
+# -- Dataset, check_index, NDArrayDataset ---------------------------------------------
+def test_dataset_applies_its_transforms_in_order():
+    ds = ndl.data.Dataset(transforms=[lambda x: x + 1, lambda x: x * 2])
+    np.testing.assert_array_equal(ds.apply_transforms(np.array([1.0, 3.0])), [4.0, 8.0])
+    assert ds.apply_transforms(5) == 12
+    untouched = np.array([1.0])
+    assert ndl.data.Dataset().apply_transforms(untouched) is untouched
+
+
+def test_dataset_index_array_flag_defaults():
+    # a plain Dataset is read sample by sample; NDArrayDataset takes index arrays
+    assert ndl.data.Dataset.supports_index_arrays is False
+    assert ndl.data.NDArrayDataset.supports_index_arrays is True
+
+
+def _nds(n=5):
+    a = np.arange(n * 2, dtype=np.float32).reshape(n, 2)
+    return a, ndl.data.NDArrayDataset(a, np.arange(n, dtype=np.float32) * 10)
+
+
+def test_dataset_index_bounds_are_exactly_minus_n_to_n_minus_1():
+    from needle.errors import OutOfBoundsError
+    a, ds = _nds(5)
+    np.testing.assert_array_equal(ds[-5][0], a[0])
+    np.testing.assert_array_equal(ds[4][0], a[4])
+    np.testing.assert_array_equal(ds[np.int64(-5)][0], a[0])
+    for bad in (5, -6, np.int32(5)):
+        with pytest.raises(OutOfBoundsError, match=rf"index {int(bad)} is out of range for 5 samples "
+                                                   r"\(valid: -5\.\.4\)"):
+            ds[bad]
+    # index arrays: the same bounds
+    np.testing.assert_array_equal(ds[np.array([-5, 4])][0], a[[0, 4]])
+    for bad in ([0, 5], [-6, 1]):
+        with pytest.raises(OutOfBoundsError, match=rf"index {[b for b in bad if not -5 <= b < 5][0]} is out "
+                                                   r"of range for 5 samples \(valid: -5\.\.4\)"):
+            ds[np.array(bad)]
+
+
+def test_dataset_refuses_a_boolean_index():
+    # True would pass as the int 1, and NumPy would read a[True] as a new axis
+    from needle.errors import ArgumentTypeError
+    _, ds = _nds(5)
+    for bad in (True, False, np.array([True, False, True, False, True])):
+        with pytest.raises(ArgumentTypeError, match="index must be an int, a slice or an integer array"):
+            ds[bad]
+
+
+def test_ndarray_dataset_loader_fetches_each_batch_in_one_call():
+    a, ds = _nds(5)
+    counted = _Counting(ds)
+    batches = list(DataLoader(counted.ds, batch_size=2))
+    assert len(counted.calls) == 3 and all(isinstance(c, np.ndarray) for c in counted.calls)
+    np.testing.assert_array_equal(np.concatenate([b[0].numpy() for b in batches]), a)
