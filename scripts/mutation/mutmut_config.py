@@ -44,7 +44,12 @@ TESTS = {
     "core/ops/ops_conv.py": ["tests/nn/test_nn_conv.py", "tests/core/test_ops.py", "tests/core/test_public_api.py"],
     "core/ops/ops_pooling.py": ["tests/nn/test_nn_conv.py", "tests/core/test_ops.py"],
     "core/ops": _OPS,
-    "core/autograd.py": ["tests/core/test_autograd.py", "tests/core/test_ops.py", "tests/core/test_public_api.py"],
+    # the graph, Tensor's methods, the grad-ready hooks, PyTorch's .grad rule (KEEP_INTERIOR_GRADS
+    # off, test_step_memory) and local_vjp (the fused rows' second order)
+    "core/autograd.py": ["tests/core/test_mutants_autograd.py", "tests/core/test_autograd.py",
+                         "tests/core/test_tensor_api.py", "tests/core/test_grad_ready_hooks.py",
+                         "tests/models/test_step_memory.py", "tests/core/test_public_api.py",
+                         "tests/core/test_ops.py", "tests/nn/test_fused_rows.py"],
     "core/backend_ndarray/ndarray.py": ["tests/core/test_ndarray.py", "tests/core/test_conformance.py"],
 }
 

@@ -190,7 +190,7 @@ def test_dataset_index_bounds_are_exactly_minus_n_to_n_minus_1():
             ds[bad]
     # index arrays: the same bounds
     np.testing.assert_array_equal(ds[np.array([-5, 4])][0], a[[0, 4]])
-    for bad in ([0, 5], [-6, 1]):
+    for bad in ([0, 5], [-6, 1], [-5, 7]):  # the message names the first index out of range
         with pytest.raises(OutOfBoundsError, match=rf"index {[b for b in bad if not -5 <= b < 5][0]} is out "
                                                    r"of range for 5 samples \(valid: -5\.\.4\)"):
             ds[np.array(bad)]
@@ -211,3 +211,36 @@ def test_ndarray_dataset_loader_fetches_each_batch_in_one_call():
     batches = list(DataLoader(counted.ds, batch_size=2))
     assert len(counted.calls) == 3 and all(isinstance(c, np.ndarray) for c in counted.calls)
     np.testing.assert_array_equal(np.concatenate([b[0].numpy() for b in batches]), a)
+
+
+# -- DataLoader --------------------------------------------------------------------
+def test_dataloader_defaults_one_sample_per_batch_in_order_float32():
+    a, ds = _nds(3)
+    loader = DataLoader(ds)
+    assert len(loader) == 3 and loader.shuffle is False
+    for i, (x, y) in enumerate(loader):
+        assert x.shape == (1, 2) and x.dtype == "float32" and y.dtype == "float32"
+        np.testing.assert_array_equal(x.numpy(), a[i:i + 1])
+        np.testing.assert_array_equal(y.numpy(), [10.0 * i])
+
+
+def test_dataloader_dtype_float64_keeps_the_values():
+    a = np.array([[0.1], [1e-12], [3.0]], dtype=np.float64)
+    (x,), = list(DataLoader(ndl.data.NDArrayDataset(a), batch_size=3, dtype="float64"))
+    assert x.dtype == "float64"
+    np.testing.assert_array_equal(x.numpy(), a)
+
+
+def test_default_collate_wraps_a_single_array_sample():
+    from needle.data.data_basic import default_collate
+    out = default_collate([np.array([1.0, 2.0]), np.array([3.0, 4.0])])
+    assert isinstance(out, tuple) and len(out) == 1
+    np.testing.assert_array_equal(out[0], [[1, 2], [3, 4]])
+
+
+def test_dataloader_accepts_the_smallest_valid_options():
+    a, ds = _nds(4)
+    loader = DataLoader(ds, batch_size=4, num_workers=1, prefetch_factor=1, pin_memory=True)
+    assert loader.pin_memory is True and loader.prefetch_factor == 1
+    (x, _), = list(loader)
+    np.testing.assert_array_equal(x.numpy(), a)
