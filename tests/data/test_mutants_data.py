@@ -244,3 +244,34 @@ def test_dataloader_accepts_the_smallest_valid_options():
     assert loader.pin_memory is True and loader.prefetch_factor == 1
     (x, _), = list(loader)
     np.testing.assert_array_equal(x.numpy(), a)
+
+
+def test_dataloader_pytorch_defaults():
+    _, ds = _nds(3)
+    loader = DataLoader(ds)
+    assert loader.pin_memory is False and loader.prefetch_factor == 2 and loader.num_workers == 0
+    assert loader.drop_last is False and loader.collate_fn is None and loader.sampler is None
+
+
+class _IntOnly:
+    """A duck-typed dataset (no Dataset base, no supports_index_arrays): ints only."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __len__(self):
+        return 3
+
+    def __getitem__(self, i):
+        self.calls.append(i)
+        if not isinstance(i, int):
+            raise TypeError(f"int index expected, got {type(i).__name__}")
+        return np.array([i, i], dtype=np.float32), i
+
+
+def test_a_dataset_without_the_flag_is_read_sample_by_sample():
+    ds = _IntOnly()
+    (x, y), = list(DataLoader(ds, batch_size=3))
+    assert ds.calls == [0, 1, 2]
+    np.testing.assert_array_equal(x.numpy(), [[0, 0], [1, 1], [2, 2]])
+    np.testing.assert_array_equal(y.numpy(), [0, 1, 2])
