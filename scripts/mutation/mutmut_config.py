@@ -49,8 +49,11 @@ TESTS = {
     "core/autograd.py": ["tests/core/test_mutants_autograd.py", "tests/core/test_autograd.py",
                          "tests/core/test_tensor_api.py", "tests/core/test_grad_ready_hooks.py",
                          "tests/models/test_step_memory.py", "tests/core/test_public_api.py",
-                         "tests/core/test_ops.py", "tests/nn/test_fused_rows.py"],
-    "core/backend_ndarray/ndarray.py": ["tests/core/test_ndarray.py", "tests/core/test_conformance.py"],
+                         "tests/core/test_ops.py", "tests/nn/test_fused_rows.py", "tests/core/test_reliability.py",
+                         "tests/test_bad_input.py"],
+    "core/backend_ndarray/ndarray.py": ["tests/core/test_mutants_ndarray.py", "tests/core/test_ndarray.py",
+                                        "tests/core/test_host_view.py", "tests/core/test_reliability.py",
+                                        "tests/test_bad_input.py", "tests/core/test_conformance.py"],
 }
 
 
