@@ -275,3 +275,60 @@ def test_a_dataset_without_the_flag_is_read_sample_by_sample():
     assert ds.calls == [0, 1, 2]
     np.testing.assert_array_equal(x.numpy(), [[0, 0], [1, 1], [2, 2]])
     np.testing.assert_array_equal(y.numpy(), [0, 1, 2])
+
+
+@pytest.mark.parametrize("name", ["numpy", "cpu"])
+def test_dataloader_puts_batches_on_its_device(name):
+    from tests.conftest import backend_device
+    dev = backend_device(name)
+    a, ds = _nds(4)
+    x, y = next(iter(DataLoader(ds, batch_size=2, device=dev)))
+    assert x.device == dev and y.device == dev
+    np.testing.assert_array_equal(x.numpy(), a[:2])
+
+
+def test_next_without_iter_starts_at_the_first_batch():
+    a, ds = _nds(4)
+    loader = DataLoader(ds, batch_size=3)
+    x, _ = next(loader)
+    np.testing.assert_array_equal(x.numpy(), a[:3])
+
+
+class _PerProcess(ndl.data.Dataset):
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, i):
+        import os
+        from needle.data import get_worker_info
+        info = get_worker_info()
+        return np.array([os.getpid(), -1 if info is None else info.id], dtype=np.float64), i
+
+
+def test_one_worker_fetches_in_a_worker_process():
+    import os
+    (x, _), = list(DataLoader(_PerProcess(), batch_size=2, num_workers=1, dtype="float64"))
+    pids, ids = x.numpy()[:, 0], x.numpy()[:, 1]
+    assert (pids != os.getpid()).all() and (ids == 0).all()
+    (x, _), = list(DataLoader(_PerProcess(), batch_size=2, dtype="float64"))
+    assert (x.numpy()[:, 0] == os.getpid()).all() and (x.numpy()[:, 1] == -1).all()
+
+
+class _Unpicklable(ndl.data.Dataset):
+    def __init__(self):
+        super().__init__()
+        self.fn = lambda i: np.float32(i)  # a lambda: cannot be pickled for a spawned worker
+
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, i):
+        return self.fn(i)
+
+
+def test_multiprocessing_context_is_used():
+    # fork (the default here) shares the dataset; spawn must pickle it, and a lambda cannot be
+    (x,), = list(DataLoader(_Unpicklable(), batch_size=2, num_workers=1))
+    np.testing.assert_array_equal(x.numpy(), [0, 1])
+    with pytest.raises(Exception, match="pickle"):
+        list(DataLoader(_Unpicklable(), batch_size=2, num_workers=1, multiprocessing_context="spawn"))
