@@ -332,3 +332,27 @@ def test_multiprocessing_context_is_used():
     np.testing.assert_array_equal(x.numpy(), [0, 1])
     with pytest.raises(Exception, match="pickle"):
         list(DataLoader(_Unpicklable(), batch_size=2, num_workers=1, multiprocessing_context="spawn"))
+
+
+class _Seeds(ndl.data.Dataset):
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        from needle.data import get_worker_info
+        info = get_worker_info()
+        return np.array([info.seed, info.id], dtype=np.float64), i
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_worker_seeds_are_one_main_process_draw_plus_the_worker_id(shuffle):
+    # documented: base = np.random.randint(2**31), drawn after the shuffle permutation
+    np.random.seed(7)
+    batches = list(DataLoader(_Seeds(), batch_size=1, shuffle=shuffle, num_workers=2, dtype="float64"))
+    rs = np.random.RandomState(7)
+    if shuffle:
+        rs.permutation(4)
+    base = rs.randint(2**31)
+    got = np.concatenate([b[0].numpy() for b in batches])
+    np.testing.assert_array_equal(got[:, 0], base + got[:, 1])
+    assert set(got[:, 1]) == {0, 1}
