@@ -356,3 +356,28 @@ def test_worker_seeds_are_one_main_process_draw_plus_the_worker_id(shuffle):
     got = np.concatenate([b[0].numpy() for b in batches])
     np.testing.assert_array_equal(got[:, 0], base + got[:, 1])
     assert set(got[:, 1]) == {0, 1}
+
+
+def test_batches_are_constants():
+    # a data batch needs no gradient: backward must not spend work on it (PyTorch: requires_grad False)
+    _, ds = _nds(4)
+    for x, y in DataLoader(ds, batch_size=2):
+        assert x.requires_grad is False and y.requires_grad is False
+    (x,), = list(DataLoader(ndl.data.NDArrayDataset(np.ones((2, 2))), batch_size=2,
+                            collate_fn=lambda samples: (np.stack([s[0] for s in samples]),)))
+    assert x.requires_grad is False
+
+
+def test_extract_tar_names_the_first_five_unsafe_members(tmp_path):
+    import io
+    import tarfile
+    from needle.data.datasets.cifar10_dataset import extract_tar
+    path = tmp_path / "evil.tar"
+    with tarfile.open(path, "w") as tar:
+        for k in range(6):
+            info = tarfile.TarInfo(f"../escape{k}.txt")
+            info.size = 1
+            tar.addfile(info, io.BytesIO(b"x"))
+    with pytest.raises(DataFormatError) as info:
+        extract_tar(path, tmp_path / "out")
+    assert "'../escape4.txt']" in str(info.value) and "escape5" not in str(info.value)
