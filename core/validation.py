@@ -23,18 +23,20 @@ from .errors import ArgumentTypeError, HyperParameterError
 __all__ = ["check_int", "check_float", "check_probability", "check_choice", "check_bool"]
 
 
-def check_int(call: str, name: str, value, minimum: int = 0) -> int:
-    """``value`` as an int >= ``minimum`` (bools and floats are refused: 2.5 features is a bug)."""
+def check_int(call: str, name: str, value, minimum: int | None = 0) -> int:
+    """``value`` as an int >= ``minimum`` (bools and floats are refused: 2.5 features is a bug);
+    ``minimum=None``: any integer (the caller checks the range with its own message)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         try:
             if isinstance(value, bool):
                 raise TypeError
             value = operator.index(value)
         except TypeError:
-            raise ArgumentTypeError(f"{call}: {name} must be an integer >= {minimum}, got "
+            bound = "" if minimum is None else f" >= {minimum}"
+            raise ArgumentTypeError(f"{call}: {name} must be an integer{bound}, got "
                                     f"{type(value).__name__} {value!r}") from None
     value = int(value)
-    if value < minimum:
+    if minimum is not None and value < minimum:
         raise HyperParameterError(f"{call}: {name} must be an integer >= {minimum}, got {value}")
     return value
 

@@ -381,3 +381,48 @@ def test_extract_tar_names_the_first_five_unsafe_members(tmp_path):
     with pytest.raises(DataFormatError) as info:
         extract_tar(path, tmp_path / "out")
     assert "'../escape4.txt']" in str(info.value) and "escape5" not in str(info.value)
+
+
+# -- PTB -----------------------------------------------------------------------------
+def test_corpus_reads_no_further_than_max_lines(tmp_path):
+    # "at most the first max_lines lines": a bad byte far after them (beyond the
+    # text reader's first buffer, which is decoded whole) is never read
+    from needle.data.datasets.ptb_dataset import Dictionary, Corpus
+    path = tmp_path / "train.txt"
+    path.write_bytes(b"a b\nc\n" + b"filler words\n" * 20000 + b"\xff\xfe not utf-8\n")
+    c = Corpus.__new__(Corpus)
+    c.dictionary = Dictionary()
+    assert c.tokenize(str(path), max_lines=2) == [0, 1, 2, 3, 2]
+    with pytest.raises(DataFormatError, match="not UTF-8"):
+        c.tokenize(str(path))
+
+
+def test_batchify_and_get_batch_smallest_sizes():
+    from needle.data.datasets.ptb_dataset import batchify, get_batch
+    b = batchify(np.arange(5), 1, None, None)
+    np.testing.assert_array_equal(b, [[0], [1], [2], [3], [4]])
+    data, target = get_batch(b, 0, 1)
+    np.testing.assert_array_equal(data.numpy(), [[0]])
+    np.testing.assert_array_equal(target.numpy(), [1])
+    # the last row that still has a next-word target: i = n - 2, L = 1
+    data, target = get_batch(b, 3, 4)
+    np.testing.assert_array_equal(data.numpy(), [[3]])
+    np.testing.assert_array_equal(target.numpy(), [4])
+    assert data.requires_grad is False and target.requires_grad is False
+
+
+@pytest.mark.parametrize("i", [-1, -1000, -(2**70), 4])
+def test_get_batch_rows_outside_the_batches_name_the_valid_range(i):
+    from needle.errors import ArgumentError
+    from needle.data.datasets.ptb_dataset import batchify, get_batch
+    b = batchify(np.arange(10), 2, None, None)  # 5 rows
+    with pytest.raises(ArgumentError, match=rf"row i={i} leaves no \(input, target\) pair in 5 rows "
+                                            r"\(valid: 0 <= i <= 3\)"):
+        get_batch(b, i, 2)
+
+
+def test_get_batch_row_must_be_an_integer():
+    from needle.errors import ArgumentTypeError
+    from needle.data.datasets.ptb_dataset import get_batch
+    with pytest.raises(ArgumentTypeError, match=r"get_batch: i must be an integer, got float 1.5"):
+        get_batch(np.zeros((4, 2)), 1.5, 2)

@@ -112,7 +112,7 @@ def get_batch(batches, i, bptt, device=None, dtype=None):
     one step down.
     """
     bptt = check_int("get_batch", "bptt", bptt, 1)
-    i = check_int("get_batch", "i", i, -(2**62))
+    i = check_int("get_batch", "i", i, None)  # the range, below, depends on len(batches)
     n = len(batches)
     L = min(bptt, n - 1 - i)
     if i < 0 or L < 1:
