@@ -426,3 +426,17 @@ def test_get_batch_row_must_be_an_integer():
     from needle.data.datasets.ptb_dataset import get_batch
     with pytest.raises(ArgumentTypeError, match=r"get_batch: i must be an integer, got float 1.5"):
         get_batch(np.zeros((4, 2)), 1.5, 2)
+
+
+def test_download_ptb_defaults_to_the_needle_cache_dir(tmp_path, monkeypatch, serve_folder):
+    import hashlib
+    from needle.data.datasets.ptb_dataset import download_ptb
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "t.txt").write_text("a b\n")
+    monkeypatch.setenv("NEEDLE_CACHE_DIR", str(tmp_path / "envcache"))
+    digest = hashlib.sha256(b"a b\n").hexdigest()
+    with serve_folder(served) as base:
+        folder = download_ptb(urls={"train.txt": f"{base}/t.txt"}, sha256={"train.txt": digest})
+    assert folder == str(tmp_path / "envcache" / "ptb")
+    assert (tmp_path / "envcache" / "ptb" / "train.txt").read_text() == "a b\n"
