@@ -6,6 +6,7 @@ value, and the one-call batch fetch of datasets that take index arrays."""
 
 from __future__ import annotations
 
+import importlib
 import pickle
 
 import numpy as np
@@ -440,3 +441,66 @@ def test_download_ptb_defaults_to_the_needle_cache_dir(tmp_path, monkeypatch, se
         folder = download_ptb(urls={"train.txt": f"{base}/t.txt"}, sha256={"train.txt": digest})
     assert folder == str(tmp_path / "envcache" / "ptb")
     assert (tmp_path / "envcache" / "ptb" / "train.txt").read_text() == "a b\n"
+
+
+# -- download --------------------------------------------------------------------------
+@pytest.mark.parametrize("platform, env, parts", [
+    ("win32", None, ("AppData", "Local", "needle")),
+    ("win32", "LOCALAPPDATA", ("la", "needle")),
+    ("darwin", None, ("Library", "Caches", "needle")),
+    ("linux", None, (".cache", "needle")),
+    ("linux", "XDG_CACHE_HOME", ("la", "needle")),
+])
+def test_default_cache_dir_per_platform(monkeypatch, tmp_path, platform, env, parts):
+    from pathlib import Path
+    dl = importlib.import_module("needle.data.download")  # needle.data.download is also the function
+    for name in ("NEEDLE_CACHE_DIR", "LOCALAPPDATA", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    if env:
+        monkeypatch.setenv(env, str(tmp_path / "home" / "la"))
+    monkeypatch.setattr(dl.sys, "platform", platform)
+    monkeypatch.setattr(Path, "home", classmethod(lambda cls: tmp_path / "home"))
+    assert dl.default_cache_dir() == tmp_path.joinpath("home", *parts)
+
+
+def test_download_streams_in_bounded_chunks(tmp_path, monkeypatch, serve_folder):
+    # a 170 MB archive must never be held in memory whole: every read is bounded
+    import hashlib
+    import builtins
+    import urllib.request
+    dl = importlib.import_module("needle.data.download")
+    payload = np.random.RandomState(0).bytes(3 << 20)
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "big.bin").write_bytes(payload)
+    sizes = []
+
+    class Recorded:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def read(self, n=-1):
+            sizes.append(n)
+            return self.inner.read(n)
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def __enter__(self):
+            self.inner.__enter__()
+            return self
+
+        def __exit__(self, *exc):
+            return self.inner.__exit__(*exc)
+
+    real_urlopen, real_open = urllib.request.urlopen, builtins.open
+    monkeypatch.setattr(dl.urllib.request, "urlopen", lambda *a, **k: Recorded(real_urlopen(*a, **k)))
+    monkeypatch.setattr(dl, "open", lambda *a, **k: Recorded(real_open(*a, **k)), raising=False)
+    digest = hashlib.sha256(payload).hexdigest()
+    with serve_folder(tmp_path / "www") as base:
+        path = dl.download(f"{base}/big.bin", digest, cache_dir=str(tmp_path / "c"))
+        assert path.read_bytes() == payload
+        fetched = list(sizes)
+        sizes.clear()
+        assert dl.download(f"{base}/big.bin", digest, cache_dir=str(tmp_path / "c")) == path  # cached: hashed
+    for reads in (fetched, sizes):
+        assert len(reads) >= 3 and all(isinstance(n, int) and 0 < n <= 4 << 20 for n in reads), reads
