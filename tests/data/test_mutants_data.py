@@ -504,3 +504,72 @@ def test_download_streams_in_bounded_chunks(tmp_path, monkeypatch, serve_folder)
         assert dl.download(f"{base}/big.bin", digest, cache_dir=str(tmp_path / "c")) == path  # cached: hashed
     for reads in (fetched, sizes):
         assert len(reads) >= 3 and all(isinstance(n, int) and 0 < n <= 4 << 20 for n in reads), reads
+
+
+class _FakeResponse:
+    """urlopen's result: ``chunks`` then, if given, an exception from read()."""
+
+    def __init__(self, chunks, error=None, length=None):
+        self.chunks, self.error = list(chunks), error
+        self.headers = {} if length is None else {"Content-Length": str(length)}
+
+    def read(self, n=-1):
+        if self.chunks:
+            return self.chunks.pop(0)
+        if self.error is not None:
+            raise self.error
+        return b""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _fake_urlopen(monkeypatch, response, seen=None):
+    dl = importlib.import_module("needle.data.download")
+
+    def urlopen(url, timeout=None):
+        if seen is not None:
+            seen.append((url, timeout))
+        return response
+    monkeypatch.setattr(dl.urllib.request, "urlopen", urlopen)
+    return dl
+
+
+def test_download_default_timeout_is_60_seconds_and_nested_cache_dirs_are_made(tmp_path, monkeypatch):
+    seen = []
+    dl = _fake_urlopen(monkeypatch, _FakeResponse([b"abc"]), seen)
+    path = dl.download("http://example.invalid/a.bin", None, cache_dir=str(tmp_path / "x" / "y" / "z"))
+    assert seen == [("http://example.invalid/a.bin", 60.0)]
+    assert path == tmp_path / "x" / "y" / "z" / "a.bin" and path.read_bytes() == b"abc"
+
+
+def test_download_cut_short_names_the_bytes_received(tmp_path, monkeypatch):
+    import http.client
+    from needle.errors import DownloadError
+    dl = _fake_urlopen(monkeypatch, _FakeResponse([b"0123456789"], http.client.IncompleteRead(b"xyz", 5)))
+    with pytest.raises(DownloadError, match="transfer cut short after 13 bytes"):
+        dl.download("http://example.invalid/a.bin", None, cache_dir=str(tmp_path))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_download_url_must_be_a_string(tmp_path):
+    from needle.errors import ArgumentError
+    from needle.data import download
+    with pytest.raises(ArgumentError, match="url must be a non-empty string, got 123"):
+        download(123, None, filename="f.bin", cache_dir=str(tmp_path))
+
+
+def test_download_trusts_a_cached_file_whose_md5_matches(tmp_path, monkeypatch):
+    import hashlib
+    dl = _fake_urlopen(monkeypatch, _FakeResponse([b"payload"]))
+    md5 = hashlib.md5(b"payload").hexdigest()
+    sha = hashlib.sha256(b"payload").hexdigest()
+    path = dl.download("http://example.invalid/p.bin", sha, cache_dir=str(tmp_path), md5=md5)
+
+    def offline(*a, **k):
+        raise AssertionError("the cached file should have been used")
+    monkeypatch.setattr(dl.urllib.request, "urlopen", offline)
+    assert dl.download("http://example.invalid/p.bin", sha, cache_dir=str(tmp_path), md5=md5) == path
