@@ -573,3 +573,46 @@ def test_download_trusts_a_cached_file_whose_md5_matches(tmp_path, monkeypatch):
         raise AssertionError("the cached file should have been used")
     monkeypatch.setattr(dl.urllib.request, "urlopen", offline)
     assert dl.download("http://example.invalid/p.bin", sha, cache_dir=str(tmp_path), md5=md5) == path
+
+
+# -- DistributedSampler ------------------------------------------------------------------
+def test_sampler_default_seed_is_zero():
+    from needle.data import DistributedSampler
+    s = DistributedSampler(list(range(10)), num_replicas=2, rank=1)
+    expected = np.random.default_rng(0).permutation(10)[1::2]
+    np.testing.assert_array_equal(list(s), expected)
+
+
+def test_sampler_refuses_one_of_num_replicas_rank_without_a_process_group():
+    import needle.distributed as dist
+    from needle.data import DistributedSampler
+    from needle.errors import DistributedConfigError
+    dist.destroy_process_group()
+    for kwargs in ({"rank": 0}, {"num_replicas": 2}):
+        with pytest.raises(DistributedConfigError, match="process group is not initialised"):
+            DistributedSampler(list(range(4)), **kwargs)
+
+
+def test_sampler_fills_in_what_is_not_given_from_the_process_group(monkeypatch):
+    import needle.distributed as dist
+    from needle.data import DistributedSampler
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 3)
+    monkeypatch.setattr(dist, "get_rank", lambda: 2)
+    s = DistributedSampler(list(range(9)), shuffle=False)
+    assert (s.num_replicas, s.rank, list(s)) == (3, 2, [2, 5, 8])
+    s = DistributedSampler(list(range(9)), num_replicas=4, shuffle=False)
+    assert (s.num_replicas, s.rank) == (4, 2)
+    s = DistributedSampler(list(range(9)), rank=0, shuffle=False)
+    assert (s.num_replicas, s.rank, list(s)) == (3, 0, [0, 3, 6])
+
+
+def test_sampler_set_epoch_bounds():
+    from needle.data import DistributedSampler
+    from needle.errors import DistributedConfigError
+    s = DistributedSampler(list(range(6)), num_replicas=2, rank=0, seed=3)
+    s.set_epoch(5)
+    s.set_epoch(0)
+    np.testing.assert_array_equal(list(s), np.random.default_rng(3).permutation(6)[0::2])
+    with pytest.raises(DistributedConfigError, match="epoch must be an integer >= 0, got -1"):
+        s.set_epoch(-1)
