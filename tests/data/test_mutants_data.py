@@ -616,3 +616,18 @@ def test_sampler_set_epoch_bounds():
     np.testing.assert_array_equal(list(s), np.random.default_rng(3).permutation(6)[0::2])
     with pytest.raises(DistributedConfigError, match="epoch must be an integer >= 0, got -1"):
         s.set_epoch(-1)
+
+
+# -- workers -------------------------------------------------------------------------------
+def test_get_worker_info_is_none_in_the_main_process():
+    from needle.data import get_worker_info
+    assert get_worker_info() is None
+
+
+def test_worker_info_is_read_only():
+    import dataclasses
+    from needle.data.workers import WorkerInfo
+    info = WorkerInfo(id=1, num_workers=2, seed=5, dataset=None)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        info.id = 0
+    assert (info.id, info.num_workers, info.seed) == (1, 2, 5)
