@@ -631,3 +631,29 @@ def test_worker_info_is_read_only():
     with pytest.raises(dataclasses.FrozenInstanceError):
         info.id = 0
     assert (info.id, info.num_workers, info.seed) == (1, 2, 5)
+
+
+class _Broken(ndl.data.Dataset):
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        if i == 0:
+            raise ValueError("sample 0 is broken")
+        return np.float32(i)
+
+
+def test_an_error_on_the_first_batch_names_batch_0():
+    with pytest.raises(ValueError, match=r"raised ValueError on batch 0"):
+        list(DataLoader(_Broken(), batch_size=2, num_workers=1))
+
+
+def test_workers_wait_for_a_slow_consumer():
+    # a training step slower than the workers' queue poll: idle workers keep waiting for jobs
+    import time
+    ds = ndl.data.NDArrayDataset(np.arange(3, dtype=np.float32).reshape(3, 1))
+    got = []
+    for (x,) in DataLoader(ds, batch_size=1, num_workers=1, prefetch_factor=1):
+        got.append(float(x.numpy()[0, 0]))
+        time.sleep(1.2)
+    assert got == [0.0, 1.0, 2.0]
