@@ -657,3 +657,45 @@ def test_workers_wait_for_a_slow_consumer():
         got.append(float(x.numpy()[0, 0]))
         time.sleep(1.2)
     assert got == [0.0, 1.0, 2.0]
+
+
+class _Slow(ndl.data.Dataset):
+    """Each sample takes longer than the main process's queue poll (0.5 s)."""
+
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, i):
+        import time
+        time.sleep(1.2)
+        return np.float32(i)
+
+
+def test_the_main_process_waits_for_a_slow_worker():
+    got = [float(x.numpy()[0]) for (x,) in DataLoader(_Slow(), batch_size=1, num_workers=1)]
+    assert got == [0.0, 1.0]
+
+
+class _Exits(ndl.data.Dataset):
+    def __init__(self, how):
+        super().__init__()
+        self.how = how
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        import os
+        import signal
+        if i == 2:
+            if self.how == "kill":
+                os.kill(os.getpid(), signal.SIGKILL)
+            os._exit(0)
+        return np.float32(i)
+
+
+@pytest.mark.parametrize("how, says", [("kill", "was killed by signal 9"), ("exit0", "exited with code 0")])
+def test_a_worker_that_ends_mid_epoch_is_reported_with_how(how, says):
+    from needle.data import DataLoaderWorkerError
+    with pytest.raises(DataLoaderWorkerError, match=rf"worker 0 \(pid \d+\) {says} before the epoch ended"):
+        list(DataLoader(_Exits(how), batch_size=1, num_workers=1))
