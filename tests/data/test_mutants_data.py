@@ -699,3 +699,28 @@ def test_a_worker_that_ends_mid_epoch_is_reported_with_how(how, says):
     from needle.data import DataLoaderWorkerError
     with pytest.raises(DataLoaderWorkerError, match=rf"worker 0 \(pid \d+\) {says} before the epoch ended"):
         list(DataLoader(_Exits(how), batch_size=1, num_workers=1))
+
+
+class _Stuck(ndl.data.Dataset):
+    def __len__(self):
+        return 3
+
+    def __getitem__(self, i):
+        import time
+        if i == 1:
+            time.sleep(120)  # a sample that never comes in time (a hung network read)
+        return np.float32(i)
+
+
+def test_an_abandoned_epoch_terminates_a_stuck_worker_instead_of_waiting_for_it():
+    # close() asks, waits about a second in all, then terminates: starting the next
+    # epoch must not wait for the stuck sample (the 20 s bound only catches a hang)
+    import time
+    loader = DataLoader(_Stuck(), batch_size=1, num_workers=1, prefetch_factor=2)
+    it = iter(loader)
+    assert float(next(it)[0].numpy()[0]) == 0.0
+    pool = loader._pool
+    start = time.monotonic()
+    loader._close_pool()
+    assert time.monotonic() - start < 20
+    assert [w.exitcode for w in pool.workers] == [-15]  # SIGTERM: it did not finish by itself
