@@ -348,12 +348,16 @@ class _Seeds(ndl.data.Dataset):
 @pytest.mark.parametrize("shuffle", [False, True])
 def test_worker_seeds_are_one_main_process_draw_plus_the_worker_id(shuffle):
     # documented: base = np.random.randint(2**31), drawn after the shuffle permutation
-    np.random.seed(7)
+    def base_for(seed, high):
+        rs = np.random.RandomState(seed)
+        if shuffle:
+            rs.permutation(4)
+        return rs.randint(high)
+    # a seed whose draw tells randint(2**31) from randint(2**32) (they agree when the raw top bit is 0)
+    seed = next(s for s in range(100) if base_for(s, 2**31) != base_for(s, 2**32))
+    np.random.seed(seed)
     batches = list(DataLoader(_Seeds(), batch_size=1, shuffle=shuffle, num_workers=2, dtype="float64"))
-    rs = np.random.RandomState(7)
-    if shuffle:
-        rs.permutation(4)
-    base = rs.randint(2**31)
+    base = base_for(seed, 2**31)
     got = np.concatenate([b[0].numpy() for b in batches])
     np.testing.assert_array_equal(got[:, 0], base + got[:, 1])
     assert set(got[:, 1]) == {0, 1}
