@@ -1,0 +1,208 @@
+"""Tests written for mutants of ``core/autograd.py`` that the other tests let
+survive or never reached (scripts/mutation.sh, docs/testing.md "Mutation
+testing").  Values are checked against NumPy; gradients against hand-derived
+ones."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import needle as ndl
+from needle import autograd, ops
+from needle.autograd import Op, Tensor, TensorOp, TensorTuple, Value
+from needle.errors import ShapeError
+
+
+# -- Op base class ------------------------------------------------------------------
+def test_op_base_methods_are_abstract():
+    with pytest.raises(NotImplementedError):
+        Op()()
+    with pytest.raises(NotImplementedError):
+        Op().compute()
+
+
+class _NoGradient(TensorOp):
+    def compute(self, a):
+        return a
+
+
+def test_an_op_with_neither_gradient_says_so():
+    x = Tensor(np.ones(2, np.float32))
+    y = _NoGradient()(x)
+    with pytest.raises(NotImplementedError, match="_NoGradient defines neither gradient nor gradient_needed"):
+        y.backward()
+
+
+class _ListGradient(TensorOp):
+    """a * b whose gradient is returned as a list (the course allows any sequence)."""
+
+    def compute(self, a, b):
+        return a * b
+
+    def gradient(self, out_grad, node):
+        a, b = node.inputs
+        return [out_grad * b, out_grad * a]
+
+
+def test_gradient_as_tuple_turns_a_list_into_a_tuple_and_backward_uses_it():
+    a = Tensor(np.array([1.0, 2.0], np.float32))
+    b = Tensor(np.array([3.0, -4.0], np.float32))
+    y = _ListGradient()(a, b)
+    g = y.op.gradient_as_tuple(Tensor(np.ones(2, np.float32)), y)
+    assert isinstance(g, tuple) and len(g) == 2
+    ops.summation(y).backward()
+    np.testing.assert_array_equal(a.grad.numpy(), [3.0, -4.0])
+    np.testing.assert_array_equal(b.grad.numpy(), [1.0, 2.0])
+
+
+# -- nodes ----------------------------------------------------------------------------
+def test_value_init_course_signature_infers_requires_grad():
+    a = Tensor([1.0], requires_grad=False)
+    b = Tensor([2.0], requires_grad=True)
+    for inputs, expected in (([a], False), ([a, b], True), ([], False)):
+        v = Value.__new__(Value)
+        v._init(None, inputs, cached_data=a.cached_data)
+        assert v.requires_grad is expected and v.grad is None and v.inputs == inputs
+    v = Value.__new__(Value)
+    v._init(None, [a], requires_grad=True)
+    assert v.requires_grad is True and v.cached_data is None
+
+
+def test_eager_op_on_a_pending_lazy_second_input(monkeypatch):
+    # a graph built in lazy mode and used after switching back: both inputs are realised
+    monkeypatch.setattr(autograd, "LAZY_MODE", True)
+    a = Tensor(np.array([1.0, 2.0], np.float32))
+    lazy = a * 3.0
+    assert lazy.cached_data is None
+    monkeypatch.setattr(autograd, "LAZY_MODE", False)
+    for y in (a + lazy, lazy + a):
+        np.testing.assert_array_equal(y.numpy(), [4.0, 8.0])
+    out = ops.exp(lazy * 0.0)
+    np.testing.assert_array_equal(out.numpy(), [1.0, 1.0])
+
+
+def test_lazy_mode_under_no_grad_records_no_gradient(monkeypatch):
+    monkeypatch.setattr(autograd, "LAZY_MODE", True)
+    a = Tensor(np.array([1.0, 2.0], np.float32))
+    with ndl.no_grad():
+        y = a * 2.0
+    z = a * 2.0
+    assert y.requires_grad is False and z.requires_grad is True
+    np.testing.assert_array_equal(y.numpy(), [2.0, 4.0])
+
+
+def test_three_input_op_under_no_grad_is_a_constant():
+    a, b, c = (Tensor(np.full(2, v, np.float32)) for v in (1.0, 2.0, 3.0))
+    y = ops.stack([a, b, c], 0)
+    assert y.requires_grad is True and y.op is not None
+    with ndl.no_grad():
+        z = ops.stack([a, b, c], 0)
+    assert z.requires_grad is False and z.op is None and z.inputs == []
+    np.testing.assert_array_equal(z.numpy(), [[1, 1], [2, 2], [3, 3]])
+
+
+class _Broken(TensorOp):
+    def compute(self, a):
+        raise AttributeError("a bug inside compute")
+
+
+def test_an_attribute_error_inside_compute_is_not_mistaken_for_a_bad_input():
+    with pytest.raises(AttributeError, match="a bug inside compute"):
+        _Broken()(Tensor([1.0]))
+
+
+# -- construction -------------------------------------------------------------------------
+def test_zero_dim_sources_stay_zero_dim():
+    for src in (np.float32(2.5), np.array(2.5), 2.5):
+        t = Tensor(src)
+        assert t.shape == () and t.numpy() == 2.5 and float(t) == 2.5
+
+
+def test_make_const_from_a_tensor_shares_its_array():
+    a = Tensor([1.0, 2.0])
+    c = Tensor.make_const(a)
+    assert c.cached_data is a.cached_data and c.requires_grad is False and c.op is None
+
+
+def test_sum_keepdims_over_all_axes():
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    for t in (Tensor(x).sum(keepdims=True), Tensor(x).sum(keepdim=True)):
+        assert t.shape == (1, 1)
+        np.testing.assert_array_equal(t.numpy(), [[15.0]])
+
+
+def test_to_with_something_that_is_no_dtype_treats_it_as_a_device():
+    from tests.conftest import backend_device
+    dev = backend_device("numpy")
+    t = Tensor(np.array([1.0, 2.0], np.float32), device=dev)
+    assert t.to(dev) is t and t.to("float32") is t
+    assert t.to(np.float64).dtype == "float64" and t.to(np.dtype("float64")).dtype == "float64"
+    assert autograd._looks_like_dtype(3) is False and autograd._looks_like_dtype("no-such-dtype") is False
+
+
+# -- protocol methods -----------------------------------------------------------------------
+def test_array_str_float_and_iteration_of_a_zero_dim_tensor():
+    t = Tensor(np.array([[1.0, 2.0]], np.float32))
+    np.testing.assert_array_equal(np.asarray(t), [[1.0, 2.0]])
+    assert np.asarray(t, dtype=np.float64).dtype == np.float64
+    assert str(t) == str(np.array([[1.0, 2.0]], np.float32))
+    s = Tensor(np.float32(3.5))
+    assert float(s) == 3.5
+    with pytest.raises(TypeError, match="iteration over a 0-d tensor"):
+        iter(s)
+    with pytest.raises(TypeError, match="len\\(\\) of a 0-d tensor"):
+        len(s)
+    with pytest.raises(ShapeError, match="has 2 elements, need 1"):
+        float(t)
+
+
+def test_data_setter_refuses_a_non_array():
+    t = Tensor(np.array([1.0], np.float32))
+    with pytest.raises(TypeError, match="Tensor.data: expected a Tensor or NDArray, got list"):
+        t.data = [2.0]
+    t.data = Tensor(np.array([5.0], np.float64))  # cast to the tensor's dtype
+    assert t.dtype == "float32" and t.numpy()[0] == 5.0
+
+
+def test_tensor_tuple_iteration_str_and_adding():
+    a, b = Tensor([1.0, 2.0]), Tensor([3.0])
+    tt = ops.make_tuple(a, b)
+    parts = list(tt)
+    np.testing.assert_array_equal(parts[0].numpy(), [1.0, 2.0])
+    np.testing.assert_array_equal(parts[1].numpy(), [3.0])
+    assert str(tt) == repr(tt) and str(tt).startswith("needle.TensorTuple(")
+    s = tt + ops.make_tuple(b, b)
+    np.testing.assert_array_equal(s[0].numpy(), [4.0, 5.0])
+    with pytest.raises(ShapeError, match="need a TensorTuple of the same length \\(2\\), got TensorTuple"):
+        tt + ops.make_tuple(a)
+    with pytest.raises(ShapeError, match="got Tensor"):
+        tt + a
+    d = tt.detach()
+    assert d.op is None and d.requires_grad is False and len(d) == 2
+
+
+# -- graph walks --------------------------------------------------------------------------
+def test_topo_sort_visits_a_shared_node_once():
+    a = Tensor([1.0])
+    b = a * 2.0
+    c = b + b
+    order = autograd.find_topo_sort([c, b])
+    assert [n is m for n, m in zip(order, [a, b, c])] == [True, True, True] and len(order) == 3
+    visited, out = {b}, []
+    autograd.topo_sort_dfs(b, visited, out)
+    assert out == []
+
+
+def test_pytorch_rule_with_a_node_whose_inputs_need_no_gradient(monkeypatch):
+    # KEEP_INTERIOR_GRADS off: a branch that reaches only constants costs nothing and
+    # leaves the real leaves' gradients right
+    monkeypatch.setattr(autograd, "KEEP_INTERIOR_GRADS", False)
+    w = Tensor(np.array([1.0, 2.0], np.float32))
+    x = Tensor(np.array([3.0, 4.0], np.float32), requires_grad=False)
+    forced = ops.exp(x)
+    forced.requires_grad = True  # an interior node marked by hand, as a retain_grad user might
+    loss = ops.summation(w * w + forced)
+    loss.backward()
+    np.testing.assert_array_equal(w.grad.numpy(), [2.0, 4.0])
+    assert x.grad is None
