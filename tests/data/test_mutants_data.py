@@ -712,7 +712,7 @@ class _Stuck(ndl.data.Dataset):
     def __getitem__(self, i):
         import time
         if i == 1:
-            time.sleep(120)  # a sample that never comes in time (a hung network read)
+            time.sleep(45)  # a sample that does not come in time (a hung network read)
         return np.float32(i)
 
 
