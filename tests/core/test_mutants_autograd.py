@@ -206,3 +206,35 @@ def test_pytorch_rule_with_a_node_whose_inputs_need_no_gradient(monkeypatch):
     loss.backward()
     np.testing.assert_array_equal(w.grad.numpy(), [2.0, 4.0])
     assert x.grad is None
+
+
+# -- course globals and grad mode ------------------------------------------------------------
+def test_course_globals_have_their_course_defaults():
+    # hw code compares them (LAZY_MODE == False); the values, not just their truth, are the API
+    assert autograd.LAZY_MODE is False and autograd.KEEP_INTERIOR_GRADS is True
+
+
+def test_backward_keeps_every_interior_adjoint_by_default():
+    # course rule (KEEP_INTERIOR_GRADS default): every node reached gets its .grad
+    x = Tensor(np.array([1.0, -2.0], np.float32))
+    y = x * 3.0
+    z = ops.exp(y * 0.0)
+    ops.summation(z * y).backward()
+    np.testing.assert_array_equal(y.grad.numpy(), [1.0, 1.0])
+    np.testing.assert_array_equal(z.grad.numpy(), [3.0, -6.0])
+    np.testing.assert_array_equal(x.grad.numpy(), [3.0, 3.0])
+
+
+def test_nested_no_grad_stays_off_until_the_outer_one_ends():
+    x = Tensor(np.ones(2, np.float32))
+    with ndl.no_grad():
+        with ndl.no_grad():
+            pass
+        assert autograd.is_grad_enabled() is False
+        assert (x * 2.0).requires_grad is False
+        with autograd.enable_grad():
+            with autograd.enable_grad():
+                pass
+            assert autograd.is_grad_enabled() is True
+        assert autograd.is_grad_enabled() is False
+    assert autograd.is_grad_enabled() is True and (x * 2.0).requires_grad is True
