@@ -67,6 +67,19 @@ def test_value_init_course_signature_infers_requires_grad():
     v = Value.__new__(Value)
     v._init(None, [a], requires_grad=True)
     assert v.requires_grad is True and v.cached_data is None
+    op = ops.EWiseAdd() if hasattr(ops, "EWiseAdd") else _ListGradient()
+    v = Value.__new__(Value)
+    v._init(op, [a, b], cached_data=b.cached_data)
+    assert v.op is op and v.cached_data is b.cached_data and v.requires_grad is True
+
+
+def test_fresh_nodes_have_no_grad_and_retain_none():
+    t = Tensor(np.ones(2, np.float32))
+    c = Tensor.make_const(np.ones(2, np.float32))
+    y = t * 2.0
+    for node in (t, c, y):
+        assert node.grad is None and node.retains_grad is False
+    assert y.retain_grad() is y and y.retains_grad is True and t.retains_grad is False
 
 
 def test_eager_op_on_a_pending_lazy_second_input(monkeypatch):
