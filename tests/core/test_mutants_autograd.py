@@ -251,3 +251,24 @@ def test_nested_no_grad_stays_off_until_the_outer_one_ends():
             assert autograd.is_grad_enabled() is True
         assert autograd.is_grad_enabled() is False
     assert autograd.is_grad_enabled() is True and (x * 2.0).requires_grad is True
+
+
+def test_lazy_nodes_follow_this_threads_grad_mode_only(monkeypatch):
+    # another thread inside no_grad() must not switch recording off here (lazy mode too)
+    import threading
+    monkeypatch.setattr(autograd, "LAZY_MODE", True)
+    inside, release = threading.Event(), threading.Event()
+
+    def other():
+        with ndl.no_grad():
+            inside.set()
+            release.wait(30)
+    t = threading.Thread(target=other)
+    t.start()
+    try:
+        assert inside.wait(30)
+        x = Tensor(np.ones(2, np.float32))
+        assert (x * 2.0).requires_grad is True and (x + x).requires_grad is True
+    finally:
+        release.set()
+        t.join()
