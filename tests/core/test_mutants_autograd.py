@@ -89,10 +89,18 @@ def test_eager_op_on_a_pending_lazy_second_input(monkeypatch):
     lazy = a * 3.0
     assert lazy.cached_data is None
     monkeypatch.setattr(autograd, "LAZY_MODE", False)
-    for y in (a + lazy, lazy + a):
-        np.testing.assert_array_equal(y.numpy(), [4.0, 8.0])
-    out = ops.exp(lazy * 0.0)
-    np.testing.assert_array_equal(out.numpy(), [1.0, 1.0])
+    np.testing.assert_array_equal((a + lazy).numpy(), [4.0, 8.0])
+    # each case below gets a fresh pending node (using one realises it)
+
+    def pending():
+        monkeypatch.setattr(autograd, "LAZY_MODE", True)
+        node = a * 3.0
+        monkeypatch.setattr(autograd, "LAZY_MODE", False)
+        assert node.cached_data is None
+        return node
+    np.testing.assert_array_equal((pending() + a).numpy(), [4.0, 8.0])
+    np.testing.assert_array_equal((pending() * 0.5).numpy(), [1.5, 3.0])
+    np.testing.assert_array_equal(ops.stack([pending(), a, pending()], 0).numpy(), [[3, 6], [1, 2], [3, 6]])
 
 
 def test_lazy_mode_under_no_grad_records_no_gradient(monkeypatch):
@@ -253,10 +261,12 @@ def test_nested_no_grad_stays_off_until_the_outer_one_ends():
     assert autograd.is_grad_enabled() is True and (x * 2.0).requires_grad is True
 
 
-def test_lazy_nodes_follow_this_threads_grad_mode_only(monkeypatch):
-    # another thread inside no_grad() must not switch recording off here (lazy mode too)
+@pytest.mark.parametrize("lazy", [True, False])
+def test_nodes_follow_this_threads_grad_mode_only(monkeypatch, lazy):
+    # another thread inside no_grad() must not switch recording off here, for ops of
+    # one, two and three inputs (each has its own fast path), eager and lazy
     import threading
-    monkeypatch.setattr(autograd, "LAZY_MODE", True)
+    monkeypatch.setattr(autograd, "LAZY_MODE", lazy)
     inside, release = threading.Event(), threading.Event()
 
     def other():
@@ -269,6 +279,10 @@ def test_lazy_nodes_follow_this_threads_grad_mode_only(monkeypatch):
         assert inside.wait(30)
         x = Tensor(np.ones(2, np.float32))
         assert (x * 2.0).requires_grad is True and (x + x).requires_grad is True
+        assert ops.stack([x, x, x], 0).requires_grad is True
+        with ndl.no_grad():
+            assert (x * 2.0).requires_grad is False and (x + x).requires_grad is False
+            assert ops.stack([x, x, x], 0).requires_grad is False
     finally:
         release.set()
         t.join()
