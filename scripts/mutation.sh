@@ -36,7 +36,7 @@ for sub in nn optim data models; do ln -s "$DIR/contrib/$sub" "$IMP/needle/$sub"
 ln -s "$DIR/plugins/numpy" "$IMP/needle_numpy"
 ln -s "$DIR/plugins/cpu" "$IMP/needle_cpu"
 ln -s "$DIR/plugins/cuda" "$IMP/needle_cuda"
-cp "$ROOT/scripts/mutation/fastest_first.py" "$IMP/"  # the runner's -p fastest_first
+cp "$ROOT/scripts/mutation/fastest_first.py" "$ROOT/scripts/mutation/pytest_exit.py" "$IMP/"  # the runner
 
 export PYTHONPATH=$IMP PYTHONDONTWRITEBYTECODE=1 NEEDLE_DISABLE_PLUGINS=cuda HYPOTHESIS_PROFILE=ci
 cd "$DIR"
@@ -59,7 +59,8 @@ for f in "${FILES[@]}"; do
     eval "MUTATION_RECORD=1 nice '$PY' -m pytest -q -p no:cacheprovider -p fastest_first $TESTS" > /dev/null \
       || echo "mutation.sh: the tests of $f fail on the unmutated tree" >&2
   fi
-  RUNNER="$PY -m pytest -x -q -p no:cacheprovider -p fastest_first $TESTS"
+  # pytest_exit.py: any failing status counts (mutmut 2 counts only status 1 as a kill)
+  RUNNER="$PY $IMP/pytest_exit.py -x -q -p no:cacheprovider -p fastest_first $TESTS"
   # strings are messages and keys: a mutated message is no bug (docs/testing.md).
   # MUTATION_SURVIVORS_ONLY=1 skips this full pass (which, after a test change,
   # retests every mutant not killed, hangs and timeouts included) and only
