@@ -286,3 +286,20 @@ def test_nodes_follow_this_threads_grad_mode_only(monkeypatch, lazy):
     finally:
         release.set()
         t.join()
+
+
+def test_dtype_rules_from_an_ndarray_and_for_bool():
+    import needle.backend_ndarray as nd
+    src = nd.array(np.array([0.5, 1.5]), dtype="float64")
+    assert Tensor(src).dtype == "float64"
+    t = Tensor(src, dtype="float32")
+    assert t.dtype == "float32" and t.numpy().tolist() == [0.5, 1.5]
+    # bool: 0/1 masks stored as float32, whatever the source's float type
+    m = Tensor(np.array([0.0, 1.0], np.float64), dtype="bool")
+    assert m.dtype == "float32" and m.numpy().tolist() == [0.0, 1.0]
+
+
+def test_three_constant_inputs_make_a_constant():
+    a, b, c = (Tensor(np.full(2, v, np.float32), requires_grad=False) for v in (1.0, 2.0, 3.0))
+    y = ops.stack([a, b, c], 0)
+    assert y.requires_grad is False and y.op is None
