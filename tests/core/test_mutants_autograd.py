@@ -303,3 +303,21 @@ def test_three_constant_inputs_make_a_constant():
     a, b, c = (Tensor(np.full(2, v, np.float32), requires_grad=False) for v in (1.0, 2.0, 3.0))
     y = ops.stack([a, b, c], 0)
     assert y.requires_grad is False and y.op is None
+
+
+def test_tensor_from_an_ndarray_goes_to_the_device_asked_for():
+    import needle.backend_ndarray as nd
+    from tests.conftest import backend_device
+    numpy_dev, cpu_dev = backend_device("numpy"), backend_device("cpu")
+    for src_dev, dst in ((cpu_dev, numpy_dev), (numpy_dev, cpu_dev)):
+        src = nd.array(np.array([1.0, 2.0], np.float32), device=src_dev)
+        assert Tensor(src, device=dst).device == dst
+        assert Tensor(src).device == src_dev
+
+
+@pytest.mark.parametrize("bad", ["abc", b"ab", {"a": 1}, {1, 2}, None])
+def test_non_numeric_sources_are_refused_by_type_before_numpy_sees_them(bad):
+    from needle.errors import ArgumentTypeError
+    with pytest.raises(ArgumentTypeError, match=rf"Tensor: cannot build a tensor from {type(bad).__name__}; "
+                                                r"expected a needle Tensor"):
+        Tensor(bad)
