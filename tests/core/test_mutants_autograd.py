@@ -321,3 +321,17 @@ def test_non_numeric_sources_are_refused_by_type_before_numpy_sees_them(bad):
     with pytest.raises(ArgumentTypeError, match=rf"Tensor: cannot build a tensor from {type(bad).__name__}; "
                                                 r"expected a needle Tensor"):
         Tensor(bad)
+
+
+def test_tensor_from_a_tensor_shares_when_nothing_changes():
+    from tests.conftest import backend_device
+    numpy_dev, cpu_dev = backend_device("numpy"), backend_device("cpu")
+    t = Tensor(np.array([1.0, 2.0], np.float32), device=cpu_dev)
+    assert Tensor(t).cached_data is t.cached_data
+    assert Tensor(t, device=cpu_dev).cached_data is t.cached_data
+    assert Tensor(t, dtype="float32").cached_data is t.cached_data
+    assert Tensor(t, device=cpu_dev, dtype=np.float32).cached_data is t.cached_data
+    moved, cast = Tensor(t, device=numpy_dev), Tensor(t, dtype="float64")
+    assert moved.cached_data is not t.cached_data and moved.device == numpy_dev
+    assert cast.cached_data is not t.cached_data and cast.dtype == "float64"
+    np.testing.assert_array_equal(moved.numpy(), [1.0, 2.0])
