@@ -71,7 +71,8 @@ for f in "${FILES[@]}"; do
   fi
   # mutmut 2 skips a file it has seen unless the file changed: retest its
   # survivors one by one, so that tests added since then get their chance
-  for id in $("$PY" "$ROOT/scripts/mutation/score.py" --cache .mutmut-cache --survivor-ids "$f"); do
+  for id in $("$PY" "$ROOT/scripts/mutation/score.py" --cache .mutmut-cache --survivor-ids "$f" \
+               --equivalent "$ROOT/scripts/mutation/equivalent.txt"); do
     nice "$MUTMUT" run "$id" --paths-to-mutate "$f" --tests-dir tests --simple-output \
       --runner "$RUNNER" --no-progress > /dev/null || true
   done
