@@ -335,3 +335,23 @@ def test_tensor_from_a_tensor_shares_when_nothing_changes():
     assert moved.cached_data is not t.cached_data and moved.device == numpy_dev
     assert cast.cached_data is not t.cached_data and cast.dtype == "float64"
     np.testing.assert_array_equal(moved.numpy(), [1.0, 2.0])
+
+
+def test_reductions_drop_the_axis_by_default_and_abs_method():
+    x = np.array([[1.0, -5.0, 3.0], [-2.0, 4.0, 0.5]], np.float32)
+    t = Tensor(x)
+    np.testing.assert_allclose(t.mean(1).numpy(), x.mean(1), rtol=1e-6)
+    assert t.mean(1).shape == (2,) and t.max(0).shape == (3,) and t.min(1).shape == (2,)
+    np.testing.assert_array_equal(t.max(0).numpy(), x.max(0))
+    np.testing.assert_array_equal(t.min(1).numpy(), x.min(1))
+    assert t.argmax(1).shape == (2,)
+    np.testing.assert_array_equal(t.argmax(1).numpy(), x.argmax(1))
+    np.testing.assert_array_equal(t.abs().numpy(), np.abs(x))
+
+
+def test_permute_takes_one_sequence_or_unpacked_axes():
+    x = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    t = Tensor(x)
+    for out in (t.permute((2, 0, 1)), t.permute([2, 0, 1]), t.permute(2, 0, 1)):
+        np.testing.assert_array_equal(out.numpy(), x.transpose(2, 0, 1))
+    np.testing.assert_array_equal(Tensor(np.arange(3, dtype=np.float32)).permute(0).numpy(), [0, 1, 2])
