@@ -197,12 +197,14 @@ def _like(x, host: np.ndarray):
 
 
 _DTYPE_CODES = {np.dtype("float32"): 1, np.dtype("float64"): 2}
+_CALL_CODES = {"all_reduce": 1, "broadcast": 2, "all_gather": 3}
+_OP_CODES = {op: k for k, op in enumerate(_OPS)}
 _MAX_NDIM = 8
-_ROW = 2 + _MAX_NDIM      # dtype code, ndim, the shape padded with -1
+_ROW = 4 + _MAX_NDIM      # call, op or src, dtype, ndim, the shape padded with -1
 
 
-def _describe(call: str, shape: tuple, dtype, row: np.ndarray) -> None:
-    """Write (dtype, ndim, shape) into ``row``; unsupported arrays raise here,
+def _describe(call: str, shape: tuple, dtype, arg: int = 0) -> np.ndarray:
+    """The descriptor row of a collective; unsupported arrays raise here,
     before any rank starts a transfer."""
     code = _DTYPE_CODES.get(np.dtype(dtype))
     if code is None:
@@ -210,39 +212,35 @@ def _describe(call: str, shape: tuple, dtype, row: np.ndarray) -> None:
                                     f"use float32 or float64")
     if len(shape) > _MAX_NDIM:
         raise ShapeError(f"needle.distributed.{call}: at most {_MAX_NDIM} dimensions, got shape {shape}")
-    row[:] = -1
-    row[0], row[1] = code, len(shape)
-    row[2:2 + len(shape)] = shape
+    row = np.full(_ROW, -1, dtype=np.int64)
+    row[:4] = _CALL_CODES[call], arg, code, len(shape)
+    row[4:4 + len(shape)] = shape
+    return row
 
 
-# Every rank must pass the same shape and dtype: MPI itself does not check,
-# and MPICH silently reduces mismatched counts or dtypes into garbage.  So
-# each collective first exchanges a small descriptor (one allgather); it is
-# also the arrival check, waited for with the group's timeout.  The exchange
-# is started before the data is prepared and polled while that happens: at
-# 1 MB a check done after the preparation, in its own helper, cost 20% of
-# the transfer; overlapped and on reused buffers, about half that.
-def _start_check(group, call: str, nd: NDArray):
-    bufs = getattr(group, "_check_bufs", None)
-    if bufs is None:
-        bufs = group._check_bufs = (np.empty(_ROW, np.int64), np.empty((group.size, _ROW), np.int64))
-    row, rows = bufs
-    _describe(call, nd.shape, nd.dtype, row)
-    return group.iallgather(row, rows, what=f"{call} shape check"), rows
-
-
-def _finish_check(group, call: str, check) -> None:
-    """Wait for the descriptors; a ShapeError on every rank listing each
-    rank's shape when they differ -- never a hang or a truncated reduction."""
-    handle, rows = check
-    group.wait(handle)
+def _check_same(group, call: str, nd: NDArray, arg: int = 0) -> None:
+    """Every rank passes the same shape and dtype to the same collective (and
+    op, or source rank): else a ShapeError on every rank listing what each
+    passed -- never a hang or a silently wrong result (MPICH reduces
+    mismatched buffers into garbage without an error).  The exchange is also
+    the arrival check: it waits under the group's timeout, and the transfer
+    that follows starts only once every rank is in the same collective."""
+    rows = group.exchange_rows(_describe(call, nd.shape, nd.dtype, arg), what=f"{call} shape check")
     if (rows == rows[0]).all():
         return
-    names = {v: k for k, v in _DTYPE_CODES.items()}
-    seen = [f"rank {r}: {tuple(int(d) for d in rows[r, 2:2 + rows[r, 1]])} {names.get(int(rows[r, 0]))}"
-            for r in range(group.size)]
-    raise ShapeError(f"needle.distributed.{call}: ranks passed different shapes or dtypes ({'; '.join(seen)}); "
-                     f"every rank must pass the same shape and dtype")
+    calls = {v: k for k, v in _CALL_CODES.items()}
+    dtypes = {v: k for k, v in _DTYPE_CODES.items()}
+
+    def seen(r):
+        name = calls.get(int(rows[r, 0]), "?")
+        arg = int(rows[r, 1])
+        extra = f"op={_OPS[arg]}" if name == "all_reduce" else f"src={arg}" if name == "broadcast" else ""
+        shape = tuple(int(d) for d in rows[r, 4:4 + rows[r, 3]])
+        return f"rank {r}: {name}({extra}) {shape} {dtypes.get(int(rows[r, 2]))}".replace("()", "")
+
+    raise ShapeError(f"needle.distributed.{call}: ranks passed different shapes, dtypes or ops "
+                     f"({'; '.join(seen(r) for r in range(group.size))}); every rank must make the same "
+                     f"call with the same shape and dtype")
 
 
 # ---------------------------------------------------------------------- #
@@ -273,15 +271,14 @@ def all_reduce(t, op: str = "sum"):
     group = _require("all_reduce")
     nd = _array_of(t, "all_reduce")
     if group.size == 1:
-        _describe("all_reduce", nd.shape, nd.dtype, np.empty(_ROW, np.int64))
+        _describe("all_reduce", nd.shape, nd.dtype)
         return t
     nccl = _nccl_for(group, nd)
     if nccl is not None:
         nccl.all_reduce(nd, op)
         return t
-    check = _start_check(group, "all_reduce", nd)
+    _check_same(group, "all_reduce", nd, _OP_CODES[op])
     host, in_place = _host_buffer(nd)
-    _finish_check(group, "all_reduce", check)
     group.wait(group.iallreduce(host.reshape(-1), op))
     if op == "avg":
         host /= group.size
@@ -301,9 +298,8 @@ def broadcast(t, src: int = 0):
     if nccl is not None:
         nccl.broadcast(nd, int(src))
         return t
-    check = _start_check(group, "broadcast", nd)
+    _check_same(group, "broadcast", nd, int(src))
     host, in_place = _host_buffer(nd)
-    _finish_check(group, "broadcast", check)
     group.wait(group.ibroadcast(host.reshape(-1), int(src)))
     return t if in_place else _write_back(t, host)
 
@@ -314,9 +310,8 @@ def all_gather(t) -> list:
     nd = _array_of(t, "all_gather")
     if group.size == 1:
         return [_like(t, _host(nd))]
-    check = _start_check(group, "all_gather", nd)
+    _check_same(group, "all_gather", nd)
     host = _host(nd)
-    _finish_check(group, "all_gather", check)
     out = np.empty((group.size,) + host.shape, dtype=host.dtype)
     group.wait(group.iallgather(host.reshape(-1), out.reshape(group.size, -1)))
     return [_like(t, out[r]) for r in range(group.size)]
