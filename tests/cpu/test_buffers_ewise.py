@@ -44,6 +44,27 @@ def test_buffers_are_reused(be):
     assert b.ptr() == p
 
 
+def test_pool_stats_count_what_the_cache_could_not_serve(be):
+    import needle_cpu._ext as ext
+
+    ext.pool_clear()
+    before = ext.pool_stats()
+    a = be.Array(5000)              # 20,000 bytes: class 20,480
+    del a
+    b = be.Array(4900)              # same class: served from the cache
+    after = ext.pool_stats()
+    assert after["fresh_buffers"] - before["fresh_buffers"] == 1
+    assert after["fresh_bytes"] - before["fresh_bytes"] == 20480
+    # many same-size temporaries freed at once are all kept (an LSTM step frees dozens)
+    many = [be.Array(1000) for _ in range(40)]
+    del many, b
+    mid = ext.pool_stats()
+    again = [be.Array(1000) for _ in range(40)]
+    assert ext.pool_stats()["fresh_buffers"] == mid["fresh_buffers"]
+    assert mid["cached_bytes"] >= 40 * 4096
+    del again
+
+
 def test_cache_of_large_buffers_is_bounded(be):
     """Freed activation-sized buffers go back to the system past the cache's
     16 MiB bound (512 MiB of stale buffers once inflated a training step's
