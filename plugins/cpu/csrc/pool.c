@@ -100,13 +100,55 @@ static void release(void *p, size_t cap) {
   else free(p);
 }
 
-/* One buffer larger than the whole bound, the last one freed, is kept
- * aside: a loop over one array size past the bound (add on 2^24 elements)
- * would otherwise map, populate and unmap its output every call -- 4x
- * slower than reusing it on this machine.  It adds at most one array to a
- * peak. */
-static void *g_big = NULL;
-static size_t g_big_cap = 0;
+/* Buffers from the whole bound up, which the cache never holds, are kept
+ * aside instead: the ND_NBIG most recently freed.  A loop over one array
+ * size past the bound (add on 2^24 elements) would otherwise map, populate
+ * and unmap its output every call -- 4x slower than reusing it -- and an LSTM
+ * language model's step cycles three 16 MiB logit-sized buffers (with one
+ * slot they faulted ~80 MB of fresh pages a step).  They add at most ND_NBIG
+ * arrays to a peak; smaller ones (a SmallCNN's activations) are not kept
+ * this way: four of those raised its step's peak by 10%. */
+#define ND_NBIG 4
+static void *g_big[ND_NBIG];
+static size_t g_big_cap[ND_NBIG];
+static int g_nbig = 0;
+
+static size_t big_cached(void) {
+  size_t total = 0;
+  for (int i = 0; i < g_nbig; i++) total += g_big_cap[i];
+  return total;
+}
+
+/* remove slot i, keeping the others in the order they were freed */
+static void big_remove(int i) {
+  for (int j = i; j < g_nbig - 1; j++) {
+    g_big[j] = g_big[j + 1];
+    g_big_cap[j] = g_big_cap[j + 1];
+  }
+  g_nbig--;
+}
+
+/* a kept-aside buffer of capacity cap, or NULL */
+static void *big_take(size_t cap) {
+  for (int i = g_nbig - 1; i >= 0; i--) {
+    if (g_big_cap[i] == cap) {
+      void *p = g_big[i];
+      big_remove(i);
+      return p;
+    }
+  }
+  return NULL;
+}
+
+/* keep p aside; the oldest kept buffer goes back to the system when full */
+static void big_keep(void *p, size_t cap) {
+  if (g_nbig == ND_NBIG) {
+    release(g_big[0], g_big_cap[0]);
+    big_remove(0);
+  }
+  g_big[g_nbig] = p;
+  g_big_cap[g_nbig++] = cap;
+}
 
 void *nd_aligned_alloc(size_t nbytes) {
   void *p = NULL;
@@ -136,10 +178,9 @@ void *nd_pool_alloc(size_t nbytes, size_t *cap_out) {
     g_cached -= cap;
     return p;
   }
-  if (g_big && g_big_cap == cap) {
-    void *p = g_big;
-    g_big = NULL;
-    return p;
+  if (cap >= g_limit) {
+    void *p = big_take(cap);
+    if (p) return p;
   }
   g_fresh_count++;
   g_fresh_bytes += cap;
@@ -155,10 +196,8 @@ void nd_pool_free(void *p, size_t cap) {
     g_cached += cap;
     return;
   }
-  if (cap2 == cap && cap > g_limit) {
-    if (g_big) release(g_big, g_big_cap);
-    g_big = p;
-    g_big_cap = cap;
+  if (cap2 == cap && cap >= g_limit) {
+    big_keep(p, cap);
     return;
   }
   release(p, cap);
@@ -176,8 +215,10 @@ void nd_pool_clear(void) {
     while (g_count[c] > 0) release(g_slots[c][--g_count[c]], class_cap(c));
   }
   g_cached = 0;
-  if (g_big) release(g_big, g_big_cap);
-  g_big = NULL;
+  while (g_nbig > 0) {
+    g_nbig--;
+    release(g_big[g_nbig], g_big_cap[g_nbig]);
+  }
 }
 
 void nd_pool_set_limit(size_t bytes) {
@@ -185,7 +226,7 @@ void nd_pool_set_limit(size_t bytes) {
   if (g_cached > g_limit) nd_pool_clear();
 }
 
-size_t nd_pool_cached_bytes(void) { return g_cached + (g_big ? g_big_cap : 0); }
+size_t nd_pool_cached_bytes(void) { return g_cached + big_cached(); }
 
 void nd_pool_fresh(size_t *count, size_t *bytes) {
   *count = g_fresh_count;
