@@ -9,6 +9,7 @@ dense data call :meth:`NDArray.compact` first.
 from __future__ import annotations
 
 import builtins
+import functools
 import math
 import numbers
 import operator
@@ -34,7 +35,10 @@ class AxisError(ShapeError, IndexError):
 
 
 @lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=1024)
 def _compact_strides(shape: tuple) -> tuple:
+    # memoised: every new array and every is_compact() asks, for the few
+    # shapes a model uses over and over
     stride, out = 1, []
     for dim in reversed(shape):
         out.append(stride)
