@@ -244,9 +244,10 @@ def report(quick=False, device=None, repeat=None, only=None, grad_rule="pytorch"
 
     ``grad_rule``: ``"pytorch"`` (default; what ``needle train`` uses and
     what PyTorch does: only leaves keep ``.grad``, so a step's graph goes when
-    the step ends) or ``"course"`` (every node keeps its adjoint, API.md's
-    default: each step's graph then sits in reference cycles until Python's
-    cyclic collector runs, and its buffers come back to the allocator late)."""
+    the step ends) or ``"course"`` (every node keeps its adjoint, the course
+    API's default: each step's graph then sits in reference cycles until
+    Python's cyclic collector runs, and its buffers come back to the
+    allocator late)."""
     import needle as ndl
 
     if grad_rule not in ("pytorch", "course"):
