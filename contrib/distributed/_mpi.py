@@ -234,9 +234,18 @@ class NodeBoard:
                 return None
             shape = (group.size, 2, 1 + row_len)      # [rank, slot, (number, row...)]
             nbytes = int(np.prod(shape)) * 8
-            win = MPI.Win.Allocate_shared(nbytes if node.Get_rank() == 0 else 0, 8, comm=node)
-            buf, _ = win.Shared_query(0)
-            table = np.ndarray(shape, dtype=np.int64, buffer=buf)
+            win = table = None
+            try:
+                win = MPI.Win.Allocate_shared(nbytes if node.Get_rank() == 0 else 0, 8, comm=node)
+                buf, _ = win.Shared_query(0)
+                table = np.ndarray(shape, dtype=np.int64, buffer=buf)
+            except MPI.Exception:
+                pass                                  # no shared memory here (a full /dev/shm ...)
+            # every rank takes the same way, or none uses the board
+            if not group.comm.allreduce(int(table is not None), op=MPI.MIN):
+                if win is not None:
+                    win.Free()
+                return None
             if node.Get_rank() == 0:
                 table[...] = 0
             win.Lock_all(MPI.MODE_NOCHECK)
