@@ -127,3 +127,58 @@ def test_dilate_axes_int_negative_and_out_of_range(device):
     np.testing.assert_array_equal(ndl.ops.dilate(x, (-3,), 1).numpy(), x.numpy())  # out of range: ignored
     np.testing.assert_array_equal(ndl.ops.undilate(ndl.ops.dilate(x, (5, 0), 1), (5, 0), 1).numpy(),
                                   x.numpy())
+
+
+# --------------------------------------------------------------------------- #
+# core/ops/ops_pooling.py survivors
+# --------------------------------------------------------------------------- #
+def test_pool_sizes_square_tuples_and_bad_values(device):
+    x = _t(np.arange(32.0).reshape(1, 4, 4, 2), device)
+    want = ndl.ops.max_pool2d(x, 2).numpy()
+    np.testing.assert_array_equal(ndl.ops.max_pool2d(x, (2, 2)).numpy(), want)
+    np.testing.assert_array_equal(ndl.ops.max_pool2d(x, [2, 2], stride=(2, 2)).numpy(), want)
+    for bad in ((2, 3), (), 0, -1, 2.5, "2"):
+        with pytest.raises(ShapeError, match="max_pool2d"):
+            ndl.ops.max_pool2d(x, bad)
+    with pytest.raises(ShapeError, match="avg_pool2d: stride"):
+        ndl.ops.avg_pool2d(x, 2, stride=0)
+
+
+def test_pool_window_as_large_as_the_input_and_larger(device):
+    x = _t(np.arange(8.0).reshape(1, 2, 2, 2), device)
+    np.testing.assert_array_equal(ndl.ops.max_pool2d(x, 2).numpy(), [[[[6.0, 7.0]]]])   # H == W == k
+    wide = _t(np.zeros((1, 1, 4, 1)), device)                                            # H < k <= W
+    with pytest.raises(ShapeError, match="exceeds"):
+        ndl.ops.avg_pool2d(wide, 2)
+    tall = _t(np.zeros((1, 4, 1, 1)), device)                                            # W < k <= H
+    with pytest.raises(ShapeError, match="exceeds"):
+        ndl.ops.avg_pool2d(tall, 2)
+
+
+def test_im2col_windows_and_their_adjoint(device):
+    a = np.arange(2 * 3 * 3 * 2, dtype=np.float64).reshape(2, 3, 3, 2)
+    x = _t(a, device)
+    cols = ndl.ops.im2col(x, 2, 1)
+    want = np.lib.stride_tricks.sliding_window_view(a, (2, 2), axis=(1, 2))   # (N, Ho, Wo, C, k, k)
+    np.testing.assert_array_equal(cols.numpy(), want.transpose(0, 1, 2, 4, 5, 3))
+    cols.sum().backward()
+    # each input pixel receives one 1 per window that covers it
+    cover = np.array([[1, 2, 1], [2, 4, 2], [1, 2, 1]], dtype=np.float64)
+    np.testing.assert_array_equal(x.grad.numpy(), np.broadcast_to(cover[None, :, :, None], a.shape))
+
+
+def test_max_pool_ties_share_the_adjoint(device):
+    x = _t(np.array([3.0, 3.0, 1.0, 3.0]).reshape(1, 2, 2, 1), device)
+    ndl.ops.max_pool2d(x, 2).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy().ravel(), [1 / 3, 1 / 3, 0.0, 1 / 3])
+
+
+def test_pool_modules_refuse_non_square_windows():
+    # (2, 2) is 2, as the course's kernel_size tuples; (2, 3) was cut to 2 silently
+    assert ndl.nn.MaxPool2d((2, 2)).kernel_size == 2
+    assert ndl.nn.AvgPool2d(2, stride=[1, 1]).stride == 1
+    for bad in ((2, 3), ()):
+        with pytest.raises(ShapeError, match="MaxPool2d: kernel_size"):
+            ndl.nn.MaxPool2d(bad)
+    with pytest.raises(ShapeError, match="AvgPool2d: stride"):
+        ndl.nn.AvgPool2d(2, stride=(1, 2))
