@@ -11,6 +11,8 @@ timed alternately so that load drifting on a shared machine hits both.  The shap
 - Transformer block (d_model 64, 4 heads of 16, MLP 256, seq 32, batch 32)
   forward + backward.
 PyTorch is only a reference here; without it the ratios are skipped.
+Gradients follow PyTorch's rule (leaves keep ``.grad``, as ``needle train``
+does) unless ``--grad-rule course``.
 ``build_only=True`` returns the two step functions ``(needle, torch or None)``
 instead of timing them (for profilers).
 """
@@ -113,8 +115,11 @@ def resnet9_step(device=None, batch=128, repeat=5, build_only=False):
     model = ResNet9(device=device)
     opt = ndl.optim.SGD(model.parameters(), lr=0.01)
     loss_fn = nn.SoftmaxLoss()
-    x = ndl.Tensor(x_np, device=device)
-    y = ndl.Tensor(y_np, device=device)
+    # data batches as the DataLoader makes them (requires_grad=False), as
+    # PyTorch's: no adjoint is computed for the images (the first conv's input
+    # adjoint was 8 of 37 ms of a single-threaded step)
+    x = ndl.Tensor(x_np, device=device, requires_grad=False)
+    y = ndl.Tensor(y_np, device=device, requires_grad=False)
 
     step = _needle_sgd_step(model, opt, loss_fn, x, y)
 
@@ -141,8 +146,8 @@ def lstm_lm_step(device=None, vocab=10000, emb=100, hidden=100, layers=2, seq=20
                           device=device)
     opt = ndl.optim.SGD(model.parameters(), lr=0.1)
     loss_fn = nn.SoftmaxLoss()
-    x = ndl.Tensor(x_np, device=device)
-    y = ndl.Tensor(y_np, device=device)
+    x = ndl.Tensor(x_np, device=device, requires_grad=False)   # token ids, as the DataLoader's
+    y = ndl.Tensor(y_np, device=device, requires_grad=False)
 
     step = _needle_sgd_step(model, opt, loss_fn, x, y, logits_of=lambda out: out[0])
 
@@ -179,8 +184,14 @@ def transformer_block(device=None, d_model=64, heads=4, hidden=256, seq=32, batc
                                 causal=True, device=device)
     layer.eval()  # no dropout draws: compare the arithmetic only
 
+    x = ndl.Tensor(x_np, device=device)
+
     def step():
-        x = ndl.Tensor(x_np, device=device)
+        # a fresh gradient each step, as PyTorch's fresh ``requires_grad``
+        # input below: x's stored gradient is a graph that reaches x again
+        # (hw1's gradients of gradients), so keeping it would leave each
+        # step's graph to the cyclic collector
+        x.grad = None
         out = layer(x)
         out.sum().backward()
         out.numpy()
@@ -228,19 +239,34 @@ def transformer_block(device=None, d_model=64, heads=4, hidden=256, seq=32, batc
 PROBES = {"resnet9": resnet9_step, "lstm": lstm_lm_step, "transformer": transformer_block}
 
 
-def report(quick=False, device=None, repeat=None, only=None):
-    """Print each probe's needle and PyTorch step times and their ratio."""
+def report(quick=False, device=None, repeat=None, only=None, grad_rule="pytorch"):
+    """Print each probe's needle and PyTorch step times and their ratio.
+
+    ``grad_rule``: ``"pytorch"`` (default; what ``needle train`` uses and
+    what PyTorch does: only leaves keep ``.grad``, so a step's graph goes when
+    the step ends) or ``"course"`` (every node keeps its adjoint, the course
+    API's default: each step's graph then sits in reference cycles until
+    Python's cyclic collector runs, and its buffers come back to the
+    allocator late)."""
     import needle as ndl
 
+    if grad_rule not in ("pytorch", "course"):
+        raise ValueError(f"grad_rule must be 'pytorch' or 'course', got {grad_rule!r}")
     dev = ndl.device(device) if isinstance(device, str) else (device or ndl.default_device())
     repeat = repeat or (3 if quick else 5)
-    print(f"\n== models: training steps on {dev} (median of {repeat}; ratio = needle / PyTorch) ==")
-    for name in only or list(PROBES):
-        r = PROBES[name](device=dev, repeat=repeat)
-        line = f"{name:12s} needle {r['needle'] * 1e3:9.1f} ms"
-        if r["torch"] is not None:
-            line += f"   torch {r['torch'] * 1e3:9.1f} ms   ratio {r['needle'] / r['torch']:5.2f}x"
-        print(line, flush=True)
+    print(f"\n== models: training steps on {dev} (median of {repeat}; ratio = needle / PyTorch; "
+          f"{grad_rule}'s .grad rule) ==")
+    saved = ndl.autograd.KEEP_INTERIOR_GRADS
+    ndl.autograd.KEEP_INTERIOR_GRADS = grad_rule == "course"
+    try:
+        for name in only or list(PROBES):
+            r = PROBES[name](device=dev, repeat=repeat)
+            line = f"{name:12s} needle {r['needle'] * 1e3:9.1f} ms"
+            if r["torch"] is not None:
+                line += f"   torch {r['torch'] * 1e3:9.1f} ms   ratio {r['needle'] / r['torch']:5.2f}x"
+            print(line, flush=True)
+    finally:
+        ndl.autograd.KEEP_INTERIOR_GRADS = saved
 
 
 def main(argv=None):
@@ -248,8 +274,10 @@ def main(argv=None):
     parser.add_argument("--device", default=None, help="needle device name (default device)")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--only", default=",".join(PROBES))
+    parser.add_argument("--grad-rule", default="pytorch", choices=("pytorch", "course"),
+                        help=".grad of leaves only (PyTorch, needle train) or of every node (the course)")
     args = parser.parse_args(argv)
-    report(device=args.device, repeat=args.repeat, only=args.only.split(","))
+    report(device=args.device, repeat=args.repeat, only=args.only.split(","), grad_rule=args.grad_rule)
 
 
 if __name__ == "__main__":

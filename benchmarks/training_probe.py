@@ -90,8 +90,21 @@ def torch_steps(n):
 
 
 def report(quick=False):
+    import needle
     import needle.backend_ndarray as nd
     from needle import discovery
+
+    # PyTorch's .grad rule (leaves only), as needle train and the models
+    # probe use: with the course's, every node keeps its adjoint and each
+    # step's graph waits for the cyclic collector
+    saved, needle.autograd.KEEP_INTERIOR_GRADS = needle.autograd.KEEP_INTERIOR_GRADS, False
+    try:
+        _report(quick, nd, discovery)
+    finally:
+        needle.autograd.KEEP_INTERIOR_GRADS = saved
+
+
+def _report(quick, nd, discovery):
     n = 12800 if quick else N_TRAIN
     scale = N_TRAIN / n
     try:
@@ -99,7 +112,7 @@ def report(quick=False):
     except ImportError:
         t_torch = None
     print(f"\n== mlp: MLPResNet(784, 100, 3 blocks) epoch, {N_TRAIN} samples, batch {BATCH}, Adam"
-          f"{' (extrapolated from %d samples)' % n if quick else ''} ==")
+          f"{' (extrapolated from %d samples)' % n if quick else ''}; PyTorch's .grad rule ==")
     print(f"pytorch cpu steps: {t_torch:.3f} s" if t_torch else "pytorch: not installed")
     for info in discovery.backend_infos():
         if not info.available:

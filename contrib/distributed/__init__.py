@@ -197,36 +197,50 @@ def _like(x, host: np.ndarray):
 
 
 _DTYPE_CODES = {np.dtype("float32"): 1, np.dtype("float64"): 2}
+_CALL_CODES = {"all_reduce": 1, "broadcast": 2, "all_gather": 3}
+_OP_CODES = {op: k for k, op in enumerate(_OPS)}
 _MAX_NDIM = 8
+_ROW = 4 + _MAX_NDIM      # call, op or src, dtype, ndim, the shape padded with -1
 
 
-def _describe(call: str, host: np.ndarray) -> np.ndarray:
-    if host.dtype not in _DTYPE_CODES:
-        raise UnsupportedDTypeError(f"needle.distributed.{call}: dtype {host.dtype} is not supported; "
+def _describe(call: str, shape: tuple, dtype, arg: int = 0) -> np.ndarray:
+    """The descriptor row of a collective; unsupported arrays raise here,
+    before any rank starts a transfer."""
+    code = _DTYPE_CODES.get(np.dtype(dtype))
+    if code is None:
+        raise UnsupportedDTypeError(f"needle.distributed.{call}: dtype {dtype} is not supported; "
                                     f"use float32 or float64")
-    if host.ndim > _MAX_NDIM:
-        raise ShapeError(f"needle.distributed.{call}: at most {_MAX_NDIM} dimensions, got shape {host.shape}")
-    row = np.full(2 + _MAX_NDIM, -1, dtype=np.int64)
-    row[0], row[1] = _DTYPE_CODES[host.dtype], host.ndim
-    row[2:2 + host.ndim] = host.shape
+    if len(shape) > _MAX_NDIM:
+        raise ShapeError(f"needle.distributed.{call}: at most {_MAX_NDIM} dimensions, got shape {shape}")
+    row = np.full(_ROW, -1, dtype=np.int64)
+    row[:4] = _CALL_CODES[call], arg, code, len(shape)
+    row[4:4 + len(shape)] = shape
     return row
 
 
-def _check_same(group, call: str, host: np.ndarray) -> None:
-    """Every rank passes the same shape and dtype (one small allgather), else a
-    ShapeError on every rank listing each rank's shape -- never a hang or a
-    silently truncated reduction.  Waited for with the group's timeout, it is
-    also the arrival check that lets the data move by a blocking collective."""
-    row = _describe(call, host)
-    rows = np.empty((group.size, row.size), dtype=np.int64)
-    group.wait(group.iallgather(row, rows, what=f"{call} shape check"))
+def _check_same(group, call: str, nd: NDArray, arg: int = 0) -> None:
+    """Every rank passes the same shape and dtype to the same collective (and
+    op, or source rank): else a ShapeError on every rank listing what each
+    passed -- never a hang or a silently wrong result (MPICH reduces
+    mismatched buffers into garbage without an error).  The exchange is also
+    the arrival check: it waits under the group's timeout, and the transfer
+    that follows starts only once every rank is in the same collective."""
+    rows = group.exchange_rows(_describe(call, nd.shape, nd.dtype, arg), what=f"{call} shape check")
     if (rows == rows[0]).all():
         return
-    names = {v: k for k, v in _DTYPE_CODES.items()}
-    seen = [f"rank {r}: {tuple(int(d) for d in rows[r, 2:2 + rows[r, 1]])} {names.get(int(rows[r, 0]))}"
-            for r in range(group.size)]
-    raise ShapeError(f"needle.distributed.{call}: ranks passed different shapes or dtypes ({'; '.join(seen)}); "
-                     f"every rank must pass the same shape and dtype")
+    calls = {v: k for k, v in _CALL_CODES.items()}
+    dtypes = {v: k for k, v in _DTYPE_CODES.items()}
+
+    def seen(r):
+        name = calls.get(int(rows[r, 0]), "?")
+        arg = int(rows[r, 1])
+        extra = f"op={_OPS[arg]}" if name == "all_reduce" else f"src={arg}" if name == "broadcast" else ""
+        shape = tuple(int(d) for d in rows[r, 4:4 + rows[r, 3]])
+        return f"rank {r}: {name}({extra}) {shape} {dtypes.get(int(rows[r, 2]))}".replace("()", "")
+
+    raise ShapeError(f"needle.distributed.{call}: ranks passed different shapes, dtypes or ops "
+                     f"({'; '.join(seen(r) for r in range(group.size))}); every rank must make the same "
+                     f"call with the same shape and dtype")
 
 
 # ---------------------------------------------------------------------- #
@@ -244,26 +258,31 @@ def _nccl_for(group, nd: NDArray):
     return None
 
 
+def _host_buffer(nd: NDArray):
+    """(the array's own memory as NumPy, True) for host-memory backends (cpu,
+    numpy): MPI works in place; else (a staged copy, False)."""
+    view = nd.host_view()
+    return (view, True) if view is not None else (_host(nd), False)
+
+
 def all_reduce(t, op: str = "sum"):
     """Reduce ``t`` over all ranks (``sum``, ``avg`` or ``max``), in place; returns ``t``."""
     _check_op("all_reduce", op)
     group = _require("all_reduce")
     nd = _array_of(t, "all_reduce")
     if group.size == 1:
-        if nd.dtype not in _DTYPE_CODES:
-            _describe("all_reduce", np.empty(0, dtype=nd.dtype))
+        _describe("all_reduce", nd.shape, nd.dtype)
         return t
     nccl = _nccl_for(group, nd)
     if nccl is not None:
         nccl.all_reduce(nd, op)
         return t
-    view = nd.host_view()   # cpu / numpy backends: MPI works on the array's own memory
-    host = view if view is not None else _host(nd)
-    _check_same(group, "all_reduce", host)
-    group.allreduce(host.reshape(-1), op)   # every rank arrived: _check_same waited for them
+    _check_same(group, "all_reduce", nd, _OP_CODES[op])
+    host, in_place = _host_buffer(nd)
+    group.wait(group.iallreduce(host.reshape(-1), op))
     if op == "avg":
         host /= group.size
-    return t if view is not None else _write_back(t, host)
+    return t if in_place else _write_back(t, host)
 
 
 def broadcast(t, src: int = 0):
@@ -279,23 +298,22 @@ def broadcast(t, src: int = 0):
     if nccl is not None:
         nccl.broadcast(nd, int(src))
         return t
-    view = nd.host_view()
-    host = view if view is not None else _host(nd)
-    _check_same(group, "broadcast", host)
-    group.bcast(host.reshape(-1), int(src))
-    return t if view is not None else _write_back(t, host)
+    _check_same(group, "broadcast", nd, int(src))
+    host, in_place = _host_buffer(nd)
+    group.wait(group.ibroadcast(host.reshape(-1), int(src)))
+    return t if in_place else _write_back(t, host)
 
 
 def all_gather(t) -> list:
     """Every rank's ``t``, in rank order, as new Tensors (or NDArrays) on t's device."""
     group = _require("all_gather")
     nd = _array_of(t, "all_gather")
-    host = _host(nd)
     if group.size == 1:
-        return [_like(t, host)]
-    _check_same(group, "all_gather", host)
+        return [_like(t, _host(nd))]
+    _check_same(group, "all_gather", nd)
+    host = _host(nd)
     out = np.empty((group.size,) + host.shape, dtype=host.dtype)
-    group.allgather(host.reshape(-1), out.reshape(group.size, -1))
+    group.wait(group.iallgather(host.reshape(-1), out.reshape(group.size, -1)))
     return [_like(t, out[r]) for r in range(group.size)]
 
 

@@ -32,6 +32,15 @@ def _first(value):
     return value[0] if isinstance(value, (tuple, list)) else value
 
 
+def _square(module, name, value):
+    """A pooling window's side: an int, or equal entries ((2, 2) is 2); a
+    non-square (2, 3) is refused rather than cut to 2."""
+    if isinstance(value, (tuple, list)) and (len(value) == 0 or any(v != value[0] for v in value)):
+        raise ShapeError(f"{module}: {name} must be one positive int or equal ones (square windows), "
+                         f"got {value!r}")
+    return _first(value)
+
+
 def _check_nchw(module, x, channels):
     shape = tuple(x.shape)
     if len(shape) != 4:
@@ -122,9 +131,10 @@ class _Pool2d(Module):
 
     def __init__(self, kernel_size, stride=None):
         super().__init__()
-        self.kernel_size = check_int(type(self).__name__, "kernel_size", _first(kernel_size), 1)
+        name = type(self).__name__
+        self.kernel_size = check_int(name, "kernel_size", _square(name, "kernel_size", kernel_size), 1)
         self.stride = self.kernel_size if stride is None else \
-            check_int(type(self).__name__, "stride", _first(stride), 1)
+            check_int(name, "stride", _square(name, "stride", stride), 1)
 
     def forward(self, x):
         name = type(self).__name__

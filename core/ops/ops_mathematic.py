@@ -445,7 +445,14 @@ class MatMul(TensorOp):
             if ga.shape != ashape:
                 ga = reshape(ga, ashape)
         if need[1]:
-            gb = unbroadcast(matmul(transpose(A), g), B.shape)
+            if len(A.shape) > 2 and len(B.shape) == 2:
+                # a weight shared by every batch: its adjoint sums a^T @ g over the
+                # batches, which is one (K, B*T) @ (B*T, N) product -- no (B, K, N)
+                # stack of per-batch products to reduce afterwards
+                n = A.shape[-1]
+                gb = matmul(transpose(reshape(A, (-1, n))), reshape(g, (-1, B.shape[-1])))
+            else:
+                gb = unbroadcast(matmul(transpose(A), g), B.shape)
             if gb.shape != bshape:
                 gb = reshape(gb, bshape)
         return ga, gb

@@ -24,6 +24,10 @@ __all__ = ["Im2Col", "Col2Im", "MaxPool2d", "AvgPool2d", "im2col", "col2im", "ma
 
 def _size(v, name, op):
     if isinstance(v, (tuple, list)):
+        # square windows only: (k, k) is k; (2, 3) used to become 2 silently
+        if len(v) == 0 or any(x != v[0] for x in v):
+            raise ShapeError(f"{op}: {name} must be one positive int or equal ones (square windows), "
+                             f"got {v!r}")
         v = v[0]
     if not isinstance(v, (numbers.Integral, np.integer)) or int(v) < 1:
         raise ShapeError(f"{op}: {name} must be a positive int, got {v!r}")

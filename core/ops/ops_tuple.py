@@ -88,6 +88,17 @@ class OneHotTupleAdjoint(TensorTuple):
         return adjoint
 
 
+def _slot(adjoint, i: int, part):
+    """Slot ``i`` of a tuple adjoint, with its array.  ``backward`` drops an
+    adjoint's array once the op it feeds has used it; when that op was the
+    grouping into this tuple, the tuple still holds the very same array, so it
+    is put back rather than recomputed (recomputing an LSTM's dropped slots
+    pulled in their whole graphs: 985 matmuls in a step that needs ~100)."""
+    if part.cached_data is None and adjoint.cached_data is not None and part.op is not None:
+        part.cached_data = adjoint.cached_data[i]
+    return part
+
+
 def sum_tuple_adjoints(grads):
     """Sum a TensorTuple's partial adjoints slot by slot.  Reading n elements
     of a tuple gives n one-hot adjoints: only their set slots are added, so
@@ -97,11 +108,11 @@ def sum_tuple_adjoints(grads):
     zero_parts = None
     for g in grads:
         if isinstance(g, OneHotTupleAdjoint):
-            columns[g.index].append(g.parts[g.index])
+            columns[g.index].append(_slot(g, g.index, g.parts[g.index]))
             zero_parts = zero_parts or g.parts
         else:
-            for column, part in zip(columns, g.tuple()):
-                column.append(part)
+            for i, (column, part) in enumerate(zip(columns, g.tuple())):
+                column.append(_slot(g, i, part))
     slots = []
     for i, column in enumerate(columns):
         if not column:

@@ -33,6 +33,7 @@ cdef extern from "needle_cpu.h" nogil:
     void nd_pool_free(void *p, size_t cap) noexcept
     void nd_pool_set_limit(size_t nbytes) noexcept
     size_t nd_pool_cached_bytes() noexcept
+    void nd_pool_fresh(size_t *count, size_t *nbytes) noexcept
     void nd_pool_clear() noexcept
 
     void nd_fill_f32(float *o, float v, nd_i64 n) noexcept
@@ -657,6 +658,15 @@ _SIMD_ENV_ERROR = _simd_from_env()
 
 def pool_cached_bytes():
     return nd_pool_cached_bytes()
+
+
+def pool_stats():
+    """The allocation cache: bytes held now, and the buffers (and bytes) it
+    could not serve since the process started -- fresh memory, whose pages
+    each fault on first touch."""
+    cdef size_t count = 0, nbytes = 0
+    nd_pool_fresh(&count, &nbytes)
+    return {"cached_bytes": nd_pool_cached_bytes(), "fresh_buffers": count, "fresh_bytes": nbytes}
 
 
 def pool_clear():

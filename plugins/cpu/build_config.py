@@ -113,8 +113,14 @@ def extensions(root):
     simd_c = [] if omp_on else (["-fopenmp-simd"] if _compiler_accepts(
         ["-fopenmp-simd"], [], "int main(void){return 0;}") else [])
     # -fno-math-errno: needle never reads errno, and without it sqrt cannot
-    # vectorise (each negative input became a libm call that sets errno)
-    compile_args = ["-O3", "-fno-math-errno", "-fno-strict-aliasing", "-Wno-unused-function",
+    # vectorise (each negative input became a libm call that sets errno).
+    # -fno-trapping-math: needle never traps or reads floating-point
+    # exceptions, and without it a comparison inside a loop is "control flow"
+    # (it might trap) so the loop is not vectorised: relu's gradient
+    # g * (x > 0) ran a branch per element, 1.4 ms instead of 0.07 ms on
+    # 262k random-sign floats.  Neither flag changes a result (unlike
+    # -ffast-math: NaN, inf and rounding stay IEEE).
+    compile_args = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fno-strict-aliasing", "-Wno-unused-function",
                     "-Wno-unknown-pragmas"] + omp_c + simd_c
     if not omp_on:  # thread counts then feed only the (ignored) pragmas
         compile_args.append("-Wno-unused-variable")

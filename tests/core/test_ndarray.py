@@ -289,6 +289,28 @@ def test_batched_matmul_with_broadcasting(device):
     np.testing.assert_allclose(got.numpy(), x.T @ y.T, rtol=1e-4, atol=1e-5)
 
 
+def test_batched_activations_times_one_weight(device):
+    """(B, T, K) @ (K, N) runs as one (B*T, K) @ (K, N) product when the
+    batches' rows follow each other at one stride -- also through a column
+    slice (row stride 8 for K = 4) -- and per batch when they do not (a
+    row slice, a per-batch transpose)."""
+    big = _x((6, 5, 8), 5)
+    w = _x((4, 3), 6)
+    W = nd.array(w, device=device)
+    B = nd.array(big, device=device)
+    views = {"compact": (B[:, :, :4].compact(), big[:, :, :4]),
+             "column slice (folds)": (B[:, :, 2:6], big[:, :, 2:6]),
+             "row slice (per batch)": (B[:, 1:4, :4], big[:, 1:4, :4]),
+             "transposed (per batch)": (B[:, :4, :5].permute((0, 2, 1)), big[:, :4, :5].transpose(0, 2, 1))}
+    for name, (a, x) in views.items():
+        if name.startswith("transposed"):
+            got, want = a @ nd.array(_x((4, 3), 7), device=device), x @ _x((4, 3), 7)
+        else:
+            got, want = a @ W, x @ w
+        assert got.shape == want.shape, name
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-5, err_msg=name)
+
+
 def test_flip_pad_broadcast_reshape_functions(device):
     x = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)
     a = nd.array(x, device=device)

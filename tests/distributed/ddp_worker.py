@@ -17,7 +17,9 @@ from needle.errors import DistributedError, ShapeError
 out_dir = sys.argv[1]
 dist.init_process_group(timeout=60)
 rank, world = dist.get_rank(), dist.get_world_size()
-results = {"rank": rank, "world": world, "backend": dist.get_backend()}
+results = {"rank": rank, "world": world, "backend": dist.get_backend(),
+           "exchange": "shm" if dist._group_or_none().board is not None else "allgather",
+           "NEEDLE_DIST_SHM": os.environ.get("NEEDLE_DIST_SHM")}
 dev = ndl.cpu() if ndl.cpu().enabled() else ndl.cpu_numpy()
 
 
@@ -142,6 +144,22 @@ try:
     results["mismatch"] = "no error"
 except ShapeError as exc:
     results["mismatch"] = str(exc)
+# the same shape through a different op, a different call, a different source rank: MPI would
+# reduce these without an error (garbage, or the wrong op on one rank)
+mismatches = {
+    "op": lambda: dist.all_reduce(ndl.Tensor(np.ones(3)), ["sum", "max"][rank]),
+    "call": lambda: dist.all_reduce(ndl.Tensor(np.ones(3))) if rank == 0 else dist.broadcast(ndl.Tensor(np.ones(3))),
+    "src": lambda: dist.broadcast(ndl.Tensor(np.ones(3)), src=rank),
+    "dtype": lambda: dist.all_reduce(ndl.Tensor(np.ones(3), dtype=["float32", "float64"][rank])),
+}
+for name, call in mismatches.items():
+    try:
+        call()
+        results[f"mismatch_{name}"] = "no error"
+    except ShapeError as exc:
+        results[f"mismatch_{name}"] = str(exc)
+# and the group still works after them
+results["after_mismatch"] = dist.all_reduce(ndl.Tensor(np.full(2, rank + 1.0)), "sum").numpy().tolist()
 
 # BatchNorm buffers follow rank 0 at each training forward
 np.random.seed(5)

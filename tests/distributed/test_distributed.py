@@ -45,10 +45,14 @@ def launch(*args, timeout=60, env=None):
 # ---------------------------------------------------------------------- #
 # two ranks: DDP, collectives (one launch, checked by several tests)
 # ---------------------------------------------------------------------- #
-@pytest.fixture(scope="module")
-def ddp_results(tmp_path_factory):
+@pytest.fixture(scope="module", params=["shm", "allgather"])
+def ddp_results(request, tmp_path_factory):
+    """Both ways the ranks exchange their descriptors before a collective:
+    the node's shared memory (all ranks on one machine) and the allgather
+    that ranks on several machines use (forced by NEEDLE_DIST_SHM=0)."""
     out = tmp_path_factory.mktemp("ddp")
-    proc = launch(os.path.join(HERE, "ddp_worker.py"), str(out), timeout=120)
+    env = {"NEEDLE_DIST_SHM": "1" if request.param == "shm" else "0"}
+    proc = launch(os.path.join(HERE, "ddp_worker.py"), str(out), timeout=120, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
 
@@ -56,6 +60,12 @@ def ddp_results(tmp_path_factory):
 @needs_mpi
 def test_two_ranks_run_on_mpi(ddp_results):
     assert [(r["rank"], r["world"], r["backend"]) for r in ddp_results] == [(0, 2, "mpi"), (1, 2, "mpi")]
+
+
+@needs_mpi
+def test_descriptors_go_through_shared_memory_unless_disabled(ddp_results):
+    for r in ddp_results:
+        assert r["exchange"] == ("allgather" if r["NEEDLE_DIST_SHM"] == "0" else "shm")
 
 
 @needs_mpi
@@ -107,7 +117,18 @@ def test_collectives_values(ddp_results):
 @needs_mpi
 def test_mismatched_shapes_raise_on_every_rank(ddp_results):
     for r in ddp_results:
-        assert "rank 0: (3,)" in r["mismatch"] and "rank 1: (4,)" in r["mismatch"]
+        assert "rank 0: all_reduce(op=sum) (3,) float64" in r["mismatch"]
+        assert "rank 1: all_reduce(op=sum) (4,) float64" in r["mismatch"]
+
+
+def test_mismatched_op_call_source_or_dtype_raise_on_every_rank(ddp_results):
+    """MPI itself reduces these without an error: the check must catch them."""
+    for r in ddp_results:
+        assert "rank 0: all_reduce(op=sum)" in r["mismatch_op"] and "rank 1: all_reduce(op=max)" in r["mismatch_op"]
+        assert "rank 0: all_reduce(op=sum)" in r["mismatch_call"] and "rank 1: broadcast(src=0)" in r["mismatch_call"]
+        assert "rank 0: broadcast(src=0)" in r["mismatch_src"] and "rank 1: broadcast(src=1)" in r["mismatch_src"]
+        assert "(3,) float32" in r["mismatch_dtype"] and "(3,) float64" in r["mismatch_dtype"]
+        assert r["after_mismatch"] == [3.0, 3.0]
 
 
 @needs_mpi

@@ -156,7 +156,11 @@ ND_DEF_FUSED_NORM(float, f32)
 ND_DEF_FUSED_NORM(double, f64)
 
 /* ---- row kernels over the last axis: softmax backward, layer norm ----
- * Rows are contiguous (outer, inner); threads split the rows. */
+ * Rows are contiguous (outer, inner); threads split the rows.  Row sums are
+ * `omp simd` reductions: a plain double accumulator is one dependent add per
+ * element (4 cycles: a (1024, 64) layer norm backward took 270 us); the
+ * pragma lets it split into vector lanes -- still double, so the result moves
+ * by an ulp of the sum at most. */
 #define ND_DEF_FUSED_ROWS(T, SUF)                                                   \
 /* o = y * (g - sum_row(g * y)) */                                                  \
 void nd_softmax_grad_##SUF(const T *y, const T *g, T *o, nd_i64 outer, nd_i64 r) {  \
@@ -165,6 +169,7 @@ void nd_softmax_grad_##SUF(const T *y, const T *g, T *o, nd_i64 outer, nd_i64 r)
   for (nd_i64 i = 0; i < outer; i++) {                                              \
     const T *yr = y + i * r, *gr = g + i * r; T *orow = o + i * r;                  \
     double s = 0.0;                                                                 \
+    _Pragma("omp simd reduction(+:s)")                                              \
     for (nd_i64 j = 0; j < r; j++) s += (double)gr[j] * yr[j];                      \
     T st = (T)s;                                                                    \
     for (nd_i64 j = 0; j < r; j++) orow[j] = yr[j] * (gr[j] - st);                  \
@@ -175,8 +180,10 @@ void nd_softmax_grad_##SUF(const T *y, const T *g, T *o, nd_i64 outer, nd_i64 r)
 static inline void ln_row_stats_##SUF(const T *xr, nd_i64 r, double eps,            \
                                       T *mean_out, T *inv_out) {                    \
   double s = 0.0;                                                                   \
+  _Pragma("omp simd reduction(+:s)")                                                \
   for (nd_i64 j = 0; j < r; j++) s += xr[j];                                        \
   double m = s / (double)r, v = 0.0;                                                \
+  _Pragma("omp simd reduction(+:v)")                                                \
   for (nd_i64 j = 0; j < r; j++) { double d = xr[j] - m; v += d * d; }              \
   *mean_out = (T)m;                                                                 \
   /* rounded like the composition: var in T, then (var + eps) ** -0.5 in T */      \
@@ -205,6 +212,7 @@ void nd_layer_norm_grad_input_##SUF(const T *g, const T *x, const T *w, T *o,   
     const T *xr = x + i * r, *gr = g + i * r; T *orow = o + i * r; T m, inv;        \
     ln_row_stats_##SUF(xr, r, eps, &m, &inv);                                       \
     double s1 = 0.0, s2 = 0.0;                                                      \
+    _Pragma("omp simd reduction(+:s1, s2)")                                         \
     for (nd_i64 j = 0; j < r; j++) {                                                \
       double gw = (double)gr[j] * w[j];                                             \
       s1 += gw; s2 += gw * ((double)(xr[j] - m) * inv); }                           \

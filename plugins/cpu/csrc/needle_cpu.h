@@ -35,6 +35,7 @@ void *nd_pool_alloc(size_t nbytes, size_t *cap_out);
 void nd_pool_free(void *p, size_t cap);
 void nd_pool_set_limit(size_t bytes);
 size_t nd_pool_cached_bytes(void);
+void nd_pool_fresh(size_t *count, size_t *nbytes);
 void nd_pool_clear(void);
 void *nd_aligned_alloc(size_t nbytes);   /* uncached, 64-byte aligned */
 void nd_aligned_free(void *p);
