@@ -41,8 +41,14 @@ TESTS = {
     "contrib/data": ["tests/data", "tests/test_bad_input.py"],
     "core/ops/ops_logarithmic.py": ["tests/core/test_mutants_ops.py", "tests/core/test_ops.py",
                                     "tests/core/test_conformance.py", "-k", "'logsumexp or softmax or follow'"],
-    "core/ops/ops_conv.py": ["tests/nn/test_nn_conv.py", "tests/core/test_ops.py", "tests/core/test_public_api.py"],
-    "core/ops/ops_pooling.py": ["tests/nn/test_nn_conv.py", "tests/core/test_ops.py"],
+    "core/ops/ops_conv.py": ["tests/core/test_mutants_ops.py", "tests/nn/test_nn_conv.py", "tests/core/test_ops.py",
+                             "tests/core/test_public_api.py"],
+    "core/ops/ops_pooling.py": ["tests/core/test_mutants_ops.py", "tests/nn/test_nn_conv.py", "tests/core/test_ops.py"],
+    # the fused rows (softmax, layer norm) and the LSTM gates: their own tests hold the oracles
+    "core/ops/ops_rows.py": ["tests/core/test_mutants_ops.py", "tests/nn/test_fused_rows.py",
+                             "tests/nn/test_nn_basic.py", "tests/nn/test_nn_transformer.py"],
+    "core/ops/ops_lstm.py": ["tests/core/test_mutants_ops.py", "tests/nn/test_fused_lstm.py",
+                             "tests/nn/test_nn_sequence.py"],
     "core/ops": _OPS,
     # the graph, Tensor's methods, the grad-ready hooks, PyTorch's .grad rule (KEEP_INTERIOR_GRADS
     # off, test_step_memory) and local_vjp (the fused rows' second order)
