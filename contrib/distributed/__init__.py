@@ -107,7 +107,8 @@ def destroy_process_group() -> None:
     global _group
     if _group is None:
         return
-    group, _group = _group, None
+    global _last_view
+    group, _group, _last_view = _group, None, None
     _remove_abort_hook()
     nccl = getattr(group, "nccl", None)
     if nccl is not None:
@@ -203,9 +204,20 @@ _MAX_NDIM = 8
 _ROW = 4 + _MAX_NDIM      # call, op or src, dtype, ndim, the shape padded with -1
 
 
+# A collective's descriptor row, made once per (call, arg, shape, dtype) and
+# reused: right after a large transfer the caches are cold and every NumPy
+# call of the check costs several times its usual microseconds (at 1 MB the
+# check's Python work was a third of needle's overhead).
+_ROWS: dict = {}
+
+
 def _describe(call: str, shape: tuple, dtype, arg: int = 0) -> np.ndarray:
-    """The descriptor row of a collective; unsupported arrays raise here,
-    before any rank starts a transfer."""
+    """The descriptor row of a collective (read-only); unsupported arrays
+    raise here, before any rank starts a transfer."""
+    key = (call, arg, shape, dtype)
+    row = _ROWS.get(key)
+    if row is not None:
+        return row
     code = _DTYPE_CODES.get(np.dtype(dtype))
     if code is None:
         raise UnsupportedDTypeError(f"needle.distributed.{call}: dtype {dtype} is not supported; "
@@ -215,6 +227,9 @@ def _describe(call: str, shape: tuple, dtype, arg: int = 0) -> np.ndarray:
     row = np.full(_ROW, -1, dtype=np.int64)
     row[:4] = _CALL_CODES[call], arg, code, len(shape)
     row[4:4 + len(shape)] = shape
+    row.flags.writeable = False
+    if len(_ROWS) < 4096:  # bounded: a program with ever new shapes keeps working
+        _ROWS[key] = row
     return row
 
 
@@ -225,8 +240,9 @@ def _check_same(group, call: str, nd: NDArray, arg: int = 0) -> None:
     mismatched buffers into garbage without an error).  The exchange is also
     the arrival check: it waits under the group's timeout, and the transfer
     that follows starts only once every rank is in the same collective."""
-    rows = group.exchange_rows(_describe(call, nd.shape, nd.dtype, arg), what=f"{call} shape check")
-    if (rows == rows[0]).all():
+    row = _describe(call, nd.shape, nd.dtype, arg)
+    rows = group.exchange_rows(row, what=f"{call} shape check")
+    if rows.tobytes() == row.tobytes() * group.size:
         return
     calls = {v: k for k, v in _CALL_CODES.items()}
     dtypes = {v: k for k, v in _DTYPE_CODES.items()}
@@ -258,11 +274,26 @@ def _nccl_for(group, nd: NDArray):
     return None
 
 
+# The last host view made, with its NDArray: a loop that reduces the same
+# tensor again (metrics, gradients) reuses it instead of building a NumPy
+# view per call (~12 us right after a large transfer, when caches are cold).
+# It keeps that one array alive until another one is reduced or the group is
+# destroyed.
+_last_view = None
+
+
 def _host_buffer(nd: NDArray):
     """(the array's own memory as NumPy, True) for host-memory backends (cpu,
     numpy): MPI works in place; else (a staged copy, False)."""
+    global _last_view
+    last = _last_view
+    if last is not None and last[0] is nd:  # an NDArray's buffer, shape and strides never change
+        return last[1], True
     view = nd.host_view()
-    return (view, True) if view is not None else (_host(nd), False)
+    if view is None:
+        return _host(nd), False
+    _last_view = (nd, view)
+    return view, True
 
 
 def all_reduce(t, op: str = "sum"):
@@ -279,7 +310,7 @@ def all_reduce(t, op: str = "sum"):
         return t
     _check_same(group, "all_reduce", nd, _OP_CODES[op])
     host, in_place = _host_buffer(nd)
-    group.wait(group.iallreduce(host.reshape(-1), op))
+    group.allreduce(host.reshape(-1), op)   # every rank is in it: the check waited for them
     if op == "avg":
         host /= group.size
     return t if in_place else _write_back(t, host)
@@ -300,7 +331,7 @@ def broadcast(t, src: int = 0):
         return t
     _check_same(group, "broadcast", nd, int(src))
     host, in_place = _host_buffer(nd)
-    group.wait(group.ibroadcast(host.reshape(-1), int(src)))
+    group.bcast(host.reshape(-1), int(src))
     return t if in_place else _write_back(t, host)
 
 
@@ -313,7 +344,7 @@ def all_gather(t) -> list:
     _check_same(group, "all_gather", nd)
     host = _host(nd)
     out = np.empty((group.size,) + host.shape, dtype=host.dtype)
-    group.wait(group.iallgather(host.reshape(-1), out.reshape(group.size, -1)))
+    group.allgather(host.reshape(-1), out.reshape(group.size, -1))
     return [_like(t, out[r]) for r in range(group.size)]
 
 

@@ -1,10 +1,12 @@
 """The MPI process group: mpi4py, nonblocking collectives, a timeout that names
 the rank that did not arrive.
 
-Every collective is started nonblocking (``Iallreduce``, ``Ibcast``,
-``Iallgather``, ``Ibarrier``) and completed by :meth:`MpiGroup.wait`, which
-polls the request against a deadline.  MPI itself has no timeouts, so this is
-where a hang becomes an error.  While polling, a rank also answers
+Every wait for other ranks is a nonblocking collective (``Ibarrier``, the
+descriptor ``Iallgather`` that precedes each public collective, DDP's bucket
+``Iallreduce``) completed by :meth:`MpiGroup.wait`, which polls the request
+against a deadline.  MPI itself has no timeouts, so this is where a hang
+becomes an error.  Once the descriptor exchange has shown every rank inside
+the same collective, its data moves by the blocking call.  While polling, a rank also answers
 "where are you?" queries on a second communicator; a rank whose wait expires
 asks every other rank, and the ones that do not answer with the same
 collective number are named in the error.
@@ -29,8 +31,6 @@ _PRESENCE_GRACE_S = 2.0
 # how long a wait polls back to back before it starts to nap
 _SPIN_S = 1.0
 _yield = getattr(os, "sched_yield", lambda: time.sleep(0))
-# the longest descriptor row a collective exchanges (needle.distributed._ROW)
-_ROW_CAPACITY = 16
 # polls before the timed loop (tens of microseconds): few, since a rank that
 # spins without yielding starves a peer that shares its core
 _TIGHT_POLLS = 32
@@ -62,7 +62,7 @@ class MpiGroup:
         self.seq = 0                         # collectives started by this rank
         self.current = "idle"                # what this rank is waiting in, for the others
         self._ops = {"sum": MPI.SUM, "max": MPI.MAX, "avg": MPI.SUM}
-        self.board = NodeBoard.create(self, _ROW_CAPACITY)
+        self._rows = {}                      # reused receive buffers of the descriptor check
 
     # -- starting ------------------------------------------------------------
     def _started(self, what: str):
@@ -81,6 +81,21 @@ class MpiGroup:
 
     def ibarrier(self, what: str = "barrier"):
         return self.comm.Ibarrier(), self._started(what)
+
+    # -- blocking: only once every rank is known to be in the collective -------
+    def allreduce(self, buf: np.ndarray, op: str) -> None:
+        """The data transfer after the descriptor check (bcast and allgather
+        likewise): every rank passed the check, so none can be absent and a
+        blocking call cannot hang on one.  Polling a nonblocking transfer from
+        Python instead cost +10% at 1 MB and +30 us at 4 KB (MPICH progresses
+        it only inside the polls)."""
+        self.comm.Allreduce(self.MPI.IN_PLACE, buf, self._ops[op])
+
+    def bcast(self, buf: np.ndarray, src: int) -> None:
+        self.comm.Bcast(buf, root=src)
+
+    def allgather(self, send: np.ndarray, recv: np.ndarray) -> None:
+        self.comm.Allgather(send, recv)
 
     # -- completing ------------------------------------------------------------
     def test(self, handle) -> bool:
@@ -130,11 +145,13 @@ class MpiGroup:
     # -- the descriptor check before each public collective ----------------------
     def exchange_rows(self, row: np.ndarray, what: str) -> np.ndarray:
         """Every rank's ``row`` (int64), in rank order, once all ranks gave
-        theirs: the arrival check, under the timeout.  Through shared memory
-        when every rank is on this node, else by a small allgather."""
-        if self.board is not None:
-            return self.board.exchange(row, self, what)
-        rows = np.empty((self.size, row.size), dtype=np.int64)
+        theirs (one small allgather): the arrival check, under the timeout.
+        (An MPI shared-memory window instead was tried: its exchange took
+        longer, ~24 vs ~14 us, and the passive-target epoch it keeps open
+        slowed MPICH's progress on the data transfer that follows.)"""
+        rows = self._rows.get(row.size)
+        if rows is None:
+            rows = self._rows[row.size] = np.empty((self.size, row.size), dtype=np.int64)
         self.wait(self.iallgather(row, rows, what=what))
         return rows
 
@@ -183,101 +200,9 @@ class MpiGroup:
             self.MPI.COMM_WORLD.Abort(code)
 
     def close(self) -> None:
-        if self.board is not None:
-            self.board.close()
         for comm in (self.comm, self.ctl):
             try:
                 comm.Free()
             except Exception:  # noqa: BLE001 -- MPI may already be finalised at exit
                 pass
 
-
-class NodeBoard:
-    """The ranks' descriptor rows in one shared-memory segment of the node.
-
-    Every public collective first checks that all ranks pass the same
-    shape, dtype and op -- MPI does not, and MPICH reduces mismatched buffers
-    into garbage without an error.  As a small MPI allgather that check cost
-    10-15% of a 1 MB allreduce (a second synchronisation, ~25 us right after
-    a large transfer).  When all ranks share this node (MPI_COMM_TYPE_SHARED)
-    each rank instead writes its row, then the exchange's number, into its
-    slot of an MPI shared window and polls until every slot shows that
-    number: a few microseconds.
-
-    Two slots per rank, used alternately: a rank can start exchange k+1
-    while a slower one still reads exchange k, but not k+2 -- that needs
-    the slower rank's row of k+1, written after it finished reading k.
-    ``Win_sync`` orders the row before the number for other processors
-    (a compiler and memory barrier; x86 would keep the order anyway).
-    """
-
-    def __init__(self, win, table, rank):
-        self.win, self.table, self.rank = win, table, rank
-        self.count = 0                       # exchanges done by this rank
-
-    @classmethod
-    def create(cls, group, row_len: int):
-        """The board of ``group``, or None when its ranks span several nodes
-        (or the MPI library cannot share memory, or ``NEEDLE_DIST_SHM=0``):
-        then rows go by allgather."""
-        MPI = group.MPI
-        if group.size < 2 or os.environ.get("NEEDLE_DIST_SHM", "1") == "0":
-            return None
-        try:
-            node = group.comm.Split_type(MPI.COMM_TYPE_SHARED, key=group.rank)
-        except MPI.Exception:
-            return None
-        try:
-            # one flag on every rank: the whole world is on this node
-            everyone_here = group.comm.allreduce(int(node.Get_size() == group.size), op=MPI.MIN)
-            if not everyone_here:
-                return None
-            shape = (group.size, 2, 1 + row_len)      # [rank, slot, (number, row...)]
-            nbytes = int(np.prod(shape)) * 8
-            win = table = None
-            try:
-                win = MPI.Win.Allocate_shared(nbytes if node.Get_rank() == 0 else 0, 8, comm=node)
-                buf, _ = win.Shared_query(0)
-                table = np.ndarray(shape, dtype=np.int64, buffer=buf)
-            except MPI.Exception:
-                pass                                  # no shared memory here (a full /dev/shm ...)
-            # every rank takes the same way, or none uses the board
-            if not group.comm.allreduce(int(table is not None), op=MPI.MIN):
-                if win is not None:
-                    win.Free()
-                return None
-            if node.Get_rank() == 0:
-                table[...] = 0
-            win.Lock_all(MPI.MODE_NOCHECK)
-            win.Sync()
-            node.Barrier()                            # the zeroed table before anyone writes
-            return cls(win, table, group.rank)
-        finally:
-            node.Free()
-
-    def exchange(self, row: np.ndarray, group, what: str) -> np.ndarray:
-        self.count += 1
-        number, slot = self.count, self.count & 1
-        mine = self.table[self.rank, slot]
-        mine[1:1 + row.size] = row
-        self.win.Sync()                               # the row before the number
-        mine[0] = number
-        numbers = self.table[:, slot, 0]
-        sync = self.win.Sync
-
-        def all_here() -> bool:
-            if (numbers == number).all():
-                sync()                                # their rows after their numbers
-                return True
-            return False
-
-        seq, what = group._started(what)
-        group._poll(all_here, seq, what)
-        return self.table[:, slot, 1:1 + row.size].copy()
-
-    def close(self) -> None:
-        try:
-            self.win.Unlock_all()
-            self.win.Free()
-        except Exception:  # noqa: BLE001 -- MPI may already be finalised at exit
-            pass

@@ -17,9 +17,7 @@ from needle.errors import DistributedError, ShapeError
 out_dir = sys.argv[1]
 dist.init_process_group(timeout=60)
 rank, world = dist.get_rank(), dist.get_world_size()
-results = {"rank": rank, "world": world, "backend": dist.get_backend(),
-           "exchange": "shm" if dist._group_or_none().board is not None else "allgather",
-           "NEEDLE_DIST_SHM": os.environ.get("NEEDLE_DIST_SHM")}
+results = {"rank": rank, "world": world, "backend": dist.get_backend()}
 dev = ndl.cpu() if ndl.cpu().enabled() else ndl.cpu_numpy()
 
 

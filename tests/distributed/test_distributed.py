@@ -45,14 +45,10 @@ def launch(*args, timeout=60, env=None):
 # ---------------------------------------------------------------------- #
 # two ranks: DDP, collectives (one launch, checked by several tests)
 # ---------------------------------------------------------------------- #
-@pytest.fixture(scope="module", params=["shm", "allgather"])
-def ddp_results(request, tmp_path_factory):
-    """Both ways the ranks exchange their descriptors before a collective:
-    the node's shared memory (all ranks on one machine) and the allgather
-    that ranks on several machines use (forced by NEEDLE_DIST_SHM=0)."""
+@pytest.fixture(scope="module")
+def ddp_results(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp")
-    env = {"NEEDLE_DIST_SHM": "1" if request.param == "shm" else "0"}
-    proc = launch(os.path.join(HERE, "ddp_worker.py"), str(out), timeout=120, env=env)
+    proc = launch(os.path.join(HERE, "ddp_worker.py"), str(out), timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
 
@@ -60,12 +56,6 @@ def ddp_results(request, tmp_path_factory):
 @needs_mpi
 def test_two_ranks_run_on_mpi(ddp_results):
     assert [(r["rank"], r["world"], r["backend"]) for r in ddp_results] == [(0, 2, "mpi"), (1, 2, "mpi")]
-
-
-@needs_mpi
-def test_descriptors_go_through_shared_memory_unless_disabled(ddp_results):
-    for r in ddp_results:
-        assert r["exchange"] == ("allgather" if r["NEEDLE_DIST_SHM"] == "0" else "shm")
 
 
 @needs_mpi
