@@ -137,6 +137,7 @@ def test_pool_sizes_square_tuples_and_bad_values(device):
     want = ndl.ops.max_pool2d(x, 2).numpy()
     np.testing.assert_array_equal(ndl.ops.max_pool2d(x, (2, 2)).numpy(), want)
     np.testing.assert_array_equal(ndl.ops.max_pool2d(x, [2, 2], stride=(2, 2)).numpy(), want)
+    np.testing.assert_array_equal(ndl.ops.max_pool2d(x, (2,)).numpy(), want)   # a 1-tuple
     for bad in ((2, 3), (), 0, -1, 2.5, "2"):
         with pytest.raises(ShapeError, match="max_pool2d"):
             ndl.ops.max_pool2d(x, bad)
