@@ -85,14 +85,16 @@ int nd_ewise_strided_f64(int op, const double *a, const nd_i64 *sa, const double
                          const nd_i64 *sb, double *o, const nd_i64 *shape, int ndim);
 
 /* below these many elements a kernel runs on one thread.  Cheap (memory
- * bound) kernels: measured with add on a 2-core EPYC (1 MiB L2 a core) under
- * load from other processes, a 2-thread region lost to one thread at every
- * size up to 2^19 elements (0.15x at 2^16: the second thread waits for a
- * core, and an operand of 2^18 floats still sits in L2, where one core
- * streams ~13 GB/s) and won only from 2^20 on.  So a thread needs 2^19
- * elements of its own; a 2^16-element op (a Transformer activation) never
- * forks.  libm calls are dearer: threads pay past ~4K of them. */
-#define ND_GRAIN_CHEAP (1 << 19)
+ * bound) kernels fork from 2^15 elements a thread (PyTorch's grain too):
+ * measured with add on a 2-core EPYC (512 KiB L2 a core), an op of 2^16
+ * float32 (a Transformer activation; 768 KiB of operands, past one core's
+ * L2) took 17.4 us on one thread and 8.4 us on two, against NumPy's 12.2
+ * (python benchmarks/compare.py kernels --filter 2^16: 1.15-1.6x NumPy, also
+ * next to nice'd background jobs).  The cost: on a machine whose other core
+ * is taken by an equal-priority process, the second thread waits for a
+ * time slice (an earlier 2^19 grain was chosen for that case, 0.15x there).
+ * libm calls are dearer: threads pay past ~4K of them. */
+#define ND_GRAIN_CHEAP (1 << 15)
 #define ND_GRAIN_MATH 4096
 /* vectorised exp/log/tanh cost ~0.3-0.5 ns an element: threads pay past ~16K */
 
