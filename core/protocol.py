@@ -106,6 +106,11 @@ OP_OVERRIDE_SIGNATURES: dict[str, str] = {
         "conv_grad_weight(a, g, out, N, H, W, C_in, K, C_out, stride, padding) -- a: "
         "input; g: adjoint; out: compact (K,K,C_in,C_out) gradient of the weights."
     ),
+    "sum_leading": (
+        "sum_leading(a, out, outer, inner) -- a: compact (outer, inner); out: (inner,) "
+        "with out[j] = sum_i a[i,j]: a sum over leading axes (a bias's gradient) without "
+        "the transposed copy the composition makes."
+    ),
     "logsumexp": (
         "logsumexp(a, out, outer, inner) -- a: compact (outer, inner); out: (outer,) "
         "with out[i] = log(sum_j exp(a[i,j])) computed stably (max subtracted)."

@@ -752,6 +752,16 @@ class NDArray:
         axes = normalize_axes(axis, self.ndim, op)
         if axis is not None and not isinstance(axis, numbers.Integral) and len(axes) == 0:
             return self + 0.0  # reducing over no axes: a copy
+        if kernel == "reduce_sum" and 0 < len(axes) < self.ndim and axes == tuple(range(len(axes))):
+            # leading axes (a bias's gradient): the backend's sum_leading reads the
+            # rows in place, where the composition below makes a transposed copy
+            red = prod(self._shape[:len(axes)])
+            if red:
+                kept = self._shape[len(axes):]
+                out = NDArray.call_op_override("sum_leading", (self,), (1,) * len(axes) + kept if keepdims
+                                               else kept, red, prod(kept))
+                if out is not None:
+                    return out
         keep = [a for a in range(self.ndim) if a not in axes]
         view = self.permute(tuple(keep) + axes) if axes != tuple(range(self.ndim - len(axes), self.ndim)) else self
         outer_shape = tuple(self._shape[a] for a in keep)

@@ -465,6 +465,18 @@ def test_override_logsumexp(backend, kdtype):
                                **ACC_TOL[kdtype.name])
 
 
+@kernel("override:sum_leading")
+@pytest.mark.parametrize("outer,inner", [(1, 5), (3, 1), (6, 40), (70000, 2), (2, 40000), (300, 300)])
+def test_override_sum_leading(backend, kdtype, outer, inner):
+    fn = _override(backend, "sum_leading")
+    a = _data("any", outer * inner, kdtype, 3).reshape(outer, inner)
+    out = backend.Array(inner, kdtype)
+    backend.fill(out, np.nan)  # every element must be written
+    fn(to_buffer(backend, a), out, outer, inner)
+    np.testing.assert_allclose(from_buffer(backend, out), a.astype(np.float64).sum(axis=0),
+                               **ACC_TOL[kdtype.name])
+
+
 @kernel("override:softmax")
 def test_override_softmax(backend, kdtype):
     fn = _override(backend, "softmax")

@@ -64,6 +64,7 @@ cdef extern from "needle_cpu.h" nogil:
     void nd_tanh_f32(const float *a, float *o, nd_i64 n) noexcept
     void nd_reduce_sum_f32(const float *a, float *o, nd_i64 outer, nd_i64 r) noexcept
     void nd_reduce_max_f32(const float *a, float *o, nd_i64 outer, nd_i64 r) noexcept
+    int nd_reduce_sum_leading_f32(const float *a, float *o, nd_i64 outer, nd_i64 inner) noexcept
     void nd_logsumexp_f32(const float *a, float *o, nd_i64 outer, nd_i64 r) noexcept
     void nd_softmax_f32(const float *a, float *o, nd_i64 outer, nd_i64 r) noexcept
 
@@ -92,6 +93,7 @@ cdef extern from "needle_cpu.h" nogil:
     void nd_tanh_f64(const double *a, double *o, nd_i64 n) noexcept
     void nd_reduce_sum_f64(const double *a, double *o, nd_i64 outer, nd_i64 r) noexcept
     void nd_reduce_max_f64(const double *a, double *o, nd_i64 outer, nd_i64 r) noexcept
+    int nd_reduce_sum_leading_f64(const double *a, double *o, nd_i64 outer, nd_i64 inner) noexcept
     void nd_logsumexp_f64(const double *a, double *o, nd_i64 outer, nd_i64 r) noexcept
     void nd_softmax_f64(const double *a, double *o, nd_i64 outer, nd_i64 r) noexcept
 
@@ -912,6 +914,27 @@ class CpuBackend(Backend):
         """``out[i] = max(a[i*r:(i+1)*r])`` (NaN propagates)."""
         _run_rows("reduce_max", a, out, out.size, reduce_size, out.size,
                   nd_reduce_max_f32, nd_reduce_max_f64)
+
+    def sum_leading(self, CpuArray a not None, CpuArray out not None, Py_ssize_t outer, Py_ssize_t inner):
+        """Op override: ``out[j] = sum_i a[i, j]`` over the (outer, inner) array ``a``
+        (a sum over leading axes, read row by row instead of a transposed copy)."""
+        cdef int rc
+        _same_dtype("sum_leading", a, out)
+        if outer < 1:
+            raise ShapeError(f"sum_leading: the reduced length must be >= 1, got {outer}")
+        _nonneg("sum_leading", "the number of columns", inner)
+        _need("sum_leading", "a", a, outer * inner)
+        _need("sum_leading", "out", out, inner)
+        if inner == 0:
+            return
+        if out.kind == 0:
+            with nogil:
+                rc = nd_reduce_sum_leading_f32(<const float *>a.data, <float *>out.data, outer, inner)
+        else:
+            with nogil:
+                rc = nd_reduce_sum_leading_f64(<const double *>a.data, <double *>out.data, outer, inner)
+        if rc != 0:
+            raise MemoryError("sum_leading: cannot allocate the per-thread sums")
 
     def logsumexp(self, CpuArray a not None, CpuArray out not None, Py_ssize_t outer, Py_ssize_t inner):
         """Op override: ``out[i] = log(sum_j exp(a[i, j]))``, max subtracted."""

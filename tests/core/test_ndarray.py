@@ -278,6 +278,46 @@ def test_reductions(device):
     np.testing.assert_array_equal(a.permute((2, 0, 1)).max(axis=0).numpy(), x.transpose(2, 0, 1).max(axis=0))
 
 
+def test_sum_over_leading_axes(device, monkeypatch):
+    """A sum over leading axes (a bias's gradient) goes to the backend's
+    sum_leading override where it has one (cpu: rows read in place, no
+    transposed copy) and to the permute-and-compact composition elsewhere;
+    both give NumPy's values, for every thread split of the kernel (few rows:
+    columns split; many rows: per-thread sums; one column: a row sum)."""
+    used = []
+    real = NDArray.call_op_override
+
+    def spy(name, *args):
+        out = real(name, *args)
+        used.append((name, out is not None))
+        return out
+    monkeypatch.setattr(NDArray, "call_op_override", staticmethod(spy))
+    rng = np.random.default_rng(7)
+    cases = [((400, 1000), (0,)), ((3, 70000), (0,)), ((70000, 3), (0,)), ((50000, 1), (0,)),
+             ((2, 3, 4), (0, 1)), ((128, 4, 4, 8), (0, 1, 2)), ((1, 9), (0,)), ((9, 1, 1), (0,))]
+    for dtype, tol in (("float32", 1e-5), ("float64", 1e-12)):
+        for shape, axes in cases:
+            x = rng.standard_normal(shape).astype(dtype)
+            want = x.astype(np.float64).sum(axis=axes, keepdims=True)
+            for keep in (False, True):
+                got = nd.array(x, device=device, dtype=dtype).sum(axis=axes, keepdims=keep).numpy()
+                assert got.dtype == np.dtype(dtype)
+                np.testing.assert_allclose(got, want if keep else want.reshape(shape[len(axes):]),
+                                           rtol=tol, atol=tol * 10, err_msg=f"{dtype} {shape} {axes}")
+    offered = device.op_override("sum_leading") is not None
+    assert used and all(name == "sum_leading" and ran == offered for name, ran in used)
+    assert offered == (device.name == "cpu")
+    # a strided (transposed) input is compacted first; NaN and inf follow NumPy
+    x = rng.standard_normal((5, 7)).astype(np.float32)
+    np.testing.assert_allclose(nd.array(x, device=device).permute((1, 0)).sum(axis=0).numpy(), x.T.sum(0),
+                               rtol=1e-5, atol=1e-6)
+    x = np.array([[1, np.nan, np.inf, np.inf], [np.inf, 2, 1, -np.inf], [3, 4, 5, 6]], np.float32)
+    np.testing.assert_array_equal(nd.array(x, device=device).sum(axis=0).numpy(), x.sum(axis=0))
+    # an empty reduced axis sums to zeros; an empty kept axis gives an empty result
+    assert nd.array(np.zeros((0, 3), np.float32), device=device).sum(axis=0).numpy().tolist() == [0, 0, 0]
+    assert nd.array(np.zeros((4, 0), np.float32), device=device).sum(axis=0).shape == (0,)
+
+
 def test_batched_matmul_with_broadcasting(device):
     for sa, sb in [((5, 4), (4, 3)), ((6, 6, 5, 4), (4, 3)), ((5, 4), (6, 6, 4, 3)),
                    ((3, 2, 1), (3, 3, 1, 2)), ((2, 1, 3, 4), (5, 4, 2)), ((8, 8), (8, 8))]:

@@ -68,6 +68,7 @@ void nd_aligned_free(void *p);
   void nd_tanh_##SUF(const T *a, T *o, nd_i64 n); \
   void nd_reduce_sum_##SUF(const T *a, T *o, nd_i64 outer, nd_i64 r); \
   void nd_reduce_max_##SUF(const T *a, T *o, nd_i64 outer, nd_i64 r); \
+  int nd_reduce_sum_leading_##SUF(const T *a, T *o, nd_i64 outer, nd_i64 inner); \
   void nd_logsumexp_##SUF(const T *a, T *o, nd_i64 outer, nd_i64 r); \
   void nd_softmax_##SUF(const T *a, T *o, nd_i64 outer, nd_i64 r);
 
