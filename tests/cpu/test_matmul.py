@@ -200,3 +200,27 @@ def test_small_products_match_packed_path(be):
         for out in outs:
             check(out, ref, np.float32, n)
         np.testing.assert_allclose(outs[0], outs[1], rtol=1e-5, atol=1e-5)
+
+
+# A row split with few rows a thread shares one packed B between the threads
+# (gemm_shared_b_: under 256 rows a thread, B of >= 16384 elements): every
+# thread count, transposed operands, several k-blocks and column blocks
+@pytest.mark.parametrize("m,n,p", [(128, 784, 100), (13, 5000, 17), (300, 257, 99), (100, 300, 3500)])
+@pytest.mark.parametrize("ta,tb", [(False, False), (True, True)])
+def test_shared_packed_b_row_split(be, dtype, m, n, p, ta, tb):
+    a, b = operands(m, n, p, dtype, seed=m + p)
+    A = put(be, np.ascontiguousarray(a.T) if ta else a)
+    B = put(be, np.ascontiguousarray(b.T) if tb else b)
+    sa = (0, 1, m) if ta else (0, n, 1)
+    sb = (0, 1, n) if tb else (0, p, 1)
+    ref = a.astype(np.float64) @ b
+    saved = ext.get_num_threads()
+    try:
+        for nt in (1, 2, 3):
+            ext.set_num_threads(nt)
+            out = be.Array(m * p, dtype)
+            be.fill(out, np.nan)
+            be.matmul_strided(A, B, out, 1, m, n, p, sa, 0, sb, 0)
+            check(get(be, out, (m, p)), ref, dtype, n)
+    finally:
+        ext.set_num_threads(saved)

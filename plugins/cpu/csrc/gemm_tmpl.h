@@ -101,64 +101,140 @@ static inline void ND_FN(tile_)(ND_FN(kern_t_) kern, nd_i64 kc, const T *Ap, con
       C[i * ldc + j] = acc ? C[i * ldc + j] + tmp[i * NR + j] : tmp[i * NR + j];
 }
 
-/* C (m x p, row stride ldc) (+)= A (m x k) @ B (k x p), on the calling thread.
- * bufB holds KC * round_up(min(NC, p), NR); bufA holds (MC + MR) * KC. */
-static void ND_FN(gemm_serial_)(nd_i64 m, nd_i64 k, nd_i64 p, const T *A, nd_i64 rsa, nd_i64 csa,
-                                const T *B, nd_i64 rsb, nd_i64 csb, T *C, nd_i64 ldc, int acc,
-                                T *bufB, T *bufA) {
-  ND_FN(kern_t_) kern = ND_FN(pick_kernel_)();
-  /* an A small enough to stay in L2 is read in place by the micro-kernel */
-  ND_FN(kdirect_t_) kdirect = NULL;
-#if defined(KERN_DIRECT) && ND_HAVE_X86_SIMD
-  if (SIMD_ON() && m * k <= ND_DIRECT_A_MAX) kdirect = KERN_DIRECT;
-#endif
-  /* equal k-blocks: no short last block paying a full C load/store */
-  nd_i64 nkb = (k + KC - 1) / KC;
-  nd_i64 kcb = (k + nkb - 1) / nkb;
-  for (nd_i64 jc = 0; jc < p; jc += NC) {
-    nd_i64 nc = p - jc < NC ? p - jc : NC;
-    nd_i64 npanel = (nc + NR - 1) / NR;
-    for (nd_i64 pc = 0; pc < k; pc += kcb) {
-      nd_i64 kc = k - pc < kcb ? k - pc : kcb;
-      int accum = acc || pc > 0;
-      const T *Bk = B + pc * rsb + jc * csb;
-      for (nd_i64 jp = 0; jp < npanel; jp++) {
-        nd_i64 nr = nc - jp * NR < NR ? nc - jp * NR : NR;
-        ND_FN(pack_b_panel_)(kc, nr, Bk + jp * NR * csb, rsb, csb, bufB + jp * NR * kc);
-      }
-      for (nd_i64 i0 = 0; i0 < m; i0 += MC) {
-        nd_i64 mc = m - i0 < MC ? m - i0 : MC;
-        const T *Ai = A + i0 * rsa + pc * csa;
-        nd_i64 mfull = kdirect ? mc / MR * MR : 0;  /* rows handled in place */
-        if (mfull < mc)  /* pack only the rows the direct kernel does not cover */
-          ND_FN(pack_a_)(mc - mfull, kc, Ai + mfull * rsa, rsa, csa, bufA + mfull * kc);
-        for (nd_i64 jp = 0; jp < npanel; jp++) {
-          nd_i64 j = jp * NR;
-          nd_i64 nr = nc - j < NR ? nc - j : NR;
-          const T *Bp = bufB + jp * NR * kc;
-          for (nd_i64 ir = 0; ir < mc; ir += MR) {
-            nd_i64 mr = mc - ir < MR ? mc - ir : MR;
-            T *Ct = C + (i0 + ir) * ldc + jc + j;
-            if (ir < mfull && nr == NR) {
-              kdirect(kc, Ai + ir * rsa, rsa, csa, Bp, Ct, ldc, accum);
-            } else if (ir < mfull) {
-              T tmp[MR * NR] __attribute__((aligned(64)));
-              kdirect(kc, Ai + ir * rsa, rsa, csa, Bp, tmp, NR, 0);
-              for (nd_i64 i = 0; i < mr; i++)
-                for (nd_i64 jj = 0; jj < nr; jj++)
-                  Ct[i * ldc + jj] = accum ? Ct[i * ldc + jj] + tmp[i * NR + jj] : tmp[i * NR + jj];
-            } else {
-              ND_FN(tile_)(kern, kc, bufA + ir * kc, Bp, Ct, ldc, accum, mr, nr);
-            }
-          }
+/* C (m x nc, row stride ldc) (+)= A (m x kc: rows rsa, columns csa apart) @
+ * B~ (kc x nc, packed in NR-column panels by pack_b_panel_): the ic / jr / ir
+ * loops.  An A small enough to stay in L2 is read in place (kdirect), else
+ * MC-row blocks of it are packed into bufA ((MC + MR) * KC elements). */
+static void ND_FN(mul_packed_b_)(ND_FN(kern_t_) kern, ND_FN(kdirect_t_) kdirect, nd_i64 m, nd_i64 kc,
+                                 nd_i64 nc, const T *A, nd_i64 rsa, nd_i64 csa, const T *bufB,
+                                 T *C, nd_i64 ldc, int accum, T *bufA) {
+  nd_i64 npanel = (nc + NR - 1) / NR;
+  for (nd_i64 i0 = 0; i0 < m; i0 += MC) {
+    nd_i64 mc = m - i0 < MC ? m - i0 : MC;
+    const T *Ai = A + i0 * rsa;
+    nd_i64 mfull = kdirect ? mc / MR * MR : 0;  /* rows handled in place */
+    if (mfull < mc)  /* pack only the rows the direct kernel does not cover */
+      ND_FN(pack_a_)(mc - mfull, kc, Ai + mfull * rsa, rsa, csa, bufA + mfull * kc);
+    for (nd_i64 jp = 0; jp < npanel; jp++) {
+      nd_i64 j = jp * NR;
+      nd_i64 nr = nc - j < NR ? nc - j : NR;
+      const T *Bp = bufB + jp * NR * kc;
+      for (nd_i64 ir = 0; ir < mc; ir += MR) {
+        nd_i64 mr = mc - ir < MR ? mc - ir : MR;
+        T *Ct = C + (i0 + ir) * ldc + j;
+        if (ir < mfull && nr == NR) {
+          kdirect(kc, Ai + ir * rsa, rsa, csa, Bp, Ct, ldc, accum);
+        } else if (ir < mfull) {
+          T tmp[MR * NR] __attribute__((aligned(64)));
+          kdirect(kc, Ai + ir * rsa, rsa, csa, Bp, tmp, NR, 0);
+          for (nd_i64 i = 0; i < mr; i++)
+            for (nd_i64 jj = 0; jj < nr; jj++)
+              Ct[i * ldc + jj] = accum ? Ct[i * ldc + jj] + tmp[i * NR + jj] : tmp[i * NR + jj];
+        } else {
+          ND_FN(tile_)(kern, kc, bufA + ir * kc, Bp, Ct, ldc, accum, mr, nr);
         }
       }
     }
   }
 }
 
+static ND_FN(kdirect_t_) ND_FN(pick_direct_)(nd_i64 m, nd_i64 k) {
+#if defined(KERN_DIRECT) && ND_HAVE_X86_SIMD
+  if (SIMD_ON() && m * k <= ND_DIRECT_A_MAX) return KERN_DIRECT;
+#endif
+  (void)m; (void)k;
+  return NULL;
+}
+
+/* k-blocks of equal size: no short last block paying a full C load/store */
+static inline nd_i64 ND_FN(k_block_)(nd_i64 k) {
+  nd_i64 nkb = (k + KC - 1) / KC;
+  return (k + nkb - 1) / nkb;
+}
+
+/* C (m x p, row stride ldc) (+)= A (m x k) @ B (k x p), on the calling thread.
+ * bufB holds KC * round_up(min(NC, p), NR); bufA holds (MC + MR) * KC. */
+static void ND_FN(gemm_serial_)(nd_i64 m, nd_i64 k, nd_i64 p, const T *A, nd_i64 rsa, nd_i64 csa,
+                                const T *B, nd_i64 rsb, nd_i64 csb, T *C, nd_i64 ldc, int acc,
+                                T *bufB, T *bufA) {
+  ND_FN(kern_t_) kern = ND_FN(pick_kernel_)();
+  ND_FN(kdirect_t_) kdirect = ND_FN(pick_direct_)(m, k);
+  nd_i64 kcb = ND_FN(k_block_)(k);
+  for (nd_i64 jc = 0; jc < p; jc += NC) {
+    nd_i64 nc = p - jc < NC ? p - jc : NC;
+    nd_i64 npanel = (nc + NR - 1) / NR;
+    for (nd_i64 pc = 0; pc < k; pc += kcb) {
+      nd_i64 kc = k - pc < kcb ? k - pc : kcb;
+      const T *Bk = B + pc * rsb + jc * csb;
+      for (nd_i64 jp = 0; jp < npanel; jp++) {
+        nd_i64 nr = nc - jp * NR < NR ? nc - jp * NR : NR;
+        ND_FN(pack_b_panel_)(kc, nr, Bk + jp * NR * csb, rsb, csb, bufB + jp * NR * kc);
+      }
+      ND_FN(mul_packed_b_)(kern, kdirect, m, kc, nc, A + pc * csa, rsa, csa, bufB, C + jc, ldc,
+                           acc || pc > 0, bufA);
+    }
+  }
+}
+
+#ifdef _OPENMP
+/* Row slabs that share one packed B~, for products whose B is large next to
+ * a thread's rows: in the MLP's 128x784 @ 784x100 each of two threads
+ * repacking all of B cost about a third of its multiply.  The threads pack
+ * B~'s panels together, multiply their own rows, and wait for each other
+ * before the next k-block overwrites B~ -- two barriers a k-block, which a
+ * descheduled thread makes the others wait at; hence only for few rows a
+ * thread (ND_SHARED_B_ROWS), where the repacking would cost the most. */
+static int ND_FN(gemm_shared_b_)(nd_i64 m, nd_i64 k, nd_i64 p, const T *A, nd_i64 rsa, nd_i64 csa,
+                                 const T *B, nd_i64 rsb, nd_i64 csb, T *C, nd_i64 ldc, int acc,
+                                 int nt) {
+  ND_FN(kern_t_) kern = ND_FN(pick_kernel_)();
+  nd_i64 kcb = ND_FN(k_block_)(k);
+  nd_i64 ncap = p < NC ? p : NC;
+  T *bufB = (T *)nd_aligned_alloc((size_t)(kcb * ((ncap + NR - 1) / NR * NR)) * sizeof(T));
+  if (!bufB) return -1;
+  nd_i64 units = (m + MR - 1) / MR;
+  int ok = 1;
+  _Pragma("omp parallel num_threads(nt) reduction(&&:ok)")
+  {
+    int t = omp_get_thread_num(), nth = omp_get_num_threads();
+    nd_i64 r0 = units * t / nth * MR, r1 = units * (t + 1) / nth * MR;
+    if (r1 > m) r1 = m;
+    if (r0 > r1) r0 = r1;
+    ND_FN(kdirect_t_) kdirect = ND_FN(pick_direct_)(r1 - r0, k);
+    T *bufA = (T *)nd_aligned_alloc((size_t)((MC + MR) * KC) * sizeof(T));
+    if (!bufA) ok = 0;
+    for (nd_i64 jc = 0; jc < p; jc += NC) {
+      nd_i64 nc = p - jc < NC ? p - jc : NC;
+      nd_i64 npanel = (nc + NR - 1) / NR;
+      for (nd_i64 pc = 0; pc < k; pc += kcb) {
+        nd_i64 kc = k - pc < kcb ? k - pc : kcb;
+        const T *Bk = B + pc * rsb + jc * csb;
+        _Pragma("omp for schedule(static)")  /* ends with a barrier: B~ is whole */
+        for (nd_i64 jp = 0; jp < npanel; jp++) {
+          nd_i64 nr = nc - jp * NR < NR ? nc - jp * NR : NR;
+          ND_FN(pack_b_panel_)(kc, nr, Bk + jp * NR * csb, rsb, csb, bufB + jp * NR * kc);
+        }
+        if (bufA && r1 > r0)
+          ND_FN(mul_packed_b_)(kern, kdirect, r1 - r0, kc, nc, A + r0 * rsa + pc * csa, rsa, csa, bufB,
+                               C + r0 * ldc + jc, ldc, acc || pc > 0, bufA);
+        _Pragma("omp barrier")  /* every thread is done with B~ */
+      }
+    }
+    nd_aligned_free(bufA);
+  }
+  nd_aligned_free(bufB);
+  return ok ? 0 : -1;
+}
+#endif
+
 /* Small products keep their packing buffers on the stack (no malloc). */
 #define ND_STACK_ELEMS 8192
+#ifndef ND_SHARED_B_ROWS
+/* below this many rows a thread, a row split shares one packed B (see
+ * gemm_shared_b_); from ND_SHARED_B_MIN elements of B up */
+#define ND_SHARED_B_ROWS 256
+#define ND_SHARED_B_MIN 16384
+#endif
 #ifndef ND_SLABS_PER_THREAD
 /* 1: one slab a thread.  4 hid a descheduled thread's share on a loaded
  * machine but repacked B (or A) per slab: on a quiet one 1024^3 fell from
@@ -179,6 +255,10 @@ static int ND_FN(gemm_one_)(nd_i64 m, nd_i64 k, nd_i64 p, const T *A, nd_i64 rsa
 #endif
   nd_i64 kcap = k < KC ? k : KC;
   int by_rows = m >= p;
+#ifdef _OPENMP
+  if (nt > 1 && by_rows && m < (nd_i64)nt * ND_SHARED_B_ROWS && k * p >= ND_SHARED_B_MIN)
+    return ND_FN(gemm_shared_b_)(m, k, p, A, rsa, csa, B, rsb, csb, C, ldc, acc, nt);
+#endif
   nd_i64 unit = by_rows ? MR : NR, extent = by_rows ? m : p;
   nd_i64 units = (extent + unit - 1) / unit;
   if (nt > units) nt = (int)units;
