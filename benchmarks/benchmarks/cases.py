@@ -105,6 +105,10 @@ KERNEL_CASES = [
          lambda q, k: q.permute((0, 2, 1, 3)) @ k.permute((0, 2, 3, 1)),
          lambda q, k: q.transpose(0, 2, 1, 3) @ k.transpose(0, 2, 3, 1), 2.0 * 32 * 4 * 32 * 16 * 32,
          "GFLOP/s"),
+    # a bias's gradient: the LSTM LM's logits (seq*batch, vocab) summed over rows,
+    # read in place by the cpu backend's sum_leading (no transposed copy)
+    Case("sum leading axis 400x10000", ((400, 10000),), lambda a: a.sum(axis=0), lambda a: a.sum(axis=0),
+         4.0 * 400 * 10000, "GB/s"),
     Case("batched matmul 64x(64x64@64x64)", ((64, 64, 64), (64, 64, 64)), lambda a, b: a @ b,
          lambda a, b: a @ b, 2.0 * 64 * 64 ** 3, "GFLOP/s"),
 ]
