@@ -224,3 +224,19 @@ def test_shared_packed_b_row_split(be, dtype, m, n, p, ta, tb):
             check(get(be, out, (m, p)), ref, dtype, n)
     finally:
         ext.set_num_threads(saved)
+
+
+# Row-major A too large to read in place is packed six rows at a time; the
+# AVX2 packer moves eight k at a time and leaves k % 8 to the scalar loop,
+# and the last of its stores must stop at the panel's end (a NaN-filled
+# output shows a stray write as a wrong value nowhere else)
+@pytest.mark.parametrize("k", [1640 + r for r in range(8)])
+def test_packed_a_every_k_tail(be, kernel_path, k):
+    m, p = 91, 21  # 15 full six-row panels and a partial one; > 65536 elements of A a thread
+    a, b = operands(m, k, p, np.float32, seed=k)
+    a_big = np.zeros((m, k + 5), np.float32)  # rows 5 floats apart from where they end
+    a_big[:, :k] = a
+    out = be.Array(m * p, np.float32)
+    be.fill(out, np.nan)
+    be.matmul_strided(put(be, a_big), put(be, b), out, 1, m, k, p, (0, k + 5, 1), 0, (0, p, 1), 0)
+    check(get(be, out, (m, p)), a.astype(np.float64) @ b, np.float32, k)

@@ -1,6 +1,6 @@
 /* BLIS-style GEMM for one dtype and one SIMD width (included by gemm.c with
- * T, SUF, MR, NR, KC, MC, NC, SIMD_ON() and KERN_SIMD set; KERN_DIRECT and
- * KERN_SMALL optional).  Defines static gemm_batch_<SUF>.
+ * T, SUF, MR, NR, KC, MC, NC, SIMD_ON() and KERN_SIMD set; KERN_DIRECT,
+ * KERN_SMALL and PACK_A6 (six rows of row-major A packed with vectors) optional).  Defines static gemm_batch_<SUF>.
  *
  * Loop nest (Goto / BLIS):  jc (NC columns of B, panel in L3)
  *                            pc (KC of the inner dimension: pack B~ kc x nc)
@@ -23,9 +23,13 @@ static void ND_FN(pack_a_)(nd_i64 mc, nd_i64 kc, const T *A, nd_i64 rs, nd_i64 c
     nd_i64 mr = mc - i0 < MR ? mc - i0 : MR;
     const T *a = A + i0 * rs;
     if (mr == MR && cs == 1) {
+      nd_i64 k0 = 0;
+#ifdef PACK_A6
+      if (MR == 6 && nd_simd_avx2()) k0 = PACK_A6(kc, a, rs, Ap);  /* k0 .. kc-1 left */
+#endif
       for (int i = 0; i < MR; i++) {
         const T *ar = a + i * rs;
-        for (nd_i64 k = 0; k < kc; k++) Ap[k * MR + i] = ar[k];
+        for (nd_i64 k = k0; k < kc; k++) Ap[k * MR + i] = ar[k];
       }
     } else if (mr == MR) {
       for (nd_i64 k = 0; k < kc; k++) {
