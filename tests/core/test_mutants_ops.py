@@ -364,3 +364,16 @@ def test_layer_norm_second_order_matches_torch(device, pshape):
     for a, c in zip(got, want):
         assert a.shape == tuple(c.shape)
         np.testing.assert_allclose(a.numpy(), c.numpy(), rtol=1e-9, atol=1e-11)
+
+
+def test_layer_norm_mixed_dtypes_promote_with_eps_and_bias(device):
+    # a float64 input through float32 weight and bias takes the composition:
+    # eps under the root (rows of variance near eps) and the bias added
+    x = np.array([[0.0, 2e-3, 5e-3, 9e-3], [1.0, -1.0, 3.0, 0.5]])
+    w = np.array([1.0, 2.0, 0.5, 1.5], np.float32)
+    b = np.array([0.25, -0.5, 0.75, 1.0], np.float32)
+    y = ndl.ops.layer_norm(ndl.Tensor(x, device=device, dtype="float64"),
+                           ndl.Tensor(w, device=device), ndl.Tensor(b, device=device))
+    assert y.dtype == "float64"
+    want = _np_layer_norm(x, w.astype(np.float64), b.astype(np.float64))[1]
+    np.testing.assert_allclose(y.numpy(), want, rtol=1e-10, atol=1e-12)
