@@ -377,3 +377,40 @@ def test_layer_norm_mixed_dtypes_promote_with_eps_and_bias(device):
     assert y.dtype == "float64"
     want = _np_layer_norm(x, w.astype(np.float64), b.astype(np.float64))[1]
     np.testing.assert_allclose(y.numpy(), want, rtol=1e-10, atol=1e-12)
+
+
+# --------------------------------------------------------------------------- #
+# core/ops/ops_lstm.py survivors: the fused LSTM gates
+# --------------------------------------------------------------------------- #
+def _np_sig(a):
+    return 1 / (1 + np.exp(-a))
+
+
+def test_lstm_gates_run_their_fused_kernels_once_each(device, overrides_taken):
+    # forward one lstm_gates call; backward one lstm_gates_grad call shared by
+    # the adjoints of z and c
+    rng = np.random.default_rng(21)
+    bsz, hid = 3, 4
+    z, c, g = rng.standard_normal((bsz, 4 * hid)) * 2, rng.standard_normal((bsz, hid)), \
+        rng.standard_normal((bsz, 2, hid))
+    zt, ct = _t(z, device), _t(c, device)
+    y = ndl.ops.lstm_gates(zt, ct)
+    (y * _t(g, device)).sum().backward()
+    assert sorted(overrides_taken) == _fused_on(device, ["lstm_gates", "lstm_gates_grad"])
+    i, f, gg, o = (z[:, k * hid:(k + 1) * hid] for k in range(4))
+    i, f, gg, o = _np_sig(i), _np_sig(f), np.tanh(gg), _np_sig(o)
+    cn = f * c + i * gg
+    th = np.tanh(cn)
+    np.testing.assert_allclose(y.numpy(), np.stack([o * th, cn], 1), rtol=1e-12, atol=1e-14)
+    dcn = g[:, 1] + g[:, 0] * o * (1 - th * th)
+    dz = np.concatenate([dcn * gg * i * (1 - i), dcn * c * f * (1 - f), dcn * i * (1 - gg * gg),
+                         g[:, 0] * th * o * (1 - o)], axis=1)
+    np.testing.assert_allclose(zt.grad.numpy(), dz, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(ct.grad.numpy(), dcn * f, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("zshape,cshape", [((3, 8, 1), (3, 2)), ((3, 8), (3, 2, 1)), ((3, 8), (2,))])
+def test_lstm_gates_refuse_inputs_not_two_dimensional(device, zshape, cshape):
+    z, c = _t(np.zeros(zshape), device), _t(np.zeros(cshape), device)
+    with pytest.raises(ShapeError, match=r"lstm_gates: expected z \(B, 4H\) and c \(B, H\)"):
+        ndl.ops.lstm_gates(z, c)
