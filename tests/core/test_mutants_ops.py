@@ -183,3 +183,234 @@ def test_pool_modules_refuse_non_square_windows():
             ndl.nn.MaxPool2d(bad)
     with pytest.raises(ShapeError, match="AvgPool2d: stride"):
         ndl.nn.AvgPool2d(2, stride=(1, 2))
+
+
+# --------------------------------------------------------------------------- #
+# core/ops/ops_rows.py survivors: the fused softmax / layer norm
+# --------------------------------------------------------------------------- #
+@pytest.fixture
+def overrides_taken(monkeypatch):
+    """The op names whose override returned a result (a fused kernel ran),
+    one entry per call, in order; the calls go through to the real one."""
+    from needle.backend_ndarray import NDArray
+    taken, real = [], NDArray.call_op_override
+
+    def spy(name, inputs, out_shape, *args):
+        out = real(name, inputs, out_shape, *args)
+        if out is not None:
+            taken.append(name)
+        return out
+
+    monkeypatch.setattr(NDArray, "call_op_override", staticmethod(spy))
+    return taken
+
+
+def _fused_on(device, names):
+    """The names ``device`` offers a fused kernel for; the cpu backend must offer all."""
+    have = [n for n in names if device.op_override(n) is not None]
+    if device.name == "cpu":
+        assert have == list(names)
+    return have
+
+
+def _np_softmax(x):
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def test_softmax_runs_its_fused_kernels_forward_and_backward(device, overrides_taken):
+    rng = np.random.default_rng(11)
+    x, g = rng.standard_normal((3, 4, 5)), rng.standard_normal((3, 4, 5))
+    t = _t(x, device)
+    y = ndl.ops.softmax(t)
+    (y * _t(g, device)).sum().backward()
+    assert overrides_taken == _fused_on(device, ["softmax", "softmax_grad"])
+    # every backend, fused or composed, gives the same values
+    s = _np_softmax(x)
+    np.testing.assert_allclose(y.numpy(), s, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(t.grad.numpy(), s * (g - (g * s).sum(-1, keepdims=True)), rtol=1e-10, atol=1e-14)
+
+
+def _np_layer_norm(x, w, b, eps=1e-5):
+    xhat = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + eps)
+    return xhat, xhat * w + b
+
+
+def test_layer_norm_runs_its_fused_kernels_once_each(device, overrides_taken):
+    # one backward: the weight's and the bias's adjoints share one
+    # layer_norm_grad_params call (the pair), the input's is one more call
+    rng = np.random.default_rng(12)
+    x, g = rng.standard_normal((3, 4, 6)) * 2 + 1, rng.standard_normal((3, 4, 6))
+    w, b = rng.uniform(0.5, 2, 6), rng.standard_normal(6)
+    xt, wt, bt = _t(x, device), _t(w, device), _t(b, device)
+    y = ndl.ops.layer_norm(xt, wt, bt)
+    (y * _t(g, device)).sum().backward()
+    names = ["layer_norm", "layer_norm_grad_input", "layer_norm_grad_params"]
+    assert sorted(overrides_taken) == _fused_on(device, names)
+    xhat, want = _np_layer_norm(x, w, b)
+    np.testing.assert_allclose(y.numpy(), want, rtol=1e-10, atol=1e-12)
+    inv = 1 / np.sqrt(x.var(-1, keepdims=True) + 1e-5)
+    gw = g * w
+    dx = inv * (gw - gw.mean(-1, keepdims=True) - xhat * (gw * xhat).mean(-1, keepdims=True))
+    np.testing.assert_allclose(xt.grad.numpy(), dx, rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(wt.grad.numpy(), (g * xhat).sum((0, 1)), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(bt.grad.numpy(), g.sum((0, 1)), rtol=1e-10, atol=1e-12)
+
+
+def test_fused_rows_of_one_element(device):
+    # a row of one element: softmax is 1 and its adjoint 0; layer norm gives
+    # the bias (xhat = 0), the input's and the weight's adjoints are 0 and
+    # the bias's is the upstream gradient
+    for shape in ((1,), (1, 1)):
+        t = _t(np.full(shape, 2.5), device)
+        y = ndl.ops.softmax(t)
+        np.testing.assert_array_equal(y.numpy(), np.ones(shape))
+        (y * _t(np.full(shape, 3.0), device)).sum().backward()
+        np.testing.assert_array_equal(t.grad.numpy(), np.zeros(shape))
+
+        x, w, b = _t(np.full(shape, 3.0), device), _t([2.0], device), _t([0.5], device)
+        y = ndl.ops.layer_norm(x, w, b)
+        np.testing.assert_array_equal(y.numpy(), np.full(shape, 0.5))
+        (y * _t(np.full(shape, 1.5), device)).sum().backward()
+        np.testing.assert_array_equal(x.grad.numpy(), np.zeros(shape))
+        np.testing.assert_array_equal(w.grad.numpy(), [0.0])
+        np.testing.assert_array_equal(b.grad.numpy(), [1.5])
+
+
+def test_fused_rows_of_empty_inputs(device):
+    # no rows (0, 5) or empty rows (3, 0): empty results, no error; the
+    # parameters' adjoints are zeros of the parameters' shape
+    for shape in ((0, 5), (3, 0)):
+        t = _t(np.zeros(shape), device)
+        y = ndl.ops.softmax(t)
+        assert y.shape == shape
+        y.sum().backward()
+        assert t.grad.shape == shape
+    x = _t(np.zeros((0, 5)), device)
+    w, b = _t(np.full(5, 2.0), device), _t(np.ones(5), device)
+    y = ndl.ops.layer_norm(x, w, b)
+    assert y.shape == (0, 5)
+    y.sum().backward()
+    assert x.grad.shape == (0, 5)
+    np.testing.assert_array_equal(w.grad.numpy(), np.zeros(5))
+    np.testing.assert_array_equal(b.grad.numpy(), np.zeros(5))
+
+
+def test_softmax_of_large_logits_does_not_overflow(device):
+    # the row maximum is subtracted: exp never sees more than 0
+    x = np.array([[800.0, 790.0, 795.0], [-900.0, -910.0, -900.0]])
+    for dtype in ("float64", "float32"):
+        y = ndl.ops.softmax(ndl.Tensor(x, device=device, dtype=dtype)).numpy()
+        assert np.isfinite(y).all()
+        np.testing.assert_allclose(y, _np_softmax(x), rtol=1e-6 if dtype == "float32" else 1e-12, atol=0)
+
+
+def test_layer_norm_of_a_vector_and_the_default_eps(device):
+    # a 1-D input is one row; LayerNorm() defaults to eps = 1e-5, which
+    # matters for a row whose variance is of that order
+    x = np.array([0.0, 2e-3, 5e-3, 9e-3, 1e-2])
+    w, b = np.array([1.0, 2.0, 0.5, 1.5, 1.0]), np.array([0.0, 0.1, 0.2, 0.3, 0.4])
+    want = _np_layer_norm(x, w, b)[1]
+    y = ndl.ops.layer_norm(_t(x, device), _t(w, device), _t(b, device))
+    np.testing.assert_allclose(y.numpy(), want, rtol=1e-10, atol=1e-12)
+    y = ndl.ops.LayerNorm()(_t(x[None], device), _t(w, device), _t(b, device))
+    np.testing.assert_allclose(y.numpy(), want[None], rtol=1e-10, atol=1e-12)
+    assert np.abs(want - _np_layer_norm(x, w, b, eps=2e-5)[1]).max() > 1e-2
+
+
+@pytest.mark.parametrize("pshape", [(1, 5), (5, 1)])
+def test_layer_norm_parameters_of_another_shape_get_adjoints_of_their_shape(device, pshape):
+    # weight and bias need only hold the last axis' 5 elements
+    rng = np.random.default_rng(13)
+    x, g = rng.standard_normal((4, 5)), rng.standard_normal((4, 5))
+    w, b = rng.uniform(0.5, 2, 5), rng.standard_normal(5)
+    xt, wt, bt = _t(x, device), _t(w.reshape(pshape), device), _t(b.reshape(pshape), device)
+    y = ndl.ops.layer_norm(xt, wt, bt)
+    xhat, want = _np_layer_norm(x, w, b)
+    np.testing.assert_allclose(y.numpy(), want, rtol=1e-10, atol=1e-12)
+    (y * _t(g, device)).sum().backward()
+    assert wt.grad.shape == pshape and bt.grad.shape == pshape
+    np.testing.assert_allclose(wt.grad.numpy(), (g * xhat).sum(0).reshape(pshape), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(bt.grad.numpy(), g.sum(0).reshape(pshape), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("pshape", [(5,), (5, 1)])
+def test_layer_norm_second_order_matches_torch(device, pshape):
+    # the double backward through a 3-D input, with an upstream for the
+    # input's adjoint whose rows do not sum to 0, differentiated also with
+    # respect to the first backward's upstream g
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(14)
+    x, g, u = (rng.standard_normal((2, 3, 5)) for _ in range(3))
+    x = x * 2 + 1
+    w, b, v, z = rng.uniform(0.5, 2, 5), rng.standard_normal(5), rng.standard_normal(5), rng.standard_normal(5)
+    T = lambda a: ndl.Tensor(a, device=device, dtype="float64", requires_grad=True)  # noqa: E731
+    xt, wt, bt, gt = T(x), T(w.reshape(pshape)), T(b.reshape(pshape)), T(g)
+    y = ndl.ops.layer_norm(xt, wt, bt)
+    dx, dw, db = ndl.autograd.local_vjp(y, (xt, wt, bt), gt)
+    loss = (ndl.ops.summation(dx * T(u)) + ndl.ops.summation(dw * T(v.reshape(pshape)))
+            + ndl.ops.summation(db * T(z.reshape(pshape))))
+    one = ndl.Tensor(np.array(1.0), device=device, dtype="float64")
+    got = ndl.autograd.local_vjp(loss, (xt, wt, gt), one)
+
+    tx, tw, tb, tg = (torch.tensor(a, requires_grad=True) for a in (x, w.reshape(pshape), b.reshape(pshape), g))
+    ty = torch.nn.functional.layer_norm(tx, (5,), tw.reshape(5), tb.reshape(5), 1e-5)
+    tdx, tdw, tdb = torch.autograd.grad(ty, (tx, tw, tb), tg, create_graph=True)
+    tloss = ((tdx * torch.tensor(u)).sum() + (tdw * torch.tensor(v.reshape(pshape))).sum()
+             + (tdb * torch.tensor(z.reshape(pshape))).sum())
+    want = torch.autograd.grad(tloss, (tx, tw, tg))
+    np.testing.assert_allclose(dx.numpy(), tdx.detach().numpy(), rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(dw.numpy(), tdw.detach().numpy(), rtol=1e-9, atol=1e-11)
+    for a, c in zip(got, want):
+        assert a.shape == tuple(c.shape)
+        np.testing.assert_allclose(a.numpy(), c.numpy(), rtol=1e-9, atol=1e-11)
+
+
+def test_layer_norm_mixed_dtypes_promote_with_eps_and_bias(device):
+    # a float64 input through float32 weight and bias takes the composition:
+    # eps under the root (rows of variance near eps) and the bias added
+    x = np.array([[0.0, 2e-3, 5e-3, 9e-3], [1.0, -1.0, 3.0, 0.5]])
+    w = np.array([1.0, 2.0, 0.5, 1.5], np.float32)
+    b = np.array([0.25, -0.5, 0.75, 1.0], np.float32)
+    y = ndl.ops.layer_norm(ndl.Tensor(x, device=device, dtype="float64"),
+                           ndl.Tensor(w, device=device), ndl.Tensor(b, device=device))
+    assert y.dtype == "float64"
+    want = _np_layer_norm(x, w.astype(np.float64), b.astype(np.float64))[1]
+    np.testing.assert_allclose(y.numpy(), want, rtol=1e-10, atol=1e-12)
+
+
+# --------------------------------------------------------------------------- #
+# core/ops/ops_lstm.py survivors: the fused LSTM gates
+# --------------------------------------------------------------------------- #
+def _np_sig(a):
+    return 1 / (1 + np.exp(-a))
+
+
+def test_lstm_gates_run_their_fused_kernels_once_each(device, overrides_taken):
+    # forward one lstm_gates call; backward one lstm_gates_grad call shared by
+    # the adjoints of z and c
+    rng = np.random.default_rng(21)
+    bsz, hid = 3, 4
+    z, c, g = rng.standard_normal((bsz, 4 * hid)) * 2, rng.standard_normal((bsz, hid)), \
+        rng.standard_normal((bsz, 2, hid))
+    zt, ct = _t(z, device), _t(c, device)
+    y = ndl.ops.lstm_gates(zt, ct)
+    (y * _t(g, device)).sum().backward()
+    assert sorted(overrides_taken) == _fused_on(device, ["lstm_gates", "lstm_gates_grad"])
+    i, f, gg, o = (z[:, k * hid:(k + 1) * hid] for k in range(4))
+    i, f, gg, o = _np_sig(i), _np_sig(f), np.tanh(gg), _np_sig(o)
+    cn = f * c + i * gg
+    th = np.tanh(cn)
+    np.testing.assert_allclose(y.numpy(), np.stack([o * th, cn], 1), rtol=1e-12, atol=1e-14)
+    dcn = g[:, 1] + g[:, 0] * o * (1 - th * th)
+    dz = np.concatenate([dcn * gg * i * (1 - i), dcn * c * f * (1 - f), dcn * i * (1 - gg * gg),
+                         g[:, 0] * th * o * (1 - o)], axis=1)
+    np.testing.assert_allclose(zt.grad.numpy(), dz, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(ct.grad.numpy(), dcn * f, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("zshape,cshape", [((3, 8, 1), (3, 2)), ((3, 8), (3, 2, 1)), ((3, 8), (2,))])
+def test_lstm_gates_refuse_inputs_not_two_dimensional(device, zshape, cshape):
+    z, c = _t(np.zeros(zshape), device), _t(np.zeros(cshape), device)
+    with pytest.raises(ShapeError, match=r"lstm_gates: expected z \(B, 4H\) and c \(B, H\)"):
+        ndl.ops.lstm_gates(z, c)
