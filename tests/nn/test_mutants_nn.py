@@ -80,3 +80,60 @@ def test_load_state_dict_reports_every_size_mismatch_and_loads_nothing():
     assert "size mismatch for 0.weight" in msg and "size mismatch for 1.weight" in msg
     for n, t in model.named_tensors():
         np.testing.assert_array_equal(t.numpy(), before[n])
+
+
+# -- contrib/nn/_checks.py: the loss inputs ------------------------------------
+
+def test_softmax_loss_takes_class_ids_as_a_plain_list():
+    # a list has no .shape: its length is the label count
+    rng = np.random.default_rng(2)
+    z = rng.standard_normal((3, 4)).astype(np.float32)
+    y = [0, 3, 1]
+    got = float(nn.SoftmaxLoss()(ndl.Tensor(z), y).numpy())
+    np.testing.assert_allclose(got, _ce_reference(z, np.array(y)), rtol=1e-6)
+
+
+def test_softmax_loss_rejects_labels_with_an_extra_axis_and_unsized_labels():
+    from needle.errors import ArgumentTypeError, ShapeError
+    z = ndl.Tensor(np.zeros((3, 4), np.float32))
+    with pytest.raises(ShapeError) as err:
+        nn.SoftmaxLoss()(z, np.zeros((3, 1), np.int64))
+    assert str(err.value) == ("SoftmaxLoss: y has shape (3, 1), expected (3,): one class id per row "
+                              "of logits (3, 4)")
+    with pytest.raises(ArgumentTypeError, match=r"^SoftmaxLoss: y must hold one class id per row, got int 5$"):
+        nn.SoftmaxLoss()(z, 5)
+
+
+def test_softmax_loss_label_count_error_names_the_batch_size():
+    from needle.errors import ShapeError
+    z = ndl.Tensor(np.zeros((2, 5), np.float32))
+    with pytest.raises(ShapeError) as err:
+        nn.SoftmaxLoss()(z, [0, 1, 2])
+    assert str(err.value) == ("SoftmaxLoss: y has shape (3,), expected (2,): one class id per row "
+                              "of logits (2, 5)")
+
+
+# -- contrib/nn/nn_activations.py: Softmax's axis ------------------------------
+
+def _softmax_reference(x, axis):
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def test_softmax_defaults_to_the_last_axis_of_a_3d_input(device):
+    x = np.random.default_rng(3).standard_normal((2, 3, 4)).astype(np.float32)
+    m = nn.Softmax()
+    assert m.dim == -1
+    got = m(ndl.Tensor(x, device=device)).numpy()
+    np.testing.assert_allclose(got, _softmax_reference(x, 2), rtol=1e-6, atol=1e-7)
+
+
+def test_softmax_accepts_dim_minus_ndim_and_rejects_one_beyond(device):
+    from needle.errors import ShapeError
+    x = np.random.default_rng(4).standard_normal((2, 3, 4)).astype(np.float32)
+    t = ndl.Tensor(x, device=device)
+    np.testing.assert_allclose(nn.Softmax(dim=-3)(t).numpy(), _softmax_reference(x, 0), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(nn.Softmax(dim=2)(t).numpy(), _softmax_reference(x, 2), rtol=1e-6, atol=1e-7)
+    for dim in (-4, 3):
+        with pytest.raises(ShapeError, match=rf"^Softmax\(dim={dim}\): input of shape \(2, 3, 4\) has no such axis$"):
+            nn.Softmax(dim=dim)(t)
