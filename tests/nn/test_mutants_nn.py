@@ -137,3 +137,96 @@ def test_softmax_accepts_dim_minus_ndim_and_rejects_one_beyond(device):
     for dim in (-4, 3):
         with pytest.raises(ShapeError, match=rf"^Softmax\(dim={dim}\): input of shape \(2, 3, 4\) has no such axis$"):
             nn.Softmax(dim=dim)(t)
+
+
+# -- contrib/nn/nn_basic.py: NumPy inputs to Module.__call__ -------------------
+
+class _Probe(nn.Module):
+    """One parameter; forward hands back what it was given."""
+
+    def __init__(self, device, dtype):
+        super().__init__()
+        self.w = nn.Parameter(ndl.init.zeros(1, device=device, dtype=dtype))
+
+    def forward(self, *args, **kwargs):
+        return args, kwargs
+
+
+def test_numpy_arguments_become_constant_tensors_like_the_parameters(device):
+    x = np.arange(6.0).reshape(2, 3) / 7  # float64
+    y = np.array([1.5, -2.0])
+    t = ndl.Tensor(np.ones(2, np.float32), device=device)
+    (gx, gy, gt, k), kw = _Probe(device, "float32")(x, y, t, 3)
+    for got, want in ((gx, x), (gy, y)):
+        assert type(got) is ndl.Tensor
+        assert (got.device, got.dtype, got.requires_grad) == (device, "float32", False)
+        np.testing.assert_array_equal(got.numpy(), want.astype(np.float32))
+    assert gt is t and k == 3 and kw == {}
+
+
+def test_numpy_input_to_a_linear_layer_meets_its_float32_weights(device):
+    lin = nn.Linear(3, 2, device=device)
+    x = np.random.default_rng(5).standard_normal((4, 3))  # float64
+    out = lin(x)
+    assert (out.device, out.dtype) == (device, "float32")
+    w, b = lin.weight.numpy(), lin.bias.numpy()
+    np.testing.assert_allclose(out.numpy(), x.astype(np.float32) @ w + b, rtol=1e-5, atol=1e-6)
+
+
+def test_numpy_input_to_a_one_parameter_module(device):
+    lin = nn.Linear(3, 2, bias=False, device=device, dtype="float64")
+    x = np.random.default_rng(6).standard_normal((4, 3)).astype(np.float32)
+    out = lin(x)
+    assert (out.device, out.dtype) == (device, "float64")
+    np.testing.assert_allclose(out.numpy(), x.astype(np.float64) @ lin.weight.numpy(), rtol=1e-12)
+
+
+def test_a_module_without_parameters_keeps_the_tensor_constructor_rules():
+    x = np.arange(4.0)
+    got = nn.Identity()(x)
+    assert type(got) is ndl.Tensor
+    assert (got.device, got.dtype, got.requires_grad) == (ndl.default_device(), "float64", False)
+    np.testing.assert_array_equal(got.numpy(), x)
+
+
+def test_a_module_called_with_keywords_only(device):
+    t = ndl.Tensor(np.ones(2, np.float32), device=device)
+    args, kw = _Probe(device, "float32")(x=t)
+    assert args == () and kw["x"] is t
+
+
+# -- contrib/nn/nn_basic.py: load_state_dict's checks --------------------------
+
+class _ItemsOnly:
+    """Has items() but no __contains__: not a mapping load_state_dict can use."""
+
+    def __init__(self, d):
+        self._d = d
+
+    def items(self):
+        return self._d.items()
+
+
+@pytest.mark.parametrize("bad, kind", [([("0.weight", np.zeros((2, 3)))], "list"),
+                                       (_ItemsOnly({"0.weight": np.zeros((2, 3))}), "_ItemsOnly")])
+def test_load_state_dict_wants_items_and_membership(bad, kind):
+    from needle.errors import StateDictError
+    model = nn.Sequential(nn.Linear(2, 3))
+    with pytest.raises(StateDictError) as err:
+        model.load_state_dict(bad)
+    assert str(err.value) == f"Sequential.load_state_dict: expected a mapping of name -> array, got {kind}"
+
+
+def test_load_state_dict_rejects_non_string_keys_and_lists_the_first_five():
+    from needle.errors import StateDictError
+    model = nn.Linear(2, 3)
+    before = {n: t.numpy().copy() for n, t in model.named_tensors()}
+    state = {k: np.ones(v.shape, np.float32) for k, v in model.state_dict().items()}
+    for strict in (True, False):
+        for extra, listed in (([7], "[7]"), (list(range(6)), "[0, 1, 2, 3, 4]")):
+            with pytest.raises(StateDictError) as err:
+                model.load_state_dict({**state, **{k: np.zeros(1) for k in extra}}, strict=strict)
+            assert str(err.value) == ("Error(s) in Linear.load_state_dict:\n\t"
+                                      f"Non-string key(s) in state_dict: {listed}.")
+    for n, t in model.named_tensors():
+        np.testing.assert_array_equal(t.numpy(), before[n])
