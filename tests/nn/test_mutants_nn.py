@@ -230,3 +230,17 @@ def test_load_state_dict_rejects_non_string_keys_and_lists_the_first_five():
                                       f"Non-string key(s) in state_dict: {listed}.")
     for n, t in model.named_tensors():
         np.testing.assert_array_equal(t.numpy(), before[n])
+
+
+def test_every_nn_class_annotation_resolves():
+    # the annotations are strings (from __future__ import annotations): tools that
+    # read them (typing.get_type_hints, documentation generators) evaluate them
+    import inspect
+    import typing
+    classes = [c for c in vars(nn).values() if inspect.isclass(c) and c.__module__.startswith("needle")]
+    assert nn.Module in classes and nn.Sequential in classes
+    for cls in classes:
+        typing.get_type_hints(cls)
+        for fn in (v for v in vars(cls).values() if inspect.isfunction(v)):
+            typing.get_type_hints(fn)
+    assert typing.get_type_hints(nn.Module)["_items_attr"] == (str | None)
