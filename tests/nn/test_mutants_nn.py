@@ -244,3 +244,23 @@ def test_every_nn_class_annotation_resolves():
         for fn in (v for v in vars(cls).values() if inspect.isfunction(v)):
             typing.get_type_hints(fn)
     assert typing.get_type_hints(nn.Module)["_items_attr"] == (str | None)
+
+
+def test_load_state_dict_reports_every_invalid_value_and_the_size_mismatch_after_them():
+    from needle.errors import StateDictError
+    model = nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 1))
+    before = {n: t.numpy().copy() for n, t in model.named_tensors()}
+    state = model.state_dict()
+    state["0.weight"] = np.array([["a", "b", "c"]] * 2)
+    state["0.bias"] = object()
+    state["1.weight"] = np.zeros((1, 3), np.float32)
+    with pytest.raises(StateDictError) as err:
+        model.load_state_dict(state)
+    assert str(err.value) == (
+        "Error(s) in Sequential.load_state_dict:\n"
+        "\tinvalid value for 0.weight: dtype <U1 is not numeric (got ndarray).\n"
+        "\tinvalid value for 0.bias: dtype object is not numeric (got object).\n"
+        "\tsize mismatch for 1.weight: copying a param with shape (1, 3) from checkpoint, "
+        "the shape in current model is (3, 1).")
+    for n, t in model.named_tensors():
+        np.testing.assert_array_equal(t.numpy(), before[n])
