@@ -207,14 +207,28 @@ class _ItemsOnly:
         return self._d.items()
 
 
+class _NotIterable(_ItemsOnly):
+    """items(), membership and lookup, but no __iter__ (Python would iterate it by
+    __getitem__(0), __getitem__(1), ...)."""
+
+    def __contains__(self, key):
+        return key in self._d
+
+    def __getitem__(self, key):
+        return self._d[key]
+
+
 @pytest.mark.parametrize("bad, kind", [([("0.weight", np.zeros((2, 3)))], "list"),
-                                       (_ItemsOnly({"0.weight": np.zeros((2, 3))}), "_ItemsOnly")])
-def test_load_state_dict_wants_items_and_membership(bad, kind):
+                                       (_ItemsOnly({"0.weight": np.zeros((2, 3))}), "_ItemsOnly"),
+                                       (_NotIterable({"0.weight": np.zeros((2, 3))}), "_NotIterable")])
+@pytest.mark.parametrize("make", [lambda: nn.Linear(2, 3), lambda: nn.Sequential(nn.Linear(2, 3))],
+                         ids=["Linear", "Sequential"])
+def test_load_state_dict_wants_items_membership_and_iteration(bad, kind, make):
     from needle.errors import StateDictError
-    model = nn.Sequential(nn.Linear(2, 3))
+    model = make()
     with pytest.raises(StateDictError) as err:
         model.load_state_dict(bad)
-    assert str(err.value) == f"Sequential.load_state_dict: expected a mapping of name -> array, got {kind}"
+    assert str(err.value) == f"{type(model).__name__}.load_state_dict: expected a mapping of name -> array, got {kind}"
 
 
 def test_load_state_dict_rejects_non_string_keys_and_lists_the_first_five():
@@ -264,3 +278,50 @@ def test_load_state_dict_reports_every_invalid_value_and_the_size_mismatch_after
         "the shape in current model is (3, 1).")
     for n, t in model.named_tensors():
         np.testing.assert_array_equal(t.numpy(), before[n])
+
+
+def _lazy_checkpoint(arrays):
+    """A read-only Mapping that counts each value read (as np.load's NpzFile
+    decompresses an array only when it is read)."""
+    from collections.abc import Mapping
+
+    class Lazy(Mapping):
+        reads = {}
+
+        def __getitem__(self, key):
+            value = arrays[key]
+            self.reads[key] = self.reads.get(key, 0) + 1
+            return value
+
+        def __contains__(self, key):  # as NpzFile's: no read (Mapping's default reads the value)
+            return key in arrays
+
+        def __iter__(self):
+            return iter(arrays)
+
+        def __len__(self):
+            return len(arrays)
+
+    return Lazy()
+
+
+@pytest.mark.parametrize("make", [lambda: nn.Linear(2, 3), lambda: nn.Sequential(nn.Linear(2, 3), nn.ReLU())],
+                         ids=["Linear", "Sequential"])
+def test_load_state_dict_reads_only_the_values_it_loads(make):
+    model = make()
+    arrays = {name: np.full(t.shape, i + 1.0, np.float32) for i, (name, t) in enumerate(model.named_tensors())}
+    ckpt = _lazy_checkpoint({**arrays, "unused": np.zeros(3)})
+    model.load_state_dict(ckpt, strict=False)
+    assert ckpt.reads == {name: 1 for name in arrays}
+    for name, t in model.named_tensors():
+        np.testing.assert_array_equal(t.numpy(), arrays[name])
+
+
+def test_load_state_dict_takes_an_npz_file(tmp_path):
+    src, dst = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3)), nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3))
+    src.modules[1].running_mean.data = ndl.Tensor(np.arange(3.0, dtype=np.float32))
+    np.savez(tmp_path / "ckpt.npz", **src.state_dict())
+    with np.load(tmp_path / "ckpt.npz") as ckpt:
+        dst.load_state_dict(ckpt)
+    for (name, a), (_, b) in zip(src.named_tensors(), dst.named_tensors()):
+        np.testing.assert_array_equal(b.numpy(), a.numpy(), err_msg=name)
