@@ -325,3 +325,23 @@ def test_load_state_dict_takes_an_npz_file(tmp_path):
         dst.load_state_dict(ckpt)
     for (name, a), (_, b) in zip(src.named_tensors(), dst.named_tensors()):
         np.testing.assert_array_equal(b.numpy(), a.numpy(), err_msg=name)
+
+
+# -- contrib/nn/nn_basic.py: the PyTorch-style walkers -------------------------
+
+class _Heads(nn.Module):
+    """Sub-modules in a plain dict and a plain list attribute (not containers)."""
+
+    def __init__(self):
+        super().__init__()
+        self.heads = {"cls": nn.Linear(4, 3), "box": nn.ReLU(), "scale": 2.0}
+        self.blocks = [nn.Tanh(), "not a module", nn.Sigmoid()]
+
+
+def test_named_children_names_modules_in_plain_dict_and_list_attributes():
+    m = _Heads()
+    named = list(m.named_children())
+    assert [n for n, _ in named] == ["heads.cls", "heads.box", "blocks.0", "blocks.2"]
+    assert [c for _, c in named] == [m.heads["cls"], m.heads["box"], m.blocks[0], m.blocks[2]]
+    assert [n for n, _ in m.named_modules()] == ["", "heads.cls", "heads.box", "blocks.0", "blocks.2"]
+    assert [n for n, _ in m.named_parameters()] == ["heads.cls.weight", "heads.cls.bias"]
