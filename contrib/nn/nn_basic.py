@@ -223,7 +223,8 @@ class Module:
         and device of the tensor they replace.  Nothing is modified on error.
         """
         call = f"{type(self).__name__}.load_state_dict"
-        if not hasattr(state_dict, "items") or not hasattr(state_dict, "__contains__"):
+        if not (hasattr(state_dict, "items") and hasattr(state_dict, "__contains__")
+                and hasattr(state_dict, "__iter__")):
             raise StateDictError(f"{call}: expected a mapping of name -> array, got {type(state_dict).__name__}")
         own = OrderedDict(self.named_tensors())
         state_dict = self._rename_legacy_keys(state_dict, own)

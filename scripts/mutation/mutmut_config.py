@@ -15,7 +15,9 @@ _OPS = ["tests/core/test_ops.py", "tests/core/test_ops_norm.py", "tests/core/tes
 TESTS = {
     # fastest, NumPy-only oracles first: with -x most mutants die before torch loads
     "contrib/optim": ["tests/optim/test_optim_reference.py", "tests/optim/test_optim.py"],
-    "contrib/nn/nn_basic.py": ["tests/nn/test_nn_basic.py", "tests/nn/test_mutants_nn.py"],
+    # test_nn_torch_style holds the Module helpers' tests (legacy checkpoint keys, named_children, to, repr)
+    "contrib/nn/nn_basic.py": ["tests/nn/test_nn_basic.py", "tests/nn/test_mutants_nn.py",
+                               "tests/nn/test_nn_torch_style.py"],
     "contrib/nn/nn_conv.py": ["tests/nn/test_nn_conv.py"],
     "contrib/nn/nn_sequence.py": ["tests/nn/test_nn_sequence.py"],
     "contrib/nn/nn_transformer.py": ["tests/nn/test_nn_transformer.py"],

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sqlite3
 import sys
 
@@ -22,8 +23,12 @@ def load_equivalent(path):
     if path and os.path.exists(path):
         for raw in open(path, encoding="utf-8"):
             if raw.strip() and not raw.startswith("#"):
-                f, line, idx, _why = (s.strip() for s in raw.split(" | ", 3))
-                keys.add((f, line, int(idx)))
+                # the source line may hold " | " itself (str | None): it ends at the first " | INDEX | "
+                f, rest = raw.split(" | ", 1)
+                m = re.match(r"(.*?) \| (\d+) \| ", rest)
+                if m is None:
+                    raise SystemExit(f"{path}: not FILE | SOURCE LINE | INDEX | why: {raw.rstrip()!r}")
+                keys.add((f.strip(), m.group(1).strip(), int(m.group(2))))
     return keys
 
 

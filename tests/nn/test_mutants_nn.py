@@ -80,3 +80,268 @@ def test_load_state_dict_reports_every_size_mismatch_and_loads_nothing():
     assert "size mismatch for 0.weight" in msg and "size mismatch for 1.weight" in msg
     for n, t in model.named_tensors():
         np.testing.assert_array_equal(t.numpy(), before[n])
+
+
+# -- contrib/nn/_checks.py: the loss inputs ------------------------------------
+
+def test_softmax_loss_takes_class_ids_as_a_plain_list():
+    # a list has no .shape: its length is the label count
+    rng = np.random.default_rng(2)
+    z = rng.standard_normal((3, 4)).astype(np.float32)
+    y = [0, 3, 1]
+    got = float(nn.SoftmaxLoss()(ndl.Tensor(z), y).numpy())
+    np.testing.assert_allclose(got, _ce_reference(z, np.array(y)), rtol=1e-6)
+
+
+def test_softmax_loss_rejects_labels_with_an_extra_axis_and_unsized_labels():
+    from needle.errors import ArgumentTypeError, ShapeError
+    z = ndl.Tensor(np.zeros((3, 4), np.float32))
+    with pytest.raises(ShapeError) as err:
+        nn.SoftmaxLoss()(z, np.zeros((3, 1), np.int64))
+    assert str(err.value) == ("SoftmaxLoss: y has shape (3, 1), expected (3,): one class id per row "
+                              "of logits (3, 4)")
+    with pytest.raises(ArgumentTypeError, match=r"^SoftmaxLoss: y must hold one class id per row, got int 5$"):
+        nn.SoftmaxLoss()(z, 5)
+
+
+def test_softmax_loss_label_count_error_names_the_batch_size():
+    from needle.errors import ShapeError
+    z = ndl.Tensor(np.zeros((2, 5), np.float32))
+    with pytest.raises(ShapeError) as err:
+        nn.SoftmaxLoss()(z, [0, 1, 2])
+    assert str(err.value) == ("SoftmaxLoss: y has shape (3,), expected (2,): one class id per row "
+                              "of logits (2, 5)")
+
+
+# -- contrib/nn/nn_activations.py: Softmax's axis ------------------------------
+
+def _softmax_reference(x, axis):
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def test_softmax_defaults_to_the_last_axis_of_a_3d_input(device):
+    x = np.random.default_rng(3).standard_normal((2, 3, 4)).astype(np.float32)
+    m = nn.Softmax()
+    assert m.dim == -1
+    got = m(ndl.Tensor(x, device=device)).numpy()
+    np.testing.assert_allclose(got, _softmax_reference(x, 2), rtol=1e-6, atol=1e-7)
+
+
+def test_softmax_accepts_dim_minus_ndim_and_rejects_one_beyond(device):
+    from needle.errors import ShapeError
+    x = np.random.default_rng(4).standard_normal((2, 3, 4)).astype(np.float32)
+    t = ndl.Tensor(x, device=device)
+    np.testing.assert_allclose(nn.Softmax(dim=-3)(t).numpy(), _softmax_reference(x, 0), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(nn.Softmax(dim=2)(t).numpy(), _softmax_reference(x, 2), rtol=1e-6, atol=1e-7)
+    for dim in (-4, 3):
+        with pytest.raises(ShapeError, match=rf"^Softmax\(dim={dim}\): input of shape \(2, 3, 4\) has no such axis$"):
+            nn.Softmax(dim=dim)(t)
+
+
+# -- contrib/nn/nn_basic.py: NumPy inputs to Module.__call__ -------------------
+
+class _Probe(nn.Module):
+    """One parameter; forward hands back what it was given."""
+
+    def __init__(self, device, dtype):
+        super().__init__()
+        self.w = nn.Parameter(ndl.init.zeros(1, device=device, dtype=dtype))
+
+    def forward(self, *args, **kwargs):
+        return args, kwargs
+
+
+def test_numpy_arguments_become_constant_tensors_like_the_parameters(device):
+    x = np.arange(6.0).reshape(2, 3) / 7  # float64
+    y = np.array([1.5, -2.0])
+    t = ndl.Tensor(np.ones(2, np.float32), device=device)
+    (gx, gy, gt, k), kw = _Probe(device, "float32")(x, y, t, 3)
+    for got, want in ((gx, x), (gy, y)):
+        assert type(got) is ndl.Tensor
+        assert (got.device, got.dtype, got.requires_grad) == (device, "float32", False)
+        np.testing.assert_array_equal(got.numpy(), want.astype(np.float32))
+    assert gt is t and k == 3 and kw == {}
+
+
+def test_numpy_input_to_a_linear_layer_meets_its_float32_weights(device):
+    lin = nn.Linear(3, 2, device=device)
+    x = np.random.default_rng(5).standard_normal((4, 3))  # float64
+    out = lin(x)
+    assert (out.device, out.dtype) == (device, "float32")
+    w, b = lin.weight.numpy(), lin.bias.numpy()
+    np.testing.assert_allclose(out.numpy(), x.astype(np.float32) @ w + b, rtol=1e-5, atol=1e-6)
+
+
+def test_numpy_input_to_a_one_parameter_module(device):
+    lin = nn.Linear(3, 2, bias=False, device=device, dtype="float64")
+    x = np.random.default_rng(6).standard_normal((4, 3)).astype(np.float32)
+    out = lin(x)
+    assert (out.device, out.dtype) == (device, "float64")
+    np.testing.assert_allclose(out.numpy(), x.astype(np.float64) @ lin.weight.numpy(), rtol=1e-12)
+
+
+def test_a_module_without_parameters_keeps_the_tensor_constructor_rules():
+    x = np.arange(4.0)
+    got = nn.Identity()(x)
+    assert type(got) is ndl.Tensor
+    assert (got.device, got.dtype, got.requires_grad) == (ndl.default_device(), "float64", False)
+    np.testing.assert_array_equal(got.numpy(), x)
+
+
+def test_a_module_called_with_keywords_only(device):
+    t = ndl.Tensor(np.ones(2, np.float32), device=device)
+    args, kw = _Probe(device, "float32")(x=t)
+    assert args == () and kw["x"] is t
+
+
+# -- contrib/nn/nn_basic.py: load_state_dict's checks --------------------------
+
+class _ItemsOnly:
+    """Has items() but no __contains__: not a mapping load_state_dict can use."""
+
+    def __init__(self, d):
+        self._d = d
+
+    def items(self):
+        return self._d.items()
+
+
+class _NotIterable(_ItemsOnly):
+    """items(), membership and lookup, but no __iter__ (Python would iterate it by
+    __getitem__(0), __getitem__(1), ...)."""
+
+    def __contains__(self, key):
+        return key in self._d
+
+    def __getitem__(self, key):
+        return self._d[key]
+
+
+@pytest.mark.parametrize("bad, kind", [([("0.weight", np.zeros((2, 3)))], "list"),
+                                       (_ItemsOnly({"0.weight": np.zeros((2, 3))}), "_ItemsOnly"),
+                                       (_NotIterable({"0.weight": np.zeros((2, 3))}), "_NotIterable")])
+@pytest.mark.parametrize("make", [lambda: nn.Linear(2, 3), lambda: nn.Sequential(nn.Linear(2, 3))],
+                         ids=["Linear", "Sequential"])
+def test_load_state_dict_wants_items_membership_and_iteration(bad, kind, make):
+    from needle.errors import StateDictError
+    model = make()
+    with pytest.raises(StateDictError) as err:
+        model.load_state_dict(bad)
+    assert str(err.value) == f"{type(model).__name__}.load_state_dict: expected a mapping of name -> array, got {kind}"
+
+
+def test_load_state_dict_rejects_non_string_keys_and_lists_the_first_five():
+    from needle.errors import StateDictError
+    model = nn.Linear(2, 3)
+    before = {n: t.numpy().copy() for n, t in model.named_tensors()}
+    state = {k: np.ones(v.shape, np.float32) for k, v in model.state_dict().items()}
+    for strict in (True, False):
+        for extra, listed in (([7], "[7]"), (list(range(6)), "[0, 1, 2, 3, 4]")):
+            with pytest.raises(StateDictError) as err:
+                model.load_state_dict({**state, **{k: np.zeros(1) for k in extra}}, strict=strict)
+            assert str(err.value) == ("Error(s) in Linear.load_state_dict:\n\t"
+                                      f"Non-string key(s) in state_dict: {listed}.")
+    for n, t in model.named_tensors():
+        np.testing.assert_array_equal(t.numpy(), before[n])
+
+
+def test_every_nn_class_annotation_resolves():
+    # the annotations are strings (from __future__ import annotations): tools that
+    # read them (typing.get_type_hints, documentation generators) evaluate them
+    import inspect
+    import typing
+    classes = [c for c in vars(nn).values() if inspect.isclass(c) and c.__module__.startswith("needle")]
+    assert nn.Module in classes and nn.Sequential in classes
+    for cls in classes:
+        typing.get_type_hints(cls)
+        for fn in (v for v in vars(cls).values() if inspect.isfunction(v)):
+            typing.get_type_hints(fn)
+    assert typing.get_type_hints(nn.Module)["_items_attr"] == (str | None)
+
+
+def test_load_state_dict_reports_every_invalid_value_and_the_size_mismatch_after_them():
+    from needle.errors import StateDictError
+    model = nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 1))
+    before = {n: t.numpy().copy() for n, t in model.named_tensors()}
+    state = model.state_dict()
+    state["0.weight"] = np.array([["a", "b", "c"]] * 2)
+    state["0.bias"] = object()
+    state["1.weight"] = np.zeros((1, 3), np.float32)
+    with pytest.raises(StateDictError) as err:
+        model.load_state_dict(state)
+    assert str(err.value) == (
+        "Error(s) in Sequential.load_state_dict:\n"
+        "\tinvalid value for 0.weight: dtype <U1 is not numeric (got ndarray).\n"
+        "\tinvalid value for 0.bias: dtype object is not numeric (got object).\n"
+        "\tsize mismatch for 1.weight: copying a param with shape (1, 3) from checkpoint, "
+        "the shape in current model is (3, 1).")
+    for n, t in model.named_tensors():
+        np.testing.assert_array_equal(t.numpy(), before[n])
+
+
+def _lazy_checkpoint(arrays):
+    """A read-only Mapping that counts each value read (as np.load's NpzFile
+    decompresses an array only when it is read)."""
+    from collections.abc import Mapping
+
+    class Lazy(Mapping):
+        reads = {}
+
+        def __getitem__(self, key):
+            value = arrays[key]
+            self.reads[key] = self.reads.get(key, 0) + 1
+            return value
+
+        def __contains__(self, key):  # as NpzFile's: no read (Mapping's default reads the value)
+            return key in arrays
+
+        def __iter__(self):
+            return iter(arrays)
+
+        def __len__(self):
+            return len(arrays)
+
+    return Lazy()
+
+
+@pytest.mark.parametrize("make", [lambda: nn.Linear(2, 3), lambda: nn.Sequential(nn.Linear(2, 3), nn.ReLU())],
+                         ids=["Linear", "Sequential"])
+def test_load_state_dict_reads_only_the_values_it_loads(make):
+    model = make()
+    arrays = {name: np.full(t.shape, i + 1.0, np.float32) for i, (name, t) in enumerate(model.named_tensors())}
+    ckpt = _lazy_checkpoint({**arrays, "unused": np.zeros(3)})
+    model.load_state_dict(ckpt, strict=False)
+    assert ckpt.reads == {name: 1 for name in arrays}
+    for name, t in model.named_tensors():
+        np.testing.assert_array_equal(t.numpy(), arrays[name])
+
+
+def test_load_state_dict_takes_an_npz_file(tmp_path):
+    src, dst = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3)), nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3))
+    src.modules[1].running_mean.data = ndl.Tensor(np.arange(3.0, dtype=np.float32))
+    np.savez(tmp_path / "ckpt.npz", **src.state_dict())
+    with np.load(tmp_path / "ckpt.npz") as ckpt:
+        dst.load_state_dict(ckpt)
+    for (name, a), (_, b) in zip(src.named_tensors(), dst.named_tensors()):
+        np.testing.assert_array_equal(b.numpy(), a.numpy(), err_msg=name)
+
+
+# -- contrib/nn/nn_basic.py: the PyTorch-style walkers -------------------------
+
+class _Heads(nn.Module):
+    """Sub-modules in a plain dict and a plain list attribute (not containers)."""
+
+    def __init__(self):
+        super().__init__()
+        self.heads = {"cls": nn.Linear(4, 3), "box": nn.ReLU(), "scale": 2.0}
+        self.blocks = [nn.Tanh(), "not a module", nn.Sigmoid()]
+
+
+def test_named_children_names_modules_in_plain_dict_and_list_attributes():
+    m = _Heads()
+    named = list(m.named_children())
+    assert [n for n, _ in named] == ["heads.cls", "heads.box", "blocks.0", "blocks.2"]
+    assert [c for _, c in named] == [m.heads["cls"], m.heads["box"], m.blocks[0], m.blocks[2]]
+    assert [n for n, _ in m.named_modules()] == ["", "heads.cls", "heads.box", "blocks.0", "blocks.2"]
+    assert [n for n, _ in m.named_parameters()] == ["heads.cls.weight", "heads.cls.bias"]
