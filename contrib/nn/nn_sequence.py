@@ -156,14 +156,18 @@ class LSTMCell(Module):
         return self._step(_affine(X, self.W_ih, bias_row), h0, c0)
 
 
-def _project_sequence(inputs, cell, width_out):
-    """``X_t @ W_ih + bias_ih + bias_hh`` for every step at once: one
-    ``(T*B, in) @ (in, G)`` matmul and one bias add instead of T of each,
-    split back into T ``(B, G)`` tensors."""
+def _project_all(inputs, cell, width_out):
+    """``X_t @ W_ih + bias_ih + bias_hh`` for every step at once, ``(T, B, G)``:
+    one ``(T*B, in) @ (in, G)`` matmul and one bias add instead of T of each."""
     T, B, width = inputs.shape
     bias_row = _bias_row(cell.bias_ih, cell.bias_hh, width_out)
     proj = _affine(ops.reshape(inputs, (T * B, width)), cell.W_ih, bias_row)
-    return ops.split(ops.reshape(proj, (T, B, proj.shape[1])), 0).tuple()
+    return ops.reshape(proj, (T, B, proj.shape[1]))
+
+
+def _project_sequence(inputs, cell, width_out):
+    """:func:`_project_all` split into T ``(B, G)`` tensors."""
+    return ops.split(_project_all(inputs, cell, width_out), 0).tuple()
 
 
 def _initial_states(module, h, num_layers, batch, hidden, device, dtype, what):
@@ -247,6 +251,14 @@ class LSTM(Module):
         cs = _initial_states("LSTM", c0, L, B, H, X.device, X.dtype, "c0")
         layer_input, h_last, c_last = X, [], []
         for cell, h_t, c_t in zip(self.lstm_cells, hs, cs):
+            if T:
+                # the recurrence as one node (ops.lstm_layer): the same arithmetic
+                # as T cell steps, (T + 1, B, H) = every step's h, then the last c
+                seq = ops.lstm_layer(_project_all(layer_input, cell, 4 * H), cell.W_hh, h_t, c_t)
+                layer_input = seq[0:T]
+                h_last.append(seq[T - 1])
+                c_last.append(seq[T])
+                continue
             outputs = []
             for x_proj in _project_sequence(layer_input, cell, 4 * H):
                 h_t, c_t = cell._step(x_proj, h_t, c_t)

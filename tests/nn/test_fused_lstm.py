@@ -136,3 +136,143 @@ def test_cpu_kernels_validate_buffer_sizes():
     with pytest.raises(ShapeError, match="lstm_gates_grad"):
         be.lstm_gates_grad(be.Array(4 * B * H), be.Array(B * H), be.Array(2 * B * H),
                            be.Array(4 * B * H), B, H)
+
+
+# --------------------------------------------------------------------------- #
+# ops.lstm_layer: a layer's whole recurrence as one node (nn.LSTM's path)
+# --------------------------------------------------------------------------- #
+T_STEPS = 4
+
+
+def _layer_composed(p, w, h, c):
+    """T cell steps as Tensor ops, stacked like lstm_layer: every h, then the last c."""
+    hs = []
+    for p_t in ops.split(p, 0).tuple():
+        h, c = ops.split(ops.lstm_gates(p_t + h @ w, c), 1).tuple()
+        hs.append(h)
+    return ops.stack(hs + [c], 0)
+
+
+def _layer_data(seed=2):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((T_STEPS, B, 4 * H)), rng.standard_normal((H, 4 * H)) * 0.5,
+            rng.standard_normal((B, H)), rng.standard_normal((B, H)),
+            rng.standard_normal((T_STEPS + 1, B, H)))
+
+
+def test_lstm_layer_matches_the_step_by_step_composition(device):
+    """Values and all four adjoints (the recurrent weight's as one product over
+    every step) equal T lstm_gates steps on the same backend."""
+    p, w, h0, c0, g = _layer_data()
+    res = []
+    for fused in (True, False):
+        leaves = [ndl.Tensor(a, device=device, dtype="float64", requires_grad=True) for a in (p, w, h0, c0)]
+        y = (ops.lstm_layer if fused else _layer_composed)(*leaves)
+        (y * ndl.Tensor(g, device=device, dtype="float64")).sum().backward()
+        res.append([y.numpy()] + [t.grad.numpy() for t in leaves])
+    assert res[0][0].shape == (T_STEPS + 1, B, H)
+    for got, want in zip(*res):
+        np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-12)
+
+
+def test_lstm_layer_matches_numpy(device):
+    # an independent oracle: the recurrence written in NumPy (i, f, g, o order)
+    p, w, h0, c0, _ = _layer_data(3)
+    sig = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
+    h, c, want = h0, c0, []
+    for t in range(T_STEPS):
+        z = p[t] + h @ w
+        i, f, gg, o = sig(z[:, :H]), sig(z[:, H:2 * H]), np.tanh(z[:, 2 * H:3 * H]), sig(z[:, 3 * H:])
+        c = f * c + i * gg
+        h = o * np.tanh(c)
+        want.append(h)
+    want.append(c)
+    got = ops.lstm_layer(*(ndl.Tensor(a, device=device, dtype="float64") for a in (p, w, h0, c0)))
+    np.testing.assert_allclose(got.numpy(), np.stack(want), rtol=1e-12, atol=1e-13)
+
+
+def test_lstm_layer_second_order_matches_the_composition(device):
+    # the backward's own adjoint differentiates the composition (local_vjp)
+    p, w, h0, c0, g = _layer_data(4)
+    res = []
+    for fused in (True, False):
+        leaves = [ndl.Tensor(a, device=device, dtype="float64", requires_grad=True) for a in (p, w, h0, c0)]
+        gt = ndl.Tensor(g, device=device, dtype="float64")
+        y = (ops.lstm_layer if fused else _layer_composed)(*leaves)
+        grads = local_vjp(y, tuple(leaves), gt)
+        # a scalar of the first-order adjoints, differentiated again
+        (grads[1] * grads[1]).sum().backward()
+        res.append([t.grad.numpy() for t in leaves])
+    for got, want in zip(*res):
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-11)
+
+
+def test_lstm_module_runs_one_layer_node_per_layer(device):
+    """nn.LSTM builds one lstm_layer node per layer (not T cell steps) and its
+    outputs, final states and parameter gradients equal the cell-by-cell
+    recurrence (LSTMCell steps) it replaces."""
+    from needle.autograd import find_topo_sort
+    np.random.seed(5)
+    lstm = nn.LSTM(3, H, num_layers=2, device=device, dtype="float64")
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((T_STEPS, B, 3))
+    h0, c0 = rng.standard_normal((2, B, H)), rng.standard_normal((2, B, H))
+    X = ndl.Tensor(x, device=device, dtype="float64")
+    out, (hn, cn) = lstm(X, (ndl.Tensor(h0, device=device, dtype="float64"),
+                             ndl.Tensor(c0, device=device, dtype="float64")))
+    nodes = find_topo_sort([out])
+    assert sum(isinstance(n.op, ops.LSTMLayer) for n in nodes) == 2
+    (out.sum() + (hn * hn).sum() + (cn * 3).sum()).backward()
+    fused_grads = [p.grad.numpy() for p in lstm.parameters()]
+    # the same recurrence through the cells, step by step
+    for p in lstm.parameters():
+        p.grad = None
+    layer_in, hs, cs = X, [], []
+    for k, cell in enumerate(lstm.lstm_cells):
+        h = ndl.Tensor(h0[k], device=device, dtype="float64")
+        c = ndl.Tensor(c0[k], device=device, dtype="float64")
+        outs = []
+        for x_t in ops.split(layer_in, 0).tuple():
+            h, c = cell(x_t, (h, c))
+            outs.append(h)
+        layer_in = ops.stack(outs, 0)
+        hs.append(h)
+        cs.append(c)
+    np.testing.assert_allclose(out.numpy(), layer_in.numpy(), rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(hn.numpy(), np.stack([t.numpy() for t in hs]), rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(cn.numpy(), np.stack([t.numpy() for t in cs]), rtol=1e-12, atol=1e-13)
+    hn2, cn2 = ops.stack(hs, 0), ops.stack(cs, 0)
+    (layer_in.sum() + (hn2 * hn2).sum() + (cn2 * 3).sum()).backward()
+    for got, p in zip(fused_grads, lstm.parameters()):
+        np.testing.assert_allclose(got, p.grad.numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_lstm_layer_bad_input(device):
+    p, w, h0, c0, _ = _layer_data()
+    t = lambda a, **kw: ndl.Tensor(a, device=device, dtype=kw.get("dtype", "float64"))  # noqa: E731
+    with pytest.raises(ShapeError, match="lstm_layer: expected p"):
+        ops.lstm_layer(t(p[:, :, :-1]), t(w), t(h0), t(c0))  # 4H must divide by 4
+    with pytest.raises(ShapeError, match="lstm_layer: expected p"):
+        ops.lstm_layer(t(p[:0]), t(w), t(h0), t(c0))  # no steps
+    with pytest.raises(ShapeError, match="w_hh"):
+        ops.lstm_layer(t(p), t(w[:, :-4]), t(h0), t(c0))
+    with pytest.raises(ShapeError, match="h0, c0"):
+        ops.lstm_layer(t(p), t(w), t(h0[:-1]), t(c0))
+    with pytest.raises(UnsupportedDTypeError, match="lstm_layer: p is float64 and c0 float32"):
+        ops.lstm_layer(t(p), t(w), t(h0), t(c0, dtype="float32"))
+
+
+def test_lstm_layer_backward_is_one_pass_shared_by_its_four_adjoints(device, monkeypatch):
+    # four LSTMLayerGrad nodes (p, w_hh, h0, c0) run backpropagation through
+    # time once: 2 gate-adjoint computations a step, not 8
+    calls = []
+    real = ops.LSTMGatesGrad.compute
+    monkeypatch.setattr(ops.LSTMGatesGrad, "compute", lambda self, *a: calls.append(1) or real(self, *a))
+    p, w, h0, c0, g = _layer_data(7)
+    leaves = [ndl.Tensor(a, device=device, dtype="float64", requires_grad=True) for a in (p, w, h0, c0)]
+    y = ops.lstm_layer(*leaves)
+    grads = local_vjp(y, tuple(leaves), ndl.Tensor(g, device=device, dtype="float64"))
+    assert [type(t.op) for t in grads] == [ops.LSTMLayerGrad] * 4
+    assert [t.op.which for t in grads] == [0, 1, 2, 3]
+    assert [t.shape for t in grads] == [(T_STEPS, B, 4 * H), (H, 4 * H), (B, H), (B, H)]
+    assert len(calls) == 2 * T_STEPS
