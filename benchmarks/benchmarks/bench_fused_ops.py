@@ -1,7 +1,8 @@
 """asv: the fused nn ops (issue 14) forward + backward on every available
 backend, beside the compositions they replace (``variant`` "fused" or
 "composed"): BatchNorm2d on nn.Conv's channels-last NCHW view, layer norm,
-the attention softmax and the LSTM cell's gates, at the sizes of the
+the attention softmax, the LSTM cell's gates and a whole LSTM layer's
+recurrence (lstm_layer against the cell steps), at the sizes of the
 ResNet9 / Transformer / LSTM LM probes."""
 
 import numpy as np
@@ -86,8 +87,29 @@ def _lstm_gates(ndl, ops, dev, fused):
     return run
 
 
+def _lstm_layer(ndl, ops, dev, fused):
+    # the LSTM LM probe's layer: 20 steps of batch 20, hidden 100
+    rng = np.random.default_rng(4)
+    p = ndl.Tensor(rng.standard_normal((20, 20, 400)).astype(np.float32), device=dev, requires_grad=True)
+    w = ndl.Tensor(rng.standard_normal((100, 400)).astype(np.float32) * 0.1, device=dev, requires_grad=True)
+    h0, c0 = (ndl.Tensor(np.zeros((20, 100), np.float32), device=dev) for _ in range(2))
+
+    def run():
+        if fused:
+            y = ops.lstm_layer(p, w, h0, c0)
+        else:  # the cell steps nn.LSTM ran before (one lstm_gates node a step)
+            h, c, hs = h0, c0, []
+            for p_t in ops.split(p, 0).tuple():
+                h, c = ops.split(ops.lstm_gates(p_t + h @ w, c), 1).tuple()
+                hs.append(h)
+            y = ops.stack(hs + [c], 0)
+        y.sum().backward()
+    return run
+
+
 CASES = {"batch_norm2d 128x32x8x8": _batch_norm, "layer_norm 32x32x64": _layer_norm,
-         "softmax 32x4x32x32": _softmax, "lstm_gates 20x100": _lstm_gates}
+         "softmax 32x4x32x32": _softmax, "lstm_gates 20x100": _lstm_gates,
+         "lstm_layer 20 steps 20x100": _lstm_layer}
 
 
 class FusedOps:

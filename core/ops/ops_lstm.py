@@ -217,7 +217,7 @@ class LSTMLayerGrad(TensorOp):
         zs, cs, hs = self.forward.saved
         steps, batch, width = p.shape
         hidden = width // 4
-        g = g.compact()
+        g_in, g = g, g.compact()  # the others are keyed by the array they were given
         dz_all = NDArray.make((steps, batch, width), device=p.device, dtype=p.dtype)
         wt = w.permute((1, 0))
         dc = _at(g, steps)
@@ -239,7 +239,7 @@ class LSTMLayerGrad(TensorOp):
         grads = (dz_all, dw, dh, dc.compact())
         for k in range(4):
             if k != self.which:
-                self.shared[k] = (g, grads[k])
+                self.shared[k] = (g_in, grads[k])
         return grads[self.which]
 
     def gradient(self, out_grad: Tensor, node: Tensor):
