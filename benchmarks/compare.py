@@ -79,7 +79,7 @@ def section_distributed(args):
 @section
 def section_memory(args):
     from benchmarks import memory_probe  # one subprocess per framework and model
-    memory_probe.report(steps=5 if args.quick else 25, device=args.device or "cpu")
+    memory_probe.report(steps=5 if args.quick else 25, device=args.device or "cpu", runs=1 if args.quick else 3)
 
 
 def main(argv=None):
