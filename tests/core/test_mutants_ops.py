@@ -414,3 +414,21 @@ def test_lstm_gates_refuse_inputs_not_two_dimensional(device, zshape, cshape):
     z, c = _t(np.zeros(zshape), device), _t(np.zeros(cshape), device)
     with pytest.raises(ShapeError, match=r"lstm_gates: expected z \(B, 4H\) and c \(B, H\)"):
         ndl.ops.lstm_gates(z, c)
+
+
+def test_lstm_gates_grad_pair_shares_one_kernel_in_either_order(device, overrides_taken):
+    # the two adjoint nodes of one backward share one call whichever runs first
+    rng = np.random.default_rng(22)
+    z, c, g = rng.standard_normal((2, 12)), rng.standard_normal((2, 3)), rng.standard_normal((2, 2, 3))
+    zt, ct, gt = _t(z, device), _t(c, device), _t(g, device)
+    shared = {}
+    dc = ndl.Tensor.make_from_op(ndl.ops.LSTMGatesGrad(1, shared), (zt, ct, gt))
+    dz = ndl.Tensor.make_from_op(ndl.ops.LSTMGatesGrad(0, shared), (zt, ct, gt))
+    assert overrides_taken == _fused_on(device, ["lstm_gates_grad"])
+    # against the adjoints of each made alone
+    for which, got in ((0, dz), (1, dc)):
+        want = ndl.Tensor.make_from_op(ndl.ops.LSTMGatesGrad(which), (zt, ct, gt)).numpy()
+        np.testing.assert_array_equal(got.numpy(), want)
+    i, f, gg = _np_sig(z[:, :3]), _np_sig(z[:, 3:6]), np.tanh(z[:, 6:9])
+    th, o = np.tanh(f * c + i * gg), _np_sig(z[:, 9:])
+    np.testing.assert_allclose(dc.numpy(), (g[:, 1] + g[:, 0] * o * (1 - th * th)) * f, rtol=1e-10, atol=1e-12)
