@@ -432,3 +432,61 @@ def test_lstm_gates_grad_pair_shares_one_kernel_in_either_order(device, override
     i, f, gg = _np_sig(z[:, :3]), _np_sig(z[:, 3:6]), np.tanh(z[:, 6:9])
     th, o = np.tanh(f * c + i * gg), _np_sig(z[:, 9:])
     np.testing.assert_allclose(dc.numpy(), (g[:, 1] + g[:, 0] * o * (1 - th * th)) * f, rtol=1e-10, atol=1e-12)
+
+
+# --------------------------------------------------------------------------- #
+# core/ops/ops_tuple.py survivors
+# --------------------------------------------------------------------------- #
+def test_tuple_get_item_bounds_and_negative_indices(device):
+    from needle.errors import ArgumentTypeError, OutOfBoundsError
+    x = _t(np.arange(6.0).reshape(3, 2), device)
+    parts = ndl.ops.split(x, 0)  # not a make_tuple: items are TupleGetItem nodes
+    for k in (-3, -1, 0, 2):
+        np.testing.assert_array_equal(ndl.ops.tuple_get_item(parts, k).numpy(), np.arange(6.0).reshape(3, 2)[k])
+    for k in (3, -4):
+        with pytest.raises(OutOfBoundsError, match=f"tuple_get_item: index {k} out of range for a tuple of 3"):
+            ndl.ops.tuple_get_item(parts, k)
+    with pytest.raises(ArgumentTypeError, match="tuple_get_item: expected a TensorTuple, got Tensor"):
+        ndl.ops.tuple_get_item(x, 0)
+    # a negative index sends its adjoint to the slot it names, zeros elsewhere
+    (ndl.ops.tuple_get_item(parts, -1) * 2.0 + ndl.ops.tuple_get_item(parts, -3) * 5.0).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [[5.0, 5.0], [0.0, 0.0], [2.0, 2.0]])
+    # a make_tuple folds: item -1 is the last input itself
+    a, b = _t([1.0], device), _t([2.0, 3.0], device)
+    assert ndl.ops.tuple_get_item(ndl.ops.make_tuple(a, b), -1) is b
+
+
+def test_tuple_adjoints_of_whole_and_single_slots_add_up(device):
+    # stack(split(x)) sends back a whole tuple adjoint (a Split), the items
+    # one-hot ones; slot by slot they add, slots nobody read get zeros
+    rng = np.random.default_rng(31)
+    a, c = rng.standard_normal((3, 2)), rng.standard_normal((3, 2))
+    x = _t(a, device)
+    parts = ndl.ops.split(x, 0)
+    loss = (ndl.ops.stack(parts, 0) * _t(c, device)).sum() + (parts[1] * 5.0).sum() + (parts[1] * parts[1]).sum()
+    loss.backward()
+    want = c.copy()
+    want[1] += 5.0 + 2 * a[1]
+    np.testing.assert_allclose(x.grad.numpy(), want, rtol=1e-12, atol=1e-14)
+    y = _t(a, device)
+    parts = ndl.ops.split(y, 0)
+    (parts[0] * 2.0 + parts[0] * 3.0).sum().backward()
+    np.testing.assert_array_equal(y.grad.numpy(), [[5.0, 5.0], [0.0, 0.0], [0.0, 0.0]])
+
+
+def test_stack_checks_and_promotes(device):
+    a = ndl.Tensor(np.array([1.0, 2.0], np.float32), device=device)
+    b = _t([3.0, 4.0], device)
+    s = ndl.ops.stack([a, b], 1)
+    assert s.dtype == "float64"
+    np.testing.assert_array_equal(s.numpy(), [[1.0, 3.0], [2.0, 4.0]])
+    with pytest.raises(ShapeError, match="stack: need at least one tensor"):
+        ndl.ops.stack([], 0)
+    with pytest.raises(ShapeError, match="stack: axis must be an integer, got 1.0"):
+        ndl.ops.stack([b, b], 1.0)
+    with pytest.raises(ShapeError, match="split: axis must be an integer"):
+        ndl.ops.split(ndl.ops.stack([b, b], 0), "0")
+    for axis in (2, -3):
+        with pytest.raises(ShapeError):
+            ndl.ops.stack([b, b], axis)
+    np.testing.assert_array_equal(ndl.ops.stack([b, b], -2).numpy(), [[3.0, 4.0], [3.0, 4.0]])
