@@ -490,3 +490,22 @@ def test_stack_checks_and_promotes(device):
         with pytest.raises(ShapeError):
             ndl.ops.stack([b, b], axis)
     np.testing.assert_array_equal(ndl.ops.stack([b, b], -2).numpy(), [[3.0, 4.0], [3.0, 4.0]])
+
+
+# --------------------------------------------------------------------------- #
+# core/ops/ops_loss.py: the fused softmax cross-entropy
+# --------------------------------------------------------------------------- #
+def test_softmax_cross_entropy_runs_its_fused_kernels(device, overrides_taken):
+    rng = np.random.default_rng(41)
+    z, y, g = rng.standard_normal((4, 5)) * 3, np.array([0.0, 4.0, 2.0, 4.0]), rng.standard_normal(4)
+    zt = _t(z, device)
+    loss = ndl.ops.softmax_cross_entropy(zt, _t(y, device))
+    (loss * _t(g, device)).sum().backward()
+    assert overrides_taken == _fused_on(device, ["softmax_xent", "softmax_xent_grad"])
+    lse = np.log(np.exp(z - z.max(1, keepdims=True)).sum(1)) + z.max(1)
+    rows = np.arange(4)
+    np.testing.assert_allclose(loss.numpy(), lse - z[rows, y.astype(int)], rtol=1e-12, atol=1e-13)
+    onehot = np.zeros((4, 5))
+    onehot[rows, y.astype(int)] = 1
+    np.testing.assert_allclose(zt.grad.numpy(), (np.exp(z - lse[:, None]) - onehot) * g[:, None],
+                               rtol=1e-10, atol=1e-13)
