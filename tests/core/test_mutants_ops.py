@@ -509,3 +509,116 @@ def test_softmax_cross_entropy_runs_its_fused_kernels(device, overrides_taken):
     onehot[rows, y.astype(int)] = 1
     np.testing.assert_allclose(zt.grad.numpy(), (np.exp(z - lse[:, None]) - onehot) * g[:, None],
                                rtol=1e-10, atol=1e-13)
+
+
+# --------------------------------------------------------------------------- #
+# core/ops/ops_norm.py: the fused batch norm beyond 2-D inputs
+# --------------------------------------------------------------------------- #
+def _np_batch_norm(x, w, b, g, eps=1e-5):
+    axes = (0,) + tuple(range(2, x.ndim))
+    keep = (1, -1) + (1,) * (x.ndim - 2)
+    inv = 1 / np.sqrt(x.var(axes, keepdims=True) + eps)
+    xhat = (x - x.mean(axes, keepdims=True)) * inv
+    y = xhat * w.reshape(keep) + b.reshape(keep)
+    dx = w.reshape(keep) * inv * (g - g.mean(axes, keepdims=True) - xhat * (g * xhat).mean(axes, keepdims=True))
+    return y, dx, (g * xhat).sum(axes), g.sum(axes)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_batch_norm_of_images_runs_its_fused_kernels(device, overrides_taken, layout):
+    # an NCHW input, compact or an NCHW view of NHWC memory (what nn.Conv
+    # returns): the same values; on cpu the four kernels run once each (the
+    # weight's and the bias's adjoints reuse the input adjoint's statistics)
+    rng = np.random.default_rng(51)
+    x, g = rng.standard_normal((2, 3, 4, 5)) * 2 + 1, rng.standard_normal((2, 3, 4, 5))
+    w, b = rng.uniform(0.5, 2, 3), rng.standard_normal(3)
+    if layout == "nchw":
+        xt = _t(x, device)
+        leaf = xt
+    else:
+        leaf = _t(np.ascontiguousarray(x.transpose(0, 2, 3, 1)), device)
+        xt = ndl.ops.permute(leaf, (0, 3, 1, 2))
+    wt, bt = _t(w, device), _t(b, device)
+    op = ndl.ops.BatchNormTrain()
+    y = op(xt, wt, bt)
+    (y * _t(g, device)).sum().backward()
+    names = ["batch_norm_grad_stats", "batch_norm_stats", "channel_affine", "channel_affine2"]
+    assert sorted(overrides_taken) == _fused_on(device, names)
+    want_y, want_dx, want_dw, want_db = _np_batch_norm(x, w, b, g)
+    assert y.shape == x.shape
+    np.testing.assert_allclose(y.numpy(), want_y, rtol=1e-10, atol=1e-12)
+    dx = leaf.grad.numpy() if layout == "nchw" else leaf.grad.numpy().transpose(0, 3, 1, 2)
+    np.testing.assert_allclose(dx, want_dx, rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(wt.grad.numpy(), want_dw, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(bt.grad.numpy(), want_db, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(op.mean.numpy(), x.mean((0, 2, 3)), rtol=1e-12)
+    np.testing.assert_allclose(op.var.numpy(), x.var((0, 2, 3)), rtol=1e-10)
+
+
+def test_batch_norm_parameter_adjoints_on_their_own_and_of_another_shape(device):
+    # the weight's and bias's adjoint ops computed without the input's first
+    # (no statistics left to reuse), for a 3-D input and (1, C) parameters
+    rng = np.random.default_rng(52)
+    x, g = rng.standard_normal((4, 3, 5)), rng.standard_normal((4, 3, 5))
+    w, b = rng.uniform(0.5, 2, 3), rng.standard_normal(3)
+    xt, wt, bt, gt = _t(x, device), _t(w.reshape(1, 3), device), _t(b.reshape(1, 3), device), _t(g, device)
+    op = ndl.ops.BatchNormTrain()
+    y = op(xt, wt, bt)
+    want_y, want_dx, want_dw, want_db = _np_batch_norm(x, w, b, g)
+    np.testing.assert_allclose(y.numpy(), want_y, rtol=1e-10, atol=1e-12)
+    for which, want in ((1, want_dw), (0, want_db)):
+        got = ndl.Tensor.make_from_op(ndl.ops.BatchNormGradW(op, which), (gt, xt))
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-10, atol=1e-12)
+    got = ndl.Tensor.make_from_op(ndl.ops.BatchNormGradX(op), (gt, xt, wt))
+    np.testing.assert_allclose(got.numpy(), want_dx, rtol=1e-9, atol=1e-11)
+    (y * gt).sum().backward()
+    assert wt.grad.shape == (1, 3) and bt.grad.shape == (1, 3)
+    np.testing.assert_allclose(wt.grad.numpy(), want_dw.reshape(1, 3), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(bt.grad.numpy(), want_db.reshape(1, 3), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(xt.grad.numpy(), want_dx, rtol=1e-9, atol=1e-11)
+
+
+def test_batch_norm_refuses_bad_inputs(device):
+    from needle.errors import DeviceMismatchError, UnsupportedDTypeError
+    w, b = _t(np.ones(3), device), _t(np.zeros(3), device)
+    with pytest.raises(ShapeError, match=r"batch_norm_train: expected an input of 2 or more dimensions .* \(3,\)"):
+        ndl.ops.batch_norm_train(_t(np.ones(3), device), w, b)
+    x = _t(np.ones((2, 3)), device)
+    with pytest.raises(UnsupportedDTypeError, match="batch_norm_train: the weight is float32"):
+        ndl.ops.batch_norm_train(x, ndl.Tensor(np.ones(3, np.float32), device=device), b)
+    with pytest.raises(UnsupportedDTypeError, match="batch_norm_train: the bias is float32"):
+        ndl.ops.batch_norm_train(x, w, ndl.Tensor(np.zeros(3, np.float32), device=device))
+    other = [d for d in (ndl.cpu_numpy(), ndl.cpu()) if d.enabled() and d != device]
+    if other:  # needs a second backend
+        with pytest.raises(DeviceMismatchError, match="batch_norm_train: the weight is on"):
+            ndl.ops.batch_norm_train(x, _t(np.ones(3), other[0]), b)
+        with pytest.raises(DeviceMismatchError, match="batch_norm_train: the bias is on"):
+            ndl.ops.batch_norm_train(x, w, _t(np.zeros(3), other[0]))
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 3), (2, 4, 5, 3)])
+def test_batch_norm_reads_channels_last_memory_in_place(device, monkeypatch, shape):
+    # an (N, ..., C) buffer seen as (N, C, ...): the statistics kernel reads
+    # the input's own buffer as (rows, C, 1), no copy; values as NumPy's
+    from needle.backend_ndarray import NDArray
+    seen, real = [], NDArray.call_op_override
+
+    def spy(name, inputs, out_shape, *args):
+        seen.append((name, inputs[0]._handle, args))
+        return real(name, inputs, out_shape, *args)
+
+    monkeypatch.setattr(NDArray, "call_op_override", staticmethod(spy))
+    rng = np.random.default_rng(53)
+    data = rng.standard_normal(shape) * 2 + 1
+    leaf = _t(data, device)
+    perm = (0, len(shape) - 1) + tuple(range(1, len(shape) - 1))
+    x = np.transpose(data, perm)
+    w, b = rng.uniform(0.5, 2, 3), rng.standard_normal(3)
+    y = ndl.ops.batch_norm_train(ndl.ops.permute(leaf, perm), _t(w, device), _t(b, device))
+    np.testing.assert_allclose(y.numpy(), _np_batch_norm(x, w, b, np.zeros_like(x))[0], rtol=1e-10, atol=1e-12)
+    stats = [(h, args) for name, h, args in seen if name == "batch_norm_stats"]
+    if _fused_on(device, ["batch_norm_stats"]):
+        rows = int(np.prod(shape[:-1]))
+        assert stats == [(leaf.realize_cached_data()._handle, (rows, 3, 1))]
+    else:
+        assert stats == []
