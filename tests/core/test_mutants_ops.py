@@ -622,3 +622,119 @@ def test_batch_norm_reads_channels_last_memory_in_place(device, monkeypatch, sha
         assert stats == [(leaf.realize_cached_data()._handle, (rows, 3, 1))]
     else:
         assert stats == []
+
+
+# --------------------------------------------------------------------------- #
+# core/ops/ops_tensor_api.py: corners the Tensor-method tests leave out
+# --------------------------------------------------------------------------- #
+def test_getitem_second_order_and_two_ellipses(device):
+    rng = np.random.default_rng(61)
+    a, g, u = rng.standard_normal((3, 4)), rng.standard_normal((2, 4)), rng.standard_normal((3, 4))
+    x, gt = _t(a, device), _t(g, device)
+    y = x[1:, ::-1]
+    np.testing.assert_array_equal(y.numpy(), a[1:, ::-1])
+    (dx,) = ndl.autograd.local_vjp(y, (x,), gt)
+    want = np.zeros((3, 4))
+    want[1:, ::-1] = g
+    np.testing.assert_array_equal(dx.numpy(), want)
+    # the adjoint is linear in g: its own adjoint picks u at the index again
+    (dg,) = ndl.autograd.local_vjp(ndl.ops.summation(dx * _t(u, device)), (gt,), _t(np.array(1.0), device))
+    np.testing.assert_array_equal(dg.numpy(), u[1:, ::-1])
+    with pytest.raises(IndexError, match="single ellipsis"):
+        x[..., ...]
+
+
+def test_cat_checks(device):
+    a, b = _t(np.ones((2, 3)), device), _t(np.zeros((2, 1)), device)
+    np.testing.assert_array_equal(ndl.ops.cat([a, b], dim=-1).numpy(), np.concatenate([np.ones((2, 3)), np.zeros((2, 1))], 1))
+    for dim in (2, -3):
+        with pytest.raises(ShapeError, match=f"cat: dim {dim} out of range for tensors of 2 dimension"):
+            ndl.ops.cat([a, b], dim=dim)
+    with pytest.raises(ShapeError, match="cat: shapes .* differ outside dim 0"):
+        ndl.ops.cat([a, b], dim=0)
+    with pytest.raises(TypeError, match="cat: expected Tensors, got ndarray"):
+        ndl.ops.cat([a, np.ones((2, 3))])
+
+
+def test_where_with_numbers_arrays_and_bad_operands(device):
+    cond = [[1.0, 0.0, 2.0]]
+    y = _t([[4.0, 5.0, 6.0], [7.0, 8.0, 9.0]], device)
+    for c in (cond, np.array(cond), ndl.backend_ndarray.array(np.array(cond), device=device)):
+        out = ndl.ops.where(c, -1.5, y)  # x a number: y gives the device and dtype
+        assert out.dtype == "float64"
+        np.testing.assert_array_equal(out.numpy(), [[-1.5, 5.0, -1.5], [-1.5, 8.0, -1.5]])
+    out.sum().backward()
+    np.testing.assert_array_equal(y.grad.numpy(), [[0.0, 1.0, 0.0], [0.0, 1.0, 0.0]])
+    with pytest.raises(TypeError, match="where: x or y must be a Tensor, got float and int"):
+        ndl.ops.where(cond, 1.0, 2)
+    with pytest.raises(TypeError, match="where: y must be a Tensor or a number, got str"):
+        ndl.ops.where(cond, y, "a")
+    with pytest.raises(ShapeError, match=r"where: shapes condition \(2,\), x \(2, 3\)"):
+        ndl.ops.where([1.0, 0.0], y, y)
+
+
+def test_compare_corners(device):
+    from needle.errors import DeviceMismatchError
+    a = _t([1.0, 2.0, 3.0], device)
+    with pytest.raises(ValueError, match="compare: kind must be one of eq, ne, lt, le, gt, ge, got 'lte'"):
+        ndl.ops.Compare("lte")
+    assert ndl.ops.compare(a, "x", "lt") is NotImplemented
+    with pytest.raises(TypeError):
+        a < "x"
+    other = [d for d in (ndl.cpu_numpy(), ndl.cpu()) if d.enabled() and d != device]
+    if other:  # needs a second backend
+        with pytest.raises(DeviceMismatchError, match="Tensor <=: operands on"):
+            a <= _t([1.0, 2.0, 3.0], other[0])
+    # the op itself passes no gradient: zeros of each input
+    b = _t([2.0, 2.0, 2.0], device)
+    out = ndl.Tensor.make_from_op(ndl.ops.Compare("lt"), (a, b))
+    np.testing.assert_array_equal(out.numpy(), [1.0, 0.0, 0.0])
+    (out * 3.0).sum().backward()
+    np.testing.assert_array_equal(a.grad.numpy(), np.zeros(3))
+    np.testing.assert_array_equal(b.grad.numpy(), np.zeros(3))
+
+
+def test_cast_mean_min_argmax_corners(device):
+    from needle.errors import UnsupportedDTypeError
+    data = np.array([[3.0, 1.0, 3.0], [0.5, 2.0, 2.0]])
+    x = _t(data, device)
+    with pytest.raises(UnsupportedDTypeError, match="cast: unknown dtype 'nope'"):
+        ndl.ops.cast(x, "nope")
+    # no axes: the input unchanged, and so is the adjoint
+    for op in (ndl.ops.mean, ndl.ops.min):
+        out = op(x, axes=())
+        np.testing.assert_array_equal(out.numpy(), data)
+    x.grad = None
+    (ndl.ops.mean(x, axes=()) * _t(data, device)).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), data)
+    with pytest.raises(ShapeError, match=r"mean: cannot average over an empty axis \(shape \(2, 0\)\)"):
+        ndl.ops.mean(_t(np.zeros((2, 0)), device), axes=(1,))
+    got = ndl.ops.argmax(x, keepdims=True)
+    assert got.shape == (1, 1)
+    np.testing.assert_array_equal(got.numpy(), [[0.0]])
+    # the op itself passes a zero adjoint
+    z = _t(data, device)
+    ndl.Tensor.make_from_op(ndl.ops.ArgMax(axis=1), (z,)).sum().backward()
+    np.testing.assert_array_equal(z.grad.numpy(), np.zeros((2, 3)))
+
+
+def test_where_condition_is_non_zero_whatever_its_container(device):
+    # a tiny non-zero float64 condition is true as a Tensor, an NDArray, a
+    # NumPy array or a list alike (it was cast to float32 first, where 1e-50 is 0)
+    x, y = _t([1.0, 2.0, 3.0], device), _t([5.0, 6.0, 7.0], device)
+    cond = np.array([1e-50, 0.0, -1e-300])
+    for c in (cond, cond.tolist(), ndl.backend_ndarray.array(cond, dtype="float64", device=device),
+              _t(cond, device)):
+        np.testing.assert_array_equal(ndl.ops.where(c, x, y).numpy(), [1.0, 6.0, 3.0])
+
+
+def test_cat_at_the_first_axis_by_negative_dim_and_single_axis_mean_min(device):
+    a, c = _t(np.ones((2, 3)), device), _t(np.zeros((1, 3)), device)
+    np.testing.assert_array_equal(ndl.ops.cat([a, c], dim=-2).numpy(), np.concatenate([np.ones((2, 3)), np.zeros((1, 3))]))
+    data = np.array([[3.0, 1.0, 3.0], [0.5, 2.0, 2.0]])
+    x = _t(data, device)
+    np.testing.assert_array_equal(ndl.ops.min(x, axes=(1,)).numpy(), [1.0, 0.5])
+    m = ndl.ops.mean(x, axes=(1,))
+    np.testing.assert_allclose(m.numpy(), data.mean(1), rtol=1e-15)
+    (m * _t([3.0, 6.0], device)).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [[1.0, 1.0, 1.0], [2.0, 2.0, 2.0]], rtol=1e-15)
