@@ -738,3 +738,70 @@ def test_cat_at_the_first_axis_by_negative_dim_and_single_axis_mean_min(device):
     np.testing.assert_allclose(m.numpy(), data.mean(1), rtol=1e-15)
     (m * _t([3.0, 6.0], device)).sum().backward()
     np.testing.assert_allclose(x.grad.numpy(), [[1.0, 1.0, 1.0], [2.0, 2.0, 2.0]], rtol=1e-15)
+
+
+# --------------------------------------------------------------------------- #
+# core/ops/ops_conv.py
+# --------------------------------------------------------------------------- #
+@pytest.mark.parametrize("stride,padding", [(1, 1), (2, 0), (2, 1)])
+def test_conv_runs_its_fused_kernels_and_matches_torch(device, overrides_taken, stride, padding):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(71)
+    x, w = rng.standard_normal((2, 6, 5, 3)), rng.standard_normal((3, 3, 3, 4))
+    xt, wt = _t(x, device), _t(w, device)
+    y = ndl.ops.conv(xt, wt, stride=stride, padding=padding)
+    g = rng.standard_normal(y.shape)
+    (y * _t(g, device)).sum().backward()
+    assert sorted(overrides_taken) == _fused_on(device, ["conv", "conv_grad_input", "conv_grad_weight"])
+    tx = torch.tensor(x.transpose(0, 3, 1, 2), requires_grad=True)
+    tw = torch.tensor(w.transpose(3, 2, 0, 1), requires_grad=True)
+    ty = torch.nn.functional.conv2d(tx, tw, stride=stride, padding=padding)
+    (ty * torch.tensor(g.transpose(0, 3, 1, 2))).sum().backward()
+    np.testing.assert_allclose(y.numpy(), ty.detach().numpy().transpose(0, 2, 3, 1), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(xt.grad.numpy(), tx.grad.numpy().transpose(0, 2, 3, 1), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(wt.grad.numpy(), tw.grad.numpy().transpose(2, 3, 1, 0), rtol=1e-10, atol=1e-12)
+
+
+def test_conv_of_a_constant_batch_skips_the_input_adjoint(device, overrides_taken):
+    rng = np.random.default_rng(72)
+    x = ndl.Tensor(rng.standard_normal((1, 4, 4, 2)), device=device, dtype="float64", requires_grad=False)
+    w = _t(rng.standard_normal((3, 3, 2, 2)), device)
+    ndl.ops.conv(x, w).sum().backward()
+    assert x.grad is None
+    assert sorted(overrides_taken) == _fused_on(device, ["conv", "conv_grad_weight"])
+
+
+def test_conv_promotes_dtypes_and_checks_its_arguments(device):
+    x32 = ndl.Tensor(np.ones((1, 3, 3, 1), np.float32), device=device)
+    w64 = _t(np.full((2, 2, 1, 1), 0.5), device)
+    y = ndl.ops.conv(x32, w64, padding=0)
+    assert y.dtype == "float64"
+    np.testing.assert_array_equal(y.numpy(), np.full((1, 2, 2, 1), 2.0))
+    # a (s, s) tuple is s, as nn.Conv's arguments
+    np.testing.assert_array_equal(ndl.ops.Conv(stride=(2, 2), padding=[1, 1])(x32, w64).numpy().shape, (1, 2, 2, 1))
+    np.testing.assert_array_equal(ndl.ops.Conv(stride=[2], padding=(0,))(x32, w64).numpy(), np.full((1, 1, 1, 1), 2.0))
+    # a non-square (1, 2) was cut to 1 silently
+    for bad in ((1, 2), (), [0, 1]):
+        with pytest.raises(ShapeError, match=r"conv: stride must be one int or equal ones \(square\), got "):
+            ndl.ops.Conv(stride=bad)
+    with pytest.raises(ShapeError, match=r"conv: padding must be one int or equal ones \(square\), got \(1, 0\)"):
+        ndl.ops.conv(x32, w64, padding=(1, 0))
+    with pytest.raises(TypeError, match="conv: stride must be an int, got 1.5"):
+        ndl.ops.conv(x32, w64, stride=1.5)
+    with pytest.raises(TypeError, match="conv: padding must be an int, got '1'"):
+        ndl.ops.conv(x32, w64, padding="1")
+    x = _t(np.ones((1, 3, 3, 1)), device)
+    bad = [((_t(np.ones((3, 3, 1)), device), w64), {}, r"conv: expected input \(N, H, W, C_in\)"),
+           ((x, _t(np.ones((2, 2, 1)), device)), {}, r"conv: expected input \(N, H, W, C_in\)"),
+           ((x, _t(np.ones((2, 3, 1, 1)), device)), {}, "conv: kernel must be square"),
+           ((x, _t(np.ones((2, 2, 2, 1)), device)), {}, "conv: input has 1 channels"),
+           ((x, w64), dict(stride=0), "conv: need stride >= 1 and padding >= 0, got stride=0, padding=1"),
+           ((x, w64), dict(padding=-1), "conv: need stride >= 1 and padding >= 0, got stride=1, padding=-1"),
+           ((x, _t(np.ones((4, 4, 1, 1)), device)), dict(padding=0), "conv: kernel size 4 exceeds"),
+           ((_t(np.ones((1, 3, 4, 1)), device), _t(np.ones((4, 4, 1, 1)), device)), dict(padding=0),
+            "conv: kernel size 4 exceeds")]
+    for args, kw, msg in bad:
+        with pytest.raises(ShapeError, match=msg):
+            ndl.ops.conv(*args, **kw)
+    # a kernel exactly the padded size fits
+    assert ndl.ops.conv(x, _t(np.ones((5, 5, 1, 1)), device), padding=1).shape == (1, 1, 1, 1)
