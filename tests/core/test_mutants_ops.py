@@ -805,3 +805,110 @@ def test_conv_promotes_dtypes_and_checks_its_arguments(device):
             ndl.ops.conv(*args, **kw)
     # a kernel exactly the padded size fits
     assert ndl.ops.conv(x, _t(np.ones((5, 5, 1, 1)), device), padding=1).shape == (1, 1, 1, 1)
+
+
+# --------------------------------------------------------------------------- #
+# core/ops/registry.py
+# --------------------------------------------------------------------------- #
+@pytest.fixture
+def scratch_registry():
+    """Undo every registration a test makes: the table, the module attributes
+    and their __all__ lists."""
+    import sys
+    reg = ndl.ops.REGISTRY
+    before = dict(reg)
+    mods = [sys.modules[m] for m in ("needle.ops", "needle")]
+    attrs = [dict(vars(m)) for m in mods]
+    alls = [list(getattr(m, "__all__", [])) for m in mods]
+    yield
+    reg.clear()
+    reg.update(before)
+    for m, a, names in zip(mods, attrs, alls):
+        for k in [k for k in vars(m) if k not in a]:
+            delattr(m, k)
+        for k, v in a.items():
+            if vars(m).get(k) is not v:
+                setattr(m, k, v)
+        if isinstance(getattr(m, "__all__", None), list):
+            m.__all__[:] = names
+
+
+class _Twice(ndl.TensorOp):
+    def __init__(self, k=2.0):
+        self.k = k
+
+    def compute(self, a):
+        return a * self.k
+
+    def gradient(self, out_grad, node):
+        return out_grad * self.k
+
+
+def test_register_op_checks_its_arguments(scratch_registry):
+    for bad in (3, "9lives", "_private", "a-b"):
+        with pytest.raises(ValueError, match=f"register_op: name must be a public Python identifier, got {bad!r}"):
+            ndl.ops.register_op(bad, _Twice)
+    for bad in (int, _Twice()):
+        with pytest.raises(TypeError, match="register_op\\('twice_x'\\): cls must be a subclass of needle.autograd.Op"):
+            ndl.ops.register_op("twice_x", bad)
+    with pytest.raises(TypeError, match="register_op\\('twice_x'\\): function must be callable, got 5"):
+        ndl.ops.register_op("twice_x", _Twice, 5)
+    assert "twice_x" not in ndl.ops.REGISTRY
+    with pytest.raises(KeyError, match="no op named 'twice_x'; registered ops: add, "):
+        ndl.ops.get_op("twice_x")
+
+
+def test_register_op_default_function_publishing_and_replacing(scratch_registry):
+    entry = ndl.ops.register_op("twice_x", _Twice)
+    assert ndl.ops.get_op("twice_x") is entry and ndl.ops.op_names()[-1] == "twice_x"
+    f = entry.function
+    assert (f.__name__, f.__qualname__) == ("twice_x", "twice_x")
+    assert f.__doc__ == "Apply :class:`_Twice` (registered op 'twice_x')."
+    np.testing.assert_array_equal(f(ndl.Tensor([1.0, 2.0]), k=3.0).numpy(), [3.0, 6.0])
+    np.testing.assert_array_equal(f(ndl.Tensor([1.0])).numpy(), [2.0])
+    for mod in (ndl.ops, ndl):
+        assert mod.twice_x is f and mod._Twice is _Twice
+    assert ndl.ops.__all__.count("twice_x") == 1 and ndl.ops.__all__.count("_Twice") == 1
+    # the same class again is no conflict and publishes once; another class needs replace
+    again = ndl.ops.register_op("twice_x", _Twice)
+    assert ndl.ops.__all__.count("twice_x") == 1 and ndl.ops.twice_x is again.function
+    with pytest.raises(ValueError, match="an op named 'twice_x' is already registered \\(_Twice\\); pass replace=True"):
+        ndl.ops.register_op("twice_x", ndl.ops.EWiseAdd)
+    assert ndl.ops.register_op("twice_x", ndl.ops.EWiseAdd, replace=True).cls is ndl.ops.EWiseAdd
+
+
+def test_registering_a_builtin_name_never_shadows_it_in_needle(scratch_registry):
+    for name in ("round", "pow"):
+        entry = ndl.ops.register_op(name, _Twice)
+        assert getattr(ndl.ops, name) is entry.function and ndl.ops._Twice is _Twice
+        assert getattr(ndl, name, None) is not entry.function
+    entry = ndl.ops.register_op("twice_y", _Twice)
+    assert ndl.twice_y is entry.function
+
+
+def test_op_plugins_register_through_the_hook_and_a_broken_one_warns(scratch_registry):
+    from needle.ops import registry
+
+    class Impl:
+        def __init__(self, name, function):
+            self.plugin_name, self.function = name, function
+
+    class Hook:
+        def __init__(self, impls):
+            self.needle_register_ops = type("H", (), {"get_hookimpls": lambda _self: impls})()
+
+    def good(register):
+        register("twice_p", _Twice)
+
+    def broken(register):
+        raise RuntimeError("boom")
+
+    pm = type("PM", (), {})()
+    pm.hook = Hook([Impl("broken", broken), Impl("good", good)])
+    with pytest.warns(UserWarning, match="needle: plugin 'broken' failed to register ops: boom"):
+        registry._register_plugin_ops(pm)
+    assert ndl.ops.get_op("twice_p").cls is _Twice  # the one after the broken one still ran
+    module = type("M", (), {"needle_register_ops": staticmethod(lambda register: register("twice_m", _Twice))})
+    registry._register_module_ops(module)
+    assert ndl.ops.get_op("twice_m").cls is _Twice
+    registry._register_module_ops(object())  # no hook: nothing happens
