@@ -912,3 +912,41 @@ def test_op_plugins_register_through_the_hook_and_a_broken_one_warns(scratch_reg
     registry._register_module_ops(module)
     assert ndl.ops.get_op("twice_m").cls is _Twice
     registry._register_module_ops(object())  # no hook: nothing happens
+
+
+# --------------------------------------------------------------------------- #
+# core/ops/ops_optim.py
+# --------------------------------------------------------------------------- #
+def test_multi_tensor_steps_on_each_backend(device):
+    rng = np.random.default_rng(81)
+    host = [rng.standard_normal(n).astype(np.float32) for n in (4, 7)]
+    arr = lambda a: ndl.backend_ndarray.array(a, device=device)  # noqa: E731
+    ps, gs, us = [arr(h) for h in host], [arr(h * 0.5 + 1) for h in host], [arr(h * 0.25) for h in host]
+    fused = bool(_fused_on(device, ["sgd_step", "adam_step"]))
+    out = ndl.ops.multi_tensor_sgd_step(ps, gs, us, 0.1, 0.9, 0.01)
+    plain = ndl.ops.multi_tensor_sgd_step(ps, gs, None, 0.1, 0.0, 0.0)
+    vs = [arr(np.abs(h) + 0.5) for h in host]
+    adam = ndl.ops.multi_tensor_adam_step(ps, gs, us, vs, 0.9, 0.99, 0.01, 2.0, 1e-3, False)
+    if not fused:  # the optimizer's per-parameter composition runs instead
+        assert out is None and plain is None and adam is None
+        return
+    for h, p, u in zip(host, *out):
+        g = h * 0.5 + 1 + 0.01 * h
+        uu = 0.9 * h * 0.25 + 0.1 * g
+        np.testing.assert_allclose(u.numpy(), uu, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(p.numpy(), h - 0.1 * uu, rtol=1e-6, atol=1e-7)
+    assert plain[1] is None
+    for h, p in zip(host, plain[0]):
+        np.testing.assert_allclose(p.numpy(), h - 0.1 * (h * 0.5 + 1), rtol=1e-6, atol=1e-7)
+    for h, p, m, v in zip(host, *adam):
+        g = h * 0.5 + 1 + 0.01 * h
+        mm, vv = 0.9 * h * 0.25 + 0.1 * g, 0.99 * (np.abs(h) + 0.5) + 0.01 * g * g
+        assert np.isfinite(p.numpy()).all()
+        np.testing.assert_allclose(m.numpy(), mm, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(v.numpy(), vv, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(p.numpy(), h - mm / (np.sqrt(vv * 2.0) + 1e-3), rtol=1e-5, atol=1e-6)
+    frozen = ndl.ops.multi_tensor_adam_step(ps, gs, us, vs, 0.9, 0.99, 0.0, 2.0, 1e-3, True)
+    assert frozen[0] is None and len(frozen[1]) == len(frozen[2]) == 2
+    # float64 arrays on a float32-only kernel: None, the composition runs
+    d64 = [ndl.backend_ndarray.array(h.astype(np.float64), dtype="float64", device=device) for h in host]
+    assert ndl.ops.multi_tensor_sgd_step(d64, d64, None, 0.1, 0.0, 0.0) is None
