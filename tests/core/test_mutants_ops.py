@@ -950,3 +950,52 @@ def test_multi_tensor_steps_on_each_backend(device):
     # float64 arrays on a float32-only kernel: None, the composition runs
     d64 = [ndl.backend_ndarray.array(h.astype(np.float64), dtype="float64", device=device) for h in host]
     assert ndl.ops.multi_tensor_sgd_step(d64, d64, None, 0.1, 0.0, 0.0) is None
+
+
+def test_softmax_cross_entropy_checks_labels_and_shapes(device):
+    from needle.errors import ArgumentTypeError, DeviceMismatchError, OutOfBoundsError
+    z = _t(np.arange(6.0).reshape(2, 3), device)
+    want = np.log(np.exp(np.arange(3.0)).sum()) - np.array([2.0, 0.0])  # rows are 0 1 2 and 3 4 5
+    # labels as a list, as float32 under float64 logits: the same losses
+    for labels in ([2, 0], ndl.Tensor(np.array([2.0, 0.0], np.float32), device=device)):
+        np.testing.assert_allclose(ndl.ops.softmax_cross_entropy(z, labels).numpy(), want, rtol=1e-12)
+    for bad, row in (([0, 3], 1), ([-1, 0], 0), ([0, 1.5], 1), ([np.nan, 0], 0)):
+        with pytest.raises(OutOfBoundsError, match=f"softmax_cross_entropy: label .* of row {row} is not a class index; "
+                                                   r"valid: whole numbers in \[0, 3\)"):
+            ndl.ops.softmax_cross_entropy(z, bad)
+    shapes = [(np.zeros(3), [0], r"logits must have shape \(batch, classes\), got shape \(3,\)"),
+              (np.zeros((2, 0)), [0, 0], r"logits need at least one class, got shape \(2, 0\)"),
+              (np.zeros((2, 3)), [0, 1, 2], r"labels have shape \(3,\), expected \(2,\)")]
+    for logits, labels, msg in shapes:
+        with pytest.raises(ShapeError, match="softmax_cross_entropy: " + msg):
+            ndl.ops.softmax_cross_entropy(_t(logits, device), labels)
+    with pytest.raises(ArgumentTypeError, match="softmax_cross_entropy: logits must be a Tensor, got ndarray"):
+        ndl.ops.softmax_cross_entropy(np.zeros((2, 3)), [0, 1])
+    with pytest.raises(ArgumentTypeError, match="softmax_cross_entropy: labels must be class indices .* got list"):
+        ndl.ops.softmax_cross_entropy(z, ["a", "b"])
+    other = [d for d in (ndl.cpu_numpy(), ndl.cpu()) if d.enabled() and d != device]
+    if other:  # needs a second backend
+        with pytest.raises(DeviceMismatchError, match="softmax_cross_entropy: labels are on"):
+            ndl.ops.softmax_cross_entropy(z, _t([0.0, 1.0], other[0]))
+    # the op on its own: labels that ask for an adjoint get zeros
+    y = _t([2.0, 0.0], device)
+    ndl.ops.SoftmaxCrossEntropy()(z, y).sum().backward()
+    np.testing.assert_array_equal(y.grad.numpy(), [0.0, 0.0])
+
+
+def test_softmax_cross_entropy_second_order_matches_torch(device):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(42)
+    z, g, u = rng.standard_normal((3, 4)) * 2, rng.standard_normal(3), rng.standard_normal((3, 4))
+    labels = np.array([1.0, 3.0, 0.0])
+    zt, gt = _t(z, device), _t(g, device)
+    loss = ndl.ops.softmax_cross_entropy(zt, _t(labels, device))
+    (dz,) = ndl.autograd.local_vjp(loss, (zt,), gt)
+    ddz, ddg = ndl.autograd.local_vjp(ndl.ops.summation(dz * _t(u, device)), (zt, gt), _t(np.array(1.0), device))
+    tz, tg = torch.tensor(z, requires_grad=True), torch.tensor(g, requires_grad=True)
+    tl = torch.nn.functional.cross_entropy(tz, torch.tensor(labels.astype(np.int64)), reduction="none")
+    (tdz,) = torch.autograd.grad(tl, (tz,), tg, create_graph=True)
+    want = torch.autograd.grad((tdz * torch.tensor(u)).sum(), (tz, tg))
+    np.testing.assert_allclose(dz.numpy(), tdz.detach().numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(ddz.numpy(), want[0].numpy(), rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(ddg.numpy(), want[1].numpy(), rtol=1e-9, atol=1e-11)
