@@ -134,6 +134,9 @@ def conv_grad_weight_array(a: NDArray, g: NDArray, K: int, stride: int, padding:
 
 def _int(v, name):
     if isinstance(v, (tuple, list)):
+        # (s, s) is s; a non-square (1, 2) is refused rather than cut to 1
+        if len(v) == 0 or any(x != v[0] for x in v):
+            raise ShapeError(f"conv: {name} must be one int or equal ones (square), got {v!r}")
         v = v[0]
     if not isinstance(v, (numbers.Integral, np.integer)):
         raise TypeError(f"conv: {name} must be an int, got {v!r}")

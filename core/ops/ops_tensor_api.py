@@ -241,8 +241,8 @@ def where(condition, x, y):
         cond = condition.realize_cached_data()
     elif isinstance(condition, NDArray):
         cond = condition
-    else:
-        cond = NDArray(np.asarray(condition, dtype=np.float32), device=like.device)
+    else:  # non-zero is true: test it before storing 0/1 (1e-50 is 0 in float32)
+        cond = NDArray((np.asarray(condition) != 0).astype(np.float32), device=like.device)
 
     def as_tensor(v, name):
         if isinstance(v, Tensor):

@@ -414,3 +414,588 @@ def test_lstm_gates_refuse_inputs_not_two_dimensional(device, zshape, cshape):
     z, c = _t(np.zeros(zshape), device), _t(np.zeros(cshape), device)
     with pytest.raises(ShapeError, match=r"lstm_gates: expected z \(B, 4H\) and c \(B, H\)"):
         ndl.ops.lstm_gates(z, c)
+
+
+def test_lstm_gates_grad_pair_shares_one_kernel_in_either_order(device, overrides_taken):
+    # the two adjoint nodes of one backward share one call whichever runs first
+    rng = np.random.default_rng(22)
+    z, c, g = rng.standard_normal((2, 12)), rng.standard_normal((2, 3)), rng.standard_normal((2, 2, 3))
+    zt, ct, gt = _t(z, device), _t(c, device), _t(g, device)
+    shared = {}
+    dc = ndl.Tensor.make_from_op(ndl.ops.LSTMGatesGrad(1, shared), (zt, ct, gt))
+    dz = ndl.Tensor.make_from_op(ndl.ops.LSTMGatesGrad(0, shared), (zt, ct, gt))
+    assert overrides_taken == _fused_on(device, ["lstm_gates_grad"])
+    # against the adjoints of each made alone
+    for which, got in ((0, dz), (1, dc)):
+        want = ndl.Tensor.make_from_op(ndl.ops.LSTMGatesGrad(which), (zt, ct, gt)).numpy()
+        np.testing.assert_array_equal(got.numpy(), want)
+    i, f, gg = _np_sig(z[:, :3]), _np_sig(z[:, 3:6]), np.tanh(z[:, 6:9])
+    th, o = np.tanh(f * c + i * gg), _np_sig(z[:, 9:])
+    np.testing.assert_allclose(dc.numpy(), (g[:, 1] + g[:, 0] * o * (1 - th * th)) * f, rtol=1e-10, atol=1e-12)
+
+
+# --------------------------------------------------------------------------- #
+# core/ops/ops_tuple.py survivors
+# --------------------------------------------------------------------------- #
+def test_tuple_get_item_bounds_and_negative_indices(device):
+    from needle.errors import ArgumentTypeError, OutOfBoundsError
+    x = _t(np.arange(6.0).reshape(3, 2), device)
+    parts = ndl.ops.split(x, 0)  # not a make_tuple: items are TupleGetItem nodes
+    for k in (-3, -1, 0, 2):
+        np.testing.assert_array_equal(ndl.ops.tuple_get_item(parts, k).numpy(), np.arange(6.0).reshape(3, 2)[k])
+    for k in (3, -4):
+        with pytest.raises(OutOfBoundsError, match=f"tuple_get_item: index {k} out of range for a tuple of 3"):
+            ndl.ops.tuple_get_item(parts, k)
+    with pytest.raises(ArgumentTypeError, match="tuple_get_item: expected a TensorTuple, got Tensor"):
+        ndl.ops.tuple_get_item(x, 0)
+    # a negative index sends its adjoint to the slot it names, zeros elsewhere
+    (ndl.ops.tuple_get_item(parts, -1) * 2.0 + ndl.ops.tuple_get_item(parts, -3) * 5.0).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [[5.0, 5.0], [0.0, 0.0], [2.0, 2.0]])
+    # a make_tuple folds: item -1 is the last input itself
+    a, b = _t([1.0], device), _t([2.0, 3.0], device)
+    assert ndl.ops.tuple_get_item(ndl.ops.make_tuple(a, b), -1) is b
+
+
+def test_tuple_adjoints_of_whole_and_single_slots_add_up(device):
+    # stack(split(x)) sends back a whole tuple adjoint (a Split), the items
+    # one-hot ones; slot by slot they add, slots nobody read get zeros
+    rng = np.random.default_rng(31)
+    a, c = rng.standard_normal((3, 2)), rng.standard_normal((3, 2))
+    x = _t(a, device)
+    parts = ndl.ops.split(x, 0)
+    loss = (ndl.ops.stack(parts, 0) * _t(c, device)).sum() + (parts[1] * 5.0).sum() + (parts[1] * parts[1]).sum()
+    loss.backward()
+    want = c.copy()
+    want[1] += 5.0 + 2 * a[1]
+    np.testing.assert_allclose(x.grad.numpy(), want, rtol=1e-12, atol=1e-14)
+    y = _t(a, device)
+    parts = ndl.ops.split(y, 0)
+    (parts[0] * 2.0 + parts[0] * 3.0).sum().backward()
+    np.testing.assert_array_equal(y.grad.numpy(), [[5.0, 5.0], [0.0, 0.0], [0.0, 0.0]])
+
+
+def test_stack_checks_and_promotes(device):
+    a = ndl.Tensor(np.array([1.0, 2.0], np.float32), device=device)
+    b = _t([3.0, 4.0], device)
+    s = ndl.ops.stack([a, b], 1)
+    assert s.dtype == "float64"
+    np.testing.assert_array_equal(s.numpy(), [[1.0, 3.0], [2.0, 4.0]])
+    with pytest.raises(ShapeError, match="stack: need at least one tensor"):
+        ndl.ops.stack([], 0)
+    with pytest.raises(ShapeError, match="stack: axis must be an integer, got 1.0"):
+        ndl.ops.stack([b, b], 1.0)
+    with pytest.raises(ShapeError, match="split: axis must be an integer"):
+        ndl.ops.split(ndl.ops.stack([b, b], 0), "0")
+    for axis in (2, -3):
+        with pytest.raises(ShapeError):
+            ndl.ops.stack([b, b], axis)
+    np.testing.assert_array_equal(ndl.ops.stack([b, b], -2).numpy(), [[3.0, 4.0], [3.0, 4.0]])
+
+
+# --------------------------------------------------------------------------- #
+# core/ops/ops_loss.py: the fused softmax cross-entropy
+# --------------------------------------------------------------------------- #
+def test_softmax_cross_entropy_runs_its_fused_kernels(device, overrides_taken):
+    rng = np.random.default_rng(41)
+    z, y, g = rng.standard_normal((4, 5)) * 3, np.array([0.0, 4.0, 2.0, 4.0]), rng.standard_normal(4)
+    zt = _t(z, device)
+    loss = ndl.ops.softmax_cross_entropy(zt, _t(y, device))
+    (loss * _t(g, device)).sum().backward()
+    assert overrides_taken == _fused_on(device, ["softmax_xent", "softmax_xent_grad"])
+    lse = np.log(np.exp(z - z.max(1, keepdims=True)).sum(1)) + z.max(1)
+    rows = np.arange(4)
+    np.testing.assert_allclose(loss.numpy(), lse - z[rows, y.astype(int)], rtol=1e-12, atol=1e-13)
+    onehot = np.zeros((4, 5))
+    onehot[rows, y.astype(int)] = 1
+    np.testing.assert_allclose(zt.grad.numpy(), (np.exp(z - lse[:, None]) - onehot) * g[:, None],
+                               rtol=1e-10, atol=1e-13)
+
+
+# --------------------------------------------------------------------------- #
+# core/ops/ops_norm.py: the fused batch norm beyond 2-D inputs
+# --------------------------------------------------------------------------- #
+def _np_batch_norm(x, w, b, g, eps=1e-5):
+    axes = (0,) + tuple(range(2, x.ndim))
+    keep = (1, -1) + (1,) * (x.ndim - 2)
+    inv = 1 / np.sqrt(x.var(axes, keepdims=True) + eps)
+    xhat = (x - x.mean(axes, keepdims=True)) * inv
+    y = xhat * w.reshape(keep) + b.reshape(keep)
+    dx = w.reshape(keep) * inv * (g - g.mean(axes, keepdims=True) - xhat * (g * xhat).mean(axes, keepdims=True))
+    return y, dx, (g * xhat).sum(axes), g.sum(axes)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_batch_norm_of_images_runs_its_fused_kernels(device, overrides_taken, layout):
+    # an NCHW input, compact or an NCHW view of NHWC memory (what nn.Conv
+    # returns): the same values; on cpu the four kernels run once each (the
+    # weight's and the bias's adjoints reuse the input adjoint's statistics)
+    rng = np.random.default_rng(51)
+    x, g = rng.standard_normal((2, 3, 4, 5)) * 2 + 1, rng.standard_normal((2, 3, 4, 5))
+    w, b = rng.uniform(0.5, 2, 3), rng.standard_normal(3)
+    if layout == "nchw":
+        xt = _t(x, device)
+        leaf = xt
+    else:
+        leaf = _t(np.ascontiguousarray(x.transpose(0, 2, 3, 1)), device)
+        xt = ndl.ops.permute(leaf, (0, 3, 1, 2))
+    wt, bt = _t(w, device), _t(b, device)
+    op = ndl.ops.BatchNormTrain()
+    y = op(xt, wt, bt)
+    (y * _t(g, device)).sum().backward()
+    names = ["batch_norm_grad_stats", "batch_norm_stats", "channel_affine", "channel_affine2"]
+    assert sorted(overrides_taken) == _fused_on(device, names)
+    want_y, want_dx, want_dw, want_db = _np_batch_norm(x, w, b, g)
+    assert y.shape == x.shape
+    np.testing.assert_allclose(y.numpy(), want_y, rtol=1e-10, atol=1e-12)
+    dx = leaf.grad.numpy() if layout == "nchw" else leaf.grad.numpy().transpose(0, 3, 1, 2)
+    np.testing.assert_allclose(dx, want_dx, rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(wt.grad.numpy(), want_dw, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(bt.grad.numpy(), want_db, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(op.mean.numpy(), x.mean((0, 2, 3)), rtol=1e-12)
+    np.testing.assert_allclose(op.var.numpy(), x.var((0, 2, 3)), rtol=1e-10)
+
+
+def test_batch_norm_parameter_adjoints_on_their_own_and_of_another_shape(device):
+    # the weight's and bias's adjoint ops computed without the input's first
+    # (no statistics left to reuse), for a 3-D input and (1, C) parameters
+    rng = np.random.default_rng(52)
+    x, g = rng.standard_normal((4, 3, 5)), rng.standard_normal((4, 3, 5))
+    w, b = rng.uniform(0.5, 2, 3), rng.standard_normal(3)
+    xt, wt, bt, gt = _t(x, device), _t(w.reshape(1, 3), device), _t(b.reshape(1, 3), device), _t(g, device)
+    op = ndl.ops.BatchNormTrain()
+    y = op(xt, wt, bt)
+    want_y, want_dx, want_dw, want_db = _np_batch_norm(x, w, b, g)
+    np.testing.assert_allclose(y.numpy(), want_y, rtol=1e-10, atol=1e-12)
+    for which, want in ((1, want_dw), (0, want_db)):
+        got = ndl.Tensor.make_from_op(ndl.ops.BatchNormGradW(op, which), (gt, xt))
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-10, atol=1e-12)
+    got = ndl.Tensor.make_from_op(ndl.ops.BatchNormGradX(op), (gt, xt, wt))
+    np.testing.assert_allclose(got.numpy(), want_dx, rtol=1e-9, atol=1e-11)
+    (y * gt).sum().backward()
+    assert wt.grad.shape == (1, 3) and bt.grad.shape == (1, 3)
+    np.testing.assert_allclose(wt.grad.numpy(), want_dw.reshape(1, 3), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(bt.grad.numpy(), want_db.reshape(1, 3), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(xt.grad.numpy(), want_dx, rtol=1e-9, atol=1e-11)
+
+
+def test_batch_norm_refuses_bad_inputs(device):
+    from needle.errors import DeviceMismatchError, UnsupportedDTypeError
+    w, b = _t(np.ones(3), device), _t(np.zeros(3), device)
+    with pytest.raises(ShapeError, match=r"batch_norm_train: expected an input of 2 or more dimensions .* \(3,\)"):
+        ndl.ops.batch_norm_train(_t(np.ones(3), device), w, b)
+    x = _t(np.ones((2, 3)), device)
+    with pytest.raises(UnsupportedDTypeError, match="batch_norm_train: the weight is float32"):
+        ndl.ops.batch_norm_train(x, ndl.Tensor(np.ones(3, np.float32), device=device), b)
+    with pytest.raises(UnsupportedDTypeError, match="batch_norm_train: the bias is float32"):
+        ndl.ops.batch_norm_train(x, w, ndl.Tensor(np.zeros(3, np.float32), device=device))
+    other = [d for d in (ndl.cpu_numpy(), ndl.cpu()) if d.enabled() and d != device]
+    if other:  # needs a second backend
+        with pytest.raises(DeviceMismatchError, match="batch_norm_train: the weight is on"):
+            ndl.ops.batch_norm_train(x, _t(np.ones(3), other[0]), b)
+        with pytest.raises(DeviceMismatchError, match="batch_norm_train: the bias is on"):
+            ndl.ops.batch_norm_train(x, w, _t(np.zeros(3), other[0]))
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 3), (2, 4, 5, 3)])
+def test_batch_norm_reads_channels_last_memory_in_place(device, monkeypatch, shape):
+    # an (N, ..., C) buffer seen as (N, C, ...): the statistics kernel reads
+    # the input's own buffer as (rows, C, 1), no copy; values as NumPy's
+    from needle.backend_ndarray import NDArray
+    seen, real = [], NDArray.call_op_override
+
+    def spy(name, inputs, out_shape, *args):
+        seen.append((name, inputs[0]._handle, args))
+        return real(name, inputs, out_shape, *args)
+
+    monkeypatch.setattr(NDArray, "call_op_override", staticmethod(spy))
+    rng = np.random.default_rng(53)
+    data = rng.standard_normal(shape) * 2 + 1
+    leaf = _t(data, device)
+    perm = (0, len(shape) - 1) + tuple(range(1, len(shape) - 1))
+    x = np.transpose(data, perm)
+    w, b = rng.uniform(0.5, 2, 3), rng.standard_normal(3)
+    y = ndl.ops.batch_norm_train(ndl.ops.permute(leaf, perm), _t(w, device), _t(b, device))
+    np.testing.assert_allclose(y.numpy(), _np_batch_norm(x, w, b, np.zeros_like(x))[0], rtol=1e-10, atol=1e-12)
+    stats = [(h, args) for name, h, args in seen if name == "batch_norm_stats"]
+    if _fused_on(device, ["batch_norm_stats"]):
+        rows = int(np.prod(shape[:-1]))
+        assert stats == [(leaf.realize_cached_data()._handle, (rows, 3, 1))]
+    else:
+        assert stats == []
+
+
+# --------------------------------------------------------------------------- #
+# core/ops/ops_tensor_api.py: corners the Tensor-method tests leave out
+# --------------------------------------------------------------------------- #
+def test_getitem_second_order_and_two_ellipses(device):
+    rng = np.random.default_rng(61)
+    a, g, u = rng.standard_normal((3, 4)), rng.standard_normal((2, 4)), rng.standard_normal((3, 4))
+    x, gt = _t(a, device), _t(g, device)
+    y = x[1:, ::-1]
+    np.testing.assert_array_equal(y.numpy(), a[1:, ::-1])
+    (dx,) = ndl.autograd.local_vjp(y, (x,), gt)
+    want = np.zeros((3, 4))
+    want[1:, ::-1] = g
+    np.testing.assert_array_equal(dx.numpy(), want)
+    # the adjoint is linear in g: its own adjoint picks u at the index again
+    (dg,) = ndl.autograd.local_vjp(ndl.ops.summation(dx * _t(u, device)), (gt,), _t(np.array(1.0), device))
+    np.testing.assert_array_equal(dg.numpy(), u[1:, ::-1])
+    with pytest.raises(IndexError, match="single ellipsis"):
+        x[..., ...]
+
+
+def test_cat_checks(device):
+    a, b = _t(np.ones((2, 3)), device), _t(np.zeros((2, 1)), device)
+    np.testing.assert_array_equal(ndl.ops.cat([a, b], dim=-1).numpy(), np.concatenate([np.ones((2, 3)), np.zeros((2, 1))], 1))
+    for dim in (2, -3):
+        with pytest.raises(ShapeError, match=f"cat: dim {dim} out of range for tensors of 2 dimension"):
+            ndl.ops.cat([a, b], dim=dim)
+    with pytest.raises(ShapeError, match="cat: shapes .* differ outside dim 0"):
+        ndl.ops.cat([a, b], dim=0)
+    with pytest.raises(TypeError, match="cat: expected Tensors, got ndarray"):
+        ndl.ops.cat([a, np.ones((2, 3))])
+
+
+def test_where_with_numbers_arrays_and_bad_operands(device):
+    cond = [[1.0, 0.0, 2.0]]
+    y = _t([[4.0, 5.0, 6.0], [7.0, 8.0, 9.0]], device)
+    for c in (cond, np.array(cond), ndl.backend_ndarray.array(np.array(cond), device=device)):
+        out = ndl.ops.where(c, -1.5, y)  # x a number: y gives the device and dtype
+        assert out.dtype == "float64"
+        np.testing.assert_array_equal(out.numpy(), [[-1.5, 5.0, -1.5], [-1.5, 8.0, -1.5]])
+    out.sum().backward()
+    np.testing.assert_array_equal(y.grad.numpy(), [[0.0, 1.0, 0.0], [0.0, 1.0, 0.0]])
+    with pytest.raises(TypeError, match="where: x or y must be a Tensor, got float and int"):
+        ndl.ops.where(cond, 1.0, 2)
+    with pytest.raises(TypeError, match="where: y must be a Tensor or a number, got str"):
+        ndl.ops.where(cond, y, "a")
+    with pytest.raises(ShapeError, match=r"where: shapes condition \(2,\), x \(2, 3\)"):
+        ndl.ops.where([1.0, 0.0], y, y)
+
+
+def test_compare_corners(device):
+    from needle.errors import DeviceMismatchError
+    a = _t([1.0, 2.0, 3.0], device)
+    with pytest.raises(ValueError, match="compare: kind must be one of eq, ne, lt, le, gt, ge, got 'lte'"):
+        ndl.ops.Compare("lte")
+    assert ndl.ops.compare(a, "x", "lt") is NotImplemented
+    with pytest.raises(TypeError):
+        a < "x"
+    other = [d for d in (ndl.cpu_numpy(), ndl.cpu()) if d.enabled() and d != device]
+    if other:  # needs a second backend
+        with pytest.raises(DeviceMismatchError, match="Tensor <=: operands on"):
+            a <= _t([1.0, 2.0, 3.0], other[0])
+    # the op itself passes no gradient: zeros of each input
+    b = _t([2.0, 2.0, 2.0], device)
+    out = ndl.Tensor.make_from_op(ndl.ops.Compare("lt"), (a, b))
+    np.testing.assert_array_equal(out.numpy(), [1.0, 0.0, 0.0])
+    (out * 3.0).sum().backward()
+    np.testing.assert_array_equal(a.grad.numpy(), np.zeros(3))
+    np.testing.assert_array_equal(b.grad.numpy(), np.zeros(3))
+
+
+def test_cast_mean_min_argmax_corners(device):
+    from needle.errors import UnsupportedDTypeError
+    data = np.array([[3.0, 1.0, 3.0], [0.5, 2.0, 2.0]])
+    x = _t(data, device)
+    with pytest.raises(UnsupportedDTypeError, match="cast: unknown dtype 'nope'"):
+        ndl.ops.cast(x, "nope")
+    # no axes: the input unchanged, and so is the adjoint
+    for op in (ndl.ops.mean, ndl.ops.min):
+        out = op(x, axes=())
+        np.testing.assert_array_equal(out.numpy(), data)
+    x.grad = None
+    (ndl.ops.mean(x, axes=()) * _t(data, device)).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), data)
+    with pytest.raises(ShapeError, match=r"mean: cannot average over an empty axis \(shape \(2, 0\)\)"):
+        ndl.ops.mean(_t(np.zeros((2, 0)), device), axes=(1,))
+    got = ndl.ops.argmax(x, keepdims=True)
+    assert got.shape == (1, 1)
+    np.testing.assert_array_equal(got.numpy(), [[0.0]])
+    # the op itself passes a zero adjoint
+    z = _t(data, device)
+    ndl.Tensor.make_from_op(ndl.ops.ArgMax(axis=1), (z,)).sum().backward()
+    np.testing.assert_array_equal(z.grad.numpy(), np.zeros((2, 3)))
+
+
+def test_where_condition_is_non_zero_whatever_its_container(device):
+    # a tiny non-zero float64 condition is true as a Tensor, an NDArray, a
+    # NumPy array or a list alike (it was cast to float32 first, where 1e-50 is 0)
+    x, y = _t([1.0, 2.0, 3.0], device), _t([5.0, 6.0, 7.0], device)
+    cond = np.array([1e-50, 0.0, -1e-300])
+    for c in (cond, cond.tolist(), ndl.backend_ndarray.array(cond, dtype="float64", device=device),
+              _t(cond, device)):
+        np.testing.assert_array_equal(ndl.ops.where(c, x, y).numpy(), [1.0, 6.0, 3.0])
+
+
+def test_cat_at_the_first_axis_by_negative_dim_and_single_axis_mean_min(device):
+    a, c = _t(np.ones((2, 3)), device), _t(np.zeros((1, 3)), device)
+    np.testing.assert_array_equal(ndl.ops.cat([a, c], dim=-2).numpy(), np.concatenate([np.ones((2, 3)), np.zeros((1, 3))]))
+    data = np.array([[3.0, 1.0, 3.0], [0.5, 2.0, 2.0]])
+    x = _t(data, device)
+    np.testing.assert_array_equal(ndl.ops.min(x, axes=(1,)).numpy(), [1.0, 0.5])
+    m = ndl.ops.mean(x, axes=(1,))
+    np.testing.assert_allclose(m.numpy(), data.mean(1), rtol=1e-15)
+    (m * _t([3.0, 6.0], device)).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [[1.0, 1.0, 1.0], [2.0, 2.0, 2.0]], rtol=1e-15)
+
+
+# --------------------------------------------------------------------------- #
+# core/ops/ops_conv.py
+# --------------------------------------------------------------------------- #
+@pytest.mark.parametrize("stride,padding", [(1, 1), (2, 0), (2, 1)])
+def test_conv_runs_its_fused_kernels_and_matches_torch(device, overrides_taken, stride, padding):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(71)
+    x, w = rng.standard_normal((2, 6, 5, 3)), rng.standard_normal((3, 3, 3, 4))
+    xt, wt = _t(x, device), _t(w, device)
+    y = ndl.ops.conv(xt, wt, stride=stride, padding=padding)
+    g = rng.standard_normal(y.shape)
+    (y * _t(g, device)).sum().backward()
+    assert sorted(overrides_taken) == _fused_on(device, ["conv", "conv_grad_input", "conv_grad_weight"])
+    tx = torch.tensor(x.transpose(0, 3, 1, 2), requires_grad=True)
+    tw = torch.tensor(w.transpose(3, 2, 0, 1), requires_grad=True)
+    ty = torch.nn.functional.conv2d(tx, tw, stride=stride, padding=padding)
+    (ty * torch.tensor(g.transpose(0, 3, 1, 2))).sum().backward()
+    np.testing.assert_allclose(y.numpy(), ty.detach().numpy().transpose(0, 2, 3, 1), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(xt.grad.numpy(), tx.grad.numpy().transpose(0, 2, 3, 1), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(wt.grad.numpy(), tw.grad.numpy().transpose(2, 3, 1, 0), rtol=1e-10, atol=1e-12)
+
+
+def test_conv_of_a_constant_batch_skips_the_input_adjoint(device, overrides_taken):
+    rng = np.random.default_rng(72)
+    x = ndl.Tensor(rng.standard_normal((1, 4, 4, 2)), device=device, dtype="float64", requires_grad=False)
+    w = _t(rng.standard_normal((3, 3, 2, 2)), device)
+    ndl.ops.conv(x, w).sum().backward()
+    assert x.grad is None
+    assert sorted(overrides_taken) == _fused_on(device, ["conv", "conv_grad_weight"])
+
+
+def test_conv_promotes_dtypes_and_checks_its_arguments(device):
+    x32 = ndl.Tensor(np.ones((1, 3, 3, 1), np.float32), device=device)
+    w64 = _t(np.full((2, 2, 1, 1), 0.5), device)
+    y = ndl.ops.conv(x32, w64, padding=0)
+    assert y.dtype == "float64"
+    np.testing.assert_array_equal(y.numpy(), np.full((1, 2, 2, 1), 2.0))
+    # a (s, s) tuple is s, as nn.Conv's arguments
+    np.testing.assert_array_equal(ndl.ops.Conv(stride=(2, 2), padding=[1, 1])(x32, w64).numpy().shape, (1, 2, 2, 1))
+    np.testing.assert_array_equal(ndl.ops.Conv(stride=[2], padding=(0,))(x32, w64).numpy(), np.full((1, 1, 1, 1), 2.0))
+    # a non-square (1, 2) was cut to 1 silently
+    for bad in ((1, 2), (), [0, 1]):
+        with pytest.raises(ShapeError, match=r"conv: stride must be one int or equal ones \(square\), got "):
+            ndl.ops.Conv(stride=bad)
+    with pytest.raises(ShapeError, match=r"conv: padding must be one int or equal ones \(square\), got \(1, 0\)"):
+        ndl.ops.conv(x32, w64, padding=(1, 0))
+    with pytest.raises(TypeError, match="conv: stride must be an int, got 1.5"):
+        ndl.ops.conv(x32, w64, stride=1.5)
+    with pytest.raises(TypeError, match="conv: padding must be an int, got '1'"):
+        ndl.ops.conv(x32, w64, padding="1")
+    x = _t(np.ones((1, 3, 3, 1)), device)
+    bad = [((_t(np.ones((3, 3, 1)), device), w64), {}, r"conv: expected input \(N, H, W, C_in\)"),
+           ((x, _t(np.ones((2, 2, 1)), device)), {}, r"conv: expected input \(N, H, W, C_in\)"),
+           ((x, _t(np.ones((2, 3, 1, 1)), device)), {}, "conv: kernel must be square"),
+           ((x, _t(np.ones((2, 2, 2, 1)), device)), {}, "conv: input has 1 channels"),
+           ((x, w64), dict(stride=0), "conv: need stride >= 1 and padding >= 0, got stride=0, padding=1"),
+           ((x, w64), dict(padding=-1), "conv: need stride >= 1 and padding >= 0, got stride=1, padding=-1"),
+           ((x, _t(np.ones((4, 4, 1, 1)), device)), dict(padding=0), "conv: kernel size 4 exceeds"),
+           ((_t(np.ones((1, 3, 4, 1)), device), _t(np.ones((4, 4, 1, 1)), device)), dict(padding=0),
+            "conv: kernel size 4 exceeds")]
+    for args, kw, msg in bad:
+        with pytest.raises(ShapeError, match=msg):
+            ndl.ops.conv(*args, **kw)
+    # a kernel exactly the padded size fits
+    assert ndl.ops.conv(x, _t(np.ones((5, 5, 1, 1)), device), padding=1).shape == (1, 1, 1, 1)
+
+
+# --------------------------------------------------------------------------- #
+# core/ops/registry.py
+# --------------------------------------------------------------------------- #
+@pytest.fixture
+def scratch_registry():
+    """Undo every registration a test makes: the table, the module attributes
+    and their __all__ lists."""
+    import sys
+    reg = ndl.ops.REGISTRY
+    before = dict(reg)
+    mods = [sys.modules[m] for m in ("needle.ops", "needle")]
+    attrs = [dict(vars(m)) for m in mods]
+    alls = [list(getattr(m, "__all__", [])) for m in mods]
+    yield
+    reg.clear()
+    reg.update(before)
+    for m, a, names in zip(mods, attrs, alls):
+        for k in [k for k in vars(m) if k not in a]:
+            delattr(m, k)
+        for k, v in a.items():
+            if vars(m).get(k) is not v:
+                setattr(m, k, v)
+        if isinstance(getattr(m, "__all__", None), list):
+            m.__all__[:] = names
+
+
+class _Twice(ndl.TensorOp):
+    def __init__(self, k=2.0):
+        self.k = k
+
+    def compute(self, a):
+        return a * self.k
+
+    def gradient(self, out_grad, node):
+        return out_grad * self.k
+
+
+def test_register_op_checks_its_arguments(scratch_registry):
+    for bad in (3, "9lives", "_private", "a-b"):
+        with pytest.raises(ValueError, match=f"register_op: name must be a public Python identifier, got {bad!r}"):
+            ndl.ops.register_op(bad, _Twice)
+    for bad in (int, _Twice()):
+        with pytest.raises(TypeError, match="register_op\\('twice_x'\\): cls must be a subclass of needle.autograd.Op"):
+            ndl.ops.register_op("twice_x", bad)
+    with pytest.raises(TypeError, match="register_op\\('twice_x'\\): function must be callable, got 5"):
+        ndl.ops.register_op("twice_x", _Twice, 5)
+    assert "twice_x" not in ndl.ops.REGISTRY
+    with pytest.raises(KeyError, match="no op named 'twice_x'; registered ops: add, "):
+        ndl.ops.get_op("twice_x")
+
+
+def test_register_op_default_function_publishing_and_replacing(scratch_registry):
+    entry = ndl.ops.register_op("twice_x", _Twice)
+    assert ndl.ops.get_op("twice_x") is entry and ndl.ops.op_names()[-1] == "twice_x"
+    f = entry.function
+    assert (f.__name__, f.__qualname__) == ("twice_x", "twice_x")
+    assert f.__doc__ == "Apply :class:`_Twice` (registered op 'twice_x')."
+    np.testing.assert_array_equal(f(ndl.Tensor([1.0, 2.0]), k=3.0).numpy(), [3.0, 6.0])
+    np.testing.assert_array_equal(f(ndl.Tensor([1.0])).numpy(), [2.0])
+    for mod in (ndl.ops, ndl):
+        assert mod.twice_x is f and mod._Twice is _Twice
+    assert ndl.ops.__all__.count("twice_x") == 1 and ndl.ops.__all__.count("_Twice") == 1
+    # the same class again is no conflict and publishes once; another class needs replace
+    again = ndl.ops.register_op("twice_x", _Twice)
+    assert ndl.ops.__all__.count("twice_x") == 1 and ndl.ops.twice_x is again.function
+    with pytest.raises(ValueError, match="an op named 'twice_x' is already registered \\(_Twice\\); pass replace=True"):
+        ndl.ops.register_op("twice_x", ndl.ops.EWiseAdd)
+    assert ndl.ops.register_op("twice_x", ndl.ops.EWiseAdd, replace=True).cls is ndl.ops.EWiseAdd
+
+
+def test_registering_a_builtin_name_never_shadows_it_in_needle(scratch_registry):
+    for name in ("round", "pow"):
+        entry = ndl.ops.register_op(name, _Twice)
+        assert getattr(ndl.ops, name) is entry.function and ndl.ops._Twice is _Twice
+        assert getattr(ndl, name, None) is not entry.function
+    entry = ndl.ops.register_op("twice_y", _Twice)
+    assert ndl.twice_y is entry.function
+
+
+def test_op_plugins_register_through_the_hook_and_a_broken_one_warns(scratch_registry):
+    from needle.ops import registry
+
+    class Impl:
+        def __init__(self, name, function):
+            self.plugin_name, self.function = name, function
+
+    class Hook:
+        def __init__(self, impls):
+            self.needle_register_ops = type("H", (), {"get_hookimpls": lambda _self: impls})()
+
+    def good(register):
+        register("twice_p", _Twice)
+
+    def broken(register):
+        raise RuntimeError("boom")
+
+    pm = type("PM", (), {})()
+    pm.hook = Hook([Impl("broken", broken), Impl("good", good)])
+    with pytest.warns(UserWarning, match="needle: plugin 'broken' failed to register ops: boom"):
+        registry._register_plugin_ops(pm)
+    assert ndl.ops.get_op("twice_p").cls is _Twice  # the one after the broken one still ran
+    module = type("M", (), {"needle_register_ops": staticmethod(lambda register: register("twice_m", _Twice))})
+    registry._register_module_ops(module)
+    assert ndl.ops.get_op("twice_m").cls is _Twice
+    registry._register_module_ops(object())  # no hook: nothing happens
+
+
+# --------------------------------------------------------------------------- #
+# core/ops/ops_optim.py
+# --------------------------------------------------------------------------- #
+def test_multi_tensor_steps_on_each_backend(device):
+    rng = np.random.default_rng(81)
+    host = [rng.standard_normal(n).astype(np.float32) for n in (4, 7)]
+    arr = lambda a: ndl.backend_ndarray.array(a, device=device)  # noqa: E731
+    ps, gs, us = [arr(h) for h in host], [arr(h * 0.5 + 1) for h in host], [arr(h * 0.25) for h in host]
+    fused = bool(_fused_on(device, ["sgd_step", "adam_step"]))
+    out = ndl.ops.multi_tensor_sgd_step(ps, gs, us, 0.1, 0.9, 0.01)
+    plain = ndl.ops.multi_tensor_sgd_step(ps, gs, None, 0.1, 0.0, 0.0)
+    vs = [arr(np.abs(h) + 0.5) for h in host]
+    adam = ndl.ops.multi_tensor_adam_step(ps, gs, us, vs, 0.9, 0.99, 0.01, 2.0, 1e-3, False)
+    if not fused:  # the optimizer's per-parameter composition runs instead
+        assert out is None and plain is None and adam is None
+        return
+    for h, p, u in zip(host, *out):
+        g = h * 0.5 + 1 + 0.01 * h
+        uu = 0.9 * h * 0.25 + 0.1 * g
+        np.testing.assert_allclose(u.numpy(), uu, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(p.numpy(), h - 0.1 * uu, rtol=1e-6, atol=1e-7)
+    assert plain[1] is None
+    for h, p in zip(host, plain[0]):
+        np.testing.assert_allclose(p.numpy(), h - 0.1 * (h * 0.5 + 1), rtol=1e-6, atol=1e-7)
+    for h, p, m, v in zip(host, *adam):
+        g = h * 0.5 + 1 + 0.01 * h
+        mm, vv = 0.9 * h * 0.25 + 0.1 * g, 0.99 * (np.abs(h) + 0.5) + 0.01 * g * g
+        assert np.isfinite(p.numpy()).all()
+        np.testing.assert_allclose(m.numpy(), mm, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(v.numpy(), vv, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(p.numpy(), h - mm / (np.sqrt(vv * 2.0) + 1e-3), rtol=1e-5, atol=1e-6)
+    frozen = ndl.ops.multi_tensor_adam_step(ps, gs, us, vs, 0.9, 0.99, 0.0, 2.0, 1e-3, True)
+    assert frozen[0] is None and len(frozen[1]) == len(frozen[2]) == 2
+    # float64 arrays on a float32-only kernel: None, the composition runs
+    d64 = [ndl.backend_ndarray.array(h.astype(np.float64), dtype="float64", device=device) for h in host]
+    assert ndl.ops.multi_tensor_sgd_step(d64, d64, None, 0.1, 0.0, 0.0) is None
+
+
+def test_softmax_cross_entropy_checks_labels_and_shapes(device):
+    from needle.errors import ArgumentTypeError, DeviceMismatchError, OutOfBoundsError
+    z = _t(np.arange(6.0).reshape(2, 3), device)
+    want = np.log(np.exp(np.arange(3.0)).sum()) - np.array([2.0, 0.0])  # rows are 0 1 2 and 3 4 5
+    # labels as a list, as float32 under float64 logits: the same losses
+    for labels in ([2, 0], ndl.Tensor(np.array([2.0, 0.0], np.float32), device=device)):
+        np.testing.assert_allclose(ndl.ops.softmax_cross_entropy(z, labels).numpy(), want, rtol=1e-12)
+    for bad, row in (([0, 3], 1), ([-1, 0], 0), ([0, 1.5], 1), ([np.nan, 0], 0)):
+        with pytest.raises(OutOfBoundsError, match=f"softmax_cross_entropy: label .* of row {row} is not a class index; "
+                                                   r"valid: whole numbers in \[0, 3\)"):
+            ndl.ops.softmax_cross_entropy(z, bad)
+    shapes = [(np.zeros(3), [0], r"logits must have shape \(batch, classes\), got shape \(3,\)"),
+              (np.zeros((2, 0)), [0, 0], r"logits need at least one class, got shape \(2, 0\)"),
+              (np.zeros((2, 3)), [0, 1, 2], r"labels have shape \(3,\), expected \(2,\)")]
+    for logits, labels, msg in shapes:
+        with pytest.raises(ShapeError, match="softmax_cross_entropy: " + msg):
+            ndl.ops.softmax_cross_entropy(_t(logits, device), labels)
+    with pytest.raises(ArgumentTypeError, match="softmax_cross_entropy: logits must be a Tensor, got ndarray"):
+        ndl.ops.softmax_cross_entropy(np.zeros((2, 3)), [0, 1])
+    with pytest.raises(ArgumentTypeError, match="softmax_cross_entropy: labels must be class indices .* got list"):
+        ndl.ops.softmax_cross_entropy(z, ["a", "b"])
+    other = [d for d in (ndl.cpu_numpy(), ndl.cpu()) if d.enabled() and d != device]
+    if other:  # needs a second backend
+        with pytest.raises(DeviceMismatchError, match="softmax_cross_entropy: labels are on"):
+            ndl.ops.softmax_cross_entropy(z, _t([0.0, 1.0], other[0]))
+    # the op on its own: labels that ask for an adjoint get zeros
+    y = _t([2.0, 0.0], device)
+    ndl.ops.SoftmaxCrossEntropy()(z, y).sum().backward()
+    np.testing.assert_array_equal(y.grad.numpy(), [0.0, 0.0])
+
+
+def test_softmax_cross_entropy_second_order_matches_torch(device):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(42)
+    z, g, u = rng.standard_normal((3, 4)) * 2, rng.standard_normal(3), rng.standard_normal((3, 4))
+    labels = np.array([1.0, 3.0, 0.0])
+    zt, gt = _t(z, device), _t(g, device)
+    loss = ndl.ops.softmax_cross_entropy(zt, _t(labels, device))
+    (dz,) = ndl.autograd.local_vjp(loss, (zt,), gt)
+    ddz, ddg = ndl.autograd.local_vjp(ndl.ops.summation(dz * _t(u, device)), (zt, gt), _t(np.array(1.0), device))
+    tz, tg = torch.tensor(z, requires_grad=True), torch.tensor(g, requires_grad=True)
+    tl = torch.nn.functional.cross_entropy(tz, torch.tensor(labels.astype(np.int64)), reduction="none")
+    (tdz,) = torch.autograd.grad(tl, (tz,), tg, create_graph=True)
+    want = torch.autograd.grad((tdz * torch.tensor(u)).sum(), (tz, tg))
+    np.testing.assert_allclose(dz.numpy(), tdz.detach().numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(ddz.numpy(), want[0].numpy(), rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(ddg.numpy(), want[1].numpy(), rtol=1e-9, atol=1e-11)
