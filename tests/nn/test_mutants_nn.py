@@ -345,3 +345,73 @@ def test_named_children_names_modules_in_plain_dict_and_list_attributes():
     assert [c for _, c in named] == [m.heads["cls"], m.heads["box"], m.blocks[0], m.blocks[2]]
     assert [n for n, _ in m.named_modules()] == ["", "heads.cls", "heads.box", "blocks.0", "blocks.2"]
     assert [n for n, _ in m.named_parameters()] == ["heads.cls.weight", "heads.cls.bias"]
+
+
+# -- contrib/nn/nn_basic.py: BatchNorm1d's two training routes ------------------
+
+def _bn_step_reference(x, w, b, eps, g):
+    """Forward and the gradients of sum(out * g), in float64 (biased variance)."""
+    mean, var = x.mean(0), x.var(0)
+    xhat = (x - mean) / np.sqrt(var + eps)
+    dx = w / np.sqrt(var + eps) * (g - g.mean(0) - xhat * (g * xhat).mean(0))
+    return xhat * w + b, mean, var, dx, (g * xhat).sum(0), g.sum(0)
+
+
+@pytest.mark.parametrize("route", ["fused", "float64 input", "lazy mode"])
+def test_batchnorm1d_training_routes_agree_with_the_formula(device, route, monkeypatch):
+    # eager float32 takes the fused node; a float64 input into float32 parameters,
+    # or lazy mode, takes the composition; both must give the course's values
+    from needle import autograd, ops
+    made = []
+
+    class Counted(ops.BatchNormTrain):
+        def __init__(self, *args, **kwargs):
+            made.append(1)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(ops, "BatchNormTrain", Counted)
+    if route == "lazy mode":
+        monkeypatch.setattr(autograd, "LAZY_MODE", True)
+    dtype = "float64" if route == "float64 input" else "float32"
+    rng = np.random.default_rng(8)
+    w, b, eps, m = np.array([1.5, -0.5, 2.0]), np.array([0.3, -1.0, 0.25]), 0.1, 0.3
+    bn = nn.BatchNorm1d(3, eps=eps, momentum=m, device=device)
+    bn.weight.data = ndl.Tensor(w, device=device)
+    bn.bias.data = ndl.Tensor(b, device=device)
+    rm, rv = np.zeros(3), np.ones(3)
+    for step in range(2):  # the second step starts from non-trivial running statistics
+        x = rng.standard_normal((6, 3)) * [1.0, 3.0, 0.5] + [0.2, -1.0, 4.0]
+        g = rng.standard_normal((6, 3))
+        xt = ndl.Tensor(x.astype(dtype), device=device, dtype=dtype)
+        out = bn(xt)
+        (out * ndl.Tensor(g.astype(dtype), device=device, dtype=dtype)).sum().backward()
+        want, mean, var, dx, dw, db = _bn_step_reference(x.astype(dtype).astype(np.float64), w, b, eps, g)
+        assert out.dtype == dtype
+        np.testing.assert_allclose(out.numpy(), want, rtol=1e-5, atol=2e-6)
+        np.testing.assert_allclose(xt.grad.numpy(), dx, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(bn.weight.grad.numpy(), dw, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(bn.bias.grad.numpy(), db, rtol=1e-4, atol=1e-5)
+        rm, rv = (1 - m) * rm + m * mean, (1 - m) * rv + m * var
+        np.testing.assert_allclose(bn.running_mean.numpy(), rm, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(bn.running_var.numpy(), rv, rtol=1e-5, atol=1e-6)
+        assert bn.running_mean.dtype == bn.running_var.dtype == "float32"
+    assert len(made) == (2 if route == "fused" else 0)
+    bn.eval()
+    x = rng.standard_normal((4, 3))
+    got = bn(ndl.Tensor(x.astype(np.float32), device=device)).numpy()
+    np.testing.assert_allclose(got, (x - rm) / np.sqrt(rv + eps) * w + b, rtol=1e-5, atol=2e-6)
+
+
+@pytest.mark.parametrize("cls", ["BatchNorm1d", "BatchNorm2d"])
+def test_batchnorm_dim_bounds_and_message(cls):
+    from needle.errors import HyperParameterError
+    bn = getattr(nn, cls)(0)
+    assert bn.weight.shape == (0,) and bn.running_var.shape == (0,)
+    with pytest.raises(HyperParameterError) as err:
+        getattr(nn, cls)(-1)
+    assert str(err.value) == f"{cls}: dim must be an integer >= 0, got -1"
+
+
+def test_batchnorm1d_of_zero_features():
+    out = nn.BatchNorm1d(0)(ndl.Tensor(np.zeros((3, 0), np.float32)))
+    assert out.shape == (3, 0)
