@@ -415,3 +415,104 @@ def test_batchnorm_dim_bounds_and_message(cls):
 def test_batchnorm1d_of_zero_features():
     out = nn.BatchNorm1d(0)(ndl.Tensor(np.zeros((3, 0), np.float32)))
     assert out.shape == (3, 0)
+
+
+# -- contrib/nn/nn_basic.py: zero-width layers, defaults, Module.to, repr --------
+
+def test_linear_allows_zero_features_and_refuses_negative_ones():
+    from needle.errors import HyperParameterError
+    lin = nn.Linear(0, 3)
+    out = lin(ndl.Tensor(np.zeros((2, 0), np.float32)))
+    np.testing.assert_array_equal(out.numpy(), np.broadcast_to(lin.bias.numpy(), (2, 3)))
+    assert nn.Linear(3, 0)(ndl.Tensor(np.ones((2, 3), np.float32))).shape == (2, 0)
+    for args, name in (((-1, 3), "in_features"), ((3, -1), "out_features")):
+        with pytest.raises(HyperParameterError, match=rf"^Linear: {name} must be an integer >= 0, got -1$"):
+            nn.Linear(*args)
+
+
+def test_layernorm1d_zero_width_default_eps_and_shape_errors():
+    from needle.errors import HyperParameterError, ShapeError
+    assert nn.LayerNorm1d(0)(ndl.Tensor(np.zeros((3, 0), np.float32))).shape == (3, 0)
+    with pytest.raises(HyperParameterError, match=r"^LayerNorm1d: dim must be an integer >= 0, got -1$"):
+        nn.LayerNorm1d(-1)
+    # rows whose variance is of the order of eps: the default eps (1e-5) shows in the values
+    x = np.array([[0.0, 0.004, -0.004, 0.002], [1.0, 1.003, 0.997, 1.0]])
+    ln = nn.LayerNorm1d(4)
+    assert ln.eps == 1e-5
+    got = ln(ndl.Tensor(x.astype(np.float32))).numpy()
+    want = (x - x.mean(1, keepdims=True)) / np.sqrt(x.var(1, keepdims=True) + 1e-5)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    for shape in ((), (2, 3)):
+        with pytest.raises(ShapeError) as err:
+            ln(ndl.Tensor(np.zeros(shape, np.float32)))
+        assert str(err.value) == f"LayerNorm1d(4): last axis of the input must be 4, got shape {shape}"
+
+
+def test_dropout_defaults_to_one_half_and_p_one_zeroes_everything():
+    np.random.seed(3)
+    x = np.random.randn(20, 10).astype(np.float32) + 5.0  # no zeros of its own
+    d = nn.Dropout()
+    assert d.p == 0.5
+    np.random.seed(4)
+    out = d(ndl.Tensor(x)).numpy()
+    np.random.seed(4)
+    keep = np.random.rand(20, 10) <= 0.5
+    np.testing.assert_allclose(out, x * keep * 2.0, rtol=1e-6)
+    np.testing.assert_array_equal(nn.Dropout(1.0)(ndl.Tensor(x)).numpy(), np.zeros_like(x))
+
+
+def test_to_updates_remembered_device_and_dtype_only_where_a_module_has_them():
+    target = ndl.cpu() if ndl.default_device() != ndl.cpu() else ndl.cpu_numpy()
+    rnn = nn.RNNCell(3, 4)
+    lin = nn.Linear(4, 3)
+    net = nn.Sequential(lin, rnn)
+    assert (rnn.device, rnn.dtype) == (None, "float32")
+    net.to(target)
+    assert (rnn.device, rnn.dtype) == (target, "float32")
+    assert "device" not in lin.__dict__ and "device" not in net.__dict__
+    net.to(dtype="float64")
+    assert (rnn.device, rnn.dtype) == (target, "float64")
+    assert "dtype" not in lin.__dict__ and "dtype" not in net.__dict__
+    assert all(t.device == target and t.dtype == "float64" for _, t in net.named_tensors())
+
+
+def test_repr_names_modules_in_plain_dict_and_list_attributes():
+    m = _Heads()
+    m.blocks[0] = nn.Sequential(nn.Tanh())
+    assert repr(m) == ("_Heads(\n"
+                       "  (heads.cls): Linear(in_features=4, out_features=3, bias=True)\n"
+                       "  (heads.box): ReLU()\n"
+                       "  (blocks.0): Sequential(\n"
+                       "    (0): Tanh()\n"
+                       "  )\n"
+                       "  (blocks.2): Sigmoid()\n"
+                       ")")
+
+
+# -- contrib/nn/nn_basic.py: SoftmaxLoss's labels ------------------------------
+
+def test_softmax_loss_moves_labels_from_another_device():
+    # the two CPU backends are two devices (the op itself refuses a device mismatch)
+    rng = np.random.default_rng(9)
+    z = rng.standard_normal((4, 3)).astype(np.float32)
+    y = np.array([2, 0, 1, 2])
+    for zdev, ydev in ((ndl.cpu(), ndl.cpu_numpy()), (ndl.cpu_numpy(), ndl.cpu())):
+        got = nn.SoftmaxLoss()(ndl.Tensor(z, device=zdev), ndl.Tensor(y, device=ydev, requires_grad=False))
+        assert got.device == zdev
+        np.testing.assert_allclose(float(got.numpy()), _ce_reference(z, y), rtol=1e-6)
+
+
+def test_softmax_loss_of_constant_logits_is_a_constant():
+    z = ndl.Tensor(np.zeros((3, 4), np.float32), requires_grad=False)
+    for y in ([0, 1, 3], np.array([0, 1, 3]), ndl.Tensor(np.array([0, 1, 3]), requires_grad=False)):
+        loss = nn.SoftmaxLoss()(z, y)
+        assert loss.requires_grad is False
+        np.testing.assert_allclose(float(loss.numpy()), np.log(4.0), rtol=1e-6)
+
+
+def test_softmax_loss_names_non_numeric_labels():
+    from needle.errors import ArgumentTypeError
+    z = ndl.Tensor(np.zeros((3, 4), np.float32))
+    with pytest.raises(ArgumentTypeError, match=r"^softmax_cross_entropy: labels must be class indices "
+                                                r"\(a Tensor or numbers\), got ndarray$"):
+        nn.SoftmaxLoss()(z, np.array(["a", "b", "c"]))
