@@ -474,6 +474,11 @@ def test_to_updates_remembered_device_and_dtype_only_where_a_module_has_them():
     assert (rnn.device, rnn.dtype) == (target, "float64")
     assert "dtype" not in lin.__dict__ and "dtype" not in net.__dict__
     assert all(t.device == target and t.dtype == "float64" for _, t in net.named_tensors())
+    # a move alone keeps the dtype (float64 here), and a cast alone keeps the device
+    net.to(ndl.default_device())
+    assert all(t.device == ndl.default_device() and t.dtype == "float64" for _, t in net.named_tensors())
+    net.to(dtype="float32")
+    assert all(t.device == ndl.default_device() and t.dtype == "float32" for _, t in net.named_tensors())
 
 
 def test_repr_names_modules_in_plain_dict_and_list_attributes():
