@@ -521,3 +521,109 @@ def test_softmax_loss_names_non_numeric_labels():
     with pytest.raises(ArgumentTypeError, match=r"^softmax_cross_entropy: labels must be class indices "
                                                 r"\(a Tensor or numbers\), got ndarray$"):
         nn.SoftmaxLoss()(z, np.array(["a", "b", "c"]))
+
+
+# -- contrib/nn/nn_containers.py -----------------------------------------------
+
+def test_module_list_indexing_bounds_and_assignment():
+    a, b, c = nn.Linear(2, 2), nn.ReLU(), nn.Tanh()
+    layers = nn.ModuleList([a, b])
+    assert layers[-2] is a and layers[-1] is b and layers[1] is b
+    for bad in (-3, 2):
+        with pytest.raises(IndexError, match=rf"^ModuleList: index {bad} is out of range for a list of 2 modules$"):
+            layers[bad]
+    layers[-2] = c
+    layers[1] = a
+    assert list(layers) == [c, a]
+    assert [n for n, _ in layers.named_parameters()] == ["1.weight", "1.bias"]
+    with pytest.raises(TypeError, match=r"^ModuleList.__setitem__: items must be nn.Module instances, got int$"):
+        layers[0] = 3
+
+
+@pytest.mark.parametrize("key", [1, "", "a.b"])
+def test_module_dict_refuses_keys_that_are_not_plain_names(key):
+    heads = nn.ModuleDict()
+    with pytest.raises(KeyError) as err:
+        heads[key] = nn.ReLU()
+    assert err.value.args[0] == f"ModuleDict: keys must be non-empty strings without '.', got {key!r}"
+    assert len(heads) == 0
+
+
+# -- contrib/nn/nn_losses.py ---------------------------------------------------
+
+def test_cross_entropy_with_unnormalised_target_weights(device):
+    # -sum_c p_c log_softmax(z)_c for any non-negative p (PyTorch does not normalise the rows)
+    rng = np.random.default_rng(10)
+    z = rng.standard_normal((4, 3)) * 2
+    p = rng.uniform(0.0, 2.0, size=(4, 3))
+    logp = z - (z.max(1, keepdims=True) + np.log(np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True)))
+    want = -(p * logp).sum(1)
+    for reduction, ref in (("none", want), ("sum", want.sum()), ("mean", want.mean())):
+        got = nn.CrossEntropyLoss(reduction=reduction)(ndl.Tensor(z, device=device, dtype="float64"), p)
+        np.testing.assert_allclose(got.numpy(), ref, rtol=1e-12, atol=1e-12)
+
+
+def test_cross_entropy_names_the_first_five_fractional_targets():
+    from needle.nn import TargetError
+    z = ndl.Tensor(np.zeros((8, 4), np.float32))
+    y = np.array([0.5, 1.0, 1.5, 2.5, 0.25, 3.5, 0.75, 2.0])
+    with pytest.raises(TargetError) as err:
+        nn.CrossEntropyLoss()(z, y)
+    assert str(err.value) == ("CrossEntropyLoss: class-index targets must be integers, got "
+                              "[0.5  1.5  2.5  0.25 3.5 ]")
+
+
+def test_losses_of_constant_inputs_are_constants():
+    z = ndl.Tensor(np.zeros((3, 4), np.float32), requires_grad=False)
+    for target in ([0, 1, 3], np.full((3, 4), 0.25), [0, -100, 3]):
+        loss = nn.CrossEntropyLoss()(z, target)
+        assert loss.requires_grad is False
+        np.testing.assert_allclose(float(loss.numpy()), np.log(4.0), rtol=1e-6)
+    loss = nn.MSELoss()(z, np.ones((3, 4)))
+    assert loss.requires_grad is False and float(loss.numpy()) == 1.0
+
+
+def test_mse_loss_lets_gradient_reach_a_tensor_target_and_takes_a_list(device):
+    rng = np.random.default_rng(11)
+    x, t = rng.standard_normal((3, 2)), rng.standard_normal((3, 2))
+    xt = ndl.Tensor(x, device=device, dtype="float64")
+    tt = ndl.Tensor(t, device=device, dtype="float64")
+    loss = nn.MSELoss()(xt, tt)
+    loss.backward()
+    np.testing.assert_allclose(float(loss.numpy()), ((x - t) ** 2).mean(), rtol=1e-12)
+    np.testing.assert_allclose(xt.grad.numpy(), 2 * (x - t) / 6, rtol=1e-12)
+    np.testing.assert_allclose(tt.grad.numpy(), -2 * (x - t) / 6, rtol=1e-12)
+    got = nn.MSELoss(reduction="sum")(ndl.Tensor(x, device=device, dtype="float64"), t.tolist())
+    np.testing.assert_allclose(float(got.numpy()), ((x - t) ** 2).sum(), rtol=1e-12)
+
+
+def test_cross_entropy_range_message_and_ignored_rows_of_a_single_class():
+    from needle.nn import TargetError
+    z = ndl.Tensor(np.zeros((8, 4), np.float32))
+    with pytest.raises(TargetError) as err:
+        nn.CrossEntropyLoss()(z, np.array([0, 1, 2, 3, 4, 0, 0, 0]))
+    assert str(err.value) == "CrossEntropyLoss: target 4 is out of range for 4 classes (valid: 0..3, or ignore_index=-100)"
+    # one class: every kept row's loss is 0, and an ignored row must not pick a class that is not there
+    z1 = ndl.Tensor(np.array([[0.3], [1.2], [-0.5]], np.float32))
+    np.testing.assert_array_equal(nn.CrossEntropyLoss(reduction="none")(z1, [0, -100, 0]).numpy(), [0.0, 0.0, 0.0])
+    assert float(nn.CrossEntropyLoss()(z1, [0, -100, 0]).numpy()) == 0.0
+
+
+def test_mse_loss_mean_of_one_element():
+    got = nn.MSELoss()(ndl.Tensor(np.array([[3.0]], np.float32)), np.array([[1.0]]))
+    assert float(got.numpy()) == 4.0
+
+
+# -- contrib/nn/utils.py -------------------------------------------------------
+
+def test_clip_grad_norm_nonfinite_handling_and_constant_result():
+    p = nn.Parameter(ndl.Tensor(np.ones(3, np.float32)))
+    p.grad = ndl.Tensor(np.array([3.0, 4.0, 0.0], np.float32))
+    total = nn.utils.clip_grad_norm_(p, 1.0, error_if_nonfinite=True)  # finite: no error
+    assert (float(total.numpy()), total.dtype, total.requires_grad) == (5.0, "float32", False)
+    np.testing.assert_allclose(p.grad.numpy(), [0.6, 0.8, 0.0], rtol=1e-5)
+    p.grad = ndl.Tensor(np.array([np.nan, 1.0, 1.0], np.float32))
+    assert np.isnan(float(nn.utils.clip_grad_norm_([p], 1.0).numpy()))  # by default a nan norm is returned
+    p.grad = ndl.Tensor(np.array([np.inf, 1.0, 1.0], np.float32))
+    with pytest.raises(RuntimeError, match=r"^clip_grad_norm_: the total norm of the gradients is inf, not finite$"):
+        nn.utils.clip_grad_norm_([p], 1.0, error_if_nonfinite=True)
