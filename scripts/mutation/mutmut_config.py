@@ -18,9 +18,9 @@ TESTS = {
     # test_nn_torch_style holds the Module helpers' tests (legacy checkpoint keys, named_children, to, repr)
     "contrib/nn/nn_basic.py": ["tests/nn/test_nn_basic.py", "tests/nn/test_mutants_nn.py",
                                "tests/nn/test_nn_torch_style.py"],
-    "contrib/nn/nn_conv.py": ["tests/nn/test_nn_conv.py"],
-    "contrib/nn/nn_sequence.py": ["tests/nn/test_nn_sequence.py"],
-    "contrib/nn/nn_transformer.py": ["tests/nn/test_nn_transformer.py"],
+    "contrib/nn/nn_conv.py": ["tests/nn/test_nn_conv.py", "tests/nn/test_mutants_nn.py"],
+    "contrib/nn/nn_sequence.py": ["tests/nn/test_nn_sequence.py", "tests/nn/test_mutants_nn.py"],
+    "contrib/nn/nn_transformer.py": ["tests/nn/test_nn_transformer.py", "tests/nn/test_mutants_nn.py"],
     "contrib/nn": ["tests/nn"],
     # contrib/data: per file, the fast tests first, the worker-process tests (seconds each) last
     "contrib/data/data_basic.py": ["tests/data/test_mutants_data.py", "tests/data/test_data_basic.py",

@@ -345,3 +345,285 @@ def test_named_children_names_modules_in_plain_dict_and_list_attributes():
     assert [c for _, c in named] == [m.heads["cls"], m.heads["box"], m.blocks[0], m.blocks[2]]
     assert [n for n, _ in m.named_modules()] == ["", "heads.cls", "heads.box", "blocks.0", "blocks.2"]
     assert [n for n, _ in m.named_parameters()] == ["heads.cls.weight", "heads.cls.bias"]
+
+
+# -- contrib/nn/nn_basic.py: BatchNorm1d's two training routes ------------------
+
+def _bn_step_reference(x, w, b, eps, g):
+    """Forward and the gradients of sum(out * g), in float64 (biased variance)."""
+    mean, var = x.mean(0), x.var(0)
+    xhat = (x - mean) / np.sqrt(var + eps)
+    dx = w / np.sqrt(var + eps) * (g - g.mean(0) - xhat * (g * xhat).mean(0))
+    return xhat * w + b, mean, var, dx, (g * xhat).sum(0), g.sum(0)
+
+
+@pytest.mark.parametrize("route", ["fused", "float64 input", "lazy mode"])
+def test_batchnorm1d_training_routes_agree_with_the_formula(device, route, monkeypatch):
+    # eager float32 takes the fused node; a float64 input into float32 parameters,
+    # or lazy mode, takes the composition; both must give the course's values
+    from needle import autograd, ops
+    made = []
+
+    class Counted(ops.BatchNormTrain):
+        def __init__(self, *args, **kwargs):
+            made.append(1)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(ops, "BatchNormTrain", Counted)
+    if route == "lazy mode":
+        monkeypatch.setattr(autograd, "LAZY_MODE", True)
+    dtype = "float64" if route == "float64 input" else "float32"
+    rng = np.random.default_rng(8)
+    w, b, eps, m = np.array([1.5, -0.5, 2.0]), np.array([0.3, -1.0, 0.25]), 0.1, 0.3
+    bn = nn.BatchNorm1d(3, eps=eps, momentum=m, device=device)
+    bn.weight.data = ndl.Tensor(w, device=device)
+    bn.bias.data = ndl.Tensor(b, device=device)
+    rm, rv = np.zeros(3), np.ones(3)
+    for step in range(2):  # the second step starts from non-trivial running statistics
+        x = rng.standard_normal((6, 3)) * [1.0, 3.0, 0.5] + [0.2, -1.0, 4.0]
+        g = rng.standard_normal((6, 3))
+        xt = ndl.Tensor(x.astype(dtype), device=device, dtype=dtype)
+        out = bn(xt)
+        (out * ndl.Tensor(g.astype(dtype), device=device, dtype=dtype)).sum().backward()
+        want, mean, var, dx, dw, db = _bn_step_reference(x.astype(dtype).astype(np.float64), w, b, eps, g)
+        assert out.dtype == dtype
+        np.testing.assert_allclose(out.numpy(), want, rtol=1e-5, atol=2e-6)
+        np.testing.assert_allclose(xt.grad.numpy(), dx, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(bn.weight.grad.numpy(), dw, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(bn.bias.grad.numpy(), db, rtol=1e-4, atol=1e-5)
+        rm, rv = (1 - m) * rm + m * mean, (1 - m) * rv + m * var
+        np.testing.assert_allclose(bn.running_mean.numpy(), rm, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(bn.running_var.numpy(), rv, rtol=1e-5, atol=1e-6)
+        assert bn.running_mean.dtype == bn.running_var.dtype == "float32"
+    assert len(made) == (2 if route == "fused" else 0)
+    bn.eval()
+    x = rng.standard_normal((4, 3))
+    got = bn(ndl.Tensor(x.astype(np.float32), device=device)).numpy()
+    np.testing.assert_allclose(got, (x - rm) / np.sqrt(rv + eps) * w + b, rtol=1e-5, atol=2e-6)
+
+
+@pytest.mark.parametrize("cls", ["BatchNorm1d", "BatchNorm2d"])
+def test_batchnorm_dim_bounds_and_message(cls):
+    from needle.errors import HyperParameterError
+    bn = getattr(nn, cls)(0)
+    assert bn.weight.shape == (0,) and bn.running_var.shape == (0,)
+    with pytest.raises(HyperParameterError) as err:
+        getattr(nn, cls)(-1)
+    assert str(err.value) == f"{cls}: dim must be an integer >= 0, got -1"
+
+
+def test_batchnorm1d_of_zero_features():
+    out = nn.BatchNorm1d(0)(ndl.Tensor(np.zeros((3, 0), np.float32)))
+    assert out.shape == (3, 0)
+
+
+# -- contrib/nn/nn_basic.py: zero-width layers, defaults, Module.to, repr --------
+
+def test_linear_allows_zero_features_and_refuses_negative_ones():
+    from needle.errors import HyperParameterError
+    lin = nn.Linear(0, 3)
+    out = lin(ndl.Tensor(np.zeros((2, 0), np.float32)))
+    np.testing.assert_array_equal(out.numpy(), np.broadcast_to(lin.bias.numpy(), (2, 3)))
+    assert nn.Linear(3, 0)(ndl.Tensor(np.ones((2, 3), np.float32))).shape == (2, 0)
+    for args, name in (((-1, 3), "in_features"), ((3, -1), "out_features")):
+        with pytest.raises(HyperParameterError, match=rf"^Linear: {name} must be an integer >= 0, got -1$"):
+            nn.Linear(*args)
+
+
+def test_layernorm1d_zero_width_default_eps_and_shape_errors():
+    from needle.errors import HyperParameterError, ShapeError
+    assert nn.LayerNorm1d(0)(ndl.Tensor(np.zeros((3, 0), np.float32))).shape == (3, 0)
+    with pytest.raises(HyperParameterError, match=r"^LayerNorm1d: dim must be an integer >= 0, got -1$"):
+        nn.LayerNorm1d(-1)
+    # rows whose variance is of the order of eps: the default eps (1e-5) shows in the values
+    x = np.array([[0.0, 0.004, -0.004, 0.002], [1.0, 1.003, 0.997, 1.0]])
+    ln = nn.LayerNorm1d(4)
+    assert ln.eps == 1e-5
+    got = ln(ndl.Tensor(x.astype(np.float32))).numpy()
+    want = (x - x.mean(1, keepdims=True)) / np.sqrt(x.var(1, keepdims=True) + 1e-5)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    for shape in ((), (2, 3)):
+        with pytest.raises(ShapeError) as err:
+            ln(ndl.Tensor(np.zeros(shape, np.float32)))
+        assert str(err.value) == f"LayerNorm1d(4): last axis of the input must be 4, got shape {shape}"
+
+
+def test_dropout_defaults_to_one_half_and_p_one_zeroes_everything():
+    np.random.seed(3)
+    x = np.random.randn(20, 10).astype(np.float32) + 5.0  # no zeros of its own
+    d = nn.Dropout()
+    assert d.p == 0.5
+    np.random.seed(4)
+    out = d(ndl.Tensor(x)).numpy()
+    np.random.seed(4)
+    keep = np.random.rand(20, 10) <= 0.5
+    np.testing.assert_allclose(out, x * keep * 2.0, rtol=1e-6)
+    np.testing.assert_array_equal(nn.Dropout(1.0)(ndl.Tensor(x)).numpy(), np.zeros_like(x))
+
+
+def test_to_updates_remembered_device_and_dtype_only_where_a_module_has_them():
+    target = ndl.cpu() if ndl.default_device() != ndl.cpu() else ndl.cpu_numpy()
+    rnn = nn.RNNCell(3, 4)
+    lin = nn.Linear(4, 3)
+    net = nn.Sequential(lin, rnn)
+    assert (rnn.device, rnn.dtype) == (None, "float32")
+    net.to(target)
+    assert (rnn.device, rnn.dtype) == (target, "float32")
+    assert "device" not in lin.__dict__ and "device" not in net.__dict__
+    net.to(dtype="float64")
+    assert (rnn.device, rnn.dtype) == (target, "float64")
+    assert "dtype" not in lin.__dict__ and "dtype" not in net.__dict__
+    assert all(t.device == target and t.dtype == "float64" for _, t in net.named_tensors())
+    # a move alone keeps the dtype (float64 here), and a cast alone keeps the device
+    net.to(ndl.default_device())
+    assert all(t.device == ndl.default_device() and t.dtype == "float64" for _, t in net.named_tensors())
+    net.to(dtype="float32")
+    assert all(t.device == ndl.default_device() and t.dtype == "float32" for _, t in net.named_tensors())
+
+
+def test_repr_names_modules_in_plain_dict_and_list_attributes():
+    m = _Heads()
+    m.blocks[0] = nn.Sequential(nn.Tanh())
+    assert repr(m) == ("_Heads(\n"
+                       "  (heads.cls): Linear(in_features=4, out_features=3, bias=True)\n"
+                       "  (heads.box): ReLU()\n"
+                       "  (blocks.0): Sequential(\n"
+                       "    (0): Tanh()\n"
+                       "  )\n"
+                       "  (blocks.2): Sigmoid()\n"
+                       ")")
+
+
+# -- contrib/nn/nn_basic.py: SoftmaxLoss's labels ------------------------------
+
+def test_softmax_loss_moves_labels_from_another_device():
+    # the two CPU backends are two devices (the op itself refuses a device mismatch)
+    rng = np.random.default_rng(9)
+    z = rng.standard_normal((4, 3)).astype(np.float32)
+    y = np.array([2, 0, 1, 2])
+    for zdev, ydev in ((ndl.cpu(), ndl.cpu_numpy()), (ndl.cpu_numpy(), ndl.cpu())):
+        got = nn.SoftmaxLoss()(ndl.Tensor(z, device=zdev), ndl.Tensor(y, device=ydev, requires_grad=False))
+        assert got.device == zdev
+        np.testing.assert_allclose(float(got.numpy()), _ce_reference(z, y), rtol=1e-6)
+
+
+def test_softmax_loss_of_constant_logits_is_a_constant():
+    z = ndl.Tensor(np.zeros((3, 4), np.float32), requires_grad=False)
+    for y in ([0, 1, 3], np.array([0, 1, 3]), ndl.Tensor(np.array([0, 1, 3]), requires_grad=False)):
+        loss = nn.SoftmaxLoss()(z, y)
+        assert loss.requires_grad is False
+        np.testing.assert_allclose(float(loss.numpy()), np.log(4.0), rtol=1e-6)
+
+
+def test_softmax_loss_names_non_numeric_labels():
+    from needle.errors import ArgumentTypeError
+    z = ndl.Tensor(np.zeros((3, 4), np.float32))
+    with pytest.raises(ArgumentTypeError, match=r"^softmax_cross_entropy: labels must be class indices "
+                                                r"\(a Tensor or numbers\), got ndarray$"):
+        nn.SoftmaxLoss()(z, np.array(["a", "b", "c"]))
+
+
+# -- contrib/nn/nn_containers.py -----------------------------------------------
+
+def test_module_list_indexing_bounds_and_assignment():
+    a, b, c = nn.Linear(2, 2), nn.ReLU(), nn.Tanh()
+    layers = nn.ModuleList([a, b])
+    assert layers[-2] is a and layers[-1] is b and layers[1] is b
+    for bad in (-3, 2):
+        with pytest.raises(IndexError, match=rf"^ModuleList: index {bad} is out of range for a list of 2 modules$"):
+            layers[bad]
+    layers[-2] = c
+    layers[1] = a
+    assert list(layers) == [c, a]
+    assert [n for n, _ in layers.named_parameters()] == ["1.weight", "1.bias"]
+    with pytest.raises(TypeError, match=r"^ModuleList.__setitem__: items must be nn.Module instances, got int$"):
+        layers[0] = 3
+
+
+@pytest.mark.parametrize("key", [1, "", "a.b"])
+def test_module_dict_refuses_keys_that_are_not_plain_names(key):
+    heads = nn.ModuleDict()
+    with pytest.raises(KeyError) as err:
+        heads[key] = nn.ReLU()
+    assert err.value.args[0] == f"ModuleDict: keys must be non-empty strings without '.', got {key!r}"
+    assert len(heads) == 0
+
+
+# -- contrib/nn/nn_losses.py ---------------------------------------------------
+
+def test_cross_entropy_with_unnormalised_target_weights(device):
+    # -sum_c p_c log_softmax(z)_c for any non-negative p (PyTorch does not normalise the rows)
+    rng = np.random.default_rng(10)
+    z = rng.standard_normal((4, 3)) * 2
+    p = rng.uniform(0.0, 2.0, size=(4, 3))
+    logp = z - (z.max(1, keepdims=True) + np.log(np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True)))
+    want = -(p * logp).sum(1)
+    for reduction, ref in (("none", want), ("sum", want.sum()), ("mean", want.mean())):
+        got = nn.CrossEntropyLoss(reduction=reduction)(ndl.Tensor(z, device=device, dtype="float64"), p)
+        np.testing.assert_allclose(got.numpy(), ref, rtol=1e-12, atol=1e-12)
+
+
+def test_cross_entropy_names_the_first_five_fractional_targets():
+    from needle.nn import TargetError
+    z = ndl.Tensor(np.zeros((8, 4), np.float32))
+    y = np.array([0.5, 1.0, 1.5, 2.5, 0.25, 3.5, 0.75, 2.0])
+    with pytest.raises(TargetError) as err:
+        nn.CrossEntropyLoss()(z, y)
+    assert str(err.value) == ("CrossEntropyLoss: class-index targets must be integers, got "
+                              "[0.5  1.5  2.5  0.25 3.5 ]")
+
+
+def test_losses_of_constant_inputs_are_constants():
+    z = ndl.Tensor(np.zeros((3, 4), np.float32), requires_grad=False)
+    for target in ([0, 1, 3], np.full((3, 4), 0.25), [0, -100, 3]):
+        loss = nn.CrossEntropyLoss()(z, target)
+        assert loss.requires_grad is False
+        np.testing.assert_allclose(float(loss.numpy()), np.log(4.0), rtol=1e-6)
+    loss = nn.MSELoss()(z, np.ones((3, 4)))
+    assert loss.requires_grad is False and float(loss.numpy()) == 1.0
+
+
+def test_mse_loss_lets_gradient_reach_a_tensor_target_and_takes_a_list(device):
+    rng = np.random.default_rng(11)
+    x, t = rng.standard_normal((3, 2)), rng.standard_normal((3, 2))
+    xt = ndl.Tensor(x, device=device, dtype="float64")
+    tt = ndl.Tensor(t, device=device, dtype="float64")
+    loss = nn.MSELoss()(xt, tt)
+    loss.backward()
+    np.testing.assert_allclose(float(loss.numpy()), ((x - t) ** 2).mean(), rtol=1e-12)
+    np.testing.assert_allclose(xt.grad.numpy(), 2 * (x - t) / 6, rtol=1e-12)
+    np.testing.assert_allclose(tt.grad.numpy(), -2 * (x - t) / 6, rtol=1e-12)
+    got = nn.MSELoss(reduction="sum")(ndl.Tensor(x, device=device, dtype="float64"), t.tolist())
+    np.testing.assert_allclose(float(got.numpy()), ((x - t) ** 2).sum(), rtol=1e-12)
+
+
+def test_cross_entropy_range_message_and_ignored_rows_of_a_single_class():
+    from needle.nn import TargetError
+    z = ndl.Tensor(np.zeros((8, 4), np.float32))
+    with pytest.raises(TargetError) as err:
+        nn.CrossEntropyLoss()(z, np.array([0, 1, 2, 3, 4, 0, 0, 0]))
+    assert str(err.value) == "CrossEntropyLoss: target 4 is out of range for 4 classes (valid: 0..3, or ignore_index=-100)"
+    # one class: every kept row's loss is 0, and an ignored row must not pick a class that is not there
+    z1 = ndl.Tensor(np.array([[0.3], [1.2], [-0.5]], np.float32))
+    np.testing.assert_array_equal(nn.CrossEntropyLoss(reduction="none")(z1, [0, -100, 0]).numpy(), [0.0, 0.0, 0.0])
+    assert float(nn.CrossEntropyLoss()(z1, [0, -100, 0]).numpy()) == 0.0
+
+
+def test_mse_loss_mean_of_one_element():
+    got = nn.MSELoss()(ndl.Tensor(np.array([[3.0]], np.float32)), np.array([[1.0]]))
+    assert float(got.numpy()) == 4.0
+
+
+# -- contrib/nn/utils.py -------------------------------------------------------
+
+def test_clip_grad_norm_nonfinite_handling_and_constant_result():
+    p = nn.Parameter(ndl.Tensor(np.ones(3, np.float32)))
+    p.grad = ndl.Tensor(np.array([3.0, 4.0, 0.0], np.float32))
+    total = nn.utils.clip_grad_norm_(p, 1.0, error_if_nonfinite=True)  # finite: no error
+    assert (float(total.numpy()), total.dtype, total.requires_grad) == (5.0, "float32", False)
+    np.testing.assert_allclose(p.grad.numpy(), [0.6, 0.8, 0.0], rtol=1e-5)
+    p.grad = ndl.Tensor(np.array([np.nan, 1.0, 1.0], np.float32))
+    assert np.isnan(float(nn.utils.clip_grad_norm_([p], 1.0).numpy()))  # by default a nan norm is returned
+    p.grad = ndl.Tensor(np.array([np.inf, 1.0, 1.0], np.float32))
+    with pytest.raises(RuntimeError, match=r"^clip_grad_norm_: the total norm of the gradients is inf, not finite$"):
+        nn.utils.clip_grad_norm_([p], 1.0, error_if_nonfinite=True)
