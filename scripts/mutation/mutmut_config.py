@@ -19,7 +19,9 @@ TESTS = {
     "contrib/nn/nn_basic.py": ["tests/nn/test_nn_basic.py", "tests/nn/test_mutants_nn.py",
                                "tests/nn/test_nn_torch_style.py"],
     "contrib/nn/nn_conv.py": ["tests/nn/test_nn_conv.py", "tests/nn/test_mutants_nn.py"],
-    "contrib/nn/nn_sequence.py": ["tests/nn/test_nn_sequence.py", "tests/nn/test_mutants_nn.py"],
+    # nn.LSTM runs ops.lstm_layer: its module tests are in test_fused_lstm
+    "contrib/nn/nn_sequence.py": ["tests/nn/test_nn_sequence.py", "tests/nn/test_mutants_nn.py",
+                                  "tests/nn/test_fused_lstm.py"],
     "contrib/nn/nn_transformer.py": ["tests/nn/test_nn_transformer.py", "tests/nn/test_mutants_nn.py"],
     "contrib/nn": ["tests/nn"],
     # contrib/data: per file, the fast tests first, the worker-process tests (seconds each) last
