@@ -999,3 +999,32 @@ def test_softmax_cross_entropy_second_order_matches_torch(device):
     np.testing.assert_allclose(dz.numpy(), tdz.detach().numpy(), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(ddz.numpy(), want[0].numpy(), rtol=1e-9, atol=1e-11)
     np.testing.assert_allclose(ddg.numpy(), want[1].numpy(), rtol=1e-9, atol=1e-11)
+
+
+def test_tuple_adjoints_sum_in_lazy_mode(monkeypatch, device):
+    # lazy nodes hold no arrays until realised: summing one-hot tuple
+    # adjoints must not read a slot array from an unrealised tuple
+    monkeypatch.setattr(ndl.autograd, "LAZY_MODE", True)
+    a = np.arange(6.0).reshape(3, 2)
+    x = _t(a, device)
+    parts = ndl.ops.split(x, 0)
+    loss = (parts[0] * 2.0 + parts[0] * parts[0] + parts[2] * 3.0).sum()
+    loss.backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [[2.0, 4.0], [0.0, 0.0], [3.0, 3.0]])
+
+
+def test_tuple_item_adjoint_shares_one_zero_array_per_shape_and_stack_of_one(device):
+    # reading one item of an n-tuple sends back zeros for the n - 1 others:
+    # one zero array per shape, not n - 1 of them (an LSTM's split is long)
+    x = _t(np.arange(8.0).reshape(4, 2), device)
+    parts = ndl.ops.split(x, 0)
+    item = ndl.ops.tuple_get_item(parts, 1)
+    adj = item.op.gradient(_t([1.0, 1.0], device), item)
+    zeros = [p.realize_cached_data() for i, p in enumerate(adj.parts) if i != 1]
+    assert all(z is zeros[0] for z in zeros)
+    np.testing.assert_array_equal(zeros[0].numpy(), [0.0, 0.0])
+    # a stack of one tensor
+    s = ndl.ops.stack([x], 1)
+    np.testing.assert_array_equal(s.numpy(), np.arange(8.0).reshape(4, 1, 2))
+    s.sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), np.ones((4, 2)))
