@@ -999,3 +999,61 @@ def test_softmax_cross_entropy_second_order_matches_torch(device):
     np.testing.assert_allclose(dz.numpy(), tdz.detach().numpy(), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(ddz.numpy(), want[0].numpy(), rtol=1e-9, atol=1e-11)
     np.testing.assert_allclose(ddg.numpy(), want[1].numpy(), rtol=1e-9, atol=1e-11)
+
+
+def test_tuple_adjoints_sum_in_lazy_mode(monkeypatch, device):
+    # lazy nodes hold no arrays until realised: summing one-hot tuple
+    # adjoints must not read a slot array from an unrealised tuple
+    monkeypatch.setattr(ndl.autograd, "LAZY_MODE", True)
+    a = np.arange(6.0).reshape(3, 2)
+    x = _t(a, device)
+    parts = ndl.ops.split(x, 0)
+    loss = (parts[0] * 2.0 + parts[0] * parts[0] + parts[2] * 3.0).sum()
+    loss.backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [[2.0, 4.0], [0.0, 0.0], [3.0, 3.0]])
+
+
+def test_tuple_item_adjoint_shares_one_zero_array_per_shape_and_stack_of_one(device):
+    # reading one item of an n-tuple sends back zeros for the n - 1 others:
+    # one zero array per shape, not n - 1 of them (an LSTM's split is long)
+    x = _t(np.arange(8.0).reshape(4, 2), device)
+    parts = ndl.ops.split(x, 0)
+    item = ndl.ops.tuple_get_item(parts, 1)
+    adj = item.op.gradient(_t([1.0, 1.0], device), item)
+    zeros = [p.realize_cached_data() for i, p in enumerate(adj.parts) if i != 1]
+    assert all(z is zeros[0] for z in zeros)
+    np.testing.assert_array_equal(zeros[0].numpy(), [0.0, 0.0])
+    # a stack of one tensor
+    s = ndl.ops.stack([x], 1)
+    np.testing.assert_array_equal(s.numpy(), np.arange(8.0).reshape(4, 1, 2))
+    s.sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), np.ones((4, 2)))
+
+
+def test_batch_norm_second_order_of_a_3d_input_matches_torch(device):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(54)
+    x, G, u = rng.standard_normal((4, 3, 5)) * 2 + 1, rng.standard_normal((4, 3, 5)), rng.standard_normal((4, 3, 5))
+    w, b, v, z = rng.uniform(0.5, 2, 3), rng.standard_normal(3), rng.standard_normal(3), rng.standard_normal(3)
+    T = lambda a: ndl.Tensor(a, device=device, dtype="float64", requires_grad=True)  # noqa: E731
+    xt, wt, bt, gt = T(x), T(w), T(b), T(G)
+    op = ndl.ops.BatchNormTrain()
+    assert op.mean is None and op.var is None  # no statistics before a forward
+    y = op(xt, wt, bt)
+    dx, dw, db = ndl.autograd.local_vjp(y, (xt, wt, bt), gt)
+    loss = ndl.ops.summation(dx * T(u)) + ndl.ops.summation(dw * T(v)) + ndl.ops.summation(db * T(z))
+    got = ndl.autograd.local_vjp(loss, (xt, wt, gt), _t(np.array(1.0), device))
+    tx, tw, tb, tg = (torch.tensor(a, requires_grad=True) for a in (x, w, b, G))
+    ty = torch.nn.functional.batch_norm(tx, None, None, tw, tb, training=True, eps=1e-5)
+    tdx, tdw, tdb = torch.autograd.grad(ty, (tx, tw, tb), tg, create_graph=True)
+    tloss = (tdx * torch.tensor(u)).sum() + (tdw * torch.tensor(v)).sum() + (tdb * torch.tensor(z)).sum()
+    want = torch.autograd.grad(tloss, (tx, tw, tg))
+    for a, c in zip((dx, dw, db) + tuple(got), (tdx, tdw, tdb) + tuple(want)):
+        np.testing.assert_allclose(a.numpy(), c.detach().numpy(), rtol=1e-8, atol=1e-10)
+    # BatchNormGradW's default is the weight's adjoint
+    gw = ndl.Tensor.make_from_op(ndl.ops.BatchNormGradW(op), (gt, xt))
+    np.testing.assert_allclose(gw.numpy(), tdw.detach().numpy(), rtol=1e-9, atol=1e-11)
+    # weight and bias are checked one by one
+    for ws, bs in ((4, 3), (3, 4)):
+        with pytest.raises(ShapeError, match=f"batch_norm_train: weight has {ws} and bias {bs} elements"):
+            ndl.ops.batch_norm_train(xt, _t(np.ones(ws), device), _t(np.ones(bs), device))
