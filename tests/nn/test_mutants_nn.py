@@ -711,3 +711,18 @@ def test_pooling_window_as_large_as_the_input(cls, reduce):
     x = np.random.default_rng(12).standard_normal((2, 3, 3, 3)).astype(np.float32)
     got = cls(3)(ndl.Tensor(x)).numpy()
     np.testing.assert_allclose(got, reduce(x, axis=(2, 3), keepdims=True), rtol=1e-6)
+
+
+def test_conv2d_arguments():
+    conv = nn.Conv2d(2, 4, 3, dilation=(1, 1), groups=[1, 1], padding=(2,))
+    assert (conv.stride, conv.padding) == (1, 2)
+    for k in (3, 5):
+        assert nn.Conv2d(2, 4, k, padding="same").padding == k // 2
+    with pytest.raises(ValueError, match=r"^Conv2d: padding='same' needs stride 1 and an odd kernel_size, "
+                                         r"got stride=1, kernel_size=4$"):
+        nn.Conv2d(2, 4, 4, padding="same")
+    with pytest.raises(ValueError, match=r"^Conv2d: only dilation=1 is supported, got \(1, 2\)$"):
+        nn.Conv2d(2, 4, 3, dilation=(1, 2))
+    with pytest.raises(ValueError, match=r"^Conv2d: padding must be a non-negative int, an equal pair, "
+                                         r"'same' or 'valid', got True$"):
+        nn.Conv2d(2, 4, 3, padding=True)
