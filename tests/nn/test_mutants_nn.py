@@ -627,3 +627,102 @@ def test_clip_grad_norm_nonfinite_handling_and_constant_result():
     p.grad = ndl.Tensor(np.array([np.inf, 1.0, 1.0], np.float32))
     with pytest.raises(RuntimeError, match=r"^clip_grad_norm_: the total norm of the gradients is inf, not finite$"):
         nn.utils.clip_grad_norm_([p], 1.0, error_if_nonfinite=True)
+
+
+# -- contrib/nn/nn_conv.py -----------------------------------------------------
+
+def test_conv_defaults_one_tuples_and_remembered_device(device):
+    from needle.errors import HyperParameterError
+    conv = nn.Conv(2, 4, kernel_size=(3,), stride=(1,), device=device, dtype="float64")
+    assert (conv.kernel_size, conv.stride, conv.padding) == (3, 1, 1)
+    assert (conv.device, conv.dtype) == (device, "float64")
+    default = nn.Conv(2, 4, 3, device=device)
+    assert default.stride == 1
+    assert default(ndl.Tensor(np.zeros((1, 2, 5, 6), np.float32), device=device)).shape == (1, 4, 5, 6)
+    for args, name in (((-1, 4, 3), "in_channels"), ((2, -1, 3), "out_channels")):
+        with pytest.raises(HyperParameterError, match=rf"^Conv: {name} must be an integer >= 0, got -1$"):
+            nn.Conv(*args)
+
+
+def test_conv_with_zero_channels(device):
+    empty_in = nn.Conv(0, 4, 3, device=device)
+    out = empty_in(ndl.Tensor(np.zeros((2, 0, 5, 5), np.float32), device=device))
+    np.testing.assert_array_equal(out.numpy(), np.zeros((2, 4, 5, 5)))  # the bias bound is 0 at fan_in 0
+    empty_out = nn.Conv(2, 0, 3, device=device)
+    assert empty_out(ndl.Tensor(np.ones((2, 2, 5, 5), np.float32), device=device)).shape == (2, 0, 5, 5)
+
+
+def test_conv_channel_mismatch_message():
+    from needle.errors import ShapeError
+    with pytest.raises(ShapeError) as err:
+        nn.Conv(3, 2, 3)(ndl.Tensor(np.zeros((2, 4, 5, 6), np.float32)))
+    assert str(err.value) == "Conv: input shape (2, 4, 5, 6) has 4 channels on axis 1 (NCHW), the module was built for 3"
+
+
+@pytest.mark.parametrize("cls", [nn.MaxPool2d, nn.AvgPool2d])
+def test_pooling_windows_square_tuples(cls):
+    from needle.errors import ShapeError
+    x = np.arange(32, dtype=np.float32).reshape(1, 2, 4, 4)
+    want = cls(2)(ndl.Tensor(x)).numpy()
+    for window in ((2,), (2, 2), [2, 2]):
+        pool = cls(window, stride=window)
+        assert (pool.kernel_size, pool.stride) == (2, 2)
+        np.testing.assert_array_equal(pool(ndl.Tensor(x)).numpy(), want)
+    for window in ((), (2, 3), (2, 2, 3)):
+        with pytest.raises(ShapeError) as err:
+            cls(window)
+        assert str(err.value) == (f"{cls.__name__}: kernel_size must be one positive int or equal ones "
+                                  f"(square windows), got {window!r}")
+
+
+def test_conv_repr():
+    assert repr(nn.Conv(2, 4, 3)) == "Conv(2, 4, kernel_size=3, stride=1, bias=True)"
+    assert repr(nn.Conv(2, 4, 3, stride=2, bias=False)) == "Conv(2, 4, kernel_size=3, stride=2, bias=False)"
+    assert repr(nn.Conv2d(2, 4, 3, padding=1, bias=False)) == \
+        "Conv2d(2, 4, kernel_size=3, stride=1, padding=1, bias=False)"
+
+
+def test_batchnorm2d_channel_mismatch_message():
+    from needle.errors import ShapeError
+    with pytest.raises(ShapeError) as err:
+        nn.BatchNorm2d(3)(ndl.Tensor(np.zeros((2, 4, 5, 6), np.float32)))
+    assert str(err.value) == "BatchNorm2d(3): input shape (2, 4, 5, 6) has 4 channels on axis 1 (NCHW), expected 3"
+
+
+@pytest.mark.parametrize("cls", [nn.MaxPool2d, nn.AvgPool2d])
+def test_pooling_window_bounds_and_messages(cls):
+    from needle.errors import HyperParameterError, ShapeError
+    name = cls.__name__
+    x = np.arange(24, dtype=np.float32).reshape(1, 2, 3, 4)
+    np.testing.assert_array_equal(cls(1)(ndl.Tensor(x)).numpy(), x)  # a 1x1 window is the identity
+    with pytest.raises(HyperParameterError, match=rf"^{name}: kernel_size must be an integer >= 1, got 0$"):
+        cls(0)
+    for shape in ((1, 1, 2, 5), (1, 1, 5, 2)):
+        with pytest.raises(ShapeError) as err:
+            cls(3)(ndl.Tensor(np.zeros(shape, np.float32)))
+        assert str(err.value) == f"{name}: input shape {shape} is smaller than the 3x3 window"
+    with pytest.raises(ShapeError) as err:
+        cls(2)(ndl.Tensor(np.zeros((2, 4, 4), np.float32)))
+    assert str(err.value) == f"{name}: expected an NCHW input of 4 dimensions, got shape (2, 4, 4)"
+
+
+@pytest.mark.parametrize("cls, reduce", [(nn.MaxPool2d, np.max), (nn.AvgPool2d, np.mean)])
+def test_pooling_window_as_large_as_the_input(cls, reduce):
+    x = np.random.default_rng(12).standard_normal((2, 3, 3, 3)).astype(np.float32)
+    got = cls(3)(ndl.Tensor(x)).numpy()
+    np.testing.assert_allclose(got, reduce(x, axis=(2, 3), keepdims=True), rtol=1e-6)
+
+
+def test_conv2d_arguments():
+    conv = nn.Conv2d(2, 4, 3, dilation=(1, 1), groups=[1, 1], padding=(2,))
+    assert (conv.stride, conv.padding) == (1, 2)
+    for k in (3, 5):
+        assert nn.Conv2d(2, 4, k, padding="same").padding == k // 2
+    with pytest.raises(ValueError, match=r"^Conv2d: padding='same' needs stride 1 and an odd kernel_size, "
+                                         r"got stride=1, kernel_size=4$"):
+        nn.Conv2d(2, 4, 4, padding="same")
+    with pytest.raises(ValueError, match=r"^Conv2d: only dilation=1 is supported, got \(1, 2\)$"):
+        nn.Conv2d(2, 4, 3, dilation=(1, 2))
+    with pytest.raises(ValueError, match=r"^Conv2d: padding must be a non-negative int, an equal pair, "
+                                         r"'same' or 'valid', got True$"):
+        nn.Conv2d(2, 4, 3, padding=True)
