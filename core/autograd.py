@@ -855,10 +855,8 @@ def compute_gradient_of_variables(output_tensor: Value, out_grad: Value) -> None
     partial adjoint summed, a helper node inside a ``gradient`` -- the array
     is dropped (``cached_data = None``; ``realize_cached_data`` recomputes it
     from the node's inputs should a gradient of a gradient need it), as
-    PyTorch frees a node's saved tensors once backward has passed it.  So do
-    the arrays of the forward graph's interior nodes, once backward has passed
-    each (reading one later recomputes it); the output's, the leaves' (and
-    constants'), ``retain_grad()`` nodes' and stored gradients' are kept."""
+    PyTorch frees a node's saved tensors once backward has passed it.  Arrays
+    of the forward graph, of constants and of stored gradients are kept."""
     order = find_topo_sort([output_tensor])
     # dropping consumed arrays goes with PyTorch's .grad rule (the course rule
     # keeps every adjoint anyway); lazy nodes are not computed yet: nothing to drop
@@ -889,16 +887,6 @@ def compute_gradient_of_variables(output_tensor: Value, out_grad: Value) -> None
                 continue
             m.cached_data = None
             stack.extend(m.inputs)
-
-    def retire(node):
-        # a forward array is read in this pass only by the gradients of its node
-        # and of the node's consumers, all of which have run once backward has
-        # passed the node (reverse topological order): it goes now, as PyTorch
-        # frees a node's saved tensors, instead of living until the graph does
-        # (a SmallCNN step's peak held every activation through the whole
-        # backward).  realize_cached_data recomputes it if it is read later.
-        if node.op is not None and node is not output_tensor and not node._retains_grad:
-            node.cached_data = None
 
     partials = {output_tensor: [out_grad]}
     for node in reversed(order):
@@ -940,7 +928,6 @@ def compute_gradient_of_variables(output_tensor: Value, out_grad: Value) -> None
         elif not any(need):
             if release:
                 consumed(adjoint)
-                retire(node)
             continue
         else:
             partial = op.gradient_needed(adjoint, node, need)
@@ -960,7 +947,6 @@ def compute_gradient_of_variables(output_tensor: Value, out_grad: Value) -> None
             consumed(adjoint)
             for g in made:
                 drop_helpers(g)
-            retire(node)
 
 
 def local_vjp(output: Value, inputs, out_grad: Value) -> tuple:
