@@ -1057,3 +1057,15 @@ def test_batch_norm_second_order_of_a_3d_input_matches_torch(device):
     for ws, bs in ((4, 3), (3, 4)):
         with pytest.raises(ShapeError, match=f"batch_norm_train: weight has {ws} and bias {bs} elements"):
             ndl.ops.batch_norm_train(xt, _t(np.ones(ws), device), _t(np.ones(bs), device))
+
+
+def test_softmax_cross_entropy_labels_numpy_cannot_read(device):
+    # labels whose conversion to an array raises are refused with the op's
+    # typed error, not whatever the failed conversion left behind
+    class Unreadable:
+        def __array__(self, *args, **kwargs):
+            raise ValueError("no array here")
+
+    logits = ndl.Tensor(np.zeros((2, 3)), device=device)
+    with pytest.raises(ndl.errors.ArgumentTypeError, match="labels must be class indices"):
+        ndl.ops.softmax_cross_entropy(logits, Unreadable())
