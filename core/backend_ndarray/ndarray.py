@@ -9,7 +9,6 @@ dense data call :meth:`NDArray.compact` first.
 from __future__ import annotations
 
 import builtins
-import functools
 import math
 import numbers
 import operator
@@ -35,7 +34,6 @@ class AxisError(ShapeError, IndexError):
 
 
 @lru_cache(maxsize=4096)
-@functools.lru_cache(maxsize=1024)
 def _compact_strides(shape: tuple) -> tuple:
     # memoised: every new array and every is_compact() asks, for the few
     # shapes a model uses over and over
