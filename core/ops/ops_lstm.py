@@ -16,8 +16,7 @@ from __future__ import annotations
 from ..autograd import Tensor, TensorOp, local_vjp
 from ..backend_ndarray import NDArray
 from ..errors import DeviceMismatchError, ShapeError, UnsupportedDTypeError
-from .ops_mathematic import reshape, sigmoid, tanh
-from .ops_mathematic import matmul
+from .ops_mathematic import matmul, reshape, sigmoid, tanh
 from .ops_tuple import split, stack
 from .registry import register_op
 
@@ -27,12 +26,19 @@ __all__ = ["LSTMGates", "LSTMGatesGrad", "lstm_gates", "LSTMLayer", "LSTMLayerGr
 def _check(z: NDArray, c: NDArray):
     if z.ndim != 2 or c.ndim != 2 or z.shape[1] != 4 * c.shape[1] or z.shape[0] != c.shape[0]:
         raise ShapeError(f"lstm_gates: expected z (B, 4H) and c (B, H), got z {z.shape} and c {c.shape}")
-    if z.device != c.device:
-        raise DeviceMismatchError(f"lstm_gates: z is on {z.device} and c on {c.device}; "
-                                  f"both must share one device")
-    if z.dtype != c.dtype:
-        raise UnsupportedDTypeError(f"lstm_gates: z is {z.dtype} and c {c.dtype}; both must "
-                                    f"share one dtype")
+    _same_device_dtype("lstm_gates", "z", z, (("c", c),))
+
+
+def _same_device_dtype(op: str, name: str, first: NDArray, others):
+    """Every ``(name, array)`` of ``others`` on ``first``'s device, in its dtype."""
+    every = "both" if len(others) == 1 else "all"
+    for other_name, x in others:
+        if x.device != first.device:
+            raise DeviceMismatchError(f"{op}: {name} is on {first.device} and {other_name} on "
+                                      f"{x.device}; {every} must share one device")
+        if x.dtype != first.dtype:
+            raise UnsupportedDTypeError(f"{op}: {name} is {first.dtype} and {other_name} {x.dtype}; "
+                                        f"{every} must share one dtype")
 
 
 def _sig(a: NDArray) -> NDArray:
@@ -141,13 +147,7 @@ def _check_layer(p: NDArray, w: NDArray, h0: NDArray, c0: NDArray):
     if w.shape != (hidden, width) or h0.shape != (batch, hidden) or c0.shape != (batch, hidden):
         raise ShapeError(f"lstm_layer: for p {p.shape} expected w_hh ({hidden}, {width}) and h0, c0 "
                          f"({batch}, {hidden}), got {w.shape}, {h0.shape}, {c0.shape}")
-    for name, x in (("w_hh", w), ("h0", h0), ("c0", c0)):
-        if x.device != p.device:
-            raise DeviceMismatchError(f"lstm_layer: p is on {p.device} and {name} on {x.device}; "
-                                      f"all must share one device")
-        if x.dtype != p.dtype:
-            raise UnsupportedDTypeError(f"lstm_layer: p is {p.dtype} and {name} {x.dtype}; all must "
-                                        f"share one dtype")
+    _same_device_dtype("lstm_layer", "p", p, (("w_hh", w), ("h0", h0), ("c0", c0)))
 
 
 def _at(x: NDArray, t: int) -> NDArray:
