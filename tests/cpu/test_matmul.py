@@ -226,6 +226,38 @@ def test_shared_packed_b_row_split(be, dtype, m, n, p, ta, tb):
         ext.set_num_threads(saved)
 
 
+# Few rows a thread and a row-major B of at most 2^17 elements and 1024 rows:
+# the threads split the rows on six-row tiles and read A and B in place
+# (gemm_small_rows_f32 on AVX2), the last 16-column panel masked.  Every
+# thread count, A plain, transposed or with padded rows; B at both limits and
+# just past them (the packed path): all must match NumPy, over a NaN-filled C
+@pytest.mark.parametrize("m,n,p", [(128, 784, 100), (1, 300, 5), (7, 1024, 100), (31, 1025, 27),
+                                   (300, 512, 256), (300, 512, 257), (97, 40, 33)])
+@pytest.mark.parametrize("layout", ["plain", "a_T", "a_padded"])
+def test_small_rows_split(be, kernel_path, m, n, p, layout):
+    a, b = operands(m, n, p, np.float32, seed=m * 7 + p)
+    if layout == "a_T":
+        A, sa = put(be, np.ascontiguousarray(a.T)), (0, 1, m)
+    elif layout == "a_padded":
+        padded = np.zeros((m, n + 3), np.float32)
+        padded[:, :n] = a
+        A, sa = put(be, padded), (0, n + 3, 1)
+    else:
+        A, sa = put(be, a), (0, n, 1)
+    B = put(be, b)
+    ref = a.astype(np.float64) @ b
+    saved = ext.get_num_threads()
+    try:
+        for nt in (1, 2, 3):
+            ext.set_num_threads(nt)
+            out = be.Array(m * p, np.float32)
+            be.fill(out, np.nan)
+            be.matmul_strided(A, B, out, 1, m, n, p, sa, 0, (0, p, 1), 0)
+            check(get(be, out, (m, p)), ref, np.float32, n)
+    finally:
+        ext.set_num_threads(saved)
+
+
 # Row-major A too large to read in place is packed six rows at a time; the
 # AVX2 packer moves eight k at a time and leaves k % 8 to the scalar loop,
 # and the last of its stores must stop at the panel's end (a NaN-filled

@@ -391,6 +391,28 @@ static void gemm_small_t_f32(nd_i64 m, nd_i64 k, nd_i64 p, const float *A, nd_i6
   }
 }
 
+/* C (m x p) (+)= A @ B for a row-major B (rows rsb apart), in 16-column
+ * panels, the last one masked */
+__attribute__((target("avx2,fma")))
+static void small_panels_f32(nd_i64 m, nd_i64 k, nd_i64 p, const float *A, nd_i64 rsa, nd_i64 csa,
+                             const float *B, nd_i64 rsb, float *C, nd_i64 ldc, int acc) {
+  for (nd_i64 j = 0; j < p; j += 16) {
+    nd_i64 nr = p - j < 16 ? p - j : 16;
+    const float *Bj = B + j;
+    float *Cj = C + j;
+    if (nr == 16) {
+      __m256i ones = _mm256_set1_epi32(-1);
+      small_panel_11(m, k, A, rsa, csa, Bj, rsb, Cj, ldc, acc, ones, ones);
+    } else {
+      const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+      __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)nr), lane);
+      __m256i m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)nr - 8), lane);
+      if (nr > 8) small_panel_10(m, k, A, rsa, csa, Bj, rsb, Cj, ldc, acc, m0, m1);
+      else small_panel_00(m, k, A, rsa, csa, Bj, rsb, Cj, ldc, acc, m0, m1);
+    }
+  }
+}
+
 /* 0 when done, -1 when the product is not one for this path */
 __attribute__((target("avx2,fma")))
 static int gemm_small_f32(nd_i64 m, nd_i64 k, nd_i64 p, const float *A, nd_i64 rsa, nd_i64 csa,
@@ -408,20 +430,39 @@ static int gemm_small_f32(nd_i64 m, nd_i64 k, nd_i64 p, const float *A, nd_i64 r
       for (nd_i64 j = 0; j < p; j++) bcopy[kk * p + j] = B[kk * rsb + j * csb];
     B = bcopy; rsb = p;
   }
-  for (nd_i64 j = 0; j < p; j += 16) {
-    nd_i64 nr = p - j < 16 ? p - j : 16;
-    const float *Bj = B + j;
-    float *Cj = C + j;
-    if (nr == 16) {
-      __m256i ones = _mm256_set1_epi32(-1);
-      small_panel_11(m, k, A, rsa, csa, Bj, rsb, Cj, ldc, acc, ones, ones);
-    } else {
-      const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-      __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)nr), lane);
-      __m256i m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)nr - 8), lane);
-      if (nr > 8) small_panel_10(m, k, A, rsa, csa, Bj, rsb, Cj, ldc, acc, m0, m1);
-      else small_panel_00(m, k, A, rsa, csa, Bj, rsb, Cj, ldc, acc, m0, m1);
-    }
+  small_panels_f32(m, k, p, A, rsa, csa, B, rsb, C, ldc, acc);
+  return 0;
+}
+
+/* Products with few rows a thread and a row-major B that fits in L2 (the
+ * MLP's 128x784 @ 784x100; ND_SMALL_ROWS_B elements, ND_SMALL_ROWS_K rows): each thread takes a slab of rows and reads A and
+ * B in place through the small kernels.  Packing B -- shared by the threads
+ * in gemm_shared_b_, with two barriers a k-block -- cost about a third of
+ * such a product on two threads (128x784 @ 784x100: 64-68 -> 89-94 GFLOP/s).
+ * 0 when done, -1 when the product is not one for this path. */
+#define ND_SMALL_ROWS_B ((nd_i64)1 << 17)
+#define ND_SMALL_ROWS_K 1024  /* no k-blocking here: a 16-column panel of B stays within L2 */
+__attribute__((target("avx2,fma")))
+static int gemm_small_rows_f32(nd_i64 m, nd_i64 k, nd_i64 p, const float *A, nd_i64 rsa, nd_i64 csa,
+                               const float *B, nd_i64 rsb, nd_i64 csb, float *C, nd_i64 ldc, int acc,
+                               int nt) {
+  if (!nd_simd_avx2() || csb != 1 || k > ND_SMALL_ROWS_K || k * p > ND_SMALL_ROWS_B) return -1;
+  nd_i64 units = (m + 5) / 6;  /* six-row tiles: a slab ends on a tile boundary */
+  if (nt > units) nt = (int)units;
+  if (nt <= 1) {
+    small_panels_f32(m, k, p, A, rsa, csa, B, rsb, C, ldc, acc);
+    return 0;
+  }
+  _Pragma("omp parallel num_threads(nt)")
+  {
+    int t, nth = nt;
+    ND_TID(t);
+#ifdef _OPENMP
+    nth = omp_get_num_threads();
+#endif
+    nd_i64 r0 = units * t / nth * 6, r1 = units * (t + 1) / nth * 6;
+    if (r1 > m) r1 = m;
+    if (r1 > r0) small_panels_f32(r1 - r0, k, p, A + r0 * rsa, rsa, csa, B, rsb, C + r0 * ldc, ldc, acc);
   }
   return 0;
 }
@@ -448,6 +489,7 @@ static int gemm_small_f32(nd_i64 m, nd_i64 k, nd_i64 p, const float *A, nd_i64 r
 #define KERN_DIRECT kern_avx2_direct_f32
 #if ND_HAVE_X86_SIMD
 #define KERN_SMALL gemm_small_f32
+#define KERN_SMALL_ROWS gemm_small_rows_f32
 #define PACK_A6 pack_a6_rows_avx2
 #endif
 #include "gemm_tmpl.h"
@@ -472,6 +514,7 @@ static int gemm_small_f32(nd_i64 m, nd_i64 k, nd_i64 p, const float *A, nd_i64 r
 #undef MC
 #undef NC
 #undef KERN_SMALL
+#undef KERN_SMALL_ROWS
 #undef PACK_A6
 
 #define T double
