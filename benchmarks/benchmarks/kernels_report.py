@@ -15,7 +15,7 @@ import time
 
 # relative: this runs as benchmarks.benchmarks.* (checkout) or needle_benchmarks.* (wheel)
 from .cases import KERNEL_CASES, QUICK_SKIP, available_devices, make_inputs, to_device
-from .timing import median_time
+from .timing import alternating_medians
 
 
 def print_table(title, header, rows):
@@ -30,8 +30,9 @@ def print_table(title, header, rows):
 
 def kernels_report(quick=False, repeat=None, device=None, filter=None):  # noqa: A002 (the CLI's name)
     """Print rates (GB/s, GFLOP/s) and ratios vs NumPy (> 1: faster than NumPy),
-    each a median of rounds, needle's timed before NumPy's."""
-    repeat = repeat or (3 if quick else 7)
+    each the median of rounds of alternating blocks (each device's, then NumPy's),
+    so that the machine's drift over seconds hits both sides alike."""
+    repeat = repeat or (3 if quick else 9)
     devices = [d for d in available_devices() if device in (None, d.name)]
     header = ["kernel", "numpy"] + [f"{d.name}" for d in devices] + [f"{d.name} x NumPy" for d in devices]
     rows = []
@@ -48,13 +49,17 @@ def kernels_report(quick=False, repeat=None, device=None, filter=None):  # noqa:
                 continue
             inputs = to_device(host, dev)
             fns.append(lambda inputs=inputs: case.needle(*inputs))
-        # needle first, then NumPy: after a NumPy BLAS call OpenBLAS's idle
-        # threads spin for ~0.1 s and take the cores from a 2-thread kernel
-        # that runs next (interleaving the two halved needle's GEMM here), so
-        # each case starts after a pause that lets the previous case's spin end
+        # needle first in each round, then NumPy.  After a NumPy BLAS call
+        # OpenBLAS's idle threads spin for ~0.1 s and take the cores from a
+        # 2-thread kernel that runs next, so around products every block
+        # starts after a pause (settle) that lets that spin end.  Products
+        # get 0.2 s blocks: on a VM a thread woken after such a pause runs
+        # slow for tens of milliseconds (the host's halt polling adapts), so
+        # 20 ms blocks read needle's 2-thread GEMM at half its rate.
         time.sleep(0.3)
-        times = [median_time(fn, repeat=repeat) if fn is not None else None for fn in fns]
-        t_np = median_time(lambda: case.numpy(*host), repeat=repeat)
+        gemm = case.unit == "GFLOP/s"
+        *times, t_np = alternating_medians(fns + [lambda: case.numpy(*host)], repeat=repeat,
+                                           block=0.2 if gemm else 0.02, settle=0.15 if gemm else 0.0)
         rate = lambda t: f"{case.work / t / 1e9:6.1f} {case.unit}"  # noqa: E731
         rows.append([case.name, rate(t_np)] + [rate(t) if t else "-" for t in times]
                     + [f"{t_np / t:5.2f}x" if t else "-" for t in times])
