@@ -182,8 +182,9 @@ static void ND_FN(gemm_serial_)(nd_i64 m, nd_i64 k, nd_i64 p, const T *A, nd_i64
 
 #ifdef _OPENMP
 /* Row slabs that share one packed B~, for products whose B is large next to
- * a thread's rows: in the MLP's 128x784 @ 784x100 each of two threads
- * repacking all of B cost about a third of its multiply.  The threads pack
+ * a thread's rows and cannot be read in place (KERN_SMALL_ROWS: a transposed
+ * B, one beyond L2, float64): each of two threads repacking all of B cost
+ * about a third of the MLP's 128x784 @ 784x100 multiply.  The threads pack
  * B~'s panels together, multiply their own rows, and wait for each other
  * before the next k-block overwrites B~ -- two barriers a k-block, which a
  * descheduled thread makes the others wait at; hence only for few rows a
