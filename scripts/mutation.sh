@@ -16,6 +16,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 [ -x .venv/bin/python ] || bash scripts/bootstrap.sh
 .venv/bin/python -c "import mutmut" 2>/dev/null || .venv/bin/python -m pip install -q "mutmut==2.5.1"
+.venv/bin/python -c "import coverage" 2>/dev/null || .venv/bin/python -m pip install -q "coverage>=7.10"  # covered_only.py
 MUTMUT=$ROOT/.venv/bin/mutmut
 PY=$ROOT/.venv/bin/python
 
@@ -36,7 +37,8 @@ for sub in nn optim data models; do ln -s "$DIR/contrib/$sub" "$IMP/needle/$sub"
 ln -s "$DIR/plugins/numpy" "$IMP/needle_numpy"
 ln -s "$DIR/plugins/cpu" "$IMP/needle_cpu"
 ln -s "$DIR/plugins/cuda" "$IMP/needle_cuda"
-cp "$ROOT/scripts/mutation/fastest_first.py" "$ROOT/scripts/mutation/pytest_exit.py" "$IMP/"  # the runner
+cp "$ROOT/scripts/mutation/fastest_first.py" "$ROOT/scripts/mutation/covered_only.py" \
+   "$ROOT/scripts/mutation/pytest_exit.py" "$IMP/"  # the runner and its plugins
 
 export PYTHONPATH=$IMP PYTHONDONTWRITEBYTECODE=1 NEEDLE_DISABLE_PLUGINS=cuda HYPOTHESIS_PROFILE=ci
 cd "$DIR"
@@ -48,19 +50,25 @@ for p in "${PATHS[@]}"; do
   if [ -d "$p" ]; then mapfile -t -O "${#FILES[@]}" FILES < <(find "$p" -name '*.py' ! -name '__init__.py' | sort)
   else FILES+=("$p"); fi
 done
-mkdir -p .durations
+mkdir -p .durations .covmap .orig
 for f in "${FILES[@]}"; do
   TESTS=$("$PY" mutmut_config.py "$f")
   echo "==> mutating $f  (tests: $TESTS)"
-  # each test's duration on the unmutated tree (again when a test file is newer),
-  # so that every mutant runs the same tests fastest first (fastest_first.py)
-  export MUTATION_DURATIONS=$DIR/.durations/${f//\//_}.json
-  if [ ! -s "$MUTATION_DURATIONS" ] || [ -n "$(eval "find ${TESTS//-k*/} -newer '$MUTATION_DURATIONS'" 2>/dev/null | head -1)" ]; then
-    eval "MUTATION_RECORD=1 nice '$PY' -m pytest -q -p no:cacheprovider -p fastest_first $TESTS" > /dev/null \
+  # on the unmutated tree (again when a test file is newer): each test's
+  # duration, so that every mutant runs its tests fastest first
+  # (fastest_first.py), and the lines of $f each test executes, so that a
+  # mutant runs only the tests that execute its line (covered_only.py)
+  key=${f//\//_}
+  export MUTATION_DURATIONS=$DIR/.durations/$key.json MUTATION_COVMAP=$DIR/.covmap/$key.json
+  export MUTATION_SOURCE=$DIR/$f MUTATION_ORIGINAL=$DIR/.orig/$key
+  cp "$ROOT/$f" "$MUTATION_ORIGINAL"
+  if [ ! -s "$MUTATION_DURATIONS" ] || [ ! -s "$MUTATION_COVMAP" ] || \
+     [ -n "$(eval "find ${TESTS//-k*/} -newer '$MUTATION_DURATIONS'" 2>/dev/null | head -1)" ]; then
+    eval "MUTATION_RECORD=1 nice '$PY' -m pytest -q -p no:cacheprovider -p covered_only -p fastest_first $TESTS" > /dev/null \
       || echo "mutation.sh: the tests of $f fail on the unmutated tree" >&2
   fi
   # pytest_exit.py: any failing status counts (mutmut 2 counts only status 1 as a kill)
-  RUNNER="$PY $IMP/pytest_exit.py -x -q -p no:cacheprovider -p fastest_first $TESTS"
+  RUNNER="$PY $IMP/pytest_exit.py -x -q -p no:cacheprovider -p covered_only -p fastest_first $TESTS"
   # strings are messages and keys: a mutated message is no bug (docs/testing.md).
   # MUTATION_SURVIVORS_ONLY=1 skips this full pass (which, after a test change,
   # retests every mutant not killed, hangs and timeouts included) and only
