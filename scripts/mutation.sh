@@ -64,7 +64,9 @@ for f in "${FILES[@]}"; do
   cp "$ROOT/$f" "$MUTATION_ORIGINAL"
   if [ ! -s "$MUTATION_DURATIONS" ] || [ ! -s "$MUTATION_COVMAP" ] || \
      [ -n "$(eval "find ${TESTS//-k*/} -newer '$MUTATION_DURATIONS'" 2>/dev/null | head -1)" ]; then
-    eval "MUTATION_RECORD=1 nice '$PY' -m pytest -q -p no:cacheprovider -p covered_only -p fastest_first $TESTS" > /dev/null \
+    : > .covmap/rc  # an empty config: not pyproject's [tool.coverage] (the whole package, parallel files)
+    eval "MUTATION_RECORD=1 COVERAGE_FILE=.covmap/.coverage nice '$PY' -m coverage run --rcfile=.covmap/rc \
+      --include='$DIR/$f' -m pytest -q -p no:cacheprovider -p covered_only -p fastest_first $TESTS" > /dev/null \
       || echo "mutation.sh: the tests of $f fail on the unmutated tree" >&2
   fi
   # pytest_exit.py: any failing status counts (mutmut 2 counts only status 1 as a kill)

@@ -35,13 +35,17 @@ def _env(name):
 
 
 def _start():
-    # at import of this plugin (-p loads it before any conftest imports
-    # needle), so that the source's import-time lines are measured too
+    """The measuring Coverage: the one ``coverage run`` started (mutation.sh
+    records under ``python -m coverage run -m pytest``, so that lines run
+    while needle's pytest11 plugin imports needle -- before any -p plugin
+    loads -- are measured too), else one started here."""
     if _env("MUTATION_RECORD") == "1" and _env("MUTATION_COVMAP") and _env("MUTATION_SOURCE"):
         import coverage
-        cov = coverage.Coverage(data_file=None, include=[os.path.abspath(_env("MUTATION_SOURCE"))],
-                                config_file=False)
-        cov.start()
+        cov = coverage.Coverage.current()
+        if cov is None:
+            cov = coverage.Coverage(data_file=None, include=[os.path.abspath(_env("MUTATION_SOURCE"))],
+                                    config_file=False)
+            cov.start()
         return cov
     return None
 
