@@ -44,7 +44,8 @@ def _check_shape(module, what, tensor, expected):
     shape = tuple(tensor.shape)
     if len(shape) != len(expected) or any(e is not None and s != e
                                           for s, e in zip(shape, expected)):
-        want = tuple("*" if e is None else e for e in expected)
+        sizes = ["*" if e is None else str(e) for e in expected]
+        want = f"({', '.join(sizes)}{',' if len(sizes) == 1 else ''})"  # a shape as Python writes it
         raise ShapeError(f"{module}: {what} has shape {shape}, expected {want}")
 
 
@@ -170,6 +171,12 @@ def _project_sequence(inputs, cell, width_out):
     return ops.split(_project_all(inputs, cell, width_out), 0).tuple()
 
 
+def _check_steps(module, T):
+    """As PyTorch: a sequence needs at least one step (an empty one has no last state)."""
+    if T == 0:
+        raise ShapeError(f"{module}: input X has no time steps (T = 0); the sequence length must be >= 1")
+
+
 def _initial_states(module, h, num_layers, batch, hidden, device, dtype, what):
     """Per-layer ``(B, H)`` states from an ``(L, B, H)`` tensor, or zeros."""
     if h is None:
@@ -204,6 +211,7 @@ class RNN(Module):
     def forward(self, X, h0=None):
         _check_shape("RNN", "input X", X, (None, None, self.input_size))
         T, B, _ = X.shape
+        _check_steps("RNN", T)
         states = _initial_states("RNN", h0, self.num_layers, B, self.hidden_size,
                                  X.device, X.dtype, "h0")
         layer_input, last = X, []
@@ -241,6 +249,7 @@ class LSTM(Module):
     def forward(self, X, h=None):
         _check_shape("LSTM", "input X", X, (None, None, self.input_size))
         T, B, _ = X.shape
+        _check_steps("LSTM", T)
         L, H = self.num_layers, self.hidden_size
         if h is None:
             h0 = c0 = None
@@ -251,21 +260,12 @@ class LSTM(Module):
         cs = _initial_states("LSTM", c0, L, B, H, X.device, X.dtype, "c0")
         layer_input, h_last, c_last = X, [], []
         for cell, h_t, c_t in zip(self.lstm_cells, hs, cs):
-            if T:
-                # the recurrence as one node (ops.lstm_layer): the same arithmetic
-                # as T cell steps, (T + 1, B, H) = every step's h, then the last c
-                seq = ops.lstm_layer(_project_all(layer_input, cell, 4 * H), cell.W_hh, h_t, c_t)
-                layer_input = seq[0:T]
-                h_last.append(seq[T - 1])
-                c_last.append(seq[T])
-                continue
-            outputs = []
-            for x_proj in _project_sequence(layer_input, cell, 4 * H):
-                h_t, c_t = cell._step(x_proj, h_t, c_t)
-                outputs.append(h_t)
-            h_last.append(h_t)
-            c_last.append(c_t)
-            layer_input = ops.stack(outputs, 0)
+            # the recurrence as one node (ops.lstm_layer): the same arithmetic
+            # as T cell steps, (T + 1, B, H) = every step's h, then the last c
+            seq = ops.lstm_layer(_project_all(layer_input, cell, 4 * H), cell.W_hh, h_t, c_t)
+            layer_input = seq[0:T]
+            h_last.append(seq[T - 1])
+            c_last.append(seq[T])
         return layer_input, (ops.stack(h_last, 0), ops.stack(c_last, 0))
 
 

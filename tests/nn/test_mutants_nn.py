@@ -726,3 +726,71 @@ def test_conv2d_arguments():
     with pytest.raises(ValueError, match=r"^Conv2d: padding must be a non-negative int, an equal pair, "
                                          r"'same' or 'valid', got True$"):
         nn.Conv2d(2, 4, 3, padding=True)
+
+
+# --- nn_sequence (fourth session's mutation run) -------------------------------------------
+
+def _sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
+@pytest.mark.parametrize("bad", ["three", "tensor"])
+def test_lstm_state_must_be_a_pair(device, bad):
+    lstm = nn.LSTM(3, 4, device=device)
+    x = ndl.Tensor(np.zeros((2, 1, 3), np.float32), device=device)
+    z = ndl.Tensor(np.zeros((1, 1, 4), np.float32), device=device)
+    h = (z, z, z) if bad == "three" else ndl.Tensor(np.zeros((2, 1, 1, 4), np.float32), device=device)
+    with pytest.raises(ndl.errors.ArgumentTypeError, match=r"LSTM: h must be None or a pair"):
+        lstm(x, h)
+
+
+def test_sequence_shape_errors_show_free_sizes_as_stars(device):
+    lstm = nn.LSTM(3, 4, device=device)
+    with pytest.raises(ndl.errors.ShapeError, match=r"LSTM: input X has shape \(5, 2, 7\), expected \(\*, \*, 3\)"):
+        lstm(ndl.Tensor(np.zeros((5, 2, 7), np.float32), device=device))
+
+
+@pytest.mark.parametrize("module", ["RNN", "LSTM"])
+def test_an_empty_sequence_is_refused_by_name(device, module):
+    # as PyTorch: T = 0 has no last state (it used to fail inside ops.stack)
+    m = getattr(nn, module)(3, 4, device=device)
+    with pytest.raises(ndl.errors.ShapeError, match=rf"{module}: input X has no time steps"):
+        m(ndl.Tensor(np.zeros((0, 2, 3), np.float32), device=device))
+
+
+@pytest.mark.parametrize("dropped", ["bias_ih", "bias_hh"])
+def test_lstm_cell_with_one_bias_removed_keeps_the_other(device, dropped):
+    # torch-style surgery: setting one bias to None must not drop both
+    rng = np.random.default_rng(3)
+    cell = nn.LSTMCell(3, 2, device=device, dtype="float64")
+    setattr(cell, dropped, None)
+    kept = cell.bias_hh if dropped == "bias_ih" else cell.bias_ih
+    x = rng.standard_normal((4, 3))
+    h0, c0 = rng.standard_normal((4, 2)), rng.standard_normal((4, 2))
+    h, c = cell(ndl.Tensor(x, device=device, dtype="float64"),
+                (ndl.Tensor(h0, device=device, dtype="float64"), ndl.Tensor(c0, device=device, dtype="float64")))
+    z = x @ cell.W_ih.numpy() + h0 @ cell.W_hh.numpy() + kept.numpy().reshape(1, -1)
+    i, f, g, o = np.split(z, 4, axis=1)
+    c_ref = _sigmoid(f) * c0 + _sigmoid(i) * np.tanh(g)
+    np.testing.assert_allclose(c.numpy(), c_ref, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(h.numpy(), _sigmoid(o) * np.tanh(c_ref), rtol=1e-10, atol=1e-12)
+
+
+def test_rnn_defaults_one_layer_with_biases(device):
+    rnn = nn.RNN(3, 4, device=device)
+    assert rnn.num_layers == 1 and len(rnn.rnn_cells) == 1
+    assert rnn.rnn_cells[0].bias_ih is not None and rnn.rnn_cells[0].bias_hh is not None
+    out, h_n = rnn(ndl.Tensor(np.ones((2, 5, 3), np.float32), device=device))
+    assert out.shape == (2, 5, 4) and h_n.shape == (1, 5, 4)
+
+
+def test_embedding_of_no_ids_and_empty_tables(device):
+    emb = nn.Embedding(5, 3, device=device)
+    out = emb(ndl.Tensor(np.zeros((0, 2), np.float32), device=device))
+    assert out.shape == (0, 2, 3)
+    out.sum().backward()
+    np.testing.assert_array_equal(emb.weight.grad.numpy(), np.zeros((5, 3), np.float32))
+    # as PyTorch, a table with no rows or no columns is valid
+    assert nn.Embedding(0, 3, device=device).weight.shape == (0, 3)
+    wide0 = nn.Embedding(4, 0, device=device)
+    assert wide0(ndl.Tensor(np.array([[1, 3]], np.float32), device=device)).shape == (1, 2, 0)
