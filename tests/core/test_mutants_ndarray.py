@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from needle.backend_ndarray import ndarray as nd
-from needle.backend_ndarray.ndarray import AxisError
+from needle.backend_ndarray.ndarray import AxisError, NDArray
 
 
 def _a(x, device, dtype="float32"):
@@ -74,3 +74,180 @@ def test_normalize_axes_sorts_wraps_and_refuses_repeats():
     assert nd.normalize_axes(-1, 0, "t") == (0,) and nd.normalize_axes(0, 0, "t") == (0,)
     with pytest.raises(AxisError, match=r"repeated axis 1"):
         nd.normalize_axes((1, -2), 3, "t")
+
+
+# --------------------------------------------------------------------------- #
+# small protocol methods: len, repr/str, fill through a view
+# --------------------------------------------------------------------------- #
+def test_len_repr_and_str(device):
+    x = np.arange(6, dtype=np.float32).reshape(3, 2)
+    a = _a(x, device)
+    assert len(a) == 3 and len(a[1:, :]) == 2 and len(a.permute((1, 0))) == 2
+    assert str(a) == str(x)
+    assert repr(a) == f"NDArray({x}, device={device}, dtype=float32)"
+    assert repr(_a([1.5], device, "float64")) == f"NDArray([1.5], device={device}, dtype=float64)"
+
+
+def test_fill_through_a_strided_view_writes_only_the_view(device):
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    a = _a(x, device)
+    v = a[:, 1::2]  # not compact: the kernel fill would overwrite the whole buffer
+    assert not v.is_compact()
+    v.fill(-1.0)
+    x[:, 1::2] = -1.0
+    np.testing.assert_array_equal(a.numpy(), x)
+    np.testing.assert_array_equal(v.numpy(), np.full((3, 2), -1.0, np.float32))
+    a.permute((1, 0))[2:, :].fill(np.float32(9.0))  # a transposed slice: rows 2.. of x.T
+    x.T[2:, :] = 9.0
+    np.testing.assert_array_equal(a.numpy(), x)
+
+
+# --------------------------------------------------------------------------- #
+# binary operators with NumPy arrays and foreign operands
+# --------------------------------------------------------------------------- #
+def test_a_numpy_operand_is_converted_to_the_arrays_device_and_dtype(device):
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    a = _a(x, device)
+    y = np.array([0.1, 1.3, 2.7])  # float64 (not exact in float32), broadcast over the rows
+    for got, want in [(a + y, x + y), (a - y, x - y), (a * y, x * y), (a / y, x / y), (a.maximum(y), np.maximum(x, y))]:
+        assert got.dtype == np.float32 and got.device == device and got.shape == (2, 3)
+        np.testing.assert_allclose(got.numpy(), want.astype(np.float32), rtol=1e-6)
+    # a float64 array keeps a float64 operand's digits (no float32 round trip)
+    d = _a(x, device, "float64") + y
+    assert d.dtype == np.float64
+    np.testing.assert_array_equal(d.numpy(), x.astype(np.float64) + y)
+
+
+def test_unsupported_operands_give_a_type_error(device):
+    a = _a([1.0, 2.0], device)
+    for fn in (lambda: a + "1", lambda: a * None, lambda: a - [1.0, 2.0], lambda: "1" / a, lambda: None / a):
+        with pytest.raises(TypeError):
+            fn()
+    np.testing.assert_array_equal((3.0 / a).numpy(), [3.0, 1.5])
+
+
+# --------------------------------------------------------------------------- #
+# matmul's general path
+# --------------------------------------------------------------------------- #
+def test_matmul_promotes_mixed_dtypes(device):
+    x = np.arange(6, dtype=np.float32).reshape(2, 3) / 4
+    y = np.arange(12, dtype=np.float64).reshape(3, 4) / 3
+    for a, b, want in [(_a(x, device), _a(y, device, "float64"), x.astype(np.float64) @ y),
+                       (_a(y.T, device, "float64"), _a(x.T, device), y.T @ x.T.astype(np.float64)),
+                       (_a(x, device), _a(y[:, 0], device, "float64"), x.astype(np.float64) @ y[:, 0])]:
+        out = a @ b
+        assert out.dtype == np.float64 and out.shape == want.shape
+        np.testing.assert_allclose(out.numpy(), want, rtol=1e-12)
+
+
+def test_batched_matmul_of_compact_operands(device):
+    # two dense (2, m, n) @ (2, n, p) stacks: one product per batch
+    x = np.arange(12, dtype=np.float32).reshape(2, 2, 3) - 5
+    w = np.arange(24, dtype=np.float32).reshape(2, 3, 4) / 4
+    out = _a(x, device) @ _a(w, device)
+    assert out.shape == (2, 2, 4)
+    np.testing.assert_allclose(out.numpy(), x @ w, rtol=1e-6)
+
+
+def test_matmul_with_unit_batch_axes(device):
+    # (1, m, n) @ (n, p): the weight is broadcast (not compact), one batch
+    x = np.arange(6, dtype=np.float32).reshape(1, 2, 3) - 2
+    w = np.arange(12, dtype=np.float32).reshape(3, 4) / 2
+    for a, b, want in [(_a(x, device), _a(w, device), x @ w),
+                       (_a(x, device), _a(w[None], device), x @ w[None]),
+                       (_a(x[0], device), _a(w[None, None], device), x[0] @ w[None, None]),
+                       (_a(x.reshape(1, 1, 2, 3), device), _a(w.T, device).permute((1, 0)), x.reshape(1, 1, 2, 3) @ w)]:
+        out = a @ b
+        assert out.shape == want.shape
+        np.testing.assert_allclose(out.numpy(), want, rtol=1e-6)
+
+
+def test_module_pad_matches_numpy(device):
+    x = np.arange(6, dtype=np.float32).reshape(2, 3) + 1
+    out = nd.pad(_a(x, device), ((1, 0), (0, 2)))
+    np.testing.assert_array_equal(out.numpy(), np.pad(x, ((1, 0), (0, 2))))
+
+
+# --------------------------------------------------------------------------- #
+# __cuda_array_interface__: only for compact arrays in GPU memory
+# --------------------------------------------------------------------------- #
+class _GpuBuffer:
+    """What the interface reads of a GPU backend's buffer (plugins/cuda's
+    device buffers): size, dtype, device_index and ptr() -- a stand-in so the
+    property's contract is checked on machines without a GPU."""
+
+    def __init__(self, size, dtype, ptr=0x7F0000001000):
+        self.size, self.dtype, self.device_index, self._ptr = size, np.dtype(dtype), 0, ptr
+
+    def ptr(self):
+        return self._ptr
+
+
+def test_cuda_array_interface_of_gpu_and_host_arrays(device):
+    host = _a(np.zeros((2, 3)), device)
+    assert not hasattr(host, "__cuda_array_interface__")
+    with pytest.raises(AttributeError, match="not in GPU memory"):
+        host.__cuda_array_interface__
+    g = nd.NDArray.make((2, 3), device=device, handle=_GpuBuffer(6, "float32"))
+    assert g.__cuda_array_interface__ == {"shape": (2, 3), "typestr": "<f4", "data": (0x7F0000001000, False),
+                                          "strides": None, "version": 3, "stream": None}
+    g64 = nd.NDArray.make((4,), device=device, handle=_GpuBuffer(4, "float64", ptr=4096))
+    assert g64.__cuda_array_interface__["typestr"] == "<f8" and g64.__cuda_array_interface__["data"] == (4096, False)
+    # a strided view of GPU memory has no interface (strides None means C-contiguous)
+    for view in (g.permute((1, 0)), g[:, 1:], nd.NDArray.make((2, 2), device=device, handle=_GpuBuffer(6, "float32"))):
+        assert not hasattr(view, "__cuda_array_interface__")
+        with pytest.raises(AttributeError, match="strided view"):
+            view.__cuda_array_interface__
+
+    class _NoPtr:  # a device buffer that exposes no address
+        size, dtype, device_index = 6, np.dtype("float32"), 0
+
+    assert not hasattr(nd.NDArray.make((2, 3), device=device, handle=_NoPtr()), "__cuda_array_interface__")
+
+
+# --------------------------------------------------------------------------- #
+# call_multi_tensor_override: when a fused optimizer step is offered
+# --------------------------------------------------------------------------- #
+def test_multi_tensor_override_is_offered_only_for_matching_arrays(monkeypatch):
+    """None (the optimizer's per-parameter fallback) unless the first array's
+    device has the kernel and every array shares its device, dtype and, list
+    by list, its shape; a list may be None (left out); nothing is called for
+    an empty first list."""
+    dev = nd.cpu_numpy()
+    calls = []
+
+    def kernel(params, grads, moms, out_params, out_moms, lr):
+        calls.append((params, grads, moms, out_params, out_moms, lr))
+        for src, dst in zip(params, out_params):
+            dev.scalar_add(src, lr, dst)
+
+    p = [_a([[1.0, 2.0], [3.0, 4.0]], dev), _a([5.0, 6.0, 7.0], dev)]
+    g = [_a([[0.5, 0.5], [0.5, 0.5]], dev).permute((1, 0)), _a([1.0, 1.0, 1.0], dev)]  # one non-compact
+    assert NDArray.call_multi_tensor_override("sgd_step", (p, g, None), (True, False), 0.25) is None  # no kernel
+    assert NDArray.call_multi_tensor_override("sgd_step", ([], [], None), (True, False), 0.25) == [[], None]
+    assert NDArray.call_multi_tensor_override("sgd_step", ([], [], None), (True, True), 0.25) == [[], []]
+    monkeypatch.setattr(type(dev), "op_override", lambda self, name: kernel if name == "sgd_step" else None)
+    assert NDArray.call_multi_tensor_override("adam_step", (p, g, None), (True, False), 0.25) is None
+
+    out_params, out_moms = NDArray.call_multi_tensor_override("sgd_step", (p, g, None), (True, False), 0.25)
+    assert out_moms is None and len(calls) == 1
+    np.testing.assert_array_equal(out_params[0].numpy(), [[1.25, 2.25], [3.25, 4.25]])
+    np.testing.assert_array_equal(out_params[1].numpy(), [5.25, 6.25, 7.25])
+    params, grads, moms, outs, none_outs, lr = calls[0]
+    assert moms is None and none_outs is None and lr == 0.25
+    assert params == [x._handle for x in p] and outs == [x._handle for x in out_params]
+    assert all(o is not x._handle for o, x in zip(outs, p))  # fresh outputs, inputs untouched
+    np.testing.assert_array_equal(p[0].numpy(), [[1.0, 2.0], [3.0, 4.0]])
+    np.testing.assert_array_equal(dev.to_numpy(grads[0], (2, 2), (2, 1), 0), [[0.5, 0.5], [0.5, 0.5]])
+
+    other = nd.cpu()
+    for bad_grads in ([g[0]],  # one array short
+                      [g[0], _a([1.0, 1.0, 1.0], other)],  # another device
+                      [g[0], _a([1.0, 1.0, 1.0], dev, "float64")],  # another dtype
+                      [g[0], _a([1.0, 1.0, 1.0, 1.0], dev)],  # another shape
+                      [g[0], _a([[1.0, 1.0, 1.0]], dev)]):  # same size, another shape
+        assert NDArray.call_multi_tensor_override("sgd_step", (p, bad_grads, None), (True, False), 0.25) is None
+    assert NDArray.call_multi_tensor_override("sgd_step", (p, g, [g[1], g[0]]), (True, True), 0.25) is None
+    # a left-out list is skipped, the lists after it are still checked
+    assert NDArray.call_multi_tensor_override("sgd_step", (p, None, [g[1], g[0]]), (True, True), 0.25) is None
+    assert len(calls) == 1
