@@ -10,6 +10,7 @@ import pytest
 
 from needle.backend_ndarray import ndarray as nd
 from needle.backend_ndarray.ndarray import AxisError, NDArray
+from needle.errors import ArgumentTypeError
 
 
 def _a(x, device, dtype="float32"):
@@ -251,3 +252,29 @@ def test_multi_tensor_override_is_offered_only_for_matching_arrays(monkeypatch):
     # a left-out list is skipped, the lists after it are still checked
     assert NDArray.call_multi_tensor_override("sgd_step", (p, None, [g[1], g[0]]), (True, True), 0.25) is None
     assert len(calls) == 1
+
+
+# --------------------------------------------------------------------------- #
+# construction from NumPy arrays
+# --------------------------------------------------------------------------- #
+def test_a_numpy_source_of_another_dtype_is_converted_or_refused(device):
+    # a contiguous float64 / int64 source is cast to the requested dtype
+    src = np.array([[0.1, -2.7], [1e-3, 3.0e5]])
+    a = nd.array(src, device=device)
+    assert a.dtype == np.float32
+    np.testing.assert_array_equal(a.numpy(), src.astype(np.float32))
+    np.testing.assert_array_equal(nd.array(np.arange(4), device=device).numpy(), np.arange(4, dtype=np.float32))
+    # the same dtype is copied as it is, contiguous or not
+    f = np.arange(6, dtype=np.float32).reshape(2, 3)
+    np.testing.assert_array_equal(nd.array(f, device=device).numpy(), f)
+    np.testing.assert_array_equal(nd.array(f.T, device=device).numpy(), f.T)
+    # sources that are no numbers are refused with the typed error, whatever their layout
+    for bad in (np.array(["x", "y"]), np.array([{"a": 1}, 2.0], dtype=object), np.array(["x", "y", "z"])[::2]):
+        with pytest.raises(ArgumentTypeError, match="cannot build an array"):
+            nd.array(bad, device=device)
+
+
+def test_compact_strides_is_a_static_method(device):
+    a = _a(np.zeros((2, 3, 4)), device)
+    assert NDArray.compact_strides((2, 3, 4)) == (12, 4, 1) == a.compact_strides(a.shape)
+    assert a.compact_strides([5]) == (1,) and a.compact_strides(()) == ()
