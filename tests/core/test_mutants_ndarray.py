@@ -10,7 +10,7 @@ import pytest
 
 from needle.backend_ndarray import ndarray as nd
 from needle.backend_ndarray.ndarray import AxisError, NDArray
-from needle.errors import ArgumentTypeError
+from needle.errors import ArgumentTypeError, ShapeError
 
 
 def _a(x, device, dtype="float32"):
@@ -274,7 +274,80 @@ def test_a_numpy_source_of_another_dtype_is_converted_or_refused(device):
             nd.array(bad, device=device)
 
 
-def test_compact_strides_is_a_static_method(device):
+def test_static_methods_are_callable_through_an_instance(device):
+    # the course's NDArray code calls them as self.make(...) / self.compact_strides(...)
     a = _a(np.zeros((2, 3, 4)), device)
     assert NDArray.compact_strides((2, 3, 4)) == (12, 4, 1) == a.compact_strides(a.shape)
     assert a.compact_strides([5]) == (1,) and a.compact_strides(()) == ()
+    m = a.make((3, 2), device=device, dtype="float64")
+    assert type(m) is NDArray and m.shape == (3, 2) and m.strides == (2, 1) and m.dtype == np.float64
+    v = a.make((2, 2), strides=(1, 2), device=device, handle=a._handle, offset=3)
+    np.testing.assert_array_equal(v.numpy(), np.zeros((2, 2), np.float32))
+    assert v.strides == (1, 2) and v.offset == 3 and v._handle is a._handle
+    assert a.call_op_override("no such op", (a,), (2,)) is None
+    assert a.call_multi_tensor_override("no such op", ([a], [a]), (True,)) is None
+
+
+def test_views_of_a_subclass_keep_the_subclass(device):
+    class Tagged(NDArray):
+        __slots__ = ()
+
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    t = Tagged(x, device=device)
+    for view, want in [(t[1:, :], x[1:, :]), (t.permute((1, 0)), x.T), (t.reshape((3, 2)), x.reshape(3, 2)),
+                       (t.broadcast_to((4, 2, 3)), np.broadcast_to(x, (4, 2, 3))), (t.as_strided((3,), (1,)), x[0])]:
+        assert type(view) is Tagged and view._handle is t._handle
+        np.testing.assert_array_equal(view.numpy(), want)
+
+
+# --------------------------------------------------------------------------- #
+# conversion to NumPy
+# --------------------------------------------------------------------------- #
+def test_numpy_copies_a_read_only_view_from_the_backend(monkeypatch):
+    """Backend.to_numpy may return a read-only view of its buffer (the
+    protocol lets the caller copy): NDArray.numpy() still hands out a
+    writeable copy that later writes to the array do not reach."""
+    dev = nd.cpu_numpy()
+    be = dev.require()
+
+    def to_numpy_view(a, shape, strides, offset):
+        item = a.array.itemsize
+        v = np.ndarray(tuple(shape), dtype=a.array.dtype, buffer=a.array, offset=offset * item,
+                       strides=tuple(s * item for s in strides))
+        v.flags.writeable = False
+        return v
+
+    monkeypatch.setattr(be, "to_numpy", to_numpy_view)
+    a = _a(np.arange(6).reshape(2, 3), dev)
+    out = a.numpy()
+    assert out.flags.writeable
+    a[0, 0] = 100.0
+    out[1, 1] = -1.0
+    np.testing.assert_array_equal(out, [[0, 1, 2], [3, -1, 5]])
+    np.testing.assert_array_equal(a.numpy(), [[100, 1, 2], [3, 4, 5]])
+    np.testing.assert_array_equal(a.permute((1, 0)).numpy(), [[100, 3], [1, 4], [2, 5]])
+
+
+def test_array_protocol_keeps_or_converts_the_dtype(device):
+    a = _a([[1.5, -2.0]], device)
+    assert np.asarray(a).dtype == np.float32 and np.array(a).dtype == np.float32
+    np.testing.assert_array_equal(np.asarray(a), [[1.5, -2.0]])
+    assert np.asarray(_a([0.1], device, "float64")).dtype == np.float64
+    as64 = np.asarray(a, dtype=np.float64)
+    assert as64.dtype == np.float64 and as64.tolist() == [[1.5, -2.0]]
+    assert np.array(a, dtype=np.int64).tolist() == [[1, -2]]
+
+
+def test_reshape_infers_one_minus_one_dimension(device):
+    x = np.arange(12, dtype=np.float32)
+    a = _a(x, device)
+    for shape in ((-1,), (3, -1), (-1, 6), (2, -1, 3), (1, -1), -1):
+        np.testing.assert_array_equal(a.reshape(shape).numpy(), x.reshape(shape))
+    np.testing.assert_array_equal(_a(np.float32(3.0), device).reshape((-1,)).numpy(), [3.0])
+    # ambiguous or impossible: two -1, a zero beside -1, a size that does not divide
+    e = _a(np.zeros((0, 3)), device)
+    assert e.reshape((-1,)).shape == (0,) and e.reshape((3, -1)).shape == (3, 0)
+    one = _a([5.0], device)  # two -1 could both be 1: still refused, as NumPy does
+    for arr, shape in [(a, (-1, -1)), (one, (-1, -1)), (one, (-1, 1, -1)), (e, (0, -1)), (a, (5, -1)), (a, (0, -1))]:
+        with pytest.raises(ShapeError, match="cannot reshape"):
+            arr.reshape(shape)
