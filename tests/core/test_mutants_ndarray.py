@@ -351,3 +351,24 @@ def test_reshape_infers_one_minus_one_dimension(device):
     for arr, shape in [(a, (-1, -1)), (one, (-1, -1)), (one, (-1, 1, -1)), (e, (0, -1)), (a, (5, -1)), (a, (0, -1))]:
         with pytest.raises(ShapeError, match="cannot reshape"):
             arr.reshape(shape)
+
+
+# --------------------------------------------------------------------------- #
+# views: permute, broadcast_to
+# --------------------------------------------------------------------------- #
+def test_permute_takes_axes_from_minus_ndim_to_ndim_minus_one(device):
+    x = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    a = _a(x, device)
+    for axes in ((-3, -2, -1), (2, -3, 1), (-1, 0, -2)):
+        p = a.permute(axes)
+        np.testing.assert_array_equal(p.numpy(), np.transpose(x, axes))
+        assert p.strides == tuple(a.strides[ax] for ax in axes)
+    # an axis one past either end is out of range, even when it would wrap onto a free axis
+    for axes in ((3, 1, 2), (0, 1, -4), (0, 1, 5)):
+        with pytest.raises(AxisError, match="out of range"):
+            a.permute(axes)
+    for axes in ((0, 1), (0, 0, 1), (0, 1, 2, 0), (1, -2, 0)):
+        with pytest.raises(AxisError, match="not a permutation"):
+            a.permute(axes)
+    with pytest.raises(ArgumentTypeError, match="integers"):
+        a.permute((0, 1.0, 2))
