@@ -10,7 +10,7 @@ import pytest
 
 from needle.backend_ndarray import ndarray as nd
 from needle.backend_ndarray.ndarray import AxisError, NDArray
-from needle.errors import ArgumentTypeError, ShapeError
+from needle.errors import ArgumentTypeError, OutOfBoundsError, ShapeError
 
 
 def _a(x, device, dtype="float32"):
@@ -372,3 +372,34 @@ def test_permute_takes_axes_from_minus_ndim_to_ndim_minus_one(device):
             a.permute(axes)
     with pytest.raises(ArgumentTypeError, match="integers"):
         a.permute((0, 1.0, 2))
+
+
+# --------------------------------------------------------------------------- #
+# indexing
+# --------------------------------------------------------------------------- #
+def test_process_slice_axis_range(device):
+    a = _a(np.zeros((2, 3, 4)), device)
+    assert a.process_slice(slice(1, None), -3) == slice(1, 2, 1)
+    assert a.process_slice(slice(None, -1), 2) == slice(0, 3, 1)
+    assert a.process_slice(slice(None, None, 2), np.int64(-1)) == slice(0, 4, 2)
+    for axis in (3, -4, 1.0, 2.5, "0"):
+        with pytest.raises(AxisError, match="process_slice: axis"):
+            a.process_slice(slice(None), axis)
+
+
+def test_integer_index_range_on_every_axis(device):
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    a = _a(x, device)
+    for i in (-3, -1, 0, 2):
+        for j in (-4, 3):
+            v = a[i, j]
+            assert v.shape == (1, 1)
+            assert v.numpy().item() == x[i, j]
+            a[i, j] = x[i, j] = 100.0 + i + j
+            np.testing.assert_array_equal(a.numpy(), x)
+    for idx, axis, size in [((3, 0), 0, 3), ((-4, 0), 0, 3), ((0, 4), 1, 4), ((0, -5), 1, 4)]:
+        with pytest.raises(OutOfBoundsError, match=rf"axis {axis} with size {size}; valid: {-size}\.\.{size - 1}$"):
+            a[idx]
+    # fewer indices than axes: the rest are whole slices
+    np.testing.assert_array_equal(a[1].numpy(), x[1:2])
+    np.testing.assert_array_equal(a[np.int64(-1)].numpy(), x[-1:])
