@@ -403,3 +403,42 @@ def test_integer_index_range_on_every_axis(device):
     # fewer indices than axes: the rest are whole slices
     np.testing.assert_array_equal(a[1].numpy(), x[1:2])
     np.testing.assert_array_equal(a[np.int64(-1)].numpy(), x[-1:])
+
+
+def test_setitem_converts_sources_and_checks_counts(device):
+    x = np.zeros((3, 4), np.float32)
+    a = _a(x, device)
+    # a float64 NumPy source and a float64 NDArray are rounded to the array's float32
+    src = np.array([[0.1, 0.2], [0.3, 1e-8]])
+    a[1:, 2:] = src
+    x[1:, 2:] = src
+    a[0, :] = _a([[1.1, 2.2, 3.3, 4.4]], device, "float64")
+    x[0, :] = [1.1, 2.2, 3.3, 4.4]
+    # a transposed (not compact) source is read in its logical order
+    t = np.arange(4, dtype=np.float32).reshape(2, 2)
+    a[1:, :2] = _a(t, device).permute((1, 0))
+    x[1:, :2] = t.T
+    np.testing.assert_array_equal(a.numpy(), x)
+    # a float64 array keeps a float64 source's digits
+    d = _a(np.zeros(3), device, "float64")
+    d[:] = np.array([0.1, 0.2, 0.3])
+    np.testing.assert_array_equal(d.numpy(), [0.1, 0.2, 0.3])
+    with pytest.raises(ShapeError, match=r"cannot assign 3 elements \(shape \(3,\)\) to a view of shape \(1, 4\) \(4 elements\)"):
+        a[0, :] = np.ones(3, np.float32)
+    # empty views: nothing to write, no error
+    a[1:1, :] = np.zeros((0, 4), np.float32)
+    a[:, 4:] = 7.0
+    np.testing.assert_array_equal(a.numpy(), x)
+    with pytest.raises(ArgumentTypeError, match="value must be"):
+        a[0, 0] = "1"
+
+
+def test_setitem_through_a_broadcast_axis_of_two_is_refused(device):
+    a = _a(np.zeros((1, 3)), device)
+    b = a.broadcast_to((2, 3))
+    with pytest.raises(ShapeError, match=r"broadcast view \(stride 0 on axis 0"):
+        b[:, :] = _a(np.ones((2, 3)), device)
+    c = _a(np.zeros((2, 1)), device).broadcast_to((2, 2))
+    with pytest.raises(ShapeError, match=r"stride 0 on axis 1"):
+        c[:, :] = np.ones((2, 2), np.float32)
+    np.testing.assert_array_equal(a.numpy(), np.zeros((1, 3)))
