@@ -442,3 +442,17 @@ def test_setitem_through_a_broadcast_axis_of_two_is_refused(device):
     with pytest.raises(ShapeError, match=r"stride 0 on axis 1"):
         c[:, :] = np.ones((2, 2), np.float32)
     np.testing.assert_array_equal(a.numpy(), np.zeros((1, 3)))
+
+
+# --------------------------------------------------------------------------- #
+# element-wise operands
+# --------------------------------------------------------------------------- #
+def test_empty_operands_broadcast_by_numpy_rules(device):
+    # two empty arrays whose dense strides agree ((2, 0) and (5, 0): both (0, 1))
+    # still follow the broadcasting rules
+    a, b = _a(np.zeros((2, 0)), device), _a(np.zeros((5, 0)), device)
+    for fn in (lambda: a + b, lambda: a * b, lambda: a.maximum(b), lambda: a >= b):
+        with pytest.raises(ShapeError, match="cannot be broadcast"):
+            fn()
+    assert (a + _a(np.zeros((1, 0)), device)).shape == (2, 0)
+    assert (_a(np.zeros((3, 1, 0)), device) * b).shape == (3, 5, 0)
