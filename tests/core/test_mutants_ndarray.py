@@ -456,3 +456,26 @@ def test_empty_operands_broadcast_by_numpy_rules(device):
             fn()
     assert (a + _a(np.zeros((1, 0)), device)).shape == (2, 0)
     assert (_a(np.zeros((3, 1, 0)), device) * b).shape == (3, 5, 0)
+
+
+def test_binary_ops_on_views_that_do_not_cover_their_buffer(device):
+    # row slices keep dense strides but cover only part of the buffer (a prefix
+    # at offset 0, or a block further in): the kernels must read just the view
+    x = np.arange(12, dtype=np.float32).reshape(4, 3)
+    y = np.arange(12, dtype=np.float32).reshape(4, 3)[::-1].copy() / 2
+    z = np.linspace(-1, 1, 6, dtype=np.float32).reshape(2, 3)
+    a, b, c = _a(x, device), _a(y, device), _a(z, device)
+    for got, want in [(a[:2] + b[:2], x[:2] + y[:2]), (a[:2] - c, x[:2] - z), (c * b[:2], z * y[:2]),
+                      (a[2:] / (b[:2] + 1), x[2:] / (y[:2] + 1)), (a[1:3].maximum(c), np.maximum(x[1:3], z)),
+                      (a[:2] >= b[2:], (x[:2] >= y[2:]).astype(np.float32)), (c + a[2:], z + x[2:])]:
+        assert got.shape == (2, 3) and got.strides == (3, 1) and got.is_compact()
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-6)
+        np.testing.assert_allclose(got.reshape((6,)).numpy(), want.reshape(6), rtol=1e-6)
+    # whole buffers of one shape, dense or transposed (a square transpose has the
+    # same shape and buffer size but other strides)
+    s = np.arange(9, dtype=np.float32).reshape(3, 3)
+    sq = _a(s, device)
+    for got, want in [(a + b, x + y), (a * b, x * y), (sq - sq.permute((1, 0)), s - s.T),
+                      (sq.permute((1, 0)) * sq, s.T * s), (sq.maximum(sq.permute((1, 0))), np.maximum(s, s.T))]:
+        assert got.is_compact()
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-6)
