@@ -479,3 +479,53 @@ def test_binary_ops_on_views_that_do_not_cover_their_buffer(device):
                       (sq.permute((1, 0)) * sq, s.T * s), (sq.maximum(sq.permute((1, 0))), np.maximum(s, s.T))]:
         assert got.is_compact()
         np.testing.assert_allclose(got.numpy(), want, rtol=1e-6)
+
+
+def test_matmul_vector_and_empty_operands(device):
+    rng = np.random.default_rng(11)
+    m, n, p = 3, 4, 2
+    A, B = rng.standard_normal((m, n)).astype(np.float32), rng.standard_normal((n, p)).astype(np.float32)
+    v, w = rng.standard_normal(n).astype(np.float32), rng.standard_normal(m).astype(np.float32)
+    S = rng.standard_normal((2, m, n)).astype(np.float32)
+    cases = [(v, v), (v, B), (A, v), (w, A), (S, v), (v, np.transpose(S, (0, 2, 1))),
+             (np.zeros((m, 0), np.float32), np.zeros((0, p), np.float32)),  # empty inner: zeros
+             (np.zeros((2, m, 0), np.float32), np.zeros((0, p), np.float32)),
+             (np.zeros((0, n), np.float32), B), (A, np.zeros((n, 0), np.float32)),
+             (np.zeros(0, np.float32), np.zeros(0, np.float32))]
+    for x, y in cases:
+        got, want = _a(x, device) @ _a(y, device), x @ y
+        assert got.shape == want.shape, (x.shape, y.shape)
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-6)
+    for x, y in [(A, A), (v, A), (B, w), (np.zeros((m, 0), np.float32), B)]:
+        with pytest.raises(ShapeError, match="not aligned"):
+            _a(x, device) @ _a(y, device)
+
+
+def test_matmul_batches_read_in_place(device):
+    # batch axes with one stride (a slice), with none (a permute), and one
+    # weight shared by every batch, each against NumPy
+    rng = np.random.default_rng(12)
+    X = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
+    W = rng.standard_normal((5, 2)).astype(np.float32)
+    Y = rng.standard_normal((3, 2, 5, 2)).astype(np.float32)
+    a = _a(X, device)
+    cases = [(a, _a(W, device), X @ W),
+             (a.permute((1, 0, 2, 3)), _a(Y, device), np.transpose(X, (1, 0, 2, 3)) @ Y),
+             (a[:, 1:, :, :], _a(W, device), X[:, 1:] @ W),
+             (a[:, :, 1:3, :], _a(Y, device).permute((1, 0, 2, 3)), X[:, :, 1:3] @ np.transpose(Y, (1, 0, 2, 3))),
+             (_a(W.T, device), a.permute((0, 1, 3, 2)), W.T @ np.transpose(X, (0, 1, 3, 2))),
+             (a, _a(Y[0:1, 0:1], device), X @ Y[0:1, 0:1]),
+             # one shared weight, but the batches' rows do not follow each other
+             (a[:, :, 1:3, :], _a(W, device), X[:, :, 1:3] @ W),
+             # a weight whose batch axis has stride 1 (not 0: one weight per batch)
+             (a[0], _a(np.transpose(Y[:, 0], (1, 2, 0)).copy(), device).permute((2, 0, 1)), X[0:1] @ Y[:, 0]),
+             # an inner dimension of one through the batched path
+             (a[:, :, :, 2:3], _a(W[2:3], device), X[:, :, :, 2:3] @ W[2:3])]
+    # batches whose rows overlap (as_strided): batch stride 2, row stride 2
+    flat = np.arange(30, dtype=np.float32) / 7
+    ov = np.lib.stride_tricks.as_strided(flat, (2, 4, 3), (8, 8, 4))
+    cases.append((_a(flat, device).as_strided((2, 4, 3), (2, 2, 1)), _a(W[:3], device), ov @ W[:3]))
+    for x, y, want in cases:
+        got = x @ y
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-5)
