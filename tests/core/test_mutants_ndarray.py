@@ -529,3 +529,43 @@ def test_matmul_batches_read_in_place(device):
         got = x @ y
         assert got.shape == want.shape
         np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-5)
+
+
+def test_operands_on_equal_device_objects_combine(device):
+    # BackendDevice is public: a second object for the same device is equal to
+    # the cached one, and arrays on either combine as arrays on one device
+    twin = nd.BackendDevice(device.name, backend_name=device.backend_name)
+    assert twin == device and twin is not device
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    a, b = _a(x, device), nd.array(x + 1, device=twin)
+    assert b.device is twin
+    for got, want in [(a + b, 2 * x + 1), (a * b[:, 1:2], x * (x[:, 1:2] + 1)), (a.maximum(b), x + 1),
+                      (a @ b.permute((1, 0)), x @ (x + 1).T), (a[:, 0:2] @ b[0:2, :], x[:, 0:2] @ (x + 1)[0:2])]:
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-6)
+
+
+def test_two_d_matmul_with_one_operand_not_compact(device):
+    rng = np.random.default_rng(13)
+    A, B = rng.standard_normal((3, 4)).astype(np.float32), rng.standard_normal((5, 4)).astype(np.float32)
+    a, b = _a(A, device), _a(B, device)
+    for got, want in [(a @ b.permute((1, 0)), A @ B.T), (a.permute((1, 0)) @ a[:, 1:], A.T @ A[:, 1:]),
+                      (b @ a.permute((1, 0)), B @ A.T), (a[1:, :] @ b.permute((1, 0)), A[1:] @ B.T)]:
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-6)
+
+
+def test_kernels_are_not_called_for_an_empty_result(monkeypatch):
+    """As call_op_override, the element-wise, reduction and matmul paths call
+    no backend kernel when the result has no elements (a backend need not
+    handle m = 0 or p = 0)."""
+    dev = nd.cpu_numpy()
+    be = dev.require()
+    calls = []
+    for name in ("matmul", "matmul_strided", "ewise_add", "ewise_strided", "scalar_mul", "reduce_sum", "fill"):
+        real = getattr(be, name)
+        monkeypatch.setattr(be, name, lambda *args, _n=name, _f=real: (calls.append(_n), _f(*args))[1])
+    e = _a(np.zeros((0, 4)), dev)
+    w = _a(np.ones((4, 3)), dev)
+    outs = [e @ w, w.permute((1, 0)) @ _a(np.zeros((4, 0)), dev), e @ w[:, 0:0], e + e, e + e[:, 0:1], e * 2.0,
+            e.sum(axis=1), _a(np.zeros((2, 0, 3)), dev).sum(axis=(0, 2))]
+    assert [o.shape for o in outs] == [(0, 3), (3, 0), (0, 0), (0, 4), (0, 4), (0, 4), (0,), (0,)]
+    assert calls == []
