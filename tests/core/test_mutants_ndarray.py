@@ -569,3 +569,17 @@ def test_kernels_are_not_called_for_an_empty_result(monkeypatch):
             e.sum(axis=1), _a(np.zeros((2, 0, 3)), dev).sum(axis=(0, 2))]
     assert [o.shape for o in outs] == [(0, 3), (3, 0), (0, 0), (0, 4), (0, 4), (0, 4), (0,), (0,)]
     assert calls == []
+
+
+def test_flip_short_long_and_several_axes(device):
+    rng = np.random.default_rng(14)
+    for shape, axes in [((2, 3), (0,)), ((2, 3), (1,)), ((1, 3), None), ((3, 2, 4), (0, 2)), ((3, 2, 4), (-1, -3)),
+                        ((2, 65), (1,)), ((64, 2), (0, 1)), ((70,), 0)]:
+        x = rng.standard_normal(shape).astype(np.float32)
+        a = _a(x, device)
+        got = a.flip(axes)
+        assert got.is_compact() and got.shape == x.shape
+        np.testing.assert_array_equal(got.numpy(), np.flip(x, axes))
+        np.testing.assert_array_equal(a.numpy(), x)  # a copy: the source is unchanged
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    np.testing.assert_array_equal(_a(x, device).permute((1, 0)).flip((0,)).numpy(), np.flip(x.T, 0))
