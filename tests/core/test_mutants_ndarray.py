@@ -583,3 +583,17 @@ def test_flip_short_long_and_several_axes(device):
         np.testing.assert_array_equal(a.numpy(), x)  # a copy: the source is unchanged
     x = np.arange(6, dtype=np.float32).reshape(2, 3)
     np.testing.assert_array_equal(_a(x, device).permute((1, 0)).flip((0,)).numpy(), np.flip(x.T, 0))
+
+
+def test_pad_widths_and_their_checks(device):
+    x = np.arange(6, dtype=np.float32).reshape(2, 3) + 1
+    a = _a(x, device)
+    for widths in (((0, 0), (0, 0)), ((1, 0), (0, 2)), ((0, 3), (1, 1)), [[2, 1], [0, 1]]):
+        np.testing.assert_array_equal(a.pad(widths).numpy(), np.pad(x, widths))
+    np.testing.assert_array_equal(a.permute((1, 0)).pad(((1, 1), (0, 1))).numpy(), np.pad(x.T, ((1, 1), (0, 1))))
+    e = _a(np.zeros((0, 2)), device)
+    np.testing.assert_array_equal(e.pad(((1, 1), (1, 0))).numpy(), np.zeros((2, 3), np.float32))
+    for bad in (((1, 0),), ((1, 0), (0, 1), (0, 0)), ((-1, 0), (0, 0)), ((0, 0), (0, -1)), ((0, 0, 0), (0, 0)),
+                ((0,), (0, 0))):
+        with pytest.raises(ShapeError, match=r"pad: need one non-negative \(left, right\) pair per axis"):
+            a.pad(bad)
