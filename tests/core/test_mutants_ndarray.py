@@ -597,3 +597,44 @@ def test_pad_widths_and_their_checks(device):
                 ((0,), (0, 0))):
         with pytest.raises(ShapeError, match=r"pad: need one non-negative \(left, right\) pair per axis"):
             a.pad(bad)
+
+
+def test_views_must_stay_inside_their_buffer(device):
+    a = _a(np.arange(6), device)
+    # the last element read is offset + sum((d - 1) * stride): index 5 is the last one there is
+    np.testing.assert_array_equal(a.as_strided((2,), (5,)).numpy(), [0, 5])
+    np.testing.assert_array_equal(a.as_strided((2, 2), (3, 2)).numpy(), [[0, 2], [3, 5]])
+    np.testing.assert_array_equal(a[1:].as_strided((2, 2), (2, 1)).numpy(), [[1, 2], [3, 4]])
+    assert a.as_strided((0, 50), (50, 1)).shape == (0, 50)  # an empty view reads nothing
+    np.testing.assert_array_equal(a.as_strided((3, 2), (0, 1)).numpy(), [[0, 1]] * 3)  # stride 0 repeats
+    with pytest.raises(OutOfBoundsError, match="reaches element 6"):  # one element, but past the end
+        NDArray.make((1,), device=device, handle=a._handle, offset=6)
+    for shape, strides in [((3,), (3,)), ((2, 2), (3, 3)), ((7,), (1,)), ((2, 3), (3, 2))]:
+        with pytest.raises(OutOfBoundsError, match=r"reaches element \d+ of a buffer of 6"):
+            a.as_strided(shape, strides)
+    with pytest.raises(OutOfBoundsError, match="reaches element 6"):
+        a[2:].as_strided((5,), (1,))
+    with pytest.raises(ShapeError, match="negative offset, stride"):
+        a.as_strided((2,), (-1,))
+    with pytest.raises(ShapeError, match="negative offset, stride"):
+        NDArray.make((2,), strides=(1,), device=device, handle=a._handle, offset=-1)
+    with pytest.raises(ShapeError, match="differ in length"):
+        NDArray.make((2, 1), strides=(1,), device=device, handle=a._handle)
+
+
+def test_slices_clamp_and_never_run_backwards(device):
+    x = np.arange(10, dtype=np.float32)
+    a = _a(x, device)
+    for sl in (slice(3, 1), slice(8, 2, 3), slice(-2, -5), slice(20, None), slice(None, -20), slice(2, 9, 4),
+               slice(-3, None, 2), slice(None, None, 11)):
+        v = a[sl]
+        assert v.shape == x[sl].shape, sl
+        np.testing.assert_array_equal(v.numpy(), x[sl])
+    # process_slice hands out explicit bounds that never run backwards
+    assert a.process_slice(slice(3, 1), 0) == slice(3, 3, 1)
+    assert a.process_slice(slice(-2, -5, 2), 0) == slice(8, 8, 2)
+    for bad in (slice(None, None, 0), slice(None, None, -1), slice(5, 1, -2)):
+        with pytest.raises(OutOfBoundsError, match="slice step must be positive"):
+            a[bad]
+    with pytest.raises(ArgumentTypeError, match="slice bounds must be integers"):
+        a[1.0:3]
