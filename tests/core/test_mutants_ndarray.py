@@ -499,6 +499,9 @@ def test_matmul_vector_and_empty_operands(device):
     for x, y in [(A, A), (v, A), (B, w), (np.zeros((m, 0), np.float32), B)]:
         with pytest.raises(ShapeError, match="not aligned"):
             _a(x, device) @ _a(y, device)
+    for x, y in [(np.float32(2.0), A), (A, np.float32(2.0)), (v, np.float32(2.0))]:
+        with pytest.raises(ShapeError, match="0-d operands are not allowed"):
+            _a(x, device) @ _a(y, device)
 
 
 def test_matmul_batches_read_in_place(device):
