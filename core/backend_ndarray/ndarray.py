@@ -30,7 +30,8 @@ _FLOATS = (np.dtype("float32"), np.dtype("float64"))
 
 
 class AxisError(ShapeError, IndexError):
-    """An axis outside ``[-ndim, ndim)``."""
+    """An axis outside ``[-ndim, ndim)``; for a 0-d array, outside ``[-1, 0]``
+    (its one implicit axis, which reductions accept as NumPy and PyTorch do)."""
 
 
 @lru_cache(maxsize=4096)
@@ -80,12 +81,14 @@ def normalize_axes(axis, ndim: int, op: str) -> tuple:
             tuple(operator.index(a) for a in axis)
     except TypeError:
         raise ArgumentTypeError(f"{op}: axis must be an int, a sequence of ints or None, got {axis!r}") from None
+    # a 0-d array has one implicit axis, 0 or -1, as in NumPy's reductions and PyTorch
+    n = builtins.max(ndim, 1)
     out = []
     for a in axes:
-        if not -ndim <= a < builtins.max(ndim, 1) or (ndim == 0 and a not in (0, -1)):
+        if not -n <= a < n:
             raise AxisError(f"{op}: axis {a} is out of range for an array of {ndim} dimension(s); "
-                            f"valid axes are {-ndim}..{ndim - 1}")
-        a = a % ndim if ndim else 0
+                            f"valid axes are {-n}..{n - 1}")
+        a %= n
         if a in out:
             raise AxisError(f"{op}: repeated axis {a} in {axes}")
         out.append(a)
@@ -748,6 +751,8 @@ class NDArray:
     # ------------------------------------------------------------------ #
     def _reduce(self, axis, keepdims, kernel: str, op: str) -> "NDArray":
         axes = normalize_axes(axis, self.ndim, op)
+        if not self._shape:  # the implicit axis of a 0-d array holds its one element
+            axes = ()
         if axis is not None and not isinstance(axis, numbers.Integral) and len(axes) == 0:
             return self + 0.0  # reducing over no axes: a copy
         if kernel == "reduce_sum" and 0 < len(axes) < self.ndim and axes == tuple(range(len(axes))):
@@ -795,6 +800,8 @@ class NDArray:
     def flip(self, axes=None) -> "NDArray":
         """A compact copy reversed along ``axes`` (None: every axis)."""
         axes = normalize_axes(axes, self.ndim, "flip")
+        if not self._shape:  # the implicit axis of a 0-d array has one element: nothing to reverse
+            axes = ()
         out = self.compact()
         for ax in axes:
             n = self._shape[ax]
