@@ -1069,3 +1069,48 @@ def test_softmax_cross_entropy_labels_numpy_cannot_read(device):
     logits = ndl.Tensor(np.zeros((2, 3)), device=device)
     with pytest.raises(ndl.errors.ArgumentTypeError, match="labels must be class indices"):
         ndl.ops.softmax_cross_entropy(logits, Unreadable())
+
+
+def test_tuple_slots_dropped_by_backward_are_put_back_not_recomputed(device, monkeypatch):
+    # with PyTorch's .grad rule backward drops an item's adjoint array once
+    # its one-hot tuple adjoint holds it; summing the tuple's adjoints puts the
+    # very same array back (_slot) instead of recomputing the adjoint's graph:
+    # each matmul runs once, as under the course rule, which drops nothing
+    from needle.ops.ops_mathematic import MatMul
+    calls, compute = [], MatMul.compute
+    monkeypatch.setattr(MatMul, "compute", lambda self, a, b: calls.append(1) or compute(self, a, b))
+    rng = np.random.default_rng(61)
+    a, w, c = rng.standard_normal((3, 2, 4)), rng.standard_normal((4, 4)), rng.standard_normal((2, 4))
+
+    def backward(keep):
+        monkeypatch.setattr(ndl.autograd, "KEEP_INTERIOR_GRADS", keep)
+        x, wt = _t(a, device), _t(w, device)
+        parts = ndl.ops.split(x, 0)
+        loss = ((parts[0] @ wt) * _t(c, device)).sum() + ((parts[2] @ wt) @ wt).sum()
+        calls.clear()
+        loss.backward()
+        return len(calls), x.grad.numpy()
+
+    n_course, g_course = backward(True)
+    n_pytorch, g_pytorch = backward(False)
+    assert n_pytorch == n_course == 6  # parts[0]: 2 matmuls back, parts[2]: 4 (w's adjoints included)
+    want = np.zeros_like(a)
+    want[0] = c @ w.T
+    want[2] = np.ones((2, 4)) @ w.T @ w.T
+    np.testing.assert_allclose(g_course, want, rtol=1e-12)
+    np.testing.assert_array_equal(g_pytorch, g_course)
+
+
+def test_sum_tuple_adjoints_of_unrealised_lazy_one_hot_adjoints(device, monkeypatch):
+    # sum_tuple_adjoints is public: in lazy mode a one-hot adjoint built from
+    # unrealised slots holds no array yet, and summing must not read one
+    monkeypatch.setattr(ndl.autograd, "LAZY_MODE", True)
+    x = _t([1.0, 2.0], device)
+    zero = ndl.Tensor.make_const(ndl.Tensor(np.zeros(2), device=device, dtype="float64").realize_cached_data())
+    first = ndl.ops.OneHotTupleAdjoint.make([x * 3.0, zero], 0)
+    second = ndl.ops.OneHotTupleAdjoint.make([zero, x + 1.0], 1)
+    again = ndl.ops.OneHotTupleAdjoint.make([x * x, zero], 0)
+    assert first.cached_data is None and first.parts[0].cached_data is None
+    total = ndl.ops.sum_tuple_adjoints([first, second, again])
+    np.testing.assert_array_equal(total[0].numpy(), [4.0, 10.0])
+    np.testing.assert_array_equal(total[1].numpy(), [2.0, 3.0])
