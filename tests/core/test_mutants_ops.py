@@ -914,6 +914,17 @@ def test_op_plugins_register_through_the_hook_and_a_broken_one_warns(scratch_reg
     registry._register_module_ops(object())  # no hook: nothing happens
 
 
+def test_op_entries_are_frozen_and_hashable():
+    # an entry is what was published: changing it in place would leave
+    # needle.ops.<name> on the old function, so entries are read-only values
+    import dataclasses
+    entry = ndl.ops.get_op("add")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        entry.function = ndl.ops.multiply
+    assert ndl.ops.get_op("add").function is ndl.ops.add
+    assert entry in {entry} and hash(entry) == hash(type(entry)("add", entry.cls, entry.function))
+
+
 # --------------------------------------------------------------------------- #
 # core/ops/ops_optim.py
 # --------------------------------------------------------------------------- #
