@@ -434,6 +434,48 @@ def test_lstm_gates_grad_pair_shares_one_kernel_in_either_order(device, override
     np.testing.assert_allclose(dc.numpy(), (g[:, 1] + g[:, 0] * o * (1 - th * th)) * f, rtol=1e-10, atol=1e-12)
 
 
+def _np_lstm_layer_adjoints(p, w, h0, c0, g):
+    """BPTT in NumPy for sum(lstm_layer(p, w, h0, c0) * g): (dp, dw, dh0, dc0)."""
+    hid = h0.shape[1]
+    hs, cs, acts = [h0], [c0], []
+    for t in range(p.shape[0]):
+        z = p[t] + hs[-1] @ w
+        i, f, gg, o = _np_sig(z[:, :hid]), _np_sig(z[:, hid:2 * hid]), np.tanh(z[:, 2 * hid:3 * hid]), \
+            _np_sig(z[:, 3 * hid:])
+        cs.append(f * cs[-1] + i * gg)
+        hs.append(o * np.tanh(cs[-1]))
+        acts.append((i, f, gg, o))
+    dp, dw = np.zeros_like(p), np.zeros_like(w)
+    dh, dc = np.zeros_like(h0), g[-1]
+    for t in range(p.shape[0] - 1, -1, -1):
+        i, f, gg, o = acts[t]
+        dh = dh + g[t]
+        th = np.tanh(cs[t + 1])
+        dcn = dc + dh * o * (1 - th * th)
+        dp[t] = np.concatenate([dcn * gg * i * (1 - i), dcn * cs[t] * f * (1 - f), dcn * i * (1 - gg * gg),
+                                dh * th * o * (1 - o)], axis=1)
+        dw += hs[t].T @ dp[t]
+        dh, dc = dp[t] @ w.T, dcn * f
+    return dp, dw, dh, dc
+
+
+def test_lstm_layer_runs_one_gate_kernel_per_step_each_way(device, overrides_taken):
+    # forward: one lstm_gates kernel a step; backward: the z and c adjoints of
+    # a step share one lstm_gates_grad kernel (its pair), so T calls, not 2T
+    rng = np.random.default_rng(23)
+    steps, bsz, hid = 3, 2, 4
+    arrays = (rng.standard_normal((steps, bsz, 4 * hid)), rng.standard_normal((hid, 4 * hid)) * 0.5,
+              rng.standard_normal((bsz, hid)), rng.standard_normal((bsz, hid)))
+    g = rng.standard_normal((steps + 1, bsz, hid))
+    leaves = [_t(a, device) for a in arrays]
+    (ndl.ops.lstm_layer(*leaves) * _t(g, device)).sum().backward()
+    fused = _fused_on(device, ["lstm_gates", "lstm_gates_grad"])
+    assert overrides_taken == [n for n in fused if n == "lstm_gates"] * steps + \
+        [n for n in fused if n == "lstm_gates_grad"] * steps
+    for got, want in zip(leaves, _np_lstm_layer_adjoints(*arrays, g)):
+        np.testing.assert_allclose(got.grad.numpy(), want, rtol=1e-10, atol=1e-12)
+
+
 # --------------------------------------------------------------------------- #
 # core/ops/ops_tuple.py survivors
 # --------------------------------------------------------------------------- #
