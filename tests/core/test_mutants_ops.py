@@ -476,6 +476,15 @@ def test_lstm_layer_runs_one_gate_kernel_per_step_each_way(device, overrides_tak
         np.testing.assert_allclose(got.grad.numpy(), want, rtol=1e-10, atol=1e-12)
 
 
+def test_lstm_layer_shape_error_names_the_expected_integer_shapes(device):
+    # the message states the shapes p implies, as integers: w_hh (H, 4H), h0 and c0 (B, H)
+    p, w, h = _t(np.zeros((3, 2, 16)), device), _t(np.zeros((4, 12)), device), _t(np.zeros((2, 4)), device)
+    with pytest.raises(ShapeError) as info:
+        ndl.ops.lstm_layer(p, w, h, h)
+    assert str(info.value) == ("lstm_layer: for p (3, 2, 16) expected w_hh (4, 16) and h0, c0 (2, 4), "
+                               "got (4, 12), (2, 4), (2, 4)")
+
+
 # --------------------------------------------------------------------------- #
 # core/ops/ops_tuple.py survivors
 # --------------------------------------------------------------------------- #
