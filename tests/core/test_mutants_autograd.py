@@ -355,3 +355,64 @@ def test_permute_takes_one_sequence_or_unpacked_axes():
     for out in (t.permute((2, 0, 1)), t.permute([2, 0, 1]), t.permute(2, 0, 1)):
         np.testing.assert_array_equal(out.numpy(), x.transpose(2, 0, 1))
     np.testing.assert_array_equal(Tensor(np.arange(3, dtype=np.float32)).permute(0).numpy(), [0, 1, 2])
+
+
+# -- properties, conversion, backward's seed ----------------------------------------
+@pytest.mark.parametrize("prop,want", [("shape", (2, 3)), ("dtype", np.dtype("float64")), ("ndim", 2), ("size", 6)])
+def test_a_lazy_node_reports_its_properties_before_it_is_computed(monkeypatch, prop, want):
+    # a node with no array yet (lazy mode) computes it on the first read of a property
+    monkeypatch.setattr(autograd, "LAZY_MODE", True)
+    x = Tensor(np.arange(6.0).reshape(2, 3), device=ndl.cpu_numpy())
+    y = x * 2.0
+    assert y.cached_data is None
+    assert getattr(y, prop) == want
+    assert y.device == ndl.cpu_numpy()
+    np.testing.assert_array_equal(y.numpy(), np.arange(6.0).reshape(2, 3) * 2.0)
+    z = x + 1.0
+    assert z.cached_data is None and z.device == ndl.cpu_numpy()
+    np.testing.assert_array_equal(z.cached_data.numpy(), np.arange(6.0).reshape(2, 3) + 1.0)
+
+
+def test_array_protocol_keeps_the_dtype_unless_one_is_asked_for():
+    t32 = Tensor(np.array([0.1, 2.0], np.float32))
+    t64 = Tensor(np.array([0.1, 2.0]))
+    assert np.asarray(t32).dtype == np.float32 and np.asarray(t64).dtype == np.float64
+    np.testing.assert_array_equal(np.asarray(t32), np.array([0.1, 2.0], np.float32))
+    wide = np.asarray(t32, dtype=np.float64)
+    assert wide.dtype == np.float64
+    np.testing.assert_array_equal(wide, np.array([0.1, 2.0], np.float32).astype(np.float64))
+    assert np.asarray(t64, dtype=np.float32).dtype == np.float32
+
+
+@pytest.mark.parametrize("seed", [np.array([1.0, 2.0, -1.0]), [1.0, 2.0, -1.0]])
+def test_an_array_like_seed_gradient_is_a_constant(seed):
+    # backward(array) converts the seed to a constant Tensor, as the default
+    # seed of ones is: gradients linear in it keep no graph back to it
+    x = Tensor(np.array([1.0, 2.0, 3.0]))
+    y = x * 3.0
+    y.backward(seed)
+    np.testing.assert_array_equal(x.grad.numpy(), [3.0, 6.0, -3.0])
+    assert y.grad.requires_grad is False and y.grad.is_leaf()
+    assert x.grad.requires_grad is False and x.grad.is_leaf()
+
+
+def test_sum_adjoints_is_static_and_callable_on_a_tuple_node():
+    x = Tensor(np.array([[1.0, 2.0], [3.0, 4.0]]))
+    parts = ops.split(x, 0)
+    a = ops.make_tuple(Tensor(np.array([1.0, 1.0])), Tensor(np.array([0.0, 2.0])))
+    b = ops.make_tuple(Tensor(np.array([5.0, 0.0])), Tensor(np.array([1.0, 1.0])))
+    for total in (TensorTuple.sum_adjoints([a, b]), parts.sum_adjoints([a, b])):
+        np.testing.assert_array_equal(total[0].numpy(), [6.0, 1.0])
+        np.testing.assert_array_equal(total[1].numpy(), [1.0, 3.0])
+
+
+def test_the_course_rule_drops_no_array_that_backward_made():
+    # only PyTorch's rule (KEEP_INTERIOR_GRADS off) frees consumed arrays;
+    # under the course rule x ** 2's adjoint keeps its helper 2 * x
+    x = Tensor(np.array([1.0, -2.0, 0.5]))
+    w = Tensor(np.array([3.0, 1.0, 2.0]))
+    ((x ** 2) * w).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), 2 * np.array([1.0, -2.0, 0.5]) * [3.0, 1.0, 2.0])
+    made = autograd.find_topo_sort([x.grad, w.grad])
+    assert len(made) > 4  # the adjoints' graphs, helpers included
+    assert all(n.cached_data is not None for n in made)
