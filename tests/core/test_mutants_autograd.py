@@ -416,3 +416,53 @@ def test_the_course_rule_drops_no_array_that_backward_made():
     made = autograd.find_topo_sort([x.grad, w.grad])
     assert len(made) > 4  # the adjoints' graphs, helpers included
     assert all(n.cached_data is not None for n in made)
+
+
+def test_a_partial_shared_by_three_consumers_is_dropped_after_the_last(monkeypatch):
+    # PyTorch's rule: in (((a + b) + c) * w).sum() the adjoint of the sums,
+    # g * w (a graph node: w needs a gradient), goes to a, b and c; its
+    # array is dropped only once all three have used it (nothing is
+    # recomputed during backward), and every array backward made but the
+    # leaves' gradients is gone afterwards
+    monkeypatch.setattr(autograd, "KEEP_INTERIOR_GRADS", False)
+    recomputed = []
+    realize = Value.realize_cached_data
+
+    def counting(self):
+        if self.cached_data is None:
+            recomputed.append(type(self.op).__name__)
+        return realize(self)
+
+    monkeypatch.setattr(Value, "realize_cached_data", counting)
+    xv, wv = np.array([0.5, -1.0, 2.0]), np.array([2.0, -1.0, 0.5])
+    x, w = Tensor(xv), Tensor(wv)
+    loss = (((x * x + ops.exp(x)) + x * 3.0) * w).sum()
+    loss.backward()
+    assert recomputed == []
+    np.testing.assert_allclose(x.grad.numpy(), (2 * xv + np.exp(xv) + 3.0) * wv, rtol=1e-12)
+    forward = set(autograd.find_topo_sort([loss]))
+    made = [n for n in autograd.find_topo_sort([x.grad, w.grad])
+            if n.op is not None and n not in forward and n is not x.grad and n is not w.grad]
+    assert len(made) >= 6 and all(n.cached_data is None for n in made)
+    # a gradient of the gradient recomputes the dropped arrays from the graph
+    x.grad.sum().backward()
+    assert recomputed
+    np.testing.assert_allclose(x.grad.numpy(), (2.0 + np.exp(xv)) * wv, rtol=1e-12)
+    np.testing.assert_allclose(w.grad.numpy(), 2 * xv + np.exp(xv) + 3.0, rtol=1e-12)
+
+
+def test_an_adjoint_last_used_by_a_node_without_gradient_inputs_is_dropped(monkeypatch):
+    # PyTorch's rule: the sum's adjoint g * v goes to w * 3 and to exp(u), u
+    # frozen after the forward (its gradient no longer wanted); exp(u) is its
+    # last user and computes nothing with it, and the array is still dropped
+    # (None, recomputed on demand) though w.grad's graph reaches the node
+    monkeypatch.setattr(autograd, "KEEP_INTERIOR_GRADS", False)
+    w, v, u = Tensor(np.array([1.0, 2.0])), Tensor(np.array([0.5, -1.0])), Tensor(np.array([3.0, 4.0]))
+    loss = ((ops.exp(u) + w * 3.0) * v).sum()
+    u.requires_grad = False
+    loss.backward()
+    assert u.grad is None
+    np.testing.assert_array_equal(w.grad.numpy(), [1.5, -3.0])
+    shared = w.grad.inputs[0]  # w.grad = (g * v) * 3
+    assert shared.cached_data is None
+    np.testing.assert_array_equal(shared.numpy(), [0.5, -1.0])
