@@ -451,14 +451,17 @@ def test_a_partial_shared_by_three_consumers_is_dropped_after_the_last(monkeypat
     np.testing.assert_allclose(w.grad.numpy(), 2 * xv + np.exp(xv) + 3.0, rtol=1e-12)
 
 
-def test_an_adjoint_last_used_by_a_node_without_gradient_inputs_is_dropped(monkeypatch):
+@pytest.mark.parametrize("frozen_first", [True, False])
+def test_an_adjoint_last_used_by_a_node_without_gradient_inputs_is_dropped(monkeypatch, frozen_first):
     # PyTorch's rule: the sum's adjoint g * v goes to w * 3 and to exp(u), u
     # frozen after the forward (its gradient no longer wanted); exp(u) is its
     # last user and computes nothing with it, and the array is still dropped
-    # (None, recomputed on demand) though w.grad's graph reaches the node
+    # (None, recomputed on demand) though w.grad's graph reaches the node;
+    # in the other order exp(u) comes first and w * 3 still gets its adjoint
     monkeypatch.setattr(autograd, "KEEP_INTERIOR_GRADS", False)
     w, v, u = Tensor(np.array([1.0, 2.0])), Tensor(np.array([0.5, -1.0])), Tensor(np.array([3.0, 4.0]))
-    loss = ((ops.exp(u) + w * 3.0) * v).sum()
+    s = ops.exp(u) + w * 3.0 if frozen_first else w * 3.0 + ops.exp(u)
+    loss = (s * v).sum()
     u.requires_grad = False
     loss.backward()
     assert u.grad is None
