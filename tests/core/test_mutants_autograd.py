@@ -469,3 +469,14 @@ def test_an_adjoint_last_used_by_a_node_without_gradient_inputs_is_dropped(monke
     shared = w.grad.inputs[0]  # w.grad = (g * v) * 3
     assert shared.cached_data is None
     np.testing.assert_array_equal(shared.numpy(), [0.5, -1.0])
+
+
+def test_an_input_that_needs_no_gradient_gets_none_from_an_op_computing_all():
+    # _ListGradient has no gradient_needed: the default computes every
+    # partial, and backward hands out only the wanted ones -- the constant
+    # operand gets no .grad (and is not reached)
+    a = Tensor(np.array([1.0, 2.0], np.float32))
+    b = Tensor(np.array([3.0, -4.0], np.float32), requires_grad=False)
+    ops.summation(_ListGradient()(a, b)).backward()
+    np.testing.assert_array_equal(a.grad.numpy(), [3.0, -4.0])
+    assert b.grad is None
