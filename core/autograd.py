@@ -913,10 +913,9 @@ def compute_gradient_of_variables(output_tensor: Value, out_grad: Value) -> None
             drop_helpers(adjoint)  # the summation's own intermediate nodes
             pending[adjoint] = 1
         if op is None:
+            # a leaf's adjoint is stored (keep above), so never released: no count to update
             if node._grad_ready_hooks:  # a leaf's adjoint is final here (grad-ready hooks, below)
                 _run_grad_ready_hooks(node)
-            if release:
-                consumed(adjoint)
             continue
         inputs = node.inputs
         # inputs that need no gradient (data batches, masks, one-hot labels)

@@ -355,3 +355,128 @@ def test_permute_takes_one_sequence_or_unpacked_axes():
     for out in (t.permute((2, 0, 1)), t.permute([2, 0, 1]), t.permute(2, 0, 1)):
         np.testing.assert_array_equal(out.numpy(), x.transpose(2, 0, 1))
     np.testing.assert_array_equal(Tensor(np.arange(3, dtype=np.float32)).permute(0).numpy(), [0, 1, 2])
+
+
+# -- properties, conversion, backward's seed ----------------------------------------
+@pytest.mark.parametrize("prop,want", [("shape", (2, 3)), ("dtype", np.dtype("float64")), ("ndim", 2), ("size", 6)])
+def test_a_lazy_node_reports_its_properties_before_it_is_computed(monkeypatch, prop, want):
+    # a node with no array yet (lazy mode) computes it on the first read of a property
+    monkeypatch.setattr(autograd, "LAZY_MODE", True)
+    x = Tensor(np.arange(6.0).reshape(2, 3), device=ndl.cpu_numpy())
+    y = x * 2.0
+    assert y.cached_data is None
+    assert getattr(y, prop) == want
+    assert y.device == ndl.cpu_numpy()
+    np.testing.assert_array_equal(y.numpy(), np.arange(6.0).reshape(2, 3) * 2.0)
+    z = x + 1.0
+    assert z.cached_data is None and z.device == ndl.cpu_numpy()
+    np.testing.assert_array_equal(z.cached_data.numpy(), np.arange(6.0).reshape(2, 3) + 1.0)
+
+
+def test_array_protocol_keeps_the_dtype_unless_one_is_asked_for():
+    t32 = Tensor(np.array([0.1, 2.0], np.float32))
+    t64 = Tensor(np.array([0.1, 2.0]))
+    assert np.asarray(t32).dtype == np.float32 and np.asarray(t64).dtype == np.float64
+    np.testing.assert_array_equal(np.asarray(t32), np.array([0.1, 2.0], np.float32))
+    wide = np.asarray(t32, dtype=np.float64)
+    assert wide.dtype == np.float64
+    np.testing.assert_array_equal(wide, np.array([0.1, 2.0], np.float32).astype(np.float64))
+    assert np.asarray(t64, dtype=np.float32).dtype == np.float32
+
+
+@pytest.mark.parametrize("seed", [np.array([1.0, 2.0, -1.0]), [1.0, 2.0, -1.0]])
+def test_an_array_like_seed_gradient_is_a_constant(seed):
+    # backward(array) converts the seed to a constant Tensor, as the default
+    # seed of ones is: gradients linear in it keep no graph back to it
+    x = Tensor(np.array([1.0, 2.0, 3.0]))
+    y = x * 3.0
+    y.backward(seed)
+    np.testing.assert_array_equal(x.grad.numpy(), [3.0, 6.0, -3.0])
+    assert y.grad.requires_grad is False and y.grad.is_leaf()
+    assert x.grad.requires_grad is False and x.grad.is_leaf()
+
+
+def test_sum_adjoints_is_static_and_callable_on_a_tuple_node():
+    x = Tensor(np.array([[1.0, 2.0], [3.0, 4.0]]))
+    parts = ops.split(x, 0)
+    a = ops.make_tuple(Tensor(np.array([1.0, 1.0])), Tensor(np.array([0.0, 2.0])))
+    b = ops.make_tuple(Tensor(np.array([5.0, 0.0])), Tensor(np.array([1.0, 1.0])))
+    for total in (TensorTuple.sum_adjoints([a, b]), parts.sum_adjoints([a, b])):
+        np.testing.assert_array_equal(total[0].numpy(), [6.0, 1.0])
+        np.testing.assert_array_equal(total[1].numpy(), [1.0, 3.0])
+
+
+def test_the_course_rule_drops_no_array_that_backward_made():
+    # only PyTorch's rule (KEEP_INTERIOR_GRADS off) frees consumed arrays;
+    # under the course rule x ** 2's adjoint keeps its helper 2 * x
+    x = Tensor(np.array([1.0, -2.0, 0.5]))
+    w = Tensor(np.array([3.0, 1.0, 2.0]))
+    ((x ** 2) * w).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), 2 * np.array([1.0, -2.0, 0.5]) * [3.0, 1.0, 2.0])
+    made = autograd.find_topo_sort([x.grad, w.grad])
+    assert len(made) > 4  # the adjoints' graphs, helpers included
+    assert all(n.cached_data is not None for n in made)
+
+
+def test_a_partial_shared_by_three_consumers_is_dropped_after_the_last(monkeypatch):
+    # PyTorch's rule: in (((a + b) + c) * w).sum() the adjoint of the sums,
+    # g * w (a graph node: w needs a gradient), goes to a, b and c; its
+    # array is dropped only once all three have used it (nothing is
+    # recomputed during backward), and every array backward made but the
+    # leaves' gradients is gone afterwards
+    monkeypatch.setattr(autograd, "KEEP_INTERIOR_GRADS", False)
+    recomputed = []
+    realize = Value.realize_cached_data
+
+    def counting(self):
+        if self.cached_data is None:
+            recomputed.append(type(self.op).__name__)
+        return realize(self)
+
+    monkeypatch.setattr(Value, "realize_cached_data", counting)
+    xv, wv = np.array([0.5, -1.0, 2.0]), np.array([2.0, -1.0, 0.5])
+    x, w = Tensor(xv), Tensor(wv)
+    loss = (((x * x + ops.exp(x)) + x * 3.0) * w).sum()
+    loss.backward()
+    assert recomputed == []
+    np.testing.assert_allclose(x.grad.numpy(), (2 * xv + np.exp(xv) + 3.0) * wv, rtol=1e-12)
+    forward = set(autograd.find_topo_sort([loss]))
+    made = [n for n in autograd.find_topo_sort([x.grad, w.grad])
+            if n.op is not None and n not in forward and n is not x.grad and n is not w.grad]
+    assert len(made) >= 6 and all(n.cached_data is None for n in made)
+    # a gradient of the gradient recomputes the dropped arrays from the graph
+    x.grad.sum().backward()
+    assert recomputed
+    np.testing.assert_allclose(x.grad.numpy(), (2.0 + np.exp(xv)) * wv, rtol=1e-12)
+    np.testing.assert_allclose(w.grad.numpy(), 2 * xv + np.exp(xv) + 3.0, rtol=1e-12)
+
+
+@pytest.mark.parametrize("frozen_first", [True, False])
+def test_an_adjoint_last_used_by_a_node_without_gradient_inputs_is_dropped(monkeypatch, frozen_first):
+    # PyTorch's rule: the sum's adjoint g * v goes to w * 3 and to exp(u), u
+    # frozen after the forward (its gradient no longer wanted); exp(u) is its
+    # last user and computes nothing with it, and the array is still dropped
+    # (None, recomputed on demand) though w.grad's graph reaches the node;
+    # in the other order exp(u) comes first and w * 3 still gets its adjoint
+    monkeypatch.setattr(autograd, "KEEP_INTERIOR_GRADS", False)
+    w, v, u = Tensor(np.array([1.0, 2.0])), Tensor(np.array([0.5, -1.0])), Tensor(np.array([3.0, 4.0]))
+    s = ops.exp(u) + w * 3.0 if frozen_first else w * 3.0 + ops.exp(u)
+    loss = (s * v).sum()
+    u.requires_grad = False
+    loss.backward()
+    assert u.grad is None
+    np.testing.assert_array_equal(w.grad.numpy(), [1.5, -3.0])
+    shared = w.grad.inputs[0]  # w.grad = (g * v) * 3
+    assert shared.cached_data is None
+    np.testing.assert_array_equal(shared.numpy(), [0.5, -1.0])
+
+
+def test_an_input_that_needs_no_gradient_gets_none_from_an_op_computing_all():
+    # _ListGradient has no gradient_needed: the default computes every
+    # partial, and backward hands out only the wanted ones -- the constant
+    # operand gets no .grad (and is not reached)
+    a = Tensor(np.array([1.0, 2.0], np.float32))
+    b = Tensor(np.array([3.0, -4.0], np.float32), requires_grad=False)
+    ops.summation(_ListGradient()(a, b)).backward()
+    np.testing.assert_array_equal(a.grad.numpy(), [3.0, -4.0])
+    assert b.grad is None

@@ -434,6 +434,57 @@ def test_lstm_gates_grad_pair_shares_one_kernel_in_either_order(device, override
     np.testing.assert_allclose(dc.numpy(), (g[:, 1] + g[:, 0] * o * (1 - th * th)) * f, rtol=1e-10, atol=1e-12)
 
 
+def _np_lstm_layer_adjoints(p, w, h0, c0, g):
+    """BPTT in NumPy for sum(lstm_layer(p, w, h0, c0) * g): (dp, dw, dh0, dc0)."""
+    hid = h0.shape[1]
+    hs, cs, acts = [h0], [c0], []
+    for t in range(p.shape[0]):
+        z = p[t] + hs[-1] @ w
+        i, f, gg, o = _np_sig(z[:, :hid]), _np_sig(z[:, hid:2 * hid]), np.tanh(z[:, 2 * hid:3 * hid]), \
+            _np_sig(z[:, 3 * hid:])
+        cs.append(f * cs[-1] + i * gg)
+        hs.append(o * np.tanh(cs[-1]))
+        acts.append((i, f, gg, o))
+    dp, dw = np.zeros_like(p), np.zeros_like(w)
+    dh, dc = np.zeros_like(h0), g[-1]
+    for t in range(p.shape[0] - 1, -1, -1):
+        i, f, gg, o = acts[t]
+        dh = dh + g[t]
+        th = np.tanh(cs[t + 1])
+        dcn = dc + dh * o * (1 - th * th)
+        dp[t] = np.concatenate([dcn * gg * i * (1 - i), dcn * cs[t] * f * (1 - f), dcn * i * (1 - gg * gg),
+                                dh * th * o * (1 - o)], axis=1)
+        dw += hs[t].T @ dp[t]
+        dh, dc = dp[t] @ w.T, dcn * f
+    return dp, dw, dh, dc
+
+
+def test_lstm_layer_runs_one_gate_kernel_per_step_each_way(device, overrides_taken):
+    # forward: one lstm_gates kernel a step; backward: the z and c adjoints of
+    # a step share one lstm_gates_grad kernel (its pair), so T calls, not 2T
+    rng = np.random.default_rng(23)
+    steps, bsz, hid = 3, 2, 4
+    arrays = (rng.standard_normal((steps, bsz, 4 * hid)), rng.standard_normal((hid, 4 * hid)) * 0.5,
+              rng.standard_normal((bsz, hid)), rng.standard_normal((bsz, hid)))
+    g = rng.standard_normal((steps + 1, bsz, hid))
+    leaves = [_t(a, device) for a in arrays]
+    (ndl.ops.lstm_layer(*leaves) * _t(g, device)).sum().backward()
+    fused = _fused_on(device, ["lstm_gates", "lstm_gates_grad"])
+    assert overrides_taken == [n for n in fused if n == "lstm_gates"] * steps + \
+        [n for n in fused if n == "lstm_gates_grad"] * steps
+    for got, want in zip(leaves, _np_lstm_layer_adjoints(*arrays, g)):
+        np.testing.assert_allclose(got.grad.numpy(), want, rtol=1e-10, atol=1e-12)
+
+
+def test_lstm_layer_shape_error_names_the_expected_integer_shapes(device):
+    # the message states the shapes p implies, as integers: w_hh (H, 4H), h0 and c0 (B, H)
+    p, w, h = _t(np.zeros((3, 2, 16)), device), _t(np.zeros((4, 12)), device), _t(np.zeros((2, 4)), device)
+    with pytest.raises(ShapeError) as info:
+        ndl.ops.lstm_layer(p, w, h, h)
+    assert str(info.value) == ("lstm_layer: for p (3, 2, 16) expected w_hh (4, 16) and h0, c0 (2, 4), "
+                               "got (4, 12), (2, 4), (2, 4)")
+
+
 # --------------------------------------------------------------------------- #
 # core/ops/ops_tuple.py survivors
 # --------------------------------------------------------------------------- #
@@ -914,6 +965,17 @@ def test_op_plugins_register_through_the_hook_and_a_broken_one_warns(scratch_reg
     registry._register_module_ops(object())  # no hook: nothing happens
 
 
+def test_op_entries_are_frozen_and_hashable():
+    # an entry is what was published: changing it in place would leave
+    # needle.ops.<name> on the old function, so entries are read-only values
+    import dataclasses
+    entry = ndl.ops.get_op("add")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        entry.function = ndl.ops.multiply
+    assert ndl.ops.get_op("add").function is ndl.ops.add
+    assert entry in {entry} and hash(entry) == hash(type(entry)("add", entry.cls, entry.function))
+
+
 # --------------------------------------------------------------------------- #
 # core/ops/ops_optim.py
 # --------------------------------------------------------------------------- #
@@ -1069,3 +1131,48 @@ def test_softmax_cross_entropy_labels_numpy_cannot_read(device):
     logits = ndl.Tensor(np.zeros((2, 3)), device=device)
     with pytest.raises(ndl.errors.ArgumentTypeError, match="labels must be class indices"):
         ndl.ops.softmax_cross_entropy(logits, Unreadable())
+
+
+def test_tuple_slots_dropped_by_backward_are_put_back_not_recomputed(device, monkeypatch):
+    # with PyTorch's .grad rule backward drops an item's adjoint array once
+    # its one-hot tuple adjoint holds it; summing the tuple's adjoints puts the
+    # very same array back (_slot) instead of recomputing the adjoint's graph:
+    # each matmul runs once, as under the course rule, which drops nothing
+    from needle.ops.ops_mathematic import MatMul
+    calls, compute = [], MatMul.compute
+    monkeypatch.setattr(MatMul, "compute", lambda self, a, b: calls.append(1) or compute(self, a, b))
+    rng = np.random.default_rng(61)
+    a, w, c = rng.standard_normal((3, 2, 4)), rng.standard_normal((4, 4)), rng.standard_normal((2, 4))
+
+    def backward(keep):
+        monkeypatch.setattr(ndl.autograd, "KEEP_INTERIOR_GRADS", keep)
+        x, wt = _t(a, device), _t(w, device)
+        parts = ndl.ops.split(x, 0)
+        loss = ((parts[0] @ wt) * _t(c, device)).sum() + ((parts[2] @ wt) @ wt).sum()
+        calls.clear()
+        loss.backward()
+        return len(calls), x.grad.numpy()
+
+    n_course, g_course = backward(True)
+    n_pytorch, g_pytorch = backward(False)
+    assert n_pytorch == n_course == 6  # parts[0]: 2 matmuls back, parts[2]: 4 (w's adjoints included)
+    want = np.zeros_like(a)
+    want[0] = c @ w.T
+    want[2] = np.ones((2, 4)) @ w.T @ w.T
+    np.testing.assert_allclose(g_course, want, rtol=1e-12)
+    np.testing.assert_array_equal(g_pytorch, g_course)
+
+
+def test_sum_tuple_adjoints_of_unrealised_lazy_one_hot_adjoints(device, monkeypatch):
+    # sum_tuple_adjoints is public: in lazy mode a one-hot adjoint built from
+    # unrealised slots holds no array yet, and summing must not read one
+    monkeypatch.setattr(ndl.autograd, "LAZY_MODE", True)
+    x = _t([1.0, 2.0], device)
+    zero = ndl.Tensor.make_const(ndl.Tensor(np.zeros(2), device=device, dtype="float64").realize_cached_data())
+    first = ndl.ops.OneHotTupleAdjoint.make([x * 3.0, zero], 0)
+    second = ndl.ops.OneHotTupleAdjoint.make([zero, x + 1.0], 1)
+    again = ndl.ops.OneHotTupleAdjoint.make([x * x, zero], 0)
+    assert first.cached_data is None and first.parts[0].cached_data is None
+    total = ndl.ops.sum_tuple_adjoints([first, second, again])
+    np.testing.assert_array_equal(total[0].numpy(), [4.0, 10.0])
+    np.testing.assert_array_equal(total[1].numpy(), [2.0, 3.0])
