@@ -54,16 +54,12 @@ class MultiHeadAttention(Module):
         return a @ ops.transpose(b_transpose)
 
     def softmax(self, logit):
-        """Softmax over axis 3 of a 4-D tensor.  The row max is subtracted for
-        stability and treated as a constant (it cancels in the result)."""
-        if len(logit.shape) == 4:
-            return ops.softmax(logit)  # the same formula as one fused node
-        row_max = logit.realize_cached_data().max(axis=3, keepdims=True)
-        row_max = Tensor(row_max, device=logit.device, dtype=logit.dtype, requires_grad=False)
-        # element-wise ops broadcast the (B, H, T, 1) row statistics themselves
-        e = ops.exp(logit - row_max)
-        total = ops.reshape(ops.summation(e, axes=3), (*logit.shape[:3], 1))
-        return e / total
+        """Softmax over axis 3 of a 4-D tensor (one fused node, ``ops.softmax``:
+        the row max is subtracted for stability and cancels in the result)."""
+        if len(logit.shape) != 4:
+            raise ShapeError(f"MultiHeadAttention.softmax: logit must be (B, H, Tq, Tk), "
+                             f"got shape {tuple(logit.shape)}")
+        return ops.softmax(logit)
 
     def forward(self, q, k, v):
         for name, t in (("q", q), ("k", k), ("v", v)):

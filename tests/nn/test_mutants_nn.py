@@ -794,3 +794,57 @@ def test_embedding_of_no_ids_and_empty_tables(device):
     assert nn.Embedding(0, 3, device=device).weight.shape == (0, 3)
     wide0 = nn.Embedding(4, 0, device=device)
     assert wide0(ndl.Tensor(np.array([[1, 3]], np.float32), device=device)).shape == (1, 2, 0)
+
+
+# --- nn_transformer -------------------------------------------------------------------------
+
+def _attention_reference(q, k, v, causal):
+    logits = q @ np.swapaxes(k, -1, -2) / np.sqrt(q.shape[-1])
+    if causal:
+        tq, tk = logits.shape[-2:]
+        logits = logits + np.triu(np.full((tq, tk), -np.inf), tk - tq + 1)
+    p = np.exp(logits - logits.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    return p @ v
+
+
+def test_multi_head_attention_is_not_causal_by_default(device):
+    rng = np.random.default_rng(5)
+    q, k, v = (rng.standard_normal((1, 2, 4, 3)) for _ in range(3))
+    mha = nn.MultiHeadAttention(device=device, dtype="float64")
+    out, _ = mha(*(ndl.Tensor(t, device=device, dtype="float64") for t in (q, k, v)))
+    np.testing.assert_allclose(out.numpy(), _attention_reference(q, k, v, causal=False), rtol=1e-10, atol=1e-12)
+
+
+def test_multi_head_attention_checks_k_width_alone(device):
+    mha = nn.MultiHeadAttention(device=device)
+    q = ndl.Tensor(np.zeros((1, 2, 4, 3), np.float32), device=device)
+    k = ndl.Tensor(np.zeros((1, 2, 4, 5), np.float32), device=device)  # B and H agree, D does not
+    with pytest.raises(ndl.errors.ShapeError, match="q and k must share D"):
+        mha(q, k, k)
+
+
+def test_multi_head_attention_softmax_is_for_4d_logits(device):
+    mha = nn.MultiHeadAttention(device=device)
+    with pytest.raises(ndl.errors.ShapeError, match=r"softmax: logit must be \(B, H, Tq, Tk\)"):
+        mha.softmax(ndl.Tensor(np.zeros((2, 3, 4), np.float32), device=device))
+
+
+def test_attention_layer_defaults_causal_without_dropout(device):
+    rng = np.random.default_rng(6)
+    layer = nn.AttentionLayer(4, 2, 3, device=device, dtype="float64")
+    layer.train()  # dropout 0 by default: training mode is deterministic too
+    x = rng.standard_normal((1, 5, 4))
+    y1 = layer(ndl.Tensor(x, device=device, dtype="float64")).numpy()
+    np.testing.assert_array_equal(layer(ndl.Tensor(x, device=device, dtype="float64")).numpy(), y1)
+    x2 = x.copy()
+    x2[:, 3:] += 3 * rng.standard_normal((1, 2, 4))  # the future (not a constant: pre-norm removes it)
+    y2 = layer(ndl.Tensor(x2, device=device, dtype="float64")).numpy()
+    np.testing.assert_allclose(y2[:, :3], y1[:, :3], rtol=1e-12, atol=1e-12)
+    assert not np.allclose(y2[:, 3:], y1[:, 3:])
+
+
+def test_attention_layer_accepts_unit_sizes(device):
+    layer = nn.AttentionLayer(1, 1, 1, k_features=1, v_features=1, out_features=1, device=device)
+    out = layer(ndl.Tensor(np.ones((2, 3, 1), np.float32), device=device))
+    assert out.shape == (2, 3, 1)
