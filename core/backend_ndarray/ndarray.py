@@ -126,7 +126,7 @@ class NDArray:
             dt = other.dtype if dtype is None else _dtype(dtype)
             src = other.to(dev)
             if src is other or src.dtype != dt:
-                src = src.cast(dt) if src.dtype != dt else src + 0.0
+                src = src.cast(dt) if src.dtype != dt else src._copy()
             self._init(src)
             return
         dev = default_device() if device is None else _resolve(device)
@@ -376,6 +376,14 @@ class NDArray:
         """Self when compact, else a compact copy."""
         if self.is_compact():
             return self
+        out = self._new(self._shape)
+        if out._handle.size:
+            self._be.compact(self._handle, out._handle, self._shape, self._strides, self._offset)
+        return out
+
+    def _copy(self) -> "NDArray":
+        """A compact copy holding exactly the same values (``self + 0.0``
+        would turn -0.0 into +0.0)."""
         out = self._new(self._shape)
         if out._handle.size:
             self._be.compact(self._handle, out._handle, self._shape, self._strides, self._offset)
@@ -754,7 +762,7 @@ class NDArray:
         if not self._shape:  # the implicit axis of a 0-d array holds its one element
             axes = ()
         if axis is not None and not isinstance(axis, numbers.Integral) and len(axes) == 0:
-            return self + 0.0  # reducing over no axes: a copy
+            return self._copy()  # reducing over no axes: a copy
         if kernel == "reduce_sum" and 0 < len(axes) < self.ndim and axes == tuple(range(len(axes))):
             # leading axes (a bias's gradient): the backend's sum_leading reads the
             # rows in place, where the composition below makes a transposed copy

@@ -641,3 +641,20 @@ def test_slices_clamp_and_never_run_backwards(device):
             a[bad]
     with pytest.raises(ArgumentTypeError, match="slice bounds must be integers"):
         a[1.0:3]
+
+
+def test_copies_keep_negative_zero_and_special_values(device):
+    # the copy constructor and a reduction over no axes copy the values
+    # exactly (x + 0.0 would turn -0.0 into +0.0), as NumPy does
+    x = np.array([[-0.0, 0.0, np.nan], [np.inf, -np.inf, -2.5]], np.float32)
+    a = _a(x, device)
+    for got in (NDArray(a), NDArray(a, device=device), nd.array(a, device=device, dtype="float32"),
+                NDArray(a.permute((1, 0))).permute((1, 0)), a.sum(axis=()), a.max(axis=()), a.sum(axis=(), keepdims=True)):
+        assert got.shape == (2, 3) and got.dtype == np.float32
+        out = got.numpy()
+        np.testing.assert_array_equal(out, x)
+        np.testing.assert_array_equal(np.signbit(out), np.signbit(x))
+    for c in (NDArray(a), a.sum(axis=()), a.max(axis=[])):
+        c[0, 0] = 5.0  # a copy, not a view
+        assert a.numpy()[0, 0] == 0.0 and np.signbit(a.numpy()[0, 0])
+    assert NDArray(_a(np.zeros((0, 2)), device)).shape == (0, 2)
