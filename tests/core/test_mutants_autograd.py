@@ -499,3 +499,21 @@ def test_local_vjp_walks_past_constants_and_sums_partials():
     np.testing.assert_array_equal(du.numpy(), [0.0, 0.0])
     assert du.op is not None and du.inputs[0] is u
     assert a.grad is None and w.grad is None and u.grad is None  # no .grad written
+
+
+# -- grad-ready hooks -----------------------------------------------------------------------
+def test_three_grad_ready_hooks_each_run_once_in_order_and_remove_alone():
+    x = Tensor(np.array([1.0, 2.0]))
+    seen = []
+    handles = [x.register_post_accumulate_grad_hook(lambda t, k=k: seen.append((k, t.grad.numpy().tolist())))
+               for k in range(3)]
+    (x * 3.0).sum().backward()
+    assert seen == [(0, [3.0, 3.0]), (1, [3.0, 3.0]), (2, [3.0, 3.0])]
+    handles[1].remove()
+    seen.clear()
+    (x * 2.0).sum().backward()
+    assert seen == [(0, [2.0, 2.0]), (2, [2.0, 2.0])]
+    x.register_post_accumulate_grad_hook(lambda t: seen.append(("new", None)))
+    seen.clear()
+    x.sum().backward()
+    assert [k for k, _ in seen] == [0, 2, "new"]
