@@ -517,3 +517,10 @@ def test_three_grad_ready_hooks_each_run_once_in_order_and_remove_alone():
     seen.clear()
     x.sum().backward()
     assert [k for k, _ in seen] == [0, 2, "new"]
+
+
+def test_reshape_with_no_sizes_is_the_zero_dim_shape():
+    # t.reshape() is t.reshape(()) (the sizes unpacked: none): a 0-d tensor
+    t = Tensor(np.array([5.0]))
+    for r in (t.reshape(), t.reshape(()), t.view()):
+        assert r.shape == () and r.item() == 5.0
