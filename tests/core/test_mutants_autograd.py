@@ -480,3 +480,47 @@ def test_an_input_that_needs_no_gradient_gets_none_from_an_op_computing_all():
     ops.summation(_ListGradient()(a, b)).backward()
     np.testing.assert_array_equal(a.grad.numpy(), [3.0, -4.0])
     assert b.grad is None
+
+
+# -- local_vjp ----------------------------------------------------------------------------
+def test_local_vjp_walks_past_constants_and_sums_partials():
+    # out = ((a * b + c) * a) * w with c a constant and w a leaf outside the
+    # inputs: the walk meets w and c (no adjoint) before a and goes on; a's two
+    # partials add; b needs no gradient but is asked for, and u, unrelated to
+    # out, gets a zero adjoint that is still a graph node
+    av, bv, cv, gv = np.array([1.5, -2.0]), np.array([0.5, 3.0]), np.array([2.0, 1.0]), np.array([1.0, -0.5])
+    a, u, w = Tensor(av), Tensor(np.array([7.0, 8.0])), Tensor(np.array([3.0, -1.0]))
+    b = Tensor(bv, requires_grad=False)
+    c = Tensor(cv, requires_grad=False)
+    out = ((a * b + c) * a) * w
+    da, db, du = autograd.local_vjp(out, (a, b, u), Tensor(gv))
+    np.testing.assert_allclose(da.numpy(), gv * w.numpy() * (2 * av * bv + cv), rtol=1e-12)
+    np.testing.assert_allclose(db.numpy(), gv * w.numpy() * av * av, rtol=1e-12)
+    np.testing.assert_array_equal(du.numpy(), [0.0, 0.0])
+    assert du.op is not None and du.inputs[0] is u
+    assert a.grad is None and w.grad is None and u.grad is None  # no .grad written
+
+
+# -- grad-ready hooks -----------------------------------------------------------------------
+def test_three_grad_ready_hooks_each_run_once_in_order_and_remove_alone():
+    x = Tensor(np.array([1.0, 2.0]))
+    seen = []
+    handles = [x.register_post_accumulate_grad_hook(lambda t, k=k: seen.append((k, t.grad.numpy().tolist())))
+               for k in range(3)]
+    (x * 3.0).sum().backward()
+    assert seen == [(0, [3.0, 3.0]), (1, [3.0, 3.0]), (2, [3.0, 3.0])]
+    handles[1].remove()
+    seen.clear()
+    (x * 2.0).sum().backward()
+    assert seen == [(0, [2.0, 2.0]), (2, [2.0, 2.0])]
+    x.register_post_accumulate_grad_hook(lambda t: seen.append(("new", None)))
+    seen.clear()
+    x.sum().backward()
+    assert [k for k, _ in seen] == [0, 2, "new"]
+
+
+def test_reshape_with_no_sizes_is_the_zero_dim_shape():
+    # t.reshape() is t.reshape(()) (the sizes unpacked: none): a 0-d tensor
+    t = Tensor(np.array([5.0]))
+    for r in (t.reshape(), t.reshape(()), t.view()):
+        assert r.shape == () and r.item() == 5.0
