@@ -37,6 +37,8 @@ _SCALARS = (float, int, np.generic, numbers.Number)
 
 
 def _as_shape(shape, op: str) -> tuple:
+    if type(shape) is tuple and all(type(s) is int for s in shape):
+        return shape  # the common case (shapes read off other tensors), kept lean
     try:
         return (operator.index(shape),) if isinstance(shape, _INTS) else tuple(operator.index(s) for s in shape)
     except TypeError:
@@ -314,7 +316,7 @@ class Reshape(TensorOp):
     """Reshape (one dimension may be -1); the input is compacted first if needed."""
 
     def __init__(self, shape):
-        self.shape = shape if type(shape) is tuple else _as_shape(shape, "reshape")
+        self.shape = _as_shape(shape, "reshape")
 
     def compute(self, a: NDArray) -> NDArray:
         try:
@@ -336,7 +338,7 @@ class BroadcastTo(TensorOp):
     adjoint is summed over the new and stretched axes."""
 
     def __init__(self, shape):
-        self.shape = shape if type(shape) is tuple else _as_shape(shape, "broadcast_to")
+        self.shape = _as_shape(shape, "broadcast_to")
 
     def compute(self, a: NDArray) -> NDArray:
         return a.broadcast_to(self.shape)

@@ -1176,3 +1176,12 @@ def test_sum_tuple_adjoints_of_unrealised_lazy_one_hot_adjoints(device, monkeypa
     total = ndl.ops.sum_tuple_adjoints([first, second, again])
     np.testing.assert_array_equal(total[0].numpy(), [4.0, 10.0])
     np.testing.assert_array_equal(total[1].numpy(), [2.0, 3.0])
+
+
+@pytest.mark.parametrize("op", ["reshape", "broadcast_to"])
+@pytest.mark.parametrize("shape", [(2.0, 3), [2.0, 3], (2, "3")])
+def test_shape_arguments_must_be_ints_as_a_tuple_too(op, shape):
+    # a tuple of floats used to skip the check that a list gets (reshape(t, (2.0, 3)) gave (2, 3))
+    t = ndl.Tensor(np.zeros((2, 3), np.float32))
+    with pytest.raises(ndl.errors.ArgumentTypeError, match=rf"{op}: shape must be an int or a sequence of ints"):
+        getattr(ndl.ops, op)(t, shape)
