@@ -16,7 +16,7 @@ import numpy as np
 from ..autograd import Tensor, TensorOp
 from ..backend_ndarray import NDArray
 from ..backend_ndarray.ndarray import normalize_axes as _normalize_axes
-from ..errors import ArgumentTypeError, ShapeError
+from ..errors import ArgumentTypeError, DeviceMismatchError, ShapeError, UnsupportedDTypeError
 from .registry import register_op
 
 __all__ = [
@@ -52,6 +52,18 @@ def normalize_axes(axes, ndim: int, op: str):
     """``axes`` (None, int or sequence) -> sorted tuple of non-negative axes,
     or None for "every axis" (NDArray's normaliser otherwise)."""
     return None if axes is None else _normalize_axes(axes, ndim, op)
+
+
+def check_like_input(op: str, x: NDArray, **params: NDArray) -> None:
+    """Each of ``params`` (a fused norm's weight and bias) on the input's device
+    and in its dtype, else the typed error naming ``op`` and the parameter."""
+    for name, a in params.items():
+        if a.device != x.device:
+            raise DeviceMismatchError(f"{op}: the {name} is on {a.device}, the input on "
+                                      f"{x.device}; all must share one device")
+        if a.dtype != x.dtype:
+            raise UnsupportedDTypeError(f"{op}: the {name} is {a.dtype}, the input "
+                                        f"{x.dtype}; all must share one dtype")
 
 
 def kept_dims_shape(shape: tuple, axes) -> tuple:

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from ..autograd import Tensor, TensorOp, local_vjp
 from ..backend_ndarray import NDArray
-from ..errors import DeviceMismatchError, ShapeError, UnsupportedDTypeError
-from .ops_mathematic import reshape, summation
+from ..errors import ShapeError
+from .ops_mathematic import check_like_input, reshape, summation
 from .registry import register_op
 
 __all__ = ["BatchNormTrain", "BatchNormGradX", "BatchNormGradW", "batch_norm_train"]
@@ -50,16 +50,6 @@ def _check(x_shape, w_size, b_size):
     if w_size != dim or b_size != dim:
         raise ShapeError(f"batch_norm_train: weight has {w_size} and bias {b_size} elements; "
                          f"both must have {dim} (the input's shape is {x_shape})")
-
-
-def _check_arrays(x: NDArray, w: NDArray, b: NDArray):
-    for name, a in (("weight", w), ("bias", b)):
-        if a.device != x.device:
-            raise DeviceMismatchError(f"batch_norm_train: the {name} is on {a.device}, the input "
-                                      f"on {x.device}; all must share one device")
-        if a.dtype != x.dtype:
-            raise UnsupportedDTypeError(f"batch_norm_train: the {name} is {a.dtype}, the input "
-                                     f"{x.dtype}; all must share one dtype")
 
 
 class _Layout:
@@ -134,7 +124,7 @@ class BatchNormTrain(TensorOp):
 
     def compute(self, x: NDArray, w: NDArray, b: NDArray) -> NDArray:
         _check(x.shape, w.size, b.size)
-        _check_arrays(x, w, b)
+        check_like_input("batch_norm_train", x, weight=w, bias=b)
         lay = _Layout(x)
         dim = lay.channels
         # an empty batch goes the composition's way (its mean is nan, as NumPy's)

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from ..autograd import Tensor, TensorOp, local_vjp
 from ..backend_ndarray import NDArray
-from ..errors import DeviceMismatchError, ShapeError, UnsupportedDTypeError
-from .ops_mathematic import reshape, summation
+from ..errors import ShapeError
+from .ops_mathematic import check_like_input, reshape, summation
 from .registry import register_op
 
 __all__ = ["Softmax", "SoftmaxGrad", "LayerNorm", "LayerNormGradX", "LayerNormGradParam",
@@ -84,13 +84,7 @@ def _check_ln(x: NDArray, w: NDArray, b: NDArray):
     if w.size != dim or b.size != dim:
         raise ShapeError(f"layer_norm: weight has {w.size} and bias {b.size} elements; both must "
                          f"have {dim}, the last axis of the input's shape {x.shape}")
-    for name, a in (("weight", w), ("bias", b)):
-        if a.device != x.device:
-            raise DeviceMismatchError(f"layer_norm: the {name} is on {a.device}, the input on "
-                                      f"{x.device}; all must share one device")
-        if a.dtype != x.dtype:
-            raise UnsupportedDTypeError(f"layer_norm: the {name} is {a.dtype}, the input "
-                                        f"{x.dtype}; all must share one dtype")
+    check_like_input("layer_norm", x, weight=w, bias=b)
 
 
 def _ln_parts(x: NDArray, eps: float):
