@@ -51,6 +51,7 @@ for p in "${PATHS[@]}"; do
   else FILES+=("$p"); fi
 done
 mkdir -p .durations .covmap .orig
+: > .covmap/rc  # covered_only's recording: an empty coverage config, not pyproject's [tool.coverage] (the whole package, parallel files)
 for f in "${FILES[@]}"; do
   TESTS=$("$PY" mutmut_config.py "$f")
   echo "==> mutating $f  (tests: $TESTS)"
@@ -64,7 +65,6 @@ for f in "${FILES[@]}"; do
   cp "$ROOT/$f" "$MUTATION_ORIGINAL"
   if [ ! -s "$MUTATION_DURATIONS" ] || [ ! -s "$MUTATION_COVMAP" ] || \
      [ -n "$(eval "find ${TESTS//-k*/} -newer '$MUTATION_DURATIONS'" 2>/dev/null | head -1)" ]; then
-    : > .covmap/rc  # an empty config: not pyproject's [tool.coverage] (the whole package, parallel files)
     eval "MUTATION_RECORD=1 COVERAGE_FILE=.covmap/.coverage nice '$PY' -m coverage run --rcfile=.covmap/rc \
       --include='$DIR/$f' -m pytest -q -p no:cacheprovider -p covered_only -p fastest_first $TESTS" > /dev/null \
       || echo "mutation.sh: the tests of $f fail on the unmutated tree" >&2

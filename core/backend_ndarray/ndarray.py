@@ -374,16 +374,11 @@ class NDArray:
 
     def compact(self) -> "NDArray":
         """Self when compact, else a compact copy."""
-        if self.is_compact():
-            return self
-        out = self._new(self._shape)
-        if out._handle.size:
-            self._be.compact(self._handle, out._handle, self._shape, self._strides, self._offset)
-        return out
+        return self if self.is_compact() else self._copy()
 
     def _copy(self) -> "NDArray":
         """A compact copy holding exactly the same values (``self + 0.0``
-        would turn -0.0 into +0.0)."""
+        would turn -0.0 into +0.0), even when self is compact."""
         out = self._new(self._shape)
         if out._handle.size:
             self._be.compact(self._handle, out._handle, self._shape, self._strides, self._offset)
