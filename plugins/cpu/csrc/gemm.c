@@ -435,8 +435,9 @@ static int gemm_small_f32(nd_i64 m, nd_i64 k, nd_i64 p, const float *A, nd_i64 r
 }
 
 /* Products with few rows a thread and a row-major B that fits in L2 (the
- * MLP's 128x784 @ 784x100; ND_SMALL_ROWS_B elements, ND_SMALL_ROWS_K rows): each thread takes a slab of rows and reads A and
- * B in place through the small kernels.  Packing B -- shared by the threads
+ * MLP's 128x784 @ 784x100; ND_SMALL_ROWS_B elements, ND_SMALL_ROWS_K rows):
+ * each thread takes a slab of rows and reads A and B in place through the
+ * small kernels.  Packing B -- shared by the threads
  * in gemm_shared_b_, with two barriers a k-block -- cost about a third of
  * such a product on two threads (128x784 @ 784x100: 64-68 -> 89-94 GFLOP/s).
  * 0 when done, -1 when the product is not one for this path. */

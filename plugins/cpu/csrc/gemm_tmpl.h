@@ -260,14 +260,14 @@ static int ND_FN(gemm_one_)(nd_i64 m, nd_i64 k, nd_i64 p, const T *A, nd_i64 rsa
 #endif
   nd_i64 kcap = k < KC ? k : KC;
   int by_rows = m >= p;
+  int few_rows = by_rows && m < (nd_i64)nt * ND_SHARED_B_ROWS;  /* few rows a thread */
 #ifdef KERN_SMALL_ROWS
-  /* few rows a thread: read B in place rather than pack it (gemm_small_rows_f32) */
-  if (by_rows && m < (nd_i64)nt * ND_SHARED_B_ROWS &&
-      KERN_SMALL_ROWS(m, k, p, A, rsa, csa, B, rsb, csb, C, ldc, acc, nt) == 0)
+  /* read B in place rather than pack it (gemm_small_rows_f32) */
+  if (few_rows && KERN_SMALL_ROWS(m, k, p, A, rsa, csa, B, rsb, csb, C, ldc, acc, nt) == 0)
     return 0;
 #endif
 #ifdef _OPENMP
-  if (nt > 1 && by_rows && m < (nd_i64)nt * ND_SHARED_B_ROWS && k * p >= ND_SHARED_B_MIN)
+  if (nt > 1 && few_rows && k * p >= ND_SHARED_B_MIN)
     return ND_FN(gemm_shared_b_)(m, k, p, A, rsa, csa, B, rsb, csb, C, ldc, acc, nt);
 #endif
   nd_i64 unit = by_rows ? MR : NR, extent = by_rows ? m : p;
