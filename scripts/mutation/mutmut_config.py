@@ -25,6 +25,9 @@ TESTS = {
     "contrib/nn/nn_sequence.py": ["tests/nn/test_nn_sequence.py", "tests/nn/test_mutants_nn.py",
                                   "tests/nn/test_fused_lstm.py"],
     "contrib/nn/nn_transformer.py": ["tests/nn/test_nn_transformer.py", "tests/nn/test_mutants_nn.py"],
+    # DistributedDataParallel and SyncBatchNorm run in the ranks that test's `needle launch` starts
+    # (the mutant reaches them through PYTHONPATH); the world-of-one tests run in-process
+    "contrib/nn/parallel.py": ["tests/distributed/test_distributed.py"],
     "contrib/nn": ["tests/nn"],
     # contrib/data: per file, the fast tests first, the worker-process tests (seconds each) last
     "contrib/data/data_basic.py": ["tests/data/test_mutants_data.py", "tests/data/test_data_basic.py",
