@@ -62,7 +62,7 @@ def _previous_paths():
             (nn_sequence.LSTMCell, "_step", lstm_step)]
 
 
-BN_OVERRIDES = ("batch_norm_stats", "batch_norm_grad_stats", "channel_affine", "channel_affine2")
+BN_OVERRIDES = ("batch_norm_stats", "batch_norm_apply", "batch_norm_grad_stats", "batch_norm_grad_input")
 
 
 def main(argv=None):

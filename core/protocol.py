@@ -154,26 +154,32 @@ OP_OVERRIDE_SIGNATURES: dict[str, str] = {
 # [i14f2 fused norm] batch-norm op overrides (ops.batch_norm_train): every
 # operand is compact and viewed as (outer, channels, inner), normalised per
 # channel -- (B, D) is (B, D, 1), NCHW is (N, C, H*W), channels-last memory
-# (N*H*W, C, 1).
+# (N*H*W, C, 1).  The four go together: a backend offers all or none.
 OP_OVERRIDE_SIGNATURES.update({
     "batch_norm_stats": (
-        "batch_norm_stats(x, out, outer, channels, inner) -- x: compact (outer, "
-        "channels, inner) with outer*inner >= 1; out: (2, channels), row 0 the mean and "
-        "row 1 the biased variance of each channel over the outer and inner axes."
+        "batch_norm_stats(x, w, out, outer, channels, inner, eps) -- x: compact (outer, "
+        "channels, inner) with outer*inner >= 1; w: (channels,); out: (4, channels), the rows "
+        "mean, biased variance var, inv_std = (var + eps) ** -0.5 and scale = inv_std * w of "
+        "each channel over the outer and inner axes (var, var + eps and the power each "
+        "rounded to the dtype, as the composition rounds them)."
+    ),
+    "batch_norm_apply": (
+        "batch_norm_apply(x, st, sh, out, outer, channels, inner) -- x, out: compact (outer, "
+        "channels, inner); st: batch_norm_stats's (4, channels) rows; sh: (channels,); "
+        "out = (x - mean[c]) * scale[c] + sh[c]."
     ),
     "batch_norm_grad_stats": (
-        "batch_norm_grad_stats(g, x, mean, out, outer, channels, inner) -- g, x: compact "
-        "(outer, channels, inner); mean: (channels,); out: (2, channels), row 0 the sum of "
-        "g and row 1 the sum of g * (x - mean) over each channel."
+        "batch_norm_grad_stats(g, x, st, out, outer, channels, inner) -- g, x: compact "
+        "(outer, channels, inner); st: batch_norm_stats's (4, channels) rows; out: (2, "
+        "channels), row 0 the sum of g and row 1 the sum of g * (x - mean) (rounded to the "
+        "dtype) times inv_std, over each channel."
     ),
-    "channel_affine": (
-        "channel_affine(x, m, sc, sh, out, outer, channels, inner) -- x, out: compact "
-        "(outer, channels, inner); m, sc, sh: (channels,); out = (x - m[c]) * sc[c] + sh[c]."
-    ),
-    "channel_affine2": (
-        "channel_affine2(g, x, m, a, b, k, out, outer, channels, inner) -- g, x, out: "
-        "compact (outer, channels, inner); m, a, b, k: (channels,); "
-        "out = g * a[c] + (x - m[c]) * b[c] + k[c]."
+    "batch_norm_grad_input": (
+        "batch_norm_grad_input(g, x, st, gs, out, outer, channels, inner) -- g, x, out: "
+        "compact (outer, channels, inner); st: batch_norm_stats's rows; gs: "
+        "batch_norm_grad_stats's (2, channels) rows; with n = outer * inner, out = g * a[c] "
+        "+ (x - mean[c]) * b[c] + k[c] where a = scale, b = scale * inv_std * gs[1] * (-1/n) "
+        "and k = scale * gs[0] * (-1/n), each product rounded to the dtype left to right."
     ),
     # rows over the last axis (ops.softmax, ops.layer_norm): compact (outer, inner)
     "softmax_grad": (

@@ -106,13 +106,20 @@ def _from_rows(a: NDArray, lay: _Layout) -> NDArray:
     return a.reshape(tuple(lay.shape[i] for i in perm)).permute(inv)
 
 
+def _row(a: NDArray, i: int) -> NDArray:
+    """Row ``i`` of a fresh compact ``(R, C)`` kernel result as a ``(C,)`` view
+    (no copy: the rows of the batch-norm overrides' outputs are the results)."""
+    c = a.shape[1]
+    return a._view((c,), (1,), a.offset + i * c)
+
+
 class BatchNormTrain(TensorOp):
     """Training-mode batch norm of ``x (B, C, ...)`` over every axis but 1, with
     weight and bias of ``C`` elements (any shape).  After ``compute``,
     ``self.mean`` and ``self.var`` hold the batch mean and biased variance
     ``(C,)`` for the running-stat update.
 
-    Backends offering the ``batch_norm_stats``/``channel_affine`` overrides
+    Backends offering the ``batch_norm_*`` overrides (stats, apply, grad_stats, grad_input)
     normalise the input where it lies (NCHW or channels-last, no copy);
     others run the composition on ``(rows, C)`` samples."""
 
@@ -130,15 +137,14 @@ class BatchNormTrain(TensorOp):
         # an empty batch goes the composition's way (its mean is nan, as NumPy's)
         if x.size and x.device.op_override("batch_norm_stats") is not None:
             xv = lay.view(x)
-            stats = NDArray.call_op_override("batch_norm_stats", (xv,), (2, dim), *lay.args())
-            mean, var = stats[0:1, :].compact(), stats[1:2, :].compact()     # (1, C)
-            inv_std = (var + self.eps) ** -0.5
-            scale = inv_std * w.compact().reshape((1, dim))
-            self.mean, self.var = mean.reshape((dim,)), var.reshape((dim,))
-            self._fused = (lay, xv, mean, inv_std, scale)
+            # rows mean, var, inv_std, scale: the per-channel arithmetic stays
+            # in the kernel (a dozen (C,)-sized ops in Python cost more than
+            # the normalisation of a (128, 100) batch)
+            stats = NDArray.call_op_override("batch_norm_stats", (xv, w), (4, dim), *lay.args(), self.eps)
+            self.mean, self.var = _row(stats, 0), _row(stats, 1)
+            self._fused = (lay, xv, stats)
             self._saved = None
-            out = NDArray.call_op_override("channel_affine", (xv, mean, scale, b.compact().reshape((1, dim))),
-                                           lay.out_shape, *lay.args())
+            out = NDArray.call_op_override("batch_norm_apply", (xv, stats, b), lay.out_shape, *lay.args())
             return lay.restore(out)
         self._fused = None
         x = _rows(x, lay)
@@ -160,13 +166,11 @@ class BatchNormTrain(TensorOp):
             self._saved = saved = (lay, None, inv_std, scale, centred * inv_std)
         return saved[4]
 
-    def _grad_stats(self, gv: NDArray):
-        """Fused path: per-channel ``(sum g, sum g * xhat)`` as two (1, C) arrays,
-        given the adjoint ``gv`` already in the input's layout."""
-        lay, xv, mean, inv_std, _ = self._fused
-        s = NDArray.call_op_override("batch_norm_grad_stats", (gv, xv, mean),
-                                     (2, lay.channels), *lay.args())
-        return s[0:1, :].compact(), s[1:2, :].compact() * inv_std
+    def _grad_stats(self, gv: NDArray) -> NDArray:
+        """Fused path: the (2, C) rows ``sum g`` and ``sum g * xhat`` per
+        channel, given the adjoint ``gv`` already in the input's layout."""
+        lay, xv, stats = self._fused
+        return NDArray.call_op_override("batch_norm_grad_stats", (gv, xv, stats), (2, lay.channels), *lay.args())
 
     def gradient(self, out_grad: Tensor, node: Tensor):
         x, w, b = node.inputs
@@ -215,7 +219,7 @@ class BatchNormGradW(TensorOp):
         fwd = self.fwd
         dim = x.shape[1]
         if fwd._fused is not None:
-            return fwd._grad_stats(fwd._fused[0].view(g))[self.which].reshape((dim,))
+            return _row(fwd._grad_stats(fwd._fused[0].view(g)), self.which)
         rows = _rows(g, fwd._saved[0])
         if self.which == 1:
             rows = rows * fwd._xhat()
@@ -237,24 +241,22 @@ class BatchNormGradX(TensorOp):
         self.gw_op = gw_op
         self.gb_op = gb_op
 
-    def _leave(self, g, sum_g, sum_gxhat, dim):
+    def _leave(self, g, sum_g, sum_gxhat):
+        """Hand the (C,) adjoints of bias and weight, computed on the way, to
+        their ops (which would otherwise make the same pass over ``g``)."""
         if self.gw_op is not None:
-            self.gw_op.cached = (g, sum_gxhat.reshape((dim,)))
+            self.gw_op.cached = (g, sum_gxhat)
         if self.gb_op is not None:
-            self.gb_op.cached = (g, sum_g.reshape((dim,)))
+            self.gb_op.cached = (g, sum_g)
 
     def compute(self, g: NDArray, x: NDArray, w: NDArray) -> NDArray:
         fwd = self.fwd
         if fwd._fused is not None:
-            lay, xv, mean, inv_std, scale = fwd._fused
-            dim, n = lay.channels, lay.outer * lay.inner
+            lay, xv, stats = fwd._fused
             gv = lay.view(g)  # one copy at most (an NCHW adjoint of channels-last data)
-            sum_g, sum_gxhat = fwd._grad_stats(gv)
-            self._leave(g, sum_g, sum_gxhat, dim)
-            # gx = scale * (g - sum_g/n - xhat * sum_gxhat/n), xhat = (x - mean) * inv_std
-            b = scale * inv_std * sum_gxhat * (-1.0 / n)
-            k = scale * sum_g * (-1.0 / n)
-            out = NDArray.call_op_override("channel_affine2", (gv, xv, mean, scale, b, k),
+            gs = fwd._grad_stats(gv)
+            self._leave(g, _row(gs, 0), _row(gs, 1))
+            out = NDArray.call_op_override("batch_norm_grad_input", (gv, xv, stats, gs),
                                            lay.out_shape, *lay.args())
             return lay.restore(out)
         lay = fwd._saved[0]
@@ -263,8 +265,8 @@ class BatchNormGradX(TensorOp):
         gc = _rows(g, lay)
         g_mean = _col_mean(gc)                        # (1, D)
         gx_mean = _col_mean(gc * xhat)                # (1, D)
-        rows = gc.shape[0]
-        self._leave(g, g_mean * rows, gx_mean * rows, gc.shape[1])
+        rows, dim = gc.shape
+        self._leave(g, (g_mean * rows).reshape((dim,)), (gx_mean * rows).reshape((dim,)))
         return _from_rows((gc - g_mean - xhat * gx_mean) * scale, lay)
 
     def gradient(self, out_grad: Tensor, node: Tensor):

@@ -608,37 +608,43 @@ def _run_override(backend, kdtype, name, inputs, out_size, *args):
     return from_buffer(backend, out)
 
 
-@kernel("override:batch_norm_stats", "override:batch_norm_grad_stats", "override:channel_affine",
-        "override:channel_affine2")
+@kernel("override:batch_norm_stats", "override:batch_norm_apply", "override:batch_norm_grad_stats",
+        "override:batch_norm_grad_input")
 @pytest.mark.parametrize("dims", [(6, 4, 1), (3, 5, 7)], ids=lambda d: "x".join(map(str, d)))
 def test_override_batch_norm(backend, kdtype, dims):
     ov = dict(backend.op_overrides() or {})
-    names = ("batch_norm_stats", "batch_norm_grad_stats", "channel_affine", "channel_affine2")
+    names = ("batch_norm_stats", "batch_norm_apply", "batch_norm_grad_stats", "batch_norm_grad_input")
     if not any(n in ov for n in names):
         pytest.skip(f"backend {backend.name!r} has no batch-norm op overrides")
+    missing = [n for n in names if n not in ov]
+    assert not missing, f"the batch-norm overrides go together (ops.batch_norm_train uses all four): {missing}"
     outer, C, inner = dims
+    eps = 1e-3
     x = (_data("any", outer * C * inner, kdtype, 1) * 3 + 1).reshape(dims)
     g = _data("any", x.size, kdtype, 2).reshape(dims)
-    m, a, b, k = (_data("any", C, kdtype, 3 + i) for i in range(4))
-    x64, g64 = x.astype(np.float64), g.astype(np.float64)
-    col = lambda v: v.astype(np.float64).reshape(1, C, 1)  # noqa: E731
+    w, b = _data("any", C, kdtype, 3) + 2, _data("any", C, kdtype, 4)
+    x64, g64, w64 = x.astype(np.float64), g.astype(np.float64), w.astype(np.float64)
+    col = lambda v: v.reshape(1, C, 1)  # noqa: E731
     tol = ACC_TOL[kdtype.name]
-    if "batch_norm_stats" in ov:
-        got = _run_override(backend, kdtype, "batch_norm_stats", [x], 2 * C, *dims).reshape(2, C)
-        np.testing.assert_allclose(got, np.stack([x64.mean((0, 2)), x64.var((0, 2))]), **tol,
-                                   err_msg="op override batch_norm_stats")
-    if "batch_norm_grad_stats" in ov:
-        got = _run_override(backend, kdtype, "batch_norm_grad_stats", [g, x, m], 2 * C, *dims).reshape(2, C)
-        want = np.stack([g64.sum((0, 2)), (g64 * (x64 - col(m))).sum((0, 2))])
-        np.testing.assert_allclose(got, want, **tol, err_msg="op override batch_norm_grad_stats")
-    if "channel_affine" in ov:
-        got = _run_override(backend, kdtype, "channel_affine", [x, m, a, b], x.size, *dims).reshape(dims)
-        np.testing.assert_allclose(got, (x64 - col(m)) * col(a) + col(b), **tol,
-                                   err_msg="op override channel_affine")
-    if "channel_affine2" in ov:
-        got = _run_override(backend, kdtype, "channel_affine2", [g, x, m, a, b, k], x.size, *dims).reshape(dims)
-        np.testing.assert_allclose(got, g64 * col(a) + (x64 - col(m)) * col(b) + col(k), **tol,
-                                   err_msg="op override channel_affine2")
+    mean, var = x64.mean((0, 2)), x64.var((0, 2))
+    inv = (var + eps) ** -0.5
+    want_st = np.stack([mean, var, inv, inv * w64])
+    st = _run_override(backend, kdtype, "batch_norm_stats", [x, w], 4 * C, *dims, eps).reshape(4, C)
+    np.testing.assert_allclose(st, want_st, **tol, err_msg="op override batch_norm_stats")
+    # the next kernels take the backend's own stats (as the op passes them)
+    st64 = st.astype(np.float64)
+    got = _run_override(backend, kdtype, "batch_norm_apply", [x, st, b], x.size, *dims).reshape(dims)
+    np.testing.assert_allclose(got, (x64 - col(st64[0])) * col(st64[3]) + col(b.astype(np.float64)), **tol,
+                               err_msg="op override batch_norm_apply")
+    xhat = (x64 - col(st64[0])) * col(st64[2])
+    want_gs = np.stack([g64.sum((0, 2)), (g64 * xhat).sum((0, 2))])
+    gs = _run_override(backend, kdtype, "batch_norm_grad_stats", [g, x, st], 2 * C, *dims).reshape(2, C)
+    np.testing.assert_allclose(gs, want_gs, **tol, err_msg="op override batch_norm_grad_stats")
+    n = outer * inner
+    gs64 = gs.astype(np.float64)
+    want_gx = col(st64[3]) * (g64 - col(gs64[0]) / n - xhat * col(gs64[1]) / n)
+    got = _run_override(backend, kdtype, "batch_norm_grad_input", [g, x, st, gs], x.size, *dims).reshape(dims)
+    np.testing.assert_allclose(got, want_gx, **tol, err_msg="op override batch_norm_grad_input")
 
 
 @kernel("override:softmax_grad", "override:layer_norm", "override:layer_norm_grad_input",

@@ -410,22 +410,22 @@ cdef int _run_un(str op, CpuArray a, CpuArray out, un_f32_t f32, un_f64_t f64) e
 
 # [i14f2 fused norm] batch-norm op overrides (csrc/fused_norm.c) ---------------
 cdef extern from "needle_cpu.h" nogil:
-    int nd_bn_stats_f32(const float *x, float *out, nd_i64 outer, nd_i64 C, nd_i64 inner) noexcept
-    int nd_bn_stats_f64(const double *x, double *out, nd_i64 outer, nd_i64 C, nd_i64 inner) noexcept
-    int nd_bn_grad_stats_f32(const float *g, const float *x, const float *mean, float *out,
+    int nd_bn_stats_f32(const float *x, const float *w, float *out, nd_i64 outer, nd_i64 C, nd_i64 inner,
+                        double eps) noexcept
+    int nd_bn_stats_f64(const double *x, const double *w, double *out, nd_i64 outer, nd_i64 C, nd_i64 inner,
+                        double eps) noexcept
+    int nd_bn_grad_stats_f32(const float *g, const float *x, const float *st, float *out,
                              nd_i64 outer, nd_i64 C, nd_i64 inner) noexcept
-    int nd_bn_grad_stats_f64(const double *g, const double *x, const double *mean, double *out,
+    int nd_bn_grad_stats_f64(const double *g, const double *x, const double *st, double *out,
                              nd_i64 outer, nd_i64 C, nd_i64 inner) noexcept
-    void nd_channel_affine_f32(const float *x, const float *m, const float *sc, const float *sh, float *o,
-                               nd_i64 outer, nd_i64 C, nd_i64 inner) noexcept
-    void nd_channel_affine_f64(const double *x, const double *m, const double *sc, const double *sh, double *o,
-                               nd_i64 outer, nd_i64 C, nd_i64 inner) noexcept
-    void nd_channel_affine2_f32(const float *g, const float *x, const float *m, const float *a,
-                                const float *b, const float *k, float *o,
-                                nd_i64 outer, nd_i64 C, nd_i64 inner) noexcept
-    void nd_channel_affine2_f64(const double *g, const double *x, const double *m, const double *a,
-                                const double *b, const double *k, double *o,
-                                nd_i64 outer, nd_i64 C, nd_i64 inner) noexcept
+    void nd_bn_apply_f32(const float *x, const float *st, const float *sh, float *o,
+                         nd_i64 outer, nd_i64 C, nd_i64 inner) noexcept
+    void nd_bn_apply_f64(const double *x, const double *st, const double *sh, double *o,
+                         nd_i64 outer, nd_i64 C, nd_i64 inner) noexcept
+    int nd_bn_grad_input_f32(const float *g, const float *x, const float *st, const float *gs, float *o,
+                             nd_i64 outer, nd_i64 C, nd_i64 inner) noexcept
+    int nd_bn_grad_input_f64(const double *g, const double *x, const double *st, const double *gs,
+                             double *o, nd_i64 outer, nd_i64 C, nd_i64 inner) noexcept
 
     void nd_softmax_grad_f32(const float *y, const float *g, float *o, nd_i64 outer, nd_i64 r) noexcept
     void nd_layer_norm_f32(const float *x, const float *w, const float *b, float *o, nd_i64 outer, nd_i64 r,
@@ -1217,82 +1217,86 @@ class CpuBackend(Backend):
                              <float>eps_s, fz)
 
     # [i14f2 fused norm] batch-norm op overrides -----------------------------------
-    def batch_norm_stats(self, CpuArray x not None, CpuArray out not None,
-                         Py_ssize_t outer, Py_ssize_t channels, Py_ssize_t inner):
-        """Op override: per-channel mean and biased variance of (outer, C, inner) ``x``."""
+    def batch_norm_stats(self, CpuArray x not None, CpuArray w not None, CpuArray out not None,
+                         Py_ssize_t outer, Py_ssize_t channels, Py_ssize_t inner, double eps):
+        """Op override: per-channel mean, biased variance, ``(var + eps) ** -0.5`` and
+        that times ``w`` of (outer, C, inner) ``x``, as rows of a (4, C) ``out``."""
         cdef int rc
-        _check_channels("batch_norm_stats", ((x, "x", outer * channels * inner),), out,
-                        outer, channels, inner, 2 * channels)
+        _check_channels("batch_norm_stats", ((x, "x", outer * channels * inner), (w, "w", channels)), out,
+                        outer, channels, inner, 4 * channels)
         if outer * inner == 0:
             raise ShapeError(f"batch_norm_stats: no elements to average (outer={outer}, inner={inner})")
         if out.kind == 0:
             with nogil:
-                rc = nd_bn_stats_f32(<const float *>x.data, <float *>out.data, outer, channels, inner)
+                rc = nd_bn_stats_f32(<const float *>x.data, <const float *>w.data, <float *>out.data,
+                                     outer, channels, inner, eps)
         else:
             with nogil:
-                rc = nd_bn_stats_f64(<const double *>x.data, <double *>out.data, outer, channels, inner)
+                rc = nd_bn_stats_f64(<const double *>x.data, <const double *>w.data, <double *>out.data,
+                                     outer, channels, inner, eps)
         if rc != 0:
             raise MemoryError("batch_norm_stats: cannot allocate the per-thread sums")
 
-    def batch_norm_grad_stats(self, CpuArray g not None, CpuArray x not None, CpuArray mean not None,
+    def batch_norm_grad_stats(self, CpuArray g not None, CpuArray x not None, CpuArray st not None,
                               CpuArray out not None, Py_ssize_t outer, Py_ssize_t channels,
                               Py_ssize_t inner):
-        """Op override: per-channel ``sum g`` and ``sum g * (x - mean)``."""
+        """Op override: per-channel ``sum g`` and ``sum g * xhat`` as rows of a (2, C) ``out``
+        (``st``: batch_norm_stats's rows)."""
         cdef int rc
         cdef Py_ssize_t n = outer * channels * inner
-        _check_channels("batch_norm_grad_stats", ((g, "g", n), (x, "x", n), (mean, "mean", channels)),
+        _check_channels("batch_norm_grad_stats", ((g, "g", n), (x, "x", n), (st, "st", 4 * channels)),
                         out, outer, channels, inner, 2 * channels)
         if out.kind == 0:
             with nogil:
                 rc = nd_bn_grad_stats_f32(<const float *>g.data, <const float *>x.data,
-                                          <const float *>mean.data, <float *>out.data,
+                                          <const float *>st.data, <float *>out.data,
                                           outer, channels, inner)
         else:
             with nogil:
                 rc = nd_bn_grad_stats_f64(<const double *>g.data, <const double *>x.data,
-                                          <const double *>mean.data, <double *>out.data,
+                                          <const double *>st.data, <double *>out.data,
                                           outer, channels, inner)
         if rc != 0:
             raise MemoryError("batch_norm_grad_stats: cannot allocate the per-thread sums")
 
-    def channel_affine(self, CpuArray x not None, CpuArray m not None, CpuArray sc not None,
-                       CpuArray sh not None, CpuArray out not None,
-                       Py_ssize_t outer, Py_ssize_t channels, Py_ssize_t inner):
-        """Op override: ``out = (x - m[c]) * sc[c] + sh[c]`` per channel c."""
+    def batch_norm_apply(self, CpuArray x not None, CpuArray st not None, CpuArray sh not None,
+                         CpuArray out not None, Py_ssize_t outer, Py_ssize_t channels, Py_ssize_t inner):
+        """Op override: ``out = (x - mean[c]) * scale[c] + sh[c]`` per channel c
+        (``st``: batch_norm_stats's rows)."""
         cdef Py_ssize_t n = outer * channels * inner
-        _check_channels("channel_affine", ((x, "x", n), (m, "m", channels), (sc, "sc", channels),
-                                           (sh, "sh", channels)), out, outer, channels, inner, n)
-        if out.kind == 0:
-            with nogil:
-                nd_channel_affine_f32(<const float *>x.data, <const float *>m.data,
-                                      <const float *>sc.data, <const float *>sh.data,
-                                      <float *>out.data, outer, channels, inner)
-        else:
-            with nogil:
-                nd_channel_affine_f64(<const double *>x.data, <const double *>m.data,
-                                      <const double *>sc.data, <const double *>sh.data,
-                                      <double *>out.data, outer, channels, inner)
-
-    def channel_affine2(self, CpuArray g not None, CpuArray x not None, CpuArray m not None,
-                        CpuArray a not None, CpuArray b not None, CpuArray k not None,
-                        CpuArray out not None, Py_ssize_t outer, Py_ssize_t channels, Py_ssize_t inner):
-        """Op override: ``out = g * a[c] + (x - m[c]) * b[c] + k[c]`` per channel c."""
-        cdef Py_ssize_t n = outer * channels * inner
-        _check_channels("channel_affine2", ((g, "g", n), (x, "x", n), (m, "m", channels),
-                                            (a, "a", channels), (b, "b", channels), (k, "k", channels)),
+        _check_channels("batch_norm_apply", ((x, "x", n), (st, "st", 4 * channels), (sh, "sh", channels)),
                         out, outer, channels, inner, n)
         if out.kind == 0:
             with nogil:
-                nd_channel_affine2_f32(<const float *>g.data, <const float *>x.data,
-                                       <const float *>m.data, <const float *>a.data,
-                                       <const float *>b.data, <const float *>k.data,
-                                       <float *>out.data, outer, channels, inner)
+                nd_bn_apply_f32(<const float *>x.data, <const float *>st.data, <const float *>sh.data,
+                                <float *>out.data, outer, channels, inner)
         else:
             with nogil:
-                nd_channel_affine2_f64(<const double *>g.data, <const double *>x.data,
-                                       <const double *>m.data, <const double *>a.data,
-                                       <const double *>b.data, <const double *>k.data,
-                                       <double *>out.data, outer, channels, inner)
+                nd_bn_apply_f64(<const double *>x.data, <const double *>st.data, <const double *>sh.data,
+                                <double *>out.data, outer, channels, inner)
+
+    def batch_norm_grad_input(self, CpuArray g not None, CpuArray x not None, CpuArray st not None,
+                              CpuArray gs not None, CpuArray out not None,
+                              Py_ssize_t outer, Py_ssize_t channels, Py_ssize_t inner):
+        """Op override: the input's adjoint of a training batch norm from
+        batch_norm_stats's rows ``st`` and batch_norm_grad_stats's ``gs``."""
+        cdef int rc
+        cdef Py_ssize_t n = outer * channels * inner
+        _check_channels("batch_norm_grad_input", ((g, "g", n), (x, "x", n), (st, "st", 4 * channels),
+                                                  (gs, "gs", 2 * channels)), out, outer, channels, inner, n)
+        if out.kind == 0:
+            with nogil:
+                rc = nd_bn_grad_input_f32(<const float *>g.data, <const float *>x.data,
+                                          <const float *>st.data, <const float *>gs.data,
+                                          <float *>out.data, outer, channels, inner)
+        else:
+            with nogil:
+                rc = nd_bn_grad_input_f64(<const double *>g.data, <const double *>x.data,
+                                          <const double *>st.data, <const double *>gs.data,
+                                          <double *>out.data, outer, channels, inner)
+        if rc != 0:
+            raise MemoryError("batch_norm_grad_input: cannot allocate the per-channel coefficients")
+
     def softmax_grad(self, CpuArray y not None, CpuArray g not None, CpuArray out not None,
                      Py_ssize_t outer, Py_ssize_t inner):
         """Op override: ``out = y * (g - sum_row(g * y))`` over rows of (outer, inner)."""

@@ -593,7 +593,7 @@ def test_batch_norm_of_images_runs_its_fused_kernels(device, overrides_taken, la
     op = ndl.ops.BatchNormTrain()
     y = op(xt, wt, bt)
     (y * _t(g, device)).sum().backward()
-    names = ["batch_norm_grad_stats", "batch_norm_stats", "channel_affine", "channel_affine2"]
+    names = ["batch_norm_apply", "batch_norm_grad_input", "batch_norm_grad_stats", "batch_norm_stats"]
     assert sorted(overrides_taken) == _fused_on(device, names)
     want_y, want_dx, want_dw, want_db = _np_batch_norm(x, w, b, g)
     assert y.shape == x.shape
@@ -670,7 +670,7 @@ def test_batch_norm_reads_channels_last_memory_in_place(device, monkeypatch, sha
     stats = [(h, args) for name, h, args in seen if name == "batch_norm_stats"]
     if _fused_on(device, ["batch_norm_stats"]):
         rows = int(np.prod(shape[:-1]))
-        assert stats == [(leaf.realize_cached_data()._handle, (rows, 3, 1))]
+        assert stats == [(leaf.realize_cached_data()._handle, (rows, 3, 1, 1e-5))]
     else:
         assert stats == []
 

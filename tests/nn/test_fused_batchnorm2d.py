@@ -194,15 +194,19 @@ def test_cpu_kernels_validate_buffer_sizes():
     if not be_dev.enabled():
         pytest.skip("the compiled cpu backend is not built")
     be = be_dev.require()
-    x, small = be.Array(24), be.Array(3)
+    x, small, st = be.Array(24), be.Array(3), be.Array(12)
     with pytest.raises(ShapeError, match="batch_norm_stats"):
-        be.batch_norm_stats(x, small, 2, 3, 4)           # out needs 2 * 3
+        be.batch_norm_stats(x, small, small, 2, 3, 4, 1e-5)           # out needs 4 * 3
     with pytest.raises(ShapeError, match="batch_norm_stats"):
-        be.batch_norm_stats(small, be.Array(6), 2, 3, 4)  # x needs 24
-    with pytest.raises(ShapeError, match="channel_affine"):
-        be.channel_affine(x, small, small, be.Array(2), be.Array(24), 2, 3, 4)
+        be.batch_norm_stats(small, small, st, 2, 3, 4, 1e-5)          # x needs 24
+    with pytest.raises(ShapeError, match="batch_norm_stats"):
+        be.batch_norm_stats(x, be.Array(2), st, 2, 3, 4, 1e-5)        # w needs 3
+    with pytest.raises(ShapeError, match="batch_norm_apply"):
+        be.batch_norm_apply(x, small, small, be.Array(24), 2, 3, 4)   # st needs 12
     with pytest.raises(ShapeError, match="batch_norm_grad_stats"):
-        be.batch_norm_grad_stats(x, x, small, be.Array(6), -1, 3, 4)
+        be.batch_norm_grad_stats(x, x, st, be.Array(6), -1, 3, 4)
+    with pytest.raises(ShapeError, match="batch_norm_grad_input"):
+        be.batch_norm_grad_input(x, x, st, small, be.Array(24), 2, 3, 4)  # gs needs 6
 
 
 def test_mixed_dtype_input_takes_the_composed_path_and_promotes(device):

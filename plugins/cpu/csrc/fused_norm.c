@@ -34,9 +34,12 @@ static int fn_threads(nd_i64 outer, nd_i64 total) {
   nd_i64 lo = (n) * (t) / (nt), hi = (n) * ((t) + 1) / (nt)
 
 #define ND_DEF_FUSED_NORM(T, SUF)                                                   \
-/* out[0:C] = mean, out[C:2C] = biased variance over outer and inner.  Returns   \
- * -1 when the scratch cannot be allocated. */                                    \
-int nd_bn_stats_##SUF(const T *x, T *out, nd_i64 outer, nd_i64 C, nd_i64 inner) {  \
+/* out rows (4, C): the mean, the biased variance over outer and inner, inv_std \
+ * = (var + eps) ** -0.5 and scale = inv_std * w[c] -- the last two rounded as    \
+ * the composition rounds them (var in T, var + eps in T, the power in T), so the \
+ * fused node's values match it.  Returns -1 when the scratch cannot be allocated. */ \
+int nd_bn_stats_##SUF(const T *x, const T *w, T *out, nd_i64 outer, nd_i64 C,       \
+                      nd_i64 inner, double eps) {                                  \
   int nt = fn_threads(outer, outer * C * inner);                                   \
   double *acc = (double *)calloc((size_t)(nt * C + C), sizeof(double));            \
   if (!acc) return -1;                                                              \
@@ -68,17 +71,21 @@ int nd_bn_stats_##SUF(const T *x, T *out, nd_i64 outer, nd_i64 C, nd_i64 inner) 
     for (nd_i64 c = 0; c < C; c++) {                                                \
       double s = 0.0;                                                               \
       for (int t = 0; t < nt; t++) { s += acc[(nd_i64)t * C + c]; acc[(nd_i64)t * C + c] = 0.0; } \
-      if (pass == 0) { mean[c] = s / n; out[c] = (T)mean[c]; }                      \
-      else out[C + c] = (T)(s / n);                                                 \
+      if (pass == 0) { mean[c] = s / n; out[c] = (T)mean[c]; continue; }           \
+      T var = (T)(s / n), inv = (T)(1.0 / sqrt((double)(T)(var + (T)eps)));        \
+      out[C + c] = var; out[2 * C + c] = inv; out[3 * C + c] = inv * w[c];          \
     }                                                                               \
   }                                                                                 \
   free(acc);                                                                        \
   return 0;                                                                         \
 }                                                                                   \
                                                                                     \
-/* out[0:C] = sum g, out[C:2C] = sum g * (x - mean[c]) over outer and inner. */    \
-int nd_bn_grad_stats_##SUF(const T *g, const T *x, const T *mean, T *out,           \
+/* out rows (2, C) over outer and inner: sum g (the bias's adjoint) and         \
+ * sum g * xhat = (T)sum g * (x - mean[c]) times inv_std[c] (the weight's);        \
+ * st: the (4, C) rows of nd_bn_stats. */                                           \
+int nd_bn_grad_stats_##SUF(const T *g, const T *x, const T *st, T *out,             \
                            nd_i64 outer, nd_i64 C, nd_i64 inner) {                  \
+  const T *mean = st;                                                               \
   int nt = fn_threads(outer, 2 * outer * C * inner);                               \
   double *acc = (double *)calloc((size_t)(2 * nt * C), sizeof(double));            \
   if (!acc) return -1;                                                              \
@@ -105,15 +112,16 @@ int nd_bn_grad_stats_##SUF(const T *g, const T *x, const T *mean, T *out,       
   for (nd_i64 c = 0; c < C; c++) {                                                  \
     double s0 = 0.0, s1 = 0.0;                                                      \
     for (int t = 0; t < nt; t++) { s0 += acc[2 * (nd_i64)t * C + c]; s1 += acc[(2 * (nd_i64)t + 1) * C + c]; } \
-    out[c] = (T)s0; out[C + c] = (T)s1;                                             \
+    out[c] = (T)s0; out[C + c] = (T)s1 * st[2 * C + c];                             \
   }                                                                                 \
   free(acc);                                                                        \
   return 0;                                                                         \
 }                                                                                   \
                                                                                     \
-/* o = (x - m[c]) * sc[c] + sh[c] */                                               \
-void nd_channel_affine_##SUF(const T *x, const T *m, const T *sc, const T *sh, T *o,  \
-                             nd_i64 outer, nd_i64 C, nd_i64 inner) {               \
+/* o = (x - mean[c]) * scale[c] + b[c] (st: the (4, C) rows of nd_bn_stats) */     \
+void nd_bn_apply_##SUF(const T *x, const T *st, const T *sh, T *o,                  \
+                       nd_i64 outer, nd_i64 C, nd_i64 inner) {                     \
+  const T *m = st, *sc = st + 3 * C;                                                \
   int nt = fn_threads(outer * C, outer * C * inner);                               \
   if (inner == 1) {                                                                 \
     _Pragma("omp parallel for num_threads(nt) if(nt > 1) schedule(static)")         \
@@ -131,10 +139,20 @@ void nd_channel_affine_##SUF(const T *x, const T *m, const T *sc, const T *sh, T
   }                                                                                 \
 }                                                                                   \
                                                                                     \
-/* o = g * a[c] + (x - m[c]) * b[c] + k[c] */                                       \
-void nd_channel_affine2_##SUF(const T *g, const T *x, const T *m, const T *a,        \
-                              const T *b, const T *k, T *o,                         \
-                              nd_i64 outer, nd_i64 C, nd_i64 inner) {              \
+/* the input's adjoint o = g * a[c] + (x - m[c]) * b[c] + k[c] with a = scale,     \
+ * b = scale * inv_std * sum(g xhat) * (-1/n), k = scale * sum(g) * (-1/n), in the  \
+ * composition's order (n = outer * inner; st: nd_bn_stats's rows, gs:             \
+ * nd_bn_grad_stats's).  Returns -1 when the scratch cannot be allocated. */       \
+int nd_bn_grad_input_##SUF(const T *g, const T *x, const T *st, const T *gs, T *o,  \
+                           nd_i64 outer, nd_i64 C, nd_i64 inner) {                 \
+  T *coef = (T *)malloc((size_t)(2 * C > 0 ? 2 * C : 1) * sizeof(T));              \
+  if (!coef) return -1;                                                             \
+  const T *m = st, *a = st + 3 * C, *b = coef, *k = coef + C;                       \
+  T neg_inv_n = (T)(-1.0 / ((double)outer * (double)inner));                        \
+  for (nd_i64 c = 0; c < C; c++) {                                                  \
+    coef[c] = a[c] * st[2 * C + c] * gs[C + c] * neg_inv_n;                         \
+    coef[C + c] = a[c] * gs[c] * neg_inv_n;                                         \
+  }                                                                                 \
   int nt = fn_threads(outer * C, 2 * outer * C * inner);                           \
   if (inner == 1) {                                                                 \
     _Pragma("omp parallel for num_threads(nt) if(nt > 1) schedule(static)")         \
@@ -150,6 +168,8 @@ void nd_channel_affine2_##SUF(const T *g, const T *x, const T *m, const T *a,   
       for (nd_i64 i = 0; i < inner; i++) orow[i] = gr[i] * aa + (xr[i] - mm) * bb + kk; \
     }                                                                               \
   }                                                                                 \
+  free(coef);                                                                       \
+  return 0;                                                                         \
 }
 
 ND_DEF_FUSED_NORM(float, f32)

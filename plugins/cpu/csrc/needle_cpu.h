@@ -146,17 +146,19 @@ int nd_threads_for(nd_i64 work, nd_i64 grain);
 
 /* ---- [i14f2 fused norm] batch-norm op overrides (fused_norm.c) ----
  * x is a compact (outer, C, inner) array normalised per channel c.
- * stats: out[0:C] mean, out[C:2C] biased variance; grad_stats: out[0:C]
- * sum g, out[C:2C] sum g*(x-mean); both return -1 when out of memory.
- * affine: o = (x - m[c])*sc[c] + sh[c]; affine2: o = g*a[c] + (x - m[c])*b[c] + k[c]. */
+ * stats: out rows (4, C) mean, biased variance, inv_std, scale = inv_std * w;
+ * grad_stats: out rows (2, C) sum g, sum g*xhat; apply: o = (x - mean)*scale
+ * + sh; grad_input: the input's adjoint from both.  The int ones return -1
+ * when out of memory. */
 #define ND_DECL_FUSED_NORM(T, SUF) \
-  int nd_bn_stats_##SUF(const T *x, T *out, nd_i64 outer, nd_i64 C, nd_i64 inner); \
-  int nd_bn_grad_stats_##SUF(const T *g, const T *x, const T *mean, T *out, \
+  int nd_bn_stats_##SUF(const T *x, const T *w, T *out, nd_i64 outer, nd_i64 C, nd_i64 inner, \
+                        double eps); \
+  int nd_bn_grad_stats_##SUF(const T *g, const T *x, const T *st, T *out, \
                              nd_i64 outer, nd_i64 C, nd_i64 inner); \
-  void nd_channel_affine_##SUF(const T *x, const T *m, const T *sc, const T *sh, T *o, \
-                               nd_i64 outer, nd_i64 C, nd_i64 inner); \
-  void nd_channel_affine2_##SUF(const T *g, const T *x, const T *m, const T *a, const T *b, \
-                                const T *k, T *o, nd_i64 outer, nd_i64 C, nd_i64 inner);
+  void nd_bn_apply_##SUF(const T *x, const T *st, const T *sh, T *o, \
+                         nd_i64 outer, nd_i64 C, nd_i64 inner); \
+  int nd_bn_grad_input_##SUF(const T *g, const T *x, const T *st, const T *gs, T *o, \
+                             nd_i64 outer, nd_i64 C, nd_i64 inner);
 ND_DECL_FUSED_NORM(float, f32)
 ND_DECL_FUSED_NORM(double, f64)
 /* rows (outer, r), contiguous: softmax backward o = y*(g - sum(g*y)); layer norm
