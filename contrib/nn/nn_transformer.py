@@ -129,8 +129,8 @@ class AttentionLayer(Module):
     def forward(self, q, k=None, v=None):
         k = q if k is None else k
         v = q if v is None else v
-        B, Tq = q.shape[0], q.shape[1]
         qh = self._heads(q, self.prenorm_q, self.q_projection, self.q_features, "q")
+        B, Tq = q.shape[0], q.shape[1]  # after _heads has checked q is (B, T, q_features)
         kh = self._heads(k, self.prenorm_k, self.k_projection, self.k_features, "k")
         vh = self._heads(v, self.prenorm_v, self.v_projection, self.v_features, "v")
         result, _ = self.attn(qh, kh, vh)

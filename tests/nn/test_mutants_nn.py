@@ -1,5 +1,7 @@
 """nn behaviour that planted bugs showed no test pinned."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -848,3 +850,144 @@ def test_attention_layer_accepts_unit_sizes(device):
     layer = nn.AttentionLayer(1, 1, 1, k_features=1, v_features=1, out_features=1, device=device)
     out = layer(ndl.Tensor(np.ones((2, 3, 1), np.float32), device=device))
     assert out.shape == (2, 3, 1)
+
+
+# --- nn_transformer survivors (fifth session) -----------------------------------------------
+
+def test_attention_layer_remembers_out_features(device):
+    assert nn.AttentionLayer(4, 2, 3, device=device).out_features == 4  # defaults to q_features
+    layer = nn.AttentionLayer(4, 2, 3, out_features=7, device=device)
+    assert layer.out_features == 7
+    assert layer(ndl.Tensor(np.ones((1, 2, 4), np.float32), device=device)).shape == (1, 2, 7)
+
+
+@pytest.mark.parametrize("what, shape, expected", [
+    ("q", (5,), 4),          # 1-D: the typed error, not an IndexError
+    ("q", (2, 5), 4),        # 2-D
+    ("q", (1, 5, 3), 4),     # 3-D of the wrong width
+    ("k", (1, 5, 4), 6),     # k's own width (k_features=6)
+])
+def test_attention_layer_input_shape_errors(device, what, shape, expected):
+    layer = nn.AttentionLayer(4, 2, 3, k_features=6, device=device)
+    good = ndl.Tensor(np.ones((1, 5, 4), np.float32), device=device)
+    bad = ndl.Tensor(np.ones(shape, np.float32), device=device)
+    args = (bad,) if what == "q" else (good, bad, good)
+    with pytest.raises(ndl.errors.ShapeError,
+                       match=rf"AttentionLayer: {what} has shape {re.escape(str(shape))}, "
+                             rf"expected \(B, T, {expected}\)"):
+        layer(*args)
+
+
+def _future_changes(x, axis, rng, start=3):
+    x2 = x.copy()
+    idx = [slice(None)] * x.ndim
+    idx[axis] = slice(start, None)
+    x2[tuple(idx)] += 3 * rng.standard_normal(x2[tuple(idx)].shape)
+    return x2
+
+
+def test_transformer_layer_defaults_causal_without_dropout(device):
+    rng = np.random.default_rng(11)
+    layer = nn.TransformerLayer(4, 2, 3, 5, device=device, dtype="float64")
+    x = rng.standard_normal((2, 5, 4))
+    run = lambda a: layer(ndl.Tensor(a, device=device, dtype="float64")).numpy()
+    layer.train()  # dropout 0 by default: training mode computes what eval mode does
+    y_train = run(x)
+    layer.eval()
+    y = run(x)
+    np.testing.assert_allclose(y_train, y, rtol=1e-12, atol=1e-12)
+    assert not np.allclose(y, x)  # and the block does something
+    # causal by default: a change in the future leaves the past alone
+    y2 = run(_future_changes(x, 1, rng))
+    np.testing.assert_allclose(y2[:, :3], y[:, :3], rtol=1e-12, atol=1e-12)
+    assert not np.allclose(y2[:, 3:], y[:, 3:])
+
+
+def test_transformer_layer_accepts_unit_sizes_and_refuses_zero(device):
+    layer = nn.TransformerLayer(1, 1, 1, 1, device=device)
+    assert layer(ndl.Tensor(np.ones((2, 3, 1), np.float32), device=device)).shape == (2, 3, 1)
+    for i in range(4):
+        sizes = [1, 1, 1, 1]
+        sizes[i] = 0
+        with pytest.raises(ndl.errors.HyperParameterError, match="TransformerLayer: .* must be an integer >= 1"):
+            nn.TransformerLayer(*sizes, device=device)
+
+
+def test_transformer_default_sizes_and_sequence_len(device):
+    model = nn.Transformer(4, 5, 1, device=device)  # API: num_head=8, dim_head=32, sequence_len=2048
+    attn = model.layers[0].attn_layer
+    assert (attn.num_head, attn.dim_head) == (8, 32)
+    assert attn.q_projection.weight.shape == (4, 256) and attn.out_projection.weight.shape == (256, 4)
+    assert model.sequence_len == 2048 and model.positional_embedding.weight.shape == (2048, 4)
+    assert model.batch_first is False
+    with pytest.raises(ndl.errors.ShapeError, match="sequence length 2049 exceeds sequence_len 2048"):
+        model(ndl.Tensor(np.zeros((2049, 1, 4), np.float32), device=device))
+
+
+def test_transformer_defaults_causal_without_dropout(device):
+    rng = np.random.default_rng(12)
+    model = nn.Transformer(4, 5, 2, num_head=2, dim_head=3, sequence_len=6, device=device, dtype="float64")
+    x = rng.standard_normal((5, 2, 4))  # (T, B, E)
+    run = lambda a: model(ndl.Tensor(a, device=device, dtype="float64"))[0].numpy()
+    model.train()  # dropout 0 by default: training mode computes what eval mode does
+    y_train = run(x)
+    model.eval()
+    y = run(x)
+    np.testing.assert_allclose(y_train, y, rtol=1e-12, atol=1e-12)
+    pos = model.positional_embedding.weight.numpy()[:5, None, :]
+    assert not np.allclose(y, x + pos)  # the layers do something
+    # causal by default: a change at time steps 3.. leaves steps 0..2 alone
+    y2 = run(_future_changes(x, 0, rng))
+    np.testing.assert_allclose(y2[:3], y[:3], rtol=1e-12, atol=1e-12)
+    assert not np.allclose(y2[3:], y[3:])
+
+
+def test_transformer_batch_first_argument(device):
+    rng = np.random.default_rng(13)
+    model = nn.Transformer(4, 5, 1, num_head=2, dim_head=3, sequence_len=3, batch_first=True,
+                           device=device, dtype="float64")
+    model.eval()
+    assert model.batch_first is True
+    x = rng.standard_normal((2, 3, 4))  # (B, T, E) with B != T
+    out, h = model(ndl.Tensor(x, device=device, dtype="float64"))
+    assert out.shape == h.shape == (2, 3, 4)
+    model.batch_first = False  # the same model on the (T, B, E) layout
+    ref, _ = model(ndl.Tensor(x.transpose(1, 0, 2).copy(), device=device, dtype="float64"))
+    np.testing.assert_allclose(out.numpy(), ref.numpy().transpose(1, 0, 2), rtol=1e-12, atol=1e-12)
+
+
+def test_transformer_sequence_len_is_the_longest_sequence(device):
+    model = nn.Transformer(4, 5, 1, num_head=1, dim_head=2, sequence_len=3, device=device)
+    out, _ = model(ndl.Tensor(np.ones((3, 2, 4), np.float32), device=device))  # T == sequence_len
+    assert out.shape == (3, 2, 4)
+    with pytest.raises(ndl.errors.ShapeError, match="sequence length 4 exceeds sequence_len 3"):
+        model(ndl.Tensor(np.ones((4, 2, 4), np.float32), device=device))
+
+
+class _PositionsFromOps(nn.Module):
+    """A fixed positional encoding computed from the position ids with ops
+    (no table), the kind of module a user swaps in for the learned one."""
+
+    def __init__(self, width):
+        super().__init__()
+        self.width, self.seen = width, []
+
+    def forward(self, positions):
+        self.seen.append(positions)
+        T = positions.shape[1]
+        enc = ndl.ops.reshape(ndl.ops.exp(positions * -0.5), (1, T, 1))
+        return ndl.ops.broadcast_to(enc, (1, T, self.width))
+
+
+def test_transformer_hands_positions_as_constants(device):
+    model = nn.Transformer(4, 5, 1, num_head=1, dim_head=2, sequence_len=6, device=device)
+    model.positional_embedding = _PositionsFromOps(4)
+    x = np.random.default_rng(14).standard_normal((5, 2, 4)).astype(np.float32)
+    out, _ = model(ndl.Tensor(x, device=device))
+    out.sum().backward()
+    (positions,) = model.positional_embedding.seen
+    assert positions.shape == (1, 5) and positions.device == device
+    np.testing.assert_array_equal(positions.numpy(), np.arange(5)[None])
+    # data, not a leaf of the graph: backward gives the positions no gradient
+    assert positions.requires_grad is False and positions.grad is None
+    assert all(p.grad is not None for p in model.parameters())
