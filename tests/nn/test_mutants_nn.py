@@ -991,3 +991,21 @@ def test_transformer_hands_positions_as_constants(device):
     # data, not a leaf of the graph: backward gives the positions no gradient
     assert positions.requires_grad is False and positions.grad is None
     assert all(p.grad is not None for p in model.parameters())
+
+
+# --------------------------------------------------------------------------- #
+# nn_sequence survivors (fifth session)
+# --------------------------------------------------------------------------- #
+def test_sequence_shape_errors_print_the_expected_shape_as_python_writes_it(device):
+    from needle.errors import ShapeError
+    # a 2-D expectation prints "(*, 3)", no trailing comma (that is only for 1-D)
+    cell = nn.RNNCell(3, 4, device=device)
+    with pytest.raises(ShapeError) as err:
+        cell(ndl.Tensor(np.zeros((2, 5), np.float32), device=device))
+    assert str(err.value) == "RNNCell: input X has shape (2, 5), expected (*, 3)"
+    lstm = nn.LSTM(3, 4, num_layers=2, device=device)
+    x = ndl.Tensor(np.zeros((5, 2, 3), np.float32), device=device)
+    h0 = ndl.Tensor(np.zeros((1, 2, 4), np.float32), device=device)
+    with pytest.raises(ShapeError) as err:
+        lstm(x, (h0, h0))
+    assert "expected (2, 2, 4)" in str(err.value) and "(2, 2, 4,)" not in str(err.value)
