@@ -61,6 +61,19 @@ def _check(a_shape, b_shape, stride, padding, op):
     return N, H, W, C, K, Cout
 
 
+def _check_adjoint(x_shape, b_shape, g_shape, stride, padding, op):
+    """An adjoint's operands must be those of one conv: ``x_shape`` and
+    ``b_shape`` pass conv's checks and ``g`` has exactly that conv's output
+    shape (the fused kernels read that many elements; the composition would
+    pad or crop a mismatched ``g`` instead of refusing it)."""
+    N, H, W, _, K, Cout = _check(x_shape, b_shape, stride, padding, op)
+    want = (N, conv_output_size(H, K, stride, padding), conv_output_size(W, K, stride, padding), Cout)
+    if tuple(g_shape) != want:
+        raise ShapeError(f"{op}: gradient of shape {tuple(g_shape)} is not the conv output {want} of an "
+                         f"input {tuple(x_shape)} and weights {tuple(b_shape)} with stride={stride}, "
+                         f"padding={padding}")
+
+
 def _windows(ap: NDArray, K: int, stride: int, Ho: int, Wo: int) -> NDArray:
     """The ``(N, Ho, Wo, K, K, C)`` window view of a compact NHWC array."""
     N, _, _, C = ap.shape
@@ -92,6 +105,10 @@ def conv_grad_input_array(g: NDArray, b: NDArray, in_hw, stride: int, padding: i
     """Adjoint of the conv in its input: ``(N, H, W, C_in)`` from ``g`` ``(N, Ho, Wo, C_out)``."""
     g, b = _promote(g, b)
     H, W = in_hw
+    if g.ndim != 4 or b.ndim != 4:
+        raise ShapeError(f"conv_grad_input: expected gradient (N, Ho, Wo, C_out) and weights "
+                         f"(K, K, C_in, C_out), got shapes {g.shape} and {b.shape}")
+    _check_adjoint((g.shape[0], H, W, b.shape[2]), b.shape, g.shape, stride, padding, "conv_grad_input")
     N, Ho, Wo, Cout = g.shape
     K, _, Cin, _ = b.shape
     out = NDArray.call_op_override("conv_grad_input", (g, b), (N, H, W, Cin),
@@ -120,6 +137,10 @@ def conv_grad_input_array(g: NDArray, b: NDArray, in_hw, stride: int, padding: i
 def conv_grad_weight_array(a: NDArray, g: NDArray, K: int, stride: int, padding: int) -> NDArray:
     """Adjoint of the conv in its weights: ``(K, K, C_in, C_out)``."""
     a, g = _promote(a, g)
+    if a.ndim != 4 or g.ndim != 4:
+        raise ShapeError(f"conv_grad_weight: expected input (N, H, W, C_in) and gradient "
+                         f"(N, Ho, Wo, C_out), got shapes {a.shape} and {g.shape}")
+    _check_adjoint(a.shape, (K, K, a.shape[3], g.shape[3]), g.shape, stride, padding, "conv_grad_weight")
     N, H, W, C = a.shape
     _, Ho, Wo, Cout = g.shape
     out = NDArray.call_op_override("conv_grad_weight", (a, g), (K, K, C, Cout),

@@ -1,5 +1,7 @@
 """Op behaviour that surviving mutants showed no test pinned (scripts/mutation.sh)."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -1185,3 +1187,103 @@ def test_shape_arguments_must_be_ints_as_a_tuple_too(op, shape):
     t = ndl.Tensor(np.zeros((2, 3), np.float32))
     with pytest.raises(ndl.errors.ArgumentTypeError, match=rf"{op}: shape must be an int or a sequence of ints"):
         getattr(ndl.ops, op)(t, shape)
+
+
+# --------------------------------------------------------------------------- #
+# ops_conv survivors (fifth session)
+# --------------------------------------------------------------------------- #
+def _torch_conv_and_grads(x, w, g, stride, padding):
+    """torch's conv2d of NHWC ``x`` with (K, K, C_in, C_out) ``w``, and the
+    adjoints of ``sum(y * g)``, all back in needle's layouts."""
+    torch = pytest.importorskip("torch")
+    c = np.ascontiguousarray  # torch's slow_conv2d wants contiguous weights (C_out = 1)
+    tx = torch.tensor(c(x.transpose(0, 3, 1, 2)), requires_grad=True)
+    tw = torch.tensor(c(w.transpose(3, 2, 0, 1)), requires_grad=True)
+    ty = torch.nn.functional.conv2d(tx, tw, stride=stride, padding=padding)
+    (ty * torch.tensor(c(g.transpose(0, 3, 1, 2)))).sum().backward()
+    return (ty.detach().numpy().transpose(0, 2, 3, 1), tx.grad.numpy().transpose(0, 2, 3, 1),
+            tw.grad.numpy().transpose(2, 3, 1, 0))
+
+
+@pytest.mark.parametrize("hw", [(3, 5), (5, 3)])
+def test_conv_padding_widens_each_side_once(device, hw):
+    # padding p adds 2p rows and 2p columns, not 3p: a kernel one wider than
+    # the padded side is refused on either axis, one that fits exactly runs
+    H, W = hw
+    x = _t(np.ones((1, H, W, 1)), device)
+    with pytest.raises(ShapeError, match=rf"conv: kernel size 6 exceeds the padded input \({H}\+2\*1, {W}\+2\*1\)"):
+        ndl.ops.conv(x, _t(np.ones((6, 6, 1, 1)), device), padding=1)
+    rng = np.random.default_rng(81)
+    xs, ws = rng.standard_normal((1, H + 1, W + 1, 2)), rng.standard_normal((6, 6, 2, 3))
+    g = rng.standard_normal((1, H - 4 + 1 + 1, W - 4 + 1 + 1, 3))
+    xt, wt = _t(xs, device), _t(ws, device)
+    y = ndl.ops.conv(xt, wt, padding=1)
+    (y * _t(g, device)).sum().backward()
+    want = _torch_conv_and_grads(xs, ws, g, 1, 1)
+    for got, ref in zip((y, xt.grad, wt.grad), want):
+        np.testing.assert_allclose(got.numpy(), ref, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape,k,cout,stride,padding", [
+    ((1, 3, 7, 2), 3, 2, 1, 0),    # W > H: the row padding must not read the width
+    ((1, 7, 3, 5), 3, 2, 1, 0),    # C_in > W: the column padding must not read the channels
+    ((2, 3, 8, 9), 2, 3, 2, 1),    # both, with stride 2 and leftover rows/columns
+    ((1, 8, 4, 6), 3, 1, 3, 0),
+])
+def test_conv_input_adjoint_of_wide_tall_and_many_channel_inputs(device, shape, k, cout, stride, padding):
+    # the composed conv_grad_input (backends without the fused kernel) pads
+    # its full correlation to the padded input: height from axis 1, width
+    # from axis 2 of that result
+    rng = np.random.default_rng(82)
+    x, w = rng.standard_normal(shape), rng.standard_normal((k, k, shape[3], cout))
+    xt, wt = _t(x, device), _t(w, device)
+    y = ndl.ops.conv(xt, wt, stride=stride, padding=padding)
+    g = rng.standard_normal(y.shape)
+    (y * _t(g, device)).sum().backward()
+    want = _torch_conv_and_grads(x, w, g, stride, padding)
+    for got, ref in zip((y, xt.grad, wt.grad), want):
+        np.testing.assert_allclose(got.numpy(), ref, rtol=1e-10, atol=1e-12)
+    # the adjoint op on its own gives the same
+    gx = ndl.ops.ConvGradInput(stride, padding, shape[1:3])(_t(g, device), wt)
+    np.testing.assert_allclose(gx.numpy(), want[1], rtol=1e-10, atol=1e-12)
+
+
+def test_conv_adjoint_ops_refuse_operands_of_no_conv(device):
+    # ConvGradInput / ConvGradWeight are public ops: a gradient whose shape
+    # is not the conv output of the stated input and weights was cropped or
+    # padded silently by one backend and refused by another (or an untyped
+    # 'pad' error); every backend now refuses it naming the op
+    rng = np.random.default_rng(83)
+
+    def r(*s):
+        return _t(rng.standard_normal(s), device)
+
+    cgi, cgw = ndl.ops.ConvGradInput, ndl.ops.ConvGradWeight
+    whole = re.escape  # a message matched from its start to its end
+    bad = [(lambda: cgi(1, 0, (5, 5))(r(1, 2, 2, 1), r(3, 3, 1, 1)),
+            "^" + whole("conv_grad_input: gradient of shape (1, 2, 2, 1) is not the conv output (1, 3, 3, 1) of an "
+                        "input (1, 5, 5, 1) and weights (3, 3, 1, 1) with stride=1, padding=0") + "$"),
+           (lambda: cgi(1, 0, (3, 3))(r(1, 2, 2, 1), r(3, 3, 1, 1)), "conv_grad_input: gradient of shape"),
+           (lambda: cgi(2, 1, (4, 6))(r(1, 2, 2, 1), r(3, 3, 1, 1)), r"conv_grad_input: .* \(1, 2, 3, 1\)"),
+           (lambda: cgi(1, 0, (4, 4))(r(1, 2, 2, 2), r(3, 3, 1, 1)), "conv_grad_input: gradient of shape"),
+           (lambda: cgi(1, 0, (4, 4))(r(1, 2, 2, 1), r(3, 4, 1, 1)), "conv_grad_input: kernel must be square"),
+           (lambda: cgi(1, 0, (4, 4))(r(1, 2, 2, 1), r(3, 2, 1, 1)), "conv_grad_input: kernel must be square"),
+           (lambda: cgi(1, 0, (4, 4))(r(2, 2, 1), r(3, 3, 1, 1)),
+            "^" + whole("conv_grad_input: expected gradient (N, Ho, Wo, C_out) and weights (K, K, C_in, C_out), "
+                        "got shapes (2, 2, 1) and (3, 3, 1, 1)") + "$"),
+           (lambda: cgi(1, 0, (2, 2))(r(1, 1, 1, 1), r(3, 3, 1, 1)), "conv_grad_input: kernel size 3 exceeds"),
+           (lambda: cgw(1, 0, 3)(r(1, 5, 5, 1), r(1, 2, 2, 1)), "conv_grad_weight: gradient of shape"),
+           (lambda: cgw(1, 0, 3)(r(1, 3, 3, 1), r(1, 2, 2, 1)), "conv_grad_weight: gradient of shape"),
+           (lambda: cgw(1, 0, 3)(r(2, 4, 4, 1), r(1, 2, 2, 1)), "conv_grad_weight: gradient of shape"),
+           (lambda: cgw(1, 0, 6)(r(1, 3, 3, 1), r(1, 1, 1, 1)), "conv_grad_weight: kernel size 6 exceeds"),
+           (lambda: cgw(1, 0, 3)(r(1, 3, 3), r(1, 1, 1, 1)),
+            "^" + whole("conv_grad_weight: expected input (N, H, W, C_in) and gradient (N, Ho, Wo, C_out), "
+                        "got shapes (1, 3, 3) and (1, 1, 1, 1)") + "$")]
+    for call, msg in bad:
+        with pytest.raises(ShapeError, match=msg):
+            call()
+    # operands of one conv go through, and equal the conv's own adjoints
+    x, w, g = rng.standard_normal((2, 5, 4, 3)), rng.standard_normal((3, 3, 3, 2)), rng.standard_normal((2, 3, 2, 2))
+    _, gx, gw = _torch_conv_and_grads(x, w, g, 2, 1)
+    np.testing.assert_allclose(cgi(2, 1, (5, 4))(_t(g, device), _t(w, device)).numpy(), gx, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(cgw(2, 1, 3)(_t(x, device), _t(g, device)).numpy(), gw, rtol=1e-10, atol=1e-12)
