@@ -258,6 +258,35 @@ def test_small_rows_split(be, kernel_path, m, n, p, layout):
         ext.set_num_threads(saved)
 
 
+# Long products with a small C split k between the threads, each into its own
+# copy of C, added afterwards (gemm_split_k_: the LSTM LM's 400x10000 @
+# 10000x100 adjoint, a Transformer weight's 64x1024 @ 1024x64): every thread
+# count (3 splits 1000 unevenly), A and B plain or transposed, float32 and
+# float64, over a NaN-filled C that only the sum of the copies may overwrite
+@pytest.mark.parametrize("m,n,p", [(40, 2000, 30), (64, 1024, 64), (5, 60001, 7), (1, 300000, 1)])
+@pytest.mark.parametrize("layout", ["plain", "a_T", "b_T"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_split_k(be, kernel_path, m, n, p, layout, dtype):
+    a, b = operands(m, n, p, dtype, seed=m + n + p)
+    A, sa = put(be, a), (0, n, 1)
+    B, sb = put(be, b), (0, p, 1)
+    if layout == "a_T":
+        A, sa = put(be, np.ascontiguousarray(a.T)), (0, 1, m)
+    elif layout == "b_T":
+        B, sb = put(be, np.ascontiguousarray(b.T)), (0, 1, n)
+    ref = a.astype(np.float64) @ b.astype(np.float64)
+    saved = ext.get_num_threads()
+    try:
+        for nt in (1, 2, 3):
+            ext.set_num_threads(nt)
+            out = be.Array(m * p, dtype)
+            be.fill(out, np.nan)
+            be.matmul_strided(A, B, out, 1, m, n, p, sa, 0, sb, 0)
+            check(get(be, out, (m, p)), ref, dtype, n)
+    finally:
+        ext.set_num_threads(saved)
+
+
 # Row-major A too large to read in place is packed six rows at a time; the
 # AVX2 packer moves eight k at a time and leaves k % 8 to the scalar loop,
 # and the last of its stores must stop at the panel's end (a NaN-filled

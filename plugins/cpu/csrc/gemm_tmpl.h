@@ -232,6 +232,60 @@ static int ND_FN(gemm_shared_b_)(nd_i64 m, nd_i64 k, nd_i64 p, const T *A, nd_i6
 }
 #endif
 
+#ifdef _OPENMP
+/* Long products with a small C (the LSTM LM's output-layer adjoint 400x10000
+ * @ 10000x100, a Transformer weight's 64x1024 @ 1024x64): each thread
+ * multiplies its own range of k into its own copy of C -- packing only its
+ * share of B, with no barrier -- and the copies are added afterwards.  Split
+ * by rows instead, every thread packs all of B, or (gemm_shared_b_) they share
+ * one packed B with two barriers a k-block -- 40 for k = 10000 -- where a
+ * descheduled thread makes the others wait.  The sum's order then depends
+ * on the thread count, as in OpenBLAS and MKL; it is fixed for a given one. */
+#ifndef ND_SPLIT_K_RATIO
+#define ND_SPLIT_K_RATIO 4              /* k >= 4 * max(m, p) */
+#define ND_SPLIT_K_MAX_C ((nd_i64)1 << 18)  /* C's copies stay small to add */
+#endif
+static int ND_FN(gemm_split_k_)(nd_i64 m, nd_i64 k, nd_i64 p, const T *A, nd_i64 rsa, nd_i64 csa,
+                                const T *B, nd_i64 rsb, nd_i64 csb, T *C, nd_i64 ldc, int acc,
+                                int nt) {
+  nd_i64 mp = m * p;
+  T *part = (T *)nd_aligned_alloc((size_t)((nt - 1) * mp) * sizeof(T));
+  if (!part) return -1;
+  int ok = 1, used = nt;
+  _Pragma("omp parallel num_threads(nt) reduction(&&:ok)")
+  {
+    int t = omp_get_thread_num(), nth = omp_get_num_threads();
+    if (t == 0) used = nth;
+    nd_i64 k0 = k * t / nth, k1 = k * (t + 1) / nth;
+    T *Ct = t == 0 ? C : part + (t - 1) * mp;
+    nd_i64 ldct = t == 0 ? ldc : p;
+    int acct = t == 0 ? acc : 0;
+    nd_i64 kcap = k1 - k0 < KC ? k1 - k0 : KC, ncap = p < NC ? p : NC;
+    T *bufB = (T *)nd_aligned_alloc((size_t)(kcap * ((ncap + NR - 1) / NR * NR) + (MC + MR) * KC) * sizeof(T));
+    if (!bufB) {
+      ok = 0;
+    } else if (k1 > k0) {
+      T *bufA = bufB + kcap * ((ncap + NR - 1) / NR * NR);
+      ND_FN(gemm_serial_)(m, k1 - k0, p, A + k0 * csa, rsa, csa, B + k0 * rsb, rsb, csb, Ct, ldct,
+                          acct, bufB, bufA);
+    } else if (t > 0) {
+      memset(Ct, 0, (size_t)mp * sizeof(T));
+    } else if (!acc) {
+      for (nd_i64 i = 0; i < m; i++) memset(C + i * ldc, 0, (size_t)p * sizeof(T));
+    }
+    nd_aligned_free(bufB);
+  }
+  if (ok)
+    for (int t = 1; t < used; t++) {
+      const T *src = part + (t - 1) * mp;
+      for (nd_i64 i = 0; i < m; i++)
+        for (nd_i64 j = 0; j < p; j++) C[i * ldc + j] += src[i * p + j];
+    }
+  nd_aligned_free(part);
+  return ok ? 0 : -1;
+}
+#endif
+
 /* Small products keep their packing buffers on the stack (no malloc). */
 #define ND_STACK_ELEMS 8192
 #ifndef ND_SHARED_B_ROWS
@@ -257,6 +311,10 @@ static int ND_FN(gemm_one_)(nd_i64 m, nd_i64 k, nd_i64 p, const T *A, nd_i64 rsa
                             int nt) {
 #ifdef KERN_SMALL
   if (KERN_SMALL(m, k, p, A, rsa, csa, B, rsb, csb, C, ldc, acc) == 0) return 0;
+#endif
+#ifdef _OPENMP
+  if (nt > 1 && k >= ND_SPLIT_K_RATIO * (m > p ? m : p) && m * p <= ND_SPLIT_K_MAX_C)
+    return ND_FN(gemm_split_k_)(m, k, p, A, rsa, csa, B, rsb, csb, C, ldc, acc, nt);
 #endif
   nd_i64 kcap = k < KC ? k : KC;
   int by_rows = m >= p;
