@@ -63,11 +63,16 @@ for f in "${FILES[@]}"; do
   export MUTATION_DURATIONS=$DIR/.durations/$key.json MUTATION_COVMAP=$DIR/.covmap/$key.json
   export MUTATION_SOURCE=$DIR/$f MUTATION_ORIGINAL=$DIR/.orig/$key
   cp "$ROOT/$f" "$MUTATION_ORIGINAL"
+  # (again too when the file's test selection changed: a map recorded under
+  # another selection names tests the runner no longer collects, and a
+  # mutant whose line maps only to those would run no test and "survive")
   if [ ! -s "$MUTATION_DURATIONS" ] || [ ! -s "$MUTATION_COVMAP" ] || \
+     [ "$(cat "$MUTATION_DURATIONS.tests" 2>/dev/null)" != "$TESTS" ] || \
      [ -n "$(eval "find ${TESTS//-k*/} -newer '$MUTATION_DURATIONS'" 2>/dev/null | head -1)" ]; then
     eval "MUTATION_RECORD=1 COVERAGE_FILE=.covmap/.coverage nice '$PY' -m coverage run --rcfile=.covmap/rc \
       --include='$DIR/$f' -m pytest -q -p no:cacheprovider -p covered_only -p fastest_first $TESTS" > /dev/null \
       || echo "mutation.sh: the tests of $f fail on the unmutated tree" >&2
+    printf '%s' "$TESTS" > "$MUTATION_DURATIONS.tests"
   fi
   # pytest_exit.py: any failing status counts (mutmut 2 counts only status 1 as a kill)
   RUNNER="$PY $IMP/pytest_exit.py -x -q -p no:cacheprovider -p covered_only -p fastest_first $TESTS"
