@@ -36,6 +36,21 @@ def check(got, ref, dtype, k):
     np.testing.assert_allclose(got, ref, rtol=tol, atol=tol)
 
 
+def check_every_thread_count(be, A, sa, B, sb, m, n, p, dtype, ref):
+    """A @ B with 1, 2 and 3 threads (the splits differ with the count), each
+    into a NaN-filled C that the product must overwrite, against ``ref``."""
+    saved = ext.get_num_threads()
+    try:
+        for nt in (1, 2, 3):
+            ext.set_num_threads(nt)
+            out = be.Array(m * p, dtype)
+            be.fill(out, np.nan)
+            be.matmul_strided(A, B, out, 1, m, n, p, sa, 0, sb, 0)
+            check(get(be, out, (m, p)), ref, dtype, n)
+    finally:
+        ext.set_num_threads(saved)
+
+
 def operands(m, n, p, dtype, seed=0):
     rng = np.random.default_rng(seed)
     return rng.uniform(-1, 1, (m, n)).astype(dtype), rng.uniform(-1, 1, (n, p)).astype(dtype)
@@ -214,16 +229,7 @@ def test_shared_packed_b_row_split(be, dtype, m, n, p, ta, tb):
     sa = (0, 1, m) if ta else (0, n, 1)
     sb = (0, 1, n) if tb else (0, p, 1)
     ref = a.astype(np.float64) @ b
-    saved = ext.get_num_threads()
-    try:
-        for nt in (1, 2, 3):
-            ext.set_num_threads(nt)
-            out = be.Array(m * p, dtype)
-            be.fill(out, np.nan)
-            be.matmul_strided(A, B, out, 1, m, n, p, sa, 0, sb, 0)
-            check(get(be, out, (m, p)), ref, dtype, n)
-    finally:
-        ext.set_num_threads(saved)
+    check_every_thread_count(be, A, sa, B, sb, m, n, p, dtype, ref)
 
 
 # Few rows a thread and a row-major B of at most 2^17 elements and 1024 rows:
@@ -246,16 +252,7 @@ def test_small_rows_split(be, kernel_path, m, n, p, layout):
         A, sa = put(be, a), (0, n, 1)
     B = put(be, b)
     ref = a.astype(np.float64) @ b
-    saved = ext.get_num_threads()
-    try:
-        for nt in (1, 2, 3):
-            ext.set_num_threads(nt)
-            out = be.Array(m * p, np.float32)
-            be.fill(out, np.nan)
-            be.matmul_strided(A, B, out, 1, m, n, p, sa, 0, (0, p, 1), 0)
-            check(get(be, out, (m, p)), ref, np.float32, n)
-    finally:
-        ext.set_num_threads(saved)
+    check_every_thread_count(be, A, sa, B, (0, p, 1), m, n, p, np.float32, ref)
 
 
 # Long products with a small C split k between the threads, each into its own
@@ -275,16 +272,7 @@ def test_split_k(be, kernel_path, m, n, p, layout, dtype):
     elif layout == "b_T":
         B, sb = put(be, np.ascontiguousarray(b.T)), (0, 1, n)
     ref = a.astype(np.float64) @ b.astype(np.float64)
-    saved = ext.get_num_threads()
-    try:
-        for nt in (1, 2, 3):
-            ext.set_num_threads(nt)
-            out = be.Array(m * p, dtype)
-            be.fill(out, np.nan)
-            be.matmul_strided(A, B, out, 1, m, n, p, sa, 0, sb, 0)
-            check(get(be, out, (m, p)), ref, dtype, n)
-    finally:
-        ext.set_num_threads(saved)
+    check_every_thread_count(be, A, sa, B, sb, m, n, p, dtype, ref)
 
 
 # Row-major A too large to read in place is packed six rows at a time; the
