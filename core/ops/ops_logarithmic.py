@@ -17,7 +17,9 @@ def logsumexp_array(a: NDArray, axes) -> NDArray:
     """``log(sum(exp(a), axes))`` on an NDArray, reduced axes dropped
     (``axes`` a normalized tuple, or None for all)."""
     ndim = a.ndim
-    red = tuple(range(ndim)) if axes is None else axes
+    # a 0-d array's implicit axis (0 or -1, normalised to (0,)) holds its one
+    # element: reducing over it reduces over no real axis
+    red = tuple(range(ndim)) if axes is None or ndim == 0 else axes
     keep = tuple(i for i in range(ndim) if i not in red)
     out_shape = tuple(a.shape[i] for i in keep)
     outer = 1
@@ -72,6 +74,9 @@ class LogSoftmax(TensorOp):
         self.axes = axes
 
     def _axis(self, ndim: int):
+        if ndim == 0:  # the implicit axis of a 0-d input: log_softmax of one element
+            normalize_axes(self.axes, ndim, "logsoftmax")  # still refuses axes past it
+            return ()
         if self.axes is None:
             return (ndim - 1,)
         return normalize_axes(self.axes, ndim, "logsoftmax")

@@ -178,6 +178,8 @@ class Split(TensorTupleOp):
         self.axis = axis
 
     def compute(self, a: NDArray):
+        if a.ndim == 0:
+            raise ShapeError("split: a 0-d tensor has no axis to split along (as torch.unbind)")
         axis = _axis(self.axis, a.ndim, "split")
         shape = a.shape
         out_shape = shape[:axis] + shape[axis + 1:]

@@ -201,6 +201,34 @@ def test_summation(device, shape, axes):
     np.testing.assert_allclose(out.numpy(), expected, rtol=1e-12)
 
 
+@pytest.mark.parametrize("value", [-2.5, -0.0, np.inf, -np.inf, np.nan])
+def test_zero_d_logsumexp_and_logsoftmax_over_the_implicit_axis(device, value):
+    # as torch.logsumexp(t, 0) / torch.log_softmax(t, 0) of a 0-d t: the element
+    # itself (log(exp(x)); -0.0 gives +0.0), and 0 (nan where x is not finite)
+    for axes in (0, -1, (0,), None):
+        t = ndl.Tensor(np.float32(value), device=device, requires_grad=True)
+        out = ops.logsumexp(t, axes)
+        assert out.shape == ()
+        np.testing.assert_array_equal(out.numpy(), np.float32(value) + np.float32(0.0))
+        if np.isfinite(value):
+            out.backward()
+            assert t.grad.numpy() == np.float32(1.0)  # exp(x - lse) = 1
+    t = ndl.Tensor(np.float32(value), device=device, requires_grad=True)
+    y = ops.logsoftmax(t)
+    assert y.shape == ()
+    np.testing.assert_array_equal(y.numpy(), np.float32(0.0) if np.isfinite(value) else np.float32(np.nan))
+    if np.isfinite(value):
+        y.backward()
+        assert t.grad.numpy() == np.float32(0.0)  # 1 - softmax = 0
+    with pytest.raises(ShapeError, match="logsumexp: axis 1 is out of range"):
+        ops.logsumexp(t, 1)
+
+
+def test_split_of_a_zero_d_tensor_is_a_shape_error(device):
+    with pytest.raises(ShapeError, match="split: a 0-d tensor has no axis"):
+        ops.split(ndl.Tensor(np.float32(1.0), device=device), 0)
+
+
 def test_summation_none_is_0d():
     assert ops.summation(ndl.Tensor(np.ones((2, 3)))).shape == ()
     assert ndl.Tensor(np.ones((2, 3))).sum().numpy() == 6.0
