@@ -18,7 +18,7 @@ import numpy as np
 from ..autograd import Tensor, TensorOp
 from ..backend_ndarray import NDArray
 from ..backend_ndarray.device import BackendDevice, device as _device_by_name
-from ..errors import ShapeError
+from ..errors import DeviceMismatchError, ShapeError
 from .ops_mathematic import Max, broadcast_to, kept_dims_shape, normalize_axes, reshape, unbroadcast
 from .registry import register_op
 
@@ -172,6 +172,9 @@ class Concat(TensorOp):
         out = NDArray.make(tuple(total), device=first.device, dtype=dtype)
         pos = 0
         for x in arrays:
+            if x.device != first.device:  # an empty x would otherwise slip through unwritten
+                raise DeviceMismatchError(f"cat: tensors on {first.device} and {x.device}; move them to "
+                                          f"one device with .to(device)")
             n = x.shape[axis]
             if n and x.size:
                 idx = tuple(slice(pos, pos + n) if i == axis else slice(None) for i in range(len(total)))
@@ -306,7 +309,6 @@ def compare(a, b, kind: str):
         return NotImplemented
     if isinstance(y, NDArray):
         if y.device != x.device:
-            from ..errors import DeviceMismatchError
             raise DeviceMismatchError(f"Tensor {_SYMBOL[kind]}: operands on {x.device} and {y.device}; "
                                       f"move one with .to(device)")
         if y.shape != x.shape:

@@ -1287,3 +1287,123 @@ def test_conv_adjoint_ops_refuse_operands_of_no_conv(device):
     _, gx, gw = _torch_conv_and_grads(x, w, g, 2, 1)
     np.testing.assert_allclose(cgi(2, 1, (5, 4))(_t(g, device), _t(w, device)).numpy(), gx, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(cgw(2, 1, 3)(_t(x, device), _t(g, device)).numpy(), gw, rtol=1e-10, atol=1e-12)
+
+
+# --------------------------------------------------------------------------- #
+# ops_tensor_api survivors (fifth session)
+# --------------------------------------------------------------------------- #
+_A3 = np.arange(24.0).reshape(2, 3, 4)
+
+
+@pytest.mark.parametrize("index", [
+    (1, ..., slice(None, None, -1)), (Ellipsis,), (None, ..., 0), (0, ..., 2), (slice(None), ..., 1),
+    (..., 1, None), (0, Ellipsis), (slice(None), 1, ...),
+    (slice(None), slice(2, 0, -1)), (slice(None), slice(None), slice(3, 0, -2)),
+    (slice(None), slice(-1, -4, -1)), (slice(None), slice(None), slice(2, None, -1)),
+    (slice(None), slice(None), slice(None, None, -3)), (slice(None), slice(None), slice(1, 3, -1)),
+    (-2,), (slice(None), -3), (..., -4), (slice(None), 2), (..., 3), (1, -1, 0),
+    (slice(None), slice(2, 1)), (slice(None), slice(None), slice(0, 4, 2)),
+])
+def test_getitem_ellipsis_negative_steps_and_edge_ints_match_numpy(device, index):
+    # the ellipsis anywhere (also first, alone or with ints after it), negative
+    # steps that start inside the axis, ints at -dim and dim - 1 on every axis
+    x = _t(_A3, device)
+    y = x[index]
+    want = _A3[index]
+    assert y.shape == want.shape
+    np.testing.assert_array_equal(y.numpy(), want)
+    w = np.arange(1.0, want.size + 1).reshape(want.shape)
+    (y * _t(w, device)).sum().backward()
+    grad = np.zeros_like(_A3)
+    grad[index] = w
+    np.testing.assert_array_equal(x.grad.numpy(), grad)
+
+
+@pytest.mark.parametrize("index,axis,k,size", [((slice(None), 3), 1, 3, 3), ((slice(None), -4), 1, -4, 3),
+                                                ((-3,), 0, -3, 2), ((..., 4), 2, 4, 4), ((0, 0, -5), 2, -5, 4)])
+def test_getitem_int_out_of_range_is_an_index_error(device, index, axis, k, size):
+    x = _t(_A3, device)
+    with pytest.raises(IndexError, match=rf"index {k} is out of bounds for axis {axis} with size {size}$"):
+        x[index]
+    with pytest.raises(IndexError):
+        _A3[index]
+
+
+def test_cat_of_one_tensor_and_the_default_dim(device):
+    a = np.arange(6.0).reshape(2, 3)
+    x = _t(a, device)
+    one = ndl.ops.cat([x])  # one tensor: the result is a copy of it
+    np.testing.assert_array_equal(one.numpy(), a)
+    assert one.device == x.device
+    (one * _t(a + 1.0, device)).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), a + 1.0)
+    c = _t(np.full((1, 3), 7.0), device)
+    want = np.concatenate([a, np.full((1, 3), 7.0)])
+    np.testing.assert_array_equal(ndl.ops.cat([x, c]).numpy(), want)  # dim defaults to 0, as torch.cat
+    np.testing.assert_array_equal(ndl.ops.Concat()(x, c).numpy(), want)
+
+
+def test_cat_refuses_tensors_on_two_devices_even_empty_ones(device):
+    from needle.errors import DeviceMismatchError
+    other = [d for d in (ndl.cpu_numpy(), ndl.cpu()) if d.enabled() and d != device]
+    if not other:
+        pytest.skip("needs a second backend")
+    for shapes in (((2, 1), (3, 1)), ((2, 0), (3, 0))):
+        a = _t(np.zeros(shapes[0]), device)
+        b = _t(np.zeros(shapes[1]), other[0])
+        with pytest.raises(DeviceMismatchError, match=r"cat: tensors on .* and .*; move them to one device"):
+            ndl.ops.cat([a, b]).numpy()
+
+
+def test_where_adjoints_and_number_operands_are_constants(device):
+    x, y = _t([1.0, 2.0, 3.0], device), _t([4.0, 5.0, 6.0], device)
+    cond = [1.0, 0.0, 1.0]
+    out = ndl.ops.where(cond, x, y)
+    g = ndl.Tensor(np.array([1.0, 2.0, 3.0]), device=device, dtype="float64", requires_grad=False)
+    dx, dy = ndl.autograd.local_vjp(out, (x, y), g)
+    np.testing.assert_array_equal(dx.numpy(), [1.0, 0.0, 3.0])
+    np.testing.assert_array_equal(dy.numpy(), [0.0, 2.0, 0.0])
+    # a constant cotangent gives constant adjoints: the masks ask no adjoint
+    assert dx.requires_grad is False and dy.requires_grad is False
+    # a number operand becomes a constant Tensor: it gets no .grad
+    out = ndl.ops.where(cond, x, 2.5)
+    np.testing.assert_array_equal(out.numpy(), [1.0, 2.5, 3.0])
+    assert out.inputs[1].requires_grad is False
+    out = ndl.ops.where(cond, 2.5, y)
+    np.testing.assert_array_equal(out.numpy(), [2.5, 5.0, 2.5])
+    assert out.inputs[0].requires_grad is False
+
+
+def test_abs_gradient_is_zero_at_zero(device):
+    data = np.array([-2.0, -0.0, 0.0, 3.0, -0.5])
+    x = _t(data, device)
+    np.testing.assert_array_equal(ndl.ops.abs(x).numpy(), np.abs(data))
+    (ndl.ops.abs(x) * _t([1.0, 2.0, 3.0, 4.0, 5.0], device)).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [-1.0, 0.0, 0.0, 4.0, -5.0])  # torch.abs: sign(x) * g
+
+
+@pytest.mark.parametrize("axes", [(-1, -3, 1), (2, 0, -2), (-3, -1, -2)])
+def test_permute_negative_axes_and_their_adjoint(device, axes):
+    x = _t(_A3, device)
+    y = ndl.ops.permute(x, axes)
+    want = np.transpose(_A3, axes)
+    np.testing.assert_array_equal(y.numpy(), want)
+    w = np.arange(1.0, 25.0).reshape(want.shape)
+    (y * _t(w, device)).sum().backward()
+    inverse = np.argsort([a % 3 for a in axes])
+    np.testing.assert_array_equal(x.grad.numpy(), np.transpose(w, inverse))
+
+
+@pytest.mark.parametrize("axes", [(3, 1, 2), (0, 1, 3), (-4, 1, 2), (0, 0, 1)])
+def test_permute_refuses_axes_out_of_range(device, axes):
+    x = _t(_A3, device)
+    with pytest.raises(ShapeError, match=r"permute: dims .* are not a permutation of the 3 axes"):
+        ndl.ops.permute(x, axes)
+
+
+def test_mean_op_drops_the_reduced_axes_by_default(device):
+    x = _t(_A3, device)
+    out = ndl.ops.Mean(axes=(1,))(x)
+    assert out.shape == (2, 4)
+    np.testing.assert_allclose(out.numpy(), _A3.mean(axis=1), rtol=1e-15)
+    assert ndl.ops.Mean()(x).shape == ()
