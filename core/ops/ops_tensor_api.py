@@ -18,7 +18,7 @@ import numpy as np
 from ..autograd import Tensor, TensorOp
 from ..backend_ndarray import NDArray
 from ..backend_ndarray.device import BackendDevice, device as _device_by_name
-from ..errors import DeviceMismatchError, ShapeError
+from ..errors import ArgumentError, ArgumentTypeError, DeviceMismatchError, ShapeError
 from .ops_mathematic import Max, broadcast_to, kept_dims_shape, normalize_axes, reshape, unbroadcast
 from .registry import register_op
 
@@ -197,10 +197,10 @@ def cat(tensors, dim: int = 0):
     """Concatenate a sequence of Tensors along axis ``dim`` (``torch.cat``)."""
     tensors = list(tensors)
     if not tensors:
-        raise ValueError("cat: expected a non-empty sequence of Tensors")
+        raise ArgumentError("cat: expected a non-empty sequence of Tensors")
     for t in tensors:
         if not isinstance(t, Tensor):
-            raise TypeError(f"cat: expected Tensors, got {type(t).__name__}")
+            raise ArgumentTypeError(f"cat: expected Tensors, got {type(t).__name__}")
     return _make(Concat(int(dim)), tuple(tensors))
 
 
@@ -215,6 +215,9 @@ class Where(TensorOp):
         self.condition = condition
 
     def compute(self, x: NDArray, y: NDArray) -> NDArray:
+        if x.device != y.device:  # the result and both adjoints would land on x's device
+            raise DeviceMismatchError(f"where: x on {x.device} and y on {y.device}; move them to one "
+                                      f"device with .to(device)")
         c = self.condition.numpy() != 0
         try:
             host = np.where(c, x.numpy(), y.numpy())

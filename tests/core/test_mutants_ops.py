@@ -1407,3 +1407,17 @@ def test_mean_op_drops_the_reduced_axes_by_default(device):
     assert out.shape == (2, 4)
     np.testing.assert_allclose(out.numpy(), _A3.mean(axis=1), rtol=1e-15)
     assert ndl.ops.Mean()(x).shape == ()
+
+
+def test_where_refuses_operands_on_two_devices_and_cat_bad_arguments_are_typed():
+    from needle.errors import ArgumentError, ArgumentTypeError, DeviceMismatchError
+    devs = [d for d in (ndl.cpu(), ndl.cpu_numpy()) if d.enabled()]
+    if len(devs) == 2:  # needs a second backend
+        x = ndl.Tensor(np.ones(3, np.float32), device=devs[0])
+        y = ndl.Tensor(np.zeros(3, np.float32), device=devs[1])
+        with pytest.raises(DeviceMismatchError, match=r"where: x on .* and y on "):
+            ndl.ops.where(np.array([1, 0, 1]), x, y)
+    with pytest.raises(ArgumentError, match="cat: expected a non-empty sequence"):
+        ndl.ops.cat([])
+    with pytest.raises(ArgumentTypeError, match="cat: expected Tensors, got list"):
+        ndl.ops.cat([[1.0]])
