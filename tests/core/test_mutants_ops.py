@@ -1421,3 +1421,16 @@ def test_where_refuses_operands_on_two_devices_and_cat_bad_arguments_are_typed()
         ndl.ops.cat([])
     with pytest.raises(ArgumentTypeError, match="cat: expected Tensors, got list"):
         ndl.ops.cat([[1.0]])
+
+
+def test_argmax_drops_the_reduced_axis_by_default(device):
+    # torch.argmax(t, dim) and np.argmax drop the axis unless keepdims is asked
+    x = np.array([[1.0, 5.0, 2.0], [7.0, 0.0, 7.0]], np.float32)
+    t = ndl.Tensor(x, device=device)
+    out = ndl.ops.argmax(t, 1)
+    assert out.shape == (2,)
+    np.testing.assert_array_equal(out.numpy(), [1.0, 0.0])
+    assert ndl.ops.argmax(t).shape == ()
+    op = ndl.ops.ArgMax(0)
+    assert op.compute(t.realize_cached_data()).shape == (3,)
+    assert ndl.ops.argmax(t, 1, keepdims=True).shape == (2, 1)
