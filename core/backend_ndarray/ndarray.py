@@ -401,7 +401,11 @@ class NDArray:
 
         The array must be compact; otherwise a ShapeError asks for
         ``.compact()`` first (the Tensor-level reshape op does that)."""
-        shape = tuple(int(s) for s in ((new_shape,) if isinstance(new_shape, numbers.Integral) else new_shape))
+        try:  # ints only, as NumPy: int() would let a float size through (6.0 -> 6, 6.5 -> 6)
+            shape = tuple(operator.index(s) for s in
+                          ((new_shape,) if isinstance(new_shape, numbers.Integral) else new_shape))
+        except TypeError:
+            raise ArgumentTypeError(f"reshape: shape must be an int or a sequence of ints, got {new_shape!r}") from None
         if -1 in shape:
             known = prod(s for s in shape if s != -1)
             if shape.count(-1) > 1 or known == 0 or self.size % known:

@@ -658,3 +658,13 @@ def test_copies_keep_negative_zero_and_special_values(device):
         c[0, 0] = 5.0  # a copy, not a view
         assert a.numpy()[0, 0] == 0.0 and np.signbit(a.numpy()[0, 0])
     assert NDArray(_a(np.zeros((0, 2)), device)).shape == (0, 2)
+
+
+def test_reshape_refuses_float_sizes_as_numpy(device):
+    # int() would have turned 6.0 into 6 and 6.5 into 6; NumPy refuses both
+    from needle.errors import ArgumentTypeError
+    a = _a(np.zeros((2, 3, 3), np.float32), device)
+    for shape in ((6.0, 3), (6.5, 3), 18.0):
+        with pytest.raises(ArgumentTypeError, match="reshape: shape must be an int or a sequence of ints"):
+            a.reshape(shape)
+    assert a.reshape((np.int64(6), 3)).shape == (6, 3) and a.reshape(18).shape == (18,)

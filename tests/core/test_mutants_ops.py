@@ -1434,3 +1434,46 @@ def test_argmax_drops_the_reduced_axis_by_default(device):
     op = ndl.ops.ArgMax(0)
     assert op.compute(t.realize_cached_data()).shape == (3,)
     assert ndl.ops.argmax(t, 1, keepdims=True).shape == (2, 1)
+
+
+# --------------------------------------------------------------------------- #
+# ops_norm survivors (fifth session)
+# --------------------------------------------------------------------------- #
+def test_batch_norm_parameter_adjoint_op_computes_again_after_its_cached_pass(device):
+    # BatchNormGradX leaves the weight's and bias's adjoints to their ops for one
+    # call; a second compute (a node realised again after backward released it)
+    # must do the pass itself and give the same values
+    rng = np.random.default_rng(71)
+    x, g = rng.standard_normal((6, 4)), rng.standard_normal((6, 4))
+    w, b = rng.uniform(0.5, 2, 4), rng.standard_normal(4)
+    op = ndl.ops.BatchNormTrain()
+    y = op(_t(x, device), _t(w, device), _t(b, device))
+    gx, gw, gb = op.gradient(_t(g, device), y)
+    _, want_dx, want_dw, want_db = _np_batch_norm(x, w, b, g)
+    np.testing.assert_allclose(gx.numpy(), want_dx, rtol=1e-9, atol=1e-11)
+    for t, want in ((gw, want_dw), (gb, want_db)):
+        first = t.numpy()
+        again = t.op.compute(*[i.realize_cached_data() for i in t.inputs]).numpy()
+        np.testing.assert_allclose(first, want, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(again, want, rtol=1e-10, atol=1e-12)
+
+
+def test_batch_norm_second_order_with_row_shaped_weight(device):
+    # the input adjoint's own gradient reshapes a (1, C) weight to (C,) first;
+    # it must match the same computation with a (C,) weight
+    rng = np.random.default_rng(72)
+    x, g = rng.standard_normal((5, 3)), rng.standard_normal((5, 3))
+    w, b = rng.uniform(0.5, 2, 3), rng.standard_normal(3)
+    results = []
+    for shape in ((3,), (1, 3)):
+        xt = _t(x, device)
+        wt, bt = _t(w.reshape(shape), device), _t(b.reshape(shape), device)
+        y = ndl.ops.batch_norm_train(xt, wt, bt)
+        (y * _t(g, device)).sum().backward()
+        gx = xt.grad
+        xt.grad = wt.grad = bt.grad = None
+        (gx * gx).sum().backward()
+        results.append((xt.grad.numpy(), wt.grad.numpy().reshape(3)))
+    np.testing.assert_allclose(results[1][0], results[0][0], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(results[1][1], results[0][1], rtol=1e-10, atol=1e-12)
+    assert np.abs(results[0][0]).max() > 1e-6  # a real second-order term, not zeros
