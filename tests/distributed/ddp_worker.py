@@ -108,6 +108,15 @@ for name, build, shape in (("syncbn_mlp64", mlp_bn, (6,)), ("syncbn_cnn64", cnn_
         "running_var_diff": float(np.abs(bn_ref.running_var.numpy() - bn_ddp.running_var.numpy()).max()),
     }
 
+# SyncBatchNorm: a (B, C) input with C != dim or a 3-D input is a typed error on every rank
+bad_bn = nn.parallel.SyncBatchNorm(3, device=dev, dtype="float64")
+for name, shape in (("syncbn_wrong_channels", (4, 5)), ("syncbn_3d", (4, 3, 2))):
+    try:
+        bad_bn(ndl.Tensor(np.ones(shape), device=dev, dtype="float64"))
+        results[name] = "no error"
+    except ShapeError as exc:
+        results[name] = str(exc)
+
 # no_sync: two micro-batches accumulated locally, one reduction -> 2 x the full-batch mean gradient
 ddp, model, X, y = compare("nosync_ref", mlp, (6,), "float64", 25)
 ref_grads = flat(p.grad for p in model.parameters())

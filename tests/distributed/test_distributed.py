@@ -75,6 +75,13 @@ def test_sync_batchnorm_gives_the_full_batch_gradients_and_statistics(ddp_result
 
 
 @needs_mpi
+@pytest.mark.parametrize("case", ["syncbn_wrong_channels", "syncbn_3d"])
+def test_sync_batchnorm_rejects_other_shapes_on_every_rank(ddp_results, case):
+    for r in ddp_results:
+        assert r[case].startswith("SyncBatchNorm(3): expected (batch, 3) or NCHW input"), r[case]
+
+
+@needs_mpi
 @pytest.mark.parametrize("case", ["mlp64", "cnn64"])
 def test_rank0_initial_parameters_reach_every_rank(ddp_results, case):
     r0, r1 = ddp_results
@@ -243,15 +250,177 @@ def test_ddp_reports_parameters_without_gradient(single):
     class TwoHeads(ndl.nn.Module):
         def __init__(self):
             super().__init__()
-            self.a, self.b = ndl.nn.Linear(2, 1), ndl.nn.Linear(2, 1)
+            self.a, self.b = ndl.nn.Linear(2, 1), ndl.nn.Linear(3, 5)
 
         def forward(self, x):
             return self.a(x)
 
     ddp = dist.DistributedDataParallel(TwoHeads())
     ddp(ndl.Tensor([[1.0, 2.0]])).sum().backward()
-    with pytest.raises(DistributedError, match="no gradient for 2 of 4 parameters"):
+    with pytest.raises(DistributedError, match=r"no gradient for 2 of 4 parameters \(shapes \[\(3, 5\), \(1, 5\)\]\)"):
         ddp(ndl.Tensor([[1.0, 2.0]]))
+
+
+class _Flat(ndl.nn.Module):
+    """Bare float64 parameters of the given sizes (registration order); the
+    forward is the sum of squares, so each gradient is 2 * the parameter."""
+
+    def __init__(self, sizes):
+        super().__init__()
+        rng = np.random.default_rng(0)
+        self.ps = [ndl.nn.Parameter(rng.standard_normal(n), dtype="float64") for n in sizes]
+
+    def forward(self):
+        total = None
+        for p in self.ps:
+            term = (p * p).sum()
+            total = term if total is None else total + term
+        return total
+
+
+_MB64 = 1024 * 1024 // 8   # float64 elements in one MB
+
+
+def test_ddp_bucket_caps_are_exact_byte_limits(single):
+    """Buckets take parameters in reverse order; the first holds at most 1 MB and
+    the others bucket_cap_mb, a parameter that exactly fills a bucket stays in it."""
+    half = _MB64 // 2
+    launch_order = [half, half,              # exactly the first bucket's 1 MB
+                    1, 2 * _MB64 - 1,        # exactly 2 MB
+                    half, _MB64, _MB64]      # 1.5 MB, then 2.5 MB would not fit
+    ddp = dist.DistributedDataParallel(_Flat(launch_order[::-1]), bucket_cap_mb=2)
+    assert ddp.bucket_sizes == [2, 2, 2, 1]
+    assert [b.numel * 8 for b in ddp._reducer.buckets] == [_MB64 * 8, 2 * _MB64 * 8, 3 * half * 8, _MB64 * 8]
+
+
+def test_ddp_default_bucket_cap_is_25_mb(single):
+    launch_order = [_MB64, 25 * _MB64, 1]    # the 1 MB first bucket, one exactly 25 MB bucket, a last one
+    ddp = dist.DistributedDataParallel(_Flat(launch_order[::-1]))
+    assert ddp.bucket_sizes == [1, 1, 1]
+
+
+def test_ddp_world_of_one_over_several_steps_and_buckets(single, monkeypatch):
+    import time
+    ticks = iter(range(1000))
+    monkeypatch.setattr(time, "perf_counter", lambda: float(next(ticks)))
+    model = _Flat([3, 5, 2, 4])
+    ddp = dist.DistributedDataParallel(model, bucket_cap_mb=0.00002)   # 20 bytes: one parameter a bucket
+    assert ddp.bucket_sizes == [1, 1, 1, 1]
+    assert ddp._reducer.stats == {"wait_s": 0.0, "steps": 0}
+    for step in (1, 2):
+        ddp().backward()
+        for p in model.ps:
+            np.testing.assert_array_equal(p.grad.numpy(), 2 * p.numpy())
+            assert not p.grad.requires_grad
+        assert ddp._reducer.stats == {"wait_s": float(step), "steps": step}   # one fake second per step
+
+
+def test_ddp_skips_frozen_parameters(single):
+    model = ndl.nn.Linear(3, 2, dtype="float64")
+    model.bias.requires_grad = False
+    ddp = dist.DistributedDataParallel(model)
+    assert ddp.bucket_sizes == [1]
+    X = ndl.Tensor(np.ones((2, 3)), dtype="float64")
+    for _ in range(2):   # a second forward checks that the first backward reduced every bucket
+        ddp(X).sum().backward()
+    np.testing.assert_allclose(model.weight.grad.numpy(), np.full((3, 2), 2.0))
+
+
+def test_ddp_arguments_training_mode_and_strict_loading(single):
+    with pytest.raises(ValueError, match="bucket_cap_mb must be positive, got 0"):
+        dist.DistributedDataParallel(ndl.nn.Linear(2, 2), bucket_cap_mb=0)
+    model = ndl.nn.Linear(2, 2)
+    assert dist.DistributedDataParallel(model).training is True
+    model.eval()
+    ddp = dist.DistributedDataParallel(model)
+    assert ddp.training is False
+    with pytest.raises(ndl.errors.StateDictError):
+        ddp.load_state_dict({})   # strict by default: every key must be given
+    ddp.load_state_dict({}, strict=False)
+
+
+class _FakeGroup:
+    """A two-rank group in one process whose other rank holds the same values:
+    allreduce(sum) doubles the buffer, broadcast from rank 0 leaves it; it logs
+    every collective."""
+
+    backend, rank, size = "fake", 0, 2
+
+    def __init__(self):
+        self.log = []
+
+    def iallreduce(self, buf, op, what="all_reduce"):
+        assert op == "sum"
+        buf *= 2
+        self.log.append(("iallreduce", what, buf.dtype.str, buf.size))
+        return object()
+
+    def ibroadcast(self, buf, src, what="broadcast"):
+        self.log.append(("ibroadcast", buf.dtype.str, buf.size))
+        return object()
+
+    def test(self, handle):
+        assert handle is not None
+        self.log.append(("test",))
+        return True
+
+    def wait(self, handle):
+        assert handle is not None
+
+    def close(self):
+        pass
+
+
+@pytest.fixture
+def fake2(monkeypatch):
+    dist.destroy_process_group()
+    group = _FakeGroup()
+    monkeypatch.setattr(dist, "_group", group)
+    return group
+
+
+def test_ddp_reduces_buckets_in_order_in_the_parameters_dtype(fake2):
+    np.random.seed(0)
+    model = ndl.nn.Sequential(ndl.nn.Linear(4, 3, dtype="float32"), ndl.nn.Linear(3, 2, dtype="float32"))
+    X = ndl.Tensor(np.random.default_rng(0).standard_normal((5, 4)), dtype="float32")
+    model(X).sum().backward()
+    want = [p.grad.numpy().copy() for p in model.parameters()]
+    ddp = dist.DistributedDataParallel(model, bucket_cap_mb=0.00002)   # 20 bytes: one parameter a bucket
+    fake2.log.clear()
+    ddp(X).sum().backward()
+    reduces = [e for e in fake2.log if e[0] == "iallreduce"]
+    assert reduces == [("iallreduce", f"DDP gradient bucket {i}", "<f4", n) for i, n in enumerate([2, 6, 3, 12])]
+    assert ("test",) in fake2.log        # progress driven on the buckets in flight
+    for p, g in zip(model.parameters(), want):   # the sum of two equal ranks, divided by 2
+        np.testing.assert_array_equal(p.grad.numpy(), g)
+        assert p.grad.dtype == "float32"
+
+
+def test_ddp_broadcasts_by_sorted_dtype_and_only_buffers_at_forward(fake2):
+    class Mixed(ndl.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = ndl.nn.Linear(4, 3, dtype="float64")
+            self.bn = ndl.nn.BatchNorm1d(3, dtype="float64")
+            self.c = ndl.nn.Parameter(np.zeros(2), dtype="float32")
+
+        def forward(self, x):
+            return self.bn(self.a(x))
+
+    ddp = dist.DistributedDataParallel(Mixed())
+    assert fake2.log == [("ibroadcast", "<f4", 2), ("ibroadcast", "<f8", 12 + 3 + 3 + 3 + 3 + 3)]
+    fake2.log.clear()
+    ddp(ndl.Tensor(np.ones((2, 4)), dtype="float64"))
+    assert fake2.log == [("ibroadcast", "<f8", 6)]   # the running statistics, not the parameters
+
+
+def test_sync_batchnorm_in_a_world_of_one_is_batchnorm_even_for_a_large_mean(single):
+    """A world of one takes BatchNorm1d's centred variance (E[x^2] - E[x]^2 would lose
+    about 1e-4 here)."""
+    x = ndl.Tensor(1e6 + np.random.default_rng(0).standard_normal((6, 3)), dtype="float64")
+    bn = ndl.nn.parallel.SyncBatchNorm(3, dtype="float64")
+    ref = ndl.nn.BatchNorm1d(3, dtype="float64")
+    np.testing.assert_allclose(bn(x).numpy(), ref(x).numpy(), rtol=0, atol=1e-9)
 
 
 def test_ddp_needs_init():
