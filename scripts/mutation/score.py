@@ -88,11 +88,11 @@ def main(argv=None):
         print("\nsurvivors (FILE | LINE | INDEX for equivalent.txt, then the diff):")
         for mid, fname, lineno, line, idx in survivors:
             print(f"--- #{mid} {fname}:{lineno}  key: {fname} | {line} | {idx}")
-            print(_diff(os.path.join(args.source_root, fname), lineno, idx))
+            print(_diff(os.path.join(args.source_root, fname), lineno, idx, line))
     return 0
 
 
-def _diff(path, lineno, idx):
+def _diff(path, lineno, idx, text):
     """The mutated line, made here from the unmutated source: ``mutmut show``
     would re-read the cache's copy of the file, which a running mutmut may
     hold mutated, and rewrite the cache's line table from it."""
@@ -100,6 +100,13 @@ def _diff(path, lineno, idx):
     with open(path, encoding="utf-8") as f:
         source = f.read()
     lines = source.split("\n")
+    if lineno >= len(lines) or lines[lineno].strip() != text.strip():
+        # lines moved since the run: find the mutant's line by its text (mutmut
+        # keys mutants by text too), when that text is on one line only
+        where = [i for i, ln in enumerate(lines) if ln.strip() == text.strip()]
+        if len(where) != 1:
+            return "  (the source changed since the run: rerun scripts/mutation.sh)"
+        lineno = where[0]
     mid = RelativeMutationID(line=lines[lineno], index=idx, line_number=lineno)
     mutated, n = mutate(Context(source=source, filename=path, mutation_id=mid))
     if not n:
