@@ -1477,3 +1477,18 @@ def test_batch_norm_second_order_with_row_shaped_weight(device):
     np.testing.assert_allclose(results[1][0], results[0][0], rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(results[1][1], results[0][1], rtol=1e-10, atol=1e-12)
     assert np.abs(results[0][0]).max() > 1e-6  # a real second-order term, not zeros
+
+
+def test_lstm_ops_name_both_or_all_operands_in_their_mismatch_messages():
+    # two operands: "both must share"; more: "all must share"
+    from needle.errors import UnsupportedDTypeError
+    z = ndl.Tensor(np.zeros((2, 8), np.float32))
+    c = ndl.Tensor(np.zeros((2, 2), np.float64), dtype="float64")
+    with pytest.raises(UnsupportedDTypeError, match=r"lstm_gates: z is float32 and c float64; both must share one dtype$"):
+        ndl.ops.lstm_gates(z, c)
+    p = ndl.Tensor(np.zeros((3, 2, 8), np.float32))
+    w = ndl.Tensor(np.zeros((2, 8), np.float32))
+    h0 = ndl.Tensor(np.zeros((2, 2), np.float32))
+    c0 = ndl.Tensor(np.zeros((2, 2), np.float64), dtype="float64")
+    with pytest.raises(UnsupportedDTypeError, match=r"lstm_layer: p is float32 and c0 float64; all must share one dtype$"):
+        ndl.ops.lstm_layer(p, w, h0, c0)
