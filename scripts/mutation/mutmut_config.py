@@ -14,7 +14,9 @@ _OPS = ["tests/core/test_ops.py", "tests/core/test_ops_norm.py", "tests/core/tes
         "tests/core/test_public_api.py", "tests/core/test_mutants_ops.py"]
 TESTS = {
     # fastest, NumPy-only oracles first: with -x most mutants die before torch loads
-    "contrib/optim": ["tests/optim/test_optim_reference.py", "tests/optim/test_optim.py"],
+    # + the PyTorch-style API (param groups, zero_grad, state_dict, schedulers) and the fused steps
+    "contrib/optim": ["tests/optim/test_optim_reference.py", "tests/optim/test_optim.py",
+                      "tests/optim/test_optim_torch_style.py", "tests/optim/test_fused_step.py"],
     # test_nn_torch_style holds the Module helpers' tests (legacy checkpoint keys, named_children, to, repr)
     "contrib/nn/nn_basic.py": ["tests/nn/test_nn_basic.py", "tests/nn/test_mutants_nn.py",
                                "tests/nn/test_nn_torch_style.py"],
