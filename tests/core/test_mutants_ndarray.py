@@ -668,3 +668,158 @@ def test_reshape_refuses_float_sizes_as_numpy(device):
         with pytest.raises(ArgumentTypeError, match="reshape: shape must be an int or a sequence of ints"):
             a.reshape(shape)
     assert a.reshape((np.int64(6), 3)).shape == (6, 3) and a.reshape(18).shape == (18,)
+
+
+# --------------------------------------------------------------------------- #
+# ndarray survivors (fifth session)
+# --------------------------------------------------------------------------- #
+def _other_device(device):
+    return nd.cpu_numpy() if device.name != "cpu_numpy" else nd.cpu()
+
+
+def test_copy_to_another_device_also_converts_the_dtype(device):
+    # NDArray(x, device=elsewhere, dtype=...) moves AND casts, as np.asarray would
+    other = _other_device(device)
+    if not other.enabled():
+        pytest.skip(f"{other.name} unavailable")
+    x = np.array([[1.5, -2.25], [3.0, 0.1]], np.float32)
+    a = _a(x, device)
+    for dt in ("float64", "float32"):
+        got = NDArray(a, device=other, dtype=dt)
+        assert got.device == other and got.dtype == np.dtype(dt)
+        np.testing.assert_array_equal(got.numpy(), x.astype(dt))
+    back = NDArray(_a(x, other, "float64"), device=device, dtype="float32")
+    assert back.device == device and back.dtype == np.float32
+    np.testing.assert_array_equal(back.numpy(), x)
+
+
+def test_comparisons_with_ties_and_scalars_follow_numpy(device):
+    x = np.array([-3.0, 0.0, 1.0, 2.0, 3.0], np.float32)
+    y = np.array([-3.0, 1.0, 1.0, 0.0, 3.0], np.float32)  # ties at 0, 2 and 4
+    a, b = _a(x, device), _a(y, device)
+    for got, want in ((a <= b, x <= y), (a >= b, x >= y), (a < b, x < y), (a > b, x > y),
+                      (a <= a, x <= x), (a > a, x > x)):
+        np.testing.assert_array_equal(got.numpy(), want.astype(np.float32))
+    for s in (1, 1.0, np.float32(2.0), -3):
+        pairs = [(a > s, x > s), (a >= s, x >= s), (a < s, x < s), (a <= s, x <= s)]
+        if not isinstance(s, np.generic):  # np.float32 on the left is NumPy's own operator
+            pairs += [(s > a, s > x), (s <= a, s <= x)]
+        for got, want in pairs:
+            np.testing.assert_array_equal(got.numpy(), want.astype(np.float32), err_msg=repr(s))
+
+
+def test_an_ndarray_is_unhashable_like_numpy(device):
+    import collections.abc
+    a = _a([1.0, 2.0], device)
+    assert NDArray.__hash__ is None and not isinstance(a, collections.abc.Hashable)
+    with pytest.raises(TypeError, match="unhashable type"):
+        hash(a)
+    with pytest.raises(TypeError, match="unhashable type"):
+        {a: 1}
+
+
+def test_matmul_two_d_with_three_d_and_broadcast_weights(device):
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((3, 4)).astype(np.float32)
+    x = rng.standard_normal((2, 5, 3)).astype(np.float32)
+    # (m, n) @ (B, n, p): the 2-d left operand broadcasts over the batch
+    b3 = rng.standard_normal((4, 3, 2)).astype(np.float32)
+    np.testing.assert_allclose((_a(w.T.copy(), device) @ _a(b3, device)).numpy(), w.T @ b3, rtol=1e-5, atol=1e-5)
+    # (B, T, K) @ (K, N) and @ (1, K, N): one weight (batch stride 0) for every batch
+    for wt in (w, w[None]):
+        np.testing.assert_allclose((_a(x, device) @ _a(wt, device)).numpy(), x @ wt, rtol=1e-5, atol=1e-5)
+    # a (B, 1, K) slice whose batches are NOT one row apart, against one weight
+    xs = _a(x, device)[:, 1:2, :]
+    np.testing.assert_allclose((xs @ _a(w, device)).numpy(), x[:, 1:2, :] @ w, rtol=1e-5, atol=1e-5)
+    # a right operand broadcast along its ROWS (stride 0 on axis 1), distinct per batch
+    c = rng.standard_normal((2, 1, 4)).astype(np.float32)
+    cb = _a(c, device).broadcast_to((2, 3, 4))
+    assert cb.strides == (4, 0, 1)
+    np.testing.assert_allclose((_a(x, device) @ cb).numpy(), x @ np.broadcast_to(c, (2, 3, 4)),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_matmul_over_three_batch_axes(device):
+    rng = np.random.default_rng(4)
+    a = rng.standard_normal((2, 3, 4, 2, 3)).astype(np.float32)
+    b = rng.standard_normal((2, 3, 4, 3, 2)).astype(np.float32)
+    np.testing.assert_allclose((_a(a, device) @ _a(b, device)).numpy(), a @ b, rtol=1e-5, atol=1e-5)
+    # permuted (non-collapsible) batch axes
+    ap = a.transpose(1, 0, 2, 3, 4)
+    got = _a(a, device).permute((1, 0, 2, 3, 4)) @ _a(b.transpose(1, 0, 2, 3, 4).copy(), device)
+    np.testing.assert_allclose(got.numpy(), ap @ b.transpose(1, 0, 2, 3, 4), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(5, 2, 3), (2, 3, 2, 3), (2, 3, 4, 2, 3), (2, 1, 3, 1, 4, 2, 3)])
+def test_as_batched_collapses_dense_batch_axes(device, shape):
+    # _as_batched views (..., r, c) as (prod(batch), r, c) when the batch axes
+    # follow each other at one stride, and gives None when they do not
+    x = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
+    a = _a(x, device)
+    v = nd._as_batched(a)
+    assert v is not None and v.shape == (int(np.prod(shape[:-2])),) + shape[-2:]
+    np.testing.assert_array_equal(v.numpy(), x.reshape(v.shape))
+    nbatch = len(shape) - 2
+    perm = tuple(reversed(range(nbatch))) + (nbatch, nbatch + 1)
+    real = [d for d in shape[:-2] if d != 1]
+    if len(real) > 1:
+        assert nd._as_batched(a.permute(perm)) is None
+    # a batch axis broadcast from 1 (stride 0) over a dense one does not collapse either
+    bc = _a(x[:1], device).broadcast_to((3,) + shape[1:]) if nbatch == 1 else None
+    if bc is not None:
+        w = nd._as_batched(bc)
+        assert w.shape == (3,) + shape[1:] and w.strides[0] == 0
+        np.testing.assert_array_equal(w.numpy(), np.broadcast_to(x[:1], (3,) + shape[1:]))
+
+
+def test_sum_routes_only_partial_leading_reductions_to_sum_leading(device, monkeypatch):
+    used = []
+    real = NDArray.call_op_override
+
+    def spy(name, *args):
+        out = real(name, *args)
+        used.append(name)
+        return out
+    monkeypatch.setattr(NDArray, "call_op_override", staticmethod(spy))
+    x = np.arange(12, dtype=np.float32).reshape(3, 4) - 5.0
+    a = _a(x, device)
+    np.testing.assert_array_equal(a.sum(axis=0).numpy(), x.sum(axis=0))
+    assert used == ["sum_leading"]  # one leading axis of two
+    used.clear()
+    for got, want in ((a.sum(), x.sum()), (a.sum(axis=(0, 1)), x.sum()), (a.sum(axis=1), x.sum(axis=1)),
+                      (a.sum(keepdims=True), x.sum(keepdims=True))):
+        assert got.shape == want.shape
+        np.testing.assert_array_equal(got.numpy(), want)
+    assert used == []  # a full or trailing reduction is one reduce_sum
+
+
+def test_module_max_drops_the_reduced_axes_by_default(device):
+    x = np.array([[1.0, 5.0], [-2.0, 3.0]], np.float32)
+    a = _a(x, device)
+    assert nd.max(a).shape == () and nd.max(a).numpy() == np.float32(5.0)
+    np.testing.assert_array_equal(nd.max(a, axis=0).numpy(), x.max(axis=0))
+    assert nd.max(a, axis=1, keepdims=True).shape == (2, 1)
+
+
+def test_the_element_limit_is_exactly_2_to_the_60_minus_1(device):
+    # 8-byte elements: (2**63 - 1) // 8 = 2**60 - 1 of them fit a signed 64-bit byte size;
+    # a broadcast view of that many elements is fine, one more is refused
+    from needle.errors import SizeOverflowError
+    limit = 2**60 - 1
+    one = _a([2.0], device)
+    assert one.broadcast_to((limit,)).shape == (limit,)
+    assert nd._check_size((limit,), "t") == limit
+    with pytest.raises(SizeOverflowError, match=rf"has {limit + 1} elements.*\(at most {limit} elements\)$"):
+        one.broadcast_to((limit + 1,))
+    with pytest.raises(SizeOverflowError, match=rf"at most {limit} elements"):
+        nd.empty((2**30, 2**30), device=device)
+
+
+def test_host_view_speaks_array_interface_version_3(device):
+    # the NumPy array interface protocol is version 3; consumers may check it
+    a = _a([[1.0, 2.0], [3.0, 4.0]], device)
+    v = a.host_view()
+    if v is None:
+        pytest.skip(f"{device.name} buffers are not in host memory")
+    assert v.base.__array_interface__["version"] == 3
+    np.testing.assert_array_equal(v, a.numpy())
