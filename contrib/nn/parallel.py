@@ -311,13 +311,17 @@ class SyncBatchNorm(BatchNorm1d):
         count = Tensor([float(x.shape[0])], device=x.device, dtype=x.dtype, requires_grad=False)
         total = float(_dist().all_reduce(count, "sum").numpy()[0])
         mean = _AllReduceSum()(x.sum((0,))) / total
-        mean_sq = _AllReduceSum()((x * x).sum((0,))) / total
-        var = mean_sq - mean * mean
+        # two passes, as one process's batch norm: E[x^2] - E[x]^2 in one
+        # reduction loses the variance to cancellation when the mean is large
+        # next to the spread (about 1e-4 off at a mean of 1e6 in float64, and
+        # negative -- NaN after the power -- in float32)
+        centred = x - mean
+        var = _AllReduceSum()((centred * centred).sum((0,))) / total
         m = self.momentum
         self.running_mean.data = self.running_mean.realize_cached_data() * (1 - m) + mean.realize_cached_data() * m
         self.running_var.data = self.running_var.realize_cached_data() * (1 - m) + var.realize_cached_data() * m
         scale = self.weight * (var + self.eps) ** -0.5
-        return (x - mean) * scale + self.bias
+        return centred * scale + self.bias
 
     @classmethod
     def convert_sync_batchnorm(cls, module):

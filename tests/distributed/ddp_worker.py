@@ -67,6 +67,13 @@ def compare(name, build, shape, dtype, bucket_cap_mb):
     return ddp, model, X, y
 
 
+def start_running_mean(model):
+    # a running mean away from 0, so that the update's (1 - momentum) term counts
+    for m in model.modules:
+        if isinstance(m, nn.parallel.SyncBatchNorm):
+            m.running_mean.data = ndl.Tensor(np.linspace(-1, 1, m.dim), device=dev, dtype="float64")
+
+
 def mlp_bn(dtype):
     return nn.parallel.convert_sync_batchnorm(
         nn.Sequential(nn.Linear(6, 8, device=dev, dtype=dtype), nn.BatchNorm1d(8, device=dev, dtype=dtype),
@@ -86,17 +93,20 @@ compare("cnn32", cnn, (2, 6, 6), "float32", 25)
 
 # SyncBatchNorm: the reference is the same model in one process on the full batch (where
 # SyncBatchNorm is plain batch norm); DDP ranks see half the batch each
-for name, build, shape in (("syncbn_mlp64", mlp_bn, (6,)), ("syncbn_cnn64", cnn_bn, (2, 6, 6))):
+for name, build, shape, offset in (("syncbn_mlp64", mlp_bn, (6,), 0.0), ("syncbn_cnn64", cnn_bn, (2, 6, 6), 0.0),
+                                   ("syncbn_mlp64_large_mean", mlp_bn, (6,), 1e4)):
     dist_world = dist._group
     dist._group = None                   # the reference: a process outside any group
     rng = np.random.default_rng(2)
-    X, y = rng.standard_normal((8,) + shape), rng.integers(0, 4, size=8)
+    X, y = rng.standard_normal((8,) + shape) + offset, rng.integers(0, 4, size=8)
     np.random.seed(0)
     ref = build("float64")
+    start_running_mean(ref)
     grads_of(ref, X, y, "float64")
     dist._group = dist_world
     np.random.seed(0)
     model = build("float64")
+    start_running_mean(model)
     ddp = dist.DistributedDataParallel(model)
     shard = slice(rank * 8 // world, (rank + 1) * 8 // world)
     grads_of(ddp, X[shard], y[shard], "float64")
@@ -106,6 +116,11 @@ for name, build, shape in (("syncbn_mlp64", mlp_bn, (6,)), ("syncbn_cnn64", cnn_
         "max_grad_diff": float(np.abs(flat(p.grad for p in model.parameters())
                                       - flat(p.grad for p in ref.parameters())).max()),
         "running_var_diff": float(np.abs(bn_ref.running_var.numpy() - bn_ddp.running_var.numpy()).max()),
+        "running_mean_diff": float(np.abs(bn_ref.running_mean.numpy() - bn_ddp.running_mean.numpy()).max()),
+        "max_grad_rel_diff": float(np.abs(flat(p.grad for p in model.parameters())
+                                          - flat(p.grad for p in ref.parameters())).max()
+                                   / np.abs(flat(p.grad for p in ref.parameters())).max()),
+        "running_mean_moved": float(np.abs(bn_ddp.running_mean.numpy() - np.linspace(-1, 1, bn_ddp.dim)).max()),
     }
 
 # SyncBatchNorm: a (B, C) input with C != dim or a 3-D input is a typed error on every rank
