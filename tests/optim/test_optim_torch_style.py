@@ -1,6 +1,7 @@
 """PyTorch-style optimizer additions: Adam(betas=), param_groups, zero_grad,
 schedulers that follow param groups -- with the course's update rules."""
 
+import re
 import numpy as np
 import pytest
 
@@ -156,3 +157,66 @@ def test_scheduler_drives_a_course_style_optimizer_subclass():
     sched = optim.StepLR(opt, step_size=1, gamma=0.5)
     sched.step()
     assert opt.lr == 0.2
+
+
+# --------------------------------------------------------------------------- #
+# contrib/optim survivors (fifth session)
+# --------------------------------------------------------------------------- #
+def test_zero_grad_sets_gradients_to_none_by_default():
+    # PyTorch 2's default (set_to_none=True)
+    params = _params(81)
+    _set_grads(params, 82)
+    opt = optim.SGD(params, lr=0.1)
+    opt.zero_grad()
+    assert all(p.grad is None for p in params)
+
+
+def test_hyperparameter_bounds_are_open_at_one():
+    # momentum and Adam's betas are an average's weights, in [0, 1); eps > 0
+    from needle.errors import HyperParameterError
+    params = _params(83)
+    for bad in (1.0, 1.5):
+        with pytest.raises(HyperParameterError, match="SGD: momentum"):
+            optim.SGD(params, lr=0.1, momentum=bad)
+        with pytest.raises(HyperParameterError, match="Adam: beta1"):
+            optim.Adam(params, beta1=bad)
+        with pytest.raises(HyperParameterError, match="Adam: beta2"):
+            optim.Adam(params, beta2=bad)
+    with pytest.raises(HyperParameterError, match="Adam: eps"):
+        optim.Adam(params, eps=0.0)
+    optim.SGD(params, lr=0.1, momentum=0.999)
+    optim.Adam(params, beta1=0.0, beta2=0.999999, eps=1e-12)
+
+
+def test_load_state_dict_refuses_several_numbers_for_a_scalar_naming_the_call():
+    from needle.errors import StateDictError
+    params = _params(84)
+    opt = optim.Adam(params, lr=0.01)
+    state = opt.state_dict()
+    for key in ("t", "param_groups.0.lr"):
+        bad = dict(state)
+        bad[key] = np.array([0.5, 0.25])
+        with pytest.raises(StateDictError, match=rf"^Adam\.load_state_dict: {re.escape(key)} must be one finite number"):
+            opt.load_state_dict(bad)
+    with pytest.raises(StateDictError, match=r"^Adam\.load_state_dict: expected a mapping, got list"):
+        opt.load_state_dict([])
+
+
+def test_sgd_and_adam_steps_run_as_one_multi_tensor_call_on_cpu(monkeypatch):
+    from needle.backend_ndarray import NDArray
+    if not ndl.cpu().enabled():
+        pytest.skip("the compiled cpu backend is not built")
+    calls, real = [], NDArray.call_multi_tensor_override
+
+    def spy(name, *args, **kwargs):
+        calls.append(name)
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(NDArray, "call_multi_tensor_override", staticmethod(spy))
+    for opt_cls, kw, name in ((optim.SGD, dict(lr=0.1, momentum=0.9), "sgd_step"),
+                              (optim.Adam, dict(lr=0.01), "adam_step")):
+        params = [ndl.Tensor(np.ones((3, 2), np.float32), device=ndl.cpu(), requires_grad=True)]
+        params[0].grad = ndl.Tensor(np.full((3, 2), 0.5, np.float32), device=ndl.cpu())
+        calls.clear()
+        opt_cls(params, **kw).step()
+        assert calls == [name]
