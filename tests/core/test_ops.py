@@ -579,3 +579,14 @@ def test_device_mismatch_names_both_devices():
         with pytest.raises(DeviceMismatchError) as info:
             fn()
         assert "cpu_numpy()" in str(info.value) and "numpy_twin()" in str(info.value)
+
+
+def test_logsoftmax_of_a_one_d_tensor_over_its_only_axis(device):
+    x = np.array([1.0, -2.0, 0.5, 3.0])
+    t = ndl.Tensor(x, device=device, dtype="float64", requires_grad=True)
+    y = ops.logsoftmax(t)
+    want = x - np.log(np.exp(x).sum())
+    np.testing.assert_allclose(y.numpy(), want, rtol=1e-12)
+    (y * ndl.Tensor(np.array([1.0, 0.0, 2.0, -1.0]), device=device, dtype="float64")).sum().backward()
+    g = np.array([1.0, 0.0, 2.0, -1.0])
+    np.testing.assert_allclose(t.grad.numpy(), g - np.exp(want) * g.sum(), rtol=1e-12)
