@@ -268,11 +268,12 @@ static int ND_FN(gemm_split_k_)(nd_i64 m, nd_i64 k, nd_i64 p, const T *A, nd_i64
     nd_i64 ldct = t == 0 ? ldc : p;
     int acct = t == 0 ? acc : 0;
     nd_i64 kcap = k1 - k0 < KC ? k1 - k0 : KC, ncap = p < NC ? p : NC;
-    T *bufB = (T *)nd_aligned_alloc((size_t)(kcap * ((ncap + NR - 1) / NR * NR) + (MC + MR) * KC) * sizeof(T));
+    nd_i64 bsize = kcap * ((ncap + NR - 1) / NR * NR);  /* B~ for one k-block, then A~ */
+    T *bufB = (T *)nd_aligned_alloc((size_t)(bsize + (MC + MR) * KC) * sizeof(T));
     if (!bufB) {
       ok = 0;
     } else if (k1 > k0) {
-      T *bufA = bufB + kcap * ((ncap + NR - 1) / NR * NR);
+      T *bufA = bufB + bsize;
       ND_FN(gemm_serial_)(m, k1 - k0, p, A + k0 * csa, rsa, csa, B + k0 * rsb, rsb, csb, Ct, ldct,
                           acct, bufB, bufA);
     } else if (t > 0) {
