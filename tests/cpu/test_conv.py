@@ -44,6 +44,15 @@ CASES = [  # N, H, W, Cin, K, Cout, stride, padding
     (2, 5, 5, 3, 3, 4, 1, 1), (1, 7, 6, 2, 3, 5, 2, 0), (3, 8, 8, 4, 1, 6, 1, 0),
     (2, 9, 9, 3, 5, 2, 2, 2), (1, 4, 4, 1, 4, 1, 1, 0), (2, 6, 6, 3, 1, 2, 2, 1),
     (4, 16, 16, 16, 3, 32, 1, 1), (2, 3, 3, 2, 3, 3, 3, 1),
+    # maps small enough that some taps read only padding (the kernels skip
+    # those taps): ResNet9's 3x3 on 1x1 (centre tap only), 2x2 -> 1x1 with
+    # stride 2 (4 of 9 taps), a 1-row map (one live tap row, all columns),
+    # a 7x7 stride-4 first layer on 8x8 (live window on the low side only)
+    (3, 1, 1, 5, 3, 4, 1, 1), (2, 2, 2, 3, 3, 6, 2, 1), (2, 1, 6, 3, 3, 2, 1, 1),
+    (2, 8, 8, 3, 7, 4, 4, 3), (2, 2, 3, 2, 5, 3, 1, 2),
+    # padding wider than the kernel: the corner outputs read no input at all,
+    # and with a large stride no tap of the only output pixel is live
+    (1, 2, 2, 2, 3, 2, 1, 4), (2, 1, 1, 2, 3, 3, 20, 5),
 ]
 
 
