@@ -45,6 +45,19 @@ def _compact_strides(shape: tuple) -> tuple:
     return tuple(reversed(out))
 
 
+def _is_dense_perm(shape: tuple, strides: tuple) -> bool:
+    """Whether ``strides`` lay ``shape`` out densely in some axis order
+    (a permutation of a compact array: no gap, no overlap, no broadcast);
+    size-1 axes may carry any stride."""
+    dims = sorted((st, d) for d, st in zip(shape, strides) if d != 1)
+    expect = 1
+    for st, d in dims:
+        if st != expect:
+            return False
+        expect *= d
+    return True
+
+
 def _as_shape(shape, op: str) -> tuple:
     """A shape argument (an int or a sequence of ints) as a tuple, validated:
     no negative dimension, no float, no byte size that overflows."""
@@ -373,8 +386,16 @@ class NDArray:
                 and prod(self._shape) == self._handle.size)
 
     def compact(self) -> "NDArray":
-        """Self when compact, else a compact copy."""
-        return self if self.is_compact() else self._copy()
+        """Self when compact, else a compact copy -- or, when only the strides
+        of size-1 axes differ from row-major (``x[:, None]``-style views, a
+        1x1 feature map seen as NCHW), a row-major view of the same buffer."""
+        if self.is_compact():
+            return self
+        if not self._offset and prod(self._shape) == self._handle.size:
+            canon = _compact_strides(self._shape)
+            if all(d == 1 or st == c for d, st, c in zip(self._shape, self._strides, canon)):
+                return self._view(self._shape, canon, 0)
+        return self._copy()
 
     def _copy(self) -> "NDArray":
         """A compact copy holding exactly the same values (``self + 0.0``
@@ -557,14 +578,12 @@ class NDArray:
         h, oh = self._handle, other._handle
         if (other._device is self._device and other._shape == self._shape and oh.dtype == h.dtype
                 and not self._offset and not other._offset and other._strides == self._strides
-                and oh.size == h.size and self.is_compact()):
-            # two whole dense buffers of one shape (most activations): no
-            # broadcast, cast or stride work -- a third of a 2^16 add's time
-            # went to the general path's checks
-            out = object.__new__(NDArray)
-            out._shape, out._strides, out._offset = self._shape, self._strides, 0
-            out._device, out._be = self._device, self._be
-            out._handle = self._be.Array(h.size, h.dtype)
+                and oh.size == h.size and (self.is_compact() or self._whole_dense())):
+            # two whole dense buffers of one shape and memory order (most
+            # activations, channels-last ones too): no broadcast, cast or
+            # stride work -- a third of a 2^16 add's time went to the general
+            # path's checks; the result keeps the operands' order
+            out = self._like()
             if h.size:
                 getattr(self._be, kernel)(h, oh, out._handle)
             return out
@@ -583,16 +602,38 @@ class NDArray:
     def _ewise(self, other, kernel: str, op: str) -> "NDArray":
         return self._binary_kernel(other, kernel, op)
 
+    def _whole_dense(self) -> bool:
+        """The array is its whole buffer in some axis order (compact, or a
+        permuted view of a compact array such as an NCHW view of NHWC data)."""
+        return (not self._offset and prod(self._shape) == self._handle.size
+                and _is_dense_perm(self._shape, self._strides))
+
+    def _like(self) -> "NDArray":
+        """A new array laid out as self (a whole dense buffer): element-wise
+        results keep their operand's memory order, as PyTorch's do, so that
+        channels-last activations stay channels-last and are never
+        transposed by a copy just to apply a ReLU."""
+        out = object.__new__(NDArray)
+        out._shape, out._strides, out._offset = self._shape, self._strides, 0
+        out._device, out._be = self._device, self._be
+        out._handle = self._be.Array(self._handle.size, self._handle.dtype)
+        return out
+
+    def _flat_operand(self) -> "NDArray":
+        """Self when its buffer can be read flat by a compact kernel (compact,
+        or densely permuted), else a compact copy."""
+        return self if self.is_compact() or self._whole_dense() else self._copy()
+
     def _scalar(self, val, kernel: str) -> "NDArray":
-        a = self.compact()
-        out = a._new(a._shape)
+        a = self._flat_operand()
+        out = a._like()
         if out._handle.size:
             getattr(self._be, kernel)(a._handle, float(val), out._handle)
         return out
 
     def _unary(self, kernel: str) -> "NDArray":
-        a = self.compact()
-        out = a._new(a._shape)
+        a = self._flat_operand()
+        out = a._like()
         if out._handle.size:
             getattr(self._be, kernel)(a._handle, out._handle)
         return out

@@ -136,3 +136,41 @@ def test_dense_prefix_views_are_not_taken_for_whole_buffers(device):
     np.testing.assert_array_equal((X[:3] + Y).numpy(), x[:3] + y)
     np.testing.assert_array_equal((Y * X[:3]).numpy(), y * x[:3])
     np.testing.assert_array_equal(X[:3].relu_grad(Y).numpy(), np.where(x[:3] > 0, y, 0))
+
+
+@pytest.mark.parametrize("op", ["relu", "scale", "exp", "add", "mul", "relu_grad"])
+def test_elementwise_ops_keep_a_permuted_operands_memory_order(no_compact, op):
+    """An NCHW view of NHWC (channels-last) data: element-wise results stay
+    channels-last (same strides, a new whole buffer) instead of being
+    transposed by a copy, as PyTorch's do -- conv -> batch norm -> ReLU ->
+    conv then never copies an activation."""
+    rng = np.random.default_rng(3)
+    x, X = _arr(rng, (4, 5, 6, 3), no_compact)       # NHWC storage
+    y, Y = _arr(rng, (4, 5, 6, 3), no_compact)
+    Xv, Yv = X.permute((0, 3, 1, 2)), Y.permute((0, 3, 1, 2))   # NCHW views
+    xv, yv = x.transpose(0, 3, 1, 2), y.transpose(0, 3, 1, 2)
+    got, expect = {
+        "relu": (Xv.maximum(0.0), np.maximum(xv, 0)),
+        "scale": (Xv * 2.5, xv * 2.5),
+        "exp": (Xv.exp(), np.exp(xv)),
+        "add": (Xv + Yv, xv + yv),
+        "mul": (Xv * Yv, xv * yv),
+        "relu_grad": (Xv.relu_grad(Yv), np.where(xv > 0, yv, 0)),
+    }[op]
+    assert got.shape == Xv.shape and got.strides == Xv.strides
+    assert got._handle is not X._handle
+    _close(got, expect)
+    # and back in NHWC order it is a compact array: the next conv reads it as is
+    assert got.permute((0, 2, 3, 1)).is_compact()
+
+
+def test_size_one_axes_strides_compact_without_a_copy(no_compact):
+    """A (N, 1, 1, C) view whose size-1 axes carry other strides (a 1x1 feature
+    map seen through a permute) is row-major already: compact() gives a view."""
+    rng = np.random.default_rng(4)
+    x, X = _arr(rng, (8, 1, 1, 5), no_compact)
+    V = nd.NDArray.make((8, 1, 1, 5), strides=(5, 1, 1, 1), device=no_compact, handle=X._handle)
+    assert not V.is_compact()
+    C = V.compact()
+    assert C.is_compact() and C._handle is X._handle
+    _close(C, x)
