@@ -22,6 +22,8 @@ C_SOURCES = ["common.c", "pool.c", "ewise.c", "ewise_strided.c", "strided.c", "g
 C_SOURCES += ["fused_loss.c"]
 # [i14f2 fused norm] batch-norm op overrides
 C_SOURCES += ["fused_norm.c"]
+# layer norm and softmax-backward row kernels, per SIMD level
+C_SOURCES += ["fused_rows.c"]
 CYTHON_DIRECTIVES = {
     "language_level": 3,
     "boundscheck": False,

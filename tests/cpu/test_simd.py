@@ -158,3 +158,56 @@ def test_avx512_conv_matches_avx2(be):
         be.conv(put(be, x), put(be, w), out, 2, 9, 9, 5, 3, 17, 1, 1)
         outs.append(get(be, out))
     np.testing.assert_array_equal(outs[0], outs[1])
+
+
+def _row_kernels(be, x, g, w, b, eps=1e-5):
+    """The layer-norm overrides (forward, input and parameter adjoints) and
+    softmax's backward on (outer, r) rows, as NumPy arrays."""
+    outer, r = x.shape
+    ov = be.op_overrides()
+    y = be.Array(x.size)
+    ov["layer_norm"](put(be, x), put(be, w), put(be, b), y, outer, r, eps)
+    gx = be.Array(x.size)
+    ov["layer_norm_grad_input"](put(be, g), put(be, x), put(be, w), gx, outer, r, eps)
+    gp = be.Array(2 * r)
+    ov["layer_norm_grad_params"](put(be, g), put(be, x), gp, outer, r, eps)
+    sm = np.exp(x - x.max(1, keepdims=True))
+    sm = (sm / sm.sum(1, keepdims=True)).astype(np.float32)
+    sg = be.Array(x.size)
+    ov["softmax_grad"](put(be, sm), put(be, g), sg, outer, r)
+    return (get(be, y, x.shape), get(be, gx, x.shape), get(be, gp, (2, r)), get(be, sg, x.shape), sm)
+
+
+def _row_refs(x, g, w, b, sm, eps=1e-5):
+    x, g, w, b, sm = (a.astype(np.float64) for a in (x, g, w, b, sm))
+    r = x.shape[1]
+    mu = x.mean(1, keepdims=True)
+    inv = 1 / np.sqrt(((x - mu) ** 2).mean(1, keepdims=True) + eps)
+    xh = (x - mu) * inv
+    gw = g * w
+    gx = inv * (gw - gw.mean(1, keepdims=True) - xh * (gw * xh).mean(1, keepdims=True))
+    assert r == x.shape[1]
+    return (xh * w + b, gx, np.stack([(g * xh).sum(0), g.sum(0)]),
+            sm * (g - (g * sm).sum(1, keepdims=True)))
+
+
+# row lengths around the 16-lane partial sums and the 256-element blocks
+ROW_SHAPES = [(3, 1), (5, 7), (9, 16), (33, 64), (4, 255), (6, 300), (2, 517), (1100, 64)]
+
+
+@pytest.mark.parametrize("path", RUNNABLE_PATHS)
+@pytest.mark.parametrize("shape", ROW_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_row_kernels_on_each_path_match_float64(be, path, shape):
+    """Layer norm and softmax backward on every SIMD build the CPU can run:
+    float32 results within a few ulp of float64 arithmetic, on row lengths
+    that leave tails after the vector lanes and after a block."""
+    rng = np.random.default_rng(sum(shape))
+    x = (rng.standard_normal(shape) * 3 + 1.5).astype(np.float32)
+    g = rng.standard_normal(shape).astype(np.float32)
+    w, b = rng.standard_normal((2, shape[1])).astype(np.float32)
+    ext.set_simd(path)
+    got = _row_kernels(be, x, g, w, b)
+    want = _row_refs(x, g, w, b, got[4])
+    for name, a, e in zip(("layer_norm", "grad_input", "grad_params", "softmax_grad"), got, want):
+        tol = 2e-5 * (shape[0] if name == "grad_params" else 1) ** 0.5
+        np.testing.assert_allclose(a, e, rtol=tol, atol=tol, err_msg=f"{name} on {path}")

@@ -1,4 +1,6 @@
-/* Fused batch-normalisation kernels (op overrides of ops.batch_norm_train).
+/* Fused batch-normalisation kernels (op overrides of ops.batch_norm_train)
+ * and the LSTM gate arithmetic.  Layer norm and softmax's backward are in
+ * fused_rows.c.
  *
  * Every kernel sees its input as a compact (outer, C, inner) array and works
  * per channel c (the middle axis): (B, D) batches are (B, D, 1), NCHW
@@ -175,105 +177,7 @@ int nd_bn_grad_input_##SUF(const T *g, const T *x, const T *st, const T *gs, T *
 ND_DEF_FUSED_NORM(float, f32)
 ND_DEF_FUSED_NORM(double, f64)
 
-/* ---- row kernels over the last axis: softmax backward, layer norm ----
- * Rows are contiguous (outer, inner); threads split the rows.  Row sums are
- * `omp simd` reductions: a plain double accumulator is one dependent add per
- * element (4 cycles: a (1024, 64) layer norm backward took 270 us); the
- * pragma lets it split into vector lanes -- still double, so the result moves
- * by an ulp of the sum at most. */
-#define ND_DEF_FUSED_ROWS(T, SUF)                                                   \
-/* o = y * (g - sum_row(g * y)) */                                                  \
-void nd_softmax_grad_##SUF(const T *y, const T *g, T *o, nd_i64 outer, nd_i64 r) {  \
-  int nt = fn_threads(outer, 2 * outer * r);                                       \
-  _Pragma("omp parallel for num_threads(nt) if(nt > 1) schedule(static)")           \
-  for (nd_i64 i = 0; i < outer; i++) {                                              \
-    const T *yr = y + i * r, *gr = g + i * r; T *orow = o + i * r;                  \
-    double s = 0.0;                                                                 \
-    _Pragma("omp simd reduction(+:s)")                                              \
-    for (nd_i64 j = 0; j < r; j++) s += (double)gr[j] * yr[j];                      \
-    T st = (T)s;                                                                    \
-    for (nd_i64 j = 0; j < r; j++) orow[j] = yr[j] * (gr[j] - st);                  \
-  }                                                                                 \
-}                                                                                   \
-                                                                                    \
-/* row mean and 1/sqrt(biased var + eps) of one row */                              \
-static inline void ln_row_stats_##SUF(const T *xr, nd_i64 r, double eps,            \
-                                      T *mean_out, T *inv_out) {                    \
-  double s = 0.0;                                                                   \
-  _Pragma("omp simd reduction(+:s)")                                                \
-  for (nd_i64 j = 0; j < r; j++) s += xr[j];                                        \
-  double m = s / (double)r, v = 0.0;                                                \
-  _Pragma("omp simd reduction(+:v)")                                                \
-  for (nd_i64 j = 0; j < r; j++) { double d = xr[j] - m; v += d * d; }              \
-  *mean_out = (T)m;                                                                 \
-  /* rounded like the composition: var in T, then (var + eps) ** -0.5 in T */      \
-  T var = (T)(v / (double)r);                                                       \
-  *inv_out = (T)(1.0 / sqrt((double)(T)(var + (T)eps)));                            \
-}                                                                                   \
-                                                                                    \
-/* o = (x - mean) * inv_std * w + b per row */                                      \
-void nd_layer_norm_##SUF(const T *x, const T *w, const T *b, T *o,                  \
-                         nd_i64 outer, nd_i64 r, double eps) {                      \
-  int nt = fn_threads(outer, outer * r);                                           \
-  _Pragma("omp parallel for num_threads(nt) if(nt > 1) schedule(static)")           \
-  for (nd_i64 i = 0; i < outer; i++) {                                              \
-    const T *xr = x + i * r; T *orow = o + i * r; T m, inv;                         \
-    ln_row_stats_##SUF(xr, r, eps, &m, &inv);                                       \
-    for (nd_i64 j = 0; j < r; j++) orow[j] = (xr[j] - m) * inv * w[j] + b[j];       \
-  }                                                                                 \
-}                                                                                   \
-                                                                                    \
-/* o = inv_std * (gw - mean(gw) - xhat * mean(gw * xhat)), gw = g * w */            \
-void nd_layer_norm_grad_input_##SUF(const T *g, const T *x, const T *w, T *o,       \
-                                    nd_i64 outer, nd_i64 r, double eps) {           \
-  int nt = fn_threads(outer, 3 * outer * r);                                       \
-  _Pragma("omp parallel for num_threads(nt) if(nt > 1) schedule(static)")           \
-  for (nd_i64 i = 0; i < outer; i++) {                                              \
-    const T *xr = x + i * r, *gr = g + i * r; T *orow = o + i * r; T m, inv;        \
-    ln_row_stats_##SUF(xr, r, eps, &m, &inv);                                       \
-    double s1 = 0.0, s2 = 0.0;                                                      \
-    _Pragma("omp simd reduction(+:s1, s2)")                                         \
-    for (nd_i64 j = 0; j < r; j++) {                                                \
-      double gw = (double)gr[j] * w[j];                                             \
-      s1 += gw; s2 += gw * ((double)(xr[j] - m) * inv); }                           \
-    T a = (T)(s1 / (double)r), c = (T)(s2 / (double)r);                             \
-    for (nd_i64 j = 0; j < r; j++) {                                                \
-      T xh = (xr[j] - m) * inv;                                                     \
-      orow[j] = inv * (gr[j] * w[j] - a - xh * c);                                  \
-    }                                                                               \
-  }                                                                                 \
-}                                                                                   \
-                                                                                    \
-/* out[0:r] = sum over rows of g * xhat (the weight's adjoint), out[r:2r] = sum g.  \
- * Returns -1 when the scratch cannot be allocated. */                              \
-int nd_layer_norm_grad_params_##SUF(const T *g, const T *x, T *out,                 \
-                                    nd_i64 outer, nd_i64 r, double eps) {           \
-  int nt = fn_threads(outer, 2 * outer * r);                                       \
-  double *acc = (double *)calloc((size_t)(2 * nt * r), sizeof(double));            \
-  if (!acc) return -1;                                                              \
-  _Pragma("omp parallel num_threads(nt) if(nt > 1)")                                \
-  {                                                                                 \
-    int t = ND_FN_TID();                                                            \
-    double *sw = acc + 2 * (nd_i64)t * r, *sb = sw + r;                             \
-    FN_SLICE(outer, t, nt, lo, hi);                                                 \
-    for (nd_i64 i = lo; i < hi; i++) {                                              \
-      const T *xr = x + i * r, *gr = g + i * r; T m, inv;                           \
-      ln_row_stats_##SUF(xr, r, eps, &m, &inv);                                     \
-      for (nd_i64 j = 0; j < r; j++) {                                              \
-        sw[j] += (double)gr[j] * ((xr[j] - m) * inv); sb[j] += gr[j]; }             \
-    }                                                                               \
-  }                                                                                 \
-  for (nd_i64 j = 0; j < r; j++) {                                                  \
-    double s0 = 0.0, s1 = 0.0;                                                      \
-    for (int t = 0; t < nt; t++) { s0 += acc[2 * (nd_i64)t * r + j]; s1 += acc[(2 * (nd_i64)t + 1) * r + j]; } \
-    out[j] = (T)s0; out[r + j] = (T)s1;                                             \
-  }                                                                                 \
-  free(acc);                                                                        \
-  return 0;                                                                         \
-}
-
-ND_DEF_FUSED_ROWS(float, f32)
-ND_DEF_FUSED_ROWS(double, f64)
+/* ---- row kernels over the last axis (softmax backward, layer norm): fused_rows.c ---- */
 
 /* ---- LSTM gate arithmetic (ops.lstm_gates) ----
  * z (B, 4H) holds the pre-activations of the gates i, f, g, o (PyTorch's
