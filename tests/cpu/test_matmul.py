@@ -255,6 +255,31 @@ def test_small_rows_split(be, kernel_path, m, n, p, layout):
     check_every_thread_count(be, A, sa, B, (0, p, 1), m, n, p, np.float32, ref)
 
 
+# Small products (up to 2^18 multiply-adds, no packing) of at least 2^16
+# multiply-adds and k >= 32 split C's rows over the threads: six-row tiles
+# for a row-major or padded A, 16-row blocks for a column-major A with a
+# narrow C, and after one row-major copy of a transposed B (which the threads
+# share).  Sizes at and around those limits, uneven splits (3 threads), over a
+# NaN-filled C that every thread's rows must overwrite.
+@pytest.mark.parametrize("m,n,p", [(128, 100, 10), (100, 128, 10), (37, 64, 40), (128, 32, 16),
+                                   (128, 31, 17), (250, 33, 31), (20, 64, 51)])
+@pytest.mark.parametrize("layout", ["plain", "a_T", "b_T", "a_padded"])
+def test_small_product_row_split(be, kernel_path, m, n, p, layout):
+    a, b = operands(m, n, p, np.float32, seed=m * 3 + n + p)
+    A, sa = put(be, a), (0, n, 1)
+    B, sb = put(be, b), (0, p, 1)
+    if layout == "a_T":
+        A, sa = put(be, np.ascontiguousarray(a.T)), (0, 1, m)
+    elif layout == "b_T":
+        B, sb = put(be, np.ascontiguousarray(b.T)), (0, 1, n)
+    elif layout == "a_padded":
+        padded = np.zeros((m, n + 5), np.float32)
+        padded[:, :n] = a
+        A, sa = put(be, padded), (0, n + 5, 1)
+    ref = a.astype(np.float64) @ b
+    check_every_thread_count(be, A, sa, B, sb, m, n, p, np.float32, ref)
+
+
 # Long products with a small C split k between the threads, each into its own
 # copy of C, added afterwards (gemm_split_k_: the LSTM LM's 400x10000 @
 # 10000x100 adjoint, a Transformer weight's 64x1024 @ 1024x64): every thread

@@ -320,6 +320,11 @@ static nd_i64 pack_a6_rows_avx2(nd_i64 kc, const float *A, nd_i64 rs, float *Ap)
  * buffer.  Tiles are up to 6 rows x 16 columns; an 8-column variant keeps
  * narrow outputs (p <= 8) from paying for 16 lanes. */
 #define ND_SMALL_MAX ((nd_i64)1 << 18)
+/* multiply-adds a thread of a small product that splits its rows over the
+ * threads (gemm_small_f32): two threads from 2^16 on; below that the fork
+ * costs about what it saves */
+#define ND_SMALL_SPLIT ((nd_i64)1 << 15)
+#define ND_SMALL_SPLIT_K 32
 #define ND_SMALL_BCOPY 8192
 
 __attribute__((target("avx2,fma"), always_inline))
@@ -457,13 +462,72 @@ static void small_panels_f32(nd_i64 m, nd_i64 k, nd_i64 p, const float *A, nd_i6
   }
 }
 
-/* 0 when done, -1 when the product is not one for this path */
+/* Rows [r0, r1) of thread t of nth: whole tiles of `unit` rows each, so
+ * that only the last thread has a partial tile. */
+#define ND_ROW_SLAB(m, unit, t, nth, r0, r1)                                             \
+  nd_i64 units_ = ((m) + (unit) - 1) / (unit);                                           \
+  nd_i64 r0 = units_ * (t) / (nth) * (unit), r1 = units_ * ((t) + 1) / (nth) * (unit);   \
+  if (r1 > (m)) r1 = (m)
+
+/* small_panels_f32 with C's rows split over nt threads in six-row tiles
+ * (a tile's rows share each broadcast B row) */
+static void small_panels_split_f32(nd_i64 m, nd_i64 k, nd_i64 p, const float *A, nd_i64 rsa,
+                                   nd_i64 csa, const float *B, nd_i64 rsb, float *C, nd_i64 ldc,
+                                   int acc, int nt) {
+  nd_i64 tiles = (m + 5) / 6;
+  if (nt > tiles) nt = (int)tiles;
+  if (nt <= 1) {
+    small_panels_f32(m, k, p, A, rsa, csa, B, rsb, C, ldc, acc);
+    return;
+  }
+  _Pragma("omp parallel num_threads(nt)")
+  {
+    int t, nth = nt;
+    ND_TID(t);
+#ifdef _OPENMP
+    nth = omp_get_num_threads();
+#endif
+    ND_ROW_SLAB(m, 6, t, nth, r0, r1);
+    if (r1 > r0) small_panels_f32(r1 - r0, k, p, A + r0 * rsa, rsa, csa, B, rsb, C + r0 * ldc, ldc, acc);
+  }
+}
+
+/* gemm_small_t_f32 with C's rows split over nt threads in 16-row blocks */
+static void small_t_split_f32(nd_i64 m, nd_i64 k, nd_i64 p, const float *A, nd_i64 csa,
+                              const float *B, nd_i64 rsb, nd_i64 csb, float *C, nd_i64 ldc,
+                              int acc, int nt) {
+  nd_i64 blocks = (m + 15) / 16;
+  if (nt > blocks) nt = (int)blocks;
+  if (nt <= 1) {
+    gemm_small_t_f32(m, k, p, A, csa, B, rsb, csb, C, ldc, acc);
+    return;
+  }
+  _Pragma("omp parallel num_threads(nt)")
+  {
+    int t, nth = nt;
+    ND_TID(t);
+#ifdef _OPENMP
+    nth = omp_get_num_threads();
+#endif
+    ND_ROW_SLAB(m, 16, t, nth, r0, r1);
+    if (r1 > r0) gemm_small_t_f32(r1 - r0, k, p, A + r0, csa, B, rsb, csb, C + r0 * ldc, ldc, acc);
+  }
+}
+
+/* 0 when done, -1 when the product is not one for this path.  nt > 1 splits
+ * C's rows over threads: the caller asks for that from 2 * ND_SMALL_SPLIT
+ * multiply-adds on (the MLP's 128x100 @ 100x10, 128k of them, ran in 4.6 us
+ * on one thread and 3.2 us on two). */
 __attribute__((target("avx2,fma")))
 static int gemm_small_f32(nd_i64 m, nd_i64 k, nd_i64 p, const float *A, nd_i64 rsa, nd_i64 csa,
-                          const float *B, nd_i64 rsb, nd_i64 csb, float *C, nd_i64 ldc, int acc) {
+                          const float *B, nd_i64 rsb, nd_i64 csb, float *C, nd_i64 ldc, int acc,
+                          int nt) {
   if (!nd_simd_avx2() || m * k * p > ND_SMALL_MAX) return -1;
+  /* with a short k a tile is mostly its stores: two threads ran G @ W2^T
+   * (128x10 @ 10x100) no faster than one */
+  if (k < ND_SMALL_SPLIT_K) nt = 1;
   if (rsa == 1 && csa != 1 && p < 16 && m >= 16) {  /* column-major A, narrow C */
-    gemm_small_t_f32(m, k, p, A, csa, B, rsb, csb, C, ldc, acc);
+    small_t_split_f32(m, k, p, A, csa, B, rsb, csb, C, ldc, acc, nt);
     return 0;
   }
   float bcopy[ND_SMALL_BCOPY] __attribute__((aligned(64)));
@@ -474,7 +538,7 @@ static int gemm_small_f32(nd_i64 m, nd_i64 k, nd_i64 p, const float *A, nd_i64 r
       for (nd_i64 j = 0; j < p; j++) bcopy[kk * p + j] = B[kk * rsb + j * csb];
     B = bcopy; rsb = p;
   }
-  small_panels_f32(m, k, p, A, rsa, csa, B, rsb, C, ldc, acc);
+  small_panels_split_f32(m, k, p, A, rsa, csa, B, rsb, C, ldc, acc, nt);
   return 0;
 }
 
@@ -495,23 +559,7 @@ static int gemm_small_rows_f32(nd_i64 m, nd_i64 k, nd_i64 p, const float *A, nd_
    * each thread rereads its slab for every 16-column panel of B with loads k
    * columns apart (64x1024 @ 1024x64: 72 GFLOP/s here, 95 split by k) */
   if (!nd_simd_avx2() || csa != 1 || csb != 1 || k > ND_SMALL_ROWS_K || k * p > ND_SMALL_ROWS_B) return -1;
-  nd_i64 units = (m + 5) / 6;  /* six-row tiles: a slab ends on a tile boundary */
-  if (nt > units) nt = (int)units;
-  if (nt <= 1) {
-    small_panels_f32(m, k, p, A, rsa, csa, B, rsb, C, ldc, acc);
-    return 0;
-  }
-  _Pragma("omp parallel num_threads(nt)")
-  {
-    int t, nth = nt;
-    ND_TID(t);
-#ifdef _OPENMP
-    nth = omp_get_num_threads();
-#endif
-    nd_i64 r0 = units * t / nth * 6, r1 = units * (t + 1) / nth * 6;
-    if (r1 > m) r1 = m;
-    if (r1 > r0) small_panels_f32(r1 - r0, k, p, A + r0 * rsa, rsa, csa, B, rsb, C + r0 * ldc, ldc, acc);
-  }
+  small_panels_split_f32(m, k, p, A, rsa, csa, B, rsb, C, ldc, acc, nt);
   return 0;
 }
 #else
@@ -589,12 +637,33 @@ static int gemm_small_rows_f32(nd_i64 m, nd_i64 k, nd_i64 p, const float *A, nd_
 #endif
 
 #if ND_HAVE_X86_SIMD
+/* The AVX-512 tiles are twice as wide (32 float32 / 16 float64 columns) as
+ * the AVX2 ones, which also have a half-width tile for a narrow last panel
+ * (float32).  Where the wide panels would compute many more padding
+ * columns -- the MLP's 100 outputs: 128 columns of work against 104 -- the
+ * AVX2 tiles run instead: on Zen 4, which runs a 512-bit FMA as two 256-bit
+ * halves, both widths have the same peak, and X^T @ G (784x128 @ 128x100)
+ * ran at 157 GFLOP/s with the wide tiles, 172 with the AVX2 ones.  A CPU with
+ * full-width AVX-512 units loses less to padding than it gains, hence only
+ * when more than a tenth of the wide panels' columns would be padding. */
+#define ND_NRZ_f32 32
+#define ND_NRY_f32 16
+#define ND_HALF_f32 1
+#define ND_NRZ_f64 16
+#define ND_NRY_f64 8
+#define ND_HALF_f64 0
+static int z_panels_waste(nd_i64 p, nd_i64 nrz, nd_i64 nry, int half) {
+  nd_i64 padded_z = (p + nrz - 1) / nrz * nrz, rem = p % nry;
+  nd_i64 padded_y = p - rem + (rem == 0 ? 0 : (half && rem <= nry / 2) ? nry / 2 : nry);
+  return padded_y < padded_z && (padded_z - p) * 10 > padded_z;
+}
+
 #define ND_GEMM_ENTRY(T, SUF)                                                                   \
   int nd_gemm_##SUF(nd_i64 batch, nd_i64 m, nd_i64 k, nd_i64 p,                                 \
                     const T *A, nd_i64 sa0, nd_i64 sa1, nd_i64 sa2,                             \
                     const T *B, nd_i64 sb0, nd_i64 sb1, nd_i64 sb2,                             \
                     T *C, nd_i64 sc0, nd_i64 ldc, int acc) {                                    \
-    if (nd_simd_level() >= ND_SIMD_AVX512)                                                      \
+    if (nd_simd_level() >= ND_SIMD_AVX512 && !z_panels_waste(p, ND_NRZ_##SUF, ND_NRY_##SUF, ND_HALF_##SUF)) \
       return gemm_batch_##SUF##z(batch, m, k, p, A, sa0, sa1, sa2, B, sb0, sb1, sb2, C, sc0, ldc, acc); \
     return gemm_batch_##SUF(batch, m, k, p, A, sa0, sa1, sa2, B, sb0, sb1, sb2, C, sc0, ldc, acc); \
   }

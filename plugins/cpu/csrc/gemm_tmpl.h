@@ -318,7 +318,7 @@ static int ND_FN(gemm_one_)(nd_i64 m, nd_i64 k, nd_i64 p, const T *A, nd_i64 rsa
                             const T *B, nd_i64 rsb, nd_i64 csb, T *C, nd_i64 ldc, int acc,
                             int nt) {
 #ifdef KERN_SMALL
-  if (KERN_SMALL(m, k, p, A, rsa, csa, B, rsb, csb, C, ldc, acc) == 0) return 0;
+  if (KERN_SMALL(m, k, p, A, rsa, csa, B, rsb, csb, C, ldc, acc, nt) == 0) return 0;
 #endif
   nd_i64 kcap = k < KC ? k : KC;
   int by_rows = m >= p;
@@ -411,6 +411,10 @@ static int ND_FN(gemm_batch_)(nd_i64 batch, nd_i64 m, nd_i64 k, nd_i64 p,
                             C + t * sc0, ldc, acc, 1) == 0 && ok;
     return ok ? 0 : -1;
   }
+#ifdef KERN_SMALL
+  /* a lone small product still splits its rows when it is worth a fork */
+  if (nt == 1 && item <= ND_SMALL_MAX) nt = nd_threads_for(batch * item, ND_SMALL_SPLIT);
+#endif
   int rc = 0;
   for (nd_i64 t = 0; t < batch && rc == 0; t++)
     rc = ND_FN(gemm_one_)(m, k, p, A + t * sa0, sa1, sa2, B + t * sb0, sb1, sb2, C + t * sc0,
