@@ -3,7 +3,9 @@ backend, beside the compositions they replace (``variant`` "fused" or
 "composed"): BatchNorm2d on nn.Conv's channels-last NCHW view, layer norm,
 the attention softmax, the LSTM cell's gates and a whole LSTM layer's
 recurrence (lstm_layer against the cell steps), at the sizes of the
-ResNet9 / Transformer / LSTM LM probes."""
+ResNet9 / Transformer / LSTM LM probes.  Also: ResNet9's convolutions on
+its small late maps (where most taps read only padding) and its first
+7x7 layer, and the layer-norm / softmax row kernels on each cpu SIMD path."""
 
 import numpy as np
 from asv_runner.benchmarks.mark import SkipNotImplemented
@@ -128,3 +130,62 @@ class FusedOps:
 
     def time_forward_backward(self, op, variant, device):
         self.run()
+
+
+# ResNet9's convolutions (nn.Conv forward + backward, batch 128): the first
+# 7x7 stride-4 layer on 3 channels, and the late 3x3 ones on 2x2 and 1x1 maps,
+# whose taps mostly read padding (the cpu kernels skip those taps)
+CONV_SHAPES = {"7x7/4 3->16 on 32x32": (3, 16, 7, 4, 32), "3x3/2 64->128 on 2x2": (64, 128, 3, 2, 2),
+               "3x3 128->128 on 1x1": (128, 128, 3, 1, 1)}
+
+
+class ConvResNet9Layers:
+    params = (list(CONV_SHAPES), _device_names())
+    param_names = ["layer", "device"]
+    timeout = 300
+
+    def setup(self, layer, device):
+        import needle as ndl
+        from needle import nn
+        dev = ndl.device(device)
+        if not dev.enabled():
+            raise SkipNotImplemented(f"{device} unavailable")
+        cin, cout, k, stride, size = CONV_SHAPES[layer]
+        conv = nn.Conv(cin, cout, k, stride=stride, device=dev)
+        x = ndl.Tensor(np.random.default_rng(5).standard_normal((128, cin, size, size)).astype(np.float32),
+                       device=dev, requires_grad=True)
+
+        def run():
+            conv(x).sum().backward()
+        self.run = run
+        run()  # warm-up
+
+    def time_forward_backward(self, layer, device):
+        self.run()
+
+
+class CpuSimdRowKernels:
+    """Layer norm and the attention softmax (forward + backward) on each of
+    the cpu backend's SIMD paths; paths this CPU cannot run are skipped."""
+    params = (["layer_norm 32x32x64", "softmax 32x4x32x32"], ["avx512", "avx2", "none"])
+    param_names = ["op", "simd"]
+    timeout = 300
+
+    def setup(self, op, simd):
+        import needle as ndl
+        from needle import ops
+        try:
+            import needle_cpu._ext as ext
+            ext.set_simd(simd)
+        except Exception as exc:  # not built, or a path this CPU lacks
+            raise SkipNotImplemented(f"cpu simd {simd}: {exc}")
+        dev = ndl.cpu()
+        self.run = CASES[op](ndl, ops, dev, True)
+        self.run()
+
+    def time_forward_backward(self, op, simd):
+        self.run()
+
+    def teardown(self, op, simd):
+        import needle_cpu._ext as ext
+        ext.set_simd("auto")

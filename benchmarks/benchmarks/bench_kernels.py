@@ -48,7 +48,9 @@ class NumpyReference:
 class CpuSimdPaths:
     """The cpu backend's GEMM / element-wise kernels on each SIMD path
     (NEEDLE_CPU_SIMD's choices); paths this CPU cannot run are skipped."""
-    params = (["matmul 512x512@512x512", "MLP fwd 128x784@784x100", "MLP bwd H^T@G 100x128@128x10",
+    params = (["matmul 512x512@512x512", "MLP fwd 128x784@784x100", "MLP fwd 128x100@100x10",
+               "MLP bwd X^T@G 784x128@128x100", "MLP bwd H^T@G 100x128@128x10",
+               "MLP bwd G@W2^T 128x10@10x100",
                "attention q@k^T 32x4x(32x16@16x32) permuted", "add 2^16",
                "add broadcast row 256x256 + 1x256", "sum leading axis 400x10000"], ["avx512", "avx2", "none"])
     param_names = ["kernel", "simd"]

@@ -111,6 +111,11 @@ KERNEL_CASES = [
          4.0 * 400 * 10000, "GB/s"),
     Case("batched matmul 64x(64x64@64x64)", ((64, 64, 64), (64, 64, 64)), lambda a, b: a @ b,
          lambda a, b: a @ b, 2.0 * 64 * 64 ** 3, "GFLOP/s"),
+    # ReLU on nn.Conv's output: an NCHW view of channels-last (NHWC) memory.  The
+    # result keeps that memory order (no transposing copy), as NumPy's does
+    Case("relu NCHW view of NHWC 128x8x8x32", ((128, 8, 8, 32),),
+         lambda a: a.permute((0, 3, 1, 2)).maximum(0.0),
+         lambda a: np.maximum(a.transpose(0, 3, 1, 2), np.float32(0)), 8.0 * 128 * 8 * 8 * 32, "GB/s"),
 ]
 
 QUICK_SKIP = {"matmul 2048x2048@2048x2048"}
