@@ -231,9 +231,12 @@ class SGD(Optimizer):
         params = [p for p in group["params"] if p.grad is not None]
         if not params:
             return True
+        # before ``ws`` and ``moms`` below hold references of their own
+        own_ws, own_us = _own_arrays(params), _own_states(self.u, params) if m else None
         ws = [_array_of(p) for p in params]
         moms = [_state_or_zeros(self.u, p, w) for p, w in zip(params, ws)] if m else None
-        out = ops.multi_tensor_sgd_step(ws, [_array_of(p.grad) for p in params], moms, lr, m, wd)
+        out = ops.multi_tensor_sgd_step(ws, [_array_of(p.grad) for p in params], moms, lr, m, wd,
+                                        own_ws, own_us)
         if out is None:
             return False
         new_ws, new_us = out
@@ -242,6 +245,29 @@ class SGD(Optimizer):
             if m:
                 self.u[p] = new_us[i]
         return True
+
+
+def _own_arrays(params):
+    """Per parameter, its array when the fused step may overwrite it in place:
+    nothing but the parameter holds it (no ``p.data`` / ``detach()`` Tensor
+    sharing it, no view, no NumPy export), so the course's out-of-place update
+    cannot be told apart from it.  None elsewhere (a fresh array then)."""
+    out = []
+    for p in params:
+        arr = p.cached_data
+        # known references: the parameter's slot and ``arr``
+        out.append(arr if arr is not None and arr.unshared(2) else None)
+    return out
+
+
+def _own_states(table: dict, params):
+    """The same for optimizer states (momentum, Adam's moments) in ``table``."""
+    out = []
+    for p in params:
+        arr = table.get(p)
+        # known references: the table's slot and ``arr``
+        out.append(arr if arr is not None and arr.unshared(2) else None)
+    return out
 
 
 def _state_or_zeros(table: dict, p: Tensor, w):
@@ -336,11 +362,13 @@ class Adam(Optimizer):
         params = [p for p in group["params"] if p.grad is not None]
         if not params:
             return True
+        own = (_own_arrays(params), _own_states(m_state, params), _own_states(v_state, params))
         ws = [_array_of(p) for p in params]
         out = ops.multi_tensor_adam_step(
             ws, [_array_of(p.grad) for p in params],
             [_state_or_zeros(m_state, p, w) for p, w in zip(params, ws)],
-            [_state_or_zeros(v_state, p, w) for p, w in zip(params, ws)], b1, b2, wd, k, eps_s, frozen)
+            [_state_or_zeros(v_state, p, w) for p, w in zip(params, ws)], b1, b2, wd, k, eps_s, frozen,
+            *own)
         if out is None:
             return False
         new_ws, new_ms, new_vs = out

@@ -11,6 +11,7 @@ from __future__ import annotations
 import builtins
 import math
 import numbers
+import sys
 import operator
 from functools import lru_cache
 
@@ -232,9 +233,13 @@ class NDArray:
         list by list, the shapes of ``input_lists[0]``.
 
         ``input_lists``: lists of NDArrays (None for a list the call leaves
-        out); ``outputs``: one flag per output list, True to allocate compact
-        arrays shaped like ``input_lists[0]``, False to pass None.  The kernel
-        is called as ``kernel(*input buffer lists, *output buffer lists, *args)``."""
+        out); ``outputs``: one entry per output list, True to allocate compact
+        arrays shaped like ``input_lists[0]``, False to pass None, or a list
+        naming for each element an array to write the result into (the
+        element-wise kernels allow it to be one of the inputs) or None to
+        allocate -- a named array must be compact and match the element's
+        shape, dtype and device, else one is allocated.  The kernel is called
+        as ``kernel(*input buffer lists, *output buffer lists, *args)``."""
         first = input_lists[0]
         if not first:
             return [[] if want else None for want in outputs]
@@ -252,9 +257,30 @@ class NDArray:
                 if x._device != dev or x.dtype != dtype or x._shape != shape:
                     return None
         bufs = [None if lst is None else [x.compact()._handle for x in lst] for lst in input_lists]
-        outs = [[x._new(x._shape) for x in first] if want else None for want in outputs]
+        outs = [NDArray._output_list(want, first) for want in outputs]
         kernel(*bufs, *[None if o is None else [x._handle for x in o] for o in outs], *args)
         return outs
+
+    @staticmethod
+    def _output_list(want, first):
+        if want is True:
+            return [x._new(x._shape) for x in first]
+        if not want:
+            return None
+        return [o if (o is not None and o._shape == x._shape and o._device == x._device
+                      and o._handle.dtype == x._handle.dtype and o.is_compact())
+                else x._new(x._shape) for o, x in zip(want, first)]
+
+    def unshared(self, known_refs: int) -> bool:
+        """Whether nothing but the caller's ``known_refs`` references holds
+        this array and nothing else holds its buffer (no other NDArray or
+        view, no NumPy export), and it is compact: then no one can tell if
+        it is overwritten in place.  An optimizer step uses this to update a
+        parameter's own buffer (as PyTorch's do) only where the course's
+        out-of-place semantics cannot be observed."""
+        # getrefcount counts its own argument; a method call adds ``self``
+        return (sys.getrefcount(self) == known_refs + 2 and sys.getrefcount(self._handle) == 2
+                and self.is_compact())
 
     def _new(self, shape, dtype=None) -> "NDArray":
         """Uninitialised compact array on this device."""

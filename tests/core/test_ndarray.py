@@ -486,3 +486,30 @@ def test_call_op_override_hands_compact_buffers_and_returns_the_result(monkeypat
     np.testing.assert_array_equal(dev.to_numpy(src, (3, 2), (2, 1), 0), np.arange(6.0).reshape(2, 3).T)
     empty = NDArray.call_op_override("logsumexp", (a,), (0,), 0, 2)
     assert empty.shape == (0,) and len(calls) == 1
+
+
+def test_unshared_sees_every_other_holder_of_an_array_or_its_buffer():
+    """``unshared(k)``: True only while the caller's k references are all
+    there is -- another variable, a view, a NumPy export or a non-compact
+    layout makes it False (the fused optimizer steps then write a fresh array).
+    (Results are taken outside ``assert``: pytest's rewriting keeps the bound
+    method, one more reference, alive inside it.)"""
+    for dev in [nd.cpu_numpy()] + ([nd.cpu()] if nd.cpu().enabled() else []):
+        a = nd.array(np.arange(6, dtype=np.float32).reshape(2, 3), device=dev)
+        alone = a.unshared(1)          # the variable ``a`` only
+        b = a
+        with_b, counted_b = a.unshared(1), a.unshared(2)
+        del b
+        v = a.permute((1, 0))
+        with_view, view_itself = a.unshared(1), v.unshared(1)
+        del v
+        after_view = a.unshared(1)
+        exported = a.numpy()
+        a[0, 0] = 100.0                # in place: does the export see the buffer?
+        shares = bool(exported[0, 0] == 100.0)
+        with_export = a.unshared(1)
+        del exported
+        after_export = a.unshared(1)
+        assert alone and not with_b and counted_b, dev
+        assert not with_view and not view_itself and after_view, dev  # a view shares; it is not compact
+        assert with_export == (not shares) and after_export, dev

@@ -168,3 +168,70 @@ def test_multi_tensor_adam_step_formula():
     np.testing.assert_array_equal(ws[0].numpy(), host[0])  # inputs untouched
     frozen = ops.multi_tensor_adam_step(ws, gs, ms, vs, 0.9, 0.99, 0.0, 2.0, 1e-3, True)
     assert frozen[0] is None and len(frozen[1]) == 2
+
+
+def _addresses(model):
+    return [p.cached_data._handle.ptr() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("name", ["sgd", "sgd_mom_wd", "adam_wd"])
+def test_unshared_weights_and_states_are_updated_in_place(device, name, monkeypatch):
+    """Under PyTorch's .grad rule nothing but the parameter holds its array
+    after backward, so the fused step writes into it (and into the momentum /
+    moment arrays) instead of a fresh buffer each step; the values are the
+    out-of-place composition's."""
+    if ndl.device(device).op_override("sgd_step") is None:
+        pytest.skip(f"{device} has no fused optimizer step (its composition makes fresh arrays)")
+    monkeypatch.setattr(ndl.autograd, "KEEP_INTERIOR_GRADS", False)
+    model = _model(device)
+    opt = OPTS[name](model.parameters())
+    x, y = _batch(device)
+    states = []
+    for step in range(3):
+        opt.reset_grad()
+        nn.SoftmaxLoss()(model(x), y).backward()
+        before = _addresses(model)
+        opt.step()
+        assert _addresses(model) == before, f"step {step} moved a parameter to a new buffer"
+        table = opt.u if name.startswith("sgd_mom") else getattr(opt, "m", None)
+        if table:
+            states.append([table[p]._handle.ptr() for p in model.parameters()])
+    if states:  # from the second step on, the states are written in place too
+        assert states[1] == states[2]
+    fused, _ = _run(device, OPTS[name], True)
+    composed, _ = _run(device, OPTS[name], False)
+    for f, c in zip(fused, composed):
+        np.testing.assert_allclose(f, c, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("hold", ["data", "detach", "view", "numpy", "state"])
+def test_a_held_array_is_never_overwritten(device, hold, monkeypatch):
+    """Anything that can still see a parameter's (or a state's) array -- a
+    ``p.data`` or ``detach()`` Tensor, an NDArray view, a NumPy export, the
+    state array itself -- keeps its values: the step writes a fresh array."""
+    monkeypatch.setattr(ndl.autograd, "KEEP_INTERIOR_GRADS", False)
+    model = _model(device)
+    opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    x, y = _batch(device)
+    for _ in range(2):  # the second step has momentum states to hold
+        opt.reset_grad()
+        nn.SoftmaxLoss()(model(x), y).backward()
+        p = model.parameters()[0]
+        if hold == "data":
+            held = p.data
+        elif hold == "detach":
+            held = p.detach()
+        elif hold == "view":
+            held = p.cached_data.reshape((p.cached_data.size,))
+        elif hold == "numpy":
+            held = p.cached_data.numpy()
+        else:
+            held = opt.u.get(p)
+        if held is None:  # no state before the first step
+            opt.step()
+            continue
+        values = (held.numpy() if hasattr(held, "numpy") else held).copy()
+        opt.step()
+        after = held.numpy() if hasattr(held, "numpy") else held
+        np.testing.assert_array_equal(after, values)
+        assert not np.array_equal(p.numpy().reshape(-1), values.reshape(-1))
