@@ -138,7 +138,9 @@ OP_OVERRIDE_SIGNATURES: dict[str, str] = {
         "list by list of equal sizes; moms and out_moms are None when momentum is 0. "
         "Per element: g = grad + weight_decay*p (when weight_decay != 0); u' = momentum*u + "
         "one_minus_momentum*g and g = u' (with momentum); p' = p - lr*g. Results go to the out "
-        "buffers (inputs are never written). A backend raises UnsupportedDTypeError for a "
+        "buffers; an out buffer may be its input's own buffer (out_params[i] is params[i], "
+        "out_moms[i] is moms[i]: the optimizers update arrays nothing else sees in place), so "
+        "each element is read before it is written; no other input is ever written. A backend raises UnsupportedDTypeError for a "
         "dtype it does not do; the optimizer then runs its per-parameter composition."
     ),
     "adam_step": (
@@ -147,7 +149,8 @@ OP_OVERRIDE_SIGNATURES: dict[str, str] = {
         "sgd_step). Per element: g = grad + weight_decay*p (when weight_decay != 0); m' = "
         "beta1*m + c1*g; v' = beta2*v + (c2*g)*g; unless frozen, p' = p - m' / (sqrt(v'*k) + "
         "eps_s) (k, eps_s fold lr and the bias corrections; see needle.optim.Adam); frozen: "
-        "out_params is left unwritten."
+        "out_params is left unwritten. As in sgd_step, out_params / out_ms / out_vs may be "
+        "the buffers of params / ms / vs themselves."
     ),
 }
 

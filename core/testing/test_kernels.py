@@ -599,6 +599,45 @@ def test_override_optimizer_steps(backend, kdtype, wd):
                                            **tol, err_msg="adam_step p")
     except UnsupportedDTypeError:
         pass  # the contract lets a backend do only some dtypes; the optimizer then composes
+
+
+@kernel("override:sgd_step", "override:adam_step")
+def test_override_optimizer_steps_in_place(backend, kdtype):
+    """The out buffers may be the input buffers themselves (the optimizers
+    update a parameter's own array when nothing else sees it): same values."""
+    ov = dict(backend.op_overrides() or {})
+    if "sgd_step" not in ov and "adam_step" not in ov:
+        pytest.skip(f"backend {backend.name!r} has no multi-tensor optimizer overrides")
+    sizes = [5, 1, 1000]
+    tol = ACC_TOL[kdtype.name]
+    try:
+        if "sgd_step" in ov:
+            p, pb = _step_lists(backend, kdtype, sizes, 11)
+            g, gb = _step_lists(backend, kdtype, sizes, 21)
+            m, mb = _step_lists(backend, kdtype, sizes, 31)
+            ov["sgd_step"](pb, gb, mb, pb, mb, 0.1, 0.9, 0.1, 0.05)
+            for i in range(len(sizes)):
+                u = 0.9 * m[i] + 0.1 * (g[i] + 0.05 * p[i])
+                np.testing.assert_allclose(from_buffer(backend, mb[i]), u, **tol, err_msg="sgd_step u in place")
+                np.testing.assert_allclose(from_buffer(backend, pb[i]), p[i] - 0.1 * u, **tol,
+                                           err_msg="sgd_step p in place")
+        if "adam_step" in ov:
+            p, pb = _step_lists(backend, kdtype, sizes, 12)
+            g, gb = _step_lists(backend, kdtype, sizes, 22)
+            m, mb = _step_lists(backend, kdtype, sizes, 32)
+            v = [np.abs(x) for x in _step_lists(backend, kdtype, sizes, 42)[0]]
+            vb = [to_buffer(backend, x) for x in v]
+            ov["adam_step"](pb, gb, mb, vb, pb, mb, vb, 0.9, 0.1, 0.99, 0.01, 0.0, 3.0, 1e-3, False)
+            for i in range(len(sizes)):
+                mi, vi = 0.9 * m[i] + 0.1 * g[i], 0.99 * v[i] + 0.01 * g[i] * g[i]
+                np.testing.assert_allclose(from_buffer(backend, mb[i]), mi, **tol, err_msg="adam_step m in place")
+                np.testing.assert_allclose(from_buffer(backend, vb[i]), vi, **tol, err_msg="adam_step v in place")
+                np.testing.assert_allclose(from_buffer(backend, pb[i]), p[i] - mi / (np.sqrt(vi * 3.0) + 1e-3),
+                                           **tol, err_msg="adam_step p in place")
+    except UnsupportedDTypeError:
+        pass  # as above: the optimizer composes for this dtype
+
+
 # [i14f2 fused nn ops] batch norm, softmax backward, layer norm, LSTM gates ----------
 def _run_override(backend, kdtype, name, inputs, out_size, *args):
     fn = _override(backend, name)
