@@ -56,6 +56,24 @@ def operands(m, n, p, dtype, seed=0):
     return rng.uniform(-1, 1, (m, n)).astype(dtype), rng.uniform(-1, 1, (n, p)).astype(dtype)
 
 
+def laid_out(be, a, b, layout):
+    """(buffer, strides) of A and B for matmul_strided: "plain" row-major,
+    "a_T" / "b_T" stored transposed (column-major views), "a_padded" A's rows
+    3 elements longer than n."""
+    (m, n), p = a.shape, b.shape[1]
+    A, sa = put(be, a), (0, n, 1)
+    B, sb = put(be, b), (0, p, 1)
+    if layout == "a_T":
+        A, sa = put(be, np.ascontiguousarray(a.T)), (0, 1, m)
+    elif layout == "b_T":
+        B, sb = put(be, np.ascontiguousarray(b.T)), (0, 1, n)
+    elif layout == "a_padded":
+        padded = np.zeros((m, n + 3), a.dtype)
+        padded[:, :n] = a
+        A, sa = put(be, padded), (0, n + 3, 1)
+    return (A, sa), (B, sb)
+
+
 @pytest.mark.parametrize("mnp", EDGE_SHAPES, ids=lambda s: "x".join(map(str, s)))
 def test_matmul_shapes(be, dtype, kernel_path, mnp):
     m, n, p = mnp
@@ -242,17 +260,9 @@ def test_shared_packed_b_row_split(be, dtype, m, n, p, ta, tb):
 @pytest.mark.parametrize("layout", ["plain", "a_T", "a_padded"])
 def test_small_rows_split(be, kernel_path, m, n, p, layout):
     a, b = operands(m, n, p, np.float32, seed=m * 7 + p)
-    if layout == "a_T":
-        A, sa = put(be, np.ascontiguousarray(a.T)), (0, 1, m)
-    elif layout == "a_padded":
-        padded = np.zeros((m, n + 3), np.float32)
-        padded[:, :n] = a
-        A, sa = put(be, padded), (0, n + 3, 1)
-    else:
-        A, sa = put(be, a), (0, n, 1)
-    B = put(be, b)
+    (A, sa), (B, sb) = laid_out(be, a, b, layout)
     ref = a.astype(np.float64) @ b
-    check_every_thread_count(be, A, sa, B, (0, p, 1), m, n, p, np.float32, ref)
+    check_every_thread_count(be, A, sa, B, sb, m, n, p, np.float32, ref)
 
 
 # Small products (up to 2^18 multiply-adds, no packing) of at least 2^16
@@ -266,16 +276,7 @@ def test_small_rows_split(be, kernel_path, m, n, p, layout):
 @pytest.mark.parametrize("layout", ["plain", "a_T", "b_T", "a_padded"])
 def test_small_product_row_split(be, kernel_path, m, n, p, layout):
     a, b = operands(m, n, p, np.float32, seed=m * 3 + n + p)
-    A, sa = put(be, a), (0, n, 1)
-    B, sb = put(be, b), (0, p, 1)
-    if layout == "a_T":
-        A, sa = put(be, np.ascontiguousarray(a.T)), (0, 1, m)
-    elif layout == "b_T":
-        B, sb = put(be, np.ascontiguousarray(b.T)), (0, 1, n)
-    elif layout == "a_padded":
-        padded = np.zeros((m, n + 5), np.float32)
-        padded[:, :n] = a
-        A, sa = put(be, padded), (0, n + 5, 1)
+    (A, sa), (B, sb) = laid_out(be, a, b, layout)
     ref = a.astype(np.float64) @ b
     check_every_thread_count(be, A, sa, B, sb, m, n, p, np.float32, ref)
 
@@ -290,12 +291,7 @@ def test_small_product_row_split(be, kernel_path, m, n, p, layout):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_split_k(be, kernel_path, m, n, p, layout, dtype):
     a, b = operands(m, n, p, dtype, seed=m + n + p)
-    A, sa = put(be, a), (0, n, 1)
-    B, sb = put(be, b), (0, p, 1)
-    if layout == "a_T":
-        A, sa = put(be, np.ascontiguousarray(a.T)), (0, 1, m)
-    elif layout == "b_T":
-        B, sb = put(be, np.ascontiguousarray(b.T)), (0, 1, n)
+    (A, sa), (B, sb) = laid_out(be, a, b, layout)
     ref = a.astype(np.float64) @ b.astype(np.float64)
     check_every_thread_count(be, A, sa, B, sb, m, n, p, dtype, ref)
 

@@ -462,44 +462,24 @@ static void small_panels_f32(nd_i64 m, nd_i64 k, nd_i64 p, const float *A, nd_i6
   }
 }
 
-/* Rows [r0, r1) of thread t of nth: whole tiles of `unit` rows each, so
- * that only the last thread has a partial tile. */
-#define ND_ROW_SLAB(m, unit, t, nth, r0, r1)                                             \
-  nd_i64 units_ = ((m) + (unit) - 1) / (unit);                                           \
-  nd_i64 r0 = units_ * (t) / (nth) * (unit), r1 = units_ * ((t) + 1) / (nth) * (unit);   \
-  if (r1 > (m)) r1 = (m)
-
-/* small_panels_f32 with C's rows split over nt threads in six-row tiles
- * (a tile's rows share each broadcast B row) */
-static void small_panels_split_f32(nd_i64 m, nd_i64 k, nd_i64 p, const float *A, nd_i64 rsa,
-                                   nd_i64 csa, const float *B, nd_i64 rsb, float *C, nd_i64 ldc,
-                                   int acc, int nt) {
-  nd_i64 tiles = (m + 5) / 6;
-  if (nt > tiles) nt = (int)tiles;
-  if (nt <= 1) {
-    small_panels_f32(m, k, p, A, rsa, csa, B, rsb, C, ldc, acc);
-    return;
-  }
-  _Pragma("omp parallel num_threads(nt)")
-  {
-    int t, nth = nt;
-    ND_TID(t);
-#ifdef _OPENMP
-    nth = omp_get_num_threads();
-#endif
-    ND_ROW_SLAB(m, 6, t, nth, r0, r1);
-    if (r1 > r0) small_panels_f32(r1 - r0, k, p, A + r0 * rsa, rsa, csa, B, rsb, C + r0 * ldc, ldc, acc);
-  }
+/* small_panels_f32 (six-row tiles: a tile's rows share each broadcast B row)
+ * or, for a column-major A (col_a), gemm_small_t_f32 (16-row blocks) */
+static void small_rows_f32(int col_a, nd_i64 m, nd_i64 k, nd_i64 p, const float *A, nd_i64 rsa,
+                           nd_i64 csa, const float *B, nd_i64 rsb, nd_i64 csb, float *C,
+                           nd_i64 ldc, int acc) {
+  if (col_a) gemm_small_t_f32(m, k, p, A, csa, B, rsb, csb, C, ldc, acc);
+  else small_panels_f32(m, k, p, A, rsa, csa, B, rsb, C, ldc, acc);
 }
 
-/* gemm_small_t_f32 with C's rows split over nt threads in 16-row blocks */
-static void small_t_split_f32(nd_i64 m, nd_i64 k, nd_i64 p, const float *A, nd_i64 csa,
-                              const float *B, nd_i64 rsb, nd_i64 csb, float *C, nd_i64 ldc,
-                              int acc, int nt) {
-  nd_i64 blocks = (m + 15) / 16;
-  if (nt > blocks) nt = (int)blocks;
+/* small_rows_f32 with C's rows split over nt threads in whole tiles (blocks),
+ * so that only the last thread has a partial one */
+static void small_split_f32(int col_a, nd_i64 m, nd_i64 k, nd_i64 p, const float *A, nd_i64 rsa,
+                            nd_i64 csa, const float *B, nd_i64 rsb, nd_i64 csb, float *C,
+                            nd_i64 ldc, int acc, int nt) {
+  nd_i64 unit = col_a ? 16 : 6, units = (m + unit - 1) / unit;
+  if (nt > units) nt = (int)units;
   if (nt <= 1) {
-    gemm_small_t_f32(m, k, p, A, csa, B, rsb, csb, C, ldc, acc);
+    small_rows_f32(col_a, m, k, p, A, rsa, csa, B, rsb, csb, C, ldc, acc);
     return;
   }
   _Pragma("omp parallel num_threads(nt)")
@@ -509,8 +489,10 @@ static void small_t_split_f32(nd_i64 m, nd_i64 k, nd_i64 p, const float *A, nd_i
 #ifdef _OPENMP
     nth = omp_get_num_threads();
 #endif
-    ND_ROW_SLAB(m, 16, t, nth, r0, r1);
-    if (r1 > r0) gemm_small_t_f32(r1 - r0, k, p, A + r0, csa, B, rsb, csb, C + r0 * ldc, ldc, acc);
+    nd_i64 r0 = units * t / nth * unit, r1 = units * (t + 1) / nth * unit;
+    if (r1 > m) r1 = m;
+    if (r1 > r0)
+      small_rows_f32(col_a, r1 - r0, k, p, A + r0 * rsa, rsa, csa, B, rsb, csb, C + r0 * ldc, ldc, acc);
   }
 }
 
@@ -527,7 +509,7 @@ static int gemm_small_f32(nd_i64 m, nd_i64 k, nd_i64 p, const float *A, nd_i64 r
    * (128x10 @ 10x100) no faster than one */
   if (k < ND_SMALL_SPLIT_K) nt = 1;
   if (rsa == 1 && csa != 1 && p < 16 && m >= 16) {  /* column-major A, narrow C */
-    small_t_split_f32(m, k, p, A, csa, B, rsb, csb, C, ldc, acc, nt);
+    small_split_f32(1, m, k, p, A, rsa, csa, B, rsb, csb, C, ldc, acc, nt);
     return 0;
   }
   float bcopy[ND_SMALL_BCOPY] __attribute__((aligned(64)));
@@ -538,7 +520,7 @@ static int gemm_small_f32(nd_i64 m, nd_i64 k, nd_i64 p, const float *A, nd_i64 r
       for (nd_i64 j = 0; j < p; j++) bcopy[kk * p + j] = B[kk * rsb + j * csb];
     B = bcopy; rsb = p;
   }
-  small_panels_split_f32(m, k, p, A, rsa, csa, B, rsb, C, ldc, acc, nt);
+  small_split_f32(0, m, k, p, A, rsa, csa, B, rsb, 1, C, ldc, acc, nt);
   return 0;
 }
 
@@ -559,7 +541,7 @@ static int gemm_small_rows_f32(nd_i64 m, nd_i64 k, nd_i64 p, const float *A, nd_
    * each thread rereads its slab for every 16-column panel of B with loads k
    * columns apart (64x1024 @ 1024x64: 72 GFLOP/s here, 95 split by k) */
   if (!nd_simd_avx2() || csa != 1 || csb != 1 || k > ND_SMALL_ROWS_K || k * p > ND_SMALL_ROWS_B) return -1;
-  small_panels_split_f32(m, k, p, A, rsa, csa, B, rsb, C, ldc, acc, nt);
+  small_split_f32(0, m, k, p, A, rsa, csa, B, rsb, csb, C, ldc, acc, nt);
   return 0;
 }
 #else
