@@ -59,6 +59,19 @@ def _is_dense_perm(shape: tuple, strides: tuple) -> bool:
     return True
 
 
+def _output_list(want, first):
+    """One output list of a multi-tensor override (see
+    ``NDArray.call_multi_tensor_override``): fresh arrays shaped like
+    ``first`` (True), none (False), or the named arrays that fit."""
+    if want is True:
+        return [x._new(x._shape) for x in first]
+    if not want:
+        return None
+    return [o if (o is not None and o._shape == x._shape and o._device == x._device
+                  and o._handle.dtype == x._handle.dtype and o.is_compact())
+            else x._new(x._shape) for o, x in zip(want, first)]
+
+
 def _as_shape(shape, op: str) -> tuple:
     """A shape argument (an int or a sequence of ints) as a tuple, validated:
     no negative dimension, no float, no byte size that overflows."""
@@ -257,19 +270,9 @@ class NDArray:
                 if x._device != dev or x.dtype != dtype or x._shape != shape:
                     return None
         bufs = [None if lst is None else [x.compact()._handle for x in lst] for lst in input_lists]
-        outs = [NDArray._output_list(want, first) for want in outputs]
+        outs = [_output_list(want, first) for want in outputs]
         kernel(*bufs, *[None if o is None else [x._handle for x in o] for o in outs], *args)
         return outs
-
-    @staticmethod
-    def _output_list(want, first):
-        if want is True:
-            return [x._new(x._shape) for x in first]
-        if not want:
-            return None
-        return [o if (o is not None and o._shape == x._shape and o._device == x._device
-                      and o._handle.dtype == x._handle.dtype and o.is_compact())
-                else x._new(x._shape) for o, x in zip(want, first)]
 
     def unshared(self, known_refs: int) -> bool:
         """Whether nothing but the caller's ``known_refs`` references holds

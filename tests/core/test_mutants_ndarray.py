@@ -823,3 +823,102 @@ def test_host_view_speaks_array_interface_version_3(device):
         pytest.skip(f"{device.name} buffers are not in host memory")
     assert v.base.__array_interface__["version"] == 3
     np.testing.assert_array_equal(v, a.numpy())
+
+
+# --------------------------------------------------------------------------- #
+# memory orders (element-wise results keep a dense permutation's layout)
+# --------------------------------------------------------------------------- #
+@pytest.mark.parametrize("shape,strides,dense", [
+    ((2, 3), (3, 1), True), ((2, 3), (1, 2), True), ((2, 3, 4), (12, 4, 1), True),
+    ((2, 3, 4), (1, 8, 2), True), ((2, 1, 3), (3, 99, 1), True), ((1,), (5,), True),
+    ((2, 3), (1, 3), False), ((2, 2), (2, 2), False), ((4,), (2,), False), ((3, 2), (0, 1), False),
+    ((2, 2), (1, 1), False),
+])
+def test_dense_permutation_test(shape, strides, dense):
+    """Dense in some axis order: no gap, overlap or broadcast; size-1 axes
+    carry any stride."""
+    assert nd._is_dense_perm(shape, strides) is dense
+
+
+def test_scalar_and_unary_results_keep_a_dense_permutations_strides(device):
+    x = np.arange(24, dtype=np.float32).reshape(2, 3, 4) - 11
+    a = _a(x, device)
+    v = a.permute((2, 0, 1))                       # dense, not row-major
+    for got, want in ((v * 2.0, x.transpose(2, 0, 1) * 2), (-v, -x.transpose(2, 0, 1)),
+                      (v.maximum(0.0), np.maximum(x.transpose(2, 0, 1), 0))):
+        assert got.strides == v.strides and got.offset == 0
+        np.testing.assert_array_equal(got.numpy(), want)
+    # two operands in the same dense order: the flat kernel, the order kept
+    y = np.arange(24, dtype=np.float32).reshape(2, 3, 4) * 0.5
+    w = _a(y, device).permute((2, 0, 1))
+    both = v + w
+    assert both.strides == v.strides
+    np.testing.assert_array_equal(both.numpy(), (x + y).transpose(2, 0, 1))
+    # an offset view of a bigger buffer is not "whole": compacted first, row-major result
+    s = a[1:, :, :]
+    r = s * 2.0
+    assert r.strides == (12, 4, 1) and r.is_compact()
+    np.testing.assert_array_equal(r.numpy(), x[1:] * 2)
+
+
+def test_compact_of_size_one_axes_strides_is_a_view_only_without_offset(device):
+    a = _a(np.arange(6, dtype=np.float32), device)
+    odd = NDArray.make((6, 1), strides=(1, 7), device=device, handle=a._handle)
+    c = odd.compact()
+    assert c.is_compact() and c._handle is a._handle
+    # the same odd stride on a view that starts later must copy
+    b = _a(np.arange(7, dtype=np.float32), device)
+    late = NDArray.make((6, 1), strides=(1, 7), device=device, handle=b._handle, offset=1)
+    d = late.compact()
+    assert d.is_compact() and d._handle is not b._handle
+    np.testing.assert_array_equal(d.numpy().ravel(), np.arange(1, 7, dtype=np.float32))
+    # strides that differ on an axis longer than 1 are no view either
+    t = _a(np.arange(6, dtype=np.float32).reshape(2, 3), device).permute((1, 0))
+    assert t.compact()._handle is not t._handle
+
+
+def test_multi_tensor_outputs_named_arrays_only_when_they_fit(device):
+    """call_multi_tensor_override writes into a named output only when it is
+    compact and matches the element's shape, dtype and device."""
+    dev = device if hasattr(device, "op_override") else nd.device(device)
+    if dev.op_override("sgd_step") is None:
+        pytest.skip(f"{device} has no multi-tensor sgd_step")
+    p = [_a(np.ones(4, np.float32), device), _a(np.ones((2, 3), np.float32), device)]
+    g = [_a(np.full(4, 2.0, np.float32), device), _a(np.full((2, 3), 2.0, np.float32), device)]
+    fits = _a(np.zeros(4, np.float32), device)
+    wrong_shape = _a(np.zeros((3, 2), np.float32), device)
+    for named, expect_same in (([fits, wrong_shape], [True, False]),
+                               ([None, _a(np.zeros((2, 3), np.float64), device, "float64")], [False, False]),
+                               ([fits, _a(np.zeros((3, 2), np.float32), device).permute((1, 0))],
+                                [True, False])):
+        out = NDArray.call_multi_tensor_override("sgd_step", (p, g, None), (named, False), 0.5, 0.0, 1.0, 0.0)
+        new_p = out[0]
+        for o, n_, same in zip(new_p, named, expect_same):
+            assert (o is n_) == same
+            assert o.is_compact() and o.dtype == np.float32
+        np.testing.assert_array_equal(new_p[0].numpy(), np.zeros(4, np.float32))
+        np.testing.assert_array_equal(new_p[1].numpy(), np.zeros((2, 3), np.float32))
+
+
+def test_row_major_2d_products_take_the_compact_kernel(device, monkeypatch):
+    """Row-major operands without offset go to ``matmul``; only views
+    (transposed, sliced) go to ``matmul_strided``."""
+    a, b = _a(np.arange(12, dtype=np.float32).reshape(3, 4), device), \
+        _a(np.arange(20, dtype=np.float32).reshape(4, 5), device)
+    be = a._be
+    calls = []
+    real = be.matmul_strided
+
+    def spy(*args):
+        calls.append(args[4:7])
+        return real(*args)
+    try:
+        monkeypatch.setattr(be, "matmul_strided", spy)
+    except (AttributeError, TypeError):  # a compiled backend's methods cannot be replaced
+        pytest.skip(f"cannot watch {device}'s matmul_strided (the numpy device pins the routing)")
+    np.testing.assert_array_equal((a @ b).numpy(), a.numpy() @ b.numpy())
+    assert calls == []
+    big = _a(np.arange(15, dtype=np.float32).reshape(3, 5), device)
+    sliced = big[:, :4]                                   # row stride 5, not 4
+    np.testing.assert_array_equal((sliced @ b).numpy(), big.numpy()[:, :4] @ b.numpy())
+    assert calls == [(3, 4, 5)]
