@@ -79,10 +79,26 @@ MUTANTS = [
            "logsumexp shifts a +inf row by +inf (inf - inf = nan)", SPECIAL),
     Mutant("M8", "vmath.c", "  return _mm256_blendv_ps(y, x, isnan);  /* nan in, nan out */",
            "  return y;",
-           "vector exp turns NaN into a number (the clamp eats it)", SPECIAL),
+           "vector exp turns NaN into a number (the clamp eats it)",
+           # every vmath path the CPU has: on an AVX-512 CPU the default path is vexp16
+           ["tests/cpu/test_vmath.py", "-k", "special_values"]),
     Mutant("M9", "ewise_tmpl.h", "ND_BIN(nd_maximum_, (x >= y || x != x) ? x : y)",
            "ND_BIN(nd_maximum_, (x >= y || x != x) ? y : x)",
            "element-wise maximum returns the minimum", SPECIAL),
+    # the sixth session's kernels: conv's live-tap window, the row sums' tails, the
+    # small products' row split
+    Mutant("M10", "conv_tmpl.h", "    int inside = iw0 >= 0 && iw0 + t.Kw <= W;",
+           "    int inside = iw0 >= 0;",
+           "im2col copies a tap row at once even where it runs past the image's right edge",
+           ["tests/cpu/test_conv.py"]),
+    Mutant("M11", "fused_rows.c", "      for (; j < b1_; j++) acc_[0] += (EXPR(j));",
+           "      for (; j < b1_ - 1; j++) acc_[0] += (EXPR(j));",
+           "the row sums drop the last element after the 16-lane blocks",
+           ["tests/cpu/test_simd.py", "-k", "row_kernels"]),
+    Mutant("M12", "gemm.c", "small_rows_f32(col_a, r1 - r0, k, p, A + r0 * rsa, rsa, csa,",
+           "small_rows_f32(col_a, r1 - r0, k, p, A, rsa, csa,",
+           "every thread of a small product's row split reads the first rows of A",
+           ["tests/cpu/test_matmul.py", "-k", "small_product_row_split or small_rows_split"]),
 ]
 
 
