@@ -99,6 +99,10 @@ MUTANTS = [
            "small_rows_f32(col_a, r1 - r0, k, p, A, rsa, csa,",
            "every thread of a small product's row split reads the first rows of A",
            ["tests/cpu/test_matmul.py", "-k", "small_product_row_split or small_rows_split"]),
+    Mutant("M13", "gemm.c", "      _mm256_storeu_ps(d + 7 * p, _mm256_permute2f128_ps(v3, v7, 0x31));",
+           "      _mm256_storeu_ps(d + 7 * p, _mm256_permute2f128_ps(v3, v7, 0x20));",
+           "the 8x8 transpose of a transposed B writes its last row from the wrong lanes",
+           ["tests/cpu/test_matmul.py", "-k", "small_product_row_split"]),
 ]
 
 

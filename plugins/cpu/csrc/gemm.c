@@ -462,6 +462,47 @@ static void small_panels_f32(nd_i64 m, nd_i64 k, nd_i64 p, const float *A, nd_i6
   }
 }
 
+/* dst (k x p, row-major) = B for a B stored transposed (B[kk][j] at
+ * B + kk + j * csb, i.e. B^T row-major with row stride csb): 8 x 8 blocks
+ * transposed in registers.  The scalar copy read B one strided element at a
+ * time: half of an attention q @ k^T batch (32x16 @ 16x32 products) went to
+ * copying each product's k^T. */
+__attribute__((target("avx2")))
+static void transpose_b_f32(nd_i64 k, nd_i64 p, const float *B, nd_i64 csb, float *dst) {
+  nd_i64 j0 = 0;
+  for (; j0 + 8 <= p; j0 += 8) {
+    const float *s0 = B + j0 * csb;
+    nd_i64 k0 = 0;
+    for (; k0 + 8 <= k; k0 += 8) {
+      __m256 r0 = _mm256_loadu_ps(s0 + k0), r1 = _mm256_loadu_ps(s0 + csb + k0);
+      __m256 r2 = _mm256_loadu_ps(s0 + 2 * csb + k0), r3 = _mm256_loadu_ps(s0 + 3 * csb + k0);
+      __m256 r4 = _mm256_loadu_ps(s0 + 4 * csb + k0), r5 = _mm256_loadu_ps(s0 + 5 * csb + k0);
+      __m256 r6 = _mm256_loadu_ps(s0 + 6 * csb + k0), r7 = _mm256_loadu_ps(s0 + 7 * csb + k0);
+      __m256 u0 = _mm256_unpacklo_ps(r0, r1), u1 = _mm256_unpackhi_ps(r0, r1);
+      __m256 u2 = _mm256_unpacklo_ps(r2, r3), u3 = _mm256_unpackhi_ps(r2, r3);
+      __m256 u4 = _mm256_unpacklo_ps(r4, r5), u5 = _mm256_unpackhi_ps(r4, r5);
+      __m256 u6 = _mm256_unpacklo_ps(r6, r7), u7 = _mm256_unpackhi_ps(r6, r7);
+      __m256 v0 = _mm256_shuffle_ps(u0, u2, 0x44), v1 = _mm256_shuffle_ps(u0, u2, 0xEE);
+      __m256 v2 = _mm256_shuffle_ps(u1, u3, 0x44), v3 = _mm256_shuffle_ps(u1, u3, 0xEE);
+      __m256 v4 = _mm256_shuffle_ps(u4, u6, 0x44), v5 = _mm256_shuffle_ps(u4, u6, 0xEE);
+      __m256 v6 = _mm256_shuffle_ps(u5, u7, 0x44), v7 = _mm256_shuffle_ps(u5, u7, 0xEE);
+      float *d = dst + k0 * p + j0;
+      _mm256_storeu_ps(d, _mm256_permute2f128_ps(v0, v4, 0x20));
+      _mm256_storeu_ps(d + p, _mm256_permute2f128_ps(v1, v5, 0x20));
+      _mm256_storeu_ps(d + 2 * p, _mm256_permute2f128_ps(v2, v6, 0x20));
+      _mm256_storeu_ps(d + 3 * p, _mm256_permute2f128_ps(v3, v7, 0x20));
+      _mm256_storeu_ps(d + 4 * p, _mm256_permute2f128_ps(v0, v4, 0x31));
+      _mm256_storeu_ps(d + 5 * p, _mm256_permute2f128_ps(v1, v5, 0x31));
+      _mm256_storeu_ps(d + 6 * p, _mm256_permute2f128_ps(v2, v6, 0x31));
+      _mm256_storeu_ps(d + 7 * p, _mm256_permute2f128_ps(v3, v7, 0x31));
+    }
+    for (; k0 < k; k0++)
+      for (nd_i64 j = 0; j < 8; j++) dst[k0 * p + j0 + j] = s0[j * csb + k0];
+  }
+  for (; j0 < p; j0++)
+    for (nd_i64 kk = 0; kk < k; kk++) dst[kk * p + j0] = B[kk + j0 * csb];
+}
+
 /* small_panels_f32 (six-row tiles: a tile's rows share each broadcast B row)
  * or, for a column-major A (col_a), gemm_small_t_f32 (16-row blocks) */
 static void small_rows_f32(int col_a, nd_i64 m, nd_i64 k, nd_i64 p, const float *A, nd_i64 rsa,
@@ -516,8 +557,12 @@ static int gemm_small_f32(nd_i64 m, nd_i64 k, nd_i64 p, const float *A, nd_i64 r
   if (csb != 1 || p == 1) {
     /* B's rows are not contiguous (a transposed view): copy it once, row-major */
     if (k * p > ND_SMALL_BCOPY) return -1;
-    for (nd_i64 kk = 0; kk < k; kk++)
-      for (nd_i64 j = 0; j < p; j++) bcopy[kk * p + j] = B[kk * rsb + j * csb];
+    if (rsb == 1 && csb >= k) {
+      transpose_b_f32(k, p, B, csb, bcopy);
+    } else {
+      for (nd_i64 kk = 0; kk < k; kk++)
+        for (nd_i64 j = 0; j < p; j++) bcopy[kk * p + j] = B[kk * rsb + j * csb];
+    }
     B = bcopy; rsb = p;
   }
   small_split_f32(0, m, k, p, A, rsa, csa, B, rsb, 1, C, ldc, acc, nt);
