@@ -174,7 +174,13 @@ class Conv(TensorOp):
         self.padding = _int(padding, "padding")
 
     def compute(self, a: NDArray, b: NDArray) -> NDArray:
-        return conv_forward_array(a, b, self.stride, self.padding)
+        dense = a.compact()
+        if dense is not a:
+            # a copy (nn.Conv's NHWC view of an NCHW data batch): the weight
+            # gradient reads the same input, so it is kept for it instead of
+            # being made again (ResNet9's first layer compacted its batch twice)
+            self._dense_input = (a, dense)
+        return conv_forward_array(dense, b, self.stride, self.padding)
 
     def gradient_needed(self, out_grad: Tensor, node: Tensor, need):
         # a network's first conv reads a data batch that needs no adjoint:
@@ -182,7 +188,10 @@ class Conv(TensorOp):
         a, b = node.inputs
         _, H, W, _ = a.shape
         ga = ConvGradInput(self.stride, self.padding, (H, W))(out_grad, b) if need[0] else None
-        gb = ConvGradWeight(self.stride, self.padding, b.shape[0])(a, out_grad) if need[1] else None
+        gb = None
+        if need[1]:
+            gb = ConvGradWeight(self.stride, self.padding, b.shape[0],
+                                getattr(self, "_dense_input", None))(a, out_grad)
         return ga, gb
 
 
@@ -205,10 +214,15 @@ class ConvGradInput(TensorOp):
 class ConvGradWeight(TensorOp):
     """``conv``'s adjoint in its weights: ``(X, g) -> (K, K, C_in, C_out)``."""
 
-    def __init__(self, stride: int, padding: int, kernel_size: int):
+    def __init__(self, stride: int, padding: int, kernel_size: int, dense_input=None):
         self.stride, self.padding, self.kernel_size = stride, padding, kernel_size
+        # (view, its compact copy) from the forward Conv, used when this op's
+        # input is that very view
+        self._dense_input = dense_input
 
     def compute(self, a: NDArray, g: NDArray) -> NDArray:
+        if self._dense_input is not None and self._dense_input[0] is a:
+            a = self._dense_input[1]
         return conv_grad_weight_array(a, g, self.kernel_size, self.stride, self.padding)
 
     def gradient(self, out_grad: Tensor, node: Tensor):

@@ -174,3 +174,33 @@ def test_size_one_axes_strides_compact_without_a_copy(no_compact):
     C = V.compact()
     assert C.is_compact() and C._handle is X._handle
     _close(C, x)
+
+
+def test_conv_compacts_a_permuted_input_batch_once_for_forward_and_weight_gradient(monkeypatch):
+    """nn.Conv on an NCHW data batch sees an NHWC view: the forward compacts
+    it, and the weight gradient reuses that copy instead of making another."""
+    import needle as ndl
+    from needle import nn
+    dev = nd.cpu()
+    rng = np.random.default_rng(7)
+    x_np = rng.standard_normal((4, 3, 9, 9)).astype(np.float32)
+    conv = nn.Conv(3, 5, 3, stride=2, device=dev)
+    x = ndl.Tensor(x_np, device=dev)
+    be = x.cached_data._be
+    shapes = []
+    real = be.compact
+
+    def counting(src, out, shape, strides, offset):
+        shapes.append(tuple(shape))
+        return real(src, out, shape, strides, offset)
+    monkeypatch.setattr(be, "compact", counting)
+    y = conv(x)
+    y.sum().backward()
+    assert shapes.count((4, 9, 9, 3)) == 1
+    # the weight gradient is the one of the composed reference
+    torch = pytest.importorskip("torch")
+    tx = torch.tensor(x_np)
+    tw = torch.tensor(conv.weight.numpy().transpose(3, 2, 0, 1), requires_grad=True)
+    torch.nn.functional.conv2d(tx, tw, torch.tensor(conv.bias.numpy()), stride=2, padding=1).sum().backward()
+    np.testing.assert_allclose(conv.weight.grad.numpy(), tw.grad.numpy().transpose(2, 3, 1, 0),
+                               rtol=1e-4, atol=1e-4)
