@@ -53,6 +53,7 @@ TESTS = {
     "core/ops/ops_logarithmic.py": ["tests/core/test_mutants_ops.py", "tests/core/test_ops.py",
                                     "tests/core/test_conformance.py", "-k", "'logsumexp or softmax or follow'"],
     "core/ops/ops_conv.py": ["tests/core/test_mutants_ops.py", "tests/nn/test_nn_conv.py", "tests/core/test_ops.py",
+                             "tests/cpu/test_no_copy.py",
                              "tests/core/test_public_api.py"],
     "core/ops/ops_pooling.py": ["tests/core/test_mutants_ops.py", "tests/nn/test_nn_conv.py", "tests/core/test_ops.py"],
     # the fused rows (softmax, layer norm) and the LSTM gates: their own tests hold the oracles
