@@ -11,8 +11,8 @@ from __future__ import annotations
 import builtins
 import math
 import numbers
-import sys
 import operator
+import sys
 from functools import lru_cache
 
 import numpy as np
