@@ -188,10 +188,8 @@ class Conv(TensorOp):
         a, b = node.inputs
         _, H, W, _ = a.shape
         ga = ConvGradInput(self.stride, self.padding, (H, W))(out_grad, b) if need[0] else None
-        gb = None
-        if need[1]:
-            gb = ConvGradWeight(self.stride, self.padding, b.shape[0],
-                                getattr(self, "_dense_input", None))(a, out_grad)
+        dense = getattr(self, "_dense_input", None)
+        gb = ConvGradWeight(self.stride, self.padding, b.shape[0], dense)(a, out_grad) if need[1] else None
         return ga, gb
 
 
