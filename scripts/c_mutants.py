@@ -99,10 +99,11 @@ MUTANTS = [
            "small_rows_f32(col_a, r1 - r0, k, p, A, rsa, csa,",
            "every thread of a small product's row split reads the first rows of A",
            ["tests/cpu/test_matmul.py", "-k", "small_product_row_split or small_rows_split"]),
-    Mutant("M13", "gemm.c", "      _mm256_storeu_ps(d + 7 * p, _mm256_permute2f128_ps(v3, v7, 0x31));",
-           "      _mm256_storeu_ps(d + 7 * p, _mm256_permute2f128_ps(v3, v7, 0x20));",
-           "the 8x8 transpose of a transposed B writes its last row from the wrong lanes",
-           ["tests/cpu/test_matmul.py", "-k", "small_product_row_split"]),
+    Mutant("M13", "gemm.c", "r[6] = _mm256_permute2f128_ps(v2, v6, 0x31); r[7] = _mm256_permute2f128_ps(v3, v7, 0x31);",
+           "r[6] = _mm256_permute2f128_ps(v2, v6, 0x31); r[7] = _mm256_permute2f128_ps(v3, v7, 0x20);",
+           "the 8x8 register transpose (a transposed B's copy, six-row A packing) builds its last "
+           "column from the wrong lanes",
+           ["tests/cpu/test_matmul.py", "-k", "small_product_row_split or packed_a_every_k_tail"]),
 ]
 
 

@@ -269,6 +269,24 @@ static void kern_avx512_f64(nd_i64 kc, const double *restrict Ap, const double *
 #undef ND_ZST
 }
 
+/* r[0..7] (eight rows of 8 floats) transposed in registers: afterwards r[j]
+ * holds column j, (r0[j], r1[j], ..., r7[j]) */
+__attribute__((target("avx2"), always_inline))
+static inline void tr8x8_avx2(__m256 *r) {
+  __m256 u0 = _mm256_unpacklo_ps(r[0], r[1]), u1 = _mm256_unpackhi_ps(r[0], r[1]);
+  __m256 u2 = _mm256_unpacklo_ps(r[2], r[3]), u3 = _mm256_unpackhi_ps(r[2], r[3]);
+  __m256 u4 = _mm256_unpacklo_ps(r[4], r[5]), u5 = _mm256_unpackhi_ps(r[4], r[5]);
+  __m256 u6 = _mm256_unpacklo_ps(r[6], r[7]), u7 = _mm256_unpackhi_ps(r[6], r[7]);
+  __m256 v0 = _mm256_shuffle_ps(u0, u2, 0x44), v1 = _mm256_shuffle_ps(u0, u2, 0xEE);
+  __m256 v2 = _mm256_shuffle_ps(u1, u3, 0x44), v3 = _mm256_shuffle_ps(u1, u3, 0xEE);
+  __m256 v4 = _mm256_shuffle_ps(u4, u6, 0x44), v5 = _mm256_shuffle_ps(u4, u6, 0xEE);
+  __m256 v6 = _mm256_shuffle_ps(u5, u7, 0x44), v7 = _mm256_shuffle_ps(u5, u7, 0xEE);
+  r[0] = _mm256_permute2f128_ps(v0, v4, 0x20); r[1] = _mm256_permute2f128_ps(v1, v5, 0x20);
+  r[2] = _mm256_permute2f128_ps(v2, v6, 0x20); r[3] = _mm256_permute2f128_ps(v3, v7, 0x20);
+  r[4] = _mm256_permute2f128_ps(v0, v4, 0x31); r[5] = _mm256_permute2f128_ps(v1, v5, 0x31);
+  r[6] = _mm256_permute2f128_ps(v2, v6, 0x31); r[7] = _mm256_permute2f128_ps(v3, v7, 0x31);
+}
+
 /* ---- packing six float32 rows of A ----
  * pack_a_'s layout puts the six rows' values for one k next to each other
  * (Ap[k * 6 + i]); read from row-major A that is a transpose, and the scalar
@@ -284,28 +302,16 @@ static nd_i64 pack_a6_rows_avx2(nd_i64 kc, const float *A, nd_i64 rs, float *Ap)
   const float *r0 = A, *r1 = A + rs, *r2 = A + 2 * rs, *r3 = A + 3 * rs, *r4 = A + 4 * rs, *r5 = A + 5 * rs;
   nd_i64 k = 0;
   for (; k + 8 <= kc; k += 8) {
-    __m256 a0 = _mm256_loadu_ps(r0 + k), a1 = _mm256_loadu_ps(r1 + k), a2 = _mm256_loadu_ps(r2 + k);
-    __m256 a3 = _mm256_loadu_ps(r3 + k), a4 = _mm256_loadu_ps(r4 + k), a5 = _mm256_loadu_ps(r5 + k);
-    __m256 z = _mm256_setzero_ps();
-    /* 8 x 8 transpose of rows a0..a5, 0, 0: t[j] = column j = (a0[j] .. a5[j], 0, 0) */
-    __m256 u0 = _mm256_unpacklo_ps(a0, a1), u1 = _mm256_unpackhi_ps(a0, a1);
-    __m256 u2 = _mm256_unpacklo_ps(a2, a3), u3 = _mm256_unpackhi_ps(a2, a3);
-    __m256 u4 = _mm256_unpacklo_ps(a4, a5), u5 = _mm256_unpackhi_ps(a4, a5);
-    __m256 v0 = _mm256_shuffle_ps(u0, u2, 0x44), v1 = _mm256_shuffle_ps(u0, u2, 0xEE);
-    __m256 v2 = _mm256_shuffle_ps(u1, u3, 0x44), v3 = _mm256_shuffle_ps(u1, u3, 0xEE);
-    __m256 v4 = _mm256_shuffle_ps(u4, z, 0x44), v5 = _mm256_shuffle_ps(u4, z, 0xEE);
-    __m256 v6 = _mm256_shuffle_ps(u5, z, 0x44), v7 = _mm256_shuffle_ps(u5, z, 0xEE);
-    __m256 t0 = _mm256_permute2f128_ps(v0, v4, 0x20), t1 = _mm256_permute2f128_ps(v1, v5, 0x20);
-    __m256 t2 = _mm256_permute2f128_ps(v2, v6, 0x20), t3 = _mm256_permute2f128_ps(v3, v7, 0x20);
-    __m256 t4 = _mm256_permute2f128_ps(v0, v4, 0x31), t5 = _mm256_permute2f128_ps(v1, v5, 0x31);
-    __m256 t6 = _mm256_permute2f128_ps(v2, v6, 0x31), t7 = _mm256_permute2f128_ps(v3, v7, 0x31);
+    /* rows a0..a5 and two zero rows: t[j] = column j = (a0[j] .. a5[j], 0, 0) */
+    __m256 t[8] = {_mm256_loadu_ps(r0 + k), _mm256_loadu_ps(r1 + k), _mm256_loadu_ps(r2 + k),
+                   _mm256_loadu_ps(r3 + k), _mm256_loadu_ps(r4 + k), _mm256_loadu_ps(r5 + k),
+                   _mm256_setzero_ps(), _mm256_setzero_ps()};
+    tr8x8_avx2(t);
     float *o = Ap + k * 6;
-    _mm256_storeu_ps(o, t0); _mm256_storeu_ps(o + 6, t1); _mm256_storeu_ps(o + 12, t2);
-    _mm256_storeu_ps(o + 18, t3); _mm256_storeu_ps(o + 24, t4); _mm256_storeu_ps(o + 30, t5);
-    _mm256_storeu_ps(o + 36, t6);
+    for (int j = 0; j < 7; j++) _mm256_storeu_ps(o + 6 * j, t[j]);
     /* the eighth column: 6 floats, without the 2 zero lanes past them */
-    _mm_storeu_ps(o + 42, _mm256_castps256_ps128(t7));
-    _mm_storel_pi((__m64 *)(o + 46), _mm256_extractf128_ps(t7, 1));
+    _mm_storeu_ps(o + 42, _mm256_castps256_ps128(t[7]));
+    _mm_storel_pi((__m64 *)(o + 46), _mm256_extractf128_ps(t[7], 1));
   }
   return k;
 }
@@ -474,27 +480,10 @@ static void transpose_b_f32(nd_i64 k, nd_i64 p, const float *B, nd_i64 csb, floa
     const float *s0 = B + j0 * csb;
     nd_i64 k0 = 0;
     for (; k0 + 8 <= k; k0 += 8) {
-      __m256 r0 = _mm256_loadu_ps(s0 + k0), r1 = _mm256_loadu_ps(s0 + csb + k0);
-      __m256 r2 = _mm256_loadu_ps(s0 + 2 * csb + k0), r3 = _mm256_loadu_ps(s0 + 3 * csb + k0);
-      __m256 r4 = _mm256_loadu_ps(s0 + 4 * csb + k0), r5 = _mm256_loadu_ps(s0 + 5 * csb + k0);
-      __m256 r6 = _mm256_loadu_ps(s0 + 6 * csb + k0), r7 = _mm256_loadu_ps(s0 + 7 * csb + k0);
-      __m256 u0 = _mm256_unpacklo_ps(r0, r1), u1 = _mm256_unpackhi_ps(r0, r1);
-      __m256 u2 = _mm256_unpacklo_ps(r2, r3), u3 = _mm256_unpackhi_ps(r2, r3);
-      __m256 u4 = _mm256_unpacklo_ps(r4, r5), u5 = _mm256_unpackhi_ps(r4, r5);
-      __m256 u6 = _mm256_unpacklo_ps(r6, r7), u7 = _mm256_unpackhi_ps(r6, r7);
-      __m256 v0 = _mm256_shuffle_ps(u0, u2, 0x44), v1 = _mm256_shuffle_ps(u0, u2, 0xEE);
-      __m256 v2 = _mm256_shuffle_ps(u1, u3, 0x44), v3 = _mm256_shuffle_ps(u1, u3, 0xEE);
-      __m256 v4 = _mm256_shuffle_ps(u4, u6, 0x44), v5 = _mm256_shuffle_ps(u4, u6, 0xEE);
-      __m256 v6 = _mm256_shuffle_ps(u5, u7, 0x44), v7 = _mm256_shuffle_ps(u5, u7, 0xEE);
-      float *d = dst + k0 * p + j0;
-      _mm256_storeu_ps(d, _mm256_permute2f128_ps(v0, v4, 0x20));
-      _mm256_storeu_ps(d + p, _mm256_permute2f128_ps(v1, v5, 0x20));
-      _mm256_storeu_ps(d + 2 * p, _mm256_permute2f128_ps(v2, v6, 0x20));
-      _mm256_storeu_ps(d + 3 * p, _mm256_permute2f128_ps(v3, v7, 0x20));
-      _mm256_storeu_ps(d + 4 * p, _mm256_permute2f128_ps(v0, v4, 0x31));
-      _mm256_storeu_ps(d + 5 * p, _mm256_permute2f128_ps(v1, v5, 0x31));
-      _mm256_storeu_ps(d + 6 * p, _mm256_permute2f128_ps(v2, v6, 0x31));
-      _mm256_storeu_ps(d + 7 * p, _mm256_permute2f128_ps(v3, v7, 0x31));
+      __m256 t[8];
+      for (int j = 0; j < 8; j++) t[j] = _mm256_loadu_ps(s0 + j * csb + k0);
+      tr8x8_avx2(t);
+      for (int kk = 0; kk < 8; kk++) _mm256_storeu_ps(dst + (k0 + kk) * p + j0, t[kk]);
     }
     for (; k0 < k; k0++)
       for (nd_i64 j = 0; j < 8; j++) dst[k0 * p + j0 + j] = s0[j * csb + k0];
