@@ -231,6 +231,8 @@ class SGD(Optimizer):
         params = [p for p in group["params"] if p.grad is not None]
         if not params:
             return True
+        if not _listed_once(params):
+            return False
         # before ``ws`` and ``moms`` below hold references of their own
         own_ws, own_us = _own_arrays(params), _own_states(self.u, params) if m else None
         ws = [_array_of(p) for p in params]
@@ -268,6 +270,14 @@ def _own_states(table: dict, params):
         # known references: the table's slot and ``arr``
         out.append(arr if arr is not None and arr.unshared(2) else None)
     return out
+
+
+def _listed_once(params) -> bool:
+    """Every parameter of the group occurs once.  A parameter listed twice is
+    updated twice, one update after the other (the per-parameter loop, as
+    PyTorch's); the multi-tensor kernels read every input before writing, so
+    such a group takes the loop."""
+    return len({id(p) for p in params}) == len(params)
 
 
 def _state_or_zeros(table: dict, p: Tensor, w):
@@ -362,6 +372,8 @@ class Adam(Optimizer):
         params = [p for p in group["params"] if p.grad is not None]
         if not params:
             return True
+        if not _listed_once(params):
+            return False
         own = (_own_arrays(params), _own_states(m_state, params), _own_states(v_state, params))
         ws = [_array_of(p) for p in params]
         out = ops.multi_tensor_adam_step(

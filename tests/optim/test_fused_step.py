@@ -235,3 +235,24 @@ def test_a_held_array_is_never_overwritten(device, hold, monkeypatch):
         after = held.numpy() if hasattr(held, "numpy") else held
         np.testing.assert_array_equal(after, values)
         assert not np.array_equal(p.numpy().reshape(-1), values.reshape(-1))
+
+
+@pytest.mark.parametrize("make", [lambda ps: optim.SGD(ps, lr=0.1, momentum=0.5),
+                                  lambda ps: optim.Adam(ps, lr=0.1)], ids=["sgd", "adam"])
+def test_a_parameter_listed_twice_is_updated_twice_like_the_loop(device, make, monkeypatch):
+    """A parameter listed twice in a group is updated twice, the second update
+    starting from the first (the per-parameter loop's result, and PyTorch's);
+    the fused step computed both from the old values before."""
+    monkeypatch.setattr(ndl.autograd, "KEEP_INTERIOR_GRADS", False)
+    results = []
+    for fused in (True, False):
+        w = nn.Parameter(ndl.Tensor(np.array([1.0, -2.0, 3.0], np.float32), device=device))
+        opt = make([w, w])
+        if not fused:
+            opt._fused_step = lambda *a, **k: False
+        for _ in range(2):
+            opt.reset_grad()
+            (w * w).sum().backward()
+            opt.step()
+        results.append(w.numpy())
+    np.testing.assert_allclose(results[0], results[1], rtol=1e-6, atol=1e-7)
