@@ -34,6 +34,12 @@ int nd_threads_for(nd_i64 work, nd_i64 grain) {
   return t < g_threads ? (int)t : g_threads;
 }
 
+int nd_threads_for_rows(nd_i64 outer, nd_i64 total) {
+  int nt = nd_threads_for(total, ND_GRAIN_CHEAP);
+  if (nt > outer) nt = (int)(outer > 0 ? outer : 1);
+  return nt;
+}
+
 int nd_cpu_has_avx2_fma(void) {
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
   __builtin_cpu_init();

@@ -17,24 +17,6 @@
 #include <string.h>
 #include "needle_cpu.h"
 
-#ifdef _OPENMP
-#include <omp.h>
-#define ND_FN_TID() omp_get_thread_num()
-#else
-#define ND_FN_TID() 0
-#endif
-
-/* threads for a pass over `total` elements with `outer` splittable rows */
-static int fn_threads(nd_i64 outer, nd_i64 total) {
-  int nt = nd_threads_for(total, ND_GRAIN_CHEAP);
-  if (nt > outer) nt = (int)(outer > 0 ? outer : 1);
-  return nt;
-}
-
-/* per-thread slice [lo, hi) of n rows */
-#define FN_SLICE(n, t, nt, lo, hi) \
-  nd_i64 lo = (n) * (t) / (nt), hi = (n) * ((t) + 1) / (nt)
-
 #define ND_DEF_FUSED_NORM(T, SUF)                                                   \
 /* out rows (4, C): the mean, the biased variance over outer and inner, inv_std \
  * = (var + eps) ** -0.5 and scale = inv_std * w[c] -- the last two rounded as    \
@@ -42,7 +24,7 @@ static int fn_threads(nd_i64 outer, nd_i64 total) {
  * fused node's values match it.  Returns -1 when the scratch cannot be allocated. */ \
 int nd_bn_stats_##SUF(const T *x, const T *w, T *out, nd_i64 outer, nd_i64 C,       \
                       nd_i64 inner, double eps) {                                  \
-  int nt = fn_threads(outer, outer * C * inner);                                   \
+  int nt = nd_threads_for_rows(outer, outer * C * inner);                           \
   double *acc = (double *)calloc((size_t)(nt * C + C), sizeof(double));            \
   if (!acc) return -1;                                                              \
   double *mean = acc + nt * C;                                                      \
@@ -50,9 +32,9 @@ int nd_bn_stats_##SUF(const T *x, const T *w, T *out, nd_i64 outer, nd_i64 C,   
   for (int pass = 0; pass < 2; pass++) {                                            \
     _Pragma("omp parallel num_threads(nt) if(nt > 1)")                              \
     {                                                                               \
-      int t = ND_FN_TID();                                                          \
+      int t = ND_OMP_TID();                                                         \
       double *a = acc + (nd_i64)t * C;                                              \
-      FN_SLICE(outer, t, nt, lo, hi);                                               \
+      ND_ROW_SLICE(outer, t, nt, lo, hi);                                           \
       for (nd_i64 o = lo; o < hi; o++) {                                            \
         const T *row = x + o * C * inner;                                           \
         if (inner == 1) {                                                           \
@@ -88,14 +70,14 @@ int nd_bn_stats_##SUF(const T *x, const T *w, T *out, nd_i64 outer, nd_i64 C,   
 int nd_bn_grad_stats_##SUF(const T *g, const T *x, const T *st, T *out,             \
                            nd_i64 outer, nd_i64 C, nd_i64 inner) {                  \
   const T *mean = st;                                                               \
-  int nt = fn_threads(outer, 2 * outer * C * inner);                               \
+  int nt = nd_threads_for_rows(outer, 2 * outer * C * inner);                       \
   double *acc = (double *)calloc((size_t)(2 * nt * C), sizeof(double));            \
   if (!acc) return -1;                                                              \
   _Pragma("omp parallel num_threads(nt) if(nt > 1)")                                \
   {                                                                                 \
-    int t = ND_FN_TID();                                                            \
+    int t = ND_OMP_TID();                                                           \
     double *sg = acc + 2 * (nd_i64)t * C, *sgx = sg + C;                            \
-    FN_SLICE(outer, t, nt, lo, hi);                                                 \
+    ND_ROW_SLICE(outer, t, nt, lo, hi);                                             \
     for (nd_i64 o = lo; o < hi; o++) {                                              \
       const T *gr = g + o * C * inner, *xr = x + o * C * inner;                     \
       if (inner == 1) {                                                             \
@@ -124,7 +106,7 @@ int nd_bn_grad_stats_##SUF(const T *g, const T *x, const T *st, T *out,         
 void nd_bn_apply_##SUF(const T *x, const T *st, const T *sh, T *o,                  \
                        nd_i64 outer, nd_i64 C, nd_i64 inner) {                     \
   const T *m = st, *sc = st + 3 * C;                                                \
-  int nt = fn_threads(outer * C, outer * C * inner);                               \
+  int nt = nd_threads_for_rows(outer * C, outer * C * inner);                       \
   if (inner == 1) {                                                                 \
     _Pragma("omp parallel for num_threads(nt) if(nt > 1) schedule(static)")         \
     for (nd_i64 r = 0; r < outer; r++) {                                            \
@@ -155,7 +137,7 @@ int nd_bn_grad_input_##SUF(const T *g, const T *x, const T *st, const T *gs, T *
     coef[c] = a[c] * st[2 * C + c] * gs[C + c] * neg_inv_n;                         \
     coef[C + c] = a[c] * gs[c] * neg_inv_n;                                         \
   }                                                                                 \
-  int nt = fn_threads(outer * C, 2 * outer * C * inner);                           \
+  int nt = nd_threads_for_rows(outer * C, 2 * outer * C * inner);                   \
   if (inner == 1) {                                                                 \
     _Pragma("omp parallel for num_threads(nt) if(nt > 1) schedule(static)")         \
     for (nd_i64 r = 0; r < outer; r++) {                                            \
@@ -196,7 +178,7 @@ static void lstm_gates_row_##SUF(const T *zr, T *s, nd_i64 H) {                 
                                                                                     \
 /* out (B, 2, H): out[b, 0] = h' = o * tanh(c'), out[b, 1] = c' = f * c + i * g */  \
 int nd_lstm_gates_##SUF(const T *z, const T *c, T *out, nd_i64 B, nd_i64 H) {       \
-  int nt = fn_threads(B, B * 5 * H); /* cheap grain: a forked thread must pay */    \
+  int nt = nd_threads_for_rows(B, B * 5 * H); /* cheap grain: a forked thread must pay */ \
   int fail = 0;                                                                     \
   _Pragma("omp parallel num_threads(nt) if(nt > 1) reduction(|:fail)")              \
   {                                                                                 \
@@ -204,8 +186,8 @@ int nd_lstm_gates_##SUF(const T *z, const T *c, T *out, nd_i64 B, nd_i64 H) {   
     if (!s) fail = 1;                                                               \
     else {                                                                          \
       T *tc = s + 4 * H;                                                            \
-      int t = ND_FN_TID(), n = nt;                                                  \
-      FN_SLICE(B, t, n, lo, hi);                                                    \
+      int t = ND_OMP_TID(), n = nt;                                                 \
+      ND_ROW_SLICE(B, t, n, lo, hi);                                                \
       for (nd_i64 b = lo; b < hi; b++) {                                            \
         lstm_gates_row_##SUF(z + b * 4 * H, s, H);                                  \
         const T *cr = c + b * H; T *hr = out + b * 2 * H, *cn = hr + H;             \
@@ -222,7 +204,7 @@ int nd_lstm_gates_##SUF(const T *z, const T *c, T *out, nd_i64 B, nd_i64 H) {   
                                                                                     \
 /* g (B, 2, H): the adjoints of h' and c'.  out: B*4H adjoints of z, then B*H of c */ \
 int nd_lstm_gates_grad_##SUF(const T *z, const T *c, const T *g, T *out, nd_i64 B, nd_i64 H) { \
-  int nt = fn_threads(B, B * 5 * H); /* cheap grain: a forked thread must pay */    \
+  int nt = nd_threads_for_rows(B, B * 5 * H); /* cheap grain: a forked thread must pay */ \
   int fail = 0;                                                                     \
   _Pragma("omp parallel num_threads(nt) if(nt > 1) reduction(|:fail)")              \
   {                                                                                 \
@@ -230,8 +212,8 @@ int nd_lstm_gates_grad_##SUF(const T *z, const T *c, const T *g, T *out, nd_i64 
     if (!s) fail = 1;                                                               \
     else {                                                                          \
       T *tc = s + 4 * H;                                                            \
-      int t = ND_FN_TID(), n = nt;                                                  \
-      FN_SLICE(B, t, n, lo, hi);                                                    \
+      int t = ND_OMP_TID(), n = nt;                                                 \
+      ND_ROW_SLICE(B, t, n, lo, hi);                                                \
       for (nd_i64 b = lo; b < hi; b++) {                                            \
         lstm_gates_row_##SUF(z + b * 4 * H, s, H);                                  \
         const T *cr = c + b * H, *gh = g + b * 2 * H, *gc = gh + H;                  \

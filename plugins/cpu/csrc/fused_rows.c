@@ -25,13 +25,6 @@
 #include <stdlib.h>
 #include "needle_cpu.h"
 
-#ifdef _OPENMP
-#include <omp.h>
-#define FR_TID() omp_get_thread_num()
-#else
-#define FR_TID() 0
-#endif
-
 #define FR_LANES 16
 #define FR_BLOCK 256
 /* s (double) = sum over j in [0, n) of EXPR(j), EXPR in T */
@@ -154,20 +147,13 @@ ND_DEF_ROW_WORKERS(double, f64_base, FR_BASE)
 #endif
 #define FR_PICK_f64(name) name##_f64_base
 
-/* threads for a pass over `total` elements with `outer` splittable rows */
-static int fr_threads(nd_i64 outer, nd_i64 total) {
-  int nt = nd_threads_for(total, ND_GRAIN_CHEAP);
-  if (nt > outer) nt = (int)(outer > 0 ? outer : 1);
-  return nt;
-}
-
 /* run CALL (a worker call over rows [lo, hi)) with the rows split over nt threads */
 #define FR_SPLIT(nt, outer, CALL)                                                   \
   do {                                                                              \
     _Pragma("omp parallel num_threads(nt) if(nt > 1)")                              \
     {                                                                               \
-      int t_ = FR_TID();                                                            \
-      nd_i64 lo = (outer) * t_ / (nt), hi = (outer) * (t_ + 1) / (nt);              \
+      int t_ = ND_OMP_TID();                                                        \
+      ND_ROW_SLICE(outer, t_, nt, lo, hi);                                          \
       CALL;                                                                         \
     }                                                                               \
   } while (0)
@@ -176,7 +162,7 @@ static int fr_threads(nd_i64 outer, nd_i64 total) {
 void nd_softmax_grad_##SUF(const T *y, const T *g, T *o, nd_i64 outer, nd_i64 r) {  \
   void (*f)(const T *, const T *, T *, nd_i64, nd_i64, nd_i64) =                    \
       FR_PICK_##SUF(fr_softmax_grad);                                               \
-  int nt = fr_threads(outer, 2 * outer * r);                                        \
+  int nt = nd_threads_for_rows(outer, 2 * outer * r);                                        \
   FR_SPLIT(nt, outer, f(y, g, o, lo, hi, r));                                       \
 }                                                                                   \
                                                                                     \
@@ -184,7 +170,7 @@ void nd_layer_norm_##SUF(const T *x, const T *w, const T *b, T *o,              
                          nd_i64 outer, nd_i64 r, double eps) {                      \
   void (*f)(const T *, const T *, const T *, T *, nd_i64, nd_i64, nd_i64, double) = \
       FR_PICK_##SUF(fr_layer_norm);                                                 \
-  int nt = fr_threads(outer, outer * r);                                            \
+  int nt = nd_threads_for_rows(outer, outer * r);                                            \
   FR_SPLIT(nt, outer, f(x, w, b, o, lo, hi, r, eps));                               \
 }                                                                                   \
                                                                                     \
@@ -192,7 +178,7 @@ void nd_layer_norm_grad_input_##SUF(const T *g, const T *x, const T *w, T *o,   
                                     nd_i64 outer, nd_i64 r, double eps) {           \
   void (*f)(const T *, const T *, const T *, T *, nd_i64, nd_i64, nd_i64, double) = \
       FR_PICK_##SUF(fr_layer_norm_gx);                                              \
-  int nt = fr_threads(outer, 3 * outer * r);                                        \
+  int nt = nd_threads_for_rows(outer, 3 * outer * r);                                        \
   FR_SPLIT(nt, outer, f(g, x, w, o, lo, hi, r, eps));                               \
 }                                                                                   \
                                                                                     \
@@ -203,7 +189,7 @@ int nd_layer_norm_grad_params_##SUF(const T *g, const T *x, T *out,             
                                     nd_i64 outer, nd_i64 r, double eps) {           \
   void (*f)(const T *, const T *, double *, double *, nd_i64, nd_i64, nd_i64,       \
             double) = FR_PICK_##SUF(fr_layer_norm_gp);                              \
-  int nt = fr_threads(outer, 2 * outer * r);                                        \
+  int nt = nd_threads_for_rows(outer, 2 * outer * r);                                        \
   double *acc = (double *)calloc((size_t)(2 * nt * r), sizeof(double));             \
   if (!acc) return -1;                                                              \
   FR_SPLIT(nt, outer, f(g, x, acc + 2 * (nd_i64)t_ * r, acc + (2 * (nd_i64)t_ + 1) * r, \

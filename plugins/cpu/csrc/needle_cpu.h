@@ -143,6 +143,19 @@ ND_DECL_CONV(double, f64)
 
 /* internal: thread count for `work` units given a grain below which to stay serial */
 int nd_threads_for(nd_i64 work, nd_i64 grain);
+/* internal: threads for a pass over `total` elements whose `outer` rows are
+ * split between the threads (at least one row a thread; ND_GRAIN_CHEAP) */
+int nd_threads_for_rows(nd_i64 outer, nd_i64 total);
+/* thread t's share [lo, hi) of n rows split over nt threads */
+#define ND_ROW_SLICE(n, t, nt, lo, hi) \
+  nd_i64 lo = (n) * (t) / (nt), hi = (n) * ((t) + 1) / (nt)
+/* the calling thread's number in an OpenMP team (0 without OpenMP) */
+#ifdef _OPENMP
+#include <omp.h>
+#define ND_OMP_TID() omp_get_thread_num()
+#else
+#define ND_OMP_TID() 0
+#endif
 
 /* ---- [i14f2 fused norm] batch-norm op overrides (fused_norm.c) ----
  * x is a compact (outer, C, inner) array normalised per channel c.
