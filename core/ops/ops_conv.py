@@ -172,6 +172,7 @@ class Conv(TensorOp):
     def __init__(self, stride: int = 1, padding: int = 0):
         self.stride = _int(stride, "stride")
         self.padding = _int(padding, "padding")
+        self._dense_input = None  # (input view, its compact copy) once compute made one
 
     def compute(self, a: NDArray, b: NDArray) -> NDArray:
         dense = a.compact()
@@ -188,7 +189,7 @@ class Conv(TensorOp):
         a, b = node.inputs
         _, H, W, _ = a.shape
         ga = ConvGradInput(self.stride, self.padding, (H, W))(out_grad, b) if need[0] else None
-        dense = getattr(self, "_dense_input", None)
+        dense = self._dense_input
         gb = ConvGradWeight(self.stride, self.padding, b.shape[0], dense)(a, out_grad) if need[1] else None
         return ga, gb
 
