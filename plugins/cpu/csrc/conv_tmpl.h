@@ -35,9 +35,8 @@ typedef struct {
   nd_i64 h0, Kh, w0, Kw;
 } ND_FN(taps_t_);
 
-static nd_i64 ND_FN(live_lo_)(nd_i64 K, nd_i64 s, nd_i64 pad, nd_i64 Ho) {
+static nd_i64 ND_FN(live_lo_)(nd_i64 s, nd_i64 pad, nd_i64 Ho) {
   nd_i64 lo = pad - (Ho - 1) * s; /* the last output row reads row (Ho-1)*s + k - pad >= 0 */
-  (void)K;
   return lo > 0 ? lo : 0;
 }
 
@@ -49,9 +48,9 @@ static nd_i64 ND_FN(live_hi_)(nd_i64 K, nd_i64 pad, nd_i64 H) {
 static ND_FN(taps_t_) ND_FN(live_taps_)(nd_i64 H, nd_i64 W, nd_i64 K, nd_i64 s, nd_i64 pad,
                                        nd_i64 Ho, nd_i64 Wo) {
   ND_FN(taps_t_) t;
-  t.h0 = ND_FN(live_lo_)(K, s, pad, Ho);
+  t.h0 = ND_FN(live_lo_)(s, pad, Ho);
   t.Kh = ND_FN(live_hi_)(K, pad, H) - t.h0 + 1;
-  t.w0 = ND_FN(live_lo_)(K, s, pad, Wo);
+  t.w0 = ND_FN(live_lo_)(s, pad, Wo);
   t.Kw = ND_FN(live_hi_)(K, pad, W) - t.w0 + 1;
   /* a padding wider than the kernel can leave no live tap at all (K 3,
    * padding 5, stride 20 on a 1x1 map): then the output is all zeros */
