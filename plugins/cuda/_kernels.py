@@ -40,7 +40,7 @@ GEMM_CONFIGS = ("big", "small")
 #: file -> every extern "C" kernel it must export (checked by the compile test
 #: against the cubin's symbol table).
 EXPORTS: dict[str, list[str]] = {
-    "ewise": _names(EWISE_BINARY + SCALAR + EWISE_UNARY + ("fill",), _DT),
+    "ewise": _names(EWISE_BINARY + SCALAR + EWISE_UNARY + ("fill", "rand_uniform"), _DT),
     "strided": [f"{k}_{d}_{i}" for k in ("compact", "ewise_setitem", "scalar_setitem")
                 for d in _DT for i in ("i32", "i64")],
     "reduce": [f"reduce_{op}_{how}_{d}" for op in ("sum", "max") for how in ("warp", "block") for d in _DT],

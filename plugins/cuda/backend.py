@@ -8,11 +8,12 @@ waited for only when data returns to the host (``to_numpy``).
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Sequence
 
 import numpy as np
 
-from needle.errors import DeviceMismatchError, ShapeError
+from needle.errors import ArgumentError, ArgumentTypeError, DeviceMismatchError, ShapeError
 from needle.protocol import PROTOCOL_VERSION, Backend, UnsupportedDTypeError
 
 from . import _cache, _driver, _launch, _nvrtc, _runtime
@@ -32,6 +33,30 @@ _VIEW_PLANS: dict = {}
 
 def _p(buf) -> DevicePtr:
     return DevicePtr(buf.ptr())
+
+
+#: rand_uniform's seeds are whole numbers below this (the protocol's range)
+SEED_LIMIT = 2**32
+
+
+def rng_seed(seed) -> np.uint64:
+    """``seed`` checked against rand_uniform's contract -- a whole number in
+    [0, 2**32), given as an int or a float (a ReplayScalar is a float) -- as the
+    uint64 the kernel takes.  A float such as 3.5 or nan is refused rather than
+    truncated: two different seeds must never draw the same mask."""
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Real):
+        raise ArgumentTypeError(
+            f"rand_uniform: the seed must be a whole number (int or float), got {type(seed).__name__}")
+    if isinstance(seed, numbers.Integral):
+        value = int(seed)
+    else:
+        f = float(seed)
+        if not f.is_integer():
+            raise ArgumentError(f"rand_uniform: the seed must be a whole number, got {f!r}")
+        value = int(f)
+    if not 0 <= value < SEED_LIMIT:
+        raise ArgumentError(f"rand_uniform: the seed must be in [0, 2**32), got {value}")
+    return np.uint64(value)
 
 
 class CudaBackend(Backend):
@@ -259,6 +284,16 @@ class CudaBackend(Backend):
     def ewise_exp(self, a, out): self._ewise("ewise_exp", a, out)
     def ewise_tanh(self, a, out): self._ewise("ewise_tanh", a, out)
     def ewise_sqrt(self, a, out): self._ewise("ewise_sqrt", a, out)
+
+    def rand_uniform(self, out, seed):
+        """Op override: uniform numbers in [0, 1) from the protocol's counter-based
+        generator (see OP_OVERRIDE_SIGNATURES["rand_uniform"]); one launch."""
+        rt, suf = self._check("rand_uniform", out=out)
+        s = rng_seed(seed)
+        if out.size == 0:
+            return
+        grid, block = _launch.grid_1d(out.size, rt.sm_count)
+        rt.launch(f"rand_uniform_{suf}", (grid,), (block,), (_p(out), s, np.int64(out.size)))
 
     def scalar_add(self, a, val, out): self._ewise("scalar_add", a, out, val=val)
     def scalar_sub(self, a, val, out): self._ewise("scalar_sub", a, out, val=val)

@@ -145,7 +145,8 @@ def test_hook_returns_the_backend():
     import needle_cuda
     (b,) = needle_cuda.needle_backends()
     assert b.name == "cuda" and set(b.dtypes) == {"float32", "float64"}
-    assert set(b.op_overrides()) == {"conv", "conv_grad_input", "conv_grad_weight", "logsumexp", "softmax"}
+    assert set(b.op_overrides()) == {"conv", "conv_grad_input", "conv_grad_weight", "logsumexp", "softmax",
+                                     "rand_uniform"}
 
 
 def test_bench_script_exits_cleanly_without_gpu():

@@ -1,5 +1,6 @@
 // Element-wise, scalar and fill kernels on compact buffers: grid-stride loops,
 // 16-byte vector loads when the host says every pointer is 16-byte aligned.
+// Also rand_uniform, which fills a compact buffer from a seed.
 // Exported names: <op>_f32 / <op>_f64 (see needle_cuda/_kernels.py).
 
 struct OpAdd { template <typename T> __device__ T operator()(T a, T b) const { return a + b; } };
@@ -149,3 +150,36 @@ NDL_UNARY(ewise_sqrt, OpSqrt)
 
 extern "C" __global__ void fill_f32(float* out, float val, i64 n, int vec) { fill_body<float>(out, val, n, vec); }
 extern "C" __global__ void fill_f64(double* out, double val, i64 n, int vec) { fill_body<double>(out, val, n, vec); }
+
+// ---- rand_uniform (op override): the counter-based generator the protocol fixes
+// (OP_OVERRIDE_SIGNATURES["rand_uniform"]), bit for bit, so that a mask drawn here
+// from a seed equals the one every other backend draws from it.  Element i depends
+// only on (seed, i): no state to carry between launches, and a captured CUDA graph
+// replays a fresh draw for whatever seed the next launch passes.
+// The block between the [ndl-rng] markers is compiled on the host by the tests
+// (tests/cuda/test_rand_uniform.py) and compared with a NumPy model of the spec.
+// [ndl-rng]
+__device__ __forceinline__ u64 ndl_splitmix64_mix(u64 z) {
+    z ^= z >> 30;
+    z *= 0xBF58476D1CE4E5B9ull;
+    z ^= z >> 27;
+    z *= 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return z;
+}
+// the top 24 (53) bits as a multiple of 2^-24 (2^-53): exact, and always < 1
+__device__ __forceinline__ float ndl_u01_f32(u64 z) { return (float)(z >> 40) * 5.9604644775390625e-08f; }
+__device__ __forceinline__ double ndl_u01_f64(u64 z) { return (double)(z >> 11) * 1.1102230246251565e-16; }
+__device__ __forceinline__ u64 ndl_rng_base(u64 seed) { return seed * 0x9E3779B97F4A7C15ull; }
+// [/ndl-rng]
+
+// unsigned arithmetic wraps mod 2^64, as the spec asks; the index is 64-bit so a
+// buffer past 2^31 elements keeps drawing distinct numbers
+extern "C" __global__ void rand_uniform_f32(float* out, u64 seed, i64 n) {
+    const u64 base = ndl_rng_base(seed);
+    for (i64 i = NDL_TID; i < n; i += NDL_STRIDE) out[i] = ndl_u01_f32(ndl_splitmix64_mix(base + (u64)i));
+}
+extern "C" __global__ void rand_uniform_f64(double* out, u64 seed, i64 n) {
+    const u64 base = ndl_rng_base(seed);
+    for (i64 i = NDL_TID; i < n; i += NDL_STRIDE) out[i] = ndl_u01_f64(ndl_splitmix64_mix(base + (u64)i));
+}
