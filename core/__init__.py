@@ -45,3 +45,5 @@ def __getattr__(name):
 
 def __dir__():
     return sorted(set(globals()) | _LAZY_MODULES | set(_LAZY_ATTRS))
+from . import replay
+from .replay import jit

@@ -17,6 +17,7 @@ rather than being imported here; docs/design.md walks through ``a + b``.
 from __future__ import annotations
 
 import contextlib
+import functools
 from _thread import get_ident as _thread_id
 import gc
 from functools import reduce
@@ -26,6 +27,7 @@ from typing import Iterable, List, Optional
 import numpy as np
 
 from .backend_ndarray import NDArray, default_device, device as _device_by_name
+from .backend_ndarray import capture as _capture
 from .backend_ndarray.device import BackendDevice
 from .errors import ArgumentTypeError, DeviceMismatchError, ShapeError, UnsupportedDTypeError
 
@@ -176,6 +178,10 @@ class TensorTupleOp(Op):
 # values and the node builder
 # ---------------------------------------------------------------------- #
 _object_new = object.__new__
+
+
+def _set_cached_data(value: "Value", arr) -> None:
+    value.cached_data = arr
 
 
 class Value:
@@ -649,6 +655,8 @@ class Tensor(Value):
         if new.dtype != old.dtype:
             new = new.cast(old.dtype)
         self.cached_data = new
+        if _capture._ACTIVE is not None:  # needle.jit: the state keeps its buffer across replays
+            _capture.state_moved(old, new, functools.partial(_set_cached_data, self))
 
     def retain_grad(self) -> "Tensor":
         """Keep this interior node's adjoint in ``.grad`` after ``backward``

@@ -21,6 +21,7 @@ __all__ = [
     "DistributedError",
     "DistributedTimeoutError",
     "DistributedConfigError",
+    "JitError",
     "ArgumentTypeError",
     "OutOfBoundsError",
     "SizeOverflowError",
@@ -111,3 +112,13 @@ class DistributedTimeoutError(DistributedError, TimeoutError):
 class DistributedConfigError(DistributedError, ValueError):
     """A bad argument to a distributed API: a sampler rank outside the world,
     a world size below one, more processes than allowed."""
+
+
+# -- needle.jit -------------------------------------------------------------------
+
+
+class JitError(NeedleError, RuntimeError):
+    """A function ``needle.jit`` cannot capture and replay faithfully: a host
+    read (``.numpy()``, ``float(t)``) inside it, a non-Tensor result, arrays on
+    two devices, or a Tensor from outside the function whose data changed
+    between calls.  The message names the op and the user's line."""

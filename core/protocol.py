@@ -63,6 +63,7 @@ __all__ = [
     "Backend",
     "hookimpl",
     "OP_OVERRIDE_SIGNATURES",
+    "ReplayScalar",
     "UnsupportedDTypeError",
 ]
 
@@ -75,6 +76,23 @@ PROTOCOL_VERSION = 2
 
 #: Oldest protocol version a backend may declare and still be loaded.
 MIN_PROTOCOL_VERSION = 1
+
+class ReplayScalar(float):
+    """A scalar kernel argument that changes between replays of a captured
+    step (``needle.jit``): the learning rate, Adam's folded bias corrections,
+    a dropout seed.  It is a ``float`` holding its value at capture, so a
+    kernel that receives one during capture just uses it; ``slot`` indexes the
+    ``scalars`` sequence that a native replay's ``run`` receives (see
+    :meth:`Backend.compile_replay`)."""
+
+    def __new__(cls, value: float, slot: int):
+        obj = super().__new__(cls, value)
+        obj.slot = slot
+        return obj
+
+    def __reduce__(self):
+        return (ReplayScalar, (float(self), self.slot))
+
 
 def _collapse_batch(shape: tuple, strides: tuple):
     """The one stride that walks batch axes ``shape`` (row-major) given their
@@ -153,6 +171,17 @@ OP_OVERRIDE_SIGNATURES: dict[str, str] = {
         "the buffers of params / ms / vs themselves."
     ),
 }
+
+# random numbers made on the device (needle.jit: a captured dropout draws a fresh
+# mask every replay from a seed the replay passes in)
+OP_OVERRIDE_SIGNATURES["rand_uniform"] = (
+    "rand_uniform(out, seed) -- out: compact; seed: a whole number in [0, 2**32) "
+    "(a float or int). Element i gets a uniform number in [0, 1) from the counter-based "
+    "generator z = splitmix64_mix(seed * 0x9E3779B97F4A7C15 + i) (mod 2**64; mix: z ^= z >> 30; "
+    "z *= 0xBF58476D1CE4E5B9; z ^= z >> 27; z *= 0x94D049BB133111EB; z ^= z >> 31), "
+    "u = (z >> 40) * 2**-24 for float32 and (z >> 11) * 2**-53 for float64, so every "
+    "backend draws the same stream."
+)
 
 # [i14f2 fused norm] batch-norm op overrides (ops.batch_norm_train): every
 # operand is compact and viewed as (outer, channels, inner), normalised per
@@ -294,6 +323,26 @@ class Backend(abc.ABC):
         if key is not None:
             _DTYPE_CACHE[key] = dt  # allocation is on every op's hot path
         return dt
+
+    def compile_replay(self, program: Sequence[tuple[str, tuple]]):
+        """*Optional.* A native replay of a captured step, or None.
+
+        ``program`` is the step ``needle.jit`` recorded and planned: a list of
+        ``(name, args)`` where ``name`` is one of this backend's kernels or op
+        overrides and ``args`` the exact arguments to call it with (buffers
+        of this backend, ints, floats, tuples, lists of buffers, strings).
+        A scalar that changes between replays comes as a :class:`ReplayScalar`.
+        The calls run in order; every buffer stays alive while the returned
+        object does.
+
+        Return an object with ``run(scalars)``: execute every call in order
+        (``scalars[s.slot]`` replacing each ReplayScalar ``s``), raising after
+        the calls when a kernel reported an error.  The default returns None
+        and needle replays the program from Python, calling the kernels one
+        by one -- correct on every backend, but with a Python call per kernel
+        that a native loop (``cpu``) or a CUDA graph (``cuda``) avoids.
+        """
+        return None
 
     def op_overrides(self) -> Mapping[str, Callable[..., None]]:
         """Fused kernels for whole ops, keyed by op name: every method of the
@@ -585,7 +634,8 @@ class Backend(abc.ABC):
 
 def kernel_names() -> list[str]:
     """Names of every protocol kernel (required and optional), in definition order."""
-    skip = {"is_available", "device_names", "for_device", "config", "check_dtype", "op_overrides"}
+    skip = {"is_available", "device_names", "for_device", "config", "check_dtype", "op_overrides",
+            "compile_replay"}
     return [
         n for n, v in Backend.__dict__.items()
         if callable(v) and not n.startswith("_") and n not in skip

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+from needle.backend_ndarray import capture
 from needle.errors import ArgumentTypeError
 from needle.validation import check_float, check_int
 
@@ -51,6 +52,7 @@ class LRScheduler:
     def step(self) -> float:
         self.last_epoch += 1
         self._apply()
+        capture.on_replay(self.step, after=True)  # needle.jit: stepped inside a captured step
         return self.optimizer.lr
 
     def get_last_lr(self) -> float:

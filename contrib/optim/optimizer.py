@@ -7,6 +7,7 @@ is created, gradients are only read (tests compare them before and after
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -14,6 +15,7 @@ import numpy as np
 import needle.backend_ndarray as nd
 from needle import ops
 from needle.autograd import Tensor
+from needle.backend_ndarray import capture
 from needle.errors import HyperParameterError, StateDictError
 from needle.validation import check_float
 
@@ -32,6 +34,15 @@ def _numeric(call: str, key: str, value) -> np.ndarray:
 
 def _array_of(t: Tensor):
     return t.realize_cached_data()
+
+
+def _set_state(table: dict, p: Tensor, value) -> None:
+    """``table[p] = value`` for an optimizer state (momentum, Adam's moments);
+    under needle.jit the state keeps its buffer across replays."""
+    old = table.get(p)
+    table[p] = value
+    if old is not None and capture.capturing():
+        capture.state_moved(old, value, functools.partial(table.__setitem__, p))
 
 
 def _assign(p: Tensor, value) -> None:
@@ -209,6 +220,11 @@ class SGD(Optimizer):
     def step(self):
         for group in self.param_groups:
             lr, m, wd = group["lr"], group["momentum"], group["weight_decay"]
+            if capture.capturing():
+                # needle.jit: a replay reads the group's lr anew (schedules); a new
+                # momentum or weight decay changes the kernels, so it captures again
+                lr = capture.dynamic(lr, functools.partial(group.__getitem__, "lr"))
+                capture.guard(functools.partial(_unchanged, group, {"momentum": m, "weight_decay": wd}))
             if self._fused_step(group, lr, m, wd):
                 continue
             for p in group["params"]:
@@ -221,7 +237,7 @@ class SGD(Optimizer):
                 if m:
                     u = self.u.get(p)
                     u = g * (1 - m) if u is None else u * m + g * (1 - m)
-                    self.u[p] = u
+                    _set_state(self.u, p, u)
                     g = u
                 _assign(p, w - g * lr)
 
@@ -245,15 +261,23 @@ class SGD(Optimizer):
         for i, p in enumerate(params):
             _assign(p, new_ws[i])
             if m:
-                self.u[p] = new_us[i]
+                _set_state(self.u, p, new_us[i])
         return True
+
+
+def _unchanged(group: dict, values: dict) -> bool:
+    return all(group[k] == v for k, v in values.items())
 
 
 def _own_arrays(params):
     """Per parameter, its array when the fused step may overwrite it in place:
     nothing but the parameter holds it (no ``p.data`` / ``detach()`` Tensor
     sharing it, no view, no NumPy export), so the course's out-of-place update
-    cannot be told apart from it.  None elsewhere (a fresh array then)."""
+    cannot be told apart from it.  None elsewhere (a fresh array then).
+    Under needle.jit every parameter is updated in place: a replay keeps
+    each state in one buffer."""
+    if capture.capturing():
+        return [p.cached_data for p in params]
     out = []
     for p in params:
         arr = p.cached_data
@@ -264,6 +288,8 @@ def _own_arrays(params):
 
 def _own_states(table: dict, params):
     """The same for optimizer states (momentum, Adam's moments) in ``table``."""
+    if capture.capturing():
+        return [table.get(p) for p in params]
     out = []
     for p in params:
         arr = table.get(p)
@@ -331,21 +357,37 @@ class Adam(Optimizer):
 
     def step(self):
         self.t += 1
+        capture.on_replay(self._advance)  # needle.jit: each replay is one more step
         m_state, v_state = self.m, self.v
         for group in self.param_groups:
             self._step_group(group, m_state, v_state)
 
-    def _step_group(self, group, m_state, v_state):
-        b1, b2, wd = group["beta1"], group["beta2"], group["weight_decay"]
-        c1, c2 = 1 - b1, 1 - b2
+    def _advance(self) -> None:
+        self.t += 1
+
+    def _folded(self, group) -> tuple:
+        """``(k, eps_s, frozen)`` of ``group`` at step ``self.t``.
+
+        lr * m_hat / (sqrt(v_hat) + eps) == m / (sqrt(v * k) + eps / step_size)
+        with k = 1 / ((1 - b2^t) * step_size^2): the bias corrections and lr
+        fold into two scalars, so each parameter costs 5 array ops."""
+        b1, b2 = group["beta1"], group["beta2"]
         step_size = group["lr"] / (1 - b1**self.t)
         frozen = step_size == 0  # lr 0 (a frozen group): moments advance, weights stay
         step_size = step_size or 1.0
-        # lr * m_hat / (sqrt(v_hat) + eps) == m / (sqrt(v * k) + eps / step_size)
-        # with k = 1 / ((1 - b2^t) * step_size^2): the bias corrections and lr
-        # fold into two scalars, so each parameter costs 5 array ops here
-        k = 1.0 / ((1 - b2**self.t) * step_size * step_size)
-        eps_s = group["eps"] / step_size
+        return 1.0 / ((1 - b2**self.t) * step_size * step_size), group["eps"] / step_size, frozen
+
+    def _step_group(self, group, m_state, v_state):
+        b1, b2, wd = group["beta1"], group["beta2"], group["weight_decay"]
+        c1, c2 = 1 - b1, 1 - b2
+        k, eps_s, frozen = self._folded(group)
+        if capture.capturing():
+            # needle.jit: k and eps_s follow t and lr on every replay; the betas,
+            # the weight decay and whether the group is frozen decide the kernels
+            k = capture.dynamic(k, lambda: self._folded(group)[0])
+            eps_s = capture.dynamic(eps_s, lambda: self._folded(group)[1])
+            capture.guard(functools.partial(_unchanged, group, {"beta1": b1, "beta2": b2, "weight_decay": wd}))
+            capture.guard(lambda: (group["lr"] == 0) == frozen)
         if self._fused_step(group, m_state, v_state, b1, b2, wd, k, eps_s, frozen):
             return
         for p in group["params"]:
@@ -361,8 +403,8 @@ class Adam(Optimizer):
             gc2 = g * c2
             m = g * c1 if m is None else m * b1 + g * c1
             v = gc2 * g if v is None else v * b2 + gc2 * g
-            m_state[p] = m
-            v_state[p] = v
+            _set_state(m_state, p, m)
+            _set_state(v_state, p, v)
             if not frozen:
                 _assign(p, w - m / ((v * k).sqrt() + eps_s))
 
@@ -385,8 +427,8 @@ class Adam(Optimizer):
             return False
         new_ws, new_ms, new_vs = out
         for i, p in enumerate(params):
-            m_state[p] = new_ms[i]
-            v_state[p] = new_vs[i]
+            _set_state(m_state, p, new_ms[i])
+            _set_state(v_state, p, new_vs[i])
             if not frozen:
                 _assign(p, new_ws[i])
         return True

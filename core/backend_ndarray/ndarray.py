@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import (ArgumentTypeError, DeviceMismatchError, OutOfBoundsError, ShapeError,
                       SizeOverflowError, UnsupportedDTypeError)
+from ..protocol import ReplayScalar
 from .device import (BackendDevice, all_devices, cpu, cpu_numpy, cuda, default_device,
                      device)
 
@@ -657,7 +658,9 @@ class NDArray:
         a = self._flat_operand()
         out = a._like()
         if out._handle.size:
-            getattr(self._be, kernel)(a._handle, float(val), out._handle)
+            # a needle.jit replay-time scalar (a float subclass) reaches the kernel as it is
+            getattr(self._be, kernel)(a._handle, val if type(val) is ReplayScalar else float(val),
+                                      out._handle)
         return out
 
     def _unary(self, kernel: str) -> "NDArray":

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..autograd import Tensor, TensorOp, local_vjp
-from ..backend_ndarray import NDArray, array as nd_array
+from ..backend_ndarray import NDArray, array as nd_array, capture
 from ..errors import ArgumentTypeError, DeviceMismatchError, OutOfBoundsError, ShapeError, UnsupportedDTypeError
 from .ops_logarithmic import logsumexp, logsumexp_array
 from .ops_mathematic import broadcast_to, exp, reshape
@@ -55,15 +55,31 @@ def _host_labels(y: NDArray, classes: int) -> np.ndarray:
     return host.astype(np.int64)
 
 
+def _checked_labels(y: NDArray, classes: int):
+    """The host labels (checked), or None inside a needle.jit capture: a
+    replay cannot read them on the host, so there the kernels alone guard
+    the rows (the cpu kernel reports a bad label after the replay)."""
+    return None if capture.capturing() else _host_labels(y, classes)
+
+
 def _labels_for(z: NDArray, y: NDArray) -> NDArray:
     """``y`` in ``z``'s dtype (the op overrides take one dtype)."""
     if y.dtype == z.dtype:
         return y
+    if capture.capturing():
+        return y.cast(z.dtype)
     return nd_array(y.numpy().astype(z.dtype), dtype=z.dtype, device=z.device)
 
 
-def _one_hot(z: NDArray, idx: np.ndarray) -> NDArray:
+def _one_hot(z: NDArray, y: NDArray, idx) -> NDArray:
+    """The labels' one-hot rows: from the host indices ``idx``, or (idx None,
+    inside a capture) on the device by comparing the labels with 0..classes-1
+    -- the same 0/1 values."""
     rows, classes = z.shape
+    if idx is None:
+        ids = _labels_for(z, y).reshape((rows, 1)).broadcast_to((rows, classes))
+        columns = nd_array(np.arange(classes, dtype=z.dtype), dtype=z.dtype, device=z.device)
+        return ids == columns.reshape((1, classes)).broadcast_to((rows, classes))
     host = np.zeros((rows, classes), dtype=z.dtype)
     host[np.arange(rows), idx] = 1
     return nd_array(host, dtype=z.dtype, device=z.device)
@@ -77,12 +93,12 @@ class SoftmaxCrossEntropy(TensorOp):
     def compute(self, z: NDArray, y: NDArray) -> NDArray:
         _check_shapes(z.shape, y.shape)
         rows, classes = z.shape
-        idx = _host_labels(y, classes)
+        idx = _checked_labels(y, classes)
         out = NDArray.call_op_override("softmax_xent", (z, _labels_for(z, y)), (rows,), rows, classes)
         if out is not None:
             return out
         # the composition nn.SoftmaxLoss used before this op (same values)
-        return logsumexp_array(z, (1,)) - (z * _one_hot(z, idx)).sum(axis=(1,))
+        return logsumexp_array(z, (1,)) - (z * _one_hot(z, y, idx)).sum(axis=(1,))
 
     def gradient_needed(self, out_grad: Tensor, node: Tensor, need):
         z, y = node.inputs
@@ -98,21 +114,21 @@ class SoftmaxCrossEntropyGrad(TensorOp):
     def compute(self, z: NDArray, y: NDArray, g: NDArray) -> NDArray:
         _check_shapes(z.shape, y.shape)
         rows, classes = z.shape
-        idx = _host_labels(y, classes)
+        idx = _checked_labels(y, classes)
         out = NDArray.call_op_override("softmax_xent_grad", (z, _labels_for(z, y), g),
                                        (rows, classes), rows, classes)
         if out is not None:
             return out
         lse = logsumexp_array(z, (1,)).reshape((rows, 1)).broadcast_to((rows, classes))
         probs = (z - lse).exp()
-        return (probs - _one_hot(z, idx)) * g.compact().reshape((rows, 1)).broadcast_to((rows, classes))
+        return (probs - _one_hot(z, y, idx)) * g.compact().reshape((rows, 1)).broadcast_to((rows, classes))
 
     def gradient(self, out_grad: Tensor, node: Tensor):
         z, y, g = node.inputs
         rows, classes = z.shape
-        idx = _host_labels(y.realize_cached_data(), classes)
-        one_hot = Tensor(_one_hot(z.realize_cached_data(), idx), device=z.device, dtype=z.dtype,
-                         requires_grad=False)
+        ya = y.realize_cached_data()
+        one_hot = Tensor(_one_hot(z.realize_cached_data(), ya, _checked_labels(ya, classes)),
+                         device=z.device, dtype=z.dtype, requires_grad=False)
         lse = broadcast_to(reshape(logsumexp(z, axes=(1,)), (rows, 1)), (rows, classes))
         dz = (exp(z - lse) - one_hot) * broadcast_to(reshape(g, (rows, 1)), (rows, classes))
         return local_vjp(dz, (z, y, g), out_grad)

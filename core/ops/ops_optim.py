@@ -18,8 +18,14 @@ from __future__ import annotations
 
 from ..backend_ndarray import NDArray
 from ..errors import UnsupportedDTypeError
+from ..protocol import ReplayScalar
 
 __all__ = ["multi_tensor_sgd_step", "multi_tensor_adam_step"]
+
+
+def _num(x) -> float:
+    """``float(x)``, but a needle.jit replay-time scalar stays one."""
+    return x if type(x) is ReplayScalar else float(x)
 
 
 def _call(name, inputs, outputs, *args):
@@ -40,7 +46,7 @@ def multi_tensor_sgd_step(params, grads, moms, lr, momentum, weight_decay,
     has_mom = bool(momentum)
     out = _call("sgd_step", (list(params), list(grads), list(moms) if has_mom else None),
                 (out_params or True, (out_moms or True) if has_mom else False),
-                float(lr), float(momentum), float(1 - momentum), float(weight_decay))
+                _num(lr), float(momentum), float(1 - momentum), float(weight_decay))
     return None if out is None else (out[0], out[1])
 
 
@@ -53,5 +59,5 @@ def multi_tensor_adam_step(params, grads, ms, vs, beta1, beta2, weight_decay, k,
     out = _call("adam_step", (list(params), list(grads), list(ms), list(vs)),
                 (False if frozen else (out_params or True), out_ms or True, out_vs or True),
                 float(beta1), float(1 - beta1), float(beta2), float(1 - beta2), float(weight_decay),
-                float(k), float(eps_s), bool(frozen))
+                _num(k), _num(eps_s), bool(frozen))
     return None if out is None else (out[0], out[1], out[2])

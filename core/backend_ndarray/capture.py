@@ -1,0 +1,282 @@
+"""Recording a step's backend calls for ``needle.jit`` (the capture half).
+
+While a :class:`Capture` is active, every kernel a backend is asked to run
+goes through a recorder: the backend object's methods are shadowed by
+instance attributes for the duration (all arrays of a device share that one
+object, so arrays made before the capture are recorded too), and each
+device's cached op-override table is swapped the same way.  A recorder runs
+the real kernel -- the capture call computes real values -- and appends
+``(name, args)`` with every buffer replaced by a :class:`Slot` index.
+Kernels that call other kernels of their backend (the protocol's default
+methods) are recorded once, at the outermost call.
+
+Lower layers ask :func:`capturing` to pick replay-safe paths (a device
+random kernel for dropout, device-side labels for the loss, in-place
+optimizer updates), and the optimizers declare what changes between
+replays: :func:`dynamic` scalars (the learning rate), :func:`on_replay`
+callbacks (Adam's step count), :func:`guard` conditions (a group frozen at
+lr 0) and :func:`state_moved` (state rebound to a new array).  Outside a
+capture each of these is a cheap no-op, so the code that calls them stays
+the eager code.
+
+The replay half (planning, the arena, running) is ``needle.replay``.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable, Optional
+
+from ..errors import JitError
+from ..protocol import OP_OVERRIDE_SIGNATURES, ReplayScalar, kernel_names
+
+__all__ = ["Capture", "Slot", "capturing", "dynamic", "on_replay", "guard", "state_moved",
+           "user_line", "active"]
+
+#: the capture in progress, or None (one at a time: a jitted function called
+#: while another is being captured runs inline and is recorded with it)
+_ACTIVE: Optional["Capture"] = None
+
+_MISSING = object()
+# backend methods that are not kernels: never shadowed
+_NOT_KERNELS = frozenset({"Array", "from_numpy", "to_numpy"})
+
+
+def active() -> Optional["Capture"]:
+    """The capture in progress, or None."""
+    return _ACTIVE
+
+
+def capturing() -> bool:
+    """True while ``needle.jit`` records a step."""
+    return _ACTIVE is not None
+
+
+def dynamic(value: float, fn: Callable[[], float]):
+    """``value``, marked during a capture as a scalar that ``fn()`` gives anew
+    before every replay (e.g. ``lambda: group["lr"]``); ``value`` unchanged
+    otherwise."""
+    cap = _ACTIVE
+    if cap is None:
+        return value
+    cap.scalar_fns.append(fn)
+    return ReplayScalar(value, len(cap.scalar_fns) - 1)
+
+
+def on_replay(fn: Callable[[], object], after: bool = False) -> None:
+    """During a capture: call ``fn()`` before every replay (``after=True``:
+    after it) -- the Python side effects of the recorded step, such as
+    Adam's ``t += 1`` or a scheduler's ``step()``.  A no-op otherwise."""
+    cap = _ACTIVE
+    if cap is not None:
+        (cap.after if after else cap.before).append(fn)
+
+
+def guard(predicate: Callable[[], bool]) -> None:
+    """During a capture: replay only while ``predicate()`` holds; when it
+    stops holding the step is captured again (a hyper-parameter that decides
+    which kernels run, such as a group frozen at lr 0)."""
+    cap = _ACTIVE
+    if cap is not None:
+        cap.guards.append(predicate)
+
+
+def state_moved(old, new, rebind: Callable[[object], None]) -> None:
+    """During a capture: a piece of state held in ``old`` (an NDArray) now
+    lives in ``new``, and ``rebind(arr)`` points its owner at ``arr``.  The
+    capture copies the final value back into ``old``'s buffer and rebinds the
+    owner to ``old``, so the state keeps one buffer across replays (course
+    code assigns new arrays: ``p.data = p.data - lr * grad``)."""
+    cap = _ACTIVE
+    if cap is not None and old is not None and old._handle is not new._handle:
+        cap.note_move(old, new, rebind)
+
+
+def user_line() -> str:
+    """``file:line`` of the innermost frame outside needle (the user's code)."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        name = frame.f_globals.get("__name__", "")
+        if not (name == "needle" or name.startswith(("needle.", "needle_"))):
+            return f"{frame.f_code.co_filename}:{frame.f_lineno}"
+        frame = frame.f_back
+    return "<unknown>"
+
+
+class Slot:
+    """A buffer's index in a :class:`Capture`'s ``buffers``."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int):
+        self.index = index
+
+    def __repr__(self):
+        return f"Slot({self.index})"
+
+
+class Capture:
+    """The calls of one captured step and the buffers they touch.
+
+    ``calls``: ``(name, args)`` in order, buffers as :class:`Slot`;
+    ``buffers``: each buffer once; ``kinds``: per buffer ``"input"`` (a static
+    input), ``"new"`` (allocated during the capture) or ``"ext"`` (allocated
+    before it: parameters, optimizer state, constants)."""
+
+    def __init__(self, backend, device):
+        self.backend, self.device = backend, device
+        self.calls: list = []
+        self.buffers: list = []
+        self.kinds: list = []
+        self._index: dict = {}            # id(buffer) -> slot index (buffers are kept alive)
+        self.scalar_fns: list = []
+        self.before: list = []
+        self.after: list = []
+        self.guards: list = []
+        self.moves: dict = {}             # id(owner's first array) -> [old, new, rebind]
+        self._depth = 0
+        self._patched: list = []          # (object, attribute, previous value or _MISSING)
+        self._tables: list = []           # (device, previous override table)
+        self._buffer_type = None
+
+    # -- buffers -------------------------------------------------------------
+    def slot(self, buf, kind: str = "ext") -> int:
+        i = self._index.get(id(buf))
+        if i is None:
+            i = self._index[id(buf)] = len(self.buffers)
+            self.buffers.append(buf)
+            self.kinds.append(kind)
+        return i
+
+    def _convert(self, arg):
+        if type(arg) is self._buffer_type:
+            return Slot(self.slot(arg))
+        if type(arg) is list:
+            return [self._convert(a) for a in arg]
+        return arg
+
+    def note_move(self, old, new, rebind) -> None:
+        entry = self.moves.get(id(old))
+        if entry is None:
+            # the owner's first array is the one replays keep; later moves
+            # of the same owner replace only the newest value
+            for e in self.moves.values():
+                if e[1] is old:
+                    e[1], e[2] = new, rebind
+                    return
+            self.moves[id(old)] = [old, new, rebind]
+        else:
+            entry[1], entry[2] = new, rebind
+
+    # -- recorders -----------------------------------------------------------
+    def _recorder(self, name: str, real):
+        def record(*args):
+            if self._depth:  # inside another kernel of this backend: recorded with it
+                return real(*args)
+            self._depth += 1
+            try:
+                real(*args)
+            finally:
+                self._depth -= 1
+            self.calls.append((name, tuple(self._convert(a) for a in args)))
+        record.__name__ = name
+        return record
+
+    def _allocator(self, real):
+        def array(*args, **kwargs):
+            buf = real(*args, **kwargs)
+            if not self._depth:
+                self.slot(buf, "new")
+            return buf
+        return array
+
+    def _uploader(self, real):
+        def from_numpy(a, out):
+            real(a, out)
+            if not self._depth:
+                # host data become a constant of the step, uploaded on every replay
+                self.calls.append(("from_numpy", (a.copy(), Slot(self.slot(out)))))
+        return from_numpy
+
+    @staticmethod
+    def _host_read(backend):
+        def to_numpy(*args):
+            raise JitError(
+                f"needle.jit: a captured step read an array on the host ({backend.name} to_numpy: "
+                f".numpy(), float(t), item() or a Python branch on a tensor value) at {user_line()}; "
+                f"a replay runs no Python, so the value would be stale. Return the tensor from the "
+                f"function instead (e.g. the loss) and read it after the call")
+        return to_numpy
+
+    @staticmethod
+    def _foreign(backend, device):
+        def foreign(*args, **kwargs):
+            raise JitError(f"needle.jit: the captured step uses arrays on {backend.name} as well as on "
+                           f"{device} (at {user_line()}); a step runs on one device -- move everything "
+                           f"with .to(device) first")
+        return foreign
+
+    def _shadow(self, obj, name, value) -> None:
+        prev = obj.__dict__.get(name, _MISSING)
+        self._patched.append((obj, name, prev))
+        obj.__dict__[name] = value
+
+    # -- start / stop --------------------------------------------------------
+    def start(self, all_devices) -> None:
+        """Shadow the kernels of this capture's backend with recorders, and
+        every other live backend's with errors (a step stays on one device)."""
+        global _ACTIVE
+        if _ACTIVE is not None:
+            raise JitError("needle.jit: a capture is already in progress")
+        be = self.backend
+        if not hasattr(be, "__dict__"):
+            raise JitError(f"needle.jit: backend {be.name!r} cannot be captured (its object has no "
+                           f"instance dictionary to hold recorders)")
+        self._buffer_type = type(be.Array(0))
+        names = set(kernel_names()) | set(OP_OVERRIDE_SIGNATURES) | set(be.op_overrides() or {})
+        try:
+            for dev in all_devices:
+                other = dev._mod
+                if (other is None or other is be or not hasattr(other, "__dict__")
+                        or any(o is other for o, _, _ in self._patched)):
+                    continue
+                for name in names | {"Array", "from_numpy"}:
+                    if callable(getattr(other, name, None)):
+                        self._shadow(other, name, self._foreign(other, self.device))
+            for name in names - _NOT_KERNELS:
+                real = getattr(be, name, None)
+                if callable(real):
+                    self._shadow(be, name, self._recorder(name, real))
+            self._shadow(be, "Array", self._allocator(be.Array))
+            self._shadow(be, "from_numpy", self._uploader(be.from_numpy))
+            self._shadow(be, "to_numpy", self._host_read(be))
+            for dev in all_devices:
+                if dev._mod is be:
+                    table = dev._overrides
+                    if table is None:
+                        table = dict(be.op_overrides() or {})
+                    self._tables.append((dev, dev._overrides))
+                    dev._overrides = {k: getattr(be, k) for k in table}
+                elif dev._mod is not None and any(o is dev._mod for o, _, _ in self._patched):
+                    self._tables.append((dev, dev._overrides))
+                    dev._overrides = {k: self._foreign(dev._mod, self.device)
+                                      for k in (dev._overrides or dev._mod.op_overrides() or {})}
+        except BaseException:
+            self.stop()
+            raise
+        _ACTIVE = self
+
+    def stop(self) -> None:
+        """Put every shadowed method and override table back."""
+        global _ACTIVE
+        for obj, name, prev in reversed(self._patched):
+            if prev is _MISSING:
+                obj.__dict__.pop(name, None)
+            else:
+                obj.__dict__[name] = prev
+        self._patched.clear()
+        for dev, table in reversed(self._tables):
+            dev._overrides = table
+        self._tables.clear()
+        if _ACTIVE is self:
+            _ACTIVE = None

@@ -1,0 +1,419 @@
+"""``needle.jit``: capture a step once, replay it without Python per op.
+
+``step = ndl.jit(fn)``: for each argument signature (the shapes, dtypes,
+devices and ``requires_grad`` of the Tensor arguments, and the values of the
+others) the first call runs ``fn`` eagerly, the second runs it while
+:mod:`needle.backend_ndarray.capture` records every backend call, and later
+calls replay the recording: the new Tensor arguments are copied into the
+capture's static input buffers, the recorded kernels run in order on
+buffers planned from their lifetimes (intermediates share an arena of
+reused buffers, so a replay allocates nothing but its results), and the
+returned Tensors are copies of the step's outputs.
+
+Replays run through the backend's native loop when it offers one
+(:meth:`needle.protocol.Backend.compile_replay`: a ``nogil`` loop on
+``cpu``, a CUDA graph on ``cuda``), else from Python, one call per kernel.
+docs/jit.md tells users what may change between calls and what raises.
+"""
+
+from __future__ import annotations
+
+import functools
+import gc
+import heapq
+import sys
+import weakref
+from typing import Any, Callable, Optional
+
+from .autograd import Tensor, Value
+from .backend_ndarray import NDArray, capture as _capture
+from .backend_ndarray.capture import Capture, Slot, capturing, dynamic, guard, on_replay, state_moved
+from .backend_ndarray.device import _devices
+from .errors import JitError
+from .protocol import ReplayScalar
+
+__all__ = ["jit", "JitFunction", "capturing", "dynamic", "on_replay", "guard", "state_moved"]
+
+
+# ---------------------------------------------------------------------------
+# argument trees: nested tuples / lists / dicts of Tensors and other values
+# ---------------------------------------------------------------------------
+def _flatten(obj, leaves: list, path: str):
+    """A hashable description of ``obj``'s structure; appends its Tensors to ``leaves``."""
+    if isinstance(obj, Tensor):
+        leaves.append(obj)
+        return ("T",)
+    if isinstance(obj, (tuple, list)):
+        return (type(obj).__name__,) + tuple(_flatten(x, leaves, f"{path}[{i}]") for i, x in enumerate(obj))
+    if isinstance(obj, dict):
+        keys = list(obj)
+        return ("dict", tuple(keys)) + tuple(_flatten(obj[k], leaves, f"{path}[{k!r}]") for k in keys)
+    if isinstance(obj, (NDArray, Value)):
+        raise JitError(f"needle.jit: argument {path} is a {type(obj).__name__}; pass Tensors")
+    try:
+        hash(obj)
+    except TypeError:
+        raise JitError(f"needle.jit: argument {path} ({type(obj).__name__}) is neither a Tensor nor "
+                       f"hashable; the arguments that are not Tensors are part of the cache key") from None
+    return ("V", obj)
+
+
+def _unflatten(tree, leaves):
+    it = iter(leaves)
+
+    def build(t):
+        kind = t[0]
+        if kind == "T":
+            return next(it)
+        if kind == "V":
+            return t[1]
+        if kind == "dict":
+            return {k: build(sub) for k, sub in zip(t[1], t[2:])}
+        items = [build(sub) for sub in t[1:]]
+        return tuple(items) if kind == "tuple" else items
+    return build(tree)
+
+
+def _outputs_of(result):
+    """The Tensors of a step's result and its structure; JitError for other values."""
+    leaves: list = []
+
+    def walk(obj, path):
+        if obj is None:
+            return ("V", None)
+        if isinstance(obj, Tensor):
+            leaves.append(obj)
+            return ("T",)
+        if isinstance(obj, (tuple, list)):
+            return (type(obj).__name__,) + tuple(walk(x, f"{path}[{i}]") for i, x in enumerate(obj))
+        if isinstance(obj, dict):
+            keys = list(obj)
+            return ("dict", tuple(keys)) + tuple(walk(obj[k], f"{path}[{k!r}]") for k in keys)
+        raise JitError(f"needle.jit: the function returned {type(obj).__name__} at {path}; a jitted "
+                       f"function returns Tensors (or tuples, lists, dicts of them, or None) -- a Python "
+                       f"value computed in the step would be stale on replay")
+    return walk(result, "result"), leaves
+
+
+def _copy_out(arr: NDArray) -> NDArray:
+    out = NDArray.make(arr.shape, device=arr.device, dtype=arr.dtype)
+    if out.size:
+        out._be.compact(arr._handle, out._handle, arr._shape, arr._strides, arr._offset)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# a planned, replayable step
+# ---------------------------------------------------------------------------
+class _Plan:
+    """One captured step: its static inputs, the planned program, what to
+    check and call around each replay, and how to build the outputs."""
+
+    def __init__(self):
+        self.inputs: list = []         # static input NDArrays, in argument order
+        self.program: list = []        # (name, args) with real buffers and ReplayScalars
+        self.steps: list = []          # (bound kernel, args, dynamic positions) for the Python loop
+        self.native = None
+        self.scalar_fns: list = []
+        self.before: list = []
+        self.after: list = []
+        self.guards: list = []
+        self.outputs: list = []        # (buffer, shape, strides, offset, device)
+        self.out_tree = None
+        self.externals: list = []      # buffers made before the capture that the step reads
+        self.ext_base: list = []       # per external buffer: the references the plan holds
+        self.owners: list = []         # (weakref to Tensor, the NDArray it must still hold)
+        self.arena_bytes = 0
+        self.kernel_calls = 0
+
+    def check(self) -> None:
+        """JitError when state the step reads was rebound since the capture."""
+        for ref, arr in self.owners:
+            t = ref()
+            if t is not None and t.cached_data is not arr:
+                raise JitError(
+                    "needle.jit: a Tensor the captured step reads from outside its arguments was given "
+                    "a new array since the capture (e.g. `t.data = ...`, load_state_dict); the replay "
+                    "would read the old one. Pass it as an argument, update it in place, or call "
+                    "reset() on the jitted function to capture again")
+        for count, base in zip(self.ext_counts(), self.ext_base):
+            if count <= base:
+                raise JitError(
+                    "needle.jit: an array the captured step reads from outside its arguments is no "
+                    "longer held by anything but the replay (its owner was given a new array); the "
+                    "replay would read a stale value. Pass it as an argument or call reset()")
+
+    def ext_counts(self) -> list:
+        """References to each external buffer (measured the same way at the
+        capture, where ``ext_base`` was taken, and before each replay)."""
+        return [sys.getrefcount(b) for b in self.externals]
+
+    def run(self) -> None:
+        for fn in self.before:
+            fn()
+        scalars = [float(fn()) for fn in self.scalar_fns]
+        if self.native is not None:
+            self.native.run(scalars)
+        else:
+            for fn, args, dyn in self.steps:
+                if dyn:
+                    args = list(args)
+                    for pos in dyn:
+                        args[pos] = scalars[args[pos].slot]
+                fn(*args)
+        for fn in self.after:
+            fn()
+
+
+class JitFunction:
+    """A function compiled by :func:`jit`: call it like the function.
+
+    ``stats`` counts eager calls, captures and replays; ``reset()`` forgets
+    every capture.  ``native`` is whether the last plan replays through the
+    backend's native loop."""
+
+    def __init__(self, fn: Callable, *, native: bool = True):
+        functools.update_wrapper(self, fn)
+        self.fn = fn
+        self.use_native = native
+        self._seen: dict = {}        # key -> calls so far (1: ran eagerly once)
+        self._plans: dict = {}       # key -> _Plan
+        self._failed: dict = {}      # key -> the JitError of a failed capture (then eager)
+        self.stats = {"eager": 0, "captures": 0, "replays": 0}
+
+    def reset(self) -> None:
+        """Drop every capture: the next call per signature runs eagerly again."""
+        self._seen.clear()
+        self._plans.clear()
+        self._failed.clear()
+
+    @property
+    def native(self) -> Optional[bool]:
+        plan = next(reversed(self._plans.values()), None) if self._plans else None
+        return None if plan is None else plan.native is not None
+
+    def plan_info(self) -> list:
+        """Per capture: kernel calls, arena bytes, native replay or not."""
+        return [{"calls": p.kernel_calls, "arena_bytes": p.arena_bytes, "native": p.native is not None}
+                for p in self._plans.values()]
+
+    def __call__(self, *args, **kwargs):
+        if capturing():  # called inside another capture: recorded with it
+            return self.fn(*args, **kwargs)
+        leaves: list = []
+        tree = _flatten((args, kwargs), leaves, "args")
+        key = (tree,) + tuple((t.shape, str(t.dtype), t.device.name, t.requires_grad) for t in leaves)
+        plan = self._plans.get(key)
+        if plan is not None:
+            if all(g() for g in plan.guards):
+                return self._replay(plan, leaves)
+            del self._plans[key]      # a hyper-parameter changed what the step runs: capture again
+            return self._capture(key, tree, leaves)
+        if key in self._failed or self._seen.get(key, 0) == 0:
+            self._seen[key] = self._seen.get(key, 0) + 1
+            self.stats["eager"] += 1
+            return self.fn(*args, **kwargs)
+        return self._capture(key, tree, leaves)
+
+    # -- replay ----------------------------------------------------------------
+    def _replay(self, plan: _Plan, leaves: list):
+        plan.check()
+        for t, static in zip(leaves, plan.inputs):
+            arr = t.realize_cached_data()
+            if arr._device != static._device:
+                raise JitError(f"needle.jit: argument on {arr._device}, captured on {static._device}")
+            if static.size:
+                static._be.compact(arr._handle, static._handle, arr._shape, arr._strides, arr._offset)
+        plan.run()
+        self.stats["replays"] += 1
+        return self._results(plan)
+
+    @staticmethod
+    def _results(plan: _Plan):
+        outs = []
+        for buf, shape, strides, offset, device in plan.outputs:
+            arr = NDArray.make(shape, strides=strides, device=device, handle=buf, offset=offset)
+            outs.append(Tensor.make_const(_copy_out(arr)))
+        return _unflatten(plan.out_tree, outs)
+
+    # -- capture -----------------------------------------------------------------
+    def _capture(self, key, tree, leaves):
+        devices = {t.device for t in leaves}
+        if len(devices) > 1:
+            raise JitError(f"needle.jit: the Tensor arguments are on {sorted(d.name for d in devices)}; "
+                           f"a captured step runs on one device")
+        from .backend_ndarray import default_device
+        device = devices.pop() if devices else default_device()
+        backend = device.require()
+        plan = _Plan()
+        cap = Capture(backend, device)
+        static_leaves = []
+        for t in leaves:
+            arr = t.realize_cached_data()
+            static = NDArray.make(arr.shape, device=device, dtype=arr.dtype)
+            if static.size:
+                backend.compact(arr._handle, static._handle, arr._shape, arr._strides, arr._offset)
+            cap.slot(static._handle, "input")
+            plan.inputs.append(static)
+            static_leaves.append(Tensor.make_const(static, requires_grad=t.requires_grad))
+        call_args, call_kwargs = _unflatten(tree, static_leaves)
+        cap.start(list(_devices.values()))
+        try:
+            result = self.fn(*call_args, **call_kwargs)
+            plan.out_tree, out_tensors = _outputs_of(result)
+            outs = [t.realize_cached_data() for t in out_tensors]
+            for arr in outs:
+                if arr._device != device:
+                    raise JitError(f"needle.jit: the step returned a Tensor on {arr._device}; it ran on "
+                                   f"{device}")
+            self._settle_moves(cap)
+        except JitError as exc:
+            cap.stop()
+            self._failed[key] = exc
+            raise
+        except BaseException:
+            cap.stop()
+            raise
+        cap.stop()
+        plan.outputs = [(arr._handle, arr._shape, arr._strides, arr._offset, device) for arr in outs]
+        out_slots = {cap.slot(arr._handle) for arr in outs}
+        # the capture's own results are copied before the buffers are planned
+        first = [Tensor.make_const(_copy_out(arr)) for arr in outs]
+        del result, out_tensors, outs, call_args, call_kwargs, static_leaves
+        try:
+            self._finish(plan, cap, out_slots)
+        except JitError as exc:
+            self._failed[key] = exc
+            raise
+        self._plans[key] = plan
+        self.stats["captures"] += 1
+        return _unflatten(plan.out_tree, first)
+
+    @staticmethod
+    def _settle_moves(cap: Capture) -> None:
+        """State rebound during the step goes back to its first buffer: the
+        new value is copied there (recorded, so every replay does the same)
+        and the owner points at it again."""
+        for old, new, rebind in cap.moves.values():
+            if old.shape != new.shape:
+                raise JitError(f"needle.jit: state of shape {old.shape} was replaced by one of shape "
+                               f"{new.shape} in the captured step; its buffer cannot be kept")
+            if old.size:
+                old[tuple(slice(None) for _ in old.shape)] = new
+            rebind(old)
+
+    def _finish(self, plan: _Plan, cap: Capture, out_slots: set) -> None:
+        cap.moves.clear()
+        gc.collect()
+        n_calls = len(cap.calls)
+        first = [n_calls] * len(cap.buffers)
+        last = [-1] * len(cap.buffers)
+
+        def touch(arg, i):
+            if type(arg) is Slot:
+                s = arg.index
+                if first[s] > i:
+                    first[s] = i
+                last[s] = i
+            elif type(arg) is list:
+                for a in arg:
+                    touch(a, i)
+
+        for i, (_, args) in enumerate(cap.calls):
+            for a in args:
+                touch(a, i)
+        for s in out_slots:
+            last[s] = n_calls
+        # which buffers something outside the recording still holds (p.grad, ...):
+        # they keep their own buffer; the rest share the arena
+        held = [sys.getrefcount(cap.buffers[s]) > 2 for s in range(len(cap.buffers))]  # the list + the argument
+        for s, kind in enumerate(cap.kinds):
+            if kind == "ext" and last[s] >= 0 and not held[s]:
+                raise JitError(
+                    "needle.jit: the captured step read an array that nothing outside the step holds "
+                    "any more (its owner was given a new array during the step without "
+                    "`Tensor.data = ...`), so a replay would read a stale value; keep state in "
+                    "Tensors updated through .data, or pass it as an argument")
+        ext = [s for s, k in enumerate(cap.kinds) if k == "ext" and last[s] >= 0]
+        # references from outside the recording, counted before the plan adds its own
+        outside = {s: sys.getrefcount(cap.buffers[s]) - 2 for s in ext}
+        physical = list(cap.buffers)
+        backend = cap.backend
+        free: dict = {}
+        busy: list = []   # (last use, slot) of arena buffers in use
+        order = sorted((s for s, k in enumerate(cap.kinds)
+                        if k == "new" and not held[s] and s not in out_slots and last[s] >= 0),
+                       key=lambda s: first[s])
+        arena = 0
+        for s in order:
+            while busy and busy[0][0] < first[s]:
+                _, done = heapq.heappop(busy)
+                buf = physical[done]
+                free.setdefault((buf.size, buf.dtype), []).append(buf)
+            want = cap.buffers[s]
+            pool = free.get((want.size, want.dtype))
+            if pool:
+                physical[s] = pool.pop()
+            else:
+                physical[s] = backend.Array(want.size, want.dtype)
+                arena += want.size * want.dtype.itemsize
+            heapq.heappush(busy, (last[s], s))
+        plan.arena_bytes = arena
+
+        def real(arg):
+            if type(arg) is Slot:
+                return physical[arg.index]
+            if type(arg) is list:
+                return [real(a) for a in arg]
+            return arg
+
+        plan.program = [(name, tuple(real(a) for a in args)) for name, args in cap.calls]
+        plan.kernel_calls = len(plan.program)
+        for name, args in plan.program:
+            dyn = tuple(i for i, a in enumerate(args) if type(a) is ReplayScalar)
+            fn = getattr(backend, name, None)
+            if not callable(fn):  # an override offered under another name by op_overrides()
+                fn = cap.device.op_override(name)
+            plan.steps.append((fn, args, dyn))
+        plan.scalar_fns, plan.before = list(cap.scalar_fns), list(cap.before)
+        plan.after, plan.guards = list(cap.after), list(cap.guards)
+        plan.externals = [cap.buffers[s] for s in ext]
+        plan.owners = _owners_of(plan.externals)
+        if self.use_native:
+            compile_replay = getattr(backend, "compile_replay", None)
+            if compile_replay is not None:
+                plan.native = compile_replay(plan.program)
+        cap.buffers.clear()
+        cap.calls.clear()
+        # what the plan itself holds of each external buffer: a replay finds the
+        # buffer orphaned when its count falls back to that
+        plan.ext_base = [c - outside[s] for c, s in zip(plan.ext_counts(), ext)]
+
+
+
+def _owners_of(buffers: list) -> list:
+    """(weakref, NDArray) for every live Tensor whose array lies in ``buffers``."""
+    ids = {id(b) for b in buffers}
+    owners = []
+    for obj in gc.get_objects():
+        if isinstance(obj, Value):
+            arr = obj.cached_data
+            if isinstance(arr, NDArray) and id(arr._handle) in ids:
+                owners.append((weakref.ref(obj), arr))
+    return owners
+
+
+def jit(fn: Optional[Callable] = None, *, native: bool = True):
+    """Compile ``fn`` (a training or inference step) for capture and replay.
+
+    Usable as ``ndl.jit(fn)`` or ``@ndl.jit`` / ``@ndl.jit(native=False)``.
+    Per argument signature the first call runs eagerly, the second captures
+    the backend calls, later calls replay them without Python per op; the
+    results are fresh Tensors (copies of the step's outputs, without a graph).
+    ``native=False`` replays from Python even where the backend has a native
+    loop.  See docs/jit.md."""
+    if fn is None:
+        return lambda f: JitFunction(f, native=native)
+    if not callable(fn):
+        raise JitError(f"needle.jit: expected a function, got {type(fn).__name__}")
+    return JitFunction(fn, native=native)
