@@ -7,14 +7,14 @@ offsets -- cheap integer checks) and only then calls the C kernels in
 could read or write outside a buffer.
 """
 
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint64_t
 from libc.string cimport memcpy
 
 import os
 
 import numpy as np
 
-from needle.errors import BackendUnavailableError, ShapeError
+from needle.errors import ArgumentError, ArgumentTypeError, BackendUnavailableError, ShapeError
 from needle.protocol import PROTOCOL_VERSION, Backend, UnsupportedDTypeError
 
 cdef extern from "needle_cpu.h" nogil:
@@ -447,6 +447,8 @@ cdef extern from "needle_cpu.h" nogil:
                                nd_i64 B, nd_i64 H) noexcept
     int nd_lstm_gates_grad_f64(const double *z, const double *c, const double *g, double *out,
                                nd_i64 B, nd_i64 H) noexcept
+    void nd_rand_uniform_f32(float *o, nd_i64 n, uint64_t seed) noexcept
+    void nd_rand_uniform_f64(double *o, nd_i64 n, uint64_t seed) noexcept
 
 cdef int _check_channels(str op, bufs, CpuArray out, Py_ssize_t outer, Py_ssize_t C,
                          Py_ssize_t inner, Py_ssize_t out_need) except -1:
@@ -535,6 +537,21 @@ cdef tuple _conv_dims(str op, N, H, W, Ci, K, Co, stride, padding):
     Ho = (H + 2 * padding - K) // stride + 1
     Wo = (W + 2 * padding - K) // stride + 1
     return N * H * W * Ci, K * K * Ci * Co, N * Ho * Wo * Co
+
+
+cdef double _seed_value(str op, seed) except -1:
+    """``seed`` as a double after checking it is a whole number in [0, 2**32)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, float, np.integer, np.floating)):
+        raise ArgumentTypeError(f"{op}: seed must be an int or a float, got {type(seed).__name__}")
+    # an int is range-checked as an int: float() of a huge one would round
+    if isinstance(seed, (int, np.integer)):
+        ok = 0 <= seed < 4294967296
+    else:
+        v = float(seed)
+        ok = 0.0 <= v < 4294967296.0 and v == <double>(<uint64_t>v)
+    if not ok:
+        raise ArgumentError(f"{op}: seed must be a whole number in [0, 2**32), got {seed!r}")
+    return <double>float(seed)
 
 
 # ---------------------------------------------------------------------------
@@ -1399,6 +1416,19 @@ class CpuBackend(Backend):
         if rc != 0:
             raise MemoryError("lstm_gates_grad: cannot allocate the row scratch")
     # [/i14f2 fused norm] ------------------------------------------------------------
+
+    def rand_uniform(self, CpuArray out not None, seed):
+        """Op override: ``out[i]`` = the protocol's counter-based uniform number in
+        [0, 1) of (seed, i); seed: a whole number in [0, 2**32), int or float."""
+        cdef uint64_t s = <uint64_t>_seed_value("rand_uniform", seed)
+        if out.size == 0:
+            return
+        if out.kind == 0:
+            with nogil:
+                nd_rand_uniform_f32(<float *>out.data, out.size, s)
+        else:
+            with nogil:
+                nd_rand_uniform_f64(<double *>out.data, out.size, s)
 
 #: the buffer type (the protocol calls it ``Array``)
 Array = CpuArray

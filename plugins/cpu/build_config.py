@@ -24,6 +24,8 @@ C_SOURCES += ["fused_loss.c"]
 C_SOURCES += ["fused_norm.c"]
 # layer norm and softmax-backward row kernels, per SIMD level
 C_SOURCES += ["fused_rows.c"]
+# rand_uniform op override (the protocol's counter-based generator)
+C_SOURCES += ["rand.c"]
 CYTHON_DIRECTIVES = {
     "language_level": 3,
     "boundscheck": False,

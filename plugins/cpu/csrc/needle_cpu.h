@@ -193,4 +193,9 @@ int nd_lstm_gates_grad_f32(const float *z, const float *c, const float *g, float
 int nd_lstm_gates_grad_f64(const double *z, const double *c, const double *g, double *out, nd_i64 B, nd_i64 H);
 /* ---- [/i14f2 fused norm] ---- */
 
+/* ---- rand_uniform (rand.c): o[i] = the protocol's counter-based uniform of
+ * (seed, i) in [0, 1); seed < 2^32 (checked by the caller) ---- */
+void nd_rand_uniform_f32(float *o, nd_i64 n, uint64_t seed);
+void nd_rand_uniform_f64(double *o, nd_i64 n, uint64_t seed);
+
 #endif
