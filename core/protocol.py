@@ -183,6 +183,19 @@ OP_OVERRIDE_SIGNATURES["rand_uniform"] = (
     "backend draws the same stream."
 )
 
+# an embedding's row gather and its adjoint with the indices on the device
+# (nn.Embedding inside a needle.jit capture: a replay cannot read them on the host)
+OP_OVERRIDE_SIGNATURES["embedding"] = (
+    "embedding(w, ids, out, rows, num, dim) -- w: compact (num, dim); ids: (rows,) indices "
+    "stored in w's dtype; out: compact (rows, dim) with out[i, :] = w[ids[i], :]. A kernel "
+    "refuses (OutOfBoundsError) an index that is not a whole number in [0, num)."
+)
+OP_OVERRIDE_SIGNATURES["embedding_grad"] = (
+    "embedding_grad(g, ids, out, rows, num, dim) -- g: compact (rows, dim); ids as embedding; "
+    "out: compact (num, dim) with out[v, :] = the sum of g[i, :] over the i with ids[i] == v, "
+    "added in increasing i (zero rows elsewhere)."
+)
+
 # [i14f2 fused norm] batch-norm op overrides (ops.batch_norm_train): every
 # operand is compact and viewed as (outer, channels, inner), normalised per
 # channel -- (B, D) is (B, D, 1), NCHW is (N, C, H*W), channels-last memory

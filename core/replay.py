@@ -26,12 +26,13 @@ import weakref
 from typing import Any, Callable, Optional
 
 from .autograd import Tensor, Value
-from .backend_ndarray import NDArray, capture as _capture
+from .backend_ndarray import NDArray, default_device
 from .backend_ndarray.capture import Capture, Slot, capturing, dynamic, guard, on_replay, state_moved
 from .backend_ndarray.device import _devices
 from .errors import JitError
 from .protocol import ReplayScalar
 
+_NO_ARENA = __import__("os").environ.get("NDL_NO_ARENA") == "1"
 __all__ = ["jit", "JitFunction", "capturing", "dynamic", "on_replay", "guard", "state_moved"]
 
 
@@ -204,12 +205,19 @@ class JitFunction:
         tree = _flatten((args, kwargs), leaves, "args")
         key = (tree,) + tuple((t.shape, str(t.dtype), t.device.name, t.requires_grad) for t in leaves)
         plan = self._plans.get(key)
+        if plan is None and len({k[2] for k in key[1:]}) > 1:
+            raise JitError(f"needle.jit: the Tensor arguments are on {sorted({k[2] for k in key[1:]})}; "
+                           f"a captured step runs on one device")
         if plan is not None:
             if all(g() for g in plan.guards):
                 return self._replay(plan, leaves)
             del self._plans[key]      # a hyper-parameter changed what the step runs: capture again
             return self._capture(key, tree, leaves)
-        if key in self._failed or self._seen.get(key, 0) == 0:
+        # the first call runs eagerly, so that state made on first use (optimizer
+        # moments) exists before a capture; once one signature is captured a new
+        # one is captured at once -- an eager step would give the parameters new
+        # arrays (out-of-place updates) under the existing captures
+        if key in self._failed or (not self._seen.get(key) and not self._plans):
             self._seen[key] = self._seen.get(key, 0) + 1
             self.stats["eager"] += 1
             return self.fn(*args, **kwargs)
@@ -239,10 +247,6 @@ class JitFunction:
     # -- capture -----------------------------------------------------------------
     def _capture(self, key, tree, leaves):
         devices = {t.device for t in leaves}
-        if len(devices) > 1:
-            raise JitError(f"needle.jit: the Tensor arguments are on {sorted(d.name for d in devices)}; "
-                           f"a captured step runs on one device")
-        from .backend_ndarray import default_device
         device = devices.pop() if devices else default_device()
         backend = device.require()
         plan = _Plan()
@@ -309,19 +313,9 @@ class JitFunction:
         first = [n_calls] * len(cap.buffers)
         last = [-1] * len(cap.buffers)
 
-        def touch(arg, i):
-            if type(arg) is Slot:
-                s = arg.index
-                if first[s] > i:
-                    first[s] = i
-                last[s] = i
-            elif type(arg) is list:
-                for a in arg:
-                    touch(a, i)
-
         for i, (_, args) in enumerate(cap.calls):
             for a in args:
-                touch(a, i)
+                _touch(a, i, first, last)
         for s in out_slots:
             last[s] = n_calls
         # which buffers something outside the recording still holds (p.grad, ...):
@@ -341,7 +335,7 @@ class JitFunction:
         backend = cap.backend
         free: dict = {}
         busy: list = []   # (last use, slot) of arena buffers in use
-        order = sorted((s for s, k in enumerate(cap.kinds)
+        order = [] if _NO_ARENA else sorted((s for s, k in enumerate(cap.kinds)
                         if k == "new" and not held[s] and s not in out_slots and last[s] >= 0),
                        key=lambda s: first[s])
         arena = 0
@@ -360,14 +354,8 @@ class JitFunction:
             heapq.heappush(busy, (last[s], s))
         plan.arena_bytes = arena
 
-        def real(arg):
-            if type(arg) is Slot:
-                return physical[arg.index]
-            if type(arg) is list:
-                return [real(a) for a in arg]
-            return arg
-
-        plan.program = [(name, tuple(real(a) for a in args)) for name, args in cap.calls]
+        plan.program = [(name, tuple(_real(a, physical) for a in args)) for name, args in cap.calls]
+        del physical, free, busy
         plan.kernel_calls = len(plan.program)
         for name, args in plan.program:
             dyn = tuple(i for i, a in enumerate(args) if type(a) is ReplayScalar)
@@ -391,12 +379,35 @@ class JitFunction:
 
 
 
+# module functions, not closures: a recursive closure is a reference cycle that
+# would keep the buffers it reaches alive until the next garbage collection,
+# and the plan counts references to buffers
+def _touch(arg, i: int, first: list, last: list) -> None:
+    if type(arg) is Slot:
+        s = arg.index
+        if first[s] > i:
+            first[s] = i
+        last[s] = i
+    elif type(arg) is list:
+        for a in arg:
+            _touch(a, i, first, last)
+
+
+def _real(arg, physical: list):
+    if type(arg) is Slot:
+        return physical[arg.index]
+    if type(arg) is list:
+        return [_real(a, physical) for a in arg]
+    return arg
+
+
 def _owners_of(buffers: list) -> list:
     """(weakref, NDArray) for every live Tensor whose array lies in ``buffers``."""
     ids = {id(b) for b in buffers}
     owners = []
     for obj in gc.get_objects():
-        if isinstance(obj, Value):
+        # type(), not isinstance(): proxies (lazy modules) answer __class__ with side effects
+        if issubclass(type(obj), Value):
             arr = obj.cached_data
             if isinstance(arr, NDArray) and id(arr._handle) in ids:
                 owners.append((weakref.ref(obj), arr))

@@ -13,7 +13,8 @@ import numpy as np
 import needle.backend_ndarray as nd
 from needle import init, ops
 from needle.autograd import Tensor, TensorOp
-from needle.errors import ArgumentError, ArgumentTypeError, ShapeError
+from needle.backend_ndarray import NDArray, capture
+from needle.errors import ArgumentError, ArgumentTypeError, JitError, ShapeError
 
 from ._checks import check_choice, check_int
 from .nn_basic import Module, Parameter
@@ -314,6 +315,48 @@ class _RowScatterAdd(TensorOp):
         return _RowGather(self.ids)(out_grad)
 
 
+class _DeviceRowGather(TensorOp):
+    """``(weight (V, D), ids (n,)) -> weight[ids] (n, D)`` with the ids on the
+    device (the backend's ``embedding`` op override): the row gather of a
+    needle.jit capture, whose replays cannot read the ids on the host."""
+
+    def compute(self, weight, ids):
+        num, dim = weight.shape
+        ids = ids if ids.dtype == weight.dtype else ids.cast(weight.dtype)
+        out = NDArray.call_op_override("embedding", (weight, ids), (ids.size, dim), ids.size, num, dim)
+        if out is None:
+            raise JitError(f"needle.jit: nn.Embedding inside a captured step needs the backend's embedding "
+                           f"kernel, which {weight.device} lacks (at {capture.user_line()})")
+        return out
+
+    def gradient_needed(self, out_grad, node, need):
+        weight, ids = node.inputs
+        gw = _DeviceRowScatterAdd(weight.shape[0])(out_grad, ids) if need[0] else None
+        return gw, (ids * 0.0 if need[1] else None)  # indices: no adjoint
+
+
+class _DeviceRowScatterAdd(TensorOp):
+    """``(g (n, D), ids (n,)) -> (V, D)``, row v the sum of the rows of g with
+    ``ids == v``: the adjoint of :class:`_DeviceRowGather` (``embedding_grad``)."""
+
+    def __init__(self, num_rows):
+        self.num_rows = num_rows
+
+    def compute(self, g, ids):
+        dim = g.shape[1]
+        ids = ids if ids.dtype == g.dtype else ids.cast(g.dtype)
+        out = NDArray.call_op_override("embedding_grad", (g, ids), (self.num_rows, dim), ids.size,
+                                       self.num_rows, dim)
+        if out is None:
+            raise JitError(f"needle.jit: nn.Embedding's gradient needs the backend's embedding_grad kernel, "
+                           f"which {g.device} lacks")
+        return out
+
+    def gradient_needed(self, out_grad, node, need):
+        g, ids = node.inputs
+        return (_DeviceRowGather()(out_grad, ids) if need[0] else None), (ids * 0.0 if need[1] else None)
+
+
 class Embedding(Module):
     """Lookup table ``weight (num_embeddings, embedding_dim)``, N(0, 1) init.
 
@@ -335,6 +378,12 @@ class Embedding(Module):
 
     def forward(self, x):
         shape = tuple(x.shape)
+        if capture.capturing():
+            # needle.jit: ids stay on the device (checked by the kernel, not here)
+            ids = x if isinstance(x, Tensor) else Tensor(np.asarray(x, dtype=self.dtype), device=self.weight.device,
+                                                         dtype=self.weight.dtype, requires_grad=False)
+            out = _DeviceRowGather()(self.weight, ops.reshape(ids, (ids.size,)))
+            return ops.reshape(out, shape + (self.embedding_dim,))
         ids = x.numpy() if isinstance(x, Tensor) else np.asarray(x)
         ids = ids.reshape(-1)
         if ids.size and (ids.min() < 0 or ids.max() >= self.num_embeddings

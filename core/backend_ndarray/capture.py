@@ -175,7 +175,9 @@ class Capture:
                 return real(*args)
             self._depth += 1
             try:
-                real(*args)
+                # the kernel sees plain floats, as on a replay: NumPy treats a float
+                # subclass as a float64 array, not as a Python scalar
+                real(*[float(a) if type(a) is ReplayScalar else a for a in args])
             finally:
                 self._depth -= 1
             self.calls.append((name, tuple(self._convert(a) for a in args)))

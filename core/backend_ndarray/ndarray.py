@@ -941,6 +941,20 @@ def _as_batched(x: NDArray):
     return x._view((nb, r, c), (bs, rs, cs), x._offset)
 
 
+def device_uniform(shape, device, dtype, seed) -> "NDArray | None":
+    """Uniform [0, 1) numbers made on ``device`` by its ``rand_uniform`` op
+    override from ``seed`` (same stream on every backend), or None when the
+    backend has none.  needle.jit draws with it: a replay cannot call NumPy."""
+    dev = _resolve(device)
+    kernel = dev.op_override("rand_uniform")
+    if kernel is None:
+        return None
+    out = NDArray.make(shape, device=dev, dtype=dtype)
+    if out._handle.size:
+        kernel(out._handle, seed)
+    return out
+
+
 def _check_view(shape, strides, offset, size, op) -> None:
     if len(shape) != len(strides):
         raise ShapeError(f"{op}: shape {shape} and strides {strides} differ in length")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..autograd import Tensor
-from ..backend_ndarray import NDArray, default_device
+from ..backend_ndarray import NDArray, capture, default_device
 from ..backend_ndarray.device import BackendDevice, device as _device_by_name, one_hot_rows
-from ..backend_ndarray.ndarray import _as_shape
-from ..errors import ArgumentTypeError, OutOfBoundsError, UnsupportedDTypeError
+from ..backend_ndarray.ndarray import _as_shape, device_uniform
+from ..errors import ArgumentTypeError, JitError, OutOfBoundsError, UnsupportedDTypeError
 from ..validation import check_int, check_probability
 
 __all__ = ["rand", "randn", "constant", "ones", "zeros", "randb", "one_hot", "zeros_like",
@@ -42,14 +42,38 @@ def _wrap(host: np.ndarray, device, dtype, requires_grad) -> Tensor:
     return Tensor.make_const(data, requires_grad=requires_grad)
 
 
+def _new_seed() -> float:
+    return float(np.random.randint(0, 2**32, dtype=np.int64))
+
+
+def _captured_uniform(shape, device, dtype, op: str) -> NDArray:
+    """Inside a needle.jit capture: uniform numbers from the device's
+    counter-based generator, seeded afresh from ``np.random`` before every
+    replay (a different stream from eager draws, as docs/jit.md says)."""
+    seed = capture.dynamic(_new_seed(), _new_seed)
+    arr = device_uniform(shape, _device(device), _dtype(dtype), seed)
+    if arr is None:
+        raise JitError(f"needle.jit: {op} inside a captured step needs the backend's rand_uniform kernel, "
+                       f"which {_device(device).backend_name} lacks (at {capture.user_line()}); a replay "
+                       f"cannot draw from NumPy. Draw outside the step and pass the result as an argument")
+    return arr
+
+
 def rand(*shape, low=0.0, high=1.0, device=None, dtype="float32", requires_grad=False):
-    """Uniform in [low, high): ``np.random.rand(*shape) * (high - low) + low``."""
+    """Uniform in [low, high): ``np.random.rand(*shape) * (high - low) + low``
+    (inside a needle.jit capture: the device generator, fresh each replay)."""
+    if capture.capturing():
+        u = _captured_uniform(_shape(shape), device, dtype, "init.rand")
+        return Tensor.make_const(u * (high - low) + low, requires_grad=requires_grad)
     host = np.random.rand(*_shape(shape)) * (high - low) + low
     return _wrap(host, device, dtype, requires_grad)
 
 
 def randn(*shape, mean=0.0, std=1.0, device=None, dtype="float32", requires_grad=False):
     """Normal: ``np.random.randn(*shape) * std + mean``."""
+    if capture.capturing():
+        raise JitError(f"needle.jit: init.randn inside a captured step (at {capture.user_line()}): a replay "
+                       f"cannot draw from NumPy; draw outside the step and pass the result as an argument")
     host = np.random.randn(*_shape(shape)) * std + mean
     return _wrap(host, device, dtype, requires_grad)
 
@@ -73,6 +97,9 @@ def randb(*shape, p=0.5, device=None, dtype="bool", requires_grad=False):
     """Bernoulli mask: ``np.random.rand(*shape) <= p`` as 0/1 (stored as float32
     for ``dtype="bool"``)."""
     p = check_probability("randb", "p", p)
+    if capture.capturing():
+        mask = _captured_uniform(_shape(shape), device, dtype, "init.randb") <= p
+        return Tensor.make_const(mask, requires_grad=requires_grad)
     host = np.random.rand(*_shape(shape)) <= p
     return _wrap(host, device, dtype, requires_grad)
 

@@ -1,0 +1,403 @@
+"""needle.jit: a captured and replayed step gives eager's values, and every
+bad use raises JitError (issue 15).
+
+Each model test trains two copies from one seed, one eagerly and one through
+``ndl.jit``, on the same batches and compares every parameter after 5 steps
+(call 1 eager, call 2 captured, calls 3-5 replayed).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import needle as ndl
+import needle.nn as nn
+import needle.optim as optim
+from needle import models
+from needle.errors import JitError
+
+STEPS = 5
+
+
+def _t(a, device, **kw):
+    return ndl.Tensor(a, device=device, requires_grad=False, **kw)
+
+
+def _params_equal(m1, m2, atol=1e-6):
+    for p, q in zip(m1.parameters(), m2.parameters()):
+        np.testing.assert_allclose(p.numpy(), q.numpy(), rtol=0, atol=atol)
+
+
+def _train_both(build, batches, device):
+    """(eager losses, jitted losses, eager model, jitted model, the JitFunction)."""
+    m1, step1, after1 = build(device)
+    m2, step2, after2 = build(device)
+    jitted = ndl.jit(step2)
+    l1, l2 = [], []
+    for args in batches:
+        l1.append(step1(*[_t(a, device) for a in args]).numpy())
+        after1()
+        l2.append(jitted(*[_t(a, device) for a in args]).numpy())
+        after2()
+    return l1, l2, m1, m2, jitted
+
+
+def _classifier_batches(shape, classes, n=STEPS, seed=1):
+    rng = np.random.default_rng(seed)
+    return [(rng.standard_normal(shape).astype("float32"),
+             rng.integers(0, classes, shape[0]).astype("float32")) for _ in range(n)]
+
+
+def _mlp_resnet(drop_prob=0.0):
+    def build(device):
+        np.random.seed(0)
+        model = models.MLPResNet(20, hidden_dim=16, num_blocks=2, num_classes=5, drop_prob=drop_prob,
+                                 device=device)
+        opt = optim.Adam(model.parameters(), lr=0.01, weight_decay=1e-3)
+        sched = optim.lr_scheduler.CosineAnnealingLR(opt, STEPS)
+        loss_fn = nn.SoftmaxLoss()
+
+        def step(x, y):
+            opt.reset_grad()
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            opt.step()
+            return loss
+        return model, step, sched.step
+    return build
+
+
+def test_mlp_resnet_adam_cosine_matches_eager(device):
+    l1, l2, m1, m2, jitted = _train_both(_mlp_resnet(), _classifier_batches((8, 20), 5), device)
+    np.testing.assert_allclose(l1, l2, rtol=0, atol=1e-6)
+    _params_equal(m1, m2)
+    assert jitted.stats == {"eager": 1, "captures": 1, "replays": 3}
+
+
+def test_resnet9_sgd_momentum_matches_eager(device):
+    def build(dev):
+        np.random.seed(0)
+        model = models.ResNet9(device=dev)
+        opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-3)
+        loss_fn = nn.SoftmaxLoss()
+
+        def step(x, y):
+            opt.reset_grad()
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            opt.step()
+            return loss
+        return model, step, lambda: None
+    l1, l2, m1, m2, jitted = _train_both(build, _classifier_batches((2, 3, 32, 32), 10), device)
+    np.testing.assert_allclose(l1, l2, rtol=0, atol=1e-6)
+    _params_equal(m1, m2)
+    # BatchNorm's running statistics follow the replays too
+    for a, b in zip(m1.modules() if hasattr(m1, "modules") else [], m2.modules() if hasattr(m2, "modules") else []):
+        if isinstance(a, nn.BatchNorm2d):
+            np.testing.assert_allclose(a.running_mean.numpy(), b.running_mean.numpy(), atol=1e-6)
+
+
+def test_lstm_language_model_matches_eager(device):
+    vocab, seq, batch = 30, 6, 4
+
+    def build(dev):
+        np.random.seed(0)
+        model = models.LanguageModel(8, vocab, 8, num_layers=2, seq_model="lstm", device=dev)
+        opt = optim.SGD(model.parameters(), lr=0.5)
+        loss_fn = nn.SoftmaxLoss()
+
+        def step(x, y, h0, c0):
+            opt.reset_grad()
+            out, (h, c) = model(x, (h0, c0))
+            loss = loss_fn(out, y)
+            loss.backward()
+            opt.step()
+            return loss, h, c
+        return model, step, lambda: None
+
+    rng = np.random.default_rng(3)
+    m1, step1, _ = build(device)
+    m2, step2, _ = build(device)
+    jitted = ndl.jit(step2)
+    h1 = h2 = (np.zeros((2, batch, 8), "float32"),) * 2
+    for _ in range(STEPS):
+        x = rng.integers(0, vocab, (seq, batch)).astype("float32")
+        y = rng.integers(0, vocab, seq * batch).astype("float32")
+        la, ha, ca = step1(_t(x, device), _t(y, device), _t(h1[0], device), _t(h1[1], device))
+        lb, hb, cb = jitted(_t(x, device), _t(y, device), _t(h2[0], device), _t(h2[1], device))
+        np.testing.assert_allclose(la.numpy(), lb.numpy(), rtol=0, atol=1e-6)
+        h1, h2 = (ha.numpy(), ca.numpy()), (hb.numpy(), cb.numpy())  # carried state, as in truncated BPTT
+        np.testing.assert_allclose(h1[0], h2[0], rtol=0, atol=1e-6)
+    _params_equal(m1, m2)
+    assert jitted.stats["replays"] == STEPS - 2
+
+
+def test_transformer_layer_matches_eager(device):
+    def build(dev):
+        np.random.seed(0)
+        model = nn.TransformerLayer(16, 2, 8, 32, dropout=0.0, device=dev)
+        opt = optim.Adam(model.parameters(), lr=1e-3)
+
+        def step(x, target):
+            opt.reset_grad()
+            diff = model(x) - target
+            loss = (diff * diff).sum()
+            loss.backward()
+            opt.step()
+            return loss
+        return model, step, lambda: None
+    rng = np.random.default_rng(2)
+    batches = [(rng.standard_normal((2, 5, 16)).astype("float32"),
+                rng.standard_normal((2, 5, 16)).astype("float32")) for _ in range(STEPS)]
+    l1, l2, m1, m2, _ = _train_both(build, batches, device)
+    np.testing.assert_allclose(l1, l2, rtol=1e-6, atol=1e-6)
+    _params_equal(m1, m2)
+
+
+def test_dropout_is_fresh_every_replay_and_the_loss_falls_alike(device):
+    """Jitted dropout draws from the device generator (another stream than
+    eager's NumPy draws), a new mask each replay; training still converges
+    the same way on a fixed problem."""
+    batches = _classifier_batches((16, 20), 5, n=40, seed=4) * 1
+    x, y = batches[0]
+    build = _mlp_resnet(drop_prob=0.2)
+    losses = {}
+    for name in ("eager", "jit"):
+        model, step, _ = build(device)
+        if name == "jit":
+            step = ndl.jit(step)
+        losses[name] = [float(step(_t(x, device), _t(y, device)).numpy()) for _ in range(40)]
+    for name, ls in losses.items():
+        assert np.mean(ls[-5:]) < 0.5 * np.mean(ls[:5]), (name, ls)
+    # masks differ from replay to replay: the same batch gives different losses
+    # even once the weights barely move
+    assert len(set(np.round(losses["jit"][10:], 7))) > 5
+
+
+def test_new_batch_shape_captures_again(device):
+    build = _mlp_resnet()
+    model, step, _ = build(device)
+    jitted = ndl.jit(step)
+    for n in (8, 8, 8, 3, 3, 3, 8):
+        x, y = _classifier_batches((n, 20), 5, n=1)[0]
+        out = jitted(_t(x, device), _t(y, device))
+        assert out.shape == ()
+    # the second shape is captured on its first call: an eager step there would
+    # have given the parameters new arrays under the first capture
+    assert jitted.stats == {"eager": 1, "captures": 2, "replays": 4}
+    assert len(jitted.plan_info()) == 2
+
+
+def test_learning_rate_set_between_replays_is_used(device):
+    def build(dev):
+        np.random.seed(0)
+        model = nn.Linear(6, 3, device=dev)
+        opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.5)
+        loss_fn = nn.SoftmaxLoss()
+
+        def step(x, y):
+            opt.reset_grad()
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            opt.step()
+            return loss
+        return model, step, opt
+    m1, s1, o1 = build(device)
+    m2, s2, o2 = build(device)
+    jitted = ndl.jit(s2)
+    for i, (x, y) in enumerate(_classifier_batches((4, 6), 3, n=6)):
+        o1.lr = o2.lr = 0.1 / (i + 1)
+        s1(_t(x, device), _t(y, device))
+        jitted(_t(x, device), _t(y, device))
+    _params_equal(m1, m2)
+    # a new momentum changes the kernels: the step is captured again
+    o1.momentum = o2.momentum = 0.0
+    x, y = _classifier_batches((4, 6), 3, n=1)[0]
+    s1(_t(x, device), _t(y, device))
+    jitted(_t(x, device), _t(y, device))
+    _params_equal(m1, m2)
+    assert jitted.stats["captures"] == 2
+
+
+def test_adam_frozen_group_recaptures(device):
+    def build(dev):
+        np.random.seed(0)
+        model = nn.Linear(4, 2, device=dev)
+        opt = optim.Adam(model.parameters(), lr=0.05)
+
+        def step(x):
+            opt.reset_grad()
+            loss = (model(x) * model(x)).sum()
+            loss.backward()
+            opt.step()
+            return loss
+        return model, step, opt
+    m1, s1, o1 = build(device)
+    m2, s2, o2 = build(device)
+    jitted = ndl.jit(s2)
+    x = np.random.default_rng(0).standard_normal((3, 4)).astype("float32")
+    for lr in (0.05, 0.05, 0.05, 0.0, 0.0, 0.0, 0.01):
+        o1.lr = o2.lr = lr
+        s1(_t(x, device))
+        jitted(_t(x, device))
+        _params_equal(m1, m2)
+    assert o1.t == o2.t == 7
+
+
+def test_course_style_optimizer_assigning_data(device):
+    """``p.data = p.data - lr * p.grad.data`` (the course's pattern) keeps
+    each parameter in one buffer under replay."""
+    def build(dev):
+        np.random.seed(0)
+        model = nn.Linear(5, 2, device=dev)
+
+        def step(x):
+            for p in model.parameters():
+                p.grad = None
+            loss = (model(x) * model(x)).sum()
+            loss.backward()
+            for p in model.parameters():
+                p.data = p.data - 0.01 * p.grad.data
+            return loss
+        return model, step
+    m1, s1 = build(device)
+    m2, s2 = build(device)
+    jitted = ndl.jit(s2)
+    x = np.random.default_rng(1).standard_normal((4, 5)).astype("float32")
+    for _ in range(STEPS):
+        a = s1(_t(x, device))
+        b = jitted(_t(x, device))
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-6)
+    _params_equal(m1, m2)
+
+
+def test_returned_tensors_are_copies(device):
+    w = ndl.Tensor(np.ones((2, 2), "float32"), device=device, requires_grad=False)
+
+    @ndl.jit
+    def f(x):
+        return x @ w + 1.0, {"x2": x * 2.0}
+    outs = [f(_t(np.full((2, 2), float(i), "float32"), device)) for i in range(5)]
+    for i, (y, d) in enumerate(outs):
+        np.testing.assert_allclose(y.numpy(), np.full((2, 2), 2.0 * i + 1.0))
+        np.testing.assert_allclose(d["x2"].numpy(), np.full((2, 2), 2.0 * i))
+        assert not y.requires_grad and y.op is None
+    assert f.stats == {"eager": 1, "captures": 1, "replays": 3}
+
+
+def test_arena_reuses_buffers(device):
+    @ndl.jit
+    def f(x):
+        for _ in range(20):
+            x = ndl.ops.relu(x * 1.5) + 1.0
+        return x.sum()
+    x = _t(np.ones((64, 64), "float32"), device)
+    for _ in range(3):
+        out = f(x)
+    info = f.plan_info()[0]
+    # 60 intermediates of 16 KiB each, alive one or two at a time
+    assert info["arena_bytes"] <= 4 * 64 * 64 * 4
+    expected = np.ones((64, 64))
+    for _ in range(20):
+        expected = np.maximum(expected * 1.5, 0) + 1.0
+    np.testing.assert_allclose(out.numpy(), expected.sum(), rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------- errors
+def test_host_read_inside_raises_jit_error_naming_the_line(device):
+    def f(x):
+        y = x * 2.0
+        if float(y.sum()) > 0:  # a Python branch on a tensor value
+            return y
+        return -y
+    jitted = ndl.jit(f)
+    x = _t(np.ones(3, "float32"), device)
+    jitted(x)  # eager
+    with pytest.raises(JitError, match=r"host.*test_jit\.py:\d+"):
+        jitted(x)
+    # the failed capture leaves the function usable, eagerly
+    np.testing.assert_allclose(jitted(x).numpy(), [2.0, 2.0, 2.0])
+    assert jitted.stats["captures"] == 0 and jitted.stats["eager"] == 2
+
+
+def test_non_tensor_result_raises(device):
+    jitted = ndl.jit(lambda x: (x * 2.0, 3))
+    x = _t(np.ones(3, "float32"), device)
+    jitted(x)
+    with pytest.raises(JitError, match="returned int"):
+        jitted(x)
+
+
+def test_enclosing_tensor_given_new_data_between_calls_raises(device):
+    w = ndl.Tensor(np.ones(3, "float32"), device=device, requires_grad=False)
+    jitted = ndl.jit(lambda x: x * w)
+    x = _t(np.ones(3, "float32"), device)
+    for _ in range(3):
+        jitted(x)
+    w.data = ndl.Tensor(np.full(3, 5.0, "float32"), device=device)
+    with pytest.raises(JitError, match="new array since the capture"):
+        jitted(x)
+    jitted.reset()
+    for _ in range(3):
+        np.testing.assert_allclose(jitted(x).numpy(), [5.0, 5.0, 5.0])
+
+
+def test_enclosing_tensor_updated_in_place_is_read_fresh(device):
+    w = ndl.Tensor(np.ones(3, "float32"), device=device, requires_grad=False)
+    jitted = ndl.jit(lambda x: x * w)
+    x = _t(np.ones(3, "float32"), device)
+    for _ in range(3):
+        jitted(x)
+    w.realize_cached_data()[:] = 7.0   # written into its own buffer: the replay sees it
+    np.testing.assert_allclose(jitted(x).numpy(), [7.0, 7.0, 7.0])
+
+
+def test_mixing_devices_raises():
+    if not ndl.cpu().enabled():
+        pytest.skip("the cpu backend is not built")
+    jitted = ndl.jit(lambda a, b: a + b.to(a.device))
+    a, b = _t(np.ones(2, "float32"), ndl.cpu_numpy()), _t(np.ones(2, "float32"), ndl.cpu())
+    with pytest.raises(JitError, match="one device"):
+        jitted(a, b)   # already on the first, eager call
+    other = ndl.Tensor(np.ones(2, "float32"), device=ndl.cpu(), requires_grad=False)
+    inner = ndl.jit(lambda a: a + 1.0 + other.to(a.device))
+    inner(a)
+    ndl.cpu().mod  # resolved, so the capture watches it
+    with pytest.raises(JitError, match="uses arrays on cpu"):
+        inner(a)
+
+
+def test_unhashable_argument_raises(device):
+    jitted = ndl.jit(lambda x, opts: x * 2.0)
+    with pytest.raises(JitError, match="neither a Tensor nor hashable"):
+        jitted(_t(np.ones(2, "float32"), device), np.ones(2))
+
+
+def test_randn_inside_a_capture_raises(device):
+    jitted = ndl.jit(lambda x: x + ndl.init.randn(2, device=x.device))
+    x = _t(np.ones(2, "float32"), device)
+    jitted(x)
+    with pytest.raises(JitError, match="randn"):
+        jitted(x)
+
+
+def test_not_a_function():
+    with pytest.raises(JitError, match="expected a function"):
+        ndl.jit(3)
+
+
+def test_uniform_stream_is_the_documented_generator(device):
+    """The rand_uniform op override draws the protocol's counter-based
+    stream: the same numbers on every backend."""
+    from needle.backend_ndarray.ndarray import device_uniform
+    from needle_numpy import uniform_stream
+    for dtype in ("float32", "float64"):
+        got = device_uniform((1000,), device, dtype, 12345.0)
+        if got is None:
+            pytest.skip(f"{device} has no rand_uniform")
+        np.testing.assert_array_equal(got.numpy(), uniform_stream(1000, 12345, dtype))
+    # seed 1, counter 0 mixes the golden ratio itself: splitmix64's published
+    # first output (for its seed 0)
+    z = np.uint64(0xE220A8397B1DCDAF)
+    assert uniform_stream(1, 1, "float64")[0] == float(z >> np.uint64(11)) * 2.0**-53
