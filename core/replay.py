@@ -59,6 +59,9 @@ def _flatten(obj, leaves: list, path: str):
     return ("V", obj)
 
 
+_FLAT_TREES: dict = {}  # number of arguments -> the tree of that many Tensors
+
+
 def _unflatten(tree, leaves):
     it = iter(leaves)
 
@@ -201,12 +204,23 @@ class JitFunction:
     def __call__(self, *args, **kwargs):
         if capturing():  # called inside another capture: recorded with it
             return self.fn(*args, **kwargs)
-        leaves: list = []
-        tree = _flatten((args, kwargs), leaves, "args")
-        key = (tree,) + tuple((t.shape, str(t.dtype), t.device.name, t.requires_grad) for t in leaves)
+        if not kwargs and all(type(a) is Tensor for a in args):
+            # the common step(x, y): no tree to walk (a replay's Python is per call)
+            leaves = list(args)
+            tree = _FLAT_TREES.get(len(args))
+            if tree is None:
+                tree = _FLAT_TREES[len(args)] = _flatten((args, {}), [], "args")
+        else:
+            leaves = []
+            tree = _flatten((args, kwargs), leaves, "args")
+        sig = []
+        for t in leaves:
+            arr = t.realize_cached_data()
+            sig.append((arr._shape, arr._handle.dtype, arr._device, t.requires_grad))
+        key = (tree, *sig)
         plan = self._plans.get(key)
         if plan is None and len({k[2] for k in key[1:]}) > 1:
-            raise JitError(f"needle.jit: the Tensor arguments are on {sorted({k[2] for k in key[1:]})}; "
+            raise JitError(f"needle.jit: the Tensor arguments are on {sorted({k[2].name for k in key[1:]})}; "
                            f"a captured step runs on one device")
         if plan is not None:
             if all(g() for g in plan.guards):
@@ -240,8 +254,10 @@ class JitFunction:
     def _results(plan: _Plan):
         outs = []
         for buf, shape, strides, offset, device in plan.outputs:
-            arr = NDArray.make(shape, strides=strides, device=device, handle=buf, offset=offset)
-            outs.append(Tensor.make_const(_copy_out(arr)))
+            out = NDArray.make(shape, device=device, dtype=buf.dtype)
+            if out._handle.size:
+                out._be.compact(buf, out._handle, shape, strides, offset)
+            outs.append(Tensor.make_const(out))
         return _unflatten(plan.out_tree, outs)
 
     # -- capture -----------------------------------------------------------------
