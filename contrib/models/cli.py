@@ -10,6 +10,12 @@ figures, the training loss every ``--log-every`` steps and the arguments),
 ``Module.load_state_dict``) and ``checkpoint.npz`` (weights, optimizer state,
 epoch and RNG state) which ``--resume`` continues from.
 
+``--jit`` runs each training step (forward, loss, backward, optimizer step)
+through ``needle.jit``: captured on its second call per batch shape, then
+replayed without Python per op.  The evaluation passes stay eager.  It
+excludes ``--clip`` (the global norm is read on the host) and ``--nproc``
+above 1 (the allreduce of the gradients is not captured).
+
 Model names are kebab-case (``mlp-resnet``, ``lstm-lm``); the older
 ``mlp_resnet`` spelling is still accepted.  Files are written like any
 ``open()`` (mode 0666 less the umask, so 0644 usually).  Ctrl-C stops with
@@ -87,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-every", type=int, default=10,
                    help="record the mean training loss every N steps (curves.png, metrics.json 'steps')")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--jit", action="store_true",
+                   help="compile each training step with needle.jit (capture once, replay without Python "
+                        "per op); not with --clip or --nproc > 1. Unset: eager")
     p.add_argument("--nproc", type=int, default=1,
                    help="data-parallel processes on this machine (needle launch / mpiexec); the global "
                         "--batch-size is split evenly across them and rank 0 alone prints and writes")
@@ -116,7 +125,7 @@ def _validate(args):
         return f"--max-batches must be at least 1, got {args.max_batches}"
     if not args.lr > 0:
         return f"--lr must be positive, got {args.lr}"
-    problem = _validate_nproc(args)
+    problem = _validate_nproc(args) or _validate_jit(args)
     if problem:
         return problem
     if args.download and args.dataset not in DOWNLOADABLE:
@@ -124,6 +133,22 @@ def _validate(args):
                 f"{', '.join(DOWNLOADABLE)}); {HOW_TO_GET[args.dataset]}")
     if args.data_dir is None:
         args.data_dir = default_data_dir(args.dataset)
+    return None
+
+
+def _validate_jit(args):
+    if not args.jit:
+        return None
+    # clip_grad_norm reads the global norm on the host and branches on it: a
+    # replayed step runs no Python, so it would clip by the captured norm forever
+    if args.clip:
+        return ("--jit cannot be combined with --clip: gradient clipping reads the gradients' norm on the "
+                "host, which a compiled step cannot do; drop one of them")
+    # DistributedDataParallel's allreduce is a host-side collective between
+    # processes, not a backend kernel a capture could record
+    if args.nproc > 1:
+        return (f"--jit cannot be combined with --nproc {args.nproc}: the gradient allreduce between "
+                f"processes is not captured; use --jit with --nproc 1, or --nproc without --jit")
     return None
 
 
@@ -357,11 +382,12 @@ def _progress(args, total, desc):
     return tqdm(total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True, file=sys.stderr)
 
 
-def _run_epoch(task, args, opt, desc, steps=None, epoch=0) -> dict:
+def _run_epoch(task, args, opt, desc, steps=None, epoch=0, train_step=None) -> dict:
     """One training (``opt`` given) or test pass of ``task`` with a progress
     bar -> ``{"loss", "acc", "samples", "time_s", "samples_per_s"}``.
     ``steps`` (training): a list receiving ``{"step", "epoch", "loss"}``, the
-    mean loss per sample of each ``--log-every`` batches."""
+    mean loss per sample of each ``--log-every`` batches.  ``train_step``:
+    the compiled step of ``--jit`` (training passes only)."""
     from .training import run_epoch
 
     total = task.num_train_batches if opt is not None else task.num_test_batches
@@ -398,7 +424,8 @@ def _run_epoch(task, args, opt, desc, steps=None, epoch=0) -> dict:
     batches = task.train_batches() if opt is not None else task.test_batches()
     totals = run_epoch(batches, task.forward, task.model, opt, clip=args.clip if opt is not None else None,
                        max_batches=args.max_batches,
-                       on_batch=on_batch if (bar is not None or steps is not None) else None)
+                       on_batch=on_batch if (bar is not None or steps is not None) else None,
+                       step=train_step if opt is not None else None)
     elapsed = time.perf_counter() - start
     if bar is not None:
         if totals.count:  # the final figures, even when the epoch beat tqdm's refresh interval
@@ -492,10 +519,12 @@ def _train(args, progress) -> int:
           f"device {device}, {args.optimizer} {lr_now} wd {args.weight_decay}, batch {args.batch_size}"
           + (f" ({args.nproc} processes x {args.batch_size // args.nproc})" if args.nproc > 1 else ""))
 
+    train_step = _jit_step(task, opt) if args.jit else None
     for epoch in range(start_epoch + 1, args.epochs + 1):
         progress["epoch"] = epoch
         task.set_epoch(epoch)
-        train_stats = _run_epoch(task, args, opt, f"epoch {epoch}/{args.epochs} train", steps, epoch)
+        train_stats = _run_epoch(task, args, opt, f"epoch {epoch}/{args.epochs} train", steps, epoch,
+                                 train_step)
         if args.nproc > 1:
             train_stats = _reduce_stats(train_stats)
         if is_main:  # rank 0 evaluates on the whole test set; the others go on
@@ -515,17 +544,21 @@ def _train(args, progress) -> int:
         print(f"epoch {epoch}/{args.epochs}: train loss {record['train_loss']:.4f} acc {record['train_acc']:.4f}"
               f" | test loss {record['test_loss']:.4f} acc {record['test_acc']:.4f}"
               f" | {train_stats['time_s']:.1f} s, {train_stats['samples_per_s']:.0f} samples/s", flush=True)
+        # the compiled step reads group["lr"] before every replay, so the
+        # schedule stays outside it, stepped per epoch as without --jit
         if schedule is not None:
             schedule.step()
         if is_main:
             _save_checkpoint(ckpt_path, model, opt, schedule, epoch, history, args, steps)
-            _write_outputs(args, device, n_params, task, history, steps)
+            _write_outputs(args, device, n_params, task, history, steps, train_step)
         progress["saved"] = epoch
 
     if not is_main:
         return 0
     ndl.save(model, os.path.join(args.out, "model.npz"))
-    _write_outputs(args, device, n_params, task, history, steps)
+    _write_outputs(args, device, n_params, task, history, steps, train_step)
+    if train_step is not None:
+        print(f"jit: {_jit_summary(train_step)}")
     if not plot_curves(history, os.path.join(args.out, "curves.png"), steps):
         print("note: matplotlib is not installed; curves.png skipped (pip install 'needle-dl[plots]')")
     if history:
@@ -535,9 +568,32 @@ def _train(args, progress) -> int:
     return 0
 
 
-def _write_outputs(args, device, n_params, task, history, steps=()):
+def _jit_step(task, opt):
+    """The --jit training step of ``task``: its three step parts through needle.jit."""
+    from .training import JitTrainStep
+
+    def fallback(exc):
+        # the run goes on eagerly for this batch shape; say so once per shape
+        print(f"needle train: --jit: a training step could not be captured and runs eagerly: {exc}",
+              file=sys.stderr, flush=True)
+
+    return JitTrainStep(task.step_inputs, task.step_outputs, task.step_result, opt, on_fallback=fallback)
+
+
+def _jit_summary(train_step) -> str:
+    s = train_step.stats
+    plans = train_step.plan_info()
+    text = f"{s['replays']} replayed steps, {s['captures']} captures, {s['eager']} eager calls"
+    if plans:
+        text += " (" + "; ".join(f"{p['calls']} kernel calls, {p['arena_bytes'] / 2**20:.1f} MiB arena, "
+                                 f"{'native' if p['native'] else 'Python'} replay" for p in plans) + ")"
+    return text
+
+
+def _write_outputs(args, device, n_params, task, history, steps=(), train_step=None):
     metrics = {
         "args": vars(args),
+        "jit": bool(getattr(args, "jit", False)),
         "device": str(device),
         "num_parameters": n_params,
         "data": task.info,
@@ -545,4 +601,6 @@ def _write_outputs(args, device, n_params, task, history, steps=()):
         "steps": list(steps),
         "final": ({"train_acc": history[-1]["train_acc"], "test_acc": history[-1]["test_acc"]} if history else None),
     }
+    if train_step is not None:
+        metrics["jit_stats"] = dict(train_step.stats, plans=train_step.plan_info())
     _write_json(os.path.join(args.out, "metrics.json"), metrics)

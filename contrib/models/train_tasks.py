@@ -163,6 +163,23 @@ class Task:
     forward: Callable  # batch -> (loss Tensor, correct int, count int)
     info: dict = field(default_factory=dict)
     set_epoch: Callable[[int], None] = lambda epoch: None  # the distributed sampler's shuffle
+    # ``forward`` in three parts, for a step compiled with needle.jit (needle
+    # train --jit), which may not read values on the host:
+    # step_inputs(batch) -> the step's Tensor arguments (and None);
+    # step_outputs(*inputs) -> (loss, logits, carried state or None), device ops only;
+    # step_result(batch, logits, carry) -> (correct, count), read after the call
+    step_inputs: Optional[Callable] = None
+    step_outputs: Optional[Callable] = None
+    step_result: Optional[Callable] = None
+
+
+def _composed_forward(inputs, outputs, result):
+    """``forward`` from its three parts, so eager and --jit run the same model code."""
+    def forward(batch):
+        loss, logits, carry = outputs(*inputs(batch))
+        correct, count = result(batch, logits, carry)
+        return loss, correct, count
+    return forward
 
 
 def _image_task(args, device, model):
@@ -191,16 +208,23 @@ def _image_task(args, device, model):
     loss_fn = nn.SoftmaxLoss()
     flatten = args.model == "mlp-resnet" and args.dataset == "cifar10"
 
-    def forward(batch):
-        X, y = batch
+    def inputs(batch):
+        return tuple(batch)
+
+    def outputs(X, y):
         if flatten:
             X = X.reshape((X.shape[0], in_dim))
         logits = net(X)
-        return loss_fn(logits, y), count_correct(logits, y), y.shape[0]
+        return loss_fn(logits, y), logits, None
+
+    def result(batch, logits, carry):
+        y = batch[1]
+        return count_correct(logits, y), y.shape[0]
 
     return Task(model, lambda: iter(train_loader), lambda: iter(test_loader), len(train_loader),
-                len(test_loader), forward, info={"train_size": len(train), "test_size": len(test)},
-                set_epoch=set_epoch)
+                len(test_loader), _composed_forward(inputs, outputs, result),
+                info={"train_size": len(train), "test_size": len(test)}, set_epoch=set_epoch,
+                step_inputs=inputs, step_outputs=outputs, step_result=result)
 
 
 def _make_image_model(name, in_dim, device):
@@ -239,16 +263,27 @@ def _lm_task(args, device, model):
         state["h"] = None  # each pass starts from a zero state
         return bptt_windows(data, args.bptt, device, "float32")
 
-    def forward(batch):
+    # the carried state is an argument of the step, not read from ``state``
+    # inside it: a compiled step's replay would read the captured window's
+    # state otherwise
+    def inputs(batch):
         X, y = batch
-        out, h = model(X, state["h"])
+        return X, y, state["h"]
+
+    def outputs(X, y, h):
+        out, h = model(X, h)
+        return loss_fn(out, y), out, h
+
+    def result(batch, logits, h):
+        y = batch[1]
         state["h"] = detach_state(h)  # carry the state forward but cut the graph at the window boundary
-        return loss_fn(out, y), count_correct(out, y), y.shape[0]
+        return count_correct(logits, y), y.shape[0]
 
     n_windows = lambda data: len(range(0, data.shape[0] - 1, args.bptt))  # noqa: E731
     return Task(model, lambda: windows(train), lambda: windows(test), n_windows(train), n_windows(test),
-                forward, info={"vocab_size": vocab, "train_tokens": len(corpus.train),
-                               "test_tokens": len(corpus.test)})
+                _composed_forward(inputs, outputs, result),
+                info={"vocab_size": vocab, "train_tokens": len(corpus.train), "test_tokens": len(corpus.test)},
+                step_inputs=inputs, step_outputs=outputs, step_result=result)
 
 
 _CIFAR10_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
