@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from needle.errors import BackendUnavailableError, NeedleError
 
-__all__ = ["CudaError", "KernelCompileError", "CudaUnavailableError", "BackendUnavailableError"]
+__all__ = ["CudaError", "KernelCompileError", "CudaUnavailableError", "BackendUnavailableError",
+           "CaptureUnsupportedError", "CaptureAllocationError"]
 
 
 class CudaError(NeedleError, RuntimeError):
@@ -36,3 +37,15 @@ class KernelCompileError(CudaError):
 
 class CudaUnavailableError(BackendUnavailableError):
     """The CUDA backend cannot run here (no cuda-python, no driver, no device)."""
+
+
+class CaptureUnsupportedError(NeedleError, RuntimeError):
+    """A call that a CUDA graph cannot hold (a host copy, a device allocation)
+    met while a step was being prepared for capture; the step then replays
+    from Python instead."""
+
+
+class CaptureAllocationError(CaptureUnsupportedError):
+    """A kernel asked for device memory while a CUDA graph was being captured
+    and none had been reserved for it.  The capture is abandoned (the step then
+    replays from Python); it never reaches ``cuMemAlloc`` inside capture."""

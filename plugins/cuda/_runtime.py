@@ -7,13 +7,14 @@ CUDA error and the action.
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
 from . import _driver, _kernels, _nvrtc
-from ._errors import CudaError
+from ._errors import CaptureUnsupportedError, CudaError
 from ._launch import DevicePtr, pack_args
 from ._memory import CachingAllocator
 
@@ -142,6 +143,41 @@ class DeviceRuntime:
         if int(err) != 0:
             _current.context = None
             raise CudaError(f"launching {kernel} grid={g} block={b}", _driver.error_name(err), int(err))
+
+    @contextlib.contextmanager
+    def dry_run(self) -> Iterator[list]:
+        """Run backend calls without touching the device, to prepare a CUDA graph
+        capture: each launch loads its kernel and packs its arguments (so errors,
+        module loads and NVRTC compiles happen now, not inside capture) and is
+        recorded by name instead of queued; a device-to-device copy is recorded
+        as "memcpy"; a host copy, which a graph cannot replay and which would
+        move data for real, raises CaptureUnsupportedError.  Yields the record.
+
+        The replacements are instance attributes, so the launch path of every
+        other moment pays nothing for this."""
+        log: list = []
+
+        def launch(kernel, grid, block, args, shared_bytes=0):
+            self.function(kernel)
+            pack_args(args)
+            log.append(kernel)
+
+        def copy_device(dst, src, nbytes):
+            if nbytes:
+                log.append("memcpy")
+
+        def host_copy(*_args):
+            raise CaptureUnsupportedError(
+                "cuda: a host<->device copy inside a captured step cannot be replayed by a CUDA graph")
+
+        patched = {"launch": launch, "copy_device": copy_device,
+                   "copy_to_device": host_copy, "copy_to_host": host_copy}
+        self.__dict__.update(patched)
+        try:
+            yield log
+        finally:
+            for name in patched:
+                self.__dict__.pop(name, None)
 
     def _launch_raw(self, fn, g, b, shared_bytes, params: int):
         """cuLaunchKernel's CUresult."""

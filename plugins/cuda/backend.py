@@ -66,6 +66,9 @@ class CudaBackend(Backend):
     dtypes = ("float32", "float64")
     __tile_size__ = 8
 
+    #: why the last compile_replay returned None (None when it gave a replay)
+    replay_fallback_reason: "str | None" = None
+
     def __init__(self, device_index: int = 0):
         self.device_index = device_index
 
@@ -122,6 +125,16 @@ class CudaBackend(Backend):
     def synchronize(self) -> None:
         for rt in _runtime.existing_runtimes():
             rt.synchronize()
+
+    def compile_replay(self, program):
+        """A step recorded by ``needle.jit`` as CUDA graphs: every run of calls
+        without a ReplayScalar is captured once into a graph that ``run`` starts
+        with one ``cuGraphLaunch``; calls with a ReplayScalar are issued between
+        the graphs with the values ``run(scalars)`` passes.  None (needle then
+        replays from Python) when capture fails or ``NEEDLE_CUDA_GRAPHS=0``;
+        :attr:`replay_fallback_reason` says why.  See ``needle_cuda._replay``."""
+        from . import _replay
+        return _replay.compile_replay(self, program)
 
     # ------------------------------------------------------------------ #
     # validation helpers
