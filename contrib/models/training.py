@@ -149,6 +149,10 @@ class JitTrainStep:
         except JitError as exc:
             phase, done = self._phase, self._done
             self._phase, self._done = None, None
+            # the jitted function keeps the error; its traceback's frames would
+            # keep the failed step's half-built Tensors alive, and a later
+            # capture (another batch shape) walks every live Tensor
+            exc.__traceback__ = None
             if phase == "optimizer":  # some parameters may have moved: running again would move them twice
                 raise
             if self.on_fallback is not None:

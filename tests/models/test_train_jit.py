@@ -127,6 +127,47 @@ def test_failed_capture_after_the_step_does_not_train_the_batch_twice(monkeypatc
         np.testing.assert_allclose(got.numpy(), want, rtol=0, atol=1e-6)
 
 
+def test_a_failed_capture_leaves_the_other_batch_shapes_capturable(monkeypatch):
+    """One batch shape whose step reads the host (eager from then on) and one
+    that captures: both train, the second through replays."""
+    from needle.models.training import JitTrainStep, count_correct
+
+    monkeypatch.setattr(ndl.autograd, "KEEP_INTERIOR_GRADS", False)
+    np.random.seed(0)
+    model = ndl.nn.Sequential(ndl.nn.Linear(6, 8), ndl.nn.ReLU(), ndl.nn.Linear(8, 3))
+    opt = ndl.optim.SGD(model.parameters(), lr=0.1)
+    loss_fn = ndl.nn.SoftmaxLoss()
+
+    class HostRead(ndl.autograd.TensorOp):
+        """Reads its input on the host inside compute(): the JitError is
+        raised while its output Tensor is being built."""
+
+        def compute(self, a):
+            a.numpy()
+            return a
+
+        def gradient(self, out_grad, node):
+            return out_grad
+
+    def outputs(X, y):
+        if X.shape[0] == 4:
+            X = HostRead()(X)  # this shape cannot be captured
+        z = model(X)
+        return loss_fn(z, y), z, None
+
+    notes = []
+    step = JitTrainStep(lambda b: tuple(b), outputs, lambda b, z, carry: (count_correct(z, b[1]), b[1].shape[0]),
+                        opt, on_fallback=notes.append)
+    rng = np.random.default_rng(1)
+    for n in (4, 4, 4, 5, 5, 5, 5):
+        batch = (ndl.Tensor(rng.random((n, 6), dtype=np.float32), requires_grad=False),
+                 ndl.Tensor(rng.integers(0, 3, n).astype(np.float32), requires_grad=False))
+        loss, correct, count = step(batch)
+        assert np.isfinite(float(loss.numpy())) and count == n
+    assert len(notes) == 1 and "host" in str(notes[0])
+    assert step.stats["captures"] == 1 and step.stats["replays"] == 2
+
+
 @pytest.mark.parametrize("argv,message", [
     (["--jit", "--clip", "1.0"], "--jit cannot be combined with --clip"),
     (["--jit", "--nproc", "2"], "--jit cannot be combined with --nproc 2"),
