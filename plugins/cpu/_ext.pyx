@@ -9,13 +9,14 @@ could read or write outside a buffer.
 
 from libc.stdint cimport int64_t, uint64_t
 from libc.string cimport memcpy
+from cpython.pythread cimport PyThread_get_thread_ident
 
 import os
 
 import numpy as np
 
 from needle.errors import ArgumentError, ArgumentTypeError, BackendUnavailableError, ShapeError
-from needle.protocol import PROTOCOL_VERSION, Backend, UnsupportedDTypeError
+from needle.protocol import PROTOCOL_VERSION, Backend, ReplayScalar, UnsupportedDTypeError
 
 cdef extern from "needle_cpu.h" nogil:
     ctypedef int64_t nd_i64
@@ -145,7 +146,71 @@ cdef extern from "fused_loss.h" nogil:
                           float *const *m_out, float *const *v_out, float b1, float c1, float b2, float c2, float wd,
                           float k_scale, float eps_s, int frozen) noexcept
 
-from libc.stdlib cimport malloc, free
+from libc.stdlib cimport malloc, free, realloc
+
+# ---- recorded kernel calls (csrc/replay.h) ----
+cdef extern from "replay.h" nogil:
+    ctypedef void (*nd_kern_t)() noexcept nogil
+    ctypedef struct nd_rec:
+        nd_i64 (*fn)(const nd_rec *) noexcept nogil
+        nd_kern_t kern
+        void *p[8]
+        nd_i64 i[16]
+        double d[8]
+        void *own
+        nd_i64 tablen
+        int ntab
+        int err
+        int kind
+    ctypedef nd_i64 (*nd_tramp_t)(const nd_rec *) noexcept nogil
+    nd_i64 nd_replay_run(const nd_rec *recs, nd_i64 n, nd_i64 *status) noexcept
+    nd_i64 nd_tr_bin_f32(const nd_rec *r) noexcept
+    nd_i64 nd_tr_bin_f64(const nd_rec *r) noexcept
+    nd_i64 nd_tr_scal_f32(const nd_rec *r) noexcept
+    nd_i64 nd_tr_scal_f64(const nd_rec *r) noexcept
+    nd_i64 nd_tr_un_f32(const nd_rec *r) noexcept
+    nd_i64 nd_tr_un_f64(const nd_rec *r) noexcept
+    nd_i64 nd_tr_fill_f32(const nd_rec *r) noexcept
+    nd_i64 nd_tr_fill_f64(const nd_rec *r) noexcept
+    nd_i64 nd_tr_rows_f32(const nd_rec *r) noexcept
+    nd_i64 nd_tr_rows_f64(const nd_rec *r) noexcept
+    nd_i64 nd_tr_rows_int_f32(const nd_rec *r) noexcept
+    nd_i64 nd_tr_rows_int_f64(const nd_rec *r) noexcept
+    nd_i64 nd_tr_gemm_f32(const nd_rec *r) noexcept
+    nd_i64 nd_tr_gemm_f64(const nd_rec *r) noexcept
+    nd_i64 nd_tr_ewise_strided_f32(const nd_rec *r) noexcept
+    nd_i64 nd_tr_ewise_strided_f64(const nd_rec *r) noexcept
+    nd_i64 nd_tr_conv_f32(const nd_rec *r) noexcept
+    nd_i64 nd_tr_conv_f64(const nd_rec *r) noexcept
+    nd_i64 nd_tr_xent_f32(const nd_rec *r) noexcept
+    nd_i64 nd_tr_xent_f64(const nd_rec *r) noexcept
+    nd_i64 nd_tr_xent_grad_f32(const nd_rec *r) noexcept
+    nd_i64 nd_tr_xent_grad_f64(const nd_rec *r) noexcept
+    nd_i64 nd_tr_bn_stats_f32(const nd_rec *r) noexcept
+    nd_i64 nd_tr_bn_stats_f64(const nd_rec *r) noexcept
+    nd_i64 nd_tr_p4i3_f32(const nd_rec *r) noexcept
+    nd_i64 nd_tr_p4i3_f64(const nd_rec *r) noexcept
+    nd_i64 nd_tr_p4i3_int_f32(const nd_rec *r) noexcept
+    nd_i64 nd_tr_p4i3_int_f64(const nd_rec *r) noexcept
+    nd_i64 nd_tr_p5i3_int_f32(const nd_rec *r) noexcept
+    nd_i64 nd_tr_p5i3_int_f64(const nd_rec *r) noexcept
+    nd_i64 nd_tr_p3i2_f32(const nd_rec *r) noexcept
+    nd_i64 nd_tr_p3i2_f64(const nd_rec *r) noexcept
+    nd_i64 nd_tr_p3i2_int_f32(const nd_rec *r) noexcept
+    nd_i64 nd_tr_p3i2_int_f64(const nd_rec *r) noexcept
+    nd_i64 nd_tr_p4i2_int_f32(const nd_rec *r) noexcept
+    nd_i64 nd_tr_p4i2_int_f64(const nd_rec *r) noexcept
+    nd_i64 nd_tr_p4i2d_f32(const nd_rec *r) noexcept
+    nd_i64 nd_tr_p4i2d_f64(const nd_rec *r) noexcept
+    nd_i64 nd_tr_p3i2d_int_f32(const nd_rec *r) noexcept
+    nd_i64 nd_tr_p3i2d_int_f64(const nd_rec *r) noexcept
+    nd_i64 nd_tr_rand_f32(const nd_rec *r) noexcept
+    nd_i64 nd_tr_rand_f64(const nd_rec *r) noexcept
+    nd_i64 nd_tr_copy_strided(const nd_rec *r) noexcept
+    nd_i64 nd_tr_set_strided(const nd_rec *r) noexcept
+    nd_i64 nd_tr_sgd(const nd_rec *r) noexcept
+    nd_i64 nd_tr_adam(const nd_rec *r) noexcept
+    nd_i64 nd_tr_memcpy(const nd_rec *r) noexcept
 
 from needle.errors import OutOfBoundsError
 
@@ -160,13 +225,6 @@ cdef int _xent_check(str op, CpuArray z, CpuArray labels, CpuArray out, Py_ssize
     _need(op, "logits", z, rows * classes)
     _need(op, "labels", labels, rows)
     _need(op, "out", out, out_need)
-    return 0
-
-
-cdef int _bad_label(str op, nd_i64 row, CpuArray labels, Py_ssize_t classes) except -1:
-    if row >= 0:
-        value = labels.dtype.type((<double *>labels.data)[row] if labels.kind else (<float *>labels.data)[row])
-        raise OutOfBoundsError(f"{op}: label {value!r} of row {row} is not a class index in [0, {classes})")
     return 0
 
 
@@ -292,7 +350,13 @@ cdef class CpuArray:
 
 
 cdef inline CpuArray _new(Py_ssize_t size, int kind):
-    return CpuArray(size, _DTYPES[kind])
+    """A scratch buffer; a recording tape keeps it, as its calls point into it."""
+    buf = CpuArray(size, _DTYPES[kind])
+    if _rec_active:
+        tape = _recording_tape()
+        if tape is not None:
+            (<NativeReplay>tape).keep.append(buf)
+    return buf
 
 
 # ---------------------------------------------------------------------------
@@ -361,6 +425,213 @@ cdef void _compact_strides(const nd_i64 *sh, nd_i64 *st, int nd) noexcept:
 
 
 # ---------------------------------------------------------------------------
+# Recorded kernel calls.  Every kernel call is an nd_rec (csrc/replay.h) run
+# by _go: at once for an eager call, or appended to the calling thread's tape
+# while compile_replay records a program -- so a method's validation runs
+# once, when the program is compiled, and a replay runs only the C calls.
+# ---------------------------------------------------------------------------
+# what a non-zero kernel status means (nd_rec.err)
+cdef enum:
+    ERR_NONE = 0
+    ERR_NOMEM_PACK = 1
+    ERR_NOMEM_IM2COL = 2
+    ERR_NOMEM_SUMS = 3
+    ERR_NOMEM_COEF = 4
+    ERR_NOMEM_ROWS = 5
+    ERR_LABEL = 6      # status: the first bad label's row + 1
+    ERR_STRIDED = 7
+
+_NOMEM_WHAT = (None, "cannot allocate the packing buffers", "cannot allocate the im2col buffer",
+               "cannot allocate the per-thread sums", "cannot allocate the per-channel coefficients",
+               "cannot allocate the row scratch")
+
+
+cdef int _raise_status(str op, const nd_rec *r, nd_i64 st) except -1:
+    """Raise the typed error of a kernel that returned status ``st`` != 0."""
+    cdef nd_i64 row, k
+    if ERR_NOMEM_PACK <= r.err <= ERR_NOMEM_ROWS:
+        raise MemoryError(f"{op}: {_NOMEM_WHAT[r.err]}")
+    if r.err == ERR_LABEL:  # labels are p[1] and the class count i[1] of both loss kernels
+        row = st - 1
+        x = (<const double *>r.p[1])[row] if r.kind else (<const float *>r.p[1])[row]
+        value = _DTYPES[r.kind].type(x)
+        raise OutOfBoundsError(f"{op}: label {value!r} of row {row} is not a class index in [0, {r.i[1]})")
+    if r.err == ERR_STRIDED:
+        shape = tuple([(<const nd_i64 *>r.p[2])[k] for k in range(r.i[1])])
+        raise ShapeError(f"ewise_strided: the C kernel refused {_EWS_NAMES[r.i[0]]!r} on shape {shape}")
+    raise RuntimeError(f"{op}: the C kernel failed with status {st}")
+
+
+# compile_replay calls in progress (any thread), and the tape of each
+# recording thread: an eager call pays one integer test while none records,
+# and a thread that does not record keeps running its calls even while
+# another thread compiles a program
+cdef int _rec_active = 0
+cdef dict _rec_tapes = {}
+
+
+cdef int _record(str op, const nd_rec *r) except -1:
+    """Append ``r`` to this thread's tape: 1, or 0 when this thread does not record."""
+    tape = _rec_tapes.get(PyThread_get_thread_ident())
+    if tape is None:
+        return 0
+    (<NativeReplay>tape)._append(op, r)
+    return 1
+
+
+cdef object _recording_tape():
+    """This thread's tape while it records, else None."""
+    if not _rec_active:
+        return None
+    return _rec_tapes.get(PyThread_get_thread_ident())
+
+
+cdef inline void _setk(nd_rec *r, int kind, nd_tramp_t t32, nd_tramp_t t64, nd_kern_t k32,
+                       nd_kern_t k64, int err) noexcept:
+    """The dtype's trampoline and kernel; no tables (a caller with some sets ntab after)."""
+    r.kind = kind
+    r.err = err
+    r.ntab = 0
+    if kind == 0:
+        r.fn = t32
+        r.kern = k32
+    else:
+        r.fn = t64
+        r.kern = k64
+
+
+cdef inline int _go(str op, nd_rec *r) except -1:
+    """Run the call ``r`` now without the GIL -- or record it -- and raise its error."""
+    cdef nd_i64 st
+    if _rec_active and _record(op, r):
+        return 0
+    with nogil:
+        st = r.fn(r)
+    if st != 0:
+        _raise_status(op, r, st)
+    return 0
+
+
+cdef class NativeReplay:
+    """A program compiled by :meth:`CpuBackend.compile_replay`: its kernel calls
+    as a C array of records, run in order by one loop without the GIL.
+
+    It holds the program (so every buffer the records point into), the
+    scratch buffers and host copies the calls made while recording, and its
+    own copies of the strides, shapes and pointer lists."""
+
+    cdef nd_rec *recs
+    cdef Py_ssize_t n, cap
+    cdef list _ops    # per record: the method that made it (for error messages)
+    cdef list keep
+    cdef Py_ssize_t *dyn   # per dynamic scalar: (record, d slot, scalars index)
+    cdef char *dyn_seed    # 1 where the scalar is rand_uniform's seed (checked every run)
+    cdef Py_ssize_t ndyn, nslots
+    cdef bint running
+
+    def __cinit__(self):
+        self._ops = []
+        self.keep = []
+
+    def __dealloc__(self):
+        cdef Py_ssize_t k
+        for k in range(self.n):
+            free(self.recs[k].own)
+        free(self.recs)
+        free(self.dyn)
+        free(self.dyn_seed)
+
+    cdef int _append(self, str op, const nd_rec *r) except -1:
+        cdef nd_rec *grown
+        cdef nd_rec *dst
+        cdef char *own
+        cdef size_t tb
+        cdef Py_ssize_t newcap
+        cdef int k
+        if self.n == self.cap:
+            newcap = max(64, 2 * self.cap)
+            grown = <nd_rec *>realloc(self.recs, newcap * sizeof(nd_rec))
+            if grown == NULL:
+                raise MemoryError("compile_replay: cannot grow the call table")
+            self.recs = grown
+            self.cap = newcap
+        dst = &self.recs[self.n]
+        memcpy(dst, r, sizeof(nd_rec))
+        dst.own = NULL
+        if r.ntab > 0:  # the tables live on the recording call's stack: copy them
+            tb = <size_t>max(r.tablen, 1) * sizeof(nd_i64)
+            own = <char *>malloc(r.ntab * tb)
+            if own == NULL:
+                raise MemoryError("compile_replay: cannot copy a call's tables")
+            for k in range(r.ntab):
+                if r.tablen > 0:
+                    memcpy(own + k * tb, r.p[k], <size_t>r.tablen * sizeof(nd_i64))
+                dst.p[k] = own + k * tb
+            dst.own = own
+        self._ops.append(op)
+        self.n += 1
+        return 0
+
+    cdef int _set_dyn(self, list dyn) except -1:
+        cdef Py_ssize_t k
+        self.ndyn = len(dyn)
+        self.dyn = <Py_ssize_t *>malloc(max(self.ndyn, 1) * 3 * sizeof(Py_ssize_t))
+        self.dyn_seed = <char *>malloc(max(self.ndyn, 1))
+        if self.dyn == NULL or self.dyn_seed == NULL:
+            raise MemoryError("compile_replay: cannot allocate the scalar table")
+        self.nslots = 0
+        for k in range(self.ndyn):
+            rec, dslot, slot, seed = dyn[k]
+            self.dyn[3 * k] = rec
+            self.dyn[3 * k + 1] = dslot
+            self.dyn[3 * k + 2] = slot
+            self.dyn_seed[k] = seed
+            self.nslots = max(self.nslots, slot + 1)
+        return 0
+
+    def __len__(self):
+        """The number of C kernel calls one run makes."""
+        return self.n
+
+    @property
+    def ops(self):
+        """Per C kernel call, the backend method that made it."""
+        return tuple(self._ops)
+
+    @property
+    def scalar_slots(self):
+        """The ``scalars`` indices a run reads, in call order."""
+        return tuple([self.dyn[3 * k + 2] for k in range(self.ndyn)])
+
+    def run(self, scalars=()):
+        """Run every call in order, ``scalars[s.slot]`` in place of each
+        ReplayScalar ``s`` of the program; after the loop, raise the typed
+        error of a call that failed (the calls after it did not run)."""
+        cdef Py_ssize_t k, fail
+        cdef nd_i64 st = 0
+        cdef double v
+        if self.running:
+            raise RuntimeError("NativeReplay.run: this replay is already running (in another thread)")
+        if self.ndyn:
+            if len(scalars) < self.nslots:
+                raise ArgumentError(f"NativeReplay.run: got {len(scalars)} scalars, the program reads "
+                                    f"slot {self.nslots - 1}")
+            for k in range(self.ndyn):
+                x = scalars[self.dyn[3 * k + 2]]
+                if self.dyn_seed[k]:
+                    v = _seed_value("rand_uniform", x)
+                else:
+                    v = x
+                self.recs[self.dyn[3 * k]].d[self.dyn[3 * k + 1]] = v
+        self.running = True
+        with nogil:
+            fail = nd_replay_run(self.recs, self.n, &st)
+        self.running = False
+        if fail >= 0:
+            _raise_status(self._ops[fail], &self.recs[fail], st)
+
+
+# ---------------------------------------------------------------------------
 # Kernel runners: validate, then call the dtype's C function without the GIL
 # ---------------------------------------------------------------------------
 cdef int _run_bin(str op, CpuArray a, CpuArray b, CpuArray out, bin_f32_t f32, bin_f64_t f64) except -1:
@@ -369,13 +640,13 @@ cdef int _run_bin(str op, CpuArray a, CpuArray b, CpuArray out, bin_f32_t f32, b
     cdef nd_i64 n = out.size
     if a.size < n or b.size < n:
         raise ShapeError(f"{op}: input sizes {a.size} and {b.size} differ from output size {n}")
-    if out.kind == 0:
-        with nogil:
-            f32(<const float *>a.data, <const float *>b.data, <float *>out.data, n)
-    else:
-        with nogil:
-            f64(<const double *>a.data, <const double *>b.data, <double *>out.data, n)
-    return 0
+    cdef nd_rec r
+    _setk(&r, out.kind, nd_tr_bin_f32, nd_tr_bin_f64, <nd_kern_t>f32, <nd_kern_t>f64, ERR_NONE)
+    r.p[0] = a.data
+    r.p[1] = b.data
+    r.p[2] = out.data
+    r.i[0] = n
+    return _go(op, &r)
 
 
 cdef int _run_scalar(str op, CpuArray a, double val, CpuArray out, scal_f32_t f32,
@@ -384,14 +655,13 @@ cdef int _run_scalar(str op, CpuArray a, double val, CpuArray out, scal_f32_t f3
     cdef nd_i64 n = out.size
     if a.size < n:
         raise ShapeError(f"{op}: input size {a.size} differs from output size {n}")
-    cdef float v32 = <float>val
-    if out.kind == 0:
-        with nogil:
-            f32(<const float *>a.data, v32, <float *>out.data, n)
-    else:
-        with nogil:
-            f64(<const double *>a.data, val, <double *>out.data, n)
-    return 0
+    cdef nd_rec r
+    _setk(&r, out.kind, nd_tr_scal_f32, nd_tr_scal_f64, <nd_kern_t>f32, <nd_kern_t>f64, ERR_NONE)
+    r.p[0] = a.data
+    r.p[1] = out.data
+    r.i[0] = n
+    r.d[0] = val  # the float32 trampoline rounds it, so a replayed value rounds alike
+    return _go(op, &r)
 
 
 cdef int _run_un(str op, CpuArray a, CpuArray out, un_f32_t f32, un_f64_t f64) except -1:
@@ -399,13 +669,12 @@ cdef int _run_un(str op, CpuArray a, CpuArray out, un_f32_t f32, un_f64_t f64) e
     cdef nd_i64 n = out.size
     if a.size < n:
         raise ShapeError(f"{op}: input size {a.size} differs from output size {n}")
-    if out.kind == 0:
-        with nogil:
-            f32(<const float *>a.data, <float *>out.data, n)
-    else:
-        with nogil:
-            f64(<const double *>a.data, <double *>out.data, n)
-    return 0
+    cdef nd_rec r
+    _setk(&r, out.kind, nd_tr_un_f32, nd_tr_un_f64, <nd_kern_t>f32, <nd_kern_t>f64, ERR_NONE)
+    r.p[0] = a.data
+    r.p[1] = out.data
+    r.i[0] = n
+    return _go(op, &r)
 
 
 # [i14f2 fused norm] batch-norm op overrides (csrc/fused_norm.c) ---------------
@@ -472,32 +741,29 @@ cdef int _run_rows(str op, CpuArray a, CpuArray out, Py_ssize_t outer, Py_ssize_
     _need(op, "out", out, out_need)
     if outer == 0:
         return 0
-    if out.kind == 0:
-        with nogil:
-            f32(<const float *>a.data, <float *>out.data, outer, inner)
-    else:
-        with nogil:
-            f64(<const double *>a.data, <double *>out.data, outer, inner)
-    return 0
+    cdef nd_rec r
+    _setk(&r, out.kind, nd_tr_rows_f32, nd_tr_rows_f64, <nd_kern_t>f32, <nd_kern_t>f64, ERR_NONE)
+    r.p[0] = a.data
+    r.p[1] = out.data
+    r.i[0] = outer
+    r.i[1] = inner
+    return _go(op, &r)
 
 
-cdef int _gemm(CpuArray a, CpuArray b, CpuArray out, nd_i64 batch, nd_i64 m, nd_i64 n, nd_i64 p,
+cdef int _gemm(str op, CpuArray a, CpuArray b, CpuArray out, nd_i64 batch, nd_i64 m, nd_i64 n, nd_i64 p,
                nd_i64 sa0, nd_i64 sa1, nd_i64 sa2, nd_i64 aoff,
                nd_i64 sb0, nd_i64 sb1, nd_i64 sb2, nd_i64 boff, nd_i64 coff) except -1:
-    cdef int rc
-    if out.kind == 0:
-        with nogil:
-            rc = nd_gemm_f32(batch, m, n, p, <const float *>a.data + aoff, sa0, sa1, sa2,
-                             <const float *>b.data + boff, sb0, sb1, sb2,
-                             <float *>out.data + coff, m * p, p, 0)
-    else:
-        with nogil:
-            rc = nd_gemm_f64(batch, m, n, p, <const double *>a.data + aoff, sa0, sa1, sa2,
-                             <const double *>b.data + boff, sb0, sb1, sb2,
-                             <double *>out.data + coff, m * p, p, 0)
-    if rc != 0:
-        raise MemoryError("matmul: cannot allocate the packing buffers")
-    return 0
+    cdef nd_rec r
+    cdef size_t isz = out.itemsize
+    _setk(&r, out.kind, nd_tr_gemm_f32, nd_tr_gemm_f64, NULL, NULL, ERR_NOMEM_PACK)
+    r.p[0] = <char *>a.data + aoff * isz
+    r.p[1] = <char *>b.data + boff * isz
+    r.p[2] = <char *>out.data + coff * isz
+    r.i[0] = batch; r.i[1] = m; r.i[2] = n; r.i[3] = p
+    r.i[4] = sa0; r.i[5] = sa1; r.i[6] = sa2
+    r.i[7] = sb0; r.i[8] = sb1; r.i[9] = sb2
+    r.i[10] = m * p; r.i[11] = p; r.i[12] = 0
+    return _go(op, &r)
 
 
 cdef int _run_conv(str op, CpuArray x, CpuArray w, CpuArray out, Py_ssize_t x_need, Py_ssize_t w_need,
@@ -508,19 +774,14 @@ cdef int _run_conv(str op, CpuArray x, CpuArray w, CpuArray out, Py_ssize_t x_ne
     _need(op, "first input", x, x_need)
     _need(op, "second input", w, w_need)
     _need(op, "out", out, out_need)
-    cdef nd_i64 cN = N, cH = H, cW = W, cCi = Ci, cK = K, cCo = Co, cs = stride, cp = padding
-    cdef int rc
-    if out.kind == 0:
-        with nogil:
-            rc = f32(<const float *>x.data, <const float *>w.data, <float *>out.data,
-                     cN, cH, cW, cCi, cK, cCo, cs, cp)
-    else:
-        with nogil:
-            rc = f64(<const double *>x.data, <const double *>w.data, <double *>out.data,
-                     cN, cH, cW, cCi, cK, cCo, cs, cp)
-    if rc != 0:
-        raise MemoryError(f"{op}: cannot allocate the im2col buffer")
-    return 0
+    cdef nd_rec r
+    _setk(&r, out.kind, nd_tr_conv_f32, nd_tr_conv_f64, <nd_kern_t>f32, <nd_kern_t>f64, ERR_NOMEM_IM2COL)
+    r.p[0] = x.data
+    r.p[1] = w.data
+    r.p[2] = out.data
+    r.i[0] = N; r.i[1] = H; r.i[2] = W; r.i[3] = Ci
+    r.i[4] = K; r.i[5] = Co; r.i[6] = stride; r.i[7] = padding
+    return _go(op, &r)
 
 
 cdef tuple _conv_dims(str op, N, H, W, Ci, K, Co, stride, padding):
@@ -699,6 +960,45 @@ def pool_set_limit(size_t nbytes):
 # binary kernels ewise_strided runs, by the C op numbers (ND_EW_* in needle_cpu.h)
 _EWS_CODES = {"ewise_add": 0, "ewise_sub": 1, "ewise_mul": 2, "ewise_div": 3, "ewise_maximum": 4,
               "ewise_eq": 5, "ewise_ge": 6, "ewise_relu_grad": 7, "ewise_pow": 8}
+_EWS_NAMES = {code: name for name, code in _EWS_CODES.items()}
+
+
+cdef inline void _rec_ptrs(nd_rec *r, CpuArray b0, CpuArray b1, CpuArray b2, CpuArray b3,
+                           CpuArray b4) noexcept:
+    """p[0..) = the data of the buffers given (None ends the list)."""
+    r.p[0] = b0.data
+    r.p[1] = b1.data
+    r.p[2] = b2.data
+    if b3 is not None:
+        r.p[3] = b3.data
+        if b4 is not None:
+            r.p[4] = b4.data
+
+
+cdef inline void _rec_ints(nd_rec *r, nd_i64 i0, nd_i64 i1, nd_i64 i2) noexcept:
+    r.i[0] = i0
+    r.i[1] = i1
+    r.i[2] = i2
+
+
+cdef inline void _copy_rec(nd_rec *r, CpuArray src, nd_i64 soff, nd_i64 *src_st, CpuArray dst,
+                           nd_i64 doff, nd_i64 *dst_st, nd_i64 *shape, int nd) noexcept:
+    """A strided copy (nd_copy_strided) as a call record; its three tables point
+    at the caller's arrays until a tape copies them."""
+    r.fn = nd_tr_copy_strided
+    r.err = ERR_NONE
+    r.kind = dst.kind
+    r.ntab = 3
+    r.tablen = nd
+    r.p[0] = src_st
+    r.p[1] = dst_st
+    r.p[2] = shape
+    r.p[3] = src.data
+    r.p[4] = dst.data
+    r.i[0] = src.itemsize
+    r.i[1] = soff
+    r.i[2] = doff
+    r.i[3] = nd
 
 
 # ---------------------------------------------------------------------------
@@ -744,7 +1044,22 @@ class CpuBackend(Backend):
             raise ShapeError(f"from_numpy: array has {arr.size} elements, buffer has {out.size}")
         if out.size == 0:
             return
+        tape = _recording_tape()
+        if tape is not None:  # a replay copies in the array as it is now
+            arr = arr.copy()
+            (<NativeReplay>tape).keep.append(arr)
         cdef const unsigned char[::1] mv = arr.view(np.uint8)
+        cdef nd_rec r
+        if tape is not None:
+            r.fn = nd_tr_memcpy
+            r.ntab = 0
+            r.err = ERR_NONE
+            r.kind = out.kind
+            r.p[0] = out.data
+            r.p[1] = <void *>&mv[0]
+            r.i[0] = <nd_i64>out.size * out.itemsize
+            (<NativeReplay>tape)._append("from_numpy", &r)
+            return
         memcpy(out.data, &mv[0], <size_t>out.size * out.itemsize)
 
     def to_numpy(self, CpuArray a not None, shape, strides, offset):
@@ -767,13 +1082,13 @@ class CpuBackend(Backend):
 
     def fill(self, CpuArray out not None, value):
         """Set every element of ``out`` to ``value``."""
-        cdef double v = value
-        if out.kind == 0:
-            with nogil:
-                nd_fill_f32(<float *>out.data, <float>v, out.size)
-        else:
-            with nogil:
-                nd_fill_f64(<double *>out.data, v, out.size)
+        cdef nd_rec r
+        _setk(&r, out.kind, nd_tr_fill_f32, nd_tr_fill_f64, <nd_kern_t>nd_fill_f32, <nd_kern_t>nd_fill_f64,
+              ERR_NONE)
+        r.p[0] = out.data
+        r.i[0] = out.size
+        r.d[0] = value
+        _go("fill", &r)
 
     # -- strided copies ----------------------------------------------------------
     def compact(self, CpuArray a not None, CpuArray out not None, shape, strides, offset):
@@ -787,10 +1102,10 @@ class CpuBackend(Backend):
         _need("compact", "out", out, count)
         if count == 0:
             return
-        cdef nd_i64 off = offset
         _compact_strides(sh, dst, nd)
-        with nogil:
-            nd_copy_strided(a.itemsize, a.data, off, st, out.data, 0, dst, sh, nd)
+        cdef nd_rec r
+        _copy_rec(&r, a, <nd_i64>offset, st, out, 0, dst, sh, nd)
+        _go("compact", &r)
 
     def ewise_setitem(self, CpuArray a not None, CpuArray out not None, shape, strides, offset):
         """Scatter compact ``a`` into the strided view of ``out``."""
@@ -804,10 +1119,10 @@ class CpuBackend(Backend):
         _need("ewise_setitem", "a", a, count)
         if count == 0:
             return
-        cdef nd_i64 off = offset
         _compact_strides(sh, src, nd)
-        with nogil:
-            nd_copy_strided(a.itemsize, a.data, 0, src, out.data, off, st, sh, nd)
+        cdef nd_rec r
+        _copy_rec(&r, a, 0, src, out, <nd_i64>offset, st, sh, nd)
+        _go("ewise_setitem", &r)
 
     def scalar_setitem(self, size, val, CpuArray out not None, shape, strides, offset):
         """Write ``val`` to every element of the strided view of ``out``."""
@@ -820,12 +1135,20 @@ class CpuBackend(Backend):
             raise ShapeError(f"scalar_setitem: size {size} differs from prod(shape) = {count}")
         if count == 0:
             return
-        cdef double v64 = val
-        cdef float v32 = <float>v64
-        cdef nd_i64 off = offset
-        cdef const void *vp = <const void *>&v32 if out.kind == 0 else <const void *>&v64
-        with nogil:
-            nd_set_strided(out.itemsize, vp, out.data, off, st, sh, nd)
+        cdef nd_rec r
+        r.fn = nd_tr_set_strided
+        r.err = ERR_NONE
+        r.kind = out.kind
+        r.ntab = 2
+        r.tablen = nd
+        r.p[0] = st
+        r.p[1] = sh
+        r.p[2] = out.data
+        r.i[0] = out.itemsize
+        r.i[1] = offset
+        r.i[2] = nd
+        r.d[0] = val  # rounded to float32 by the trampoline, as a replayed value is
+        _go("scalar_setitem", &r)
 
     # -- element-wise -------------------------------------------------------------
     def ewise_add(self, CpuArray a not None, CpuArray b not None, CpuArray out not None):
@@ -935,7 +1258,6 @@ class CpuBackend(Backend):
     def sum_leading(self, CpuArray a not None, CpuArray out not None, Py_ssize_t outer, Py_ssize_t inner):
         """Op override: ``out[j] = sum_i a[i, j]`` over the (outer, inner) array ``a``
         (a sum over leading axes, read row by row instead of a transposed copy)."""
-        cdef int rc
         _same_dtype("sum_leading", a, out)
         if outer < 1:
             raise ShapeError(f"sum_leading: the reduced length must be >= 1, got {outer}")
@@ -944,14 +1266,14 @@ class CpuBackend(Backend):
         _need("sum_leading", "out", out, inner)
         if inner == 0:
             return
-        if out.kind == 0:
-            with nogil:
-                rc = nd_reduce_sum_leading_f32(<const float *>a.data, <float *>out.data, outer, inner)
-        else:
-            with nogil:
-                rc = nd_reduce_sum_leading_f64(<const double *>a.data, <double *>out.data, outer, inner)
-        if rc != 0:
-            raise MemoryError("sum_leading: cannot allocate the per-thread sums")
+        cdef nd_rec r
+        _setk(&r, out.kind, nd_tr_rows_int_f32, nd_tr_rows_int_f64, <nd_kern_t>nd_reduce_sum_leading_f32,
+              <nd_kern_t>nd_reduce_sum_leading_f64, ERR_NOMEM_SUMS)
+        r.p[0] = a.data
+        r.p[1] = out.data
+        r.i[0] = outer
+        r.i[1] = inner
+        _go("sum_leading", &r)
 
     def logsumexp(self, CpuArray a not None, CpuArray out not None, Py_ssize_t outer, Py_ssize_t inner):
         """Op override: ``out[i] = log(sum_j exp(a[i, j]))``, max subtracted."""
@@ -971,7 +1293,7 @@ class CpuBackend(Backend):
         _need("matmul", "a", a, m * n)
         _need("matmul", "b", b, n * p)
         _need("matmul", "out", out, m * p)
-        _gemm(a, b, out, 1, m, n, p, 0, n, 1, 0, 0, p, 1, 0, 0)
+        _gemm("matmul", a, b, out, 1, m, n, p, 0, n, 1, 0, 0, p, 1, 0, 0)
 
     def matmul_strided(self, CpuArray a not None, CpuArray b not None, CpuArray out not None,
                        Py_ssize_t batch, Py_ssize_t m, Py_ssize_t n, Py_ssize_t p,
@@ -995,7 +1317,7 @@ class CpuBackend(Backend):
         _need("matmul_strided", "out", out, batch * m * p)
         if batch == 0 or m == 0 or p == 0:
             return
-        _gemm(a, b, out, batch, m, n, p, a_strides[0], a_strides[1], a_strides[2], a_offset,
+        _gemm("matmul_strided", a, b, out, batch, m, n, p, a_strides[0], a_strides[1], a_strides[2], a_offset,
               b_strides[0], b_strides[1], b_strides[2], b_offset, 0)
 
     def matmul_batched(self, CpuArray a not None, CpuArray b not None, CpuArray out not None,
@@ -1053,7 +1375,7 @@ class CpuBackend(Backend):
             idx[d] = 0
         oa, ob, oc = a_offset, b_offset, 0
         for r in range(outer):  # odometer over the axes that did not merge
-            _gemm(a, b, out, last, m, n, p, bsa[nbd - 1], sa[nbatch], sa[nbatch + 1], oa,
+            _gemm(op, a, b, out, last, m, n, p, bsa[nbd - 1], sa[nbatch], sa[nbatch + 1], oa,
                   bsb[nbd - 1], sb[nbatch], sb[nbatch + 1], ob, oc)
             oc += last * mp
             for k in range(nbd - 2, -1, -1):
@@ -1072,7 +1394,7 @@ class CpuBackend(Backend):
         cdef nd_i64 sh[MAX_DIMS]
         cdef nd_i64 sa[MAX_DIMS]
         cdef nd_i64 sb[MAX_DIMS]
-        cdef int nd, rc
+        cdef int nd
         cdef int code = _EWS_CODES.get(kernel, -1)
         if code < 0:
             raise ValueError(f"ewise_strided: kernel must be one of {tuple(_EWS_CODES)}, "
@@ -1085,16 +1407,19 @@ class CpuBackend(Backend):
         if count == 0:
             return
         cdef nd_i64 oa = a_offset, ob = b_offset
-        if out.kind == 0:
-            with nogil:
-                rc = nd_ewise_strided_f32(code, <const float *>a.data + oa, sa,
-                                          <const float *>b.data + ob, sb, <float *>out.data, sh, nd)
-        else:
-            with nogil:
-                rc = nd_ewise_strided_f64(code, <const double *>a.data + oa, sa,
-                                          <const double *>b.data + ob, sb, <double *>out.data, sh, nd)
-        if rc != 0:
-            raise ShapeError(f"ewise_strided: the C kernel refused {kernel!r} on shape {tuple(shape)}")
+        cdef nd_rec r
+        _setk(&r, out.kind, nd_tr_ewise_strided_f32, nd_tr_ewise_strided_f64, NULL, NULL, ERR_STRIDED)
+        r.ntab = 3
+        r.tablen = nd
+        r.p[0] = sa
+        r.p[1] = sb
+        r.p[2] = sh
+        r.p[3] = <char *>a.data + oa * a.itemsize
+        r.p[4] = <char *>b.data + ob * b.itemsize
+        r.p[5] = out.data
+        r.i[0] = code
+        r.i[1] = nd
+        _go("ewise_strided", &r)
 
     def matmul_tiled(self, CpuArray a not None, CpuArray b not None, CpuArray out not None,
                      Py_ssize_t m, Py_ssize_t n, Py_ssize_t p):
@@ -1115,7 +1440,7 @@ class CpuBackend(Backend):
         ca, cb, co = _new(m * n, a.kind), _new(n * p, a.kind), _new(m * p, a.kind)
         self.compact(a, ca, (m // t, t, n // t, t), (n * t, t, t * t, 1), 0)
         self.compact(b, cb, (n // t, t, p // t, t), (p * t, t, t * t, 1), 0)
-        _gemm(ca, cb, co, 1, m, n, p, 0, n, 1, 0, 0, p, 1, 0, 0)
+        _gemm("matmul_tiled", ca, cb, co, 1, m, n, p, 0, n, 1, 0, 0, p, 1, 0, 0)
         self.ewise_setitem(co, out, (m // t, t, p // t, t), (p * t, t, t * t, 1), 0)
 
     # -- convolution (op overrides), NHWC --------------------------------------------
@@ -1145,38 +1470,35 @@ class CpuBackend(Backend):
     def softmax_xent(self, CpuArray z not None, CpuArray labels not None, CpuArray out not None,
                      Py_ssize_t rows, Py_ssize_t classes):
         """Op override: ``out[i] = logsumexp(z[i, :]) - z[i, labels[i]]``."""
-        cdef nd_i64 bad = -1
         _xent_check("softmax_xent", z, labels, out, rows, classes, rows)
         if rows == 0:
             return
-        if out.kind == 0:
-            with nogil:
-                bad = nd_softmax_xent_f32(<const float *>z.data, <const float *>labels.data,
-                                          <float *>out.data, rows, classes)
-        else:
-            with nogil:
-                bad = nd_softmax_xent_f64(<const double *>z.data, <const double *>labels.data,
-                                          <double *>out.data, rows, classes)
-        _bad_label("softmax_xent", bad, labels, classes)
+        cdef nd_rec r
+        _setk(&r, out.kind, nd_tr_xent_f32, nd_tr_xent_f64, NULL, NULL, ERR_LABEL)
+        r.p[0] = z.data
+        r.p[1] = labels.data
+        r.p[2] = out.data
+        r.i[0] = rows
+        r.i[1] = classes
+        _go("softmax_xent", &r)
 
     def softmax_xent_grad(self, CpuArray z not None, CpuArray labels not None, CpuArray g not None,
                           CpuArray out not None, Py_ssize_t rows, Py_ssize_t classes):
         """Op override: ``out[i, j] = (softmax(z[i])_j - [j == labels[i]]) * g[i]``."""
-        cdef nd_i64 bad = -1
         _xent_check("softmax_xent_grad", z, labels, out, rows, classes, rows * classes)
         _same_dtype("softmax_xent_grad", g, out)
         _need("softmax_xent_grad", "g", g, rows)
         if rows == 0:
             return
-        if out.kind == 0:
-            with nogil:
-                bad = nd_softmax_xent_grad_f32(<const float *>z.data, <const float *>labels.data,
-                                               <const float *>g.data, <float *>out.data, rows, classes)
-        else:
-            with nogil:
-                bad = nd_softmax_xent_grad_f64(<const double *>z.data, <const double *>labels.data,
-                                               <const double *>g.data, <double *>out.data, rows, classes)
-        _bad_label("softmax_xent_grad", bad, labels, classes)
+        cdef nd_rec r
+        _setk(&r, out.kind, nd_tr_xent_grad_f32, nd_tr_xent_grad_f64, NULL, NULL, ERR_LABEL)
+        r.p[0] = z.data
+        r.p[1] = labels.data
+        r.p[2] = g.data
+        r.p[3] = out.data
+        r.i[0] = rows
+        r.i[1] = classes
+        _go("softmax_xent_grad", &r)
 
     def sgd_step(self, list params not None, list grads not None, moms, list out_params not None,
                  out_moms, double lr, double momentum, double one_minus_momentum, double weight_decay):
@@ -1198,10 +1520,25 @@ class CpuBackend(Backend):
         else:
             u = _ptrs("sgd_step", "moms", list(moms), p)
             uo = _ptrs("sgd_step", "out_moms", list(out_moms), p)
-        with nogil:
-            nd_sgd_step_f32(p.n, p.size, <const float *const *>p.ptr, <const float *const *>g.ptr,
-                            <const float *const *>u.ptr, <float *const *>po.ptr, <float *const *>uo.ptr,
-                            <float>lr, <float>momentum, <float>one_minus_momentum, <float>weight_decay)
+        cdef nd_rec r
+        r.fn = nd_tr_sgd
+        r.err = ERR_NONE
+        r.kind = 0
+        r.ntab = 6
+        r.tablen = p.n
+        r.p[0] = p.size
+        r.p[1] = p.ptr
+        r.p[2] = g.ptr
+        r.p[3] = u.ptr
+        r.p[4] = po.ptr
+        r.p[5] = uo.ptr
+        r.i[0] = p.n
+        # doubles: the trampoline rounds them to float32 (replayed values alike)
+        r.d[0] = lr
+        r.d[1] = momentum
+        r.d[2] = one_minus_momentum
+        r.d[3] = weight_decay
+        _go("sgd_step", &r)
 
     def adam_step(self, list params not None, list grads not None, list ms not None, list vs not None,
                   out_params, list out_ms not None, list out_vs not None,
@@ -1226,55 +1563,61 @@ class CpuBackend(Backend):
                 po.ptr[k] = NULL
         else:
             po = _ptrs("adam_step", "out_params", list(out_params), p)
-        with nogil:
-            nd_adam_step_f32(p.n, p.size, <const float *const *>p.ptr, <const float *const *>g.ptr,
-                             <const float *const *>m.ptr, <const float *const *>v.ptr,
-                             <float *const *>po.ptr, <float *const *>mo.ptr, <float *const *>vo.ptr,
-                             <float>beta1, <float>c1, <float>beta2, <float>c2, <float>weight_decay, <float>k_scale,
-                             <float>eps_s, fz)
+        cdef nd_rec r
+        r.fn = nd_tr_adam
+        r.err = ERR_NONE
+        r.kind = 0
+        r.ntab = 8
+        r.tablen = p.n
+        r.p[0] = p.size
+        r.p[1] = p.ptr
+        r.p[2] = g.ptr
+        r.p[3] = m.ptr
+        r.p[4] = v.ptr
+        r.p[5] = po.ptr
+        r.p[6] = mo.ptr
+        r.p[7] = vo.ptr
+        r.i[0] = p.n
+        r.i[1] = fz
+        r.d[0] = beta1
+        r.d[1] = c1
+        r.d[2] = beta2
+        r.d[3] = c2
+        r.d[4] = weight_decay
+        r.d[5] = k_scale
+        r.d[6] = eps_s
+        _go("adam_step", &r)
 
     # [i14f2 fused norm] batch-norm op overrides -----------------------------------
     def batch_norm_stats(self, CpuArray x not None, CpuArray w not None, CpuArray out not None,
                          Py_ssize_t outer, Py_ssize_t channels, Py_ssize_t inner, double eps):
         """Op override: per-channel mean, biased variance, ``(var + eps) ** -0.5`` and
         that times ``w`` of (outer, C, inner) ``x``, as rows of a (4, C) ``out``."""
-        cdef int rc
         _check_channels("batch_norm_stats", ((x, "x", outer * channels * inner), (w, "w", channels)), out,
                         outer, channels, inner, 4 * channels)
         if outer * inner == 0:
             raise ShapeError(f"batch_norm_stats: no elements to average (outer={outer}, inner={inner})")
-        if out.kind == 0:
-            with nogil:
-                rc = nd_bn_stats_f32(<const float *>x.data, <const float *>w.data, <float *>out.data,
-                                     outer, channels, inner, eps)
-        else:
-            with nogil:
-                rc = nd_bn_stats_f64(<const double *>x.data, <const double *>w.data, <double *>out.data,
-                                     outer, channels, inner, eps)
-        if rc != 0:
-            raise MemoryError("batch_norm_stats: cannot allocate the per-thread sums")
+        cdef nd_rec r
+        _setk(&r, out.kind, nd_tr_bn_stats_f32, nd_tr_bn_stats_f64, NULL, NULL, ERR_NOMEM_SUMS)
+        _rec_ptrs(&r, x, w, out, None, None)
+        _rec_ints(&r, outer, channels, inner)
+        r.d[0] = eps
+        _go("batch_norm_stats", &r)
 
     def batch_norm_grad_stats(self, CpuArray g not None, CpuArray x not None, CpuArray st not None,
                               CpuArray out not None, Py_ssize_t outer, Py_ssize_t channels,
                               Py_ssize_t inner):
         """Op override: per-channel ``sum g`` and ``sum g * xhat`` as rows of a (2, C) ``out``
         (``st``: batch_norm_stats's rows)."""
-        cdef int rc
         cdef Py_ssize_t n = outer * channels * inner
         _check_channels("batch_norm_grad_stats", ((g, "g", n), (x, "x", n), (st, "st", 4 * channels)),
                         out, outer, channels, inner, 2 * channels)
-        if out.kind == 0:
-            with nogil:
-                rc = nd_bn_grad_stats_f32(<const float *>g.data, <const float *>x.data,
-                                          <const float *>st.data, <float *>out.data,
-                                          outer, channels, inner)
-        else:
-            with nogil:
-                rc = nd_bn_grad_stats_f64(<const double *>g.data, <const double *>x.data,
-                                          <const double *>st.data, <double *>out.data,
-                                          outer, channels, inner)
-        if rc != 0:
-            raise MemoryError("batch_norm_grad_stats: cannot allocate the per-thread sums")
+        cdef nd_rec r
+        _setk(&r, out.kind, nd_tr_p4i3_int_f32, nd_tr_p4i3_int_f64, <nd_kern_t>nd_bn_grad_stats_f32,
+              <nd_kern_t>nd_bn_grad_stats_f64, ERR_NOMEM_SUMS)
+        _rec_ptrs(&r, g, x, st, out, None)
+        _rec_ints(&r, outer, channels, inner)
+        _go("batch_norm_grad_stats", &r)
 
     def batch_norm_apply(self, CpuArray x not None, CpuArray st not None, CpuArray sh not None,
                          CpuArray out not None, Py_ssize_t outer, Py_ssize_t channels, Py_ssize_t inner):
@@ -1283,50 +1626,39 @@ class CpuBackend(Backend):
         cdef Py_ssize_t n = outer * channels * inner
         _check_channels("batch_norm_apply", ((x, "x", n), (st, "st", 4 * channels), (sh, "sh", channels)),
                         out, outer, channels, inner, n)
-        if out.kind == 0:
-            with nogil:
-                nd_bn_apply_f32(<const float *>x.data, <const float *>st.data, <const float *>sh.data,
-                                <float *>out.data, outer, channels, inner)
-        else:
-            with nogil:
-                nd_bn_apply_f64(<const double *>x.data, <const double *>st.data, <const double *>sh.data,
-                                <double *>out.data, outer, channels, inner)
+        cdef nd_rec r
+        _setk(&r, out.kind, nd_tr_p4i3_f32, nd_tr_p4i3_f64, <nd_kern_t>nd_bn_apply_f32,
+              <nd_kern_t>nd_bn_apply_f64, ERR_NONE)
+        _rec_ptrs(&r, x, st, sh, out, None)
+        _rec_ints(&r, outer, channels, inner)
+        _go("batch_norm_apply", &r)
 
     def batch_norm_grad_input(self, CpuArray g not None, CpuArray x not None, CpuArray st not None,
                               CpuArray gs not None, CpuArray out not None,
                               Py_ssize_t outer, Py_ssize_t channels, Py_ssize_t inner):
         """Op override: the input's adjoint of a training batch norm from
         batch_norm_stats's rows ``st`` and batch_norm_grad_stats's ``gs``."""
-        cdef int rc
         cdef Py_ssize_t n = outer * channels * inner
         _check_channels("batch_norm_grad_input", ((g, "g", n), (x, "x", n), (st, "st", 4 * channels),
                                                   (gs, "gs", 2 * channels)), out, outer, channels, inner, n)
-        if out.kind == 0:
-            with nogil:
-                rc = nd_bn_grad_input_f32(<const float *>g.data, <const float *>x.data,
-                                          <const float *>st.data, <const float *>gs.data,
-                                          <float *>out.data, outer, channels, inner)
-        else:
-            with nogil:
-                rc = nd_bn_grad_input_f64(<const double *>g.data, <const double *>x.data,
-                                          <const double *>st.data, <const double *>gs.data,
-                                          <double *>out.data, outer, channels, inner)
-        if rc != 0:
-            raise MemoryError("batch_norm_grad_input: cannot allocate the per-channel coefficients")
+        cdef nd_rec r
+        _setk(&r, out.kind, nd_tr_p5i3_int_f32, nd_tr_p5i3_int_f64, <nd_kern_t>nd_bn_grad_input_f32,
+              <nd_kern_t>nd_bn_grad_input_f64, ERR_NOMEM_COEF)
+        _rec_ptrs(&r, g, x, st, gs, out)
+        _rec_ints(&r, outer, channels, inner)
+        _go("batch_norm_grad_input", &r)
 
     def softmax_grad(self, CpuArray y not None, CpuArray g not None, CpuArray out not None,
                      Py_ssize_t outer, Py_ssize_t inner):
         """Op override: ``out = y * (g - sum_row(g * y))`` over rows of (outer, inner)."""
         cdef Py_ssize_t n = outer * inner
         _check_channels("softmax_grad", ((y, "y", n), (g, "g", n)), out, outer, 1, inner, n)
-        if out.kind == 0:
-            with nogil:
-                nd_softmax_grad_f32(<const float *>y.data, <const float *>g.data, <float *>out.data,
-                                    outer, inner)
-        else:
-            with nogil:
-                nd_softmax_grad_f64(<const double *>y.data, <const double *>g.data, <double *>out.data,
-                                    outer, inner)
+        cdef nd_rec r
+        _setk(&r, out.kind, nd_tr_p3i2_f32, nd_tr_p3i2_f64, <nd_kern_t>nd_softmax_grad_f32,
+              <nd_kern_t>nd_softmax_grad_f64, ERR_NONE)
+        _rec_ptrs(&r, y, g, out, None, None)
+        _rec_ints(&r, outer, inner, 0)
+        _go("softmax_grad", &r)
 
     def layer_norm(self, CpuArray x not None, CpuArray w not None, CpuArray b not None,
                    CpuArray out not None, Py_ssize_t outer, Py_ssize_t inner, double eps):
@@ -1336,14 +1668,13 @@ class CpuBackend(Backend):
                         outer, 1, inner, n)
         if inner < 1:
             raise ShapeError(f"layer_norm: rows must have >= 1 element, got {inner}")
-        if out.kind == 0:
-            with nogil:
-                nd_layer_norm_f32(<const float *>x.data, <const float *>w.data, <const float *>b.data,
-                                  <float *>out.data, outer, inner, eps)
-        else:
-            with nogil:
-                nd_layer_norm_f64(<const double *>x.data, <const double *>w.data, <const double *>b.data,
-                                  <double *>out.data, outer, inner, eps)
+        cdef nd_rec r
+        _setk(&r, out.kind, nd_tr_p4i2d_f32, nd_tr_p4i2d_f64, <nd_kern_t>nd_layer_norm_f32,
+              <nd_kern_t>nd_layer_norm_f64, ERR_NONE)
+        _rec_ptrs(&r, x, w, b, out, None)
+        _rec_ints(&r, outer, inner, 0)
+        r.d[0] = eps
+        _go("layer_norm", &r)
 
     def layer_norm_grad_input(self, CpuArray g not None, CpuArray x not None, CpuArray w not None,
                               CpuArray out not None, Py_ssize_t outer, Py_ssize_t inner, double eps):
@@ -1353,82 +1684,144 @@ class CpuBackend(Backend):
                         outer, 1, inner, n)
         if inner < 1:
             raise ShapeError(f"layer_norm_grad_input: rows must have >= 1 element, got {inner}")
-        if out.kind == 0:
-            with nogil:
-                nd_layer_norm_grad_input_f32(<const float *>g.data, <const float *>x.data,
-                                             <const float *>w.data, <float *>out.data, outer, inner, eps)
-        else:
-            with nogil:
-                nd_layer_norm_grad_input_f64(<const double *>g.data, <const double *>x.data,
-                                             <const double *>w.data, <double *>out.data, outer, inner, eps)
+        cdef nd_rec r
+        _setk(&r, out.kind, nd_tr_p4i2d_f32, nd_tr_p4i2d_f64, <nd_kern_t>nd_layer_norm_grad_input_f32,
+              <nd_kern_t>nd_layer_norm_grad_input_f64, ERR_NONE)
+        _rec_ptrs(&r, g, x, w, out, None)
+        _rec_ints(&r, outer, inner, 0)
+        r.d[0] = eps
+        _go("layer_norm_grad_input", &r)
 
     def layer_norm_grad_params(self, CpuArray g not None, CpuArray x not None, CpuArray out not None,
                                Py_ssize_t outer, Py_ssize_t inner, double eps):
         """Op override: ``out (2, inner)``: row 0 sum over rows of g * xhat, row 1 sum of g."""
-        cdef int rc
         cdef Py_ssize_t n = outer * inner
         _check_channels("layer_norm_grad_params", ((g, "g", n), (x, "x", n)), out,
                         outer, 1, inner, 2 * inner)
         if inner < 1:
             raise ShapeError(f"layer_norm_grad_params: rows must have >= 1 element, got {inner}")
-        if out.kind == 0:
-            with nogil:
-                rc = nd_layer_norm_grad_params_f32(<const float *>g.data, <const float *>x.data,
-                                                   <float *>out.data, outer, inner, eps)
-        else:
-            with nogil:
-                rc = nd_layer_norm_grad_params_f64(<const double *>g.data, <const double *>x.data,
-                                                   <double *>out.data, outer, inner, eps)
-        if rc != 0:
-            raise MemoryError("layer_norm_grad_params: cannot allocate the per-thread sums")
+        cdef nd_rec r
+        _setk(&r, out.kind, nd_tr_p3i2d_int_f32, nd_tr_p3i2d_int_f64, <nd_kern_t>nd_layer_norm_grad_params_f32,
+              <nd_kern_t>nd_layer_norm_grad_params_f64, ERR_NOMEM_SUMS)
+        _rec_ptrs(&r, g, x, out, None, None)
+        _rec_ints(&r, outer, inner, 0)
+        r.d[0] = eps
+        _go("layer_norm_grad_params", &r)
     def lstm_gates(self, CpuArray z not None, CpuArray c not None, CpuArray out not None,
                    Py_ssize_t batch, Py_ssize_t hidden):
         """Op override: LSTM gate arithmetic, ``out (B, 2, H)`` = (h', c')."""
-        cdef int rc
         _check_channels("lstm_gates", ((z, "z", 4 * batch * hidden), (c, "c", batch * hidden)), out,
                         batch, 1, hidden, 2 * batch * hidden)
-        if out.kind == 0:
-            with nogil:
-                rc = nd_lstm_gates_f32(<const float *>z.data, <const float *>c.data, <float *>out.data,
-                                       batch, hidden)
-        else:
-            with nogil:
-                rc = nd_lstm_gates_f64(<const double *>z.data, <const double *>c.data, <double *>out.data,
-                                       batch, hidden)
-        if rc != 0:
-            raise MemoryError("lstm_gates: cannot allocate the row scratch")
+        cdef nd_rec r
+        _setk(&r, out.kind, nd_tr_p3i2_int_f32, nd_tr_p3i2_int_f64, <nd_kern_t>nd_lstm_gates_f32,
+              <nd_kern_t>nd_lstm_gates_f64, ERR_NOMEM_ROWS)
+        _rec_ptrs(&r, z, c, out, None, None)
+        _rec_ints(&r, batch, hidden, 0)
+        _go("lstm_gates", &r)
 
     def lstm_gates_grad(self, CpuArray z not None, CpuArray c not None, CpuArray g not None,
                         CpuArray out not None, Py_ssize_t batch, Py_ssize_t hidden):
         """Op override: adjoints of z (B*4H) then c (B*H) given g (B, 2, H)."""
-        cdef int rc
         _check_channels("lstm_gates_grad", ((z, "z", 4 * batch * hidden), (c, "c", batch * hidden),
                                             (g, "g", 2 * batch * hidden)), out,
                         batch, 1, hidden, 5 * batch * hidden)
-        if out.kind == 0:
-            with nogil:
-                rc = nd_lstm_gates_grad_f32(<const float *>z.data, <const float *>c.data,
-                                            <const float *>g.data, <float *>out.data, batch, hidden)
-        else:
-            with nogil:
-                rc = nd_lstm_gates_grad_f64(<const double *>z.data, <const double *>c.data,
-                                            <const double *>g.data, <double *>out.data, batch, hidden)
-        if rc != 0:
-            raise MemoryError("lstm_gates_grad: cannot allocate the row scratch")
+        cdef nd_rec r
+        _setk(&r, out.kind, nd_tr_p4i2_int_f32, nd_tr_p4i2_int_f64, <nd_kern_t>nd_lstm_gates_grad_f32,
+              <nd_kern_t>nd_lstm_gates_grad_f64, ERR_NOMEM_ROWS)
+        _rec_ptrs(&r, z, c, g, out, None)
+        _rec_ints(&r, batch, hidden, 0)
+        _go("lstm_gates_grad", &r)
     # [/i14f2 fused norm] ------------------------------------------------------------
 
     def rand_uniform(self, CpuArray out not None, seed):
         """Op override: ``out[i]`` = the protocol's counter-based uniform number in
         [0, 1) of (seed, i); seed: a whole number in [0, 2**32), int or float."""
-        cdef uint64_t s = <uint64_t>_seed_value("rand_uniform", seed)
+        cdef double s = _seed_value("rand_uniform", seed)
         if out.size == 0:
             return
-        if out.kind == 0:
-            with nogil:
-                nd_rand_uniform_f32(<float *>out.data, out.size, s)
-        else:
-            with nogil:
-                nd_rand_uniform_f64(<double *>out.data, out.size, s)
+        cdef nd_rec r
+        _setk(&r, out.kind, nd_tr_rand_f32, nd_tr_rand_f64, NULL, NULL, ERR_NONE)
+        r.p[0] = out.data
+        r.i[0] = out.size
+        r.d[0] = s  # whole and below 2**32: the trampoline's cast to uint64 is exact
+        _go("rand_uniform", &r)
+
+    # -- native replay (needle.jit) ----------------------------------------------------
+    def compile_replay(self, program):
+        """A :class:`NativeReplay` of ``program`` (``(method name, args)`` calls),
+        or None when a call has no recorded form here (a method outside
+        :data:`REPLAYABLE`, or a ReplayScalar where the method takes no replayable
+        scalar): needle then replays the program from Python.
+
+        Each call runs its method once, now, in record mode: the method checks
+        its arguments as an eager call would (raising the same error for bad
+        ones) and hands its C calls to the tape instead of running them.
+        ``run(scalars)`` then runs every C call in one loop without the GIL."""
+        global _rec_active
+        calls = [(name, tuple(args)) for name, args in program]
+        cls = type(self)
+        for name, args in calls:
+            # the class's own method: needle.jit shadows kernels on the instance while capturing
+            if name not in REPLAYABLE or not callable(getattr(cls, name, None)):
+                return None
+            where = _SCALAR_ARGS.get(name, {})
+            for pos, a in enumerate(args):
+                if isinstance(a, ReplayScalar) and (pos not in where or int(a.slot) < 0):
+                    return None
+        tape = NativeReplay()
+        tape.keep.append(calls)  # every buffer the records point into
+        dyn = []
+        tid = PyThread_get_thread_ident()
+        prev = _rec_tapes.get(tid)
+        _rec_tapes[tid] = tape
+        _rec_active += 1
+        try:
+            for name, args in calls:
+                start = tape.n
+                getattr(cls, name)(self, *args)
+                for pos, a in enumerate(args):
+                    if not isinstance(a, ReplayScalar):
+                        continue
+                    dslot = _SCALAR_ARGS[name][pos]
+                    if tape.n == start:  # nothing to compute (an empty buffer)
+                        continue
+                    # the one record the call made must hold the scalar unrounded in that slot
+                    if tape.n != start + 1 or tape.recs[start].d[dslot] != <double>a:
+                        return None
+                    dyn.append((start, dslot, int(a.slot), name == "rand_uniform"))
+        finally:
+            _rec_active -= 1
+            if prev is None:
+                del _rec_tapes[tid]
+            else:
+                _rec_tapes[tid] = prev
+        tape._set_dyn(dyn)
+        return tape
+
+
+#: the methods compile_replay can record (every one that runs C kernels on buffers)
+REPLAYABLE = frozenset(
+    ["from_numpy", "fill", "compact", "ewise_setitem", "scalar_setitem"]
+    + [f"ewise_{k}" for k in ("add", "sub", "mul", "div", "pow", "maximum", "eq", "ge", "relu_grad",
+                              "neg", "log", "exp", "tanh", "sqrt")]
+    + [f"scalar_{k}" for k in ("add", "sub", "mul", "div", "rdiv", "power", "maximum", "eq", "ge")]
+    + ["reduce_sum", "reduce_max", "sum_leading", "logsumexp", "softmax", "softmax_grad",
+       "matmul", "matmul_strided", "matmul_batched", "matmul_tiled", "ewise_strided",
+       "conv", "conv_grad_input", "conv_grad_weight", "softmax_xent", "softmax_xent_grad",
+       "sgd_step", "adam_step", "batch_norm_stats", "batch_norm_grad_stats", "batch_norm_apply",
+       "batch_norm_grad_input", "layer_norm", "layer_norm_grad_input", "layer_norm_grad_params",
+       "lstm_gates", "lstm_gates_grad", "rand_uniform"])
+
+# per method, the positional arguments a replay may change: argument index ->
+# the record's d slot that holds it (as given, before any rounding)
+_SCALAR_ARGS = {"fill": {1: 0}, "scalar_setitem": {1: 0}, "rand_uniform": {1: 0},
+                "sgd_step": {5: 0, 6: 1, 7: 2, 8: 3},
+                "adam_step": {7: 0, 8: 1, 9: 2, 10: 3, 11: 4, 12: 5, 13: 6},
+                "batch_norm_stats": {6: 0}, "layer_norm": {6: 0}, "layer_norm_grad_input": {6: 0},
+                "layer_norm_grad_params": {5: 0}}
+_SCALAR_ARGS.update({f"scalar_{k}": {1: 0} for k in
+                     ("add", "sub", "mul", "div", "rdiv", "power", "maximum", "eq", "ge")})
+
 
 #: the buffer type (the protocol calls it ``Array``)
 Array = CpuArray

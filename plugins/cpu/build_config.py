@@ -26,6 +26,8 @@ C_SOURCES += ["fused_norm.c"]
 C_SOURCES += ["fused_rows.c"]
 # rand_uniform op override (the protocol's counter-based generator)
 C_SOURCES += ["rand.c"]
+# recorded kernel calls: eager calls and CpuBackend.compile_replay's native loop
+C_SOURCES += ["replay.c"]
 CYTHON_DIRECTIVES = {
     "language_level": 3,
     "boundscheck": False,
@@ -133,7 +135,8 @@ def extensions(root):
         sources=[os.path.join(here, "_ext.pyx")] + [os.path.join(csrc, s) for s in C_SOURCES],
         include_dirs=[csrc],
         depends=[os.path.join(csrc, h) for h in
-                 ("needle_cpu.h", "gemm_tmpl.h", "ewise_tmpl.h", "ewise_strided_tmpl.h", "conv_tmpl.h")]
+                 ("needle_cpu.h", "gemm_tmpl.h", "ewise_tmpl.h", "ewise_strided_tmpl.h", "conv_tmpl.h",
+                  "replay.h")]
                 + [os.path.join(csrc, "fused_loss.h")],  # issue 14 fused loss/optimizer
         extra_compile_args=compile_args,
         extra_link_args=omp_l,
