@@ -36,11 +36,14 @@ SCALAR = ("scalar_add", "scalar_sub", "scalar_mul", "scalar_div", "scalar_rdiv",
 EWISE_UNARY = ("ewise_neg", "ewise_log", "ewise_exp", "ewise_tanh", "ewise_sqrt")
 GEMM_FAMILIES = ("matmul_strided", "conv_fwd", "conv_grad_weight", "conv_grad_input")
 GEMM_CONFIGS = ("big", "small")
+#: values set_scalars writes per launch (NDL_SCALAR_BLOCK in ewise.cu)
+SCALAR_BLOCK = 32
 
 #: file -> every extern "C" kernel it must export (checked by the compile test
 #: against the cubin's symbol table).
 EXPORTS: dict[str, list[str]] = {
-    "ewise": _names(EWISE_BINARY + SCALAR + EWISE_UNARY + ("fill", "rand_uniform"), _DT),
+    "ewise": _names(EWISE_BINARY + SCALAR + EWISE_UNARY + ("fill", "rand_uniform"), _DT)
+    + _names(tuple(f"{k}_dev" for k in SCALAR + ("fill", "rand_uniform")), _DT) + ["set_scalars"],
     "strided": [f"{k}_{d}_{i}" for k in ("compact", "ewise_setitem", "scalar_setitem")
                 for d in _DT for i in ("i32", "i64")],
     "reduce": [f"reduce_{op}_{how}_{d}" for op in ("sum", "max") for how in ("warp", "block") for d in _DT],

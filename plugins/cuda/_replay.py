@@ -3,23 +3,27 @@
 Design
 ------
 The program is a list of backend calls.  Kernel arguments are baked into a
-graph when it is captured, so a call that takes a scalar changing between
+graph when it is captured, yet some calls take a scalar that changes between
 replays (a :class:`~needle.protocol.ReplayScalar`: learning rate, bias
-corrections, a dropout seed) cannot live inside one.  The program is
-therefore cut at those calls:
+corrections, a dropout seed).  Those are handled in one of two ways:
 
-* each run of calls without a ReplayScalar (a *static segment*) is captured
-  once into a CUDA graph -- stream capture on the device's stream around the
-  very backend methods the Python replay would call -- and ``run`` launches it
-  with one ``cuGraphLaunch``;
-* each call with a ReplayScalar is issued directly, between the graph
-  launches, with the current values from ``run(scalars)``.
+* the scalar_* kernels, ``fill`` and ``rand_uniform`` -- what needle's
+  optimizers and dropout issue -- are captured in a variant that reads the
+  scalar from a small float64 device buffer (``vals[slot]``); ``run`` first
+  queues ``set_scalars``, one kernel whose arguments carry the replay's
+  values (kernel arguments are copied when the launch is queued, so no host
+  buffer is read later), and the graph's kernels read them in stream order;
+* any other call with a ReplayScalar cuts the program: it is issued directly,
+  between graph launches, with the current values.
 
-A typical step is thus one graph for forward and backward, then the
-optimizer's calls that take the learning rate.  (Updating the kernel nodes'
-parameters in place with ``cuGraphExecKernelNodeSetParams`` would keep one
-graph per step; it needs a map from calls to graph nodes that stream capture
-does not give, so it is left for later.)
+Every run of calls between such cuts (a *segment*) is captured once into a
+CUDA graph -- stream capture on the device's stream around the very backend
+methods the Python replay would call -- and ``run`` launches it with one
+``cuGraphLaunch``.  A typical training step (forward, backward, SGD or Adam
+composed of scalar kernels, dropout) is thus one ``set_scalars`` launch and
+one graph launch.  (Updating kernel nodes with
+``cuGraphExecKernelNodeSetParams`` was the other way; it needs a map from
+calls to graph nodes that stream capture does not give.)
 
 Before capturing a segment its calls are dry-run (``DeviceRuntime.dry_run``):
 arguments are checked, kernel modules loaded and every scratch buffer a call
@@ -48,7 +52,7 @@ import numpy as np
 from needle.errors import ArgumentError, ShapeError
 from needle.protocol import ReplayScalar
 
-from . import _driver, _runtime
+from . import _driver, _kernels, _runtime
 from ._errors import CaptureUnsupportedError, CudaError
 from ._memory import CudaArray, ScratchPool
 
@@ -83,6 +87,60 @@ def bind(x, scalars: Sequence):
     if isinstance(x, list):
         return [bind(v, scalars) for v in x]
     return x
+
+
+def _max_slot(x) -> int:
+    if isinstance(x, ReplayScalar):
+        return int(x.slot)
+    if isinstance(x, (tuple, list)):
+        return max((_max_slot(v) for v in x), default=-1)
+    return -1
+
+
+class _DeviceScalars:
+    """The float64 device buffer the graphs' scalar-reading kernels use, the
+    slots they read, and which of those hold rand_uniform seeds (checked on
+    every run, as the direct call would check them)."""
+
+    def __init__(self, backend, rt, size: int):
+        self.vals = CudaArray(rt, size, np.dtype("float64"))
+        self.host = np.zeros(size, dtype=np.float64)
+        self.slots: set = set()
+        self.seed_slots: set = set()
+        self.write = backend._set_scalars
+
+    def __call__(self, scalars: Sequence) -> None:
+        from .backend import rng_seed
+        for s in self.seed_slots:
+            rng_seed(scalars[s])
+        host = self.host
+        for s in self.slots:
+            host[s] = scalars[s]
+        self.write(self.vals, host)
+
+
+def _on_device(backend, name: str, args: tuple, dev: "_DeviceScalars"):
+    """``(fn, args)`` running the call with its ReplayScalar read from
+    ``dev.vals`` on the device, or None when the call is not one of those that
+    can (then it is issued directly on each run)."""
+    from .backend import CudaBackend
+    # only the cuda backend's own methods: a subclass may have changed what one does
+    if getattr(type(backend), name, None) is not getattr(CudaBackend, name, False):
+        return None
+    if name in _kernels.SCALAR and len(args) == 3:
+        a, val, out = args
+        if isinstance(val, ReplayScalar) and not has_replay_scalar((a, out)):
+            dev.slots.add(val.slot)
+            return backend._scalar_dev, (name, a, out, dev.vals, val.slot)
+    elif name in ("fill", "rand_uniform") and len(args) == 2:
+        out, val = args
+        if isinstance(val, ReplayScalar) and not has_replay_scalar(out):
+            dev.slots.add(val.slot)
+            if name == "fill":
+                return backend._fill_dev, (out, dev.vals, val.slot)
+            dev.seed_slots.add(val.slot)
+            return backend._rand_uniform_dev, (out, dev.vals, val.slot)
+    return None
 
 
 def _buffers(x):
@@ -122,8 +180,9 @@ class CudaGraphReplay:
     alive."""
 
     def __init__(self, rt, program: list, steps: list, graphs: list, pool: ScratchPool,
-                 keep: list, drv):
+                 keep: list, drv, device_scalars: "_DeviceScalars | None" = None):
         self._rt = rt
+        self._scalars = device_scalars  # None when no graph reads a ReplayScalar
         self._program = program       # the buffers every graph reads and writes
         self._keep = keep             # from_numpy snapshots
         self._steps = steps           # [(_GRAPH, exec) | (_DIRECT, _DirectCall)]
@@ -143,6 +202,11 @@ class CudaGraphReplay:
         return sum(1 for kind, _ in self._steps if kind == _DIRECT)
 
     @property
+    def device_scalar_slots(self) -> tuple:
+        """The ReplayScalar slots the graphs read on the device."""
+        return tuple(sorted(self._scalars.slots)) if self._scalars is not None else ()
+
+    @property
     def scratch_bytes(self) -> int:
         return self._pool.nbytes
 
@@ -153,6 +217,8 @@ class CudaGraphReplay:
         rt = self._rt
         if _runtime._current.context is not rt.context:
             rt.activate()
+        if self._scalars is not None:
+            self._scalars(scalars)     # before any launch: a bad seed raises with nothing queued
         stream, launch = rt.stream, self._launch
         for kind, item in self._steps:
             if kind == _GRAPH:
@@ -181,7 +247,7 @@ class CudaGraphReplay:
                 except Exception:  # noqa: BLE001 -- keep destroying the others
                     pass
         self._rt.allocator.release_pool(self._pool)
-        self._program, self._keep = [], []
+        self._program, self._keep, self._scalars = [], [], None
         if failed is not None:
             raise CudaError("destroying a CUDA graph", _driver.error_name(failed), int(failed))
 
@@ -207,12 +273,15 @@ class CudaGraphReplay:
 
 
 # -- compiling ---------------------------------------------------------------------
-def _plan(backend, rt, program) -> tuple[list, list]:
-    """``[(_GRAPH, [(fn, args)]) | (_DIRECT, _DirectCall)]`` and the from_numpy
-    snapshots to keep; CaptureFailed for a call no graph can hold."""
+def _plan(backend, rt, program) -> tuple[list, list, "_DeviceScalars | None"]:
+    """``[(_GRAPH, [(fn, args)]) | (_DIRECT, _DirectCall)]``, the from_numpy
+    snapshots to keep and the device scalars (None if no graph reads one);
+    CaptureFailed for a call no graph can hold."""
     parts: list = []
     keep: list = []
     static: list = []
+    top = max((_max_slot(args) for _, args in program), default=-1)
+    dev = _DeviceScalars(backend, rt, top + 1) if top >= 0 else None
     for entry in program:
         name, args = entry[0], tuple(entry[1])
         if name == "to_numpy":
@@ -235,6 +304,10 @@ def _plan(backend, rt, program) -> tuple[list, list]:
             raise ArgumentError(f"compile_replay: {name!r} is neither a method nor an op override "
                                 "of the cuda backend")
         if has_replay_scalar(args):
+            on_device = _on_device(backend, name, args, dev)
+            if on_device is not None:
+                static.append(on_device)
+                continue
             if static:
                 parts.append((_GRAPH, static))
                 static = []
@@ -243,7 +316,9 @@ def _plan(backend, rt, program) -> tuple[list, list]:
             static.append((fn, args))
     if static:
         parts.append((_GRAPH, static))
-    return parts, keep
+    if dev is not None and not dev.slots:
+        dev = None
+    return parts, keep, dev
 
 
 def _instantiate(drv, graph):
@@ -328,7 +403,7 @@ def compile_replay(backend, program: Sequence) -> "CudaGraphReplay | None":
     graphs: list = []
     steps: list = []
     try:
-        parts, keep = _plan(backend, rt, program)
+        parts, keep, dev = _plan(backend, rt, program)
         for kind, item in parts:
             if kind == _DIRECT:
                 steps.append((_DIRECT, item))
@@ -347,4 +422,4 @@ def compile_replay(backend, program: Sequence) -> "CudaGraphReplay | None":
             return None
         raise
     backend.replay_fallback_reason = None
-    return CudaGraphReplay(rt, program, steps, graphs, pool, keep, drv)
+    return CudaGraphReplay(rt, program, steps, graphs, pool, keep, drv, dev)

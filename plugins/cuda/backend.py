@@ -16,7 +16,7 @@ import numpy as np
 from needle.errors import ArgumentError, ArgumentTypeError, DeviceMismatchError, ShapeError
 from needle.protocol import PROTOCOL_VERSION, Backend, UnsupportedDTypeError
 
-from . import _cache, _driver, _launch, _nvrtc, _runtime
+from . import _cache, _driver, _kernels, _launch, _nvrtc, _runtime
 from ._launch import INT32_LIMIT, DevicePtr
 from ._memory import CudaArray
 
@@ -317,6 +317,69 @@ class CudaBackend(Backend):
     def scalar_maximum(self, a, val, out): self._ewise("scalar_maximum", a, out, val=val)
     def scalar_eq(self, a, val, out): self._ewise("scalar_eq", a, out, val=val)
     def scalar_ge(self, a, val, out): self._ewise("scalar_ge", a, out, val=val)
+
+    # ------------------------------------------------------------------ #
+    # scalars read on the device (CUDA graph replay, see _replay.py): the
+    # scalar_* kernels, fill and rand_uniform with their value taken from
+    # vals[slot], a float64 device buffer that _set_scalars writes
+    # ------------------------------------------------------------------ #
+    @staticmethod
+    def _vals_ok(op, rt, vals, slot):
+        if not isinstance(vals, CudaArray) or vals._runtime is not rt:
+            raise DeviceMismatchError(f"{op}: the scalar buffer is not a cuda buffer on cuda:{rt.index}")
+        if vals.dtype != np.float64 or not 0 <= int(slot) < vals.size:
+            raise ShapeError(f"{op}: slot {slot} is outside the float64 scalar buffer of {vals.size}")
+
+    def _scalar_dev(self, kernel, a, out, vals, slot):
+        """``kernel`` (one of the scalar_* ops) on ``a`` into ``out`` with the
+        scalar read from ``vals[slot]`` when the kernel runs."""
+        rt, suf = self._check(kernel, a=a, out=out)
+        if a.size != out.size:
+            raise ShapeError(f"{kernel}: 'a' has {a.size} elements, 'out' has {out.size}; "
+                             "element-wise kernels need equal sizes")
+        self._vals_ok(kernel, rt, vals, slot)
+        n = out.size
+        if n == 0:
+            return
+        vec = np.int32(a.ptr() % 16 == 0 and out.ptr() % 16 == 0)
+        grid, block = _launch.grid_1d(n, rt.sm_count, 16 // out.dtype.itemsize)
+        rt.launch(f"{kernel}_dev_{suf}", (grid,), (block,),
+                  (_p(a), _p(vals), np.int64(slot), _p(out), np.int64(n), vec))
+
+    def _fill_dev(self, out, vals, slot):
+        rt, suf = self._check("fill", out=out)
+        self._vals_ok("fill", rt, vals, slot)
+        if out.size == 0:
+            return
+        grid, block = _launch.grid_1d(out.size, rt.sm_count, 16 // out.dtype.itemsize)
+        rt.launch(f"fill_dev_{suf}", (grid,), (block,),
+                  (_p(out), _p(vals), np.int64(slot), np.int64(out.size), np.int32(out.ptr() % 16 == 0)))
+
+    def _rand_uniform_dev(self, out, vals, slot):
+        """rand_uniform with the seed read from ``vals[slot]``; the caller checks
+        each seed with :func:`rng_seed` before writing it there."""
+        rt, suf = self._check("rand_uniform", out=out)
+        self._vals_ok("rand_uniform", rt, vals, slot)
+        if out.size == 0:
+            return
+        grid, block = _launch.grid_1d(out.size, rt.sm_count)
+        rt.launch(f"rand_uniform_dev_{suf}", (grid,), (block,),
+                  (_p(out), _p(vals), np.int64(slot), np.int64(out.size)))
+
+    def _set_scalars(self, vals, values) -> None:
+        """Queue ``vals[:len(values)] = values`` on the stream, in launches of
+        SCALAR_BLOCK values passed by value (no host memory a queued copy reads)."""
+        rt = vals._runtime
+        host = np.asarray(values, dtype=np.float64)
+        if host.size > vals.size:
+            raise ShapeError(f"_set_scalars: {host.size} values for a buffer of {vals.size}")
+        step = _kernels.SCALAR_BLOCK
+        for first in range(0, host.size, step):
+            chunk = np.zeros(step, dtype=np.float64)
+            part = host[first:first + step]
+            chunk[:part.size] = part
+            rt.launch("set_scalars", (1,), (step,),
+                      (_p(vals), chunk.view(np.int64), np.int64(first), np.int64(part.size)))
 
     # ------------------------------------------------------------------ #
     # row-wise: reductions, logsumexp, softmax

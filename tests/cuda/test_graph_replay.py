@@ -51,25 +51,83 @@ def test_kernel_launches_are_captured_into_one_graph_and_run_replays_it(be, fake
     assert fake_driver.during_capture.count("cuMemAlloc") == 0
 
 
-def test_replay_scalar_calls_run_directly_between_graphs_with_the_current_value(be, fake_driver):
+def set_scalars_values(launch):
+    """The values a set_scalars launch writes, and where."""
+    fn, _, _, args = launch
+    assert fn == "set_scalars"
+    first, count = int(args[2]), int(args[3])
+    return int(args[0]), first, list(np.asarray(args[1]).view(np.float64)[:count])
+
+
+def test_scalar_kernels_read_replay_scalars_on_the_device_inside_the_graph(be, fake_driver):
     p, g, step = be.Array(64, "float64"), be.Array(64, "float64"), be.Array(64, "float64")
     lr = ReplayScalar(0.1, 0)
     program = [("ewise_add", (g, g, g)), ("ewise_mul", (g, p, g)),     # "forward + backward"
                ("scalar_mul", (g, lr, step)),                            # the lr call
                ("ewise_sub", (p, step, p))]
     replay = be.compile_replay(program)
-    assert (replay.num_graphs, replay.num_direct_calls) == (2, 1)
-    first, second = fake_driver.instantiated
-    assert kernels(first.graph) == ["ewise_add_f64", "ewise_mul_f64"]
-    assert kernels(second.graph) == ["ewise_sub_f64"]
+    assert (replay.num_graphs, replay.num_direct_calls, replay.device_scalar_slots) == (1, 0, (0,))
+    (exec_,) = fake_driver.instantiated
+    assert kernels(exec_.graph) == ["ewise_add_f64", "ewise_mul_f64", "scalar_mul_dev_f64", "ewise_sub_f64"]
+    node = exec_.graph.nodes[2]
+    vals, slot = int(node[4][1]), int(node[4][2])
+    assert [int(node[4][0]), int(node[4][3])] == [g.ptr(), step.ptr()] and slot == 0
     for value in (0.5, 0.25):
         fake_driver.stream_order.clear()
         replay.run([value])
-        assert fake_driver.stream_order == [("graph", first), ("kernel", "scalar_mul_f64"), ("graph", second)]
-        fn, _, _, args = fake_driver.launches[-1]
-        assert [int(x) for x in (args[0], args[2])] == [g.ptr(), step.ptr()]
-        assert args[1].dtype == np.float64 and args[1] == value
-    assert len(fake_driver.launches) == 2
+        # the value goes to the device first, by value in a kernel's arguments; then the graph
+        assert fake_driver.stream_order == [("kernel", "set_scalars"), ("graph", exec_)]
+        assert set_scalars_values(fake_driver.launches[-1]) == (vals, 0, [value])
+    assert [l[0] for l in fake_driver.launches] == ["set_scalars"] * 2
+
+
+def test_other_calls_with_replay_scalars_run_directly_between_graphs(be, fake_driver):
+    a, out = be.Array(64), be.Array(64)
+    v = ReplayScalar(2.0, 0)
+    program = [("ewise_exp", (a, a)), ("scalar_setitem", (8, v, out, (2, 4), (8, 1), 0)),
+               ("ewise_log", (out, out))]
+    replay = be.compile_replay(program)
+    assert (replay.num_graphs, replay.num_direct_calls, replay.device_scalar_slots) == (2, 1, ())
+    first, second = fake_driver.instantiated
+    assert kernels(first.graph) == ["ewise_exp_f32"] and kernels(second.graph) == ["ewise_log_f32"]
+    for value in (3.0, -1.5):
+        fake_driver.stream_order.clear()
+        replay.run([value])
+        assert fake_driver.stream_order == [("graph", first), ("kernel", "scalar_setitem_f32_i32"),
+                                            ("graph", second)]
+        assert fake_driver.launches[-1][3][0] == np.float32(value)
+
+
+def test_a_subclass_overriding_a_scalar_kernel_keeps_its_own_method(fake_driver):
+    class Custom(CudaBackend):
+        def scalar_mul(self, a, val, out):
+            self.scalar_add(a, val, out)
+    be = Custom()
+    a = be.Array(8)
+    replay = be.compile_replay([("scalar_mul", (a, ReplayScalar(1.0, 0), a))])
+    assert (replay.num_graphs, replay.num_direct_calls) == (0, 1)
+    replay.run([4.0])
+    assert fake_driver.launches[-1][0] == "scalar_add_f32" and fake_driver.launches[-1][3][1] == 4.0
+
+
+def test_fill_reads_its_value_on_the_device(be, fake_driver):
+    out = be.Array(16, "float64")
+    replay = be.compile_replay([("fill", (out, ReplayScalar(0.0, 2)))])
+    (exec_,) = fake_driver.instantiated
+    ((_, fn, _, _, args),) = exec_.graph.nodes
+    assert fn == "fill_dev_f64" and int(args[0]) == out.ptr() and int(args[2]) == 2
+    replay.run([9.0, 9.0, 1.25])
+    assert set_scalars_values(fake_driver.launches[-1])[1:] == (0, [0.0, 0.0, 1.25])
+
+
+def test_many_scalars_go_in_blocks(be, fake_driver):
+    a = be.Array(8)
+    program = [("scalar_add", (a, ReplayScalar(0.0, i), a)) for i in range(40)]
+    replay = be.compile_replay(program)
+    assert replay.num_graphs == 1 and len(replay.device_scalar_slots) == 40
+    replay.run([float(i) for i in range(40)])
+    blocks = [set_scalars_values(l) for l in fake_driver.launches[-2:]]
+    assert [b[1] for b in blocks] == [0, 32] and blocks[0][2] + blocks[1][2] == [float(i) for i in range(40)]
 
 
 def test_a_dropout_seed_draws_anew_each_run(be, fake_driver):
@@ -77,14 +135,17 @@ def test_a_dropout_seed_draws_anew_each_run(be, fake_driver):
     program = [("rand_uniform", (mask, ReplayScalar(5.0, 1))), ("scalar_ge", (mask, 0.5, mask)),
                ("ewise_mul", (x, mask, y))]
     replay = be.compile_replay(program)
-    assert (replay.num_direct_calls, replay.num_graphs) == (1, 1)
+    assert (replay.num_direct_calls, replay.num_graphs) == (0, 1)
+    (exec_,) = fake_driver.instantiated
+    assert kernels(exec_.graph)[0] == "rand_uniform_dev_f32"
     replay.run([1e-3, 17])
     replay.run([1e-3, 18.0])
-    assert [(fn, int(args[1])) for fn, _, _, args in fake_driver.launches] == [("rand_uniform_f32", 17),
-                                                                              ("rand_uniform_f32", 18)]
-    from needle.errors import ArgumentError as BadSeed
-    with pytest.raises(BadSeed):
-        replay.run([1e-3, 0.5])     # the seed is checked at every run, like any call
+    assert [set_scalars_values(l)[2][1] for l in fake_driver.launches] == [17.0, 18.0]
+    # the seed is checked at every run, as the direct call checks it, before anything is queued
+    for bad in (0.5, -1, 2.0**32):
+        with pytest.raises(ArgumentError, match="seed"):
+            replay.run([1e-3, bad])
+    assert len(fake_driver.launches) == 2 and len(fake_driver.graph_launches) == 2
 
 
 def test_replay_scalars_nested_in_lists_and_tuples_are_bound():
@@ -177,7 +238,7 @@ def test_steps_without_device_work_make_no_graph(be, fake_driver):
 # -- lifetime -------------------------------------------------------------------------
 def test_close_destroys_the_graphs_once_and_run_then_refuses(be, fake_driver):
     a = be.Array(16)
-    replay = be.compile_replay([("ewise_exp", (a, a)), ("scalar_add", (a, ReplayScalar(1.0, 0), a)),
+    replay = be.compile_replay([("ewise_exp", (a, a)), ("scalar_setitem", (16, ReplayScalar(1.0, 0), a, (16,), (1,), 0)),
                                 ("ewise_log", (a, a))])
     execs = list(fake_driver.instantiated)
     with replay:
@@ -260,7 +321,8 @@ def test_a_later_segment_failing_destroys_the_graphs_already_made(be, fake_drive
             return (fake_driver.CUresult.CUDA_ERROR_OUT_OF_MEMORY, None)
         return real(graph, flags)
     fake_driver.cuGraphInstantiate = second_fails
-    program = [("ewise_exp", (a, a)), ("scalar_mul", (a, ReplayScalar(2.0, 0), a)), ("ewise_log", (a, a))]
+    program = [("ewise_exp", (a, a)), ("scalar_setitem", (16, ReplayScalar(2.0, 0), a, (16,), (1,), 0)),
+               ("ewise_log", (a, a))]
     assert be.compile_replay(program) is None
     (first,) = fake_driver.instantiated
     assert ("exec", first) in fake_driver.destroyed and ("graph", first.graph) in fake_driver.destroyed
@@ -443,11 +505,17 @@ def test_a_jitted_training_step_replays_as_graphs(fake_driver, cuda_device):
     assert jitted.native, cuda_device.require().replay_fallback_reason
     replay = next(iter(jitted._plans.values())).native
     assert fake_driver.capturing is None and replay.num_graphs >= 1
-    launches, graphs = len(fake_driver.launches), len(fake_driver.graph_launches)
-    jitted(x, y)                                   # replayed
-    assert len(fake_driver.graph_launches) - graphs == replay.num_graphs
-    # the kernels run outside graphs: the calls taking replay-time scalars, and
-    # needle.jit's own copies of the inputs in and of the loss out
-    assert len(fake_driver.launches) - launches == replay.num_direct_calls + 3
-    seeds = [int(a[1]) for fn, _, _, a in fake_driver.launches if fn == "rand_uniform_f32"]
-    assert len(seeds) >= 2 and seeds[-1] != seeds[-2]   # dropout draws a fresh mask per replay
+    # SGD's learning rate and dropout's seed are read on the device: the whole
+    # step is one graph
+    assert (replay.num_graphs, replay.num_direct_calls) == (1, 0) and replay.device_scalar_slots
+    sent = []
+    for _ in range(2):
+        launches, graphs = len(fake_driver.launches), len(fake_driver.graph_launches)
+        jitted(x, y)                               # replayed
+        assert len(fake_driver.graph_launches) - graphs == 1
+        new = fake_driver.launches[launches:]
+        # outside the graph: needle.jit's copies of the two inputs in and of the loss
+        # out, and the replay's scalars
+        assert sorted(l[0] for l in new) == sorted(["compact_f32_i32"] * 3 + ["set_scalars"])
+        sent.append(set_scalars_values(next(l for l in new if l[0] == "set_scalars"))[2])
+    assert sent[0] != sent[1]                      # dropout draws a fresh seed per replay

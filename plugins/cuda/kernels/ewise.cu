@@ -183,3 +183,58 @@ extern "C" __global__ void rand_uniform_f64(double* out, u64 seed, i64 n) {
     const u64 base = ndl_rng_base(seed);
     for (i64 i = NDL_TID; i < n; i += NDL_STRIDE) out[i] = ndl_u01_f64(ndl_splitmix64_mix(base + (u64)i));
 }
+
+// ---- scalars read on the device.  A CUDA graph bakes kernel arguments in, yet a
+// needle.jit step's learning rate, bias corrections and dropout seed change on every
+// replay.  In a graph these kernels read their scalar from vals[slot] (float64 device
+// memory) instead, and set_scalars, launched just before the graph, writes the
+// replay's values there: one graph serves every value, in stream order.
+// The float32 variants round the double as the host's np.float32(value) does.
+#define NDL_SCALAR_DEV(name, Op)                                                              \
+    extern "C" __global__ void name##_dev_f32(const float* a, const double* vals, i64 slot,   \
+                                              float* out, i64 n, int vec) {                  \
+        scalar_body<float>(a, (float)vals[slot], out, n, vec, Op());                          \
+    }                                                                                         \
+    extern "C" __global__ void name##_dev_f64(const double* a, const double* vals, i64 slot,  \
+                                              double* out, i64 n, int vec) {                 \
+        scalar_body<double>(a, vals[slot], out, n, vec, Op());                                \
+    }
+
+NDL_SCALAR_DEV(scalar_add, OpAdd)
+NDL_SCALAR_DEV(scalar_sub, OpSub)
+NDL_SCALAR_DEV(scalar_mul, OpMul)
+NDL_SCALAR_DEV(scalar_div, OpDiv)
+NDL_SCALAR_DEV(scalar_rdiv, OpRDiv)
+NDL_SCALAR_DEV(scalar_power, OpPow)
+NDL_SCALAR_DEV(scalar_maximum, OpMax)
+NDL_SCALAR_DEV(scalar_eq, OpEq)
+NDL_SCALAR_DEV(scalar_ge, OpGe)
+
+extern "C" __global__ void fill_dev_f32(float* out, const double* vals, i64 slot, i64 n, int vec) {
+    fill_body<float>(out, (float)vals[slot], n, vec);
+}
+extern "C" __global__ void fill_dev_f64(double* out, const double* vals, i64 slot, i64 n, int vec) {
+    fill_body<double>(out, vals[slot], n, vec);
+}
+
+// the host has checked the seed (a whole number in [0, 2^32)), so the conversion is exact
+extern "C" __global__ void rand_uniform_dev_f32(float* out, const double* vals, i64 slot, i64 n) {
+    const u64 base = ndl_rng_base((u64)vals[slot]);
+    for (i64 i = NDL_TID; i < n; i += NDL_STRIDE) out[i] = ndl_u01_f32(ndl_splitmix64_mix(base + (u64)i));
+}
+extern "C" __global__ void rand_uniform_dev_f64(double* out, const double* vals, i64 slot, i64 n) {
+    const u64 base = ndl_rng_base((u64)vals[slot]);
+    for (i64 i = NDL_TID; i < n; i += NDL_STRIDE) out[i] = ndl_u01_f64(ndl_splitmix64_mix(base + (u64)i));
+}
+
+// Up to NDL_SCALAR_BLOCK values by value (the host packs the doubles' bits as int64,
+// the layout of this struct): launch arguments are copied when the launch is queued,
+// so the host may reuse its array at once -- no host buffer a queued copy still reads.
+#define NDL_SCALAR_BLOCK 32
+struct ScalarBlock {
+    double v[NDL_SCALAR_BLOCK];
+};
+extern "C" __global__ void set_scalars(double* vals, ScalarBlock block, i64 first, i64 count) {
+    const i64 i = threadIdx.x;
+    if (i < count) vals[first + i] = block.v[i];
+}
