@@ -573,9 +573,9 @@ def _jit_step(task, opt):
     from .training import JitTrainStep
 
     def fallback(exc):
-        # the run goes on eagerly for this batch shape; say so once per shape
-        print(f"needle train: --jit: a training step could not be captured and runs eagerly: {exc}",
-              file=sys.stderr, flush=True)
+        # the run goes on, eagerly (JitTrainStep says why not per batch shape)
+        print(f"needle train: --jit: the training step could not be captured; training goes on "
+              f"eagerly: {exc}", file=sys.stderr, flush=True)
 
     return JitTrainStep(task.step_inputs, task.step_outputs, task.step_result, opt, on_fallback=fallback)
 
@@ -583,7 +583,9 @@ def _jit_step(task, opt):
 def _jit_summary(train_step) -> str:
     s = train_step.stats
     plans = train_step.plan_info()
-    text = f"{s['replays']} replayed steps, {s['captures']} captures, {s['eager']} eager calls"
+    text = f"{s['replays']} replayed steps, {s['captures']} captures, {s['eager']} eager steps"
+    if train_step.fallback is not None:
+        text += " (eager after a failed capture)"
     if plans:
         text += " (" + "; ".join(f"{p['calls']} kernel calls, {p['arena_bytes'] / 2**20:.1f} MiB arena, "
                                  f"{'native' if p['native'] else 'Python'} replay" for p in plans) + ")"
@@ -602,5 +604,6 @@ def _write_outputs(args, device, n_params, task, history, steps=(), train_step=N
         "final": ({"train_acc": history[-1]["train_acc"], "test_acc": history[-1]["test_acc"]} if history else None),
     }
     if train_step is not None:
-        metrics["jit_stats"] = dict(train_step.stats, plans=train_step.plan_info())
+        fallback = None if train_step.fallback is None else str(train_step.fallback)
+        metrics["jit_stats"] = dict(train_step.stats, plans=train_step.plan_info(), fallback=fallback)
     _write_json(os.path.join(args.out, "metrics.json"), metrics)

@@ -104,16 +104,21 @@ class JitTrainStep:
     runs the model and loss on the device, and ``result(batch, logits,
     carry) -> (correct, count)`` reads the returned Tensors after the call.
 
-    A step that cannot be captured (``JitError``, e.g. a layer whose kernel
-    the backend lacks) keeps running eagerly for that argument signature;
-    ``on_fallback(exc)`` is told once per failure.  ``stats`` and
-    ``plan_info()`` are the jitted function's.
+    When needle.jit raises ``JitError`` (a layer whose kernel the backend
+    lacks, a host read in the model) the step runs eagerly from then on, for
+    every batch shape: an eager optimizer step gives the parameters new
+    arrays, which the captures of the other shapes would refuse to replay.
+    ``on_fallback(exc)`` is told once; ``fallback`` keeps the error.
+    ``stats`` are the jitted function's, the eager steps after a fallback
+    counted under ``"eager"``.
     """
 
     def __init__(self, inputs: Callable, outputs: Callable, result: Callable, opt, *, native: bool = True,
                  on_fallback: Optional[Callable[[JitError], None]] = None):
         self.inputs, self.outputs, self.result, self.opt = inputs, outputs, result, opt
         self.on_fallback = on_fallback
+        self.fallback: Optional[JitError] = None
+        self._eager_after_fallback = 0
         # how far the step body got, and its outputs once done: a capture can
         # fail after the step ran (planning the buffers), and then the batch
         # is trained and must not run again
@@ -123,10 +128,12 @@ class JitTrainStep:
 
     @property
     def stats(self) -> dict:
-        return self.jitted.stats
+        stats = dict(self.jitted.stats)
+        stats["eager"] += self._eager_after_fallback
+        return stats
 
     def plan_info(self) -> list:
-        return self.jitted.plan_info()
+        return [] if self.fallback is not None else self.jitted.plan_info()
 
     def _train_step(self, *inputs):
         self._phase = "forward"
@@ -143,27 +150,37 @@ class JitTrainStep:
 
     def __call__(self, batch):
         args = self.inputs(batch)
-        self._phase, self._done = None, None
-        try:
-            loss, logits, carry = self.jitted(*args)
-        except JitError as exc:
-            phase, done = self._phase, self._done
-            self._phase, self._done = None, None
-            # the jitted function keeps the error; its traceback's frames would
-            # keep the failed step's half-built Tensors alive, and a later
-            # capture (another batch shape) walks every live Tensor
-            exc.__traceback__ = None
-            if phase == "optimizer":  # some parameters may have moved: running again would move them twice
-                raise
-            if self.on_fallback is not None:
-                self.on_fallback(exc)
-            if phase == "done":       # the step ran; only its capture failed
-                loss, logits, carry = done
-            else:                     # failed before any update: this signature now runs eagerly
-                loss, logits, carry = self.jitted(*args)
+        if self.fallback is not None:
+            self._eager_after_fallback += 1
+            loss, logits, carry = self._train_step(*args)
+        else:
+            loss, logits, carry = self._jitted_step(args)
         self._phase, self._done = None, None
         correct, count = self.result(batch, logits, carry)
         return loss, correct, count
+
+    def _jitted_step(self, args):
+        self._phase, self._done = None, None
+        try:
+            return self.jitted(*args)
+        except JitError as exc:
+            phase, done = self._phase, self._done
+            self._phase, self._done = None, None
+            if phase == "optimizer":  # some parameters may have moved: running again would move them twice
+                raise
+            # the jitted function keeps the error; its traceback's frames would
+            # keep the failed step's half-built Tensors alive, and a later
+            # capture (of any jitted function) walks every live Tensor
+            exc.__traceback__ = None
+            self.fallback = exc
+            self.jitted.reset()  # its captures are stale once an eager step has run
+            if self.on_fallback is not None:
+                self.on_fallback(exc)
+            if phase == "done":       # the step ran; only its capture failed
+                return done
+            # failed before any update (in the forward pass, or before the body ran)
+            self._eager_after_fallback += 1
+            return self._train_step(*args)
 
 
 def _detached(state):
