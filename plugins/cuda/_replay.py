@@ -53,6 +53,7 @@ from needle.errors import ArgumentError, ShapeError
 from needle.protocol import ReplayScalar
 
 from . import _driver, _kernels, _runtime
+from .backend import CudaBackend, rng_seed
 from ._errors import CaptureUnsupportedError, CudaError
 from ._memory import CudaArray, ScratchPool
 
@@ -110,7 +111,6 @@ class _DeviceScalars:
         self.write = backend._set_scalars
 
     def __call__(self, scalars: Sequence) -> None:
-        from .backend import rng_seed
         for s in self.seed_slots:
             rng_seed(scalars[s])
         host = self.host
@@ -123,7 +123,6 @@ def _on_device(backend, name: str, args: tuple, dev: "_DeviceScalars"):
     """``(fn, args)`` running the call with its ReplayScalar read from
     ``dev.vals`` on the device, or None when the call is not one of those that
     can (then it is issued directly on each run)."""
-    from .backend import CudaBackend
     # only the cuda backend's own methods: a subclass may have changed what one does
     if getattr(type(backend), name, None) is not getattr(CudaBackend, name, False):
         return None
