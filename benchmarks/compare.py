@@ -13,6 +13,8 @@ Sections:
   mlp       one MLPResNet training epoch (Fashion-MNIST sized) vs PyTorch
   models    ResNet9 / LSTM LM / Transformer block training steps vs PyTorch
   fused     the fused softmax loss and multi-tensor SGD/Adam steps on vs off (issue 14)
+  jit       training steps eager vs needle.jit (captured, replayed): a tiny MLP beside
+            PyTorch eager, the LSTM LM / ResNet9 / Transformer steps of `models`
   distributed  allreduce 4 KB-64 MB (needle.distributed vs mpi4py), a 2-rank MLPResNet
             epoch vs 1 process, share of allreduce hidden behind backward
   memory    peak RSS growth of SmallCNN / ResNet9 training steps vs PyTorch, each
@@ -56,6 +58,8 @@ PROBES = {
     "models": ("models_probe", lambda args: {"quick": args.quick, "device": args.device}),
     # issue 14 fused loss / multi-tensor optimizer steps, on vs off
     "fused": ("fused_probe", lambda args: {"repeat": 5 if args.quick else 9, "device": args.device}),
+    # needle.jit: eager vs captured-and-replayed steps (its own rounds: 11, --quick 3)
+    "jit": ("jit_probe", lambda args: {"quick": args.quick, "device": args.device}),
 }
 
 
