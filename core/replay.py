@@ -27,13 +27,13 @@ from typing import Any, Callable, Optional
 
 from .autograd import Tensor, Value
 from .backend_ndarray import NDArray, default_device
-from .backend_ndarray.capture import Capture, Slot, capturing, dynamic, guard, on_replay, state_moved
+from .backend_ndarray.capture import Capture, Slot, capturing
 from .backend_ndarray.device import _devices
 from .errors import JitError
 from .protocol import ReplayScalar
 
 _NO_ARENA = __import__("os").environ.get("NDL_NO_ARENA") == "1"
-__all__ = ["jit", "JitFunction", "capturing", "dynamic", "on_replay", "guard", "state_moved"]
+__all__ = ["jit", "JitFunction"]
 
 
 # ---------------------------------------------------------------------------

@@ -30,8 +30,7 @@ from typing import Callable, Optional
 from ..errors import JitError
 from ..protocol import OP_OVERRIDE_SIGNATURES, ReplayScalar, kernel_names
 
-__all__ = ["Capture", "Slot", "capturing", "dynamic", "on_replay", "guard", "state_moved",
-           "user_line", "active"]
+__all__ = ["Capture", "capturing", "dynamic", "on_replay", "guard", "state_moved", "user_line"]
 
 #: the capture in progress, or None (one at a time: a jitted function called
 #: while another is being captured runs inline and is recorded with it)

@@ -401,3 +401,47 @@ def test_uniform_stream_is_the_documented_generator(device):
     # first output (for its seed 0)
     z = np.uint64(0xE220A8397B1DCDAF)
     assert uniform_stream(1, 1, "float64")[0] == float(z >> np.uint64(11)) * 2.0**-53
+
+
+# ----------------------------------------------------------------------- the hooks
+def test_hooks_let_a_hand_written_optimizer_follow_replays(device):
+    """What needle.optim does, by hand: a replay-time scalar (``dynamic``), a
+    Python side effect per replay (``on_replay``), a guard, and state moved
+    to a new array (``state_moved``); outside a capture each is a no-op."""
+    from needle.backend_ndarray import capture
+
+    assert capture.dynamic(0.5, lambda: 1.0) == 0.5 and not capture.capturing()
+    capture.on_replay(lambda: None)
+    capture.guard(lambda: False)
+    capture.state_moved(None, None, None)
+
+    state = {"lr": 0.5, "steps": 0, "sign": 1.0}
+    w = ndl.Tensor(np.ones(3, "float32"), device=device, requires_grad=False)
+    velocity = {"v": ndl.Tensor(np.zeros(3, "float32"), device=device).realize_cached_data()}
+    seen = []
+
+    def step(g):
+        state["steps"] += 1
+        capture.on_replay(lambda: state.__setitem__("steps", state["steps"] + 1))
+        lr = capture.dynamic(state["lr"], lambda: state["lr"])
+        sign = state["sign"]
+        capture.guard(lambda: state["sign"] == sign)
+        seen.append(capture.user_line())
+        old = velocity["v"]
+        velocity["v"] = old * 0.5 + g.realize_cached_data()
+        capture.state_moved(old, velocity["v"], lambda arr: velocity.__setitem__("v", arr))
+        w.data = w - ndl.Tensor(velocity["v"], device=device) * lr * sign
+        return w + 0.0
+
+    jitted = ndl.jit(step)
+    g = _t(np.full(3, 2.0, "float32"), device)
+    v, ref = 0.0, 1.0
+    for i, (lr, sign) in enumerate([(0.5, 1.0), (0.5, 1.0), (0.25, 1.0), (0.1, 1.0), (0.1, -1.0)]):
+        state["lr"], state["sign"] = lr, sign
+        out = jitted(g)
+        v = v * 0.5 + 2.0
+        ref = ref - v * lr * sign
+        np.testing.assert_allclose(out.numpy(), np.full(3, ref), rtol=1e-6)
+    assert state["steps"] == 5
+    assert jitted.stats == {"eager": 1, "captures": 2, "replays": 2}   # the sign change captured again
+    assert seen[1].endswith(f"test_jit.py:{seen[1].rsplit(':', 1)[1]}") and "test_jit.py" in seen[1]
