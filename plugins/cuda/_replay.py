@@ -38,6 +38,12 @@ replay writes the same constant with no host copy or synchronisation.
 A failure of capture itself (the driver refusing stream capture, a call that
 a graph cannot hold) gives None, and needle replays the step from Python; an
 error the calls would raise anyway (a bad shape, an unknown kernel) is raised.
+
+Limit: capture is per stream, and a device has one stream.  Work another
+thread queues on the same device *while* a step is being captured (a few
+milliseconds, once per compiled step) would land in the graph instead of
+running; the dry run before it, and the scratch pool, act on the calling
+thread only.
 """
 
 from __future__ import annotations

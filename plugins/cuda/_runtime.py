@@ -154,24 +154,36 @@ class DeviceRuntime:
         move data for real, raises CaptureUnsupportedError.  Yields the record.
 
         The replacements are instance attributes, so the launch path of every
-        other moment pays nothing for this."""
+        other moment pays nothing for this; they act for the calling thread only
+        (another thread's work on this device -- a loader uploading a batch --
+        runs for real meanwhile)."""
         log: list = []
+        owner = threading.get_ident()
+        cls = type(self)
 
         def launch(kernel, grid, block, args, shared_bytes=0):
+            if threading.get_ident() != owner:
+                return cls.launch(self, kernel, grid, block, args, shared_bytes)
             self.function(kernel)
             pack_args(args)
             log.append(kernel)
 
         def copy_device(dst, src, nbytes):
+            if threading.get_ident() != owner:
+                return cls.copy_device(self, dst, src, nbytes)
             if nbytes:
                 log.append("memcpy")
 
-        def host_copy(*_args):
-            raise CaptureUnsupportedError(
-                "cuda: a host<->device copy inside a captured step cannot be replayed by a CUDA graph")
+        def refuse(name):
+            def host_copy(*args):
+                if threading.get_ident() != owner:
+                    return getattr(cls, name)(self, *args)
+                raise CaptureUnsupportedError(
+                    "cuda: a host<->device copy inside a captured step cannot be replayed by a CUDA graph")
+            return host_copy
 
         patched = {"launch": launch, "copy_device": copy_device,
-                   "copy_to_device": host_copy, "copy_to_host": host_copy}
+                   "copy_to_device": refuse("copy_to_device"), "copy_to_host": refuse("copy_to_host")}
         self.__dict__.update(patched)
         try:
             yield log

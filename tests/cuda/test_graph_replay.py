@@ -519,3 +519,21 @@ def test_a_jitted_training_step_replays_as_graphs(fake_driver, cuda_device):
         assert sorted(l[0] for l in new) == sorted(["compact_f32_i32"] * 3 + ["set_scalars"])
         sent.append(set_scalars_values(next(l for l in new if l[0] == "set_scalars"))[2])
     assert sent[0] != sent[1]                      # dropout draws a fresh seed per replay
+
+
+def test_the_dry_run_before_capture_leaves_other_threads_work_alone(be, fake_driver):
+    import threading
+    rt = _runtime.runtime(0)
+    a, b = be.Array(8), be.Array(8)
+    host = np.ones(8, np.float32)
+    with rt.dry_run() as log:
+        be.ewise_exp(a, a)                                   # this thread: recorded, not launched
+        with pytest.raises(Exception, match="host<->device copy"):
+            be.from_numpy(host, a)
+        other = threading.Thread(target=lambda: (be.ewise_log(b, b), be.from_numpy(host, b)))
+        other.start()
+        other.join()
+    assert log == ["ewise_exp_f32"]
+    assert [l[0] for l in fake_driver.launches] == ["ewise_log_f32"]
+    assert fake_driver.host_copies == [("htod", b.ptr(), 32)]
+    assert "launch" not in rt.__dict__                      # the runtime is itself again
