@@ -655,7 +655,7 @@ class Tensor(Value):
         if new.dtype != old.dtype:
             new = new.cast(old.dtype)
         self.cached_data = new
-        if _capture._ACTIVE is not None:  # needle.jit: the state keeps its buffer across replays
+        if _capture._ACTIVE is not None or _capture._KEEP:  # needle.jit: the state keeps its buffer
             _capture.state_moved(old, new, functools.partial(_set_cached_data, self))
 
     def retain_grad(self) -> "Tensor":

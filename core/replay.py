@@ -26,7 +26,7 @@ import weakref
 from typing import Any, Callable, Optional
 
 from .autograd import Tensor, Value
-from .backend_ndarray import NDArray, default_device
+from .backend_ndarray import NDArray, capture as _capture, default_device
 from .backend_ndarray.capture import Capture, Slot, capturing
 from .backend_ndarray.device import _devices
 from .errors import JitError
@@ -234,7 +234,12 @@ class JitFunction:
         if key in self._failed or (not self._seen.get(key) and not self._plans):
             self._seen[key] = self._seen.get(key, 0) + 1
             self.stats["eager"] += 1
-            return self.fn(*args, **kwargs)
+            if not self._plans:
+                return self.fn(*args, **kwargs)
+            # a signature that cannot be captured, beside ones that are: its eager
+            # steps keep the state in the buffers the captures read
+            with _capture.keep_buffers():
+                return self.fn(*args, **kwargs)
         return self._capture(key, tree, leaves)
 
     # -- replay ----------------------------------------------------------------
@@ -289,7 +294,9 @@ class JitFunction:
             self._settle_moves(cap)
         except JitError as exc:
             cap.stop()
-            self._failed[key] = exc
+            # the message, not the exception: its traceback would keep the failed
+            # step's half-built Tensors alive
+            self._failed[key] = str(exc)
             raise
         except BaseException:
             cap.stop()
@@ -303,7 +310,7 @@ class JitFunction:
         try:
             self._finish(plan, cap, out_slots)
         except JitError as exc:
-            self._failed[key] = exc
+            self._failed[key] = str(exc)
             raise
         self._plans[key] = plan
         self.stats["captures"] += 1
@@ -424,7 +431,7 @@ def _owners_of(buffers: list) -> list:
     for obj in gc.get_objects():
         # type(), not isinstance(): proxies (lazy modules) answer __class__ with side effects
         if issubclass(type(obj), Value):
-            arr = obj.cached_data
+            arr = getattr(obj, "cached_data", None)   # a half-built node may have none yet
             if isinstance(arr, NDArray) and id(arr._handle) in ids:
                 owners.append((weakref.ref(obj), arr))
     return owners

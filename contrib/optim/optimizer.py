@@ -41,7 +41,7 @@ def _set_state(table: dict, p: Tensor, value) -> None:
     under needle.jit the state keeps its buffer across replays."""
     old = table.get(p)
     table[p] = value
-    if old is not None and capture.capturing():
+    if old is not None and capture.keeps_buffers():
         capture.state_moved(old, value, functools.partial(table.__setitem__, p))
 
 
@@ -276,7 +276,7 @@ def _own_arrays(params):
     cannot be told apart from it.  None elsewhere (a fresh array then).
     Under needle.jit every parameter is updated in place: a replay keeps
     each state in one buffer."""
-    if capture.capturing():
+    if capture.keeps_buffers():
         return [p.cached_data for p in params]
     out = []
     for p in params:
@@ -288,7 +288,7 @@ def _own_arrays(params):
 
 def _own_states(table: dict, params):
     """The same for optimizer states (momentum, Adam's moments) in ``table``."""
-    if capture.capturing():
+    if capture.keeps_buffers():
         return [table.get(p) for p in params]
     out = []
     for p in params:

@@ -24,13 +24,15 @@ The replay half (planning, the arena, running) is ``needle.replay``.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from typing import Callable, Optional
 
 from ..errors import JitError
 from ..protocol import OP_OVERRIDE_SIGNATURES, ReplayScalar, kernel_names
 
-__all__ = ["Capture", "capturing", "dynamic", "on_replay", "guard", "state_moved", "user_line"]
+__all__ = ["Capture", "capturing", "keeps_buffers", "keep_buffers", "dynamic", "on_replay", "guard",
+           "state_moved", "user_line"]
 
 #: the capture in progress, or None (one at a time: a jitted function called
 #: while another is being captured runs inline and is recorded with it)
@@ -39,6 +41,29 @@ _ACTIVE: Optional["Capture"] = None
 _MISSING = object()
 # backend methods that are not kernels: never shadowed
 _NOT_KERNELS = frozenset({"Array", "from_numpy", "to_numpy"})
+
+
+#: depth of keep_buffers() blocks: eager steps that must leave state in place
+_KEEP = 0
+
+
+@contextlib.contextmanager
+def keep_buffers():
+    """An eager step run beside captured ones (a signature that could not be
+    captured): state the step rebinds is copied back into its buffer at once
+    and optimizers update in place, so the captures keep reading live state."""
+    global _KEEP
+    _KEEP += 1
+    try:
+        yield
+    finally:
+        _KEEP -= 1
+
+
+def keeps_buffers() -> bool:
+    """True while capturing or inside :func:`keep_buffers`: state must stay in
+    its buffers (optimizers update in place)."""
+    return _ACTIVE is not None or _KEEP > 0
 
 
 def active() -> Optional["Capture"]:
@@ -86,9 +111,15 @@ def state_moved(old, new, rebind: Callable[[object], None]) -> None:
     capture copies the final value back into ``old``'s buffer and rebinds the
     owner to ``old``, so the state keeps one buffer across replays (course
     code assigns new arrays: ``p.data = p.data - lr * grad``)."""
+    if old is None or old._handle is new._handle:
+        return
     cap = _ACTIVE
-    if cap is not None and old is not None and old._handle is not new._handle:
+    if cap is not None:
         cap.note_move(old, new, rebind)
+    elif _KEEP:
+        if old.shape == new.shape:
+            old[tuple(slice(None) for _ in old.shape)] = new
+            rebind(old)
 
 
 def user_line() -> str:

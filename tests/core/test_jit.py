@@ -445,3 +445,37 @@ def test_hooks_let_a_hand_written_optimizer_follow_replays(device):
     assert state["steps"] == 5
     assert jitted.stats == {"eager": 1, "captures": 2, "replays": 2}   # the sign change captured again
     assert seen[1].endswith(f"test_jit.py:{seen[1].rsplit(':', 1)[1]}") and "test_jit.py" in seen[1]
+
+
+def test_a_signature_that_cannot_be_captured_runs_eagerly_beside_captured_ones(device):
+    """Shape 3 reads the host (JitError once, then eager); its eager steps
+    keep the parameters in the buffers shape 8's capture reads, so that
+    capture stays valid and both train as the eager model does."""
+    def build(dev):
+        np.random.seed(0)
+        model = nn.Linear(6, 3, device=dev)
+        opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.5)
+        loss_fn = nn.SoftmaxLoss()
+
+        def step(x, y):
+            opt.reset_grad()
+            loss = loss_fn(model(x), y)
+            if x.shape[0] == 3:
+                loss.numpy()  # a host read: this shape cannot be captured
+            loss.backward()
+            opt.step()
+            return loss
+        return model, step
+    m1, s1 = build(device)
+    m2, s2 = build(device)
+    jitted = ndl.jit(s2)
+    for i, n in enumerate((8, 8, 8, 3, 3, 8, 3, 8)):
+        x, y = _classifier_batches((n, 6), 3, n=1, seed=i)[0]
+        if i == 3:  # the capture stops at the host read, before any update
+            with pytest.raises(JitError, match="host"):
+                jitted(_t(x, device), _t(y, device))
+            continue
+        s1(_t(x, device), _t(y, device))
+        jitted(_t(x, device), _t(y, device))
+        _params_equal(m1, m2)
+    assert jitted.stats == {"eager": 3, "captures": 1, "replays": 3}
