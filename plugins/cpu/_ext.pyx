@@ -505,8 +505,11 @@ cdef inline int _go(str op, nd_rec *r) except -1:
     cdef nd_i64 st
     if _rec_active and _record(op, r):
         return 0
+    # read before the GIL is released: the C compiler then sees which
+    # trampoline it is (an inline function) and calls the kernel directly
+    cdef nd_tramp_t fn = r.fn
     with nogil:
-        st = r.fn(r)
+        st = fn(r)
     if st != 0:
         _raise_status(op, r, st)
     return 0
