@@ -1802,7 +1802,9 @@ class CpuBackend(Backend):
         return tape
 
 
-#: the methods compile_replay can record (every one that runs C kernels on buffers)
+#: the methods compile_replay can record: each runs its C kernels only through _go
+#: (a method that calls a kernel directly would run it while recording and be
+#: missing from the tape, so a new kernel joins this set once it goes through _go)
 REPLAYABLE = frozenset(
     ["from_numpy", "fill", "compact", "ewise_setitem", "scalar_setitem"]
     + [f"ewise_{k}" for k in ("add", "sub", "mul", "div", "pow", "maximum", "eq", "ge", "relu_grad",
