@@ -158,12 +158,22 @@ def _torch_mlp(torch, device, dims, x_np, y_np):
     tx = torch.tensor(x_np, device=tdev)
     ty = torch.tensor(y_np.astype(np.int64), device=tdev)
 
-    def run():
+    def step():
         opt.zero_grad()
         loss = loss_fn(model(tx), ty)
         loss.backward()
         opt.step()
         loss.item()
+    return step
+
+
+def _on_threads(torch, n, step):
+    """``step`` with PyTorch on ``n`` intra-op threads (set when a block
+    starts: get_num_threads is cheap, set_num_threads is not)."""
+    def run():
+        if torch.get_num_threads() != n:
+            torch.set_num_threads(n)
+        step()
     return run
 
 
@@ -173,9 +183,23 @@ def mlp_row(device, repeat, block, dims=(784, 100, 10), batch=16) -> dict:
     native, j_native, err_native = _jitted(build(), args, native=True)
     python, j_python, err_python = _jitted(build(), args, native=False)
     torch = _torch()
-    tstep = _torch_mlp(torch, device, dims, x_np, y_np) if torch is not None else None
-    t = alternating_medians([eager, native, python, tstep], repeat, block=block)
-    return {"eager": t[0], "jit": t[1], "jit_python": t[2], "torch": t[3],
+    # PyTorch on its default threads (as needle's backend: every core) for
+    # the target ratio, and on one thread beside it: tiny tensors gain
+    # nothing from threads, and on a loaded 2-core machine they cost (see
+    # overhead.py)
+    t_default = t_single = None
+    if torch is not None:
+        threads = torch.get_num_threads()
+        tstep = _torch_mlp(torch, device, dims, x_np, y_np)
+        t_default = _on_threads(torch, threads, tstep)
+        t_single = _on_threads(torch, 1, tstep) if threads > 1 else None
+    try:
+        t = alternating_medians([eager, native, python, t_default, t_single], repeat, block=block)
+    finally:
+        if torch is not None:
+            torch.set_num_threads(threads)
+    torch_times = {n: v for n, v in ((threads if torch else 0, t[3]), (1, t[4])) if v is not None}
+    return {"eager": t[0], "jit": t[1], "jit_python": t[2], "torch_threads": torch_times, "torch": t[3],
             "plan": _plan(j_native) if err_native is None else None,
             "plan_python": _plan(j_python) if err_python is None else None,
             "native": j_native.native, "error": err_native or err_python}
@@ -191,15 +215,17 @@ def _print_mlp(r, dims, batch):
         print(f"  needle jit native=False   {_ms(r['jit_python'])}   plan: {r['plan_python']}")
     if r["error"] is not None:
         print(f"  needle jit: not captured -- {_reason(r['error'])}")
-    if r["torch"] is not None:
-        print(f"  pytorch eager             {_ms(r['torch'])}")
+    for n, seconds in r["torch_threads"].items():
+        label = f"pytorch eager, {n} thread{'s' if n > 1 else ''}"
+        print(f"  {label:26s}{_ms(seconds)}")
     if r["jit"] is not None:
         line = f"  ratio jit / needle eager {r['jit'] / r['eager']:5.2f}x"
         if r["torch"] is not None:
             line += f"   jit / pytorch eager {r['jit'] / r['torch']:5.2f}x (target <= 0.5x)"
-        if r["jit_python"] is not None:
-            line += f"   native=False / pytorch eager " + (
-                f"{r['jit_python'] / r['torch']:5.2f}x" if r["torch"] is not None else "-")
+            if r["jit_python"] is not None:
+                line += f"   native=False / pytorch eager {r['jit_python'] / r['torch']:5.2f}x"
+            if 1 in r["torch_threads"] and len(r["torch_threads"]) > 1:
+                line += f"   jit / pytorch eager on 1 thread {r['jit'] / r['torch_threads'][1]:5.2f}x"
         print(line, flush=True)
 
 
@@ -266,9 +292,9 @@ def report(quick=False, device=None, repeat=None, only=None, tiny=False) -> dict
     # time mostly the clock and the scheduler on a shared machine
     block = 0.0 if tiny else 0.05 if quick else 0.1
     torch = _torch()
-    threads = f", PyTorch on {torch.get_num_threads()} threads" if torch is not None else ", no PyTorch"
     print(f"\n== jit: needle.jit training steps on {dev} (medians of {repeat} alternating "
-          f"{'blocks' if block else 'runs'}{threads}{'; tiny sizes' if tiny else ''}) ==")
+          f"{'blocks' if block else 'runs'}{'' if torch is not None else ', no PyTorch'}"
+          f"{'; tiny sizes' if tiny else ''}) ==")
     saved = ndl.autograd.KEEP_INTERIOR_GRADS
     ndl.autograd.KEEP_INTERIOR_GRADS = False
     out = {}

@@ -48,7 +48,7 @@ def test_probe_prints_every_row_at_tiny_sizes(compare, device, capsys):
     assert result["mlp"]["jit"] > 0 and result["mlp"]["jit_python"] > 0
     assert "kernel calls" in out and "arena" in out and "replay" in out
     if jit_probe._torch() is not None:
-        assert "pytorch eager" in out and "jit / pytorch eager" in out and "(target <= 0.5x)" in out
+        assert "pytorch eager, " in out and "jit / pytorch eager " in out and "(target <= 0.5x)" in out
     # (b), (c): a ratio, or the reason the step could not be captured
     for row in ("lstm", "resnet9", "transformer"):
         line = next(line for line in out.splitlines() if line.startswith(row))
