@@ -93,9 +93,12 @@ def test_resnet9_sgd_momentum_matches_eager(device):
     np.testing.assert_allclose(l1, l2, rtol=0, atol=1e-6)
     _params_equal(m1, m2)
     # BatchNorm's running statistics follow the replays too
-    for a, b in zip(m1.modules() if hasattr(m1, "modules") else [], m2.modules() if hasattr(m2, "modules") else []):
-        if isinstance(a, nn.BatchNorm2d):
-            np.testing.assert_allclose(a.running_mean.numpy(), b.running_mean.numpy(), atol=1e-6)
+    norms = [(a, b) for a, b in zip(nn.Module.modules(m1), nn.Module.modules(m2)) if isinstance(a, nn.BatchNorm2d)]
+    assert norms
+    for a, b in norms:
+        np.testing.assert_allclose(a.running_mean.numpy(), b.running_mean.numpy(), rtol=0, atol=1e-6)
+        np.testing.assert_allclose(a.running_var.numpy(), b.running_var.numpy(), rtol=0, atol=1e-6)
+        assert np.abs(a.running_mean.numpy()).max() > 0   # they did move
 
 
 def test_lstm_language_model_matches_eager(device):
