@@ -515,6 +515,24 @@ cdef inline int _go(str op, nd_rec *r) except -1:
     return 0
 
 
+cdef inline int _go_kind(str op, nd_rec *r, nd_tramp_t t32, nd_tramp_t t64) except -1:
+    """_go for the hot small kernels: with t32 and t64 known where this is
+    inlined, each branch inlines its trampoline and an eager call costs what
+    a direct kernel call did (a trampoline chosen by a conditional move
+    stayed an extra indirect call)."""
+    cdef nd_i64 st
+    if _rec_active and _record(op, r):
+        return 0
+    with nogil:
+        if r.kind == 0:
+            st = t32(r)
+        else:
+            st = t64(r)
+    if st != 0:
+        _raise_status(op, r, st)
+    return 0
+
+
 cdef class NativeReplay:
     """A program compiled by :meth:`CpuBackend.compile_replay`: its kernel calls
     as a C array of records, run in order by one loop without the GIL.
@@ -649,7 +667,7 @@ cdef int _run_bin(str op, CpuArray a, CpuArray b, CpuArray out, bin_f32_t f32, b
     r.p[1] = b.data
     r.p[2] = out.data
     r.i[0] = n
-    return _go(op, &r)
+    return _go_kind(op, &r, nd_tr_bin_f32, nd_tr_bin_f64)
 
 
 cdef int _run_scalar(str op, CpuArray a, double val, CpuArray out, scal_f32_t f32,
@@ -664,7 +682,7 @@ cdef int _run_scalar(str op, CpuArray a, double val, CpuArray out, scal_f32_t f3
     r.p[1] = out.data
     r.i[0] = n
     r.d[0] = val  # the float32 trampoline rounds it, so a replayed value rounds alike
-    return _go(op, &r)
+    return _go_kind(op, &r, nd_tr_scal_f32, nd_tr_scal_f64)
 
 
 cdef int _run_un(str op, CpuArray a, CpuArray out, un_f32_t f32, un_f64_t f64) except -1:
@@ -677,7 +695,7 @@ cdef int _run_un(str op, CpuArray a, CpuArray out, un_f32_t f32, un_f64_t f64) e
     r.p[0] = a.data
     r.p[1] = out.data
     r.i[0] = n
-    return _go(op, &r)
+    return _go_kind(op, &r, nd_tr_un_f32, nd_tr_un_f64)
 
 
 # [i14f2 fused norm] batch-norm op overrides (csrc/fused_norm.c) ---------------
@@ -750,7 +768,7 @@ cdef int _run_rows(str op, CpuArray a, CpuArray out, Py_ssize_t outer, Py_ssize_
     r.p[1] = out.data
     r.i[0] = outer
     r.i[1] = inner
-    return _go(op, &r)
+    return _go_kind(op, &r, nd_tr_rows_f32, nd_tr_rows_f64)
 
 
 cdef int _gemm(str op, CpuArray a, CpuArray b, CpuArray out, nd_i64 batch, nd_i64 m, nd_i64 n, nd_i64 p,
