@@ -5,6 +5,10 @@ Every kernel method validates its arguments here (dtypes, sizes, strides,
 offsets -- cheap integer checks) and only then calls the C kernels in
 ``csrc/`` with the GIL released.  No argument from Python reaches C code that
 could read or write outside a buffer.
+
+Each C call is a record (``csrc/replay.h``): run at once by an eager call, or
+kept by :meth:`CpuBackend.compile_replay`, whose :class:`NativeReplay` runs a
+whole captured step (``needle.jit``) in one C loop without the GIL.
 """
 
 from libc.stdint cimport int64_t, uint64_t
