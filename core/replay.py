@@ -22,6 +22,7 @@ import functools
 import gc
 import heapq
 import sys
+import warnings
 import weakref
 from typing import Any, Callable, Optional
 
@@ -310,8 +311,11 @@ class JitFunction:
         try:
             self._finish(plan, cap, out_slots)
         except JitError as exc:
+            # the step itself ran (it is trained; raising would invite running it
+            # twice): say why it cannot be replayed and run it eagerly from now on
             self._failed[key] = str(exc)
-            raise
+            warnings.warn(f"{exc}; this signature runs eagerly", RuntimeWarning, stacklevel=3)
+            return _unflatten(plan.out_tree, first)
         self._plans[key] = plan
         self.stats["captures"] += 1
         return _unflatten(plan.out_tree, first)

@@ -482,3 +482,28 @@ def test_a_signature_that_cannot_be_captured_runs_eagerly_beside_captured_ones(d
         jitted(_t(x, device), _t(y, device))
         _params_equal(m1, m2)
     assert jitted.stats == {"eager": 3, "captures": 1, "replays": 3}
+
+
+def test_state_replaced_behind_the_hooks_warns_and_runs_eagerly(device):
+    """A step that keeps state in a plain attribute, rebound to a new array
+    each call: a replay would read the first array forever.  The capture
+    call still trains (its results are returned) and warns; later calls run
+    eagerly, so the values stay right."""
+    class Counter:
+        def __init__(self):
+            self.total = ndl.Tensor(np.zeros(2, "float32"), device=device).realize_cached_data()
+
+    c = Counter()
+
+    def f(x):
+        c.total = c.total + x.realize_cached_data()   # rebinds: nothing tells jit
+        return x * 1.0
+    jitted = ndl.jit(f)
+    x = _t(np.ones(2, "float32"), device)
+    jitted(x)
+    with pytest.warns(RuntimeWarning, match="stale value.*runs eagerly"):
+        jitted(x)
+    for _ in range(3):
+        jitted(x)
+    np.testing.assert_allclose(c.total.numpy(), [5.0, 5.0])
+    assert jitted.stats == {"eager": 4, "captures": 0, "replays": 0}
