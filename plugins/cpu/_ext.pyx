@@ -210,6 +210,10 @@ cdef extern from "replay.h" nogil:
     nd_i64 nd_tr_p3i2d_int_f64(const nd_rec *r) noexcept
     nd_i64 nd_tr_rand_f32(const nd_rec *r) noexcept
     nd_i64 nd_tr_rand_f64(const nd_rec *r) noexcept
+    nd_i64 nd_tr_emb_f32(const nd_rec *r) noexcept
+    nd_i64 nd_tr_emb_f64(const nd_rec *r) noexcept
+    nd_i64 nd_tr_emb_grad_f32(const nd_rec *r) noexcept
+    nd_i64 nd_tr_emb_grad_f64(const nd_rec *r) noexcept
     nd_i64 nd_tr_copy_strided(const nd_rec *r) noexcept
     nd_i64 nd_tr_set_strided(const nd_rec *r) noexcept
     nd_i64 nd_tr_sgd(const nd_rec *r) noexcept
@@ -228,6 +232,19 @@ cdef int _xent_check(str op, CpuArray z, CpuArray labels, CpuArray out, Py_ssize
     _nonneg(op, "the number of rows", rows)
     _need(op, "logits", z, rows * classes)
     _need(op, "labels", labels, rows)
+    _need(op, "out", out, out_need)
+    return 0
+
+
+cdef int _emb_check(str op, CpuArray a, CpuArray ids, CpuArray out, Py_ssize_t rows, Py_ssize_t num,
+                    Py_ssize_t dim, Py_ssize_t a_need, Py_ssize_t out_need) except -1:
+    _same_dtype(op, a, out)
+    _same_dtype(op, ids, out)
+    _nonneg(op, "the number of rows", rows)
+    _nonneg(op, "the number of table rows", num)
+    _nonneg(op, "the row width", dim)
+    _need(op, "the first operand", a, a_need)
+    _need(op, "ids", ids, rows)
     _need(op, "out", out, out_need)
     return 0
 
@@ -444,6 +461,7 @@ cdef enum:
     ERR_NOMEM_ROWS = 5
     ERR_LABEL = 6      # status: the first bad label's row + 1
     ERR_STRIDED = 7
+    ERR_INDEX = 8      # status: the first bad embedding index's position + 1
 
 _NOMEM_WHAT = (None, "cannot allocate the packing buffers", "cannot allocate the im2col buffer",
                "cannot allocate the per-thread sums", "cannot allocate the per-channel coefficients",
@@ -460,6 +478,12 @@ cdef int _raise_status(str op, const nd_rec *r, nd_i64 st) except -1:
         x = (<const double *>r.p[1])[row] if r.kind else (<const float *>r.p[1])[row]
         value = _DTYPES[r.kind].type(x)
         raise OutOfBoundsError(f"{op}: label {value!r} of row {row} is not a class index in [0, {r.i[1]})")
+    if r.err == ERR_INDEX:  # indices are p[1] and the table's row count i[1] of both embedding kernels
+        row = st - 1
+        x = (<const double *>r.p[1])[row] if r.kind else (<const float *>r.p[1])[row]
+        value = _DTYPES[r.kind].type(x)
+        raise OutOfBoundsError(f"{op}: index {value!r} at position {row} is not a whole number in "
+                               f"[0, {r.i[1]})")
     if r.err == ERR_STRIDED:
         shape = tuple([(<const nd_i64 *>r.p[2])[k] for k in range(r.i[1])])
         raise ShapeError(f"ewise_strided: the C kernel refused {_EWS_NAMES[r.i[0]]!r} on shape {shape}")
@@ -1771,6 +1795,38 @@ class CpuBackend(Backend):
         r.d[0] = s  # whole and below 2**32: the trampoline's cast to uint64 is exact
         _go("rand_uniform", &r)
 
+    def embedding(self, CpuArray w not None, CpuArray ids not None, CpuArray out not None,
+                  Py_ssize_t rows, Py_ssize_t num, Py_ssize_t dim):
+        """Op override: ``out[i, :] = w[ids[i], :]`` (ids whole numbers in [0, num))."""
+        _emb_check("embedding", w, ids, out, rows, num, dim, num * dim, rows * dim)
+        if rows == 0 or dim == 0:
+            return
+        cdef nd_rec r
+        _setk(&r, out.kind, nd_tr_emb_f32, nd_tr_emb_f64, NULL, NULL, ERR_INDEX)
+        r.p[0] = w.data
+        r.p[1] = ids.data
+        r.p[2] = out.data
+        r.i[0] = rows
+        r.i[1] = num
+        r.i[2] = dim
+        _go("embedding", &r)
+
+    def embedding_grad(self, CpuArray g not None, CpuArray ids not None, CpuArray out not None,
+                       Py_ssize_t rows, Py_ssize_t num, Py_ssize_t dim):
+        """Op override: ``out[v, :]`` = the sum of ``g[i, :]`` over ``ids[i] == v``, in increasing i."""
+        _emb_check("embedding_grad", g, ids, out, rows, num, dim, rows * dim, num * dim)
+        if num == 0 or dim == 0:
+            return
+        cdef nd_rec r
+        _setk(&r, out.kind, nd_tr_emb_grad_f32, nd_tr_emb_grad_f64, NULL, NULL, ERR_INDEX)
+        r.p[0] = g.data
+        r.p[1] = ids.data
+        r.p[2] = out.data
+        r.i[0] = rows
+        r.i[1] = num
+        r.i[2] = dim
+        _go("embedding_grad", &r)
+
     # -- native replay (needle.jit) ----------------------------------------------------
     def compile_replay(self, program):
         """A :class:`NativeReplay` of ``program`` (``(method name, args)`` calls),
@@ -1837,7 +1893,7 @@ REPLAYABLE = frozenset(
        "conv", "conv_grad_input", "conv_grad_weight", "softmax_xent", "softmax_xent_grad",
        "sgd_step", "adam_step", "batch_norm_stats", "batch_norm_grad_stats", "batch_norm_apply",
        "batch_norm_grad_input", "layer_norm", "layer_norm_grad_input", "layer_norm_grad_params",
-       "lstm_gates", "lstm_gates_grad", "rand_uniform"])
+       "lstm_gates", "lstm_gates_grad", "rand_uniform", "embedding", "embedding_grad"])
 
 # per method, the positional arguments a replay may change: argument index ->
 # the record's d slot that holds it (as given, before any rounding)

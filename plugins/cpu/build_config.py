@@ -28,6 +28,8 @@ C_SOURCES += ["fused_rows.c"]
 C_SOURCES += ["rand.c"]
 # recorded kernel calls: eager calls and CpuBackend.compile_replay's native loop
 C_SOURCES += ["replay.c"]
+# nn.Embedding's row gather / scatter-add with device-side indices (needle.jit)
+C_SOURCES += ["embedding.c"]
 CYTHON_DIRECTIVES = {
     "language_level": 3,
     "boundscheck": False,
@@ -136,7 +138,7 @@ def extensions(root):
         include_dirs=[csrc],
         depends=[os.path.join(csrc, h) for h in
                  ("needle_cpu.h", "gemm_tmpl.h", "ewise_tmpl.h", "ewise_strided_tmpl.h", "conv_tmpl.h",
-                  "replay.h")]
+                  "replay.h", "embedding.h")]
                 + [os.path.join(csrc, "fused_loss.h")],  # issue 14 fused loss/optimizer
         extra_compile_args=compile_args,
         extra_link_args=omp_l,

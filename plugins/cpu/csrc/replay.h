@@ -44,6 +44,7 @@ nd_i64 nd_replay_run(const nd_rec *recs, nd_i64 n, nd_i64 *status);
  * addresses (the copies in the Cython module). */
 #include <string.h>
 #include "fused_loss.h"
+#include "embedding.h"
 
 #define ND_RP(k, TYPE) ((TYPE)r->p[k])
 #define ND_RI(k) (r->i[k])
@@ -144,6 +145,15 @@ nd_i64 nd_replay_run(const nd_rec *recs, nd_i64 n, nd_i64 *status);
   static inline nd_i64 nd_tr_rand_##SUF(const nd_rec *r) {                                         \
     nd_rand_uniform_##SUF(ND_RP(0, T *), ND_RI(0), (uint64_t)r->d[0]);                             \
     return 0;                                                                                      \
+  }                                                                                                \
+  /* embedding rows: the kernels return the first bad index's position or -1 (status = it + 1) */  \
+  static inline nd_i64 nd_tr_emb_##SUF(const nd_rec *r) {                                          \
+    return nd_embedding_##SUF(ND_RP(0, const T *), ND_RP(1, const T *), ND_RP(2, T *), ND_RI(0),   \
+                              ND_RI(1), ND_RI(2)) + 1;                                             \
+  }                                                                                                \
+  static inline nd_i64 nd_tr_emb_grad_##SUF(const nd_rec *r) {                                     \
+    return nd_embedding_grad_##SUF(ND_RP(0, const T *), ND_RP(1, const T *), ND_RP(2, T *),        \
+                                   ND_RI(0), ND_RI(1), ND_RI(2)) + 1;                              \
   }
 
 ND_TRAMPOLINES(float, f32)
