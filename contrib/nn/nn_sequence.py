@@ -391,5 +391,10 @@ class Embedding(Module):
             raise ArgumentError(
                 f"Embedding: ids must be integers in [0, {self.num_embeddings}), got values "
                 f"from {ids.min()} to {ids.max()}")
-        out = _RowGather(ids.astype(np.int64))(self.weight)
+        if isinstance(x, Tensor) and x.device == self.weight.device and \
+                self.weight.device.op_override("embedding") is not None:
+            # the backend gathers on the device (no host copy of the table)
+            out = _DeviceRowGather()(self.weight, ops.reshape(x.detach(), (ids.size,)))
+        else:
+            out = _RowGather(ids.astype(np.int64))(self.weight)
         return ops.reshape(out, shape + (self.embedding_dim,))
