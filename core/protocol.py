@@ -72,7 +72,9 @@ __all__ = [
 #: it was written for in :attr:`Backend.protocol_version`.
 #: 2: optional ``matmul_batched`` and ``ewise_strided`` (operands read in
 #: place through their strides).
-PROTOCOL_VERSION = 2
+#: 3: optional ``compile_replay`` (a native replay of a needle.jit step) and
+#: the op overrides ``rand_uniform``, ``embedding``, ``embedding_grad``.
+PROTOCOL_VERSION = 3
 
 #: Oldest protocol version a backend may declare and still be loaded.
 MIN_PROTOCOL_VERSION = 1

@@ -2,7 +2,8 @@
 # The CUDA backend's checks and figures on a machine with an NVIDIA GPU:
 # install needle into the current Python, list the backends, run the CUDA
 # tests, every op/conformance test parameterized on `cuda`, then the issue-8
-# figures (matmul 4096^2, add 2^26, ResNet9 step) beside PyTorch CUDA.
+# figures (matmul 4096^2, add 2^26, ResNet9 step) beside PyTorch CUDA, and
+# jitted steps (CUDA graphs) beside eager ones.
 #
 #   bash scripts/gpu_check.sh [figures|tests|all|kernels|profile] [OUTDIR]
 #
@@ -33,6 +34,8 @@ if [[ $phase == figures || $phase == all ]]; then
     step cuda_tests 180 $py -m pytest -q -p no:cacheprovider "$repo/tests/cuda"
     step bench_gpu 90 env PYTHONPATH="$repo" $py -m benchmarks.bench_gpu
     step models 200 env PYTHONPATH="$repo" $py -m benchmarks.models_probe --device cuda --repeat 5
+    # needle.jit: CUDA graph replays of training steps beside eager (issue 15)
+    step jit 200 env PYTHONPATH="$repo" $py "$repo/benchmarks/compare.py" jit --quick --device cuda
 fi
 if [[ $phase == tests || $phase == all ]]; then
     cd /tmp

@@ -573,9 +573,9 @@ def _jit_step(task, opt):
     from .training import JitTrainStep
 
     def fallback(exc):
-        # the run goes on, eagerly (JitTrainStep says why not per batch shape)
-        print(f"needle train: --jit: the training step could not be captured; training goes on "
-              f"eagerly: {exc}", file=sys.stderr, flush=True)
+        # the run goes on; that batch shape trains eagerly
+        print(f"needle train: --jit: a batch shape's step could not be captured and trains eagerly: "
+              f"{exc}", file=sys.stderr, flush=True)
 
     return JitTrainStep(task.step_inputs, task.step_outputs, task.step_result, opt, on_fallback=fallback)
 
@@ -585,7 +585,7 @@ def _jit_summary(train_step) -> str:
     plans = train_step.plan_info()
     text = f"{s['replays']} replayed steps, {s['captures']} captures, {s['eager']} eager steps"
     if train_step.fallback is not None:
-        text += " (eager after a failed capture)"
+        text += " (a batch shape eager after a failed capture)"
     if plans:
         text += " (" + "; ".join(f"{p['calls']} kernel calls, {p['arena_bytes'] / 2**20:.1f} MiB arena, "
                                  f"{'native' if p['native'] else 'Python'} replay" for p in plans) + ")"

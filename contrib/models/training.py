@@ -104,13 +104,12 @@ class JitTrainStep:
     runs the model and loss on the device, and ``result(batch, logits,
     carry) -> (correct, count)`` reads the returned Tensors after the call.
 
-    When needle.jit raises ``JitError`` (a layer whose kernel the backend
-    lacks, a host read in the model) the step runs eagerly from then on, for
-    every batch shape: an eager optimizer step gives the parameters new
-    arrays, which the captures of the other shapes would refuse to replay.
-    ``on_fallback(exc)`` is told once; ``fallback`` keeps the error.
-    ``stats`` are the jitted function's, the eager steps after a fallback
-    counted under ``"eager"``.
+    When a capture raises ``JitError`` inside the step (a layer whose kernel
+    the backend lacks, a host read in the model) nothing was updated yet:
+    needle.jit runs that batch shape eagerly from then on, and this batch is
+    run again that way.  ``on_fallback(exc)`` is told once; ``fallback``
+    keeps the error.  (A step that ran but could not be planned is needle.jit's
+    to handle: it warns and returns the step's results.)
     """
 
     def __init__(self, inputs: Callable, outputs: Callable, result: Callable, opt, *, native: bool = True,
@@ -118,74 +117,39 @@ class JitTrainStep:
         self.inputs, self.outputs, self.result, self.opt = inputs, outputs, result, opt
         self.on_fallback = on_fallback
         self.fallback: Optional[JitError] = None
-        self._eager_after_fallback = 0
-        # how far the step body got, and its outputs once done: a capture can
-        # fail after the step ran (planning the buffers), and then the batch
-        # is trained and must not run again
-        self._phase = None
-        self._done = None
+        self._updating = False
         self.jitted = ndl.jit(self._train_step, native=native)
 
     @property
     def stats(self) -> dict:
-        stats = dict(self.jitted.stats)
-        stats["eager"] += self._eager_after_fallback
-        return stats
+        return dict(self.jitted.stats)
 
     def plan_info(self) -> list:
-        return [] if self.fallback is not None else self.jitted.plan_info()
+        return self.jitted.plan_info()
 
     def _train_step(self, *inputs):
-        self._phase = "forward"
         self.opt.reset_grad()
         loss, logits, carry = self.outputs(*inputs)
         loss.backward()
-        self._phase = "optimizer"
+        self._updating = True
         self.opt.step()
-        self._phase = "done"
-        # graph-free views of the results (the graph itself stays free to go,
-        # so the capture can plan its buffers into the arena)
-        self._done = (loss.detach(), logits.detach(), _detached(carry))
+        self._updating = False
         return loss, logits, carry
 
     def __call__(self, batch):
         args = self.inputs(batch)
-        if self.fallback is not None:
-            self._eager_after_fallback += 1
-            loss, logits, carry = self._train_step(*args)
-        else:
-            loss, logits, carry = self._jitted_step(args)
-        self._phase, self._done = None, None
+        try:
+            loss, logits, carry = self.jitted(*args)
+        except JitError as exc:
+            if self._updating:  # some parameters may have moved: running again would move them twice
+                self._updating = False
+                raise
+            if self.fallback is None:
+                self.fallback = exc
+                if self.on_fallback is not None:
+                    self.on_fallback(exc)
+            loss, logits, carry = self.jitted(*args)   # this shape now runs eagerly
         correct, count = self.result(batch, logits, carry)
         return loss, correct, count
 
-    def _jitted_step(self, args):
-        self._phase, self._done = None, None
-        try:
-            return self.jitted(*args)
-        except JitError as exc:
-            phase, done = self._phase, self._done
-            self._phase, self._done = None, None
-            if phase == "optimizer":  # some parameters may have moved: running again would move them twice
-                raise
-            # the jitted function keeps the error; its traceback's frames would
-            # keep the failed step's half-built Tensors alive, and a later
-            # capture (of any jitted function) walks every live Tensor
-            exc.__traceback__ = None
-            self.fallback = exc
-            self.jitted.reset()  # its captures are stale once an eager step has run
-            if self.on_fallback is not None:
-                self.on_fallback(exc)
-            if phase == "done":       # the step ran; only its capture failed
-                return done
-            # failed before any update (in the forward pass, or before the body ran)
-            self._eager_after_fallback += 1
-            return self._train_step(*args)
 
-
-def _detached(state):
-    if state is None:
-        return None
-    if isinstance(state, (tuple, list)):
-        return tuple(_detached(s) for s in state)
-    return state.detach()

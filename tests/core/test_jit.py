@@ -507,3 +507,21 @@ def test_state_replaced_behind_the_hooks_warns_and_runs_eagerly(device):
         jitted(x)
     np.testing.assert_allclose(c.total.numpy(), [5.0, 5.0])
     assert jitted.stats == {"eager": 4, "captures": 0, "replays": 0}
+
+
+def test_keep_buffers_copies_rebound_state_back_at_once(device):
+    """Inside keep_buffers() (an eager step beside captured ones) state that
+    is given a new array goes back into its buffer at once; outside it the
+    course's rebinding stands."""
+    from needle.backend_ndarray import capture
+
+    w = ndl.Tensor(np.ones(2, "float32"), device=device, requires_grad=False)
+    first = w.realize_cached_data()
+    with capture.keep_buffers():
+        assert capture.keeps_buffers()
+        w.data = w * 3.0
+    assert not capture.keeps_buffers()
+    assert w.realize_cached_data() is first
+    np.testing.assert_allclose(first.numpy(), [3.0, 3.0])
+    w.data = w * 2.0
+    assert w.realize_cached_data() is not first

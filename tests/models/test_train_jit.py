@@ -92,8 +92,9 @@ def test_step_that_cannot_be_captured_runs_eagerly(tmp_path, no_dropout, capsys)
 
 
 def test_failed_capture_after_the_step_does_not_train_the_batch_twice(monkeypatch, no_dropout):
-    """A capture can fail after the step body ran (planning its buffers): the
-    step's own outputs are used, and the batch is not run again."""
+    """A capture can fail after the step body ran (planning its buffers):
+    needle.jit warns and returns the step's own outputs, and the batch is not
+    run again."""
     from needle.models.mlp_resnet import MLPResNet
     from needle.models.training import JitTrainStep, count_correct
 
@@ -124,8 +125,9 @@ def test_failed_capture_after_the_step_does_not_train_the_batch_twice(monkeypatc
     def fail(*args):
         raise JitError("planning failed")
     monkeypatch.setattr(type(step.jitted), "_finish", fail)
-    losses = [step(b) for b in batches]
-    assert len(notes) == 1 and step.stats["captures"] == 0
+    with pytest.warns(RuntimeWarning, match="planning failed; this signature runs eagerly"):
+        losses = [step(b) for b in batches]
+    assert notes == [] and step.stats["captures"] == 0 and step.stats["eager"] == 3
     assert all(np.isfinite(float(loss.numpy())) and count == 8 for loss, _, count in losses)
     for got, want in zip(model.parameters(), expected):
         np.testing.assert_allclose(got.numpy(), want, rtol=0, atol=1e-6)
@@ -133,10 +135,11 @@ def test_failed_capture_after_the_step_does_not_train_the_batch_twice(monkeypatc
 
 @pytest.mark.parametrize("order", [(4, 4, 4, 5, 5, 5, 5), (5, 5, 5, 5, 4, 5, 5)],
                          ids=["fails-first", "fails-after-a-capture"])
-def test_after_a_failed_capture_every_shape_trains_eagerly(monkeypatch, order):
-    """One batch shape whose step reads the host: from its failed capture on,
-    every step runs eagerly (an eager step moves the parameters to new arrays,
-    under the captures of the other shapes), and all train as without jit."""
+def test_a_shape_that_cannot_be_captured_trains_eagerly_beside_replays(monkeypatch, order):
+    """One batch shape whose step reads the host: it trains eagerly from its
+    failed capture on (keeping the parameters in the buffers the other
+    shape's capture reads), the other shape replays, and all train as
+    without jit."""
     from needle.models.training import JitTrainStep, count_correct
 
     monkeypatch.setattr(ndl.autograd, "KEEP_INTERIOR_GRADS", False)
@@ -186,7 +189,7 @@ def test_after_a_failed_capture_every_shape_trains_eagerly(monkeypatch, order):
         assert np.isfinite(float(loss.numpy())) and count == batch[1].shape[0]
     assert len(notes) == 1 and "host" in str(notes[0]) and step.fallback is notes[0]
     assert step.stats["eager"] + step.stats["captures"] + step.stats["replays"] == len(order)
-    assert step.plan_info() == []
+    assert len(step.plan_info()) == 1 and step.stats["replays"] >= 2
     # a later capture of another function works (no half-built Tensor left alive)
     probe = ndl.jit(lambda a: (a * 2.0).sum())
     for _ in range(3):
