@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from threading import get_ident
 from typing import Callable, Optional
 
 from ..errors import JitError
@@ -168,6 +169,7 @@ class Capture:
         self._patched: list = []          # (object, attribute, previous value or _MISSING)
         self._tables: list = []           # (device, previous override table)
         self._buffer_type = None
+        self._thread = get_ident()        # only this thread's calls are the step's
 
     # -- buffers -------------------------------------------------------------
     def slot(self, buf, kind: str = "ext") -> int:
@@ -201,7 +203,9 @@ class Capture:
     # -- recorders -----------------------------------------------------------
     def _recorder(self, name: str, real):
         def record(*args):
-            if self._depth:  # inside another kernel of this backend: recorded with it
+            # inside another kernel of this backend (recorded with it), or another
+            # thread's call (a data loader's upload): runs, unrecorded
+            if self._depth or get_ident() != self._thread:
                 return real(*args)
             self._depth += 1
             try:
@@ -217,7 +221,7 @@ class Capture:
     def _allocator(self, real):
         def array(*args, **kwargs):
             buf = real(*args, **kwargs)
-            if not self._depth:
+            if not self._depth and get_ident() == self._thread:
                 self.slot(buf, "new")
             return buf
         return array
@@ -225,14 +229,15 @@ class Capture:
     def _uploader(self, real):
         def from_numpy(a, out):
             real(a, out)
-            if not self._depth:
+            if not self._depth and get_ident() == self._thread:
                 # host data become a constant of the step, uploaded on every replay
                 self.calls.append(("from_numpy", (a.copy(), Slot(self.slot(out)))))
         return from_numpy
 
-    @staticmethod
-    def _host_read(backend):
+    def _host_read(self, backend, real):
         def to_numpy(*args):
+            if get_ident() != self._thread:
+                return real(*args)
             raise JitError(
                 f"needle.jit: a captured step read an array on the host ({backend.name} to_numpy: "
                 f".numpy(), float(t), item() or a Python branch on a tensor value) at {user_line()}; "
@@ -240,9 +245,10 @@ class Capture:
                 f"function instead (e.g. the loss) and read it after the call")
         return to_numpy
 
-    @staticmethod
-    def _foreign(backend, device):
+    def _foreign(self, backend, device, real):
         def foreign(*args, **kwargs):
+            if get_ident() != self._thread:
+                return real(*args, **kwargs)
             raise JitError(f"needle.jit: the captured step uses arrays on {backend.name} as well as on "
                            f"{device} (at {user_line()}); a step runs on one device -- move everything "
                            f"with .to(device) first")
@@ -273,15 +279,16 @@ class Capture:
                         or any(o is other for o, _, _ in self._patched)):
                     continue
                 for name in names | {"Array", "from_numpy"}:
-                    if callable(getattr(other, name, None)):
-                        self._shadow(other, name, self._foreign(other, self.device))
+                    real = getattr(other, name, None)
+                    if callable(real):
+                        self._shadow(other, name, self._foreign(other, self.device, real))
             for name in names - _NOT_KERNELS:
                 real = getattr(be, name, None)
                 if callable(real):
                     self._shadow(be, name, self._recorder(name, real))
             self._shadow(be, "Array", self._allocator(be.Array))
             self._shadow(be, "from_numpy", self._uploader(be.from_numpy))
-            self._shadow(be, "to_numpy", self._host_read(be))
+            self._shadow(be, "to_numpy", self._host_read(be, be.to_numpy))
             for dev in all_devices:
                 if dev._mod is be:
                     table = dev._overrides
@@ -290,9 +297,9 @@ class Capture:
                     self._tables.append((dev, dev._overrides))
                     dev._overrides = {k: getattr(be, k) for k in table}
                 elif dev._mod is not None and any(o is dev._mod for o, _, _ in self._patched):
+                    table = dev._overrides if dev._overrides is not None else dict(dev._mod.op_overrides() or {})
                     self._tables.append((dev, dev._overrides))
-                    dev._overrides = {k: self._foreign(dev._mod, self.device)
-                                      for k in (dev._overrides or dev._mod.op_overrides() or {})}
+                    dev._overrides = {k: self._foreign(dev._mod, self.device, v) for k, v in table.items()}
         except BaseException:
             self.stop()
             raise

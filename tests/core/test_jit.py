@@ -525,3 +525,37 @@ def test_keep_buffers_copies_rebound_state_back_at_once(device):
     np.testing.assert_allclose(first.numpy(), [3.0, 3.0])
     w.data = w * 2.0
     assert w.realize_cached_data() is not first
+
+
+def test_another_threads_kernels_are_not_recorded(device):
+    """A data-loader thread uploading and computing while the step is being
+    captured: its calls run for real and stay out of the step's recording."""
+    import threading
+
+    side = []
+    go, done = threading.Event(), threading.Event()
+
+    def loader():
+        go.wait()
+        a = ndl.Tensor(np.full(4, 3.0, "float32"), device=device, requires_grad=False)
+        side.append((a * 2.0).numpy())   # a host read too: fine outside the captured thread
+        done.set()
+
+    loading = []
+
+    def f(x):
+        if loading:          # the capture call: let the loader run in the middle of it
+            go.set()
+            done.wait(10)
+        return x + 1.0
+    jitted = ndl.jit(f)
+    x = _t(np.zeros(4, "float32"), device)
+    jitted(x)                       # eager
+    t = threading.Thread(target=loader)
+    t.start()
+    loading.append(True)
+    jitted(x)                       # captured while the loader runs
+    t.join()
+    np.testing.assert_allclose(side[0], np.full(4, 6.0))
+    assert jitted.plan_info()[0]["calls"] == 1   # only x + 1.0
+    np.testing.assert_allclose(jitted(_t(np.ones(4, "float32"), device)).numpy(), np.full(4, 2.0))
