@@ -100,11 +100,13 @@ def _outputs_of(result):
     return walk(result, "result"), leaves
 
 
-def _copy_out(arr: NDArray) -> NDArray:
-    out = NDArray.make(arr.shape, device=arr.device, dtype=arr.dtype)
-    if out.size:
-        out._be.compact(arr._handle, out._handle, arr._shape, arr._strides, arr._offset)
-    return out
+def _copy_out(buf, shape, strides, offset, device) -> Tensor:
+    """A compact copy of the view ``(buf, shape, strides, offset)`` as a constant
+    Tensor: a step's results never alias the buffers the next replay writes."""
+    out = NDArray.make(shape, device=device, dtype=buf.dtype)
+    if out._handle.size:
+        out._be.compact(buf, out._handle, shape, strides, offset)
+    return Tensor.make_const(out)
 
 
 # ---------------------------------------------------------------------------
@@ -183,7 +185,7 @@ class JitFunction:
         self.use_native = native
         self._seen: dict = {}        # key -> calls so far (1: ran eagerly once)
         self._plans: dict = {}       # key -> _Plan
-        self._failed: dict = {}      # key -> the JitError of a failed capture (then eager)
+        self._failed: dict = {}      # key -> why its capture failed (the signature runs eagerly)
         self.stats = {"eager": 0, "captures": 0, "replays": 0}
 
     def reset(self) -> None:
@@ -258,13 +260,7 @@ class JitFunction:
 
     @staticmethod
     def _results(plan: _Plan):
-        outs = []
-        for buf, shape, strides, offset, device in plan.outputs:
-            out = NDArray.make(shape, device=device, dtype=buf.dtype)
-            if out._handle.size:
-                out._be.compact(buf, out._handle, shape, strides, offset)
-            outs.append(Tensor.make_const(out))
-        return _unflatten(plan.out_tree, outs)
+        return _unflatten(plan.out_tree, [_copy_out(*view) for view in plan.outputs])
 
     # -- capture -----------------------------------------------------------------
     def _capture(self, key, tree, leaves):
@@ -306,7 +302,7 @@ class JitFunction:
         plan.outputs = [(arr._handle, arr._shape, arr._strides, arr._offset, device) for arr in outs]
         out_slots = {cap.slot(arr._handle) for arr in outs}
         # the capture's own results are copied before the buffers are planned
-        first = [Tensor.make_const(_copy_out(arr)) for arr in outs]
+        first = [_copy_out(*view) for view in plan.outputs]
         del result, out_tensors, outs, call_args, call_kwargs, static_leaves
         try:
             self._finish(plan, cap, out_slots)
