@@ -315,6 +315,17 @@ class _RowScatterAdd(TensorOp):
         return _RowGather(self.ids)(out_grad)
 
 
+def _embedding_kernel(name: str, a, ids, out_shape, num: int):
+    """The backend's ``embedding`` / ``embedding_grad`` op override on ``a``
+    (the table, or the rows' adjoint) and the ids in its dtype."""
+    ids = ids if ids.dtype == a.dtype else ids.cast(a.dtype)
+    out = NDArray.call_op_override(name, (a, ids), out_shape, ids.size, num, a.shape[1])
+    if out is None:
+        raise JitError(f"needle.jit: nn.Embedding inside a captured step needs the backend's {name} kernel, "
+                       f"which {a.device} lacks (at {capture.user_line()})")
+    return out
+
+
 class _DeviceRowGather(TensorOp):
     """``(weight (V, D), ids (n,)) -> weight[ids] (n, D)`` with the ids on the
     device (the backend's ``embedding`` op override): the row gather of a
@@ -322,12 +333,7 @@ class _DeviceRowGather(TensorOp):
 
     def compute(self, weight, ids):
         num, dim = weight.shape
-        ids = ids if ids.dtype == weight.dtype else ids.cast(weight.dtype)
-        out = NDArray.call_op_override("embedding", (weight, ids), (ids.size, dim), ids.size, num, dim)
-        if out is None:
-            raise JitError(f"needle.jit: nn.Embedding inside a captured step needs the backend's embedding "
-                           f"kernel, which {weight.device} lacks (at {capture.user_line()})")
-        return out
+        return _embedding_kernel("embedding", weight, ids, (ids.size, dim), num)
 
     def gradient_needed(self, out_grad, node, need):
         weight, ids = node.inputs
@@ -343,14 +349,7 @@ class _DeviceRowScatterAdd(TensorOp):
         self.num_rows = num_rows
 
     def compute(self, g, ids):
-        dim = g.shape[1]
-        ids = ids if ids.dtype == g.dtype else ids.cast(g.dtype)
-        out = NDArray.call_op_override("embedding_grad", (g, ids), (self.num_rows, dim), ids.size,
-                                       self.num_rows, dim)
-        if out is None:
-            raise JitError(f"needle.jit: nn.Embedding's gradient needs the backend's embedding_grad kernel, "
-                           f"which {g.device} lacks")
-        return out
+        return _embedding_kernel("embedding_grad", g, ids, (self.num_rows, g.shape[1]), self.num_rows)
 
     def gradient_needed(self, out_grad, node, need):
         g, ids = node.inputs
