@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 
 KERNEL_DIR = Path(__file__).resolve().parent / "kernels"
-KERNEL_FILES = ("ewise", "strided", "reduce", "softmax", "matmul")
+KERNEL_FILES = ("ewise", "strided", "reduce", "softmax", "matmul", "embedding")
 
 
 @lru_cache(maxsize=None)
@@ -38,6 +38,12 @@ GEMM_FAMILIES = ("matmul_strided", "conv_fwd", "conv_grad_weight", "conv_grad_in
 GEMM_CONFIGS = ("big", "small")
 #: values set_scalars writes per launch (NDL_SCALAR_BLOCK in ewise.cu)
 SCALAR_BLOCK = 32
+#: threads of embedding_check and embedding_grad_scan (NDL_EMB_BLOCK in embedding.cu)
+EMB_BLOCK = 256
+#: threads of embedding_grad_count / _fill, one per id of a tile (NDL_EMB_TILE)
+EMB_TILE = 128
+#: the codes embedding_check writes into a device's error record (word 0), by op
+EMB_OPS = {"embedding": 1, "embedding_grad": 2}
 
 #: file -> every extern "C" kernel it must export (checked by the compile test
 #: against the cubin's symbol table).
@@ -51,6 +57,8 @@ EXPORTS: dict[str, list[str]] = {
                 for d in _DT],
     "matmul": [f"{f}_{d}_{c}" for f in GEMM_FAMILIES for d in _DT for c in GEMM_CONFIGS]
     + _names(("matmul_tiled",), _DT),
+    "embedding": _names(("embedding_check", "embedding", "embedding_grad_count", "embedding_grad_fill",
+                         "embedding_grad_sum"), _DT) + ["embedding_grad_scan"],
 }
 
 #: kernel name -> file

@@ -38,6 +38,9 @@ replay writes the same constant with no host copy or synchronisation.
 A failure of capture itself (the driver refusing stream capture, a call that
 a graph cannot hold) gives None, and needle replays the step from Python; an
 error the calls would raise anyway (a bad shape, an unknown kernel) is raised.
+An error only a kernel can see (an embedding index outside the table) is noted
+on the device and raised where results come back (``to_numpy``,
+``synchronize``), as for calls made directly: ``run`` never waits for the GPU.
 
 Limit: capture is per stream, and a device has one stream.  Work another
 thread queues on the same device *while* a step is being captured (a few

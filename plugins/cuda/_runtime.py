@@ -13,12 +13,19 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from needle.errors import OutOfBoundsError
+
 from . import _driver, _kernels, _nvrtc
 from ._errors import CaptureUnsupportedError, CudaError
 from ._launch import DevicePtr, pack_args
 from ._memory import CachingAllocator
 
 _OOM = "CUDA_ERROR_OUT_OF_MEMORY"
+
+#: int64 words of a device's kernel error record: the code of the op that found
+#: the error (0: none), the position, the bad value as float64 bits, num, and
+#: the itemsize of the dtype the value was stored in
+ERROR_RECORD_WORDS = 5
 
 
 class DeviceRuntime:
@@ -50,6 +57,7 @@ class DeviceRuntime:
         self._modules: dict[str, object] = {}
         self._functions: dict[str, object] = {}
         self.last_launch: tuple = ("", ())
+        self._error_record: "int | None" = None  # see error_record()
         self._cuLaunchKernel = drv.cuLaunchKernel  # looked up once: it is on every op's path
 
     # -- context / stream ------------------------------------------------------
@@ -100,6 +108,53 @@ class DeviceRuntime:
         self.activate()
         _driver.call("cuMemcpyDtoDAsync", dst, src, nbytes, self.stream,
                      action=f"copying {nbytes} bytes within cuda:{self.index}")
+
+    # -- errors found by kernels ------------------------------------------------
+    def error_record(self) -> DevicePtr:
+        """The device address of this device's kernel error record, where a
+        kernel that meets bad input it must not raise on (an embedding index:
+        the call may be inside a CUDA graph, far from the host) notes the first
+        error; :meth:`raise_kernel_errors` reports it.
+
+        Made on first use: its own block straight from the driver, never from
+        the allocator -- the first use may be the dry run before a capture,
+        whose allocations go to the graph's scratch pool and would be freed
+        with it -- and zeroed with a real copy even inside that dry run (which
+        refuses host copies for the calls it rehearses; this one is needle's
+        own set-up, done once, not part of the step).  A capture always follows
+        its dry run, so no capture ever allocates it."""
+        ptr = self._error_record
+        if ptr is None:
+            with self._lock:
+                ptr = self._error_record
+                if ptr is None:
+                    ptr = self._raw_alloc(8 * ERROR_RECORD_WORDS)
+                    DeviceRuntime.copy_to_device(self, ptr, np.zeros(ERROR_RECORD_WORDS, np.int64))
+                    self._error_record = ptr
+        return DevicePtr(ptr)
+
+    def raise_kernel_errors(self) -> None:
+        """Raise the error a kernel noted in the record (and clear it), if any.
+
+        Called where results come back to the host (``to_numpy``,
+        ``synchronize``): the stream has drained there, so the record is final.
+        Costs nothing until a kernel that can note errors has been launched."""
+        ptr = self._error_record
+        if ptr is None:
+            return
+        rec = np.zeros(ERROR_RECORD_WORDS, np.int64)
+        self.copy_to_host(rec, ptr)
+        if rec[0] == 0:
+            return
+        # cleared before raising: the error is reported once, and later calls can note theirs
+        self.copy_to_device(ptr, np.zeros(ERROR_RECORD_WORDS, np.int64))
+        op = {code: name for name, code in _kernels.EMB_OPS.items()}.get(int(rec[0]), f"kernel #{int(rec[0])}")
+        value = rec[2:3].view(np.float64)[0]
+        value = value.astype(np.float32) if rec[4] == 4 else value  # str(): as short as its dtype allows
+        raise OutOfBoundsError(
+            f"{op}: index {str(value)} at position {int(rec[1])} is not a whole number in [0, {int(rec[3])}) "
+            f"(found on cuda:{self.index} by a kernel queued before these results were read back; "
+            "that call skipped its bad indices: none was read or written through)")
 
     # -- kernels -------------------------------------------------------------------
     def function(self, kernel: str):

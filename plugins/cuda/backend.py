@@ -2,7 +2,9 @@
 
 Each kernel validates its buffers on the host (type, device, dtype, sizes,
 strides) and then queues one CUDA kernel on the device's stream; results are
-waited for only when data returns to the host (``to_numpy``).
+waited for only when data returns to the host (``to_numpy``).  What only the
+device can check (an embedding's indices) is noted there by the kernels and
+raised at that point too (``DeviceRuntime.raise_kernel_errors``).
 """
 
 from __future__ import annotations
@@ -123,8 +125,11 @@ class CudaBackend(Backend):
         return sum(rt.allocator.empty_cache() for rt in _runtime.existing_runtimes())
 
     def synchronize(self) -> None:
-        for rt in _runtime.existing_runtimes():
+        runtimes = _runtime.existing_runtimes()
+        for rt in runtimes:
             rt.synchronize()
+        for rt in runtimes:  # after every device has drained
+            rt.raise_kernel_errors()
 
     def compile_replay(self, program):
         """A step recorded by ``needle.jit`` as CUDA graphs: every run of calls
@@ -210,6 +215,9 @@ class CudaBackend(Backend):
             tmp = CudaArray(rt, n, a.dtype)
             self.compact(a, tmp, shape, strides, offset)
             rt.copy_to_host(host, tmp.ptr())
+        # the stream has drained: an error a kernel noted (a bad embedding index)
+        # is raised here, where the results it spoilt would come back
+        rt.raise_kernel_errors()
         return host.reshape(shape)
 
     def fill(self, out, value):
@@ -546,4 +554,72 @@ class CudaBackend(Backend):
                    (_p(a), _p(g), _p(out), np.int32(Mw), np.int32(Kd), np.int32(C_out), geom,
                     _launch.strided_operand(0, 0, C_out, 1)))
 
+    # ------------------------------------------------------------------ #
+    # embedding (op overrides): nn.Embedding's row gather and its adjoint with
+    # the indices on the device, stored in the table's dtype.  Pure device
+    # work -- no host read, no allocation beyond scratch -- so needle.jit
+    # captures both into its CUDA graphs.  A bad index (not a whole number in
+    # [0, num)) is never read or written through; embedding_check notes the
+    # first one in the device's error record and to_numpy / synchronize raise
+    # it as OutOfBoundsError (see kernels/embedding.cu).
+    # ------------------------------------------------------------------ #
+    def _embedding_dims(self, op, rows, num, dim):
+        self._dims_ok(op, rows=rows, num=num, dim=dim)
+        return int(rows), int(num), int(dim)
 
+    @staticmethod
+    def _embedding_check(rt, suf, op, ids, rows, num):
+        """Queue the check of ``ids[:rows]`` that notes ``op``'s first bad index
+        (one block: the first position, whatever the block scheduling)."""
+        rt.launch(f"embedding_check_{suf}", (1,), (_kernels.EMB_BLOCK,),
+                  (_p(ids), np.int64(rows), np.int64(num), rt.error_record(), np.int64(_kernels.EMB_OPS[op])))
+
+    def embedding(self, w, ids, out, rows, num, dim):
+        """Op override: ``out[i, :] = w[ids[i], :]`` (OP_OVERRIDE_SIGNATURES["embedding"]);
+        a row whose index is bad is written as zeros, and the index reported."""
+        op = "embedding"
+        rt, suf = self._check(op, w=w, ids=ids, out=out)
+        rows, num, dim = self._embedding_dims(op, rows, num, dim)
+        self._need(op, "'w'", w.size, num * dim)
+        self._need(op, "'ids'", ids.size, rows)
+        self._need(op, "'out'", out.size, rows * dim)
+        if rows == 0:
+            return
+        self._embedding_check(rt, suf, op, ids, rows, num)  # even for dim 0: a bad index is an error
+        if dim == 0:
+            return
+        grid, block = _launch.grid_1d(rows * 32, rt.sm_count)  # a warp per row
+        rt.launch(f"embedding_{suf}", (grid,), (block,),
+                  (_p(w), _p(ids), _p(out), np.int64(rows), np.int64(num), np.int64(dim)))
+
+    def embedding_grad(self, g, ids, out, rows, num, dim):
+        """Op override: ``out (num, dim)`` zero but for ``out[v, :]``, the sum of
+        the ``g[i, :]`` with ``ids[i] == v`` added in increasing ``i``
+        (OP_OVERRIDE_SIGNATURES["embedding_grad"]): the numpy backend's
+        ``np.add.at``, bit for bit.  Four launches after the check: count, scan,
+        fill (each id's row into sorted buckets, in an int32 scratch buffer of
+        ``num + 1 + rows``) and sum; bad indices are left out of every bucket."""
+        op = "embedding_grad"
+        rt, suf = self._check(op, g=g, ids=ids, out=out)
+        rows, num, dim = self._embedding_dims(op, rows, num, dim)
+        self._need(op, "'g'", g.size, rows * dim)
+        self._need(op, "'ids'", ids.size, rows)
+        self._need(op, "'out'", out.size, num * dim)
+        if rows:
+            self._embedding_check(rt, suf, op, ids, rows, num)
+        if num * dim == 0:
+            return
+        # start[0..num] (bucket offsets), then order[0..rows) (the ids' positions by bucket)
+        scratch = CudaArray(rt, num + 1 + rows, np.dtype(np.int32))
+        start, order = _p(scratch), DevicePtr(scratch.ptr() + 4 * (num + 1))
+        tile = _kernels.EMB_TILE
+        tiles = max(1, min(math.ceil(num / tile), 32 * max(1, rt.sm_count), _launch.MAX_GRID_X))
+        r, n = np.int64(rows), np.int64(num)
+        rt.launch(f"embedding_grad_count_{suf}", (tiles,), (tile,), (_p(ids), r, n, start))
+        rt.launch("embedding_grad_scan", (1,), (_kernels.EMB_BLOCK,), (start, n))
+        rt.launch(f"embedding_grad_fill_{suf}", (tiles,), (tile,), (_p(ids), r, n, start, order))
+        # a block per v, a thread per column (up to 256, the rest looped)
+        block = 32 * math.ceil(min(dim, _launch.BLOCK) / 32)
+        grid = max(1, min(num, 64 * max(1, rt.sm_count), _launch.MAX_GRID_X))
+        rt.launch(f"embedding_grad_sum_{suf}", (grid,), (block,),
+                  (_p(g), start, order, _p(out), n, np.int64(dim)))

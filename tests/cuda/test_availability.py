@@ -146,7 +146,7 @@ def test_hook_returns_the_backend():
     (b,) = needle_cuda.needle_backends()
     assert b.name == "cuda" and set(b.dtypes) == {"float32", "float64"}
     assert set(b.op_overrides()) == {"conv", "conv_grad_input", "conv_grad_weight", "logsumexp", "softmax",
-                                     "rand_uniform"}
+                                     "rand_uniform", "embedding", "embedding_grad"}
 
 
 def test_bench_script_exits_cleanly_without_gpu():

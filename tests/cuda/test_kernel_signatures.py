@@ -76,9 +76,12 @@ def test_every_launch_matches_its_kernels_parameters(fake_driver, ptx_params):
         be.conv(x, w, y, 2, 4, 4, 2, 3, 4, 1, 1)
         be.conv_grad_input(y, w, x, 2, 4, 4, 2, 3, 4, 1, 1)
         be.conv_grad_weight(x, y, w, 2, 4, 4, 2, 3, 4, 1, 1)
+        be.embedding(a, b, o, 8, 8, 8)
+        be.embedding_grad(a, b, o, 8, 8, 8)
         # the variants a CUDA graph replay captures, and the launch that feeds them
         program = [(k, (a, ReplayScalar(0.5, 0), o)) for k in _kernels.SCALAR]
-        program += [("fill", (o, ReplayScalar(0.5, 0))), ("rand_uniform", (o, ReplayScalar(7.0, 1)))]
+        program += [("fill", (o, ReplayScalar(0.5, 0))), ("rand_uniform", (o, ReplayScalar(7.0, 1))),
+                    ("embedding", (a, b, o, 8, 8, 8)), ("embedding_grad", (a, b, o, 8, 8, 8))]
         be.compile_replay(program).run([0.5, 7.0])
     captured = [(node[1], node[4]) for e in fake_driver.instantiated for node in e.graph.nodes
                 if node[0] == "kernel"]
@@ -89,3 +92,4 @@ def test_every_launch_matches_its_kernels_parameters(fake_driver, ptx_params):
         seen.add(name)
     assert {f"{k}_dev_f32" for k in _kernels.SCALAR} <= seen and "set_scalars" in seen
     assert {"rand_uniform_f64", "rand_uniform_dev_f64", "fill_dev_f32"} <= seen
+    assert set(_kernels.EXPORTS["embedding"]) <= seen           # every embedding kernel, both dtypes

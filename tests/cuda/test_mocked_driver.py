@@ -72,8 +72,10 @@ def test_every_protocol_kernel_launches_a_kernel_that_exists(be, fake_driver):
     be.conv(x, w, y, 2, 4, 4, 2, 3, 4, 1, 1)
     be.conv_grad_input(y, w, x, 2, 4, 4, 2, 3, 4, 1, 1)
     be.conv_grad_weight(x, y, w, 2, 4, 4, 2, 3, 4, 1, 1)
+    be.embedding(a, b, o, 8, 8, 8)
+    be.embedding_grad(a, b, o, 8, 8, 8)
     names = [l[0] for l in fake_driver.launches]
-    assert len(names) == 9 + 5 + 9 + 3 + 2 + 2 + 2 + 3
+    assert len(names) == 9 + 5 + 9 + 3 + 2 + 2 + 2 + 3 + 2 + 5
     unknown = [nm for nm in names if nm not in _kernels.FILE_OF]
     assert not unknown
     # modules compiled once each, for the device's arch
