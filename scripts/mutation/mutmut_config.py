@@ -79,6 +79,9 @@ TESTS = {
     "core/backend_ndarray/ndarray.py": ["tests/core/test_mutants_ndarray.py", "tests/core/test_ndarray.py",
                                         "tests/core/test_host_view.py", "tests/core/test_reliability.py",
                                         "tests/test_bad_input.py", "tests/core/test_conformance.py"],
+    # needle.jit: capture (recorders, hooks) and replay (signatures, planning, checks)
+    "core/replay.py": ["tests/core/test_jit.py", "tests/models/test_train_jit.py"],
+    "core/backend_ndarray/capture.py": ["tests/core/test_jit.py", "tests/models/test_train_jit.py"],
 }
 
 

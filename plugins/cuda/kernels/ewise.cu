@@ -157,7 +157,7 @@ extern "C" __global__ void fill_f64(double* out, double val, i64 n, int vec) { f
 // only on (seed, i): no state to carry between launches, and a captured CUDA graph
 // replays a fresh draw for whatever seed the next launch passes.
 // The block between the [ndl-rng] markers is compiled on the host by the tests
-// (tests/cuda/test_rand_uniform.py) and compared with a NumPy model of the spec.
+// (tests/cuda/test_cuda_rand_uniform.py) and compared with a NumPy model of the spec.
 // [ndl-rng]
 __device__ __forceinline__ u64 ndl_splitmix64_mix(u64 z) {
     z ^= z >> 30;
