@@ -99,7 +99,8 @@ def _plan(step) -> str:
     plans = step.plan_info()
     if not plans:
         return "no plan"
-    return "; ".join(f"{p['calls']} kernel calls, arena {_kib(p['arena_bytes'])}, "
+    return "; ".join(f"{p['calls']} kernel calls, arena {_kib(p['arena_bytes'])} "
+                     f"for {_kib(p['step_bytes'])} of intermediates, "
                      f"{'native' if p['native'] else 'Python'} replay" for p in plans)
 
 

@@ -131,6 +131,7 @@ class _Plan:
         self.ext_base: list = []       # per external buffer: the references the plan holds
         self.owners: list = []         # (weakref to Tensor, the NDArray it must still hold)
         self.arena_bytes = 0
+        self.step_bytes = 0            # what the step's new buffers take without the arena
         self.kernel_calls = 0
 
     def check(self) -> None:
@@ -200,9 +201,10 @@ class JitFunction:
         return None if plan is None else plan.native is not None
 
     def plan_info(self) -> list:
-        """Per capture: kernel calls, arena bytes, native replay or not."""
-        return [{"calls": p.kernel_calls, "arena_bytes": p.arena_bytes, "native": p.native is not None}
-                for p in self._plans.values()]
+        """Per capture: kernel calls, the arena's bytes, the bytes of every buffer
+        the step made (what it would take without the arena), native replay or not."""
+        return [{"calls": p.kernel_calls, "arena_bytes": p.arena_bytes, "step_bytes": p.step_bytes,
+                 "native": p.native is not None} for p in self._plans.values()]
 
     def __call__(self, *args, **kwargs):
         if capturing():  # called inside another capture: recorded with it
@@ -331,6 +333,7 @@ class JitFunction:
 
     def _finish(self, plan: _Plan, cap: Capture, out_slots: set) -> None:
         cap.moves.clear()
+        _detach_survivors(cap)
         gc.collect()
         n_calls = len(cap.calls)
         first = [n_calls] * len(cap.buffers)
@@ -376,6 +379,8 @@ class JitFunction:
                 arena += want.size * want.dtype.itemsize
             heapq.heappush(busy, (last[s], s))
         plan.arena_bytes = arena
+        plan.step_bytes = sum(cap.buffers[s].size * cap.buffers[s].dtype.itemsize
+                              for s, k in enumerate(cap.kinds) if k == "new" and last[s] >= 0)
 
         plan.program = [(name, tuple(_real(a, physical) for a in args)) for name, args in cap.calls]
         del physical, free, busy
@@ -422,6 +427,20 @@ def _real(arg, physical: list):
     if type(arg) is list:
         return [_real(a, physical) for a in arg]
     return arg
+
+
+def _detach_survivors(cap: Capture) -> None:
+    """Cut the graph behind every Tensor the step left alive with an array it
+    made (each ``p.grad`` is a node whose inputs reach back through the whole
+    backward pass): replays rebuild no graph, so those links would only keep
+    every intermediate buffer out of the arena."""
+    made = {id(b) for b, kind in zip(cap.buffers, cap.kinds) if kind == "new"}
+    gc.collect()
+    for obj in gc.get_objects():
+        if issubclass(type(obj), Value) and getattr(obj, "op", None) is not None:
+            arr = getattr(obj, "cached_data", None)
+            if isinstance(arr, NDArray) and id(arr._handle) in made:
+                obj.op, obj.inputs = None, []
 
 
 def _owners_of(buffers: list) -> list:
