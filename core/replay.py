@@ -33,7 +33,6 @@ from .backend_ndarray.device import _devices
 from .errors import JitError
 from .protocol import ReplayScalar
 
-_NO_ARENA = __import__("os").environ.get("NDL_NO_ARENA") == "1"
 __all__ = ["jit", "JitFunction"]
 
 
@@ -184,9 +183,9 @@ class JitFunction:
         functools.update_wrapper(self, fn)
         self.fn = fn
         self.use_native = native
-        self._seen: dict = {}        # key -> calls so far (1: ran eagerly once)
+        self._seen: set = set()      # signatures called once (eagerly)
         self._plans: dict = {}       # key -> _Plan
-        self._failed: dict = {}      # key -> why its capture failed (the signature runs eagerly)
+        self._failed: set = set()    # signatures whose capture failed: they run eagerly
         self.stats = {"eager": 0, "captures": 0, "replays": 0}
 
     def reset(self) -> None:
@@ -236,8 +235,8 @@ class JitFunction:
         # moments) exists before a capture; once one signature is captured a new
         # one is captured at once -- an eager step would give the parameters new
         # arrays (out-of-place updates) under the existing captures
-        if key in self._failed or (not self._seen.get(key) and not self._plans):
-            self._seen[key] = self._seen.get(key, 0) + 1
+        if key in self._failed or (key not in self._seen and not self._plans):
+            self._seen.add(key)
             self.stats["eager"] += 1
             if not self._plans:
                 return self.fn(*args, **kwargs)
@@ -295,7 +294,7 @@ class JitFunction:
             cap.stop()
             # the message, not the exception: its traceback would keep the failed
             # step's half-built Tensors alive
-            self._failed[key] = str(exc)
+            self._failed.add(key)
             raise
         except BaseException:
             cap.stop()
@@ -311,7 +310,7 @@ class JitFunction:
         except JitError as exc:
             # the step itself ran (it is trained; raising would invite running it
             # twice): say why it cannot be replayed and run it eagerly from now on
-            self._failed[key] = str(exc)
+            self._failed.add(key)
             warnings.warn(f"{exc}; this signature runs eagerly", RuntimeWarning, stacklevel=3)
             return _unflatten(plan.out_tree, first)
         self._plans[key] = plan
@@ -342,8 +341,6 @@ class JitFunction:
         for i, (_, args) in enumerate(cap.calls):
             for a in args:
                 _touch(a, i, first, last)
-        for s in out_slots:
-            last[s] = n_calls
         # which buffers something outside the recording still holds (p.grad, ...):
         # they keep their own buffer; the rest share the arena
         held = [sys.getrefcount(cap.buffers[s]) > 2 for s in range(len(cap.buffers))]  # the list + the argument
@@ -361,7 +358,7 @@ class JitFunction:
         backend = cap.backend
         free: dict = {}
         busy: list = []   # (last use, slot) of arena buffers in use
-        order = [] if _NO_ARENA else sorted((s for s, k in enumerate(cap.kinds)
+        order = sorted((s for s, k in enumerate(cap.kinds)
                         if k == "new" and not held[s] and s not in out_slots and last[s] >= 0),
                        key=lambda s: first[s])
         arena = 0
@@ -387,10 +384,7 @@ class JitFunction:
         plan.kernel_calls = len(plan.program)
         for name, args in plan.program:
             dyn = tuple(i for i, a in enumerate(args) if type(a) is ReplayScalar)
-            fn = getattr(backend, name, None)
-            if not callable(fn):  # an override offered under another name by op_overrides()
-                fn = cap.device.op_override(name)
-            plan.steps.append((fn, args, dyn))
+            plan.steps.append((cap.kernels[name], args, dyn))
         plan.scalar_fns, plan.before = list(cap.scalar_fns), list(cap.before)
         plan.after, plan.guards = list(cap.after), list(cap.guards)
         plan.externals = [cap.buffers[s] for s in ext]

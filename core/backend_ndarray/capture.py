@@ -170,6 +170,7 @@ class Capture:
         self._tables: list = []           # (device, previous override table)
         self._buffer_type = None
         self._thread = get_ident()        # only this thread's calls are the step's
+        self.kernels: dict = {}           # name -> the real kernel each recorded call ran
 
     # -- buffers -------------------------------------------------------------
     def slot(self, buf, kind: str = "ext") -> int:
@@ -285,17 +286,21 @@ class Capture:
             for name in names - _NOT_KERNELS:
                 real = getattr(be, name, None)
                 if callable(real):
+                    self.kernels[name] = real
                     self._shadow(be, name, self._recorder(name, real))
             self._shadow(be, "Array", self._allocator(be.Array))
+            self.kernels["from_numpy"] = be.from_numpy
             self._shadow(be, "from_numpy", self._uploader(be.from_numpy))
             self._shadow(be, "to_numpy", self._host_read(be, be.to_numpy))
             for dev in all_devices:
                 if dev._mod is be:
-                    table = dev._overrides
-                    if table is None:
-                        table = dict(be.op_overrides() or {})
+                    table = dev._overrides if dev._overrides is not None else dict(be.op_overrides() or {})
                     self._tables.append((dev, dev._overrides))
-                    dev._overrides = {k: getattr(be, k) for k in table}
+                    # an override offered under a name that is no method of the backend
+                    # is recorded through its table entry
+                    for k, fn in table.items():
+                        self.kernels.setdefault(k, fn)
+                    dev._overrides = {k: be.__dict__.get(k) or self._recorder(k, fn) for k, fn in table.items()}
                 elif dev._mod is not None and any(o is dev._mod for o, _, _ in self._patched):
                     table = dev._overrides if dev._overrides is not None else dict(dev._mod.op_overrides() or {})
                     self._tables.append((dev, dev._overrides))
