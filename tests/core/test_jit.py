@@ -668,3 +668,30 @@ def test_native_replay_where_the_backend_offers_one(device):
     assert native.native is has_native and native.plan_info()[0]["native"] is has_native
     assert python.native is False and python.plan_info()[0]["native"] is False
     assert device.name != "cpu" or has_native   # the compiled backend replays natively
+
+
+def test_state_moved_twice_in_one_step_keeps_its_first_buffer(device):
+    """``w.data`` assigned twice in one step (and a second tensor once): each
+    owner ends in its first buffer holding the last value, every replay."""
+    w = ndl.Tensor(np.ones(3, "float32"), device=device, requires_grad=False)
+    u = ndl.Tensor(np.zeros(3, "float32"), device=device, requires_grad=False)
+
+    def f(x):
+        w.data = w * 2.0
+        u.data = u + w
+        w.data = w + x
+        return w + 0.0
+    jitted = ndl.jit(f)
+    x = _t(np.ones(3, "float32"), device)
+    ew, eu = 1.0, 0.0
+    for i in range(5):
+        if i == 1:   # the eager call gave them new arrays; the capture keeps these
+            first_w, first_u = w.realize_cached_data(), u.realize_cached_data()
+        out = jitted(x)
+        ew = ew * 2.0
+        eu = eu + ew
+        ew = ew + 1.0
+        np.testing.assert_allclose(out.numpy(), np.full(3, ew))
+        np.testing.assert_allclose(u.numpy(), np.full(3, eu))
+    assert w.realize_cached_data() is first_w and u.realize_cached_data() is first_u
+    assert jitted.stats["replays"] == 3
