@@ -64,6 +64,7 @@ __all__ = [
     "hookimpl",
     "OP_OVERRIDE_SIGNATURES",
     "ReplayScalar",
+    "counter_uniform",
     "UnsupportedDTypeError",
 ]
 
@@ -94,6 +95,23 @@ class ReplayScalar(float):
 
     def __reduce__(self):
         return (ReplayScalar, (float(self), self.slot))
+
+
+def counter_uniform(n: int, seed: int, dtype) -> np.ndarray:
+    """The ``rand_uniform`` op override's numbers in NumPy (the reference a
+    backend's kernel must equal bit for bit): element ``i`` is the splitmix64
+    mix of ``seed * 0x9E3779B97F4A7C15 + i`` (mod 2**64), its top 24 bits
+    scaled to [0, 1) for float32, its top 53 for float64."""
+    with np.errstate(over="ignore"):
+        z = np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15) + np.arange(n, dtype=np.uint64)
+        z ^= z >> np.uint64(30)
+        z *= np.uint64(0xBF58476D1CE4E5B9)
+        z ^= z >> np.uint64(27)
+        z *= np.uint64(0x94D049BB133111EB)
+        z ^= z >> np.uint64(31)
+    if np.dtype(dtype) == np.float32:
+        return (z >> np.uint64(40)).astype(np.float32) * np.float32(2.0**-24)
+    return (z >> np.uint64(11)).astype(np.float64) * 2.0**-53
 
 
 def _collapse_batch(shape: tuple, strides: tuple):

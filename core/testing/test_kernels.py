@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from needle.errors import UnsupportedDTypeError
-from needle.protocol import OP_OVERRIDE_SIGNATURES, kernel_names
+from needle.protocol import OP_OVERRIDE_SIGNATURES, ReplayScalar, counter_uniform, kernel_names
 
 from .reference import (ACC_TOL, TOL, conv_grads, conv_nhwc, from_buffer, logsumexp_rows,
                         softmax_rows, strided_views, to_buffer, view_params)
@@ -749,6 +749,59 @@ def test_override_lstm_gates(backend, kdtype):
         np.testing.assert_allclose(got[4 * B * H:].reshape(B, H), dcn * f, **tol,
                                    err_msg="op override lstm_gates_grad (c)")
 # [/i14f2 fused nn ops] ------------------------------------------------------------
+
+
+# needle.jit: device random numbers, embedding rows, native replays ------------------
+@kernel("override:rand_uniform")
+@pytest.mark.parametrize("n,seed", [(1, 0), (1000, 12345), (70001, 2**32 - 1)])
+def test_override_rand_uniform(backend, kdtype, n, seed):
+    """The documented counter-based stream, bit for bit (every backend draws the same)."""
+    fn = _override(backend, "rand_uniform")
+    out = backend.Array(n, kdtype)
+    fn(out, float(seed))
+    got = from_buffer(backend, out)
+    np.testing.assert_array_equal(got, counter_uniform(n, seed, kdtype))
+    assert got.min() >= 0 and got.max() < 1
+
+
+@kernel("override:embedding")
+@pytest.mark.parametrize("rows,num,dim", [(1, 1, 1), (50, 7, 33), (300, 20, 5)])
+def test_override_embedding(backend, kdtype, rows, num, dim):
+    """Row gather, and its adjoint adding repeated ids' rows in increasing order."""
+    ov = dict(backend.op_overrides() or {})
+    if "embedding" not in ov and "embedding_grad" not in ov:
+        pytest.skip(f"backend {backend.name!r} has no embedding op overrides")
+    rng = _rng(rows)
+    w = _data("any", num * dim, kdtype, 2).reshape(num, dim)
+    g = _data("any", rows * dim, kdtype, 3).reshape(rows, dim)
+    ids = rng.integers(0, num, rows).astype(kdtype)
+    if "embedding" in ov:
+        got = _run_override(backend, kdtype, "embedding", [w, ids], rows * dim, rows, num, dim)
+        np.testing.assert_array_equal(got.reshape(rows, dim), w[ids.astype(np.int64)])
+    if "embedding_grad" in ov:
+        want = np.zeros((num, dim), kdtype)
+        for i, v in enumerate(ids.astype(np.int64)):
+            want[v] += g[i]
+        got = _run_override(backend, kdtype, "embedding_grad", [g, ids], num * dim, rows, num, dim)
+        np.testing.assert_array_equal(got.reshape(num, dim), want)
+
+
+def test_compile_replay_runs_the_program(backend, kdtype):
+    """An offered native replay runs the recorded calls in order, with the
+    replay-time scalars of each run (the default offers none: needle then
+    replays from Python)."""
+    a = to_buffer(backend, _data("any", 64, kdtype, 4))
+    t, out = backend.Array(64, kdtype), backend.Array(64, kdtype)
+    program = [("scalar_mul", (a, ReplayScalar(2.0, 0), t)), ("ewise_add", (t, a, out)),
+               ("scalar_add", (out, 1.0, out))]
+    replay = backend.compile_replay(program)
+    if replay is None:
+        pytest.skip(f"backend {backend.name!r} replays needle.jit steps from Python")
+    src = from_buffer(backend, a)
+    for scale in (2.0, -0.5, 3.0):
+        replay.run([scale])
+        want = (src * kdtype.type(scale) + src) + kdtype.type(1.0)
+        np.testing.assert_allclose(from_buffer(backend, out), want, **TOL[kdtype.name])
 
 
 def test_op_overrides_are_known(backend):

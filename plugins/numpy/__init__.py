@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from needle.errors import ArgumentError, OutOfBoundsError
-from needle.protocol import PROTOCOL_VERSION, Backend, hookimpl
+from needle.protocol import PROTOCOL_VERSION, Backend, counter_uniform, hookimpl
 
 __version__ = "0.1.0"
 
@@ -185,7 +185,7 @@ class NumpyBackend(Backend):
 
     # random numbers (op override: needle.jit draws dropout masks with it) ------------
     def rand_uniform(self, out, seed):
-        out.array[:] = uniform_stream(out.size, _seed(seed), out.dtype)
+        out.array[:] = counter_uniform(out.size, _seed(seed), out.dtype)
 
     # embedding rows with device-side indices (op overrides) ----------------------------
     def embedding(self, w, ids, out, rows, num, dim):
@@ -207,29 +207,11 @@ def _indices(ids: np.ndarray, num: int, op: str) -> np.ndarray:
     return ids.astype(np.int64)
 
 
-_GOLDEN, _MIX1, _MIX2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
-
-
 def _seed(seed) -> int:
     value = float(seed)
     if not (0 <= value < 2**32) or value != int(value):
         raise ArgumentError(f"rand_uniform: seed must be a whole number in [0, 2**32), got {seed!r}")
     return int(value)
-
-
-def uniform_stream(n: int, seed: int, dtype) -> np.ndarray:
-    """The protocol's counter-based uniform numbers: element i is the
-    splitmix64 mix of ``seed * golden + i`` (mod 2**64), top bits scaled."""
-    with np.errstate(over="ignore"):
-        z = np.uint64(seed) * _GOLDEN + np.arange(n, dtype=np.uint64)
-        z ^= z >> np.uint64(30)
-        z *= _MIX1
-        z ^= z >> np.uint64(27)
-        z *= _MIX2
-        z ^= z >> np.uint64(31)
-    if np.dtype(dtype) == np.float32:
-        return ((z >> np.uint64(40)).astype(np.float32) * np.float32(2.0**-24)).astype(np.float32)
-    return (z >> np.uint64(11)).astype(np.float64) * 2.0**-53
 
 
 @hookimpl

@@ -396,7 +396,7 @@ def test_uniform_stream_is_the_documented_generator(device):
     """The rand_uniform op override draws the protocol's counter-based
     stream: the same numbers on every backend."""
     from needle.backend_ndarray.ndarray import device_uniform
-    from needle_numpy import uniform_stream
+    from needle.protocol import counter_uniform as uniform_stream
     for dtype in ("float32", "float64"):
         got = device_uniform((1000,), device, dtype, 12345.0)
         if got is None:
