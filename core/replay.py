@@ -371,8 +371,7 @@ class JitFunction:
             pool = free.get((want.size, want.dtype))
             if pool:
                 physical[s] = pool.pop()
-            else:
-                physical[s] = backend.Array(want.size, want.dtype)
+            else:  # the arena grows by this capture buffer itself: planning allocates nothing
                 arena += want.size * want.dtype.itemsize
             heapq.heappush(busy, (last[s], s))
         plan.arena_bytes = arena
