@@ -123,15 +123,30 @@ def state_moved(old, new, rebind: Callable[[object], None]) -> None:
             rebind(old)
 
 
+def _is_needle(frame) -> bool:
+    name = frame.f_globals.get("__name__", "")
+    return name == "needle" or name.startswith(("needle.", "needle_"))
+
+
 def user_line() -> str:
     """``file:line`` of the innermost frame outside needle (the user's code)."""
     frame = sys._getframe(1)
-    while frame is not None:
-        name = frame.f_globals.get("__name__", "")
-        if not (name == "needle" or name.startswith(("needle.", "needle_"))):
-            return f"{frame.f_code.co_filename}:{frame.f_lineno}"
+    while frame is not None and _is_needle(frame):
         frame = frame.f_back
-    return "<unknown>"
+    return "<unknown>" if frame is None else f"{frame.f_code.co_filename}:{frame.f_lineno}"
+
+
+def _user_call() -> str:
+    """The needle function the user's code called (``Tensor.__float__``,
+    ``Tensor.numpy``, ``Embedding.forward`` ...) and that line, for errors."""
+    frame, entry = sys._getframe(1), None
+    while frame is not None and _is_needle(frame):
+        entry, frame = frame, frame.f_back
+    where = "<unknown>" if frame is None else f"{frame.f_code.co_filename}:{frame.f_lineno}"
+    if entry is None:
+        return where
+    code = entry.f_code
+    return f"{getattr(code, 'co_qualname', code.co_name)} called at {where}"
 
 
 class Slot:
@@ -240,8 +255,8 @@ class Capture:
             if get_ident() != self._thread:
                 return real(*args)
             raise JitError(
-                f"needle.jit: a captured step read an array on the host ({backend.name} to_numpy: "
-                f".numpy(), float(t), item() or a Python branch on a tensor value) at {user_line()}; "
+                f"needle.jit: a captured step read an array on the host ({_user_call()}: .numpy(), "
+                f"float(t), item() or a Python branch on a tensor value reach {backend.name}'s to_numpy); "
                 f"a replay runs no Python, so the value would be stale. Return the tensor from the "
                 f"function instead (e.g. the loss) and read it after the call")
         return to_numpy
