@@ -16,7 +16,7 @@ from asv_runner.benchmarks.mark import SkipNotImplemented  # noqa: E402
 ROOT = Path(__file__).resolve().parents[2]
 
 CLASSES = [("bench_fused_ops", "ConvResNet9Layers"), ("bench_fused_ops", "CpuSimdRowKernels"),
-           ("bench_kernels", "CpuSimdPaths")]
+           ("bench_kernels", "CpuSimdPaths"), ("bench_jit", "JitSteps")]
 
 
 def _combos(cls):
