@@ -290,11 +290,9 @@ class JitFunction:
                     raise JitError(f"needle.jit: the step returned a Tensor on {arr._device}; it ran on "
                                    f"{device}")
             self._settle_moves(cap)
-        except JitError as exc:
+        except JitError:
             cap.stop()
-            # the message, not the exception: its traceback would keep the failed
-            # step's half-built Tensors alive
-            self._failed.add(key)
+            self._failed.add(key)   # this signature runs eagerly from now on
             raise
         except BaseException:
             cap.stop()
