@@ -204,17 +204,11 @@ class Capture:
         return arg
 
     def note_move(self, old, new, rebind) -> None:
-        entry = self.moves.get(id(old))
-        if entry is None:
-            # the owner's first array is the one replays keep; later moves
-            # of the same owner replace only the newest value
-            for e in self.moves.values():
-                if e[1] is old:
-                    e[1], e[2] = new, rebind
-                    return
-            self.moves[id(old)] = [old, new, rebind]
-        else:
-            entry[1], entry[2] = new, rebind
+        for entry in self.moves.values():
+            if entry[1] is old:  # the owner moved again: its first array stays the one kept
+                entry[1], entry[2] = new, rebind
+                return
+        self.moves[id(old)] = [old, new, rebind]
 
     # -- recorders -----------------------------------------------------------
     def _recorder(self, name: str, real):
