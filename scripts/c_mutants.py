@@ -104,6 +104,24 @@ MUTANTS = [
            "the 8x8 register transpose (a transposed B's copy, six-row A packing) builds its last "
            "column from the wrong lanes",
            ["tests/cpu/test_matmul.py", "-k", "small_product_row_split or packed_a_every_k_tail"]),
+    # seventh session (issue 15): the native replay loop, device random numbers, embedding rows
+    Mutant("M14", "replay.c", "  for (nd_i64 k = 0; k < n; k++) {",
+           "  for (nd_i64 k = 0; k + 1 < n; k++) {",
+           "the native replay loop drops the last recorded call of a step",
+           ["tests/cpu/test_native_replay.py", "tests/core/test_jit.py", "-k", "cpu"]),
+    Mutant("M15", "rand.c", "    o[i] = (float)(nd_mix64(base + (uint64_t)i) >> 40) * 0x1p-24f;",
+           "    o[i] = (float)(nd_mix64(base + (uint64_t)i) >> 41) * 0x1p-24f;",
+           "float32 uniform numbers lose their top bit (all below 0.5): not the protocol's stream",
+           ["tests/cpu/test_rand_uniform.py"]),
+    Mutant("M16", "embedding.c", "    if (!(v >= 0 && v < (T)num) || v != (T)(nd_i64)v) return i;               \\",
+           "    if (!(v >= 0 && v <= (T)num) || v != (T)(nd_i64)v) return i;              \\",
+           "an embedding index equal to the table's row count is accepted: a read and a write one row "
+           "past the table",
+           ["tests/cpu/test_embedding_kernels.py"]),
+    Mutant("M17", "embedding.c", "      for (nd_i64 j = lo; j < hi; j++) dst[j] += src[j];                      \\",
+           "      for (nd_i64 j = lo; j < hi; j++) dst[j] = src[j];                       \\",
+           "the embedding's adjoint keeps the last row of a repeated id instead of the sum",
+           ["tests/cpu/test_embedding_kernels.py"]),
 ]
 
 
