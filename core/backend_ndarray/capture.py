@@ -302,18 +302,20 @@ class Capture:
             self._shadow(be, "from_numpy", self._uploader(be.from_numpy))
             self._shadow(be, "to_numpy", self._host_read(be, be.to_numpy))
             for dev in all_devices:
+                self._tables.append((dev, dev._overrides))
                 if dev._mod is be:
                     table = dev._overrides if dev._overrides is not None else dict(be.op_overrides() or {})
-                    self._tables.append((dev, dev._overrides))
                     # an override offered under a name that is no method of the backend
                     # is recorded through its table entry
                     for k, fn in table.items():
                         self.kernels.setdefault(k, fn)
                     dev._overrides = {k: be.__dict__.get(k) or self._recorder(k, fn) for k, fn in table.items()}
-                elif dev._mod is not None and any(o is dev._mod for o, _, _ in self._patched):
-                    table = dev._overrides if dev._overrides is not None else dict(dev._mod.op_overrides() or {})
-                    self._tables.append((dev, dev._overrides))
-                    dev._overrides = {k: self._foreign(dev._mod, self.device, v) for k, v in table.items()}
+                else:
+                    # another device's cached table holds its real methods: it is resolved
+                    # again, through the errors shadowing them (an override under a name
+                    # that is no method of its backend still has to allocate its result,
+                    # and Array is shadowed)
+                    dev._overrides = None
         except BaseException:
             self.stop()
             raise

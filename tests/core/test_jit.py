@@ -728,3 +728,68 @@ def test_a_backend_attribute_set_before_the_capture_is_put_back(device, monkeypa
     np.testing.assert_allclose(out.numpy(), [2.0, 2.0, 2.0])
     assert be.__dict__["ewise_add"] is spy
     assert len(calls) >= 2   # the eager call and the capture went through the spy
+
+
+def test_an_override_offered_under_another_name_is_recorded_and_watched():
+    """A backend whose op_overrides() offers a callable that is no method of
+    it: a capture on its device records and replays that callable; a capture
+    on another device refuses it (its table is watched, not only its methods)."""
+    from needle import discovery
+    from needle.backend_ndarray import NDArray
+    from needle_numpy import NumpyBackend
+
+    class Custom(NumpyBackend):
+        name = "numpy_custom"
+
+        def device_names(self):
+            return ["numpy_custom"]
+
+        def op_overrides(self):
+            table = dict(super().op_overrides())
+            table["double_it"] = lambda a, out, n: np.multiply(a.array[:n], 2, out=out.array[:n])
+            return table
+
+    discovery.register_backend(Custom())
+    try:
+        dev = ndl.device("numpy_custom")
+
+        def doubled(x):
+            arr = x.realize_cached_data()
+            return ndl.Tensor(NDArray.call_op_override("double_it", (arr,), arr.shape, arr.size),
+                              device=x.device, requires_grad=False)
+        jitted = ndl.jit(doubled)
+        for i in range(4):
+            out = jitted(_t(np.full(3, float(i), "float32"), dev))
+            np.testing.assert_allclose(out.numpy(), np.full(3, 2.0 * i))   # the replays ran it anew
+        assert jitted.stats["replays"] == 2
+
+        other = ndl.Tensor(np.ones(3, "float32"), device=dev, requires_grad=False)
+        mixed = ndl.jit(lambda x: x + doubled(other).to(x.device))
+        x = _t(np.ones(3, "float32"), ndl.cpu_numpy())
+        np.testing.assert_allclose(mixed(x).numpy(), [3.0, 3.0, 3.0])
+        with pytest.raises(JitError, match="uses arrays on numpy_custom as well as on cpu_numpy"):
+            mixed(x)
+    finally:
+        discovery.reset()
+
+
+def test_an_in_place_update_on_another_device_is_refused():
+    """A step on the numpy device that steps an optimizer whose parameters
+    live on cpu: the fused in-place sgd_step allocates nothing, so only the
+    watched override table of the other device stops it from running
+    unrecorded (the replay would skip the update)."""
+    if not ndl.cpu().enabled():
+        pytest.skip("the cpu backend is not built")
+    w = nn.Parameter(ndl.Tensor(np.ones(4, "float32"), device=ndl.cpu()))
+    w.grad = ndl.Tensor(np.ones(4, "float32"), device=ndl.cpu(), requires_grad=False)
+    opt = optim.SGD([w], lr=0.5)
+    assert ndl.cpu().op_override("sgd_step") is not None   # cpu's table is cached before the capture
+
+    def f(x):
+        opt.step()
+        return x * 1.0
+    jitted = ndl.jit(f)
+    x = _t(np.ones(2, "float32"), ndl.cpu_numpy())
+    jitted(x)
+    with pytest.raises(JitError, match="uses arrays on cpu as well as on cpu_numpy"):
+        jitted(x)
