@@ -43,6 +43,19 @@ def _train_both(build, batches, device):
     return l1, l2, m1, m2, jitted
 
 
+def _classifier_step(model, opt):
+    """The usual step: forward, SoftmaxLoss, backward, optimizer step; returns the loss."""
+    loss_fn = nn.SoftmaxLoss()
+
+    def step(x, y):
+        opt.reset_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+    return step
+
+
 def _classifier_batches(shape, classes, n=STEPS, seed=1):
     rng = np.random.default_rng(seed)
     return [(rng.standard_normal(shape).astype("float32"),
@@ -56,14 +69,7 @@ def _mlp_resnet(drop_prob=0.0):
                                  device=device)
         opt = optim.Adam(model.parameters(), lr=0.01, weight_decay=1e-3)
         sched = optim.lr_scheduler.CosineAnnealingLR(opt, STEPS)
-        loss_fn = nn.SoftmaxLoss()
-
-        def step(x, y):
-            opt.reset_grad()
-            loss = loss_fn(model(x), y)
-            loss.backward()
-            opt.step()
-            return loss
+        step = _classifier_step(model, opt)
         return model, step, sched.step
     return build
 
@@ -80,14 +86,7 @@ def test_resnet9_sgd_momentum_matches_eager(device):
         np.random.seed(0)
         model = models.ResNet9(device=dev)
         opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-3)
-        loss_fn = nn.SoftmaxLoss()
-
-        def step(x, y):
-            opt.reset_grad()
-            loss = loss_fn(model(x), y)
-            loss.backward()
-            opt.step()
-            return loss
+        step = _classifier_step(model, opt)
         return model, step, lambda: None
     l1, l2, m1, m2, jitted = _train_both(build, _classifier_batches((2, 3, 32, 32), 10), device)
     np.testing.assert_allclose(l1, l2, rtol=0, atol=1e-6)
@@ -199,14 +198,7 @@ def test_learning_rate_set_between_replays_is_used(device):
         np.random.seed(0)
         model = nn.Linear(6, 3, device=dev)
         opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.5)
-        loss_fn = nn.SoftmaxLoss()
-
-        def step(x, y):
-            opt.reset_grad()
-            loss = loss_fn(model(x), y)
-            loss.backward()
-            opt.step()
-            return loss
+        step = _classifier_step(model, opt)
         return model, step, opt
     m1, s1, o1 = build(device)
     m2, s2, o2 = build(device)
