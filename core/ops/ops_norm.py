@@ -16,7 +16,7 @@ the composition.
 from __future__ import annotations
 
 from ..autograd import Tensor, TensorOp, local_vjp
-from ..backend_ndarray import NDArray
+from ..backend_ndarray import NDArray, capture
 from ..errors import ShapeError
 from .ops_mathematic import check_like_input, reshape, summation
 from .registry import register_op
@@ -32,13 +32,16 @@ def _col_mean(a: NDArray) -> NDArray:
     (a reduction over axis 0 would first transpose-copy the array)."""
     n = a.shape[0]
     key = (n, a.device.name, a.dtype)
-    ones = _ONES.get(key)
+    # a needle.jit capture makes its own (the fill is recorded): the cache may
+    # drop an entry later, and a replay must not read an array nothing holds
+    ones = None if capture.capturing() else _ONES.get(key)
     if ones is None:
         if len(_ONES) > 64:
             _ONES.clear()
         ones = NDArray.make((1, n), device=a.device, dtype=a.dtype)
         ones.fill(1.0 / n)
-        _ONES[key] = ones
+        if not capture.capturing():
+            _ONES[key] = ones
     return ones @ a
 
 

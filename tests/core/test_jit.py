@@ -785,3 +785,28 @@ def test_an_in_place_update_on_another_device_is_refused():
     jitted(x)
     with pytest.raises(JitError, match="uses arrays on cpu as well as on cpu_numpy"):
         jitted(x)
+
+
+def test_a_module_cache_emptied_between_replays_does_not_break_them(device):
+    """BatchNorm1d's composition (the numpy backend) takes a column of 1/n
+    from a module cache that empties itself when it grows: a capture makes
+    its own, so clearing the cache between replays changes nothing."""
+    from needle.ops import ops_norm
+
+    np.random.seed(0)
+    model = nn.Sequential(nn.Linear(6, 4, device=device), nn.BatchNorm1d(4, device=device))
+    opt = optim.SGD(model.parameters(), lr=0.1)
+
+    def step(x):
+        opt.reset_grad()
+        loss = (model(x) * model(x)).sum()
+        loss.backward()
+        opt.step()
+        return loss
+    jitted = ndl.jit(step)
+    x = _t(np.random.default_rng(0).standard_normal((5, 6)).astype("float32"), device)
+    for _ in range(3):
+        jitted(x)
+    ops_norm._ONES.clear()
+    jitted(x)
+    assert jitted.stats == {"eager": 1, "captures": 1, "replays": 2}
