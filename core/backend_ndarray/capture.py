@@ -25,6 +25,7 @@ The replay half (planning, the arena, running) is ``needle.replay``.
 from __future__ import annotations
 
 import contextlib
+import gc
 import sys
 from threading import get_ident
 from typing import Callable, Optional
@@ -147,6 +148,22 @@ def _user_call() -> str:
         return where
     code = entry.f_code
     return f"{getattr(code, 'co_qualname', code.co_name)} called at {where}"
+
+
+def _stale_twins(be, device) -> list:
+    """Earlier backend objects of ``be``'s class that arrays on ``device``
+    still hold: forgetting devices (``discovery.reset``, ``register_backend``)
+    gives a device a new backend object, but arrays made before -- a module's
+    cache, a model built earlier -- keep calling the old one, whose kernels a
+    capture must record as well."""
+    from .ndarray import NDArray   # the same layer; imported late, capture.py loads first
+    twins = {}
+    for obj in gc.get_objects():
+        if type(obj) is NDArray:
+            other = obj._be
+            if other is not be and type(other) is type(be) and obj._device == device:
+                twins[id(other)] = other
+    return list(twins.values())
 
 
 class Slot:
@@ -292,15 +309,16 @@ class Capture:
                     real = getattr(other, name, None)
                     if callable(real):
                         self._shadow(other, name, self._foreign(other, self.device, real))
-            for name in names - _NOT_KERNELS:
-                real = getattr(be, name, None)
-                if callable(real):
-                    self.kernels[name] = real
-                    self._shadow(be, name, self._recorder(name, real))
-            self._shadow(be, "Array", self._allocator(be.Array))
-            self.kernels["from_numpy"] = be.from_numpy
-            self._shadow(be, "from_numpy", self._uploader(be.from_numpy))
-            self._shadow(be, "to_numpy", self._host_read(be, be.to_numpy))
+            for obj in [be] + _stale_twins(be, self.device):
+                for name in names - _NOT_KERNELS:
+                    real = getattr(obj, name, None)
+                    if callable(real):
+                        self.kernels.setdefault(name, real)
+                        self._shadow(obj, name, self._recorder(name, real))
+                self._shadow(obj, "Array", self._allocator(obj.Array))
+                self.kernels.setdefault("from_numpy", obj.from_numpy)
+                self._shadow(obj, "from_numpy", self._uploader(obj.from_numpy))
+                self._shadow(obj, "to_numpy", self._host_read(obj, obj.to_numpy))
             for dev in all_devices:
                 self._tables.append((dev, dev._overrides))
                 if dev._mod is be:

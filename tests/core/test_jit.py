@@ -810,3 +810,24 @@ def test_a_module_cache_emptied_between_replays_does_not_break_them(device):
     ops_norm._ONES.clear()
     jitted(x)
     assert jitted.stats == {"eager": 1, "captures": 1, "replays": 2}
+
+
+def test_arrays_made_before_the_backends_were_reset_are_recorded_too(device):
+    """discovery.reset() gives the device a new backend object; arrays made
+    before keep calling the old one, whose kernels the capture records too --
+    otherwise the replay would return the capture's values for ever."""
+    from needle import discovery
+
+    w = ndl.Tensor(np.full(3, 2.0, "float32"), device=device, requires_grad=False)
+    discovery.reset()
+    try:
+        if not device.enabled():
+            pytest.skip(f"{device} unavailable after the reset")
+        assert w.realize_cached_data()._be is not device.mod   # the old object
+        jitted = ndl.jit(lambda x: w * x + 1.0)
+        for i in range(5):
+            out = jitted(_t(np.full(3, float(i), "float32"), device))
+            np.testing.assert_allclose(out.numpy(), np.full(3, 2.0 * i + 1.0))
+        assert jitted.stats["replays"] == 3
+    finally:
+        discovery.reset()
