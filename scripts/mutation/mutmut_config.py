@@ -16,7 +16,8 @@ TESTS = {
     # fastest, NumPy-only oracles first: with -x most mutants die before torch loads
     # + the PyTorch-style API (param groups, zero_grad, state_dict, schedulers) and the fused steps
     "contrib/optim": ["tests/optim/test_optim_reference.py", "tests/optim/test_optim.py",
-                      "tests/optim/test_optim_torch_style.py", "tests/optim/test_fused_step.py"],
+                      "tests/optim/test_optim_torch_style.py", "tests/optim/test_fused_step.py",
+                      "tests/core/test_jit.py"],   # the replay-time lr, Adam's t, guards, in-place states
     # test_nn_torch_style holds the Module helpers' tests (legacy checkpoint keys, named_children, to, repr)
     "contrib/nn/nn_basic.py": ["tests/nn/test_nn_basic.py", "tests/nn/test_mutants_nn.py",
                                "tests/nn/test_nn_torch_style.py"],
@@ -63,7 +64,10 @@ TESTS = {
                              "tests/nn/test_nn_sequence.py"],
     # files whose oracles live outside the generic op tests (coverage under _OPS alone:
     # ops_tensor_api 27%, ops_optim 44%, ops_loss only through test_mutants_ops)
-    "core/ops/ops_loss.py": ["tests/core/test_mutants_ops.py", "tests/nn/test_fused_softmax_loss.py"],
+    "core/ops/ops_loss.py": ["tests/core/test_mutants_ops.py", "tests/nn/test_fused_softmax_loss.py",
+                             "tests/core/test_jit.py"],   # the device-side one-hot of a capture
+    # random draws (eager NumPy ones and a capture's device generator), constants, one-hot
+    "core/init/init_basic.py": ["tests/core/test_init.py", "tests/core/test_jit.py"],
     "core/ops/ops_tensor_api.py": ["tests/core/test_mutants_ops.py", "tests/core/test_tensor_api.py"],
     "core/ops/ops_optim.py": ["tests/core/test_mutants_ops.py", "tests/optim/test_fused_step.py"],
     # the tuple adjoints' dropped-slot path (_slot) is exercised by a training step's backward
