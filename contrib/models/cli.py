@@ -11,8 +11,10 @@ figures, the training loss every ``--log-every`` steps and the arguments),
 epoch and RNG state) which ``--resume`` continues from.
 
 ``--jit`` runs each training step (forward, loss, backward, optimizer step)
-through ``needle.jit``: captured on its second call per batch shape, then
-replayed without Python per op.  The evaluation passes stay eager.  It
+through ``needle.jit``: the first step runs eagerly, the second is captured
+(a later batch shape, such as the last smaller batch, on its first step),
+and the rest are replayed without Python per op.  The evaluation passes stay
+eager.  It
 excludes ``--clip`` (the global norm is read on the host) and ``--nproc``
 above 1 (the allreduce of the gradients is not captured).
 
