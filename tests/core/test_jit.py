@@ -831,3 +831,29 @@ def test_arrays_made_before_the_backends_were_reset_are_recorded_too(device):
         assert jitted.stats["replays"] == 3
     finally:
         discovery.reset()
+
+
+def test_a_scheduler_stepped_inside_the_step_runs_after_each_replay(device):
+    """``sched.step()`` after ``opt.step()`` inside the jitted function: each
+    replay uses the lr the previous step's scheduler call set, as eagerly."""
+    def build(dev):
+        np.random.seed(0)
+        model = nn.Linear(6, 3, device=dev)
+        opt = optim.SGD(model.parameters(), lr=0.5)
+        sched = optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+        inner = _classifier_step(model, opt)
+
+        def step(x, y):
+            loss = inner(x, y)
+            sched.step()
+            return loss
+        return model, step, opt
+    m1, s1, o1 = build(device)
+    m2, s2, o2 = build(device)
+    jitted = ndl.jit(s2)
+    for x, y in _classifier_batches((4, 6), 3, n=6):
+        s1(_t(x, device), _t(y, device))
+        jitted(_t(x, device), _t(y, device))
+        assert o1.lr == o2.lr
+    _params_equal(m1, m2)
+    assert jitted.stats["replays"] == 4 and o2.lr == 0.5 * 0.5**6
