@@ -124,3 +124,64 @@ def test_one_hot_equals_rows_of_eye(dtype):
     t = init.one_hot(5, ndl.Tensor(idx, dtype="float32"), dtype=dtype)
     assert t.dtype == dtype
     np.testing.assert_array_equal(t.numpy(), np.eye(5)[idx])
+
+
+# ---- defaults and argument forms, one by one (the mutation run of init_basic.py) ----
+def test_defaults_of_the_constructors():
+    import needle as ndl
+    np.random.seed(0)
+    u = ndl.init.rand(4000)
+    assert 0.0 <= u.numpy().min() < 0.01 and 0.99 < u.numpy().max() < 1.0   # [0, 1)
+    n = ndl.init.randn(4000).numpy()
+    assert abs(n.mean()) < 0.1 and 0.9 < n.std() < 1.1
+    np.testing.assert_array_equal(ndl.init.constant(2, 3).numpy(), np.ones((2, 3)))
+    for t in (ndl.init.rand(2), ndl.init.randn(2), ndl.init.constant(2), ndl.init.ones(2),
+              ndl.init.zeros(2), ndl.init.randb(2), ndl.init.one_hot(3, [1]),
+              ndl.init.ones_like(ndl.init.ones(2)), ndl.init.zeros_like(ndl.init.ones(2))):
+        assert t.requires_grad is False
+    b = ndl.init.randb(20000).numpy()
+    assert 0.45 < b.mean() < 0.55 and set(np.unique(b)) <= {0.0, 1.0}   # p = 0.5
+    dev = ndl.cpu_numpy()
+    assert ndl.init.ones_like(ndl.init.ones(2, device=dev)).device == dev   # the array's device
+
+
+def test_shape_given_as_one_tuple_or_list():
+    import needle as ndl
+    for make in (ndl.init.rand, ndl.init.randn, ndl.init.zeros, ndl.init.ones, ndl.init.randb):
+        assert make((2, 3)).shape == (2, 3) and make([4, 1]).shape == (4, 1) and make(2, 3).shape == (2, 3)
+    assert ndl.init.rand(5).shape == (5,)
+
+
+def test_one_hot_reports_the_first_bad_index_and_takes_n_zero():
+    import needle as ndl
+    from needle.errors import ArgumentError, OutOfBoundsError
+    with pytest.raises((ArgumentError, OutOfBoundsError, ValueError), match=r"2\.5"):
+        ndl.init.one_hot(4, np.array([1.0, 2.5, np.inf]))
+    with pytest.raises((ArgumentError, OutOfBoundsError, ValueError), match="inf"):
+        ndl.init.one_hot(4, np.array([1.0, np.inf]))
+    assert ndl.init.one_hot(0, np.zeros(0)).shape == (0, 0)
+    t = ndl.Tensor(np.array([2.0, 0.0], "float32"), requires_grad=False)
+    np.testing.assert_array_equal(ndl.init.one_hot(3, t).numpy(), [[0, 0, 1], [1, 0, 0]])
+
+
+def test_rand_inside_a_capture_scales_to_low_high():
+    import needle as ndl
+    np.random.seed(1)
+    jitted = ndl.jit(lambda x: x + ndl.init.rand(2000, low=2.0, high=5.0, device=x.device))
+    x = ndl.Tensor(np.zeros(2000, "float32"), requires_grad=False)
+    for _ in range(3):
+        v = jitted(x).numpy()
+    assert 2.0 <= v.min() < 2.05 and 4.95 < v.max() < 5.0
+
+
+def test_captured_seeds_span_the_generator():
+    from needle.init.init_basic import _new_seed
+    np.random.seed(0)
+    seeds = [_new_seed() for _ in range(200)]
+    assert min(seeds) >= 0 and max(seeds) < 2**32 and max(seeds) > 2**31 and len(set(seeds)) == 200
+
+
+def test_one_hot_of_an_ndarray():
+    import needle as ndl
+    import needle.backend_ndarray as nd
+    np.testing.assert_array_equal(ndl.init.one_hot(3, nd.array([2.0, 1.0])).numpy(), [[0, 0, 1], [0, 1, 0]])
