@@ -185,3 +185,9 @@ def test_one_hot_of_an_ndarray():
     import needle as ndl
     import needle.backend_ndarray as nd
     np.testing.assert_array_equal(ndl.init.one_hot(3, nd.array([2.0, 1.0])).numpy(), [[0, 0, 1], [0, 1, 0]])
+
+
+def test_a_tuple_beside_other_sizes_is_refused():
+    import needle as ndl
+    with pytest.raises((TypeError, ValueError)):
+        ndl.init.rand((2, 3), 4)
