@@ -50,11 +50,12 @@ otherwise.  The signature of each known override is documented in
 from __future__ import annotations
 
 import abc
+import numbers
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from .errors import UnsupportedDTypeError
+from .errors import ArgumentError, ArgumentTypeError, UnsupportedDTypeError
 from .hookspecs import hookimpl
 
 __all__ = [
@@ -64,6 +65,7 @@ __all__ = [
     "hookimpl",
     "OP_OVERRIDE_SIGNATURES",
     "ReplayScalar",
+    "check_seed",
     "counter_uniform",
     "UnsupportedDTypeError",
 ]
@@ -79,6 +81,7 @@ PROTOCOL_VERSION = 3
 
 #: Oldest protocol version a backend may declare and still be loaded.
 MIN_PROTOCOL_VERSION = 1
+
 
 class ReplayScalar(float):
     """A scalar kernel argument that changes between replays of a captured
@@ -112,6 +115,26 @@ def counter_uniform(n: int, seed: int, dtype) -> np.ndarray:
     if np.dtype(dtype) == np.float32:
         return (z >> np.uint64(40)).astype(np.float32) * np.float32(2.0**-24)
     return (z >> np.uint64(11)).astype(np.float64) * 2.0**-53
+
+
+def check_seed(seed) -> int:
+    """``rand_uniform``'s seed checked against its contract -- a whole number
+    in [0, 2**32), given as an int or a float (a :class:`ReplayScalar` is a
+    float) -- as an int.  A float such as 3.5 or nan is refused rather than
+    truncated: two different seeds must never draw the same numbers."""
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Real):
+        raise ArgumentTypeError(
+            f"rand_uniform: the seed must be a whole number (int or float), got {type(seed).__name__}")
+    if isinstance(seed, numbers.Integral):
+        value = int(seed)
+    else:
+        f = float(seed)
+        if not f.is_integer():
+            raise ArgumentError(f"rand_uniform: the seed must be a whole number, got {f!r}")
+        value = int(f)
+    if not 0 <= value < 2**32:
+        raise ArgumentError(f"rand_uniform: the seed must be in [0, 2**32), got {value}")
+    return value
 
 
 def _collapse_batch(shape: tuple, strides: tuple):

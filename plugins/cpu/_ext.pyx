@@ -19,8 +19,8 @@ import os
 
 import numpy as np
 
-from needle.errors import ArgumentError, ArgumentTypeError, BackendUnavailableError, ShapeError
-from needle.protocol import PROTOCOL_VERSION, Backend, ReplayScalar, UnsupportedDTypeError
+from needle.errors import ArgumentError, BackendUnavailableError, ShapeError
+from needle.protocol import PROTOCOL_VERSION, Backend, ReplayScalar, UnsupportedDTypeError, check_seed
 
 cdef extern from "needle_cpu.h" nogil:
     ctypedef int64_t nd_i64
@@ -668,7 +668,7 @@ cdef class NativeReplay:
             for k in range(self.ndyn):
                 x = scalars[self.dyn[3 * k + 2]]
                 if self.dyn_seed[k]:
-                    v = _seed_value("rand_uniform", x)
+                    v = _seed_value(x)
                 else:
                     v = x
                 self.recs[self.dyn[3 * k]].d[self.dyn[3 * k + 1]] = v
@@ -849,19 +849,10 @@ cdef tuple _conv_dims(str op, N, H, W, Ci, K, Co, stride, padding):
     return N * H * W * Ci, K * K * Ci * Co, N * Ho * Wo * Co
 
 
-cdef double _seed_value(str op, seed) except -1:
-    """``seed`` as a double after checking it is a whole number in [0, 2**32)."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, float, np.integer, np.floating)):
-        raise ArgumentTypeError(f"{op}: seed must be an int or a float, got {type(seed).__name__}")
-    # an int is range-checked as an int: float() of a huge one would round
-    if isinstance(seed, (int, np.integer)):
-        ok = 0 <= seed < 4294967296
-    else:
-        v = float(seed)
-        ok = 0.0 <= v < 4294967296.0 and v == <double>(<uint64_t>v)
-    if not ok:
-        raise ArgumentError(f"{op}: seed must be a whole number in [0, 2**32), got {seed!r}")
-    return <double>float(seed)
+cdef double _seed_value(seed) except -1:
+    """``seed`` checked by the protocol's rule (a whole number in [0, 2**32)),
+    as the double a record holds: below 2**32, so exact."""
+    return <double>check_seed(seed)
 
 
 # ---------------------------------------------------------------------------
@@ -1785,7 +1776,7 @@ class CpuBackend(Backend):
     def rand_uniform(self, CpuArray out not None, seed):
         """Op override: ``out[i]`` = the protocol's counter-based uniform number in
         [0, 1) of (seed, i); seed: a whole number in [0, 2**32), int or float."""
-        cdef double s = _seed_value("rand_uniform", seed)
+        cdef double s = _seed_value(seed)
         if out.size == 0:
             return
         cdef nd_rec r

@@ -10,13 +10,12 @@ raised at that point too (``DeviceRuntime.raise_kernel_errors``).
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Any, Sequence
 
 import numpy as np
 
-from needle.errors import ArgumentError, ArgumentTypeError, DeviceMismatchError, ShapeError
-from needle.protocol import PROTOCOL_VERSION, Backend, UnsupportedDTypeError
+from needle.errors import DeviceMismatchError, ShapeError
+from needle.protocol import PROTOCOL_VERSION, Backend, UnsupportedDTypeError, check_seed
 
 from . import _cache, _driver, _kernels, _launch, _nvrtc, _runtime
 from ._launch import INT32_LIMIT, DevicePtr
@@ -37,28 +36,10 @@ def _p(buf) -> DevicePtr:
     return DevicePtr(buf.ptr())
 
 
-#: rand_uniform's seeds are whole numbers below this (the protocol's range)
-SEED_LIMIT = 2**32
-
-
 def rng_seed(seed) -> np.uint64:
-    """``seed`` checked against rand_uniform's contract -- a whole number in
-    [0, 2**32), given as an int or a float (a ReplayScalar is a float) -- as the
-    uint64 the kernel takes.  A float such as 3.5 or nan is refused rather than
-    truncated: two different seeds must never draw the same mask."""
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Real):
-        raise ArgumentTypeError(
-            f"rand_uniform: the seed must be a whole number (int or float), got {type(seed).__name__}")
-    if isinstance(seed, numbers.Integral):
-        value = int(seed)
-    else:
-        f = float(seed)
-        if not f.is_integer():
-            raise ArgumentError(f"rand_uniform: the seed must be a whole number, got {f!r}")
-        value = int(f)
-    if not 0 <= value < SEED_LIMIT:
-        raise ArgumentError(f"rand_uniform: the seed must be in [0, 2**32), got {value}")
-    return np.uint64(value)
+    """``seed`` checked against rand_uniform's contract (``protocol.check_seed``)
+    as the uint64 the kernel takes."""
+    return np.uint64(check_seed(seed))
 
 
 class CudaBackend(Backend):

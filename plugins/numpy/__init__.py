@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from needle.errors import ArgumentError, OutOfBoundsError
-from needle.protocol import PROTOCOL_VERSION, Backend, counter_uniform, hookimpl
+from needle.errors import OutOfBoundsError
+from needle.protocol import PROTOCOL_VERSION, Backend, check_seed, counter_uniform, hookimpl
 
 __version__ = "0.1.0"
 
@@ -185,7 +185,7 @@ class NumpyBackend(Backend):
 
     # random numbers (op override: needle.jit draws dropout masks with it) ------------
     def rand_uniform(self, out, seed):
-        out.array[:] = counter_uniform(out.size, _seed(seed), out.dtype)
+        out.array[:] = counter_uniform(out.size, check_seed(seed), out.dtype)
 
     # embedding rows with device-side indices (op overrides) ----------------------------
     def embedding(self, w, ids, out, rows, num, dim):
@@ -205,13 +205,6 @@ def _indices(ids: np.ndarray, num: int, op: str) -> np.ndarray:
         i = int(np.flatnonzero(bad)[0])
         raise OutOfBoundsError(f"{op}: index {ids[i]!r} at position {i} is not a whole number in [0, {num})")
     return ids.astype(np.int64)
-
-
-def _seed(seed) -> int:
-    value = float(seed)
-    if not (0 <= value < 2**32) or value != int(value):
-        raise ArgumentError(f"rand_uniform: seed must be a whole number in [0, 2**32), got {seed!r}")
-    return int(value)
 
 
 @hookimpl

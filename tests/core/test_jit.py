@@ -857,3 +857,18 @@ def test_a_scheduler_stepped_inside_the_step_runs_after_each_replay(device):
         assert o1.lr == o2.lr
     _params_equal(m1, m2)
     assert jitted.stats["replays"] == 4 and o2.lr == 0.5 * 0.5**6
+
+
+@pytest.mark.parametrize("seed,error,text", [
+    (-1, "ArgumentError", r"in \[0, 2\*\*32\), got -1"), (2**32, "ArgumentError", "got 4294967296"),
+    (1.5, "ArgumentError", "whole number, got 1.5"), (float("nan"), "ArgumentError", "whole number, got nan"),
+    ("3", "ArgumentTypeError", "got str"), (True, "ArgumentTypeError", "got bool")])
+def test_every_backend_checks_a_seed_by_the_protocols_rule(device, seed, error, text):
+    """rand_uniform's seed: one rule (``protocol.check_seed``), typed errors."""
+    from needle import errors
+    kernel = device.op_override("rand_uniform")
+    if kernel is None:
+        pytest.skip(f"{device} has no rand_uniform")
+    with pytest.raises(getattr(errors, error), match=text):
+        kernel(device.mod.Array(4), seed)
+    assert ndl.protocol.check_seed(7.0) == 7 and ndl.protocol.check_seed(np.uint32(9)) == 9
