@@ -378,22 +378,23 @@ class Embedding(Module):
     def forward(self, x):
         shape = tuple(x.shape)
         if capture.capturing():
-            # needle.jit: ids stay on the device (checked by the kernel, not here)
-            ids = x if isinstance(x, Tensor) else Tensor(np.asarray(x, dtype=self.dtype), device=self.weight.device,
-                                                         dtype=self.weight.dtype, requires_grad=False)
-            out = _DeviceRowGather()(self.weight, ops.reshape(ids, (ids.size,)))
-            return ops.reshape(out, shape + (self.embedding_dim,))
-        ids = x.numpy() if isinstance(x, Tensor) else np.asarray(x)
-        ids = ids.reshape(-1)
-        if ids.size and (ids.min() < 0 or ids.max() >= self.num_embeddings
-                         or not np.all(ids == np.floor(ids))):
-            raise ArgumentError(
-                f"Embedding: ids must be integers in [0, {self.num_embeddings}), got values "
-                f"from {ids.min()} to {ids.max()}")
-        if isinstance(x, Tensor) and x.device == self.weight.device and \
-                self.weight.device.op_override("embedding") is not None:
-            # the backend gathers on the device (no host copy of the table)
-            out = _DeviceRowGather()(self.weight, ops.reshape(x.detach(), (ids.size,)))
+            # needle.jit: the ids stay on the device (a replay cannot read them;
+            # the kernel refuses a bad one)
+            if not isinstance(x, Tensor):
+                x = Tensor(np.asarray(x), device=self.weight.device, dtype=self.weight.dtype,
+                           requires_grad=False)
         else:
-            out = _RowGather(ids.astype(np.int64))(self.weight)
+            ids = x.numpy() if isinstance(x, Tensor) else np.asarray(x)
+            ids = ids.reshape(-1)
+            if ids.size and (ids.min() < 0 or ids.max() >= self.num_embeddings
+                             or not np.all(ids == np.floor(ids))):
+                raise ArgumentError(
+                    f"Embedding: ids must be integers in [0, {self.num_embeddings}), got values "
+                    f"from {ids.min()} to {ids.max()}")
+            if not (isinstance(x, Tensor) and x.device == self.weight.device
+                    and self.weight.device.op_override("embedding") is not None):
+                out = _RowGather(ids.astype(np.int64))(self.weight)
+                return ops.reshape(out, shape + (self.embedding_dim,))
+        # the backend gathers on the device (no host copy of the table)
+        out = _DeviceRowGather()(self.weight, ops.reshape(x.detach(), (x.size,)))
         return ops.reshape(out, shape + (self.embedding_dim,))

@@ -34,13 +34,14 @@ def _col_mean(a: NDArray) -> NDArray:
     key = (n, a.device.name, a.dtype)
     # a needle.jit capture makes its own (the fill is recorded): the cache may
     # drop an entry later, and a replay must not read an array nothing holds
-    ones = None if capture.capturing() else _ONES.get(key)
+    cached = not capture.capturing()
+    ones = _ONES.get(key) if cached else None
     if ones is None:
         if len(_ONES) > 64:
             _ONES.clear()
         ones = NDArray.make((1, n), device=a.device, dtype=a.dtype)
         ones.fill(1.0 / n)
-        if not capture.capturing():
+        if cached:
             _ONES[key] = ones
     return ones @ a
 
