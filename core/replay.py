@@ -289,7 +289,7 @@ class JitFunction:
                 if arr._device != device:
                     raise JitError(f"needle.jit: the step returned a Tensor on {arr._device}; it ran on "
                                    f"{device}")
-            self._settle_moves(cap)
+            cap.settle_moves()
         except JitError:
             cap.stop()
             self._failed.add(key)   # this signature runs eagerly from now on
@@ -315,21 +315,7 @@ class JitFunction:
         self.stats["captures"] += 1
         return _unflatten(plan.out_tree, first)
 
-    @staticmethod
-    def _settle_moves(cap: Capture) -> None:
-        """State rebound during the step goes back to its first buffer: the
-        new value is copied there (recorded, so every replay does the same)
-        and the owner points at it again."""
-        for old, new, rebind in cap.moves.values():
-            if old.shape != new.shape:
-                raise JitError(f"needle.jit: state of shape {old.shape} was replaced by one of shape "
-                               f"{new.shape} in the captured step; its buffer cannot be kept")
-            if old.size:
-                old[tuple(slice(None) for _ in old.shape)] = new
-            rebind(old)
-
     def _finish(self, plan: _Plan, cap: Capture, out_slots: set) -> None:
-        cap.moves.clear()
         _detach_survivors(cap)
         gc.collect()
         n_calls = len(cap.calls)

@@ -3,8 +3,9 @@
 While a :class:`Capture` is active, every kernel a backend is asked to run
 goes through a recorder: the backend object's methods are shadowed by
 instance attributes for the duration (all arrays of a device share that one
-object, so arrays made before the capture are recorded too), and each
-device's cached op-override table is swapped the same way.  A recorder runs
+object, so arrays made before the capture are recorded too), the device's
+cached op-override table is swapped for recorders, and other devices'
+tables are resolved again through their shadowed methods.  A recorder runs
 the real kernel -- the capture call computes real values -- and appends
 ``(name, args)`` with every buffer replaced by a :class:`Slot` index.
 Kernels that call other kernels of their backend (the protocol's default
@@ -68,11 +69,6 @@ def keeps_buffers() -> bool:
     return _ACTIVE is not None or _KEEP > 0
 
 
-def active() -> Optional["Capture"]:
-    """The capture in progress, or None."""
-    return _ACTIVE
-
-
 def capturing() -> bool:
     """True while ``needle.jit`` records a step."""
     return _ACTIVE is not None
@@ -118,10 +114,16 @@ def state_moved(old, new, rebind: Callable[[object], None]) -> None:
     cap = _ACTIVE
     if cap is not None:
         cap.note_move(old, new, rebind)
-    elif _KEEP:
-        if old.shape == new.shape:
-            old[tuple(slice(None) for _ in old.shape)] = new
-            rebind(old)
+    elif _KEEP and old.shape == new.shape:
+        _write_back(old, new, rebind)
+
+
+def _write_back(old, new, rebind) -> None:
+    """The state's new value copied into its first buffer, its owner pointed
+    at that buffer again."""
+    if old.size:
+        old[tuple(slice(None) for _ in old.shape)] = new
+    rebind(old)
 
 
 def _is_needle(frame) -> bool:
@@ -226,6 +228,16 @@ class Capture:
                 entry[1], entry[2] = new, rebind
                 return
         self.moves[id(old)] = [old, new, rebind]
+
+    def settle_moves(self) -> None:
+        """State rebound during the step goes back to its first buffer (the
+        copy is recorded, so every replay does the same)."""
+        for old, new, rebind in self.moves.values():
+            if old.shape != new.shape:
+                raise JitError(f"needle.jit: state of shape {old.shape} was replaced by one of shape "
+                               f"{new.shape} in the captured step; its buffer cannot be kept")
+            _write_back(old, new, rebind)
+        self.moves.clear()
 
     # -- recorders -----------------------------------------------------------
     def _recorder(self, name: str, real):
