@@ -99,6 +99,12 @@ def _outputs_of(result):
     return walk(result, "result"), leaves
 
 
+def _copy_into(static: NDArray, arr: NDArray) -> None:
+    """An argument's values into its static input buffer (compact, same shape)."""
+    if static._handle.size:
+        static._be.compact(arr._handle, static._handle, arr._shape, arr._strides, arr._offset)
+
+
 def _copy_out(buf, shape, strides, offset, device) -> Tensor:
     """A compact copy of the view ``(buf, shape, strides, offset)`` as a constant
     Tensor: a step's results never alias the buffers the next replay writes."""
@@ -131,7 +137,6 @@ class _Plan:
         self.owners: list = []         # (weakref to Tensor, the NDArray it must still hold)
         self.arena_bytes = 0
         self.step_bytes = 0            # what the step's new buffers take without the arena
-        self.kernel_calls = 0
 
     def check(self) -> None:
         """JitError when state the step reads was rebound since the capture."""
@@ -196,13 +201,13 @@ class JitFunction:
 
     @property
     def native(self) -> Optional[bool]:
-        plan = next(reversed(self._plans.values()), None) if self._plans else None
+        plan = next(reversed(self._plans.values()), None)
         return None if plan is None else plan.native is not None
 
     def plan_info(self) -> list:
         """Per capture: kernel calls, the arena's bytes, the bytes of every buffer
         the step made (what it would take without the arena), native replay or not."""
-        return [{"calls": p.kernel_calls, "arena_bytes": p.arena_bytes, "step_bytes": p.step_bytes,
+        return [{"calls": len(p.program), "arena_bytes": p.arena_bytes, "step_bytes": p.step_bytes,
                  "native": p.native is not None} for p in self._plans.values()]
 
     def __call__(self, *args, **kwargs):
@@ -249,12 +254,8 @@ class JitFunction:
     # -- replay ----------------------------------------------------------------
     def _replay(self, plan: _Plan, leaves: list):
         plan.check()
-        for t, static in zip(leaves, plan.inputs):
-            arr = t.realize_cached_data()
-            if arr._device != static._device:
-                raise JitError(f"needle.jit: argument on {arr._device}, captured on {static._device}")
-            if static.size:
-                static._be.compact(arr._handle, static._handle, arr._shape, arr._strides, arr._offset)
+        for t, static in zip(leaves, plan.inputs):   # the signature matched: same shapes and device
+            _copy_into(static, t.realize_cached_data())
         plan.run()
         self.stats["replays"] += 1
         return self._results(plan)
@@ -274,8 +275,7 @@ class JitFunction:
         for t in leaves:
             arr = t.realize_cached_data()
             static = NDArray.make(arr.shape, device=device, dtype=arr.dtype)
-            if static.size:
-                backend.compact(arr._handle, static._handle, arr._shape, arr._strides, arr._offset)
+            _copy_into(static, arr)
             cap.slot(static._handle, "input")
             plan.inputs.append(static)
             static_leaves.append(Tensor.make_const(static, requires_grad=t.requires_grad))
@@ -339,7 +339,6 @@ class JitFunction:
         # references from outside the recording, counted before the plan adds its own
         outside = {s: sys.getrefcount(cap.buffers[s]) - 2 for s in ext}
         physical = list(cap.buffers)
-        backend = cap.backend
         free: dict = {}
         busy: list = []   # (last use, slot) of arena buffers in use
         order = sorted((s for s, k in enumerate(cap.kinds)
@@ -364,7 +363,6 @@ class JitFunction:
 
         plan.program = [(name, tuple(_real(a, physical) for a in args)) for name, args in cap.calls]
         del physical, free, busy
-        plan.kernel_calls = len(plan.program)
         for name, args in plan.program:
             dyn = tuple(i for i, a in enumerate(args) if type(a) is ReplayScalar)
             plan.steps.append((cap.kernels[name], args, dyn))
@@ -372,16 +370,13 @@ class JitFunction:
         plan.after, plan.guards = list(cap.after), list(cap.guards)
         plan.externals = [cap.buffers[s] for s in ext]
         plan.owners = _owners_of(plan.externals)
-        if self.use_native:
-            compile_replay = getattr(backend, "compile_replay", None)
-            if compile_replay is not None:
-                plan.native = compile_replay(plan.program)
+        if self.use_native:   # None where the backend has no native loop (the protocol's default)
+            plan.native = cap.backend.compile_replay(plan.program)
         cap.buffers.clear()
         cap.calls.clear()
         # what the plan itself holds of each external buffer: a replay finds the
         # buffer orphaned when its count falls back to that
         plan.ext_base = [c - outside[s] for c, s in zip(plan.ext_counts(), ext)]
-
 
 
 # module functions, not closures: a recursive closure is a reference cycle that
