@@ -236,8 +236,11 @@ cdef int _xent_check(str op, CpuArray z, CpuArray labels, CpuArray out, Py_ssize
     return 0
 
 
-cdef int _emb_check(str op, CpuArray a, CpuArray ids, CpuArray out, Py_ssize_t rows, Py_ssize_t num,
-                    Py_ssize_t dim, Py_ssize_t a_need, Py_ssize_t out_need) except -1:
+cdef int _embedding_call(str op, CpuArray a, CpuArray ids, CpuArray out, Py_ssize_t rows,
+                         Py_ssize_t num, Py_ssize_t dim, Py_ssize_t a_need, Py_ssize_t out_need,
+                         nd_tramp_t t32, nd_tramp_t t64) except -1:
+    """Check and run (or record) one embedding kernel: ``a`` is the table
+    (gather) or the rows' adjoint (scatter-add), ``out`` the other side."""
     _same_dtype(op, a, out)
     _same_dtype(op, ids, out)
     _nonneg(op, "the number of rows", rows)
@@ -246,7 +249,17 @@ cdef int _emb_check(str op, CpuArray a, CpuArray ids, CpuArray out, Py_ssize_t r
     _need(op, "the first operand", a, a_need)
     _need(op, "ids", ids, rows)
     _need(op, "out", out, out_need)
-    return 0
+    if out_need == 0:  # nothing to write
+        return 0
+    cdef nd_rec r
+    _setk(&r, out.kind, t32, t64, NULL, NULL, ERR_INDEX)
+    r.p[0] = a.data
+    r.p[1] = ids.data
+    r.p[2] = out.data
+    r.i[0] = rows
+    r.i[1] = num
+    r.i[2] = dim
+    return _go(op, &r)
 
 
 cdef class _PtrList:
@@ -473,15 +486,14 @@ cdef int _raise_status(str op, const nd_rec *r, nd_i64 st) except -1:
     cdef nd_i64 row, k
     if ERR_NOMEM_PACK <= r.err <= ERR_NOMEM_ROWS:
         raise MemoryError(f"{op}: {_NOMEM_WHAT[r.err]}")
-    if r.err == ERR_LABEL:  # labels are p[1] and the class count i[1] of both loss kernels
+    if r.err == ERR_LABEL or r.err == ERR_INDEX:
+        # the loss kernels' labels and the embedding kernels' indices are both
+        # p[1], their bound i[1]; the status is the first bad position + 1
         row = st - 1
         x = (<const double *>r.p[1])[row] if r.kind else (<const float *>r.p[1])[row]
         value = _DTYPES[r.kind].type(x)
-        raise OutOfBoundsError(f"{op}: label {value!r} of row {row} is not a class index in [0, {r.i[1]})")
-    if r.err == ERR_INDEX:  # indices are p[1] and the table's row count i[1] of both embedding kernels
-        row = st - 1
-        x = (<const double *>r.p[1])[row] if r.kind else (<const float *>r.p[1])[row]
-        value = _DTYPES[r.kind].type(x)
+        if r.err == ERR_LABEL:
+            raise OutOfBoundsError(f"{op}: label {value!r} of row {row} is not a class index in [0, {r.i[1]})")
         raise OutOfBoundsError(f"{op}: index {value!r} at position {row} is not a whole number in "
                                f"[0, {r.i[1]})")
     if r.err == ERR_STRIDED:
@@ -1789,34 +1801,14 @@ class CpuBackend(Backend):
     def embedding(self, CpuArray w not None, CpuArray ids not None, CpuArray out not None,
                   Py_ssize_t rows, Py_ssize_t num, Py_ssize_t dim):
         """Op override: ``out[i, :] = w[ids[i], :]`` (ids whole numbers in [0, num))."""
-        _emb_check("embedding", w, ids, out, rows, num, dim, num * dim, rows * dim)
-        if rows == 0 or dim == 0:
-            return
-        cdef nd_rec r
-        _setk(&r, out.kind, nd_tr_emb_f32, nd_tr_emb_f64, NULL, NULL, ERR_INDEX)
-        r.p[0] = w.data
-        r.p[1] = ids.data
-        r.p[2] = out.data
-        r.i[0] = rows
-        r.i[1] = num
-        r.i[2] = dim
-        _go("embedding", &r)
+        _embedding_call("embedding", w, ids, out, rows, num, dim, num * dim, rows * dim,
+                        nd_tr_emb_f32, nd_tr_emb_f64)
 
     def embedding_grad(self, CpuArray g not None, CpuArray ids not None, CpuArray out not None,
                        Py_ssize_t rows, Py_ssize_t num, Py_ssize_t dim):
         """Op override: ``out[v, :]`` = the sum of ``g[i, :]`` over ``ids[i] == v``, in increasing i."""
-        _emb_check("embedding_grad", g, ids, out, rows, num, dim, rows * dim, num * dim)
-        if num == 0 or dim == 0:
-            return
-        cdef nd_rec r
-        _setk(&r, out.kind, nd_tr_emb_grad_f32, nd_tr_emb_grad_f64, NULL, NULL, ERR_INDEX)
-        r.p[0] = g.data
-        r.p[1] = ids.data
-        r.p[2] = out.data
-        r.i[0] = rows
-        r.i[1] = num
-        r.i[2] = dim
-        _go("embedding_grad", &r)
+        _embedding_call("embedding_grad", g, ids, out, rows, num, dim, rows * dim, num * dim,
+                        nd_tr_emb_grad_f32, nd_tr_emb_grad_f64)
 
     # -- native replay (needle.jit) ----------------------------------------------------
     def compile_replay(self, program):
