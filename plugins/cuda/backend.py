@@ -544,9 +544,22 @@ class CudaBackend(Backend):
     # first one in the device's error record and to_numpy / synchronize raise
     # it as OutOfBoundsError (see kernels/embedding.cu).
     # ------------------------------------------------------------------ #
-    def _embedding_dims(self, op, rows, num, dim):
+    def _embedding_args(self, gather, a, ids, out, rows, num, dim):
+        """What both embedding kernels check first -- buffers, sizes -- then the
+        queued device-side check of the indices: ``(runtime, dtype suffix,
+        rows, num, dim)``.  ``a`` is the table ``w`` (``gather``) or the rows'
+        adjoint ``g`` (the scatter-add)."""
+        op, name = ("embedding", "w") if gather else ("embedding_grad", "g")
+        rt, suf = self._check(op, **{name: a}, ids=ids, out=out)
         self._dims_ok(op, rows=rows, num=num, dim=dim)
-        return int(rows), int(num), int(dim)
+        rows, num, dim = int(rows), int(num), int(dim)
+        table, per_row = num * dim, rows * dim
+        self._need(op, f"'{name}'", a.size, table if gather else per_row)
+        self._need(op, "'ids'", ids.size, rows)
+        self._need(op, "'out'", out.size, per_row if gather else table)
+        if rows:  # even where nothing is written: a bad index is an error
+            self._embedding_check(rt, suf, op, ids, rows, num)
+        return rt, suf, rows, num, dim
 
     @staticmethod
     def _embedding_check(rt, suf, op, ids, rows, num):
@@ -558,16 +571,8 @@ class CudaBackend(Backend):
     def embedding(self, w, ids, out, rows, num, dim):
         """Op override: ``out[i, :] = w[ids[i], :]`` (OP_OVERRIDE_SIGNATURES["embedding"]);
         a row whose index is bad is written as zeros, and the index reported."""
-        op = "embedding"
-        rt, suf = self._check(op, w=w, ids=ids, out=out)
-        rows, num, dim = self._embedding_dims(op, rows, num, dim)
-        self._need(op, "'w'", w.size, num * dim)
-        self._need(op, "'ids'", ids.size, rows)
-        self._need(op, "'out'", out.size, rows * dim)
-        if rows == 0:
-            return
-        self._embedding_check(rt, suf, op, ids, rows, num)  # even for dim 0: a bad index is an error
-        if dim == 0:
+        rt, suf, rows, num, dim = self._embedding_args(True, w, ids, out, rows, num, dim)
+        if rows * dim == 0:
             return
         grid, block = _launch.grid_1d(rows * 32, rt.sm_count)  # a warp per row
         rt.launch(f"embedding_{suf}", (grid,), (block,),
@@ -580,14 +585,7 @@ class CudaBackend(Backend):
         ``np.add.at``, bit for bit.  Four launches after the check: count, scan,
         fill (each id's row into sorted buckets, in an int32 scratch buffer of
         ``num + 1 + rows``) and sum; bad indices are left out of every bucket."""
-        op = "embedding_grad"
-        rt, suf = self._check(op, g=g, ids=ids, out=out)
-        rows, num, dim = self._embedding_dims(op, rows, num, dim)
-        self._need(op, "'g'", g.size, rows * dim)
-        self._need(op, "'ids'", ids.size, rows)
-        self._need(op, "'out'", out.size, num * dim)
-        if rows:
-            self._embedding_check(rt, suf, op, ids, rows, num)
+        rt, suf, rows, num, dim = self._embedding_args(False, g, ids, out, rows, num, dim)
         if num * dim == 0:
             return
         # start[0..num] (bucket offsets), then order[0..rows) (the ids' positions by bucket)
