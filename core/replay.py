@@ -316,8 +316,11 @@ class JitFunction:
         return _unflatten(plan.out_tree, first)
 
     def _finish(self, plan: _Plan, cap: Capture, out_slots: set) -> None:
-        _detach_survivors(cap)
+        owners = _scan_survivors(cap)
         gc.collect()
+        # the nodes the cut graphs dropped are gone now: their entries go too,
+        # before any reference to a buffer is counted
+        owners = [(ref, arr) for ref, arr in owners if ref() is not None]
         n_calls = len(cap.calls)
         first = [n_calls] * len(cap.buffers)
         last = [-1] * len(cap.buffers)
@@ -369,7 +372,9 @@ class JitFunction:
         plan.scalar_fns, plan.before = list(cap.scalar_fns), list(cap.before)
         plan.after, plan.guards = list(cap.after), list(cap.guards)
         plan.externals = [cap.buffers[s] for s in ext]
-        plan.owners = _owners_of(plan.externals)
+        read = {id(b) for b in plan.externals}
+        plan.owners = [(ref, arr) for ref, arr in owners if id(arr._handle) in read]
+        del owners
         if self.use_native:   # None where the backend has no native loop (the protocol's default)
             plan.native = cap.backend.compile_replay(plan.program)
         cap.buffers.clear()
@@ -401,30 +406,29 @@ def _real(arg, physical: list):
     return arg
 
 
-def _detach_survivors(cap: Capture) -> None:
-    """Cut the graph behind every Tensor the step left alive with an array it
-    made (each ``p.grad`` is a node whose inputs reach back through the whole
-    backward pass): replays rebuild no graph, so those links would only keep
-    every intermediate buffer out of the arena."""
+def _scan_survivors(cap: Capture) -> list:
+    """One walk over the live Tensors after a capture.
+
+    It cuts the graph behind every Tensor the step left alive with an array
+    it made (each ``p.grad`` is a node whose inputs reach back through the
+    whole backward pass): replays rebuild no graph, so those links would only
+    keep every intermediate buffer out of the arena.  And it returns
+    ``(weakref, NDArray)`` for every Tensor holding an array made before the
+    capture: a replay checks that each still holds it (``_Plan.check``)."""
     made = {id(b) for b, kind in zip(cap.buffers, cap.kinds) if kind == "new"}
-    gc.collect()
-    for obj in gc.get_objects():
-        if issubclass(type(obj), Value) and getattr(obj, "op", None) is not None:
-            arr = getattr(obj, "cached_data", None)
-            if isinstance(arr, NDArray) and id(arr._handle) in made:
-                obj.op, obj.inputs = None, []
-
-
-def _owners_of(buffers: list) -> list:
-    """(weakref, NDArray) for every live Tensor whose array lies in ``buffers``."""
-    ids = {id(b) for b in buffers}
+    earlier = {id(b) for b, kind in zip(cap.buffers, cap.kinds) if kind == "ext"}
     owners = []
+    gc.collect()
     for obj in gc.get_objects():
         # type(), not isinstance(): proxies (lazy modules) answer __class__ with side effects
         if issubclass(type(obj), Value):
             arr = getattr(obj, "cached_data", None)   # a half-built node may have none yet
-            if isinstance(arr, NDArray) and id(arr._handle) in ids:
+            if not isinstance(arr, NDArray):
+                continue
+            if id(arr._handle) in earlier:
                 owners.append((weakref.ref(obj), arr))
+            elif obj.op is not None and id(arr._handle) in made:
+                obj.op, obj.inputs = None, []
     return owners
 
 
