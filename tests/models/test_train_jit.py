@@ -90,6 +90,16 @@ def test_language_model_trains_the_same_with_jit(tmp_path, no_dropout):
         assert b["test_acc"] == pytest.approx(a["test_acc"], abs=1e-5)
 
 
+def _eager_weights(build, batches, loss_fn):
+    """The weights after training a fresh ``build()`` eagerly on ``batches``: the reference."""
+    model, opt = build()
+    for X, y in batches:
+        opt.reset_grad()
+        loss_fn(model(X), y).backward()
+        opt.step()
+    return [p.numpy() for p in model.parameters()]
+
+
 def test_failed_capture_after_the_step_does_not_train_the_batch_twice(monkeypatch, no_dropout):
     """A capture can fail after the step body ran (planning its buffers):
     needle.jit warns and returns the step's own outputs, and the batch is not
@@ -108,13 +118,7 @@ def test_failed_capture_after_the_step_does_not_train_the_batch_twice(monkeypatc
         model = MLPResNet(784, 16)
         return model, ndl.optim.SGD(model.parameters(), lr=0.1)
 
-    model, opt = build()
-    for X, y in batches:
-        opt.reset_grad()
-        loss_fn(model(X), y).backward()
-        opt.step()
-    expected = [p.numpy() for p in model.parameters()]
-
+    expected = _eager_weights(build, batches, loss_fn)
     model, opt = build()
     notes = []
     step = JitTrainStep(lambda b: tuple(b), lambda X, y: (lambda z: (loss_fn(z, y), z, None))(model(X)),
@@ -165,13 +169,7 @@ def test_a_shape_that_cannot_be_captured_trains_eagerly_beside_replays(monkeypat
         return model, ndl.optim.SGD(model.parameters(), lr=0.1)
 
     loss_fn = ndl.nn.SoftmaxLoss()
-    model, opt = build()
-    for X, y in batches:
-        opt.reset_grad()
-        loss_fn(model(X), y).backward()
-        opt.step()
-    expected = [p.numpy() for p in model.parameters()]
-
+    expected = _eager_weights(build, batches, loss_fn)
     model, opt = build()
 
     def outputs(X, y):
